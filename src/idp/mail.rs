@@ -1,0 +1,48 @@
+//! The outbox. There is no mail server in development, so mail the provider
+//! sends (password resets, username and company reminders) is written as
+//! `.eml` files to a folder, and each message gets one log line saying where
+//! it went. The log line never holds the message body: reset links are
+//! secrets.
+
+use std::path::PathBuf;
+
+use lettre::message::Mailbox;
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+
+pub struct Outbox {
+    dir: PathBuf,
+    from: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("bad address `{0}`")]
+    Address(String),
+    #[error("cannot build message: {0}")]
+    Build(#[from] lettre::error::Error),
+    #[error("cannot write to the outbox: {0}")]
+    Write(String),
+}
+
+impl Outbox {
+    pub fn new(dir: PathBuf, from: String) -> Self {
+        Outbox { dir, from }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Writes one plain-text message; returns the path of its `.eml` file.
+    pub async fn send(&self, to: &str, subject: &str, body: String) -> Result<PathBuf, MailError> {
+        let from: Mailbox = self.from.parse().map_err(|_| MailError::Address(self.from.clone()))?;
+        let to_box: Mailbox = to.parse().map_err(|_| MailError::Address(to.to_string()))?;
+        let msg = Message::builder().from(from).to(to_box).subject(subject).body(body)?;
+        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| MailError::Write(e.to_string()))?;
+        let transport = AsyncFileTransport::<Tokio1Executor>::new(&self.dir);
+        let id = transport.send(msg).await.map_err(|e| MailError::Write(e.to_string()))?;
+        let path = self.dir.join(format!("{id}.eml"));
+        tracing::info!(mail.to = %to, mail.subject = %subject, mail.file = %path.display(), "mail written to outbox");
+        Ok(path)
+    }
+}

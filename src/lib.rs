@@ -1,0 +1,8 @@
+//! unigate: a reverse-proxy single sign-on sidecar that gives unmodified
+//! module portals Log In with KaseyaOne. This crate also holds the embedded
+//! KaseyaOne-compatible development identity provider ([`idp`]).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod idp;
+pub mod secret;

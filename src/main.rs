@@ -1,0 +1,162 @@
+//! The `unigate` command: parse the command line, load config, build, run.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use unigate::idp::{IdpConfig, IdpServer, directory};
+
+#[derive(Parser)]
+#[command(name = "unigate", version, about = "Log In with KaseyaOne for unmodified module portals")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded KaseyaOne-compatible development identity provider.
+    Idp {
+        /// The identity provider's config file.
+        #[arg(long, global = true, default_value = "config/idp.demo.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Option<IdpAction>,
+    },
+    /// Run the demo on loopback: today the embedded identity provider with
+    /// the demo directory.
+    Demo {
+        /// The identity provider's config file.
+        #[arg(long, default_value = "config/idp.demo.toml")]
+        idp_config: PathBuf,
+        /// Port of the identity provider.
+        #[arg(long, default_value_t = 9000)]
+        idp_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdpAction {
+    /// Check the config file and list every problem.
+    Check,
+    /// Print a user's current verification code (TOTP).
+    Totp {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        company: String,
+    },
+    /// Read a password from standard input and print its Argon2id hash.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unigate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<IdpConfig> {
+    IdpConfig::load(path).map_err(|e| anyhow::anyhow!("{} has problems:\n{e}", path.display()))
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Idp { config, action: None } => serve_idp(load(&config)?, false),
+        Command::Idp { config, action: Some(IdpAction::Check) } => {
+            load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Idp { config, action: Some(IdpAction::Totp { user, company }) } => {
+            let cfg = load(&config)?;
+            let u = cfg
+                .users
+                .iter()
+                .find(|u| directory::norm(&u.username) == directory::norm(&user) && directory::norm(&u.company) == directory::norm(&company))
+                .ok_or_else(|| anyhow::anyhow!("no user `{user}` in company `{company}` in {}", config.display()))?;
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs();
+            println!("{}", directory::totp_code(&u.totp_secret, now));
+            Ok(())
+        }
+        Command::Idp { action: Some(IdpAction::HashPassword), .. } => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!("{}", directory::hash_password(password));
+            Ok(())
+        }
+        Command::Demo { idp_config, idp_port } => {
+            let mut cfg = load(&idp_config)?;
+            cfg.listen.set_port(idp_port);
+            serve_idp(cfg, true)
+        }
+    }
+}
+
+fn serve_idp(cfg: IdpConfig, demo: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let users: Vec<(String, String)> = cfg.users.iter().map(|u| (u.username.clone(), u.company.clone())).collect();
+        let server = IdpServer::start(cfg).await?;
+        if demo {
+            println!("unigate demo: embedded KaseyaOne identity provider");
+            println!("  log in at   {}/login", server.issuer());
+            println!("  discovery   {}/.well-known/openid-configuration", server.issuer());
+            println!("  users (password: see README; code: `unigate idp totp --user U --company C`):");
+            for (u, c) in &users {
+                println!("    {u:<10} company {c}");
+            }
+            println!("Press Ctrl-C to stop.");
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate() => {}
+        }
+        tracing::info!("stopping");
+        server.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminate() {
+    std::future::pending().await
+}
