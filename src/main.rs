@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use unigate::idp::{IdpConfig, IdpServer, directory};
 
 #[derive(Parser)]
-#[command(name = "unigate", version, about = "Log In with KaseyaOne for unmodified module portals")]
+#[command(
+    name = "unigate",
+    version,
+    about = "Log In with KaseyaOne for unmodified module portals"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -75,7 +79,9 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -89,23 +95,35 @@ fn load(path: &std::path::Path) -> anyhow::Result<IdpConfig> {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Idp { config, action: None } => serve_idp(load(&config)?, false),
-        Command::Idp { config, action: Some(IdpAction::Check) } => {
+        Command::Idp {
+            config,
+            action: Some(IdpAction::Check),
+        } => {
             load(&config)?;
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Idp { config, action: Some(IdpAction::Totp { user, company }) } => {
+        Command::Idp {
+            config,
+            action: Some(IdpAction::Totp { user, company }),
+        } => {
             let cfg = load(&config)?;
             let u = cfg
                 .users
                 .iter()
-                .find(|u| directory::norm(&u.username) == directory::norm(&user) && directory::norm(&u.company) == directory::norm(&company))
+                .find(|u| {
+                    directory::norm(&u.username) == directory::norm(&user)
+                        && directory::norm(&u.company) == directory::norm(&company)
+                })
                 .ok_or_else(|| anyhow::anyhow!("no user `{user}` in company `{company}` in {}", config.display()))?;
             let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs();
             println!("{}", directory::totp_code(&u.totp_secret, now));
             Ok(())
         }
-        Command::Idp { action: Some(IdpAction::HashPassword), .. } => {
+        Command::Idp {
+            action: Some(IdpAction::HashPassword),
+            ..
+        } => {
             let mut line = String::new();
             std::io::stdin().lock().read_line(&mut line)?;
             let password = line.trim_end_matches(['\r', '\n']);
@@ -124,7 +142,11 @@ fn run(command: Command) -> anyhow::Result<()> {
 fn serve_idp(cfg: IdpConfig, demo: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let users: Vec<(String, String)> = cfg.users.iter().map(|u| (u.username.clone(), u.company.clone())).collect();
+        let users: Vec<(String, String)> = cfg
+            .users
+            .iter()
+            .map(|u| (u.username.clone(), u.company.clone()))
+            .collect();
         let server = IdpServer::start(cfg).await?;
         if demo {
             println!("unigate demo: embedded KaseyaOne identity provider");

@@ -33,8 +33,7 @@ impl TryFrom<String> for SecretRef {
             }
             Ok(SecretRef::File(path.to_string()))
         } else {
-            Err("a secret must be a reference, `env:NAME` or `file:PATH`, never the value itself"
-                .into())
+            Err("a secret must be a reference, `env:NAME` or `file:PATH`, never the value itself".into())
         }
     }
 }
@@ -52,8 +51,9 @@ impl SecretRef {
     /// Reads the secret. `base` is the folder relative `file:` paths start from.
     pub fn load(&self, base: &Path) -> Result<Secret, String> {
         let value = match self {
-            SecretRef::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable `{name}` is not set"))?,
+            SecretRef::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))?
+            }
             SecretRef::File(path) => {
                 let p = base.join(path);
                 let raw = std::fs::read_to_string(&p)
@@ -103,10 +103,7 @@ mod tests {
 
     #[test]
     fn parses_references_and_rejects_literals() {
-        assert_eq!(
-            SecretRef::try_from("env:X".to_string()),
-            Ok(SecretRef::Env("X".into()))
-        );
+        assert_eq!(SecretRef::try_from("env:X".to_string()), Ok(SecretRef::Env("X".into())));
         assert_eq!(
             SecretRef::try_from("file:a/b".to_string()),
             Ok(SecretRef::File("a/b".into()))

@@ -66,8 +66,9 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
     let parsed: Result<T, _> = serde_ignored::deserialize(de, |path| {
         unknown.push(path.to_string());
     });
+    unknown.sort();
     for path in unknown {
-        errors.push(path, "unknown key");
+        errors.push(bracket_indices(&path), "unknown key");
     }
     match parsed {
         Ok(v) => errors.into_result(v),
@@ -77,6 +78,22 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
             Err(errors)
         }
     }
+}
+
+/// `user.0.email` → `user[0].email`, the form validation messages use.
+fn bracket_indices(path: &str) -> String {
+    let mut out = String::new();
+    for seg in path.split('.') {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
 }
 
 fn toml_error(text: &str, e: toml::de::Error) -> ConfigErrors {
@@ -123,7 +140,7 @@ mod tests {
     fn reports_every_unknown_key_with_its_path() {
         let err = parse_toml::<File>("a = 1\nzz = 2\n[[inner]]\nb = 'x'\nc = 3\n").unwrap_err();
         let paths: Vec<_> = err.0.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, vec!["zz", "inner.0.c"]);
+        assert_eq!(paths, vec!["inner[0].c", "zz"]);
     }
 
     #[test]

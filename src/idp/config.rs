@@ -282,21 +282,19 @@ impl IdpConfig {
                 errs.push("server.listen", format!("not an address like 127.0.0.1:9000 ({e})"));
                 SocketAddr::from(([127, 0, 0, 1], 9000))
             });
-        let issuer = file.server.issuer.as_deref().and_then(|s| {
-            match Url::parse(s) {
-                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                    errs.push("server.issuer", "must be an http or https URL");
-                    None
-                }
-                Ok(u) if u.query().is_some() || u.fragment().is_some() => {
-                    errs.push("server.issuer", "must have no query or fragment (OIDC Discovery §3)");
-                    None
-                }
-                Ok(u) => Some(u),
-                Err(e) => {
-                    errs.push("server.issuer", format!("not a URL ({e})"));
-                    None
-                }
+        let issuer = file.server.issuer.as_deref().and_then(|s| match Url::parse(s) {
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                errs.push("server.issuer", "must be an http or https URL");
+                None
+            }
+            Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+                errs.push("server.issuer", "must have no query or fragment (OIDC Discovery §3)");
+                None
+            }
+            Ok(u) => Some(u),
+            Err(e) => {
+                errs.push("server.issuer", format!("not a URL ({e})"));
+                None
             }
         });
 
@@ -347,7 +345,10 @@ impl IdpConfig {
             reset_link_ttl: file.login.reset_link_ttl.unwrap_or(Duration::from_secs(1800)),
         };
         if login.max_failures_per_user == 0 || login.max_failures_per_ip == 0 {
-            errs.push("login", "max_failures_per_user and max_failures_per_ip must be at least 1");
+            errs.push(
+                "login",
+                "max_failures_per_user and max_failures_per_ip must be at least 1",
+            );
         }
 
         let mut companies = Vec::new();
@@ -390,7 +391,10 @@ impl IdpConfig {
             let totp_secret = match totp_rs::Secret::Encoded(u.totp_secret.clone()).to_bytes() {
                 Ok(b) if b.len() >= 16 => b,
                 Ok(_) => {
-                    errs.push(format!("{p}.totp_secret"), "must be at least 128 bits (26 base32 characters)");
+                    errs.push(
+                        format!("{p}.totp_secret"),
+                        "must be at least 128 bits (26 base32 characters)",
+                    );
                     Vec::new()
                 }
                 Err(_) => {

@@ -38,7 +38,14 @@ pub fn norm(s: &str) -> String {
 pub fn subject_for(company: &str, username: &str) -> String {
     let digest = Sha256::digest(format!("unigate-idp/sub/{}/{}", norm(company), norm(username)));
     let h: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Hashes a password with Argon2id and the crate's default parameters
@@ -149,7 +156,10 @@ impl Directory {
     /// Modules the user's groups grant, in configuration order.
     pub fn modules_for(&self, id: UserId) -> Vec<&Module> {
         let groups = &self.users[id].groups;
-        self.modules.iter().filter(|m| groups.iter().any(|g| g == &m.access_group)).collect()
+        self.modules
+            .iter()
+            .filter(|m| groups.iter().any(|g| g == &m.access_group))
+            .collect()
     }
 }
 
@@ -173,12 +183,10 @@ pub fn totp_match(secret: &[u8], code: &str, unix_time: u64) -> Option<u64> {
     }
     let t = totp(secret);
     let step = unix_time / 30;
-    [step.saturating_sub(1), step, step + 1]
-        .into_iter()
-        .find(|s| {
-            use subtle::ConstantTimeEq;
-            bool::from(t.generate(s * 30).as_bytes().ct_eq(code.as_bytes()))
-        })
+    [step.saturating_sub(1), step, step + 1].into_iter().find(|s| {
+        use subtle::ConstantTimeEq;
+        bool::from(t.generate(s * 30).as_bytes().ct_eq(code.as_bytes()))
+    })
 }
 
 #[cfg(test)]

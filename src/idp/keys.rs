@@ -32,7 +32,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
     }
 }
 
@@ -47,7 +50,13 @@ impl SigningKey {
             _ => KeyAlgorithm::ES256,
         });
         let decoding = DecodingKey::from_jwk(&jwk)?;
-        Ok(SigningKey { kid, alg, encoding, jwk, decoding })
+        Ok(SigningKey {
+            kid,
+            alg,
+            encoding,
+            jwk,
+            decoding,
+        })
     }
 
     /// A new random key for `alg` (ES256 or RS256).
@@ -150,7 +159,12 @@ impl KeyStore {
     pub fn jwks(&self, now: SystemTime) -> JwkSet {
         let s = self.read();
         let mut keys = vec![s.es256.jwk.clone(), s.rs256.jwk.clone()];
-        keys.extend(s.retired.iter().filter(|(_, until)| *until > now).map(|(k, _)| k.jwk.clone()));
+        keys.extend(
+            s.retired
+                .iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(k, _)| k.jwk.clone()),
+        );
         JwkSet { keys }
     }
 
@@ -193,7 +207,12 @@ mod tests {
         let new = store.current(Algorithm::ES256).kid.clone();
         assert_ne!(old, new);
         let kids = |t| -> Vec<String> {
-            store.jwks(t).keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect()
+            store
+                .jwks(t)
+                .keys
+                .iter()
+                .map(|k| k.common.key_id.clone().unwrap())
+                .collect()
         };
         assert_eq!(kids(t0).len(), 4);
         assert!(kids(t0).contains(&old));
@@ -207,7 +226,9 @@ mod tests {
     fn kid_is_the_rfc7638_thumbprint_and_signature_verifies() {
         let k = SigningKey::generate(Algorithm::ES256).unwrap();
         assert_eq!(k.kid, k.jwk.thumbprint(ThumbprintHash::SHA256).unwrap());
-        let token = k.sign("JWT", &serde_json::json!({"sub": "x", "exp": 4_000_000_000u64})).unwrap();
+        let token = k
+            .sign("JWT", &serde_json::json!({"sub": "x", "exp": 4_000_000_000u64}))
+            .unwrap();
         let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
         v.validate_aud = false;
         let data = jsonwebtoken::decode::<serde_json::Value>(&token, k.decoding_key(), &v).unwrap();

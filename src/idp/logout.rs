@@ -27,14 +27,30 @@ impl Provider {
     }
 
     fn notify_clients(self: &Arc<Self>, session: &IdpSession, now: SystemTime) -> LogoutOutcome {
-        let clients: Vec<String> = session.clients.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
-        let mut out = LogoutOutcome { frontchannel: Vec::new(), deliveries: Vec::new() };
+        let clients: Vec<String> = session
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut out = LogoutOutcome {
+            frontchannel: Vec::new(),
+            deliveries: Vec::new(),
+        };
         for client_id in clients {
-            let Some(client) = self.dir.client(&client_id) else { continue };
+            let Some(client) = self.dir.client(&client_id) else {
+                continue;
+            };
             if let Some(uri) = &client.frontchannel_logout_uri {
-                out.frontchannel.push(with_params(uri.as_str(), &[("iss", &self.issuer), ("sid", &session.sid)]));
+                out.frontchannel.push(with_params(
+                    uri.as_str(),
+                    &[("iss", &self.issuer), ("sid", &session.sid)],
+                ));
             }
-            let Some(uri) = client.backchannel_logout_uri.clone() else { continue };
+            let Some(uri) = client.backchannel_logout_uri.clone() else {
+                continue;
+            };
             let token = match self.logout_token(client, session.user, &session.sid, now) {
                 Ok(t) => t,
                 Err(e) => {
@@ -43,7 +59,9 @@ impl Provider {
                 }
             };
             let http = self.http.clone();
-            out.deliveries.push(tokio::spawn(async move { deliver(&http, uri, &client_id, token).await }));
+            out.deliveries.push(tokio::spawn(
+                async move { deliver(&http, uri, &client_id, token).await },
+            ));
         }
         out
     }
@@ -53,13 +71,19 @@ impl Provider {
 async fn deliver(http: &reqwest::Client, uri: url::Url, client_id: &str, token: String) -> bool {
     let attempts = LOGOUT_RETRY_DELAYS.len() + 1;
     for attempt in 1..=attempts {
-        let result = http.post(uri.clone()).form(&[("logout_token", token.as_str())]).send().await;
+        let result = http
+            .post(uri.clone())
+            .form(&[("logout_token", token.as_str())])
+            .send()
+            .await;
         match result {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(client.id = %client_id, attempt, "back-channel logout delivered");
                 return true;
             }
-            Ok(r) => tracing::warn!(client.id = %client_id, attempt, status = r.status().as_u16(), "back-channel logout refused"),
+            Ok(r) => {
+                tracing::warn!(client.id = %client_id, attempt, status = r.status().as_u16(), "back-channel logout refused")
+            }
             Err(e) => tracing::warn!(client.id = %client_id, attempt, error = %e, "back-channel logout failed"),
         }
         if let Some(delay) = LOGOUT_RETRY_DELAYS.get(attempt - 1) {

@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
-use lettre::message::Mailbox;
+use lettre::message::header::ContentTransferEncoding;
+use lettre::message::header::ContentType;
+use lettre::message::{Body, Mailbox, SinglePart};
 use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
 pub struct Outbox {
@@ -37,8 +39,21 @@ impl Outbox {
     pub async fn send(&self, to: &str, subject: &str, body: String) -> Result<PathBuf, MailError> {
         let from: Mailbox = self.from.parse().map_err(|_| MailError::Address(self.from.clone()))?;
         let to_box: Mailbox = to.parse().map_err(|_| MailError::Address(to.to_string()))?;
-        let msg = Message::builder().from(from).to(to_box).subject(subject).body(body)?;
-        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| MailError::Write(e.to_string()))?;
+        // `binary` keeps lines whole (lettre would quoted-print a long link),
+        // so the .eml reads, and its link copies, as written. The file is
+        // never relayed over SMTP, where 7bit/8bit line limits would matter.
+        let part = SinglePart::builder().header(ContentType::TEXT_PLAIN).body(
+            Body::new_with_encoding(body, ContentTransferEncoding::Binary)
+                .map_err(|_| MailError::Write("cannot encode body".into()))?,
+        );
+        let msg = Message::builder()
+            .from(from)
+            .to(to_box)
+            .subject(subject)
+            .singlepart(part)?;
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| MailError::Write(e.to_string()))?;
         let transport = AsyncFileTransport::<Tokio1Executor>::new(&self.dir);
         let id = transport.send(msg).await.map_err(|e| MailError::Write(e.to_string()))?;
         let path = self.dir.join(format!("{id}.eml"));

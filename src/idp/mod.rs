@@ -87,7 +87,11 @@ impl Provider {
     /// Replaces both signing keys; the old public keys stay in the JWKS for
     /// the configured grace period.
     pub fn rotate_keys(&self, now: SystemTime) -> Result<(), keys::KeyError> {
-        self.keys.rotate(SigningKey::generate(Algorithm::ES256)?, SigningKey::generate(Algorithm::RS256)?, now);
+        self.keys.rotate(
+            SigningKey::generate(Algorithm::ES256)?,
+            SigningKey::generate(Algorithm::RS256)?,
+            now,
+        );
         tracing::info!("signing keys rotated");
         Ok(())
     }
@@ -109,11 +113,19 @@ impl IdpServer {
     /// Binds `cfg.listen` (port 0 picks a free port) and serves. The issuer
     /// is `server.issuer`, or `http://` + the bound address.
     pub async fn start(cfg: IdpConfig) -> Result<IdpServer, StartError> {
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
-        let issuer = cfg.issuer.as_ref().map(|u| u.to_string()).unwrap_or_else(|| format!("http://{addr}"));
+        let listener = TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let issuer = cfg
+            .issuer
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| format!("http://{addr}"));
         let rotation = cfg.signing.rotation_interval;
         let provider = Arc::new(Provider::new(cfg, &issuer)?);
         let app = web::router(provider.clone());
@@ -145,7 +157,12 @@ impl IdpServer {
             }
         });
         tracing::info!(issuer = %provider.issuer, listen = %addr, "identity provider listening");
-        Ok(IdpServer { addr, provider, shutdown: Some(tx), task })
+        Ok(IdpServer {
+            addr,
+            provider,
+            shutdown: Some(tx),
+            task,
+        })
     }
 
     pub fn issuer(&self) -> &str {

@@ -80,12 +80,14 @@ pub fn check_authorize(dir: &Directory, pairs: Vec<(String, String)>) -> Result<
     // go on a page.
     let raw: Vec<(String, String)> = pairs;
     let first = |name: &str| raw.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let client_id = first("client_id").ok_or_else(|| AuthorizeError::Page("The request names no client (client_id is missing).".into()))?;
-    let client = dir
-        .client(&client_id)
-        .ok_or_else(|| AuthorizeError::Page("The application that sent you here is not registered with this identity provider.".into()))?;
-    let redirect_uri = first("redirect_uri")
-        .ok_or_else(|| AuthorizeError::Page("The request has no redirect_uri, so there is nowhere safe to send you back to.".into()))?;
+    let client_id = first("client_id")
+        .ok_or_else(|| AuthorizeError::Page("The request names no client (client_id is missing).".into()))?;
+    let client = dir.client(&client_id).ok_or_else(|| {
+        AuthorizeError::Page("The application that sent you here is not registered with this identity provider.".into())
+    })?;
+    let redirect_uri = first("redirect_uri").ok_or_else(|| {
+        AuthorizeError::Page("The request has no redirect_uri, so there is nowhere safe to send you back to.".into())
+    })?;
     if !client.redirect_uris.iter().any(|r| r == &redirect_uri) {
         return Err(AuthorizeError::Page(
             "The redirect_uri of this request is not registered for the application, so you are not sent there.".into(),
@@ -93,7 +95,9 @@ pub fn check_authorize(dir: &Directory, pairs: Vec<(String, String)>) -> Result<
     }
     let count = |name: &str| raw.iter().filter(|(k, _)| k == name).count();
     if count("client_id") > 1 || count("redirect_uri") > 1 {
-        return Err(AuthorizeError::Page("The request repeats client_id or redirect_uri.".into()));
+        return Err(AuthorizeError::Page(
+            "The request repeats client_id or redirect_uri.".into(),
+        ));
     }
     let state = first("state");
     let fail = |error: &'static str, description: &str| AuthorizeError::Redirect {
@@ -112,7 +116,12 @@ pub fn check_authorize(dir: &Directory, pairs: Vec<(String, String)>) -> Result<
     match p.get("response_type").map(String::as_str) {
         Some("code") => {}
         None => return Err(fail("invalid_request", "response_type is missing")),
-        Some(_) => return Err(fail("unsupported_response_type", "only response_type=code is supported")),
+        Some(_) => {
+            return Err(fail(
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            ));
+        }
     }
     if let Some(mode) = p.get("response_mode")
         && mode != "query"
@@ -123,7 +132,10 @@ pub fn check_authorize(dir: &Directory, pairs: Vec<(String, String)>) -> Result<
     if !scope.split(' ').any(|s| s == "openid") {
         return Err(fail("invalid_scope", "scope must include openid"));
     }
-    let code_challenge = match (p.get("code_challenge"), p.get("code_challenge_method").map(String::as_str)) {
+    let code_challenge = match (
+        p.get("code_challenge"),
+        p.get("code_challenge_method").map(String::as_str),
+    ) {
         (None, _) => return Err(fail("invalid_request", "PKCE is required: code_challenge is missing")),
         (Some(_), Some("S256")) => p["code_challenge"].clone(),
         (Some(_), _) => return Err(fail("invalid_request", "code_challenge_method must be S256")),
@@ -132,14 +144,23 @@ pub fn check_authorize(dir: &Directory, pairs: Vec<(String, String)>) -> Result<
     if code_challenge.len() != 43 || B64.decode(&code_challenge).is_err() {
         return Err(fail("invalid_request", "code_challenge is not a base64url SHA-256"));
     }
-    let prompts: Vec<&str> = p.get("prompt").map(|s| s.split(' ').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    let prompts: Vec<&str> = p
+        .get("prompt")
+        .map(|s| s.split(' ').filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
     let prompt_none = prompts.contains(&"none");
     if prompt_none && prompts.len() > 1 {
-        return Err(fail("invalid_request", "prompt=none cannot be combined with other values"));
+        return Err(fail(
+            "invalid_request",
+            "prompt=none cannot be combined with other values",
+        ));
     }
     let max_age = match p.get("max_age") {
         None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| fail("invalid_request", "max_age must be a number of seconds"))?),
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| fail("invalid_request", "max_age must be a number of seconds"))?,
+        ),
     };
     Ok(AuthRequest {
         client_id,
@@ -193,7 +214,12 @@ pub struct TokenError {
 
 impl TokenError {
     fn new(error: &'static str, description: impl Into<String>) -> Self {
-        TokenError { status: 400, error, description: description.into(), basic_challenge: false }
+        TokenError {
+            status: 400,
+            error,
+            description: description.into(),
+            basic_challenge: false,
+        }
     }
     fn invalid_client(basic: bool) -> Self {
         TokenError {
@@ -233,7 +259,9 @@ impl ClientAuth {
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
                     .ok_or_else(|| TokenError::invalid_client(true))?;
-                let (id, secret) = decoded.split_once(':').ok_or_else(|| TokenError::invalid_client(true))?;
+                let (id, secret) = decoded
+                    .split_once(':')
+                    .ok_or_else(|| TokenError::invalid_client(true))?;
                 // RFC 6749 §2.3.1: both parts are form-urlencoded first.
                 let dec = |s: &str| -> String {
                     form_urlencoded::parse(format!("x={s}").as_bytes())
@@ -241,11 +269,17 @@ impl ClientAuth {
                         .map(|(_, v)| v.into_owned())
                         .unwrap_or_default()
                 };
-                Some(ClientAuth::Basic { id: dec(id), secret: dec(secret) })
+                Some(ClientAuth::Basic {
+                    id: dec(id),
+                    secret: dec(secret),
+                })
             }
         };
         match (basic, post) {
-            (Some(_), Some(_)) => Err(TokenError::new("invalid_request", "use one client authentication method, not two")),
+            (Some(_), Some(_)) => Err(TokenError::new(
+                "invalid_request",
+                "use one client authentication method, not two",
+            )),
             (Some(b), None) => Ok(b),
             (None, Some(p)) => Ok(p),
             (None, None) => Ok(ClientAuth::None),
@@ -335,7 +369,11 @@ impl Provider {
     /// Issues an authorization code for a logged-in session.
     pub fn issue_code(&self, request: Arc<AuthRequest>, session: &IdpSession) -> String {
         let code = random_token();
-        session.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(request.client_id.clone());
+        session
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request.client_id.clone());
         self.stores.codes.insert(
             token_key(&code),
             Arc::new(CodeRecord {
@@ -351,18 +389,33 @@ impl Provider {
     }
 
     /// The token endpoint: `authorization_code` and `refresh_token` grants.
-    pub fn token(&self, auth: &ClientAuth, form: &HashMap<String, String>, now: SystemTime) -> Result<TokenResponse, TokenError> {
+    pub fn token(
+        &self,
+        auth: &ClientAuth,
+        form: &HashMap<String, String>,
+        now: SystemTime,
+    ) -> Result<TokenResponse, TokenError> {
         let client = self.authenticate_client(auth)?;
         match form.get("grant_type").map(String::as_str) {
             Some("authorization_code") => self.exchange_code(client, form, now),
             Some("refresh_token") => self.refresh(client, form, now),
             None => Err(TokenError::new("invalid_request", "grant_type is missing")),
-            Some(_) => Err(TokenError::new("unsupported_grant_type", "use authorization_code or refresh_token")),
+            Some(_) => Err(TokenError::new(
+                "unsupported_grant_type",
+                "use authorization_code or refresh_token",
+            )),
         }
     }
 
-    fn exchange_code(&self, client: &Client, form: &HashMap<String, String>, now: SystemTime) -> Result<TokenResponse, TokenError> {
-        let code = form.get("code").ok_or_else(|| TokenError::new("invalid_request", "code is missing"))?;
+    fn exchange_code(
+        &self,
+        client: &Client,
+        form: &HashMap<String, String>,
+        now: SystemTime,
+    ) -> Result<TokenResponse, TokenError> {
+        let code = form
+            .get("code")
+            .ok_or_else(|| TokenError::new("invalid_request", "code is missing"))?;
         let invalid = || TokenError::new("invalid_grant", "the code is invalid, expired or already used");
         let record = self.stores.codes.get(&token_key(code)).ok_or_else(invalid)?;
         {
@@ -379,16 +432,24 @@ impl Provider {
                 return Err(invalid());
             }
             if form.get("redirect_uri") != Some(&record.request.redirect_uri) {
-                return Err(TokenError::new("invalid_grant", "redirect_uri does not match the authorization request"));
+                return Err(TokenError::new(
+                    "invalid_grant",
+                    "redirect_uri does not match the authorization request",
+                ));
             }
             let verifier = form
                 .get("code_verifier")
                 .ok_or_else(|| TokenError::new("invalid_grant", "code_verifier is missing (PKCE)"))?;
             // RFC 7636 §4.1: 43 to 128 unreserved characters.
             let well_formed = (43..=128).contains(&verifier.len())
-                && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+                && verifier
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
             if !well_formed || pkce_s256(verifier) != record.request.code_challenge {
-                return Err(TokenError::new("invalid_grant", "code_verifier does not match the code_challenge"));
+                return Err(TokenError::new(
+                    "invalid_grant",
+                    "code_verifier does not match the code_challenge",
+                ));
             }
             let grant_id = random_token();
             *redeemed = Some(grant_id.clone());
@@ -402,13 +463,21 @@ impl Provider {
             });
             self.stores.grants.insert(grant_id.clone(), grant.clone());
             if let Some(s) = self.session_by_sid(&record.sid) {
-                s.grants.lock().unwrap_or_else(|p| p.into_inner()).push(grant_id.clone());
+                s.grants
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(grant_id.clone());
             }
             self.tokens_for(client, &grant_id, &grant, record.request.nonce.clone(), now)
         }
     }
 
-    fn refresh(&self, client: &Client, form: &HashMap<String, String>, now: SystemTime) -> Result<TokenResponse, TokenError> {
+    fn refresh(
+        &self,
+        client: &Client,
+        form: &HashMap<String, String>,
+        now: SystemTime,
+    ) -> Result<TokenResponse, TokenError> {
         let token = form
             .get("refresh_token")
             .ok_or_else(|| TokenError::new("invalid_request", "refresh_token is missing"))?;
@@ -436,14 +505,26 @@ impl Provider {
         self.tokens_for(client, &record.grant_id, &grant, None, now)
     }
 
-    fn tokens_for(&self, client: &Client, grant_id: &str, grant: &Grant, nonce: Option<String>, now: SystemTime) -> Result<TokenResponse, TokenError> {
+    fn tokens_for(
+        &self,
+        client: &Client,
+        grant_id: &str,
+        grant: &Grant,
+        nonce: Option<String>,
+        now: SystemTime,
+    ) -> Result<TokenResponse, TokenError> {
         let user = self.dir.user(grant.user);
         let sub = self.dir.sub(grant.user).to_string();
         let iat = unix(now);
         let t = &self.cfg.tokens;
         let server_error = |e: super::keys::KeyError| {
             tracing::error!(error = %e, "token signing failed");
-            TokenError { status: 500, error: "server_error", description: "token signing failed".into(), basic_challenge: false }
+            TokenError {
+                status: 500,
+                error: "server_error",
+                description: "token signing failed".into(),
+                basic_challenge: false,
+            }
         };
         let jti = random_token();
         let access = AccessTokenClaims {
@@ -487,7 +568,10 @@ impl Provider {
         let refresh_token = random_token();
         self.stores.refresh.insert(
             token_key(&refresh_token),
-            Arc::new(RefreshRecord { grant_id: grant_id.to_string(), used: Default::default() }),
+            Arc::new(RefreshRecord {
+                grant_id: grant_id.to_string(),
+                used: Default::default(),
+            }),
         );
         Ok(TokenResponse {
             access_token,
@@ -501,7 +585,13 @@ impl Provider {
 
     /// Verifies one of this provider's own tokens (signature, issuer, `typ`);
     /// `exp` is checked against `now` unless `allow_expired`.
-    pub fn verify_own<T: serde::de::DeserializeOwned>(&self, token: &str, typ: &str, allow_expired: bool, now: SystemTime) -> Option<T> {
+    pub fn verify_own<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &str,
+        allow_expired: bool,
+        now: SystemTime,
+    ) -> Option<T> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.typ.as_deref() != Some(typ) || !matches!(header.alg, Algorithm::ES256 | Algorithm::RS256) {
             return None;
@@ -550,7 +640,13 @@ impl Provider {
     }
 
     /// A signed Back-Channel Logout token for one client.
-    pub fn logout_token(&self, client: &Client, user: UserId, sid: &str, now: SystemTime) -> Result<String, super::keys::KeyError> {
+    pub fn logout_token(
+        &self,
+        client: &Client,
+        user: UserId,
+        sid: &str,
+        now: SystemTime,
+    ) -> Result<String, super::keys::KeyError> {
         let iat = unix(now);
         let claims = LogoutTokenClaims {
             iss: self.issuer.clone(),
@@ -567,7 +663,11 @@ impl Provider {
 }
 
 /// Retry schedule for back-channel logout delivery.
-pub const LOGOUT_RETRY_DELAYS: [Duration; 3] = [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(3)];
+pub const LOGOUT_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
 
 #[cfg(test)]
 mod tests {
@@ -632,11 +732,17 @@ mod tests {
             }
             other => panic!("expected a redirect error, got {other:?}"),
         };
-        assert_eq!(redirect_error(with("response_type", Some("token"))), "unsupported_response_type");
+        assert_eq!(
+            redirect_error(with("response_type", Some("token"))),
+            "unsupported_response_type"
+        );
         assert_eq!(redirect_error(with("response_type", None)), "invalid_request");
         assert_eq!(redirect_error(with("scope", Some("email"))), "invalid_scope");
         assert_eq!(redirect_error(with("code_challenge", None)), "invalid_request");
-        assert_eq!(redirect_error(with("code_challenge_method", Some("plain"))), "invalid_request");
+        assert_eq!(
+            redirect_error(with("code_challenge_method", Some("plain"))),
+            "invalid_request"
+        );
         assert_eq!(redirect_error(with("code_challenge_method", None)), "invalid_request");
         assert_eq!(redirect_error(with("code_challenge", Some("short"))), "invalid_request");
         assert_eq!(redirect_error(with("prompt", Some("none login"))), "invalid_request");
@@ -645,7 +751,10 @@ mod tests {
         let mut dup = base();
         dup.push(("nonce".into(), "again".into()));
         assert_eq!(redirect_error(dup), "invalid_request");
-        assert_eq!(redirect_error(with("nonce", Some(&"x".repeat(3000)))), "invalid_request");
+        assert_eq!(
+            redirect_error(with("nonce", Some(&"x".repeat(3000)))),
+            "invalid_request"
+        );
     }
 
     #[test]

@@ -63,67 +63,83 @@ fn message(error: Option<&str>, notice: Option<&str>) -> Markup {
 }
 
 pub fn login_identify(flow: &str, username: &str, company: &str, error: Option<&str>, notice: Option<&str>) -> Markup {
-    layout("Log in", None, html! {
-        div.card {
-            h1 { "Log in to KaseyaOne" }
-            (message(error, notice))
-            form method="post" action="/login" {
-                input type="hidden" name="flow" value=(flow);
-                input type="hidden" name="step" value="identify";
-                label for="username" { "Username" }
-                input #username type="text" name="username" value=(username) autocomplete="username" required autofocus;
-                label for="company" { "Company Name" }
-                input #company type="text" name="company" value=(company) autocomplete="organization" required;
-                button.primary type="submit" { "Continue" }
+    layout(
+        "Log in",
+        None,
+        html! {
+            div.card {
+                h1 { "Log in to KaseyaOne" }
+                (message(error, notice))
+                form method="post" action="/login" {
+                    input type="hidden" name="flow" value=(flow);
+                    input type="hidden" name="step" value="identify";
+                    label for="username" { "Username" }
+                    input #username type="text" name="username" value=(username) autocomplete="username" required autofocus;
+                    label for="company" { "Company Name" }
+                    input #company type="text" name="company" value=(company) autocomplete="organization" required;
+                    button.primary type="submit" { "Continue" }
+                }
+                div.links { a href="/recover" { "Can't Log In?" } }
             }
-            div.links { a href="/recover" { "Can't Log In?" } }
-        }
-    })
+        },
+    )
 }
 
 pub fn login_password(flow: &str, username: &str, company: &str, error: Option<&str>) -> Markup {
-    layout("Log in", None, html! {
-        div.card {
-            h1 { "Enter your password" }
-            (message(error, None))
-            p.muted { (username) " · " (company) }
-            form method="post" action="/login" {
-                input type="hidden" name="flow" value=(flow);
-                input type="hidden" name="step" value="password";
-                label for="password" { "Password" }
-                input #password type="password" name="password" autocomplete="current-password" required autofocus;
-                button.primary type="submit" { "Continue" }
+    layout(
+        "Log in",
+        None,
+        html! {
+            div.card {
+                h1 { "Enter your password" }
+                (message(error, None))
+                p.muted { (username) " · " (company) }
+                form method="post" action="/login" {
+                    input type="hidden" name="flow" value=(flow);
+                    input type="hidden" name="step" value="password";
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" autocomplete="current-password" required autofocus;
+                    button.primary type="submit" { "Continue" }
+                }
+                div.links { a href="/recover" { "Can't Log In?" } }
             }
-            div.links { a href="/recover" { "Can't Log In?" } }
-        }
-    })
+        },
+    )
 }
 
 pub fn login_code(flow: &str, error: Option<&str>) -> Markup {
-    layout("Verification code", None, html! {
-        div.card {
-            h1 { "Enter your verification code" }
-            (message(error, None))
-            p.muted { "Open your authenticator app and enter the 6-digit code for KaseyaOne." }
-            form method="post" action="/login" {
-                input type="hidden" name="flow" value=(flow);
-                input type="hidden" name="step" value="code";
-                label for="code" { "Verification code" }
-                input #code type="text" name="code" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" autocomplete="one-time-code" required autofocus;
-                button.primary type="submit" { "Verify" }
+    layout(
+        "Verification code",
+        None,
+        html! {
+            div.card {
+                h1 { "Enter your verification code" }
+                (message(error, None))
+                p.muted { "Open your authenticator app and enter the 6-digit code for KaseyaOne." }
+                form method="post" action="/login" {
+                    input type="hidden" name="flow" value=(flow);
+                    input type="hidden" name="step" value="code";
+                    label for="code" { "Verification code" }
+                    input #code type="text" name="code" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" autocomplete="one-time-code" required autofocus;
+                    button.primary type="submit" { "Verify" }
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 pub fn error_page(title: &str, text: &str, link: Option<(&str, &str)>) -> Markup {
-    layout(title, None, html! {
-        div.card {
-            h1 { (title) }
-            p { (text) }
-            @if let Some((href, label)) = link { p { a href=(href) { (label) } } }
-        }
-    })
+    layout(
+        title,
+        None,
+        html! {
+            div.card {
+                h1 { (title) }
+                p { (text) }
+                @if let Some((href, label)) = link { p { a href=(href) { (label) } } }
+            }
+        },
+    )
 }
 
 pub enum Tile<'a> {
@@ -136,62 +152,70 @@ pub enum Tile<'a> {
 }
 
 pub fn home(display_name: &str, csrf: &str, tiles: &[Tile<'_>], choose: Option<&Module>) -> Markup {
-    layout("Home", Some((display_name, csrf)), html! {
-        div.card.wide {
-            h1 { "My Modules" }
-            @if tiles.is_empty() {
-                p { "You have no modules yet." }
-            }
-            div.tiles {
-                @for t in tiles {
-                    @match t {
-                        Tile::Arrow(m) => a.tile.arrow href=(m.instances.first().map_or(&m.url, |i| &i.url).as_str()) data-module=(m.name) {
-                            span.icon title="Log in with KaseyaOne" { "➜" } div.name { (m.display_name) }
-                            div.muted { "Log In with KaseyaOne" }
-                        },
-                        Tile::File(m) => a.tile.file href={ "/?choose=" (m.name) } data-module=(m.name) {
-                            span.icon title="Choose an instance" { "🗀" } div.name { (m.display_name) }
-                            div.muted { (m.instances.len()) " instances" }
-                        },
-                        Tile::Lock(m) => a.tile.lock href=(m.login_url.as_str()) data-module=(m.name) {
-                            span.icon title="Log in with module credentials" { "🔒" } div.name { (m.display_name) }
-                            div.muted { "Log in with your module credentials" }
-                        },
+    layout(
+        "Home",
+        Some((display_name, csrf)),
+        html! {
+            div.card.wide {
+                h1 { "My Modules" }
+                @if tiles.is_empty() {
+                    p { "You have no modules yet." }
+                }
+                div.tiles {
+                    @for t in tiles {
+                        @match t {
+                            Tile::Arrow(m) => a.tile.arrow href=(m.instances.first().map_or(&m.url, |i| &i.url).as_str()) data-module=(m.name) {
+                                span.icon title="Log in with KaseyaOne" { "➜" } div.name { (m.display_name) }
+                                div.muted { "Log In with KaseyaOne" }
+                            },
+                            Tile::File(m) => a.tile.file href={ "/?choose=" (m.name) } data-module=(m.name) {
+                                span.icon title="Choose an instance" { "🗀" } div.name { (m.display_name) }
+                                div.muted { (m.instances.len()) " instances" }
+                            },
+                            Tile::Lock(m) => a.tile.lock href=(m.login_url.as_str()) data-module=(m.name) {
+                                span.icon title="Log in with module credentials" { "🔒" } div.name { (m.display_name) }
+                                div.muted { "Log in with your module credentials" }
+                            },
+                        }
                     }
                 }
-            }
-            p.muted style="margin-top:22px" {
-                "Not seeing a module? It appears here once Unified Login is enabled for it and you are in the access group assigned to it. "
-                "Contact your KaseyaOne administrator for either."
-            }
-        }
-        @if let Some(m) = choose {
-            dialog open aria-labelledby="choose-title" {
-                h1 #choose-title { "Choose an Instance" }
-                p.muted { (m.display_name) }
-                ul {
-                    @for i in &m.instances {
-                        li { a.instance href=(i.url.as_str()) { (i.display_name) } }
-                    }
+                p.muted style="margin-top:22px" {
+                    "Not seeing a module? It appears here once Unified Login is enabled for it and you are in the access group assigned to it. "
+                    "Contact your KaseyaOne administrator for either."
                 }
-                a href="/" { "Cancel" }
             }
-        }
-    })
+            @if let Some(m) = choose {
+                dialog open aria-labelledby="choose-title" {
+                    h1 #choose-title { "Choose an Instance" }
+                    p.muted { (m.display_name) }
+                    ul {
+                        @for i in &m.instances {
+                            li { a.instance href=(i.url.as_str()) { (i.display_name) } }
+                        }
+                    }
+                    a href="/" { "Cancel" }
+                }
+            }
+        },
+    )
 }
 
 pub fn recover_menu() -> Markup {
-    layout("Can't Log In?", None, html! {
-        div.card {
-            h1 { "Can't Log In?" }
-            ul {
-                li { a href="/recover/password" { "Forgot password" } }
-                li { a href="/recover/username" { "Forgot username" } }
-                li { a href="/recover/company" { "Forgot company name" } }
+    layout(
+        "Can't Log In?",
+        None,
+        html! {
+            div.card {
+                h1 { "Can't Log In?" }
+                ul {
+                    li { a href="/recover/password" { "Forgot password" } }
+                    li { a href="/recover/username" { "Forgot username" } }
+                    li { a href="/recover/company" { "Forgot company name" } }
+                }
+                div.links { a href="/login" { "Back to log in" } }
             }
-            div.links { a href="/login" { "Back to log in" } }
-        }
-    })
+        },
+    )
 }
 
 /// Which recovery form.
@@ -208,90 +232,115 @@ pub fn recover_form(kind: Recover, error: Option<&str>) -> Markup {
         Recover::Username => ("Forgot username", "/recover/username"),
         Recover::Company => ("Forgot company name", "/recover/company"),
     };
-    layout(title, None, html! {
-        div.card {
-            h1 { (title) }
-            (message(error, None))
-            form method="post" action=(action) {
-                @match kind {
-                    Recover::Password => {
-                        label for="username" { "Username" }
-                        input #username type="text" name="username" required;
-                        label for="company" { "Company Name" }
-                        input #company type="text" name="company" required;
-                    },
-                    Recover::Username => {
-                        label for="email" { "Email" }
-                        input #email type="email" name="email" required;
-                        label for="company" { "Company Name" }
-                        input #company type="text" name="company" required;
-                    },
-                    Recover::Company => {
-                        label for="email" { "Email" }
-                        input #email type="email" name="email" required;
-                    },
+    layout(
+        title,
+        None,
+        html! {
+            div.card {
+                h1 { (title) }
+                (message(error, None))
+                form method="post" action=(action) {
+                    @match kind {
+                        Recover::Password => {
+                            label for="username" { "Username" }
+                            input #username type="text" name="username" required;
+                            label for="company" { "Company Name" }
+                            input #company type="text" name="company" required;
+                        },
+                        Recover::Username => {
+                            label for="email" { "Email" }
+                            input #email type="email" name="email" required;
+                            label for="company" { "Company Name" }
+                            input #company type="text" name="company" required;
+                        },
+                        Recover::Company => {
+                            label for="email" { "Email" }
+                            input #email type="email" name="email" required;
+                        },
+                    }
+                    button.primary type="submit" { "Continue" }
                 }
-                button.primary type="submit" { "Continue" }
+                div.links { a href="/login" { "Back to log in" } }
             }
-            div.links { a href="/login" { "Back to log in" } }
-        }
-    })
+        },
+    )
 }
 
 pub fn recover_sent() -> Markup {
-    layout("Check your email", None, html! {
-        div.card {
-            h1 { "Check your email" }
-            p { "You will receive an email with further instructions if there is an account associated with the details you entered." }
-            p.muted { "It should arrive in a few minutes. If it does not, check your spam or junk folder, and make sure you entered your company name correctly." }
-            div.links { a href="/login" { "Back to log in" } }
-        }
-    })
+    layout(
+        "Check your email",
+        None,
+        html! {
+            div.card {
+                h1 { "Check your email" }
+                p { "You will receive an email with further instructions if there is an account associated with the details you entered." }
+                p.muted { "It should arrive in a few minutes. If it does not, check your spam or junk folder, and make sure you entered your company name correctly." }
+                div.links { a href="/login" { "Back to log in" } }
+            }
+        },
+    )
 }
 
 pub fn reset_form(token: &str, error: Option<&str>) -> Markup {
-    layout("Choose a new password", None, html! {
-        div.card {
-            h1 { "Choose a new password" }
-            (message(error, None))
-            form method="post" action="/recover/reset" {
-                input type="hidden" name="token" value=(token);
-                label for="password" { "New password" }
-                input #password type="password" name="password" autocomplete="new-password" minlength="12" required;
-                label for="confirm" { "Confirm new password" }
-                input #confirm type="password" name="confirm" autocomplete="new-password" minlength="12" required;
-                button.primary type="submit" { "Set password" }
+    layout(
+        "Choose a new password",
+        None,
+        html! {
+            div.card {
+                h1 { "Choose a new password" }
+                (message(error, None))
+                form method="post" action="/recover/reset" {
+                    input type="hidden" name="token" value=(token);
+                    label for="password" { "New password" }
+                    input #password type="password" name="password" autocomplete="new-password" minlength="12" required;
+                    label for="confirm" { "Confirm new password" }
+                    input #confirm type="password" name="confirm" autocomplete="new-password" minlength="12" required;
+                    button.primary type="submit" { "Set password" }
+                }
             }
-        }
-    })
+        },
+    )
 }
 
-pub fn logout_confirm(csrf: &str, post_logout_redirect_uri: Option<&str>, state: Option<&str>, client_id: Option<&str>) -> Markup {
-    layout("Log out", None, html! {
-        div.card {
-            h1 { "Log out of KaseyaOne?" }
-            p { "You will be logged out of KaseyaOne and of the modules you opened with it." }
-            form method="post" action="/logout/confirm" {
-                input type="hidden" name="csrf" value=(csrf);
-                @if let Some(u) = post_logout_redirect_uri { input type="hidden" name="post_logout_redirect_uri" value=(u); }
-                @if let Some(s) = state { input type="hidden" name="state" value=(s); }
-                @if let Some(c) = client_id { input type="hidden" name="client_id" value=(c); }
-                button.primary type="submit" { "Log out" }
+pub fn logout_confirm(
+    csrf: &str,
+    post_logout_redirect_uri: Option<&str>,
+    state: Option<&str>,
+    client_id: Option<&str>,
+) -> Markup {
+    layout(
+        "Log out",
+        None,
+        html! {
+            div.card {
+                h1 { "Log out of KaseyaOne?" }
+                p { "You will be logged out of KaseyaOne and of the modules you opened with it." }
+                form method="post" action="/logout/confirm" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    @if let Some(u) = post_logout_redirect_uri { input type="hidden" name="post_logout_redirect_uri" value=(u); }
+                    @if let Some(s) = state { input type="hidden" name="state" value=(s); }
+                    @if let Some(c) = client_id { input type="hidden" name="client_id" value=(c); }
+                    button.primary type="submit" { "Log out" }
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 pub fn logged_out(frontchannel: &[String], next: Option<&str>) -> Markup {
-    layout("Logged out", None, html! {
-        div.card {
-            h1 { "You are logged out" }
-            p { "Your KaseyaOne session has ended." }
-            @for u in frontchannel { iframe.fc src=(u) title="logout" {} }
-            @match next {
-                Some(n) => p { a href=(n) { "Continue" } },
-                None => p { a href="/login" { "Log in again" } },
+    layout(
+        "Logged out",
+        None,
+        html! {
+            div.card {
+                h1 { "You are logged out" }
+                p { "Your KaseyaOne session has ended." }
+                @for u in frontchannel { iframe.fc src=(u) title="logout" {} }
+                @match next {
+                    Some(n) => p { a href=(n) { "Continue" } },
+                    None => p { a href="/login" { "Log in again" } },
+                }
             }
-        }
-    })
+        },
+    )
 }

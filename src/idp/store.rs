@@ -202,7 +202,9 @@ impl Throttle {
         self.users
             .entry(user_key.to_string())
             .and_upsert_with(|e| (e.map_or(0, |e| e.value().0) + 1, now));
-        self.ips.entry(ip).and_upsert_with(|e| (e.map_or(0, |e| e.value().0) + 1, now));
+        self.ips
+            .entry(ip)
+            .and_upsert_with(|e| (e.map_or(0, |e| e.value().0) + 1, now));
     }
 
     pub fn record_success(&self, user_key: &str) {
@@ -218,7 +220,9 @@ impl Throttle {
         {
             return Some((last + self.window).saturating_duration_since(now)).filter(|d| !d.is_zero());
         }
-        self.recoveries.entry(ip).and_upsert_with(|e| (e.map_or(0, |e| e.value().0) + 1, now));
+        self.recoveries
+            .entry(ip)
+            .and_upsert_with(|e| (e.map_or(0, |e| e.value().0) + 1, now));
         None
     }
 }
@@ -245,7 +249,10 @@ mod tests {
         assert_eq!(t.blocked_for("acme/alice", ip, now), None);
         t.record_failure("acme/alice", ip, now);
         assert_eq!(t.blocked_for("acme/alice", ip, now), Some(Duration::from_secs(60)));
-        assert!(t.blocked_for("acme/bob", ip, now).is_none(), "other users are not blocked");
+        assert!(
+            t.blocked_for("acme/bob", ip, now).is_none(),
+            "other users are not blocked"
+        );
         assert_eq!(t.blocked_for("acme/alice", ip, now + Duration::from_secs(60)), None);
     }
 
@@ -265,6 +272,9 @@ mod tests {
             t.record_failure(&format!("acme/user{i}"), ip, now);
         }
         assert!(t.blocked_for("acme/someone-else", ip, now).is_some());
-        assert!(t.blocked_for("acme/someone-else", "127.0.0.3".parse().unwrap(), now).is_none());
+        assert!(
+            t.blocked_for("acme/someone-else", "127.0.0.3".parse().unwrap(), now)
+                .is_none()
+        );
     }
 }

@@ -22,7 +22,9 @@ use serde::Deserialize;
 
 use super::Provider;
 use super::directory::{UserId, norm, totp_match};
-use super::oauth::{AuthRequest, AuthorizeError, ClientAuth, TokenError, check_authorize, params_map, unix, with_params};
+use super::oauth::{
+    AuthRequest, AuthorizeError, ClientAuth, TokenError, check_authorize, params_map, unix, with_params,
+};
 use super::pages::{self, Recover, Tile};
 use super::store::{IdpSession, LoginFlow, Stage, random_token, token_key};
 
@@ -30,7 +32,8 @@ const SESSION_COOKIE: &str = "k1_session";
 const FLOW_COOKIE: &str = "k1_flow";
 /// Longest username, company name or email accepted in a form.
 const MAX_FIELD: usize = 256;
-const GENERIC_FAILURE: &str = "Invalid username/password. Check your username, company name, password and verification code, and try again.";
+const GENERIC_FAILURE: &str =
+    "Invalid username/password. Check your username, company name, password and verification code, and try again.";
 
 type P = State<Arc<Provider>>;
 
@@ -46,14 +49,21 @@ pub fn router(p: Arc<Provider>) -> Router {
         .route("/logout", get(end_session).post(end_session))
         .route("/logout/confirm", post(logout_confirm))
         .route("/", get(home))
-        .route("/recover", get(|| async { page(StatusCode::OK, pages::recover_menu()) }))
+        .route(
+            "/recover",
+            get(|| async { page(StatusCode::OK, pages::recover_menu()) }),
+        )
         .route("/recover/reset", get(reset_get).post(reset_post))
         .route("/recover/{kind}", get(recover_get).post(recover_post))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
             page(
                 StatusCode::NOT_FOUND,
-                pages::error_page("Page not found", "There is no page at this address.", Some(("/", "Go to KaseyaOne"))),
+                pages::error_page(
+                    "Page not found",
+                    "There is no page at this address.",
+                    Some(("/", "Go to KaseyaOne")),
+                ),
             )
         })
         .layer(DefaultBodyLimit::max(limit))
@@ -76,7 +86,12 @@ async fn security_headers(mut r: Response) -> Response {
 }
 
 fn page(status: StatusCode, m: Markup) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], m.into_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        m.into_string(),
+    )
+        .into_response()
 }
 
 fn found(url: &str) -> Response {
@@ -87,7 +102,14 @@ fn found(url: &str) -> Response {
 }
 
 fn bad_request(text: &str) -> Response {
-    page(StatusCode::BAD_REQUEST, pages::error_page("Something is wrong with this request", text, Some(("/", "Go to KaseyaOne"))))
+    page(
+        StatusCode::BAD_REQUEST,
+        pages::error_page(
+            "Something is wrong with this request",
+            text,
+            Some(("/", "Go to KaseyaOne")),
+        ),
+    )
 }
 
 fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
@@ -98,7 +120,14 @@ fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
 fn page_form(body: Result<Bytes, BytesRejection>) -> Result<HashMap<String, String>, Response> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            page(StatusCode::PAYLOAD_TOO_LARGE, pages::error_page("Too much data", "The form sent more data than this page accepts.", Some(("/", "Go to KaseyaOne"))))
+            page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                pages::error_page(
+                    "Too much data",
+                    "The form sent more data than this page accepts.",
+                    Some(("/", "Go to KaseyaOne")),
+                ),
+            )
         } else {
             bad_request("The form could not be read.")
         }
@@ -166,7 +195,11 @@ async fn discovery(State(p): P) -> Response {
 }
 
 async fn jwks(State(p): P) -> Response {
-    ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(p.keys.jwks(SystemTime::now()))).into_response()
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(p.keys.jwks(SystemTime::now())),
+    )
+        .into_response()
 }
 
 // ------------------------------------------------------------------ authorize
@@ -176,9 +209,17 @@ async fn authorize(State(p): P, jar: CookieJar, RawQuery(q): RawQuery) -> Respon
         Ok(r) => Arc::new(r),
         Err(AuthorizeError::Page(text)) => {
             tracing::info!(reason = %text, "authorization request refused on a page");
-            return page(StatusCode::BAD_REQUEST, pages::error_page("This sign-in link cannot be used", &text, None));
+            return page(
+                StatusCode::BAD_REQUEST,
+                pages::error_page("This sign-in link cannot be used", &text, None),
+            );
         }
-        Err(AuthorizeError::Redirect { redirect_uri, error, description, state }) => {
+        Err(AuthorizeError::Redirect {
+            redirect_uri,
+            error,
+            description,
+            state,
+        }) => {
             return error_redirect(&p, &redirect_uri, error, &description, state.as_deref());
         }
     };
@@ -194,7 +235,13 @@ async fn authorize(State(p): P, jar: CookieJar, RawQuery(q): RawQuery) -> Respon
             tracing::info!(client.id = %request.client_id, user.sub = %p.dir.sub(s.user), "silent authorization from IdP session");
             success_redirect(&p, &request, &code)
         }
-        _ if request.prompt_none => error_redirect(&p, &request.redirect_uri, "login_required", "the user must log in", request.state.as_deref()),
+        _ if request.prompt_none => error_redirect(
+            &p,
+            &request.redirect_uri,
+            "login_required",
+            "the user must log in",
+            request.state.as_deref(),
+        ),
         _ => {
             let hint = request.login_hint.clone().unwrap_or_default();
             let (jar, flow) = new_flow(&p, jar, Some(request), hint.chars().take(MAX_FIELD).collect());
@@ -232,7 +279,14 @@ fn new_flow(p: &Provider, jar: CookieJar, request: Option<Arc<AuthRequest>>, use
     let id = random_token();
     p.stores.flows.insert(
         id.clone(),
-        LoginFlow { binding: token_key(&binding), request, username, company: String::new(), password_ok: false, stage: Stage::Identify },
+        LoginFlow {
+            binding: token_key(&binding),
+            request,
+            username,
+            company: String::new(),
+            password_ok: false,
+            stage: Stage::Identify,
+        },
     );
     (jar, id)
 }
@@ -262,7 +316,9 @@ struct FlowQuery {
 }
 
 async fn login_get(State(p): P, jar: CookieJar, Query(q): Query<HashMap<String, String>>) -> Response {
-    let q = FlowQuery { flow: q.get("flow").cloned() };
+    let q = FlowQuery {
+        flow: q.get("flow").cloned(),
+    };
     let Some(id) = q.flow else {
         if current_session(&p, &jar).is_some() {
             return found("/");
@@ -270,7 +326,9 @@ async fn login_get(State(p): P, jar: CookieJar, Query(q): Query<HashMap<String, 
         let (jar, id) = new_flow(&p, jar, None, String::new());
         return (jar, found(&format!("/login?flow={id}"))).into_response();
     };
-    let Some(flow) = bound_flow(&p, &jar, &id) else { return flow_expired() };
+    let Some(flow) = bound_flow(&p, &jar, &id) else {
+        return flow_expired();
+    };
     render_stage(&id, &flow, None)
 }
 
@@ -280,7 +338,14 @@ fn render_stage(id: &str, flow: &LoginFlow, error: Option<&str>) -> Response {
         Stage::Password => pages::login_password(id, &flow.username, &flow.company, error),
         Stage::Code => pages::login_code(id, error),
     };
-    page(if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK }, m)
+    page(
+        if error.is_some() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        },
+        m,
+    )
 }
 
 fn throttled_message(wait: Duration) -> String {
@@ -291,13 +356,20 @@ fn throttled_message(wait: Duration) -> String {
     )
 }
 
-async fn login_post(State(p): P, jar: CookieJar, ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn login_post(
+    State(p): P,
+    jar: CookieJar,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let f = match page_form(body) {
         Ok(f) => f,
         Err(r) => return r,
     };
     let id = field(&f, "flow").to_string();
-    let Some(mut flow) = bound_flow(&p, &jar, &id) else { return flow_expired() };
+    let Some(mut flow) = bound_flow(&p, &jar, &id) else {
+        return flow_expired();
+    };
     let user_key = format!("{}/{}", norm(&flow.company), norm(&flow.username));
     let ip = peer.ip();
     let next = format!("/login?flow={id}");
@@ -324,7 +396,9 @@ async fn login_post(State(p): P, jar: CookieJar, ConnectInfo(peer): ConnectInfo<
             // Argon2 is CPU-bound: keep it off the async workers.
             let p2 = p.clone();
             let password = password.to_string();
-            let ok = tokio::task::spawn_blocking(move || p2.dir.check_password(user, &password)).await.unwrap_or(false);
+            let ok = tokio::task::spawn_blocking(move || p2.dir.check_password(user, &password))
+                .await
+                .unwrap_or(false);
             flow.password_ok = ok && password_len_ok(field(&f, "password"));
             flow.stage = Stage::Code;
             p.stores.flows.insert(id, flow);
@@ -339,7 +413,8 @@ async fn login_post(State(p): P, jar: CookieJar, ConnectInfo(peer): ConnectInfo<
                 return render_stage(&id, &flow, Some(&throttled_message(wait)));
             }
             let user = p.dir.find(&flow.company, &flow.username);
-            let step = user.and_then(|u| totp_match(&p.dir.user(u).totp_secret, field(&f, "code"), unix(SystemTime::now())));
+            let step =
+                user.and_then(|u| totp_match(&p.dir.user(u).totp_secret, field(&f, "code"), unix(SystemTime::now())));
             let fresh = match (user, step) {
                 (Some(u), Some(step)) if p.cfg.login.totp_replay_protection => {
                     let mut fresh = false;
@@ -408,7 +483,10 @@ fn complete_login(p: &Arc<Provider>, jar: CookieJar, user: UserId, request: Opti
             });
             p.stores.sid_index.insert(s.sid.clone(), key.clone());
             p.stores.sessions.insert(key, s.clone());
-            (jar.add(cookie(p, SESSION_COOKIE, cookie_value, p.cfg.tokens.session_ttl)), s)
+            (
+                jar.add(cookie(p, SESSION_COOKIE, cookie_value, p.cfg.tokens.session_ttl)),
+                s,
+            )
         }
     };
     tracing::info!(user.sub = %p.dir.sub(user), "login succeeded");
@@ -431,13 +509,21 @@ fn token_error(e: TokenError) -> Response {
     )
         .into_response();
     if e.basic_challenge {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"unigate-idp\""));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"unigate-idp\""),
+        );
     }
     r
 }
 
 async fn token(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let invalid = |d: &str| TokenError { status: 400, error: "invalid_request", description: d.to_string(), basic_challenge: false };
+    let invalid = |d: &str| TokenError {
+        status: 400,
+        error: "invalid_request",
+        description: d.to_string(),
+        basic_challenge: false,
+    };
     let body = match body {
         Ok(b) => b,
         Err(e) => return token_error(invalid(&format!("the request body could not be read ({})", e.status()))),
@@ -445,7 +531,11 @@ async fn token(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRejecti
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        });
     if !form_type {
         return token_error(invalid("the body must be application/x-www-form-urlencoded"));
     }
@@ -453,10 +543,16 @@ async fn token(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRejecti
         Ok(f) => f,
         Err(e) => return token_error(invalid(&e)),
     };
-    let auth = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("invalid"));
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("invalid"));
     let result = ClientAuth::from_request(auth, &form).and_then(|auth| p.token(&auth, &form, SystemTime::now()));
     match result {
-        Ok(t) => ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], axum::Json(t)).into_response(),
+        Ok(t) => (
+            [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+            axum::Json(t),
+        )
+            .into_response(),
         Err(e) => {
             tracing::info!(error = e.error, "token request refused");
             token_error(e)
@@ -471,8 +567,17 @@ async fn userinfo(State(p): P, headers: HeaderMap) -> Response {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim().to_string());
-    let challenge = |v: &'static str| (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, v)], axum::Json(serde_json::json!({"error": "invalid_token"}))).into_response();
-    let Some(token) = token else { return challenge("Bearer realm=\"unigate-idp\"") };
+    let challenge = |v: &'static str| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, v)],
+            axum::Json(serde_json::json!({"error": "invalid_token"})),
+        )
+            .into_response()
+    };
+    let Some(token) = token else {
+        return challenge("Bearer realm=\"unigate-idp\"");
+    };
     match p.userinfo(&token, SystemTime::now()) {
         Some(claims) => axum::Json(claims).into_response(),
         None => challenge("Bearer realm=\"unigate-idp\", error=\"invalid_token\""),
@@ -491,7 +596,12 @@ struct LogoutTarget {
 
 /// Checks `post_logout_redirect_uri` against the client's registration
 /// (RP-Initiated Logout 1.0 §3): an unregistered one is never followed.
-fn logout_target(p: &Provider, client_id: Option<String>, uri: Option<String>, state: Option<String>) -> Result<LogoutTarget, Response> {
+fn logout_target(
+    p: &Provider,
+    client_id: Option<String>,
+    uri: Option<String>,
+    state: Option<String>,
+) -> Result<LogoutTarget, Response> {
     let redirect = match &uri {
         None => None,
         Some(u) => {
@@ -499,19 +609,35 @@ fn logout_target(p: &Provider, client_id: Option<String>, uri: Option<String>, s
                 bad_request("The logout request names a post-logout address but no known application, so you are not sent there.")
             })?;
             if !client.post_logout_redirect_uris.iter().any(|r| r == u) {
-                return Err(bad_request("The post-logout address in this request is not registered for the application, so you are not sent there."));
+                return Err(bad_request(
+                    "The post-logout address in this request is not registered for the application, so you are not sent there.",
+                ));
             }
             let mut params = Vec::new();
             if let Some(s) = &state {
                 params.push(("state", s.as_str()));
             }
-            Some(if params.is_empty() { u.clone() } else { with_params(u, &params) })
+            Some(if params.is_empty() {
+                u.clone()
+            } else {
+                with_params(u, &params)
+            })
         }
     };
-    Ok(LogoutTarget { redirect, client_id, post_logout_redirect_uri: uri, state })
+    Ok(LogoutTarget {
+        redirect,
+        client_id,
+        post_logout_redirect_uri: uri,
+        state,
+    })
 }
 
-async fn end_session(State(p): P, jar: CookieJar, RawQuery(q): RawQuery, body: Result<Bytes, BytesRejection>) -> Response {
+async fn end_session(
+    State(p): P,
+    jar: CookieJar,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let mut raw = pairs(q.unwrap_or_default().as_bytes());
     if let Ok(b) = &body {
         raw.extend(pairs(b));
@@ -530,10 +656,17 @@ async fn end_session(State(p): P, jar: CookieJar, RawQuery(q): RawQuery, body: R
     };
     let hint_aud = hint.as_ref().and_then(|c| c["aud"].as_str().map(str::to_string));
     let client_id = match (params.get("client_id").cloned(), hint_aud) {
-        (Some(a), Some(b)) if a != b => return bad_request("The logout request's client_id does not match its ID token."),
+        (Some(a), Some(b)) if a != b => {
+            return bad_request("The logout request's client_id does not match its ID token.");
+        }
         (a, b) => a.or(b),
     };
-    let target = match logout_target(&p, client_id, params.get("post_logout_redirect_uri").cloned(), params.get("state").cloned()) {
+    let target = match logout_target(
+        &p,
+        client_id,
+        params.get("post_logout_redirect_uri").cloned(),
+        params.get("state").cloned(),
+    ) {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -550,7 +683,12 @@ async fn end_session(State(p): P, jar: CookieJar, RawQuery(q): RawQuery, body: R
             p.stores.logout_csrf.insert(csrf.clone(), key.clone());
             return page(
                 StatusCode::OK,
-                pages::logout_confirm(&csrf, target.post_logout_redirect_uri.as_deref(), target.state.as_deref(), target.client_id.as_deref()),
+                pages::logout_confirm(
+                    &csrf,
+                    target.post_logout_redirect_uri.as_deref(),
+                    target.state.as_deref(),
+                    target.client_id.as_deref(),
+                ),
             );
         }
         (None, None) => None,
@@ -558,15 +696,27 @@ async fn end_session(State(p): P, jar: CookieJar, RawQuery(q): RawQuery, body: R
     finish_logout(&p, jar, to_end, target, now)
 }
 
-fn finish_logout(p: &Arc<Provider>, jar: CookieJar, to_end: Option<String>, target: LogoutTarget, now: SystemTime) -> Response {
-    let frontchannel = to_end.and_then(|k| p.logout(&k, now)).map(|o| o.frontchannel).unwrap_or_default();
+fn finish_logout(
+    p: &Arc<Provider>,
+    jar: CookieJar,
+    to_end: Option<String>,
+    target: LogoutTarget,
+    now: SystemTime,
+) -> Response {
+    let frontchannel = to_end
+        .and_then(|k| p.logout(&k, now))
+        .map(|o| o.frontchannel)
+        .unwrap_or_default();
     let jar = jar.add(removal(SESSION_COOKIE));
     if frontchannel.is_empty()
         && let Some(r) = &target.redirect
     {
         return (jar, found(r)).into_response();
     }
-    let mut resp = page(StatusCode::OK, pages::logged_out(&frontchannel, target.redirect.as_deref()));
+    let mut resp = page(
+        StatusCode::OK,
+        pages::logged_out(&frontchannel, target.redirect.as_deref()),
+    );
     if let Some(r) = &target.redirect
         && let Ok(v) = HeaderValue::from_str(&format!("2;url={r}"))
     {
@@ -597,7 +747,9 @@ async fn logout_confirm(State(p): P, jar: CookieJar, body: Result<Bytes, BytesRe
 // ----------------------------------------------------------------------- home
 
 async fn home(State(p): P, jar: CookieJar, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some((key, session)) = current_session(&p, &jar) else { return found("/login") };
+    let Some((key, session)) = current_session(&p, &jar) else {
+        return found("/login");
+    };
     let user = p.dir.user(session.user);
     let modules = p.dir.modules_for(session.user);
     let tiles: Vec<Tile<'_>> = modules
@@ -612,7 +764,14 @@ async fn home(State(p): P, jar: CookieJar, Query(q): Query<HashMap<String, Strin
             }
         })
         .collect();
-    let choose = q.get("choose").and_then(|name| modules.iter().find(|m| &m.name == name && m.unified_login && m.instances.len() > 1)).copied();
+    let choose = q
+        .get("choose")
+        .and_then(|name| {
+            modules
+                .iter()
+                .find(|m| &m.name == name && m.unified_login && m.instances.len() > 1)
+        })
+        .copied();
     let csrf = random_token();
     p.stores.logout_csrf.insert(csrf.clone(), key);
     page(StatusCode::OK, pages::home(&user.display_name, &csrf, &tiles, choose))
@@ -632,7 +791,14 @@ fn recover_kind(kind: &str) -> Option<Recover> {
 async fn recover_get(axum::extract::Path(kind): axum::extract::Path<String>) -> Response {
     match recover_kind(&kind) {
         Some(k) => page(StatusCode::OK, pages::recover_form(k, None)),
-        None => page(StatusCode::NOT_FOUND, pages::error_page("Page not found", "There is no page at this address.", Some(("/recover", "Can't Log In?")))),
+        None => page(
+            StatusCode::NOT_FOUND,
+            pages::error_page(
+                "Page not found",
+                "There is no page at this address.",
+                Some(("/recover", "Can't Log In?")),
+            ),
+        ),
     }
 }
 
@@ -642,7 +808,9 @@ async fn recover_post(
     axum::extract::Path(kind): axum::extract::Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(kind) = recover_kind(&kind) else { return found("/recover") };
+    let Some(kind) = recover_kind(&kind) else {
+        return found("/recover");
+    };
     let f = match page_form(body) {
         Ok(f) => f,
         Err(r) => return r,
@@ -654,7 +822,10 @@ async fn recover_post(
         Recover::Company => &["email"],
     };
     if too_long || required.iter().any(|k| field(&f, k).trim().is_empty()) {
-        return page(StatusCode::BAD_REQUEST, pages::recover_form(kind, Some("Fill in every field.")));
+        return page(
+            StatusCode::BAD_REQUEST,
+            pages::recover_form(kind, Some("Fill in every field.")),
+        );
     }
     if let Some(wait) = p.throttle.recovery_request(peer.ip(), Instant::now()) {
         let minutes = wait.as_secs().div_ceil(60).max(1);
@@ -673,7 +844,9 @@ async fn send_recovery(p: &Provider, kind: Recover, f: &HashMap<String, String>)
     let company = norm(field(f, "company"));
     let result = match kind {
         Recover::Password => {
-            let Some(id) = p.dir.find(field(f, "company"), field(f, "username")) else { return };
+            let Some(id) = p.dir.find(field(f, "company"), field(f, "username")) else {
+                return;
+            };
             let user = p.dir.user(id);
             let token = random_token();
             p.stores.reset_links.insert(token_key(&token), id);
@@ -686,10 +859,18 @@ async fn send_recovery(p: &Provider, kind: Recover, f: &HashMap<String, String>)
             p.outbox.send(&user.email, "Reset your KaseyaOne password", body).await
         }
         Recover::Username => {
-            let matches: Vec<_> = p.dir.users().filter(|(_, u)| norm(&u.email) == email && norm(&u.company) == company).collect();
+            let matches: Vec<_> = p
+                .dir
+                .users()
+                .filter(|(_, u)| norm(&u.email) == email && norm(&u.company) == company)
+                .collect();
             let Some((_, first)) = matches.first() else { return };
             let names: Vec<String> = matches.iter().map(|(_, u)| format!("  {}", u.username)).collect();
-            let body = format!("Hello,\n\nThe KaseyaOne usernames for this email address at {} are:\n\n{}\n", first.company, names.join("\n"));
+            let body = format!(
+                "Hello,\n\nThe KaseyaOne usernames for this email address at {} are:\n\n{}\n",
+                first.company,
+                names.join("\n")
+            );
             p.outbox.send(&first.email, "Your KaseyaOne username", body).await
         }
         Recover::Company => {
@@ -697,7 +878,10 @@ async fn send_recovery(p: &Provider, kind: Recover, f: &HashMap<String, String>)
             let Some((_, first)) = matches.first() else { return };
             let mut companies: Vec<String> = matches.iter().map(|(_, u)| format!("  {}", u.company)).collect();
             companies.dedup();
-            let body = format!("Hello,\n\nThis email address belongs to KaseyaOne users of these companies:\n\n{}\n", companies.join("\n"));
+            let body = format!(
+                "Hello,\n\nThis email address belongs to KaseyaOne users of these companies:\n\n{}\n",
+                companies.join("\n")
+            );
             p.outbox.send(&first.email, "Your KaseyaOne company name", body).await
         }
     };
@@ -747,15 +931,31 @@ async fn reset_post(State(p): P, body: Result<Bytes, BytesRejection>) -> Respons
         }
         return page(StatusCode::BAD_REQUEST, pages::reset_form(token, Some(problem)));
     }
-    let Some(user) = p.stores.reset_links.remove(&token_key(token)) else { return reset_expired() };
+    let Some(user) = p.stores.reset_links.remove(&token_key(token)) else {
+        return reset_expired();
+    };
     let p2 = p.clone();
     let pw = pw.to_string();
-    if tokio::task::spawn_blocking(move || p2.dir.set_password(user, &pw)).await.is_err() {
-        return page(StatusCode::INTERNAL_SERVER_ERROR, pages::error_page("Password not changed", "Something went wrong. Ask for a new link.", None));
+    if tokio::task::spawn_blocking(move || p2.dir.set_password(user, &pw))
+        .await
+        .is_err()
+    {
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::error_page(
+                "Password not changed",
+                "Something went wrong. Ask for a new link.",
+                None,
+            ),
+        );
     }
     tracing::info!(user.sub = %p.dir.sub(user), "password reset");
     page(
         StatusCode::OK,
-        pages::error_page("Password changed", "Your new password is set. Log in with it now.", Some(("/login", "Log in"))),
+        pages::error_page(
+            "Password changed",
+            "Your new password is set. Log in with it now.",
+            Some(("/login", "Log in")),
+        ),
     )
 }
