@@ -116,23 +116,38 @@ fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(bytes).into_owned().collect()
 }
 
-/// Form fields for a page handler, or a page explaining what was wrong.
-fn page_form(body: Result<Bytes, BytesRejection>) -> Result<HashMap<String, String>, Response> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            page(
+/// Why a page request was refused; becomes a page in `into_response`.
+enum PageError {
+    BadRequest(String),
+    TooLarge,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::BadRequest(text) => bad_request(&text),
+            PageError::TooLarge => page(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 pages::error_page(
                     "Too much data",
                     "The form sent more data than this page accepts.",
                     Some(("/", "Go to KaseyaOne")),
                 ),
-            )
+            ),
+        }
+    }
+}
+
+/// Form fields for a page handler, or what was wrong with them.
+fn page_form(body: Result<Bytes, BytesRejection>) -> Result<HashMap<String, String>, PageError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            PageError::TooLarge
         } else {
-            bad_request("The form could not be read.")
+            PageError::BadRequest("The form could not be read.".into())
         }
     })?;
-    params_map(pairs(&body)).map_err(|e| bad_request(&e))
+    params_map(pairs(&body)).map_err(PageError::BadRequest)
 }
 
 fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
@@ -364,7 +379,7 @@ async fn login_post(
 ) -> Response {
     let f = match page_form(body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let id = field(&f, "flow").to_string();
     let Some(mut flow) = bound_flow(&p, &jar, &id) else {
@@ -601,17 +616,15 @@ fn logout_target(
     client_id: Option<String>,
     uri: Option<String>,
     state: Option<String>,
-) -> Result<LogoutTarget, Response> {
+) -> Result<LogoutTarget, PageError> {
     let redirect = match &uri {
         None => None,
         Some(u) => {
             let client = client_id.as_deref().and_then(|c| p.dir.client(c)).ok_or_else(|| {
-                bad_request("The logout request names a post-logout address but no known application, so you are not sent there.")
+                PageError::BadRequest("The logout request names a post-logout address but no known application, so you are not sent there.".into())
             })?;
             if !client.post_logout_redirect_uris.iter().any(|r| r == u) {
-                return Err(bad_request(
-                    "The post-logout address in this request is not registered for the application, so you are not sent there.",
-                ));
+                return Err(PageError::BadRequest("The post-logout address in this request is not registered for the application, so you are not sent there.".into()));
             }
             let mut params = Vec::new();
             if let Some(s) = &state {
@@ -668,7 +681,7 @@ async fn end_session(
         params.get("state").cloned(),
     ) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let cookie_session = current_session(&p, &jar);
     let hint_sid = hint.as_ref().and_then(|c| c["sid"].as_str().map(str::to_string));
@@ -728,12 +741,12 @@ fn finish_logout(
 async fn logout_confirm(State(p): P, jar: CookieJar, body: Result<Bytes, BytesRejection>) -> Response {
     let f = match page_form(body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let opt = |k: &str| f.get(k).filter(|v| !v.is_empty()).cloned();
     let target = match logout_target(&p, opt("client_id"), opt("post_logout_redirect_uri"), opt("state")) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let session_key = current_session(&p, &jar).map(|(k, _)| k);
     let bound = p.stores.logout_csrf.remove(field(&f, "csrf"));
@@ -813,7 +826,7 @@ async fn recover_post(
     };
     let f = match page_form(body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let too_long = f.values().any(|v| v.len() > MAX_FIELD);
     let required: &[&str] = match kind {
@@ -912,7 +925,7 @@ async fn reset_get(State(p): P, Query(q): Query<HashMap<String, String>>) -> Res
 async fn reset_post(State(p): P, body: Result<Bytes, BytesRejection>) -> Response {
     let f = match page_form(body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let token = field(&f, "token");
     let (pw, confirm) = (field(&f, "password"), field(&f, "confirm"));
