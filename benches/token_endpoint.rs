@@ -67,7 +67,10 @@ fn bench(c: &mut Criterion) {
     let s = session(&p);
     let mut g = c.benchmark_group("token_endpoint");
     for client in ["bench-es", "bench-rs"] {
-        let auth = ClientAuth::Basic { id: client.into(), secret: "bench-secret".into() };
+        let auth = ClientAuth::Basic {
+            id: client.into(),
+            secret: "bench-secret".into(),
+        };
         let req = request(client);
         g.bench_function(format!("authorization_code/{client}"), |b| {
             b.iter_batched(
@@ -85,7 +88,10 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
-    let auth = ClientAuth::Post { id: "bench-es".into(), secret: "bench-secret".into() };
+    let auth = ClientAuth::Post {
+        id: "bench-es".into(),
+        secret: "bench-secret".into(),
+    };
     let mut form = HashMap::new();
     form.insert("grant_type".to_string(), "authorization_code".to_string());
     form.insert("code".to_string(), p.issue_code(request("bench-es"), &s));

@@ -35,6 +35,9 @@ enum Command {
         /// The identity provider's config file.
         #[arg(long, global = true, default_value = "config/idp.demo.toml")]
         config: PathBuf,
+        /// Listen here instead of the config's `server.listen` (port 0: any free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         #[command(subcommand)]
         action: Option<IdpAction>,
     },
@@ -94,10 +97,21 @@ fn load(path: &std::path::Path) -> anyhow::Result<IdpConfig> {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Idp { config, action: None } => serve_idp(load(&config)?, false),
+        Command::Idp {
+            config,
+            listen,
+            action: None,
+        } => {
+            let mut cfg = load(&config)?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            serve_idp(cfg, false)
+        }
         Command::Idp {
             config,
             action: Some(IdpAction::Check),
+            ..
         } => {
             load(&config)?;
             println!("{}: ok", config.display());
@@ -106,6 +120,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Idp {
             config,
             action: Some(IdpAction::Totp { user, company }),
+            ..
         } => {
             let cfg = load(&config)?;
             let u = cfg
@@ -148,6 +163,13 @@ fn serve_idp(cfg: IdpConfig, demo: bool) -> anyhow::Result<()> {
             .map(|u| (u.username.clone(), u.company.clone()))
             .collect();
         let server = IdpServer::start(cfg).await?;
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            // One machine-readable line first: scripts read the issuer from it.
+            writeln!(out, "unigate idp: issuer {}", server.issuer())?;
+            out.flush()?;
+        }
         if demo {
             println!("unigate demo: embedded KaseyaOne identity provider");
             println!("  log in at   {}/login", server.issuer());
