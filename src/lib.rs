@@ -5,4 +5,5 @@
 
 pub mod config;
 pub mod idp;
+pub mod oidc;
 pub mod secret;

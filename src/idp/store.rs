@@ -129,7 +129,13 @@ where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    Cache::builder().max_capacity(cap).time_to_live(ttl).build()
+    // LRU, not moka's default TinyLFU admission: a full cache must still take
+    // a new code or session (dropping the oldest), never refuse it.
+    Cache::builder()
+        .max_capacity(cap)
+        .time_to_live(ttl)
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .build()
 }
 
 impl Stores {
@@ -139,8 +145,8 @@ impl Stores {
             flows: cache(100_000, Duration::from_secs(900)),
             sessions: cache(1_000_000, t.session_ttl),
             sid_index: cache(1_000_000, t.session_ttl),
-            // Kept well past the code's life so a late replay still revokes.
-            codes: cache(200_000, (t.code_ttl * 10).max(Duration::from_secs(600))),
+            // Kept past the code's life so a late replay still revokes.
+            codes: cache(1_000_000, (t.code_ttl * 5).max(Duration::from_secs(300))),
             grants: cache(1_000_000, t.refresh_token_ttl),
             refresh: cache(2_000_000, t.refresh_token_ttl),
             access: cache(2_000_000, t.access_token_ttl),

@@ -42,7 +42,10 @@ fn layer_is_safe(s: &str) -> bool {
 
 fn percent_decode(s: &str) -> Option<String> {
     // Not form decoding: in a path `+` stays `+`.
-    percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 #[cfg(test)]
@@ -51,7 +54,14 @@ mod tests {
 
     #[test]
     fn table() {
-        for ok in ["/", "/a", "/a/b?c=d&e=%2F", "/path%20with%20space?x=1", "/a+b", "/a/./b"] {
+        for ok in [
+            "/",
+            "/a",
+            "/a/b?c=d&e=%2F",
+            "/path%20with%20space?x=1",
+            "/a+b",
+            "/a/./b",
+        ] {
             assert_eq!(safe_return_path(ok), Some(ok), "{ok}");
         }
         for bad in [
