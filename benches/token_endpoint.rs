@@ -35,13 +35,7 @@ fn provider() -> Provider {
 }
 
 fn session(p: &Provider) -> Arc<IdpSession> {
-    let s = Arc::new(IdpSession {
-        sid: "bench-sid".into(),
-        user: 0,
-        auth_time: 1_700_000_000.into(),
-        clients: Default::default(),
-        grants: Default::default(),
-    });
+    let s = Arc::new(IdpSession::new("bench-sid".into(), 0, 1_700_000_000));
     p.stores.sid_index.insert(s.sid.clone(), "bench-session".into());
     p.stores.sessions.insert("bench-session".into(), s.clone());
     s

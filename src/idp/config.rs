@@ -94,6 +94,10 @@ pub struct LoginFile {
     /// Password-reset links expire after this; default `30m`.
     #[serde(default, with = "humantime_serde")]
     pub reset_link_ttl: Option<Duration>,
+    /// Logins a client address may start per minute; default 300.
+    pub max_starts_per_minute_per_ip: Option<u32>,
+    /// Password checks (each an Argon2 hash) per client address per minute; default 120.
+    pub max_password_checks_per_minute_per_ip: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +211,8 @@ pub struct LoginConfig {
     pub failure_window: Duration,
     pub totp_replay_protection: bool,
     pub reset_link_ttl: Duration,
+    pub max_starts_per_minute_per_ip: u32,
+    pub max_password_checks_per_minute_per_ip: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -343,12 +349,76 @@ impl IdpConfig {
             failure_window: file.login.failure_window.unwrap_or(Duration::from_secs(900)),
             totp_replay_protection: file.login.totp_replay_protection.unwrap_or(true),
             reset_link_ttl: file.login.reset_link_ttl.unwrap_or(Duration::from_secs(1800)),
+            max_starts_per_minute_per_ip: file.login.max_starts_per_minute_per_ip.unwrap_or(300),
+            max_password_checks_per_minute_per_ip: file.login.max_password_checks_per_minute_per_ip.unwrap_or(120),
         };
-        if login.max_failures_per_user == 0 || login.max_failures_per_ip == 0 {
-            errs.push(
-                "login",
-                "max_failures_per_user and max_failures_per_ip must be at least 1",
-            );
+        for (key, n) in [
+            ("login.max_failures_per_user", login.max_failures_per_user),
+            ("login.max_failures_per_ip", login.max_failures_per_ip),
+            ("login.max_starts_per_minute_per_ip", login.max_starts_per_minute_per_ip),
+            (
+                "login.max_password_checks_per_minute_per_ip",
+                login.max_password_checks_per_minute_per_ip,
+            ),
+        ] {
+            if n == 0 {
+                errs.push(key, "must be at least 1");
+            }
+        }
+        // Bounded, so no timer or cache is ever given a zero or absurd span.
+        let day = Duration::from_secs(86_400);
+        for (key, d, min, max) in [
+            (
+                "login.failure_window",
+                Some(login.failure_window),
+                Duration::from_secs(1),
+                day,
+            ),
+            (
+                "login.reset_link_ttl",
+                Some(login.reset_link_ttl),
+                Duration::from_secs(60),
+                day,
+            ),
+            (
+                "signing.rotation_interval",
+                file.signing.rotation_interval,
+                Duration::from_secs(60),
+                day * 366,
+            ),
+            ("signing.rotation_grace", Some(rotation_grace), Duration::ZERO, day * 31),
+            (
+                "tokens.access_token_ttl",
+                Some(tokens.access_token_ttl),
+                Duration::ZERO,
+                day,
+            ),
+            ("tokens.id_token_ttl", Some(tokens.id_token_ttl), Duration::ZERO, day),
+            (
+                "tokens.refresh_token_ttl",
+                Some(tokens.refresh_token_ttl),
+                Duration::ZERO,
+                day * 366,
+            ),
+            (
+                "tokens.session_ttl",
+                Some(tokens.session_ttl),
+                Duration::ZERO,
+                day * 366,
+            ),
+        ] {
+            if let Some(d) = d
+                && (d < min || d > max)
+            {
+                errs.push(
+                    key,
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                );
+            }
         }
 
         let mut companies = Vec::new();

@@ -180,18 +180,23 @@ impl SigningKey {
 struct KeyState {
     es256: Arc<SigningKey>,
     rs256: Arc<SigningKey>,
-    /// Replaced keys and when they leave the JWKS.
-    retired: Vec<(Arc<SigningKey>, SystemTime)>,
+    /// Replaced keys, when they leave the JWKS, and until when the provider
+    /// still accepts its own tokens signed by them (`id_token_hint`).
+    retired: Vec<(Arc<SigningKey>, SystemTime, SystemTime)>,
 }
 
 /// The provider's keys, current and recently retired.
 pub struct KeyStore {
     state: RwLock<KeyState>,
     grace: Duration,
+    accept_for: Duration,
 }
 
 impl KeyStore {
-    pub fn new(es256: SigningKey, rs256: SigningKey, grace: Duration) -> Self {
+    /// `grace`: how long a replaced key stays published; `accept_for`: how
+    /// long the provider still accepts its own tokens signed by it (at least
+    /// `grace`; an ID token is an `id_token_hint` for a session's lifetime).
+    pub fn new(es256: SigningKey, rs256: SigningKey, grace: Duration, accept_for: Duration) -> Self {
         KeyStore {
             state: RwLock::new(KeyState {
                 es256: Arc::new(es256),
@@ -199,6 +204,7 @@ impl KeyStore {
                 retired: Vec::new(),
             }),
             grace,
+            accept_for: accept_for.max(grace),
         }
     }
 
@@ -219,12 +225,12 @@ impl KeyStore {
     /// until `now + grace`.
     pub fn rotate(&self, es256: SigningKey, rs256: SigningKey, now: SystemTime) {
         let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let until = now + self.grace;
+        let (published, accepted) = (now + self.grace, now + self.accept_for);
         let old_es = std::mem::replace(&mut s.es256, Arc::new(es256));
         let old_rs = std::mem::replace(&mut s.rs256, Arc::new(rs256));
-        s.retired.push((old_es, until));
-        s.retired.push((old_rs, until));
-        s.retired.retain(|(_, until)| *until > now);
+        s.retired.push((old_es, published, accepted));
+        s.retired.push((old_rs, published, accepted));
+        s.retired.retain(|(_, _, accepted)| *accepted > now);
     }
 
     /// The JWKS: current keys, then retired keys still in their grace period.
@@ -234,8 +240,8 @@ impl KeyStore {
         keys.extend(
             s.retired
                 .iter()
-                .filter(|(_, until)| *until > now)
-                .map(|(k, _)| k.jwk.clone()),
+                .filter(|(_, published, _)| *published > now)
+                .map(|(k, _, _)| k.jwk.clone()),
         );
         JwkSet { keys }
     }
@@ -251,8 +257,8 @@ impl KeyStore {
             .or_else(|| {
                 s.retired
                     .iter()
-                    .find(|(k, until)| k.kid == kid && *until > now)
-                    .map(|(k, _)| k.clone())
+                    .find(|(k, _, accepted)| k.kid == kid && *accepted > now)
+                    .map(|(k, _, _)| k.clone())
             })
     }
 }
@@ -268,6 +274,7 @@ mod tests {
             SigningKey::generate(Algorithm::ES256).unwrap(),
             SigningKey::generate(Algorithm::RS256).unwrap(),
             Duration::from_secs(600),
+            Duration::from_secs(3600),
         );
         let old = store.current(Algorithm::ES256).kid.clone();
         assert_eq!(store.jwks(t0).keys.len(), 2);
@@ -290,7 +297,9 @@ mod tests {
         assert!(kids(t0).contains(&old));
         assert!(store.find(&old, t0 + Duration::from_secs(599)).is_some());
         assert!(!kids(t0 + Duration::from_secs(600)).contains(&old));
-        assert!(store.find(&old, t0 + Duration::from_secs(600)).is_none());
+        // Unpublished, but its own tokens are still accepted for a while.
+        assert!(store.find(&old, t0 + Duration::from_secs(600)).is_some());
+        assert!(store.find(&old, t0 + Duration::from_secs(3600)).is_none());
         assert!(store.find(&new, t0 + Duration::from_secs(600)).is_some());
     }
 

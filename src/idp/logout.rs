@@ -26,6 +26,30 @@ impl Provider {
         Some(self.notify_clients(&session, now))
     }
 
+    /// Ends every IdP session of `user` (password reset) and voids the
+    /// user's other reset links. Returns how many sessions ended.
+    pub fn end_user_sessions(self: &Arc<Self>, user: super::directory::UserId, now: SystemTime) -> usize {
+        let keys: Vec<String> = self
+            .stores
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        let ended = keys.iter().filter(|k| self.logout(k, now).is_some()).count();
+        let links: Vec<String> = self
+            .stores
+            .reset_links
+            .iter()
+            .filter(|(_, u)| *u == user)
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        for k in links {
+            self.stores.reset_links.invalidate(&k);
+        }
+        ended
+    }
+
     fn notify_clients(self: &Arc<Self>, session: &IdpSession, now: SystemTime) -> LogoutOutcome {
         let clients: Vec<String> = session
             .clients

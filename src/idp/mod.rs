@@ -41,6 +41,8 @@ pub struct Provider {
     pub throttle: Throttle,
     pub outbox: Outbox,
     http: reqwest::Client,
+    /// Argon2 hashes running at once: at most one per core.
+    hash_permits: tokio::sync::Semaphore,
     /// Cookies get `Secure` when the issuer is https.
     secure_cookies: bool,
 }
@@ -74,11 +76,12 @@ impl Provider {
         Ok(Provider {
             issuer: issuer.trim_end_matches('/').to_string(),
             dir: Directory::new(&cfg),
-            keys: KeyStore::new(es, rs, cfg.signing.rotation_grace),
+            keys: KeyStore::new(es, rs, cfg.signing.rotation_grace, cfg.tokens.session_ttl),
             stores: Stores::new(&cfg),
             throttle: Throttle::new(&cfg.login),
             outbox: Outbox::new(cfg.outbox_dir.clone(), cfg.outbox_from.clone()),
             secure_cookies: issuer.starts_with("https://"),
+            hash_permits: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             http,
             cfg,
         })

@@ -221,12 +221,13 @@ impl TokenError {
             basic_challenge: false,
         }
     }
-    fn invalid_client(basic: bool) -> Self {
+    /// RFC 6749 §5.2 with RFC 7235: a 401 always carries a challenge.
+    fn invalid_client(_basic: bool) -> Self {
         TokenError {
             status: 401,
             error: "invalid_client",
             description: "client authentication failed".into(),
-            basic_challenge: basic,
+            basic_challenge: true,
         }
     }
 }
@@ -310,9 +311,15 @@ pub struct IdTokenClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
     pub sid: String,
-    pub email: String,
-    pub preferred_username: String,
-    pub name: String,
+    /// With the `email` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// With the `profile` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    /// With the `profile` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub company: String,
     pub groups: Vec<String>,
     pub amr: Vec<String>,
@@ -331,9 +338,15 @@ pub struct AccessTokenClaims {
     pub jti: String,
     pub scope: String,
     pub sid: String,
-    pub email: String,
-    pub preferred_username: String,
-    pub name: String,
+    /// With the `email` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// With the `profile` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    /// With the `profile` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub company: String,
     pub groups: Vec<String>,
 }
@@ -419,6 +432,10 @@ impl Provider {
         let invalid = || TokenError::new("invalid_grant", "the code is invalid, expired or already used");
         let record = self.stores.codes.get(&token_key(code)).ok_or_else(invalid)?;
         {
+            // Another client presenting this code learns nothing and revokes nothing.
+            if record.request.client_id != client.client_id {
+                return Err(invalid());
+            }
             let mut redeemed = record.redeemed.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(grant_id) = redeemed.as_ref() {
                 // RFC 6749 §4.1.2: a reused code revokes what it issued.
@@ -428,7 +445,7 @@ impl Provider {
                 tracing::warn!(client.id = %client.client_id, "authorization code reused; its grant is revoked");
                 return Err(invalid());
             }
-            if record.issued.elapsed() > self.cfg.tokens.code_ttl || record.request.client_id != client.client_id {
+            if record.issued.elapsed() > self.cfg.tokens.code_ttl {
                 return Err(invalid());
             }
             if form.get("redirect_uri") != Some(&record.request.redirect_uri) {
@@ -451,8 +468,15 @@ impl Provider {
                     "code_verifier does not match the code_challenge",
                 ));
             }
+            // The IdP session the code came from must still be alive, and the
+            // grant is attached to it under its lock, so a logout either
+            // happened before (no tokens) or will revoke this grant.
+            let session = self.session_by_sid(&record.sid).ok_or_else(invalid)?;
+            let mut session_grants = session.grants.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(session_grants) = session_grants.as_mut() else {
+                return Err(invalid());
+            };
             let grant_id = random_token();
-            *redeemed = Some(grant_id.clone());
             let grant = Arc::new(Grant {
                 client_id: client.client_id.clone(),
                 user: record.user,
@@ -461,14 +485,18 @@ impl Provider {
                 auth_time: record.auth_time,
                 revoked: Default::default(),
             });
+            let tokens = self.tokens_for(
+                client,
+                &grant_id,
+                &grant,
+                &grant.scope,
+                record.request.nonce.clone(),
+                now,
+            )?;
             self.stores.grants.insert(grant_id.clone(), grant.clone());
-            if let Some(s) = self.session_by_sid(&record.sid) {
-                s.grants
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(grant_id.clone());
-            }
-            self.tokens_for(client, &grant_id, &grant, record.request.nonce.clone(), now)
+            session_grants.push(grant_id.clone());
+            *redeemed = Some(grant_id);
+            Ok(tokens)
         }
     }
 
@@ -484,25 +512,34 @@ impl Provider {
         let invalid = || TokenError::new("invalid_grant", "the refresh token is invalid, expired or revoked");
         let record = self.stores.refresh.get(&token_key(token)).ok_or_else(invalid)?;
         let grant = self.stores.grants.get(&record.grant_id).ok_or_else(invalid)?;
-        if grant.client_id != client.client_id {
+        if grant.client_id != client.client_id || grant.is_revoked() {
             return Err(invalid());
         }
-        if record.used.swap(true, Ordering::AcqRel) {
+        if record.used.load(Ordering::Acquire) {
             // A rotated-out token came back: someone holds a copy. Revoke the family.
             grant.revoke();
             tracing::warn!(client.id = %client.client_id, "refresh token reused; its grant is revoked");
             return Err(invalid());
         }
-        if grant.is_revoked() {
+        // RFC 6749 §6: a refresh may narrow the scope, never widen it.
+        let scope = match form.get("scope") {
+            None => grant.scope.clone(),
+            Some(scope) => {
+                let granted: Vec<&str> = grant.scope.split(' ').collect();
+                if !scope.split(' ').all(|s| granted.contains(&s)) {
+                    return Err(TokenError::new("invalid_scope", "a refresh cannot widen the scope"));
+                }
+                scope.clone()
+            }
+        };
+        let tokens = self.tokens_for(client, &record.grant_id, &grant, &scope, None, now)?;
+        // Used up only now that the new tokens exist; a concurrent second
+        // use of the same token loses here and counts as reuse.
+        if record.used.swap(true, Ordering::AcqRel) {
+            grant.revoke();
             return Err(invalid());
         }
-        if let Some(scope) = form.get("scope") {
-            let granted: Vec<&str> = grant.scope.split(' ').collect();
-            if !scope.split(' ').all(|s| granted.contains(&s)) {
-                return Err(TokenError::new("invalid_scope", "a refresh cannot widen the scope"));
-            }
-        }
-        self.tokens_for(client, &record.grant_id, &grant, None, now)
+        Ok(tokens)
     }
 
     fn tokens_for(
@@ -510,9 +547,12 @@ impl Provider {
         client: &Client,
         grant_id: &str,
         grant: &Grant,
+        scope: &str,
         nonce: Option<String>,
         now: SystemTime,
     ) -> Result<TokenResponse, TokenError> {
+        let has = |s: &str| scope.split(' ').any(|x| x == s);
+        let (email_scope, profile_scope) = (has("email"), has("profile"));
         let user = self.dir.user(grant.user);
         let sub = self.dir.sub(grant.user).to_string();
         let iat = unix(now);
@@ -535,11 +575,11 @@ impl Provider {
             exp: iat + t.access_token_ttl.as_secs(),
             iat,
             jti: jti.clone(),
-            scope: grant.scope.clone(),
+            scope: scope.to_string(),
             sid: grant.sid.clone(),
-            email: user.email.clone(),
-            preferred_username: user.username.clone(),
-            name: user.display_name.clone(),
+            email: email_scope.then(|| user.email.clone()),
+            preferred_username: profile_scope.then(|| user.username.clone()),
+            name: profile_scope.then(|| user.display_name.clone()),
             company: user.company.clone(),
             groups: user.groups.clone(),
         };
@@ -556,9 +596,9 @@ impl Provider {
             auth_time: grant.auth_time,
             nonce,
             sid: grant.sid.clone(),
-            email: user.email.clone(),
-            preferred_username: user.username.clone(),
-            name: user.display_name.clone(),
+            email: email_scope.then(|| user.email.clone()),
+            preferred_username: profile_scope.then(|| user.username.clone()),
+            name: profile_scope.then(|| user.display_name.clone()),
             company: user.company.clone(),
             groups: user.groups.clone(),
             amr: vec!["pwd".into(), "otp".into()],
@@ -579,7 +619,7 @@ impl Provider {
             expires_in: t.access_token_ttl.as_secs(),
             refresh_token,
             id_token,
-            scope: grant.scope.clone(),
+            scope: scope.to_string(),
         })
     }
 
@@ -623,15 +663,21 @@ impl Provider {
             return None;
         }
         let user = self.dir.user(grant.user);
-        Some(serde_json::json!({
+        let has = |s: &str| claims.scope.split(' ').any(|x| x == s);
+        let mut info = serde_json::json!({
             "sub": claims.sub,
-            "email": user.email,
-            "email_verified": true,
-            "preferred_username": user.username,
-            "name": user.display_name,
             "company": user.company,
             "groups": user.groups,
-        }))
+        });
+        if has("email") {
+            info["email"] = user.email.clone().into();
+            info["email_verified"] = true.into();
+        }
+        if has("profile") {
+            info["preferred_username"] = user.username.clone().into();
+            info["name"] = user.display_name.clone().into();
+        }
+        Some(info)
     }
 
     pub fn session_by_sid(&self, sid: &str) -> Option<Arc<IdpSession>> {

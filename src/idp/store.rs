@@ -65,8 +65,21 @@ pub struct IdpSession {
     pub auth_time: std::sync::atomic::AtomicU64,
     /// Clients that got a code under this session, to be told at logout.
     pub clients: Mutex<BTreeSet<String>>,
-    /// Grants issued under this session, revoked at logout.
-    pub grants: Mutex<Vec<String>>,
+    /// Grants issued under this session, revoked at logout; `None` once the
+    /// session has ended, so no grant can join it afterwards.
+    pub grants: Mutex<Option<Vec<String>>>,
+}
+
+impl IdpSession {
+    pub fn new(sid: String, user: UserId, auth_time: u64) -> Self {
+        IdpSession {
+            sid,
+            user,
+            auth_time: auth_time.into(),
+            clients: Default::default(),
+            grants: Mutex::new(Some(Vec::new())),
+        }
+    }
 }
 
 /// An issued authorization code.
@@ -161,8 +174,9 @@ impl Stores {
     pub fn end_session(&self, session_key: &str) -> Option<Arc<IdpSession>> {
         let s = self.sessions.remove(session_key)?;
         self.sid_index.invalidate(&s.sid);
-        for g in s.grants.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if let Some(grant) = self.grants.get(g) {
+        let ended = s.grants.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for g in ended.unwrap_or_default() {
+            if let Some(grant) = self.grants.get(&g) {
                 grant.revoke();
             }
         }
@@ -170,25 +184,82 @@ impl Stores {
     }
 }
 
-/// Failed-login counters per username+company and per client address.
+/// The address a client is counted under: IPv4 as is, IPv6 by its /64
+/// (one host easily holds a whole /64).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Counts events per key in fixed windows.
+pub struct RateCounter<K> {
+    counts: Cache<K, (u32, Instant)>,
+    max: u32,
+    window: Duration,
+}
+
+impl<K: std::hash::Hash + Eq + Send + Sync + Clone + 'static> RateCounter<K> {
+    pub fn new(max: u32, window: Duration) -> Self {
+        RateCounter {
+            counts: cache(1_000_000, window),
+            max,
+            window,
+        }
+    }
+
+    /// Counts one event; returns how long to wait when `key` is over its
+    /// limit (the event is then not counted).
+    pub fn hit(&self, key: K, now: Instant) -> Option<Duration> {
+        if let Some((n, start)) = self.counts.get(&key)
+            && n >= self.max
+        {
+            let wait = (start + self.window).saturating_duration_since(now);
+            if !wait.is_zero() {
+                return Some(wait);
+            }
+        }
+        self.counts.entry(key).and_upsert_with(|e| match e.map(|e| *e.value()) {
+            Some((n, start)) if now.saturating_duration_since(start) < self.window => (n + 1, start),
+            _ => (1, now),
+        });
+        None
+    }
+}
+
+/// Failed-login counters per username+company and per client address, and
+/// rate limits on the requests that cost the provider work: login starts,
+/// password checks and recovery mail.
 pub struct Throttle {
     users: Cache<String, (u32, Instant)>,
     ips: Cache<IpAddr, (u32, Instant)>,
-    recoveries: Cache<IpAddr, (u32, Instant)>,
     max_user: u32,
     max_ip: u32,
     window: Duration,
+    pub starts: RateCounter<IpAddr>,
+    pub password_checks: RateCounter<IpAddr>,
+    pub recoveries: RateCounter<IpAddr>,
 }
 
 impl Throttle {
     pub fn new(cfg: &LoginConfig) -> Self {
+        let minute = Duration::from_secs(60);
         Throttle {
             users: cache(1_000_000, cfg.failure_window),
             ips: cache(1_000_000, cfg.failure_window),
-            recoveries: cache(1_000_000, cfg.failure_window),
             max_user: cfg.max_failures_per_user,
             max_ip: cfg.max_failures_per_ip,
             window: cfg.failure_window,
+            starts: RateCounter::new(cfg.max_starts_per_minute_per_ip, minute),
+            password_checks: RateCounter::new(cfg.max_password_checks_per_minute_per_ip, minute),
+            recoveries: RateCounter::new(cfg.max_failures_per_ip, cfg.failure_window),
         }
     }
 
@@ -201,7 +272,7 @@ impl Throttle {
                 .map(|(_, last)| (last + self.window).saturating_duration_since(now))
                 .filter(|d| !d.is_zero())
         };
-        check(self.users.get(user_key), self.max_user).max(check(self.ips.get(&ip), self.max_ip))
+        check(self.users.get(user_key), self.max_user).max(check(self.ips.get(&client_key(ip)), self.max_ip))
     }
 
     pub fn record_failure(&self, user_key: &str, ip: IpAddr, now: Instant) {
@@ -209,7 +280,7 @@ impl Throttle {
             .entry(user_key.to_string())
             .and_upsert_with(|e| (e.map_or(0, |e| e.value().0) + 1, now));
         self.ips
-            .entry(ip)
+            .entry(client_key(ip))
             .and_upsert_with(|e| (e.map_or(0, |e| e.value().0) + 1, now));
     }
 
@@ -217,19 +288,10 @@ impl Throttle {
         self.users.invalidate(user_key);
     }
 
-    /// Counts one "Can't Log In?" request from `ip`; returns how long to wait
-    /// when that address has asked too often (as many times as it may fail
-    /// a login), so the outbox cannot be flooded.
+    /// Counts one "Can't Log In?" request from `ip`; how long to wait when
+    /// that address has asked too often, so the outbox cannot be flooded.
     pub fn recovery_request(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        if let Some((n, last)) = self.recoveries.get(&ip)
-            && n >= self.max_ip
-        {
-            return Some((last + self.window).saturating_duration_since(now)).filter(|d| !d.is_zero());
-        }
-        self.recoveries
-            .entry(ip)
-            .and_upsert_with(|e| (e.map_or(0, |e| e.value().0) + 1, now));
-        None
+        self.recoveries.hit(client_key(ip), now)
     }
 }
 
@@ -245,6 +307,8 @@ mod tests {
             failure_window: Duration::from_secs(60),
             totp_replay_protection: true,
             reset_link_ttl: Duration::from_secs(60),
+            max_starts_per_minute_per_ip: 100,
+            max_password_checks_per_minute_per_ip: 100,
         };
         let t = Throttle::new(&cfg);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
@@ -270,6 +334,8 @@ mod tests {
             failure_window: Duration::from_secs(60),
             totp_replay_protection: true,
             reset_link_ttl: Duration::from_secs(60),
+            max_starts_per_minute_per_ip: 100,
+            max_password_checks_per_minute_per_ip: 100,
         };
         let t = Throttle::new(&cfg);
         let ip: IpAddr = "127.0.0.2".parse().unwrap();
@@ -282,5 +348,33 @@ mod tests {
             t.blocked_for("acme/someone-else", "127.0.0.3".parse().unwrap(), now)
                 .is_none()
         );
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn rate_counter_allows_max_per_window_then_resets() {
+        let r = RateCounter::new(3, Duration::from_secs(60));
+        let t = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(r.hit("a", t), None);
+        }
+        assert_eq!(r.hit("a", t + Duration::from_secs(10)), Some(Duration::from_secs(50)));
+        assert_eq!(r.hit("b", t), None);
+        assert_eq!(r.hit("a", t + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn ipv6_counts_by_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(client_key(mapped), "127.0.0.1".parse::<IpAddr>().unwrap());
     }
 }

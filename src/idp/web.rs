@@ -26,7 +26,7 @@ use super::oauth::{
     AuthRequest, AuthorizeError, ClientAuth, TokenError, check_authorize, params_map, unix, with_params,
 };
 use super::pages::{self, Recover, Tile};
-use super::store::{IdpSession, LoginFlow, Stage, random_token, token_key};
+use super::store::{IdpSession, LoginFlow, Stage, client_key, random_token, token_key};
 
 const SESSION_COOKIE: &str = "k1_session";
 const FLOW_COOKIE: &str = "k1_flow";
@@ -42,7 +42,7 @@ pub fn router(p: Arc<Provider>) -> Router {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/authorize", get(authorize))
+        .route("/authorize", get(authorize).post(authorize))
         .route("/login", get(login_get).post(login_post))
         .route("/token", post(token))
         .route("/userinfo", get(userinfo).post(userinfo))
@@ -120,12 +120,22 @@ fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
 enum PageError {
     BadRequest(String),
     TooLarge,
+    /// Too many login starts from one address; seconds to wait.
+    TooManyStarts(u64),
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             PageError::BadRequest(text) => bad_request(&text),
+            PageError::TooManyStarts(secs) => page(
+                StatusCode::TOO_MANY_REQUESTS,
+                pages::error_page(
+                    "Too many logins from your network",
+                    &format!("Logins from your network are paused for a moment; try again in {secs} seconds."),
+                    None,
+                ),
+            ),
             PageError::TooLarge => page(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 pages::error_page(
@@ -168,8 +178,11 @@ fn time_duration(d: Duration) -> cookie::time::Duration {
     cookie::time::Duration::seconds(d.as_secs() as i64)
 }
 
+/// A `Set-Cookie` that deletes the cookie (empty, `Max-Age=0`, expired).
 fn removal(name: &'static str) -> Cookie<'static> {
-    Cookie::build((name, "")).path("/").build()
+    let mut c = Cookie::build((name, "")).path("/").build();
+    c.make_removal();
+    c
 }
 
 fn current_session(p: &Provider, jar: &CookieJar) -> Option<(String, Arc<IdpSession>)> {
@@ -219,8 +232,24 @@ async fn jwks(State(p): P) -> Response {
 
 // ------------------------------------------------------------------ authorize
 
-async fn authorize(State(p): P, jar: CookieJar, RawQuery(q): RawQuery) -> Response {
-    let request = match check_authorize(&p.dir, pairs(q.unwrap_or_default().as_bytes())) {
+/// OIDC Core §3.1.2.1: the authorization endpoint takes GET and form POST.
+async fn authorize(
+    State(p): P,
+    jar: CookieJar,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: axum::http::Method,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let raw = if method == axum::http::Method::POST {
+        match body {
+            Ok(b) => pairs(&b),
+            Err(_) => return PageError::TooLarge.into_response(),
+        }
+    } else {
+        pairs(q.unwrap_or_default().as_bytes())
+    };
+    let request = match check_authorize(&p.dir, raw) {
         Ok(r) => Arc::new(r),
         Err(AuthorizeError::Page(text)) => {
             tracing::info!(reason = %text, "authorization request refused on a page");
@@ -259,8 +288,16 @@ async fn authorize(State(p): P, jar: CookieJar, RawQuery(q): RawQuery) -> Respon
         ),
         _ => {
             let hint = request.login_hint.clone().unwrap_or_default();
-            let (jar, flow) = new_flow(&p, jar, Some(request), hint.chars().take(MAX_FIELD).collect());
-            (jar, found(&format!("/login?flow={flow}"))).into_response()
+            match new_flow(
+                &p,
+                jar,
+                peer.ip(),
+                Some(request),
+                hint.chars().take(MAX_FIELD).collect(),
+            ) {
+                Ok((jar, flow)) => (jar, found(&format!("/login?flow={flow}"))).into_response(),
+                Err(r) => r.into_response(),
+            }
         }
     }
 }
@@ -283,7 +320,17 @@ fn error_redirect(p: &Provider, redirect_uri: &str, error: &str, description: &s
     found(&with_params(redirect_uri, &params))
 }
 
-fn new_flow(p: &Provider, jar: CookieJar, request: Option<Arc<AuthRequest>>, username: String) -> (CookieJar, String) {
+/// Starts a login flow, unless this address starts too many.
+fn new_flow(
+    p: &Provider,
+    jar: CookieJar,
+    ip: std::net::IpAddr,
+    request: Option<Arc<AuthRequest>>,
+    username: String,
+) -> Result<(CookieJar, String), PageError> {
+    if let Some(wait) = p.throttle.starts.hit(client_key(ip), Instant::now()) {
+        return Err(PageError::TooManyStarts(wait.as_secs().max(1)));
+    }
     let (jar, binding) = match jar.get(FLOW_COOKIE).map(|c| c.value().to_string()) {
         Some(v) if v.len() == 43 => (jar, v),
         _ => {
@@ -303,7 +350,7 @@ fn new_flow(p: &Provider, jar: CookieJar, request: Option<Arc<AuthRequest>>, use
             stage: Stage::Identify,
         },
     );
-    (jar, id)
+    Ok((jar, id))
 }
 
 /// The flow named in a request, if it belongs to this browser.
@@ -330,7 +377,12 @@ struct FlowQuery {
     flow: Option<String>,
 }
 
-async fn login_get(State(p): P, jar: CookieJar, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn login_get(
+    State(p): P,
+    jar: CookieJar,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let q = FlowQuery {
         flow: q.get("flow").cloned(),
     };
@@ -338,8 +390,10 @@ async fn login_get(State(p): P, jar: CookieJar, Query(q): Query<HashMap<String, 
         if current_session(&p, &jar).is_some() {
             return found("/");
         }
-        let (jar, id) = new_flow(&p, jar, None, String::new());
-        return (jar, found(&format!("/login?flow={id}"))).into_response();
+        return match new_flow(&p, jar, peer.ip(), None, String::new()) {
+            Ok((jar, id)) => (jar, found(&format!("/login?flow={id}"))).into_response(),
+            Err(r) => r.into_response(),
+        };
     };
     let Some(flow) = bound_flow(&p, &jar, &id) else {
         return flow_expired();
@@ -403,12 +457,21 @@ async fn login_post(
             found(&next)
         }
         ("password", Stage::Password) => {
-            if let Some(wait) = p.throttle.blocked_for(&user_key, ip, Instant::now()) {
+            let now = Instant::now();
+            let wait = p
+                .throttle
+                .blocked_for(&user_key, ip, now)
+                .or_else(|| p.throttle.password_checks.hit(client_key(ip), now));
+            if let Some(wait) = wait {
                 return render_stage(&id, &flow, Some(&throttled_message(wait)));
             }
             let password = field(&f, "password");
             let user = p.dir.find(&flow.company, &flow.username);
-            // Argon2 is CPU-bound: keep it off the async workers.
+            // Argon2 is CPU- and memory-bound: off the async workers, and no
+            // more at once than there are cores.
+            let Ok(_permit) = p.hash_permits.acquire().await else {
+                return render_stage(&id, &flow, Some("The service is shutting down; try again shortly."));
+            };
             let p2 = p.clone();
             let password = password.to_string();
             let ok = tokio::task::spawn_blocking(move || p2.dir.check_password(user, &password))
@@ -428,10 +491,13 @@ async fn login_post(
                 return render_stage(&id, &flow, Some(&throttled_message(wait)));
             }
             let user = p.dir.find(&flow.company, &flow.username);
-            let step =
-                user.and_then(|u| totp_match(&p.dir.user(u).totp_secret, field(&f, "code"), unix(SystemTime::now())));
+            // The same HMAC work for an unknown user as for a known one.
+            let secret = user.map_or(p.dir.dummy_totp_secret(), |u| &p.dir.user(u).totp_secret[..]);
+            let step = totp_match(secret, field(&f, "code"), unix(SystemTime::now()));
             let fresh = match (user, step) {
-                (Some(u), Some(step)) if p.cfg.login.totp_replay_protection => {
+                // Only a right password uses the code up: a typo in the
+                // password must not burn the user's current code.
+                (Some(u), Some(step)) if p.cfg.login.totp_replay_protection && flow.password_ok => {
                     let mut fresh = false;
                     p.stores.totp_steps.entry(u).and_upsert_with(|last| {
                         let last = last.map(|e| *e.value());
@@ -489,13 +555,7 @@ fn complete_login(p: &Arc<Provider>, jar: CookieJar, user: UserId, request: Opti
             }
             let cookie_value = random_token();
             let key = token_key(&cookie_value);
-            let s = Arc::new(IdpSession {
-                sid: random_token(),
-                user,
-                auth_time: unix(now).into(),
-                clients: Default::default(),
-                grants: Default::default(),
-            });
+            let s = Arc::new(IdpSession::new(random_token(), user, unix(now)));
             p.stores.sid_index.insert(s.sid.clone(), key.clone());
             p.stores.sessions.insert(key, s.clone());
             (
@@ -685,13 +745,15 @@ async fn end_session(
     };
     let cookie_session = current_session(&p, &jar);
     let hint_sid = hint.as_ref().and_then(|c| c["sid"].as_str().map(str::to_string));
+    // Only this browser's own session is ever ended here.
     let to_end = match (&hint_sid, &cookie_session) {
-        // A valid hint for this browser's session, or for a session this
-        // provider issued to that client: log out without asking.
+        // A valid hint for this browser's session: log out without asking.
         (Some(sid), Some((key, s))) if &s.sid == sid => Some(key.clone()),
-        (Some(sid), _) => p.stores.sid_index.get(sid),
-        (None, Some((key, _))) => {
-            // No proof the request came from an application the user used: ask.
+        // No session here (already logged out, or cookies not sent): nothing to end.
+        (_, None) => None,
+        // No hint, or a hint for another session: no proof the request came
+        // from an application this user used, so ask.
+        (_, Some((key, _))) => {
             let csrf = random_token();
             p.stores.logout_csrf.insert(csrf.clone(), key.clone());
             return page(
@@ -704,7 +766,6 @@ async fn end_session(
                 ),
             );
         }
-        (None, None) => None,
     };
     finish_logout(&p, jar, to_end, target, now)
 }
@@ -716,11 +777,15 @@ fn finish_logout(
     target: LogoutTarget,
     now: SystemTime,
 ) -> Response {
-    let frontchannel = to_end
-        .and_then(|k| p.logout(&k, now))
-        .map(|o| o.frontchannel)
-        .unwrap_or_default();
-    let jar = jar.add(removal(SESSION_COOKIE));
+    let ended = to_end.and_then(|k| p.logout(&k, now));
+    // The cookie is deleted only when it named the session just ended: a
+    // cross-site request without the cookie changes nothing.
+    let jar = if ended.is_some() {
+        jar.add(removal(SESSION_COOKIE))
+    } else {
+        jar
+    };
+    let frontchannel = ended.map(|o| o.frontchannel).unwrap_or_default();
     if frontchannel.is_empty()
         && let Some(r) = &target.redirect
     {
@@ -962,7 +1027,13 @@ async fn reset_post(State(p): P, body: Result<Bytes, BytesRejection>) -> Respons
             ),
         );
     }
-    tracing::info!(user.sub = %p.dir.sub(user), "password reset");
+    // A reset is often made because the account was compromised: end every
+    // session of the user (telling their clients), and void other links.
+    let ended = p.end_user_sessions(user, SystemTime::now());
+    let u = p.dir.user(user);
+    p.throttle
+        .record_success(&format!("{}/{}", norm(&u.company), norm(&u.username)));
+    tracing::info!(user.sub = %p.dir.sub(user), sessions.ended = ended, "password reset");
     page(
         StatusCode::OK,
         pages::error_page(
