@@ -4,6 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod gateway;
 pub mod idp;
 pub mod oidc;
+pub mod pages;
+pub mod policy;
 pub mod secret;
+pub mod session;

@@ -2,5 +2,6 @@
 //! validation and return-URL safety. The proxy (`unigate run`) builds on
 //! these; time and keys are parameters so every rule is tested by table.
 
+pub mod client;
 pub mod id_token;
 pub mod return_url;

@@ -1,0 +1,161 @@
+//! Identity to the module: every client-sent identity header is removed
+//! (all case and `_`/`-` spellings), then unigate's own are set from the
+//! session, with a signed assertion (`X-Unigate-Assertion`, ES256, ≤ 60 s)
+//! that a module can verify with the keys at `/_unigate/jwks.json`.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::config::HeaderPreset;
+use crate::idp::keys::{KeyError, SigningKey};
+use crate::session::Identity;
+
+pub const ASSERTION_HEADER: &str = "x-unigate-assertion";
+
+/// Header names (lowercase, `-` separated) that carry identity, and the
+/// prefixes of whole families of them.
+const IDENTITY_HEADERS: &[&str] = &[
+    "x-kaseyaone-user",
+    "x-kaseyaone-email",
+    "x-kaseyaone-name",
+    "x-kaseyaone-groups",
+    "x-kaseyaone-company",
+    "x-kaseyaone-session",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-unigate-assertion",
+    "x-remote-user",
+    "remote-user",
+    "x-user",
+    "x-email",
+];
+const IDENTITY_PREFIXES: &[&str] = &["x-kaseyaone-", "x-unigate-", "x-auth-request-"];
+
+/// True for any spelling of an identity header: case and `_`/`-` do not matter.
+pub fn is_identity_header(name: &str) -> bool {
+    if name.len() > 64 {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    let n = name.len();
+    for (i, b) in name.bytes().enumerate() {
+        buf[i] = if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    }
+    let Ok(norm) = std::str::from_utf8(&buf[..n]) else { return false };
+    IDENTITY_HEADERS.contains(&norm) || IDENTITY_PREFIXES.iter().any(|p| norm.starts_with(p))
+}
+
+/// A header value safe to forward: no control characters (CR, LF, NUL…),
+/// at most `max` bytes, cut on a character boundary.
+pub fn sanitize(v: &str, max: usize) -> String {
+    let mut out = String::with_capacity(v.len().min(max));
+    for c in v.chars() {
+        if c.is_control() {
+            continue;
+        }
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The identity headers of a preset, values sanitised.
+pub fn headers(id: &Identity, preset: HeaderPreset, max: usize) -> Vec<(&'static str, String)> {
+    let groups = id.groups.join(",");
+    let v = |s: &str| sanitize(s, max);
+    match preset {
+        HeaderPreset::KaseyaOne => vec![
+            ("x-kaseyaone-user", v(&id.username)),
+            ("x-kaseyaone-email", v(&id.email)),
+            ("x-kaseyaone-name", v(&id.name)),
+            ("x-kaseyaone-groups", v(&groups)),
+            ("x-kaseyaone-company", v(&id.company)),
+            ("x-kaseyaone-session", v(id.sid.as_deref().unwrap_or(""))),
+        ],
+        HeaderPreset::Forwarded => vec![
+            ("x-forwarded-user", v(&id.sub)),
+            ("x-forwarded-email", v(&id.email)),
+            ("x-forwarded-groups", v(&groups)),
+            ("x-forwarded-preferred-username", v(&id.username)),
+        ],
+    }
+}
+
+#[derive(Serialize)]
+struct AssertionClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    email: &'a str,
+    name: &'a str,
+    preferred_username: &'a str,
+    groups: &'a [String],
+    iat: u64,
+    exp: u64,
+}
+
+/// Signs the assertion a module may verify.
+pub struct AssertionSigner {
+    pub key: SigningKey,
+    pub issuer: String,
+    pub ttl: Duration,
+}
+
+impl AssertionSigner {
+    pub fn sign(&self, id: &Identity, module: &str, now: SystemTime) -> Result<String, KeyError> {
+        let iat = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.key.sign(
+            "JWT",
+            &AssertionClaims {
+                iss: &self.issuer,
+                aud: module,
+                sub: &id.sub,
+                email: &id.email,
+                name: &id.name,
+                preferred_username: &id.username,
+                groups: &id.groups,
+                iat,
+                exp: iat + self.ttl.as_secs(),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_is_an_identity_header() {
+        for n in [
+            "X-KaseyaOne-User",
+            "x_kaseyaone_user",
+            "X_KASEYAONE_EMAIL",
+            "x-KaseyaOne-anything",
+            "X-Forwarded-User",
+            "x_forwarded_email",
+            "X-Forwarded-Preferred_Username",
+            "X-Unigate-Assertion",
+            "x-auth-request-user",
+            "Remote-User",
+        ] {
+            assert!(is_identity_header(n), "{n}");
+        }
+        for n in ["x-forwarded-for", "x-forwarded-proto", "cookie", "accept", "x-request-id"] {
+            assert!(!is_identity_header(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn values_are_sanitised() {
+        assert_eq!(sanitize("a\r\nSet-Cookie: x", 100), "aSet-Cookie: x");
+        assert_eq!(sanitize("äöü", 4), "äö");
+        assert_eq!(sanitize("abc\0", 10), "abc");
+    }
+}

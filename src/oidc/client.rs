@@ -1,0 +1,310 @@
+//! Talking to the OpenID Provider: discovery, the JWKS (re-fetched at most
+//! once per cooldown when a token names an unknown key), the code exchange
+//! and refresh at the token endpoint. Every call has a timeout and a bounded
+//! response body; nothing here is on the authenticated hot path.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use jsonwebtoken::Algorithm;
+use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+
+use super::id_token::{ASYMMETRIC, Expected, IdClaims, ProviderKeys, TokenRejected, validate_id_token, verify_signature};
+use crate::gateway::config::IdpSettings;
+
+/// Largest IdP response read.
+const MAX_BODY: usize = 1024 * 1024;
+/// Least time between two JWKS fetches caused by unknown `kid`s.
+const JWKS_COOLDOWN: Duration = Duration::from_secs(30);
+/// Clock skew tolerated in token times.
+pub const LEEWAY: u64 = 60;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("the identity provider cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("the identity provider answered {status}: {error}")]
+    Refused { status: u16, error: String },
+    #[error("the identity provider's answer is not valid: {0}")]
+    Invalid(String),
+    #[error("the identity provider's discovery is not loaded yet")]
+    NotReady,
+    #[error("token rejected: {0}")]
+    Token(#[from] TokenRejected),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenSet {
+    pub access_token: String,
+    #[serde(default)]
+    pub id_token: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// Claims of a bearer access token that unigate uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessClaims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub preferred_username: Option<String>,
+    #[serde(default)]
+    pub company: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub sid: Option<String>,
+}
+
+pub struct Loaded {
+    pub discovery: Discovery,
+    pub keys: ProviderKeys,
+    pub algorithms: Vec<Algorithm>,
+}
+
+pub struct OidcClient {
+    http: reqwest::Client,
+    pub settings: IdpSettings,
+    loaded: RwLock<Option<Arc<Loaded>>>,
+    last_jwks_fetch: Mutex<Option<Instant>>,
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(mut r: reqwest::Response) -> Result<T, OidcError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| OidcError::Unreachable(e.to_string()))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(OidcError::Invalid("response too large".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| OidcError::Invalid(e.to_string()))
+}
+
+fn parse_alg(s: &str) -> Option<Algorithm> {
+    s.parse::<Algorithm>().ok().filter(|a| ASYMMETRIC.contains(a))
+}
+
+impl OidcClient {
+    pub fn new(settings: IdpSettings) -> Result<Self, OidcError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| OidcError::Invalid(e.to_string()))?;
+        Ok(OidcClient {
+            http,
+            settings,
+            loaded: RwLock::new(None),
+            last_jwks_fetch: Mutex::new(None),
+        })
+    }
+
+    /// Discovery and keys, once loaded.
+    pub fn loaded(&self) -> Option<Arc<Loaded>> {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn ready(&self) -> bool {
+        self.loaded().is_some_and(|l| !l.keys.is_empty())
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {
+        let r = self
+            .http
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        if !r.status().is_success() {
+            return Err(OidcError::Refused {
+                status: r.status().as_u16(),
+                error: format!("GET {url}"),
+            });
+        }
+        read_json(r).await
+    }
+
+    /// Fetches discovery and the JWKS. The discovered issuer must be exactly
+    /// the configured one (OIDC Discovery §4.3).
+    pub async fn load(&self) -> Result<(), OidcError> {
+        let url = format!("{}/.well-known/openid-configuration", self.settings.issuer);
+        let discovery: Discovery = self.get_json(&url).await?;
+        if discovery.issuer.trim_end_matches('/') != self.settings.issuer {
+            return Err(OidcError::Invalid(format!(
+                "discovery names issuer `{}`, not the configured `{}`",
+                discovery.issuer, self.settings.issuer
+            )));
+        }
+        let set: JwkSet = self.get_json(&discovery.jwks_uri).await?;
+        let mut algorithms: Vec<Algorithm> = discovery
+            .id_token_signing_alg_values_supported
+            .iter()
+            .filter_map(|a| parse_alg(a))
+            .collect();
+        if algorithms.is_empty() {
+            // OIDC Discovery: RS256 must be supported when nothing is listed.
+            algorithms.push(Algorithm::RS256);
+        }
+        let loaded = Loaded {
+            keys: ProviderKeys::from_jwks(&set),
+            discovery,
+            algorithms,
+        };
+        tracing::info!(keys = loaded.keys.len(), issuer = %self.settings.issuer, "identity provider discovery and JWKS loaded");
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(loaded));
+        *self.last_jwks_fetch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Re-fetches the JWKS unless one was fetched within the cooldown.
+    async fn refresh_keys(&self) -> bool {
+        {
+            let mut last = self.last_jwks_fetch.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < JWKS_COOLDOWN) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let Some(current) = self.loaded() else { return false };
+        match self.get_json::<JwkSet>(&current.discovery.jwks_uri).await {
+            Ok(set) => {
+                let next = Loaded {
+                    discovery: current.discovery.clone(),
+                    keys: ProviderKeys::from_jwks(&set),
+                    algorithms: current.algorithms.clone(),
+                };
+                tracing::info!(keys = next.keys.len(), "JWKS re-fetched");
+                *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(next));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS re-fetch failed");
+                false
+            }
+        }
+    }
+
+    /// Validates an ID token, re-fetching the JWKS once if it names a key
+    /// not seen yet (the provider rotated).
+    pub async fn validate_id_token(&self, token: &str, nonce: Option<&str>, now: SystemTime) -> Result<IdClaims, OidcError> {
+        for attempt in 0..2 {
+            let loaded = self.loaded().ok_or(OidcError::NotReady)?;
+            let expected = Expected {
+                issuer: &self.settings.issuer,
+                client_id: &self.settings.client_id,
+                nonce,
+                algorithms: &loaded.algorithms,
+                leeway: LEEWAY,
+            };
+            match validate_id_token(token, &loaded.keys, &expected, now) {
+                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys().await => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(TokenRejected::UnknownKey.into())
+    }
+
+    /// Validates a JWT access token (signature, iss, aud, exp) for
+    /// `Authorization: Bearer` requests.
+    pub async fn validate_access_token(&self, token: &str, now: SystemTime) -> Result<AccessClaims, OidcError> {
+        for attempt in 0..2 {
+            let loaded = self.loaded().ok_or(OidcError::NotReady)?;
+            match verify_signature(token, &loaded.keys, &loaded.algorithms) {
+                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys().await => continue,
+                Err(e) => return Err(e.into()),
+                Ok((_, payload)) => {
+                    if payload["iss"].as_str() != Some(self.settings.issuer.as_str()) {
+                        return Err(TokenRejected::Issuer.into());
+                    }
+                    let aud_ok = match &payload["aud"] {
+                        serde_json::Value::String(a) => a == &self.settings.client_id,
+                        serde_json::Value::Array(v) => v.iter().any(|a| a.as_str() == Some(&self.settings.client_id)),
+                        _ => false,
+                    };
+                    if !aud_ok {
+                        return Err(TokenRejected::Audience.into());
+                    }
+                    let claims: AccessClaims =
+                        serde_json::from_value(payload).map_err(|_| OidcError::Token(TokenRejected::Malformed))?;
+                    let now = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    if claims.exp + LEEWAY <= now {
+                        return Err(TokenRejected::Expired.into());
+                    }
+                    if claims.sub.is_empty() {
+                        return Err(TokenRejected::Subject.into());
+                    }
+                    return Ok(claims);
+                }
+            }
+        }
+        Err(TokenRejected::UnknownKey.into())
+    }
+
+    async fn token_request(&self, form: &[(&str, &str)]) -> Result<TokenSet, OidcError> {
+        let loaded = self.loaded().ok_or(OidcError::NotReady)?;
+        let r = self
+            .http
+            .post(&loaded.discovery.token_endpoint)
+            .basic_auth(
+                form_encode(&self.settings.client_id),
+                Some(form_encode(self.settings.client_secret.expose())),
+            )
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let status = r.status().as_u16();
+        if status != 200 {
+            let body: serde_json::Value = read_json(r).await.unwrap_or_default();
+            return Err(OidcError::Refused {
+                status,
+                error: body["error"].as_str().unwrap_or("unknown").chars().take(64).collect(),
+            });
+        }
+        read_json(r).await
+    }
+
+    /// Redeems an authorization code (client_secret_basic, PKCE verifier).
+    pub async fn exchange(&self, code: &str, verifier: &str, redirect_uri: &str) -> Result<TokenSet, OidcError> {
+        self.token_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier),
+        ])
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, OidcError> {
+        self.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+            .await
+    }
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-encoded inside Basic.
+fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -1,0 +1,105 @@
+//! unigate's own HTML pages (errors, denials, logout). maud escapes every
+//! interpolated value.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+const CSS: &str = r#"
+body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#eef1f6;color:#1d2433}
+header{background:#0b1f3a;color:#fff;padding:12px 24px;font-weight:700}header span{color:#4fb3ff}
+main{max-width:560px;margin:48px auto;background:#fff;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.12);padding:28px}
+h1{font-size:21px;margin:0 0 14px}a{color:#1565c0}.muted{color:#5b6577;font-size:13px}code{background:#f1f3f7;padding:1px 4px}
+"#;
+
+pub fn page(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header { "Kaseya" span { "One" } " · Unified Login" }
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+pub fn unknown_host(host: &str) -> String {
+    page(
+        "Not found",
+        html! {
+            h1 { "There is no module here" }
+            p { "unigate does not serve a module at " code { (host) } ". Check the address." }
+        },
+    )
+}
+
+pub fn forbidden(module: &str, groups: &[String]) -> String {
+    page(
+        "No access",
+        html! {
+            h1 { "You do not have access to " (module) }
+            p { "You are logged in with KaseyaOne, but your account is not a member of the access group assigned to this module"
+                @if !groups.is_empty() { " (" (groups.join(", ")) ")" } "." }
+            p { "Ask your KaseyaOne administrator to add you to that access group. If you are an administrator, see Access Groups (role-based access control)." }
+        },
+    )
+}
+
+pub fn idp_error(error: &str, description: Option<&str>, retry: &str) -> String {
+    page(
+        "Login failed",
+        html! {
+            h1 { "KaseyaOne did not log you in" }
+            p { "The identity provider answered: " code { (error) } }
+            @if let Some(d) = description { p.muted { (d) } }
+            p { a href=(retry) { "Try logging in again" } }
+        },
+    )
+}
+
+pub fn login_expired(retry: &str) -> String {
+    page(
+        "Login expired",
+        html! {
+            h1 { "This login has expired" }
+            p { "The login took too long, was already used, or was started in another browser." }
+            p { a href=(retry) { "Log in again" } }
+        },
+    )
+}
+
+pub fn unavailable(what: &str) -> String {
+    page(
+        "Temporarily unavailable",
+        html! {
+            h1 { "Logging in is unavailable right now" }
+            p { (what) " Try again in a minute. If you are already logged in, your session keeps working." }
+        },
+    )
+}
+
+pub fn logged_out(login: &str) -> String {
+    page(
+        "Logged out",
+        html! {
+            h1 { "You are logged out" }
+            p { a href=(login) { "Log in again" } }
+        },
+    )
+}
+
+pub fn upstream_down(module: &str) -> String {
+    page(
+        "Module unavailable",
+        html! {
+            h1 { (module) " is not answering" }
+            p { "unigate could not reach the module. Try again in a minute; if it persists, tell the module's administrator." }
+        },
+    )
+}

@@ -1,0 +1,202 @@
+//! unigate's sessions: what a logged-in browser is, the in-memory store
+//! (moka, with idle and absolute timeouts), login transactions, and the
+//! cookie codec. The cookie holds only a random 256-bit id; tokens stay here.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use crate::gateway::config::SessionSettings;
+
+/// Who the user is, as unigate passes it to modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub sub: String,
+    pub sid: Option<String>,
+    pub email: String,
+    pub name: String,
+    pub username: String,
+    pub company: String,
+    pub groups: Vec<String>,
+}
+
+/// Tokens kept server-side for refresh and logout.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub id_token: Option<String>,
+    pub refresh_token: Option<String>,
+    /// Unix time the access token expires.
+    pub access_exp: u64,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub module: String,
+    pub identity: Arc<Identity>,
+    pub tokens: Mutex<Tokens>,
+    /// Unix time the access token expires, readable without the lock.
+    pub access_exp: AtomicU64,
+    /// One refresh at a time per session.
+    pub refreshing: AtomicBool,
+    /// A refresh failed: the next navigation logs in again.
+    pub needs_login: AtomicBool,
+}
+
+impl Session {
+    pub fn new(module: String, identity: Identity, tokens: Tokens) -> Self {
+        Session {
+            module,
+            identity: Arc::new(identity),
+            access_exp: AtomicU64::new(tokens.access_exp),
+            tokens: Mutex::new(tokens),
+            refreshing: AtomicBool::new(false),
+            needs_login: AtomicBool::new(false),
+        }
+    }
+
+    pub fn usable(&self) -> bool {
+        !self.needs_login.load(Ordering::Acquire)
+    }
+}
+
+/// Sessions in memory: gone after `idle_timeout` unused or
+/// `absolute_timeout` after login, whichever comes first.
+pub struct MemoryStore {
+    sessions: Cache<String, Arc<Session>>,
+}
+
+impl MemoryStore {
+    pub fn new(s: &SessionSettings) -> Self {
+        MemoryStore {
+            sessions: Cache::builder()
+                .max_capacity(s.max_sessions)
+                .time_to_idle(s.idle_timeout)
+                .time_to_live(s.absolute_timeout)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.get(id)
+    }
+
+    pub fn insert(&self, id: String, s: Arc<Session>) {
+        self.sessions.insert(id, s);
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.remove(id)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.sessions.run_pending_tasks();
+        self.sessions.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A login in progress, from the redirect to the IdP to the callback.
+#[derive(Debug, Clone)]
+pub struct LoginTxn {
+    /// SHA-256 of the browser's login cookie: only that browser may finish it.
+    pub binding: String,
+    pub nonce: String,
+    pub verifier: String,
+    pub return_path: String,
+    pub module: usize,
+    pub host: String,
+}
+
+/// Login transactions: bounded, short-lived, each used once.
+pub struct TxnStore {
+    txns: Cache<String, Arc<LoginTxn>>,
+}
+
+impl TxnStore {
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        TxnStore {
+            txns: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
+        }
+    }
+
+    pub fn insert(&self, state: String, t: LoginTxn) {
+        self.txns.insert(state, Arc::new(t));
+    }
+
+    /// Takes the transaction out: a state works once.
+    pub fn take(&self, state: &str) -> Option<Arc<LoginTxn>> {
+        self.txns.remove(state)
+    }
+}
+
+/// The value of cookie `name` in `Cookie` header values, without allocating
+/// (this runs on every request). The first occurrence wins.
+pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
+    for h in headers {
+        for pair in h.split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else { continue };
+            if pair[..eq].trim_ascii() == name.as_bytes() {
+                let v = pair[eq + 1..].trim_ascii();
+                let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
+                return std::str::from_utf8(v).ok();
+            }
+        }
+    }
+    None
+}
+
+/// A session id as unigate issues them: 43 base64url characters.
+pub fn is_session_id(v: &str) -> bool {
+    v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_parsing() {
+        let h = [b"a=1; unigate=abc; b=2".as_slice(), b"unigate=second".as_slice()];
+        assert_eq!(cookie_value(h.iter().copied(), "unigate"), Some("abc"));
+        assert_eq!(cookie_value(h.iter().copied(), "b"), Some("2"));
+        assert_eq!(cookie_value(h.iter().copied(), "missing"), None);
+        let q = [b"x=\"quoted\"".as_slice()];
+        assert_eq!(cookie_value(q.iter().copied(), "x"), Some("quoted"));
+        let odd = [b";;=;novalue; unigate =  spaced ;".as_slice()];
+        assert_eq!(cookie_value(odd.iter().copied(), "unigate"), Some("spaced"));
+        let bad = [b"unigate=\xff\xfe".as_slice()];
+        assert_eq!(cookie_value(bad.iter().copied(), "unigate"), None);
+        assert!(is_session_id(&"a".repeat(43)));
+        assert!(!is_session_id(&"a".repeat(42)));
+        assert!(!is_session_id(&format!("{}=", "a".repeat(42))));
+    }
+
+    #[test]
+    fn txn_is_single_use() {
+        let s = TxnStore::new(10, Duration::from_secs(60));
+        s.insert(
+            "st".into(),
+            LoginTxn {
+                binding: "b".into(),
+                nonce: "n".into(),
+                verifier: "v".into(),
+                return_path: "/".into(),
+                module: 0,
+                host: "h".into(),
+            },
+        );
+        assert!(s.take("st").is_some());
+        assert!(s.take("st").is_none());
+    }
+}
