@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod demo_module;
 pub mod gateway;
 pub mod idp;
 pub mod oidc;

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use unigate::demo_module::{DemoModuleConfig, DemoModuleServer};
+use unigate::gateway::config::GatewayConfig;
+use unigate::gateway::server::GatewayServer;
 use unigate::idp::{IdpConfig, IdpServer, directory};
 
 #[derive(Parser)]
@@ -30,6 +33,16 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run unigate in front of the configured modules.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a unigate config file and list every problem.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run the embedded KaseyaOne-compatible development identity provider.
     Idp {
         /// The identity provider's config file.
@@ -41,15 +54,24 @@ enum Command {
         #[command(subcommand)]
         action: Option<IdpAction>,
     },
-    /// Run the demo on loopback: today the embedded identity provider with
-    /// the demo directory.
+    /// Run the demo on loopback: the embedded identity provider, the demo
+    /// module and unigate in front of it.
     Demo {
         /// The identity provider's config file.
         #[arg(long, default_value = "config/idp.demo.toml")]
         idp_config: PathBuf,
+        /// unigate's config file.
+        #[arg(long, default_value = "config/unigate.demo.toml")]
+        config: PathBuf,
         /// Port of the identity provider.
         #[arg(long, default_value_t = 9000)]
         idp_port: u16,
+        /// Port of unigate.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Port of the demo module.
+        #[arg(long, default_value_t = 8081)]
+        module_port: u16,
     },
 }
 
@@ -146,12 +168,109 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", directory::hash_password(password));
             Ok(())
         }
-        Command::Demo { idp_config, idp_port } => {
-            let mut cfg = load(&idp_config)?;
-            cfg.listen.set_port(idp_port);
-            serve_idp(cfg, true)
+        Command::Run { config } => {
+            let cfg = load_gateway(&config)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let server = GatewayServer::start(cfg).await?;
+                println!("unigate: listening on {}", server.addr);
+                wait_for_stop().await;
+                tracing::info!("stopping");
+                server.shutdown().await;
+                anyhow::Ok(())
+            })
+        }
+        Command::Check { config } => {
+            load_gateway(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Demo {
+            idp_config,
+            config,
+            idp_port,
+            port,
+            module_port,
+        } => demo(&idp_config, &config, idp_port, port, module_port),
+    }
+}
+
+fn load_gateway(path: &std::path::Path) -> anyhow::Result<GatewayConfig> {
+    GatewayConfig::load(path).map_err(|e| anyhow::anyhow!("{} has problems:\n{e}", path.display()))
+}
+
+async fn wait_for_stop() {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate() => {}
+    }
+}
+
+/// The whole demo on loopback: IdP, demo module, unigate.
+fn demo(
+    idp_config: &std::path::Path,
+    config: &std::path::Path,
+    idp_port: u16,
+    port: u16,
+    module_port: u16,
+) -> anyhow::Result<()> {
+    let mut idp = load(idp_config)?;
+    let mut gw = load_gateway(config)?;
+    idp.listen.set_port(idp_port);
+    idp.issuer = None;
+    // Keep the demo client's registered URLs in step with the chosen port.
+    for c in &mut idp.clients {
+        for u in c.redirect_uris.iter_mut().chain(c.post_logout_redirect_uris.iter_mut()) {
+            *u = u.replace(":8080/", &format!(":{port}/"));
         }
     }
+    gw.listen.set_port(port);
+    gw.public_port = Some(port);
+    gw.idp.issuer = format!("http://127.0.0.1:{idp_port}");
+    gw.idp.post_logout_redirect_uri = gw
+        .idp
+        .post_logout_redirect_uri
+        .map(|u| u.replace(":8080/", &format!(":{port}/")));
+    let module_addr = std::net::SocketAddr::from(([127, 0, 0, 1], module_port));
+    for m in &mut gw.modules {
+        m.upstream = module_addr;
+    }
+    let module_name = gw.modules.first().map(|m| m.name.clone()).unwrap_or_default();
+    let host = gw
+        .modules
+        .first()
+        .and_then(|m| m.hosts.first().cloned())
+        .unwrap_or_default();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let idp_server = IdpServer::start(idp).await?;
+        let module = DemoModuleServer::start(DemoModuleConfig {
+            listen: module_addr,
+            name: module_name,
+            jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
+            local_users: vec![("localuser".into(), "local-demo-pass".into())],
+        })
+        .await?;
+        let gateway = GatewayServer::start(gw).await?;
+        println!("unigate demo: everything on loopback, Ctrl-C stops it");
+        println!("  open        http://{host}:{port}/   (the demo module, through unigate)");
+        println!(
+            "  KaseyaOne   {}/   (the embedded identity provider: My Modules)",
+            idp_server.issuer()
+        );
+        println!(
+            "  module      http://{}/   (the demo module directly: its own login, localuser / local-demo-pass)",
+            module.addr
+        );
+        println!("  log in as   alice / Acme MSP / alice-demo-pass   (bob, carol, dave: see README)");
+        println!("  code        unigate idp totp --user alice --company \"Acme MSP\"");
+        wait_for_stop().await;
+        tracing::info!("stopping");
+        gateway.shutdown().await;
+        module.stop();
+        idp_server.shutdown().await;
+        anyhow::Ok(())
+    })
 }
 
 fn serve_idp(cfg: IdpConfig, demo: bool) -> anyhow::Result<()> {
@@ -180,10 +299,7 @@ fn serve_idp(cfg: IdpConfig, demo: bool) -> anyhow::Result<()> {
             }
             println!("Press Ctrl-C to stop.");
         }
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate() => {}
-        }
+        wait_for_stop().await;
         tracing::info!("stopping");
         server.shutdown().await;
         anyhow::Ok(())

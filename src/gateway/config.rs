@@ -34,6 +34,13 @@ pub struct ListenFile {
     /// ignored: each module's configured host is used with this scheme and
     /// port to build its callback URL.
     pub public_url: String,
+    /// Worker threads; default the number of CPUs.
+    pub threads: Option<usize>,
+    /// Tokio work stealing between worker threads; default false (faster
+    /// for a proxy this short). Pingora keeps the handles of a no-steal
+    /// runtime in a thread-local that outlives it, so a process that starts
+    /// more than one unigate after another (tests) must turn it on.
+    pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +70,8 @@ pub struct SessionFile {
     /// Refresh tokens this long before the access token expires; default `60s`.
     #[serde(default, with = "humantime_serde")]
     pub refresh_before: Option<Duration>,
+    /// Logins one client address may start per minute; default 120.
+    pub login_starts_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +117,8 @@ pub enum HeaderPreset {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    pub threads: usize,
+    pub work_stealing: bool,
     pub tls: bool,
     pub public_port: Option<u16>,
     pub idp: IdpSettings,
@@ -132,6 +143,7 @@ pub struct SessionSettings {
     pub absolute_timeout: Duration,
     pub max_sessions: u64,
     pub refresh_before: Duration,
+    pub login_starts_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +246,7 @@ impl GatewayConfig {
             absolute_timeout: file.session.absolute_timeout.unwrap_or(Duration::from_secs(12 * 3600)),
             max_sessions: file.session.max_sessions.unwrap_or(1_000_000),
             refresh_before: file.session.refresh_before.unwrap_or(Duration::from_secs(60)),
+            login_starts_per_minute: file.session.login_starts_per_minute.unwrap_or(120).max(1),
         };
         let year = Duration::from_secs(366 * 86_400);
         for (key, d) in [
@@ -250,7 +263,10 @@ impl GatewayConfig {
             Some("kaseyaone") => HeaderPreset::KaseyaOne,
             Some("forwarded") => HeaderPreset::Forwarded,
             Some(other) => {
-                errs.push(key, format!("`{other}` is not a preset; use `kaseyaone` or `forwarded`"));
+                errs.push(
+                    key,
+                    format!("`{other}` is not a preset; use `kaseyaone` or `forwarded`"),
+                );
                 default
             }
         };
@@ -283,14 +299,20 @@ impl GatewayConfig {
             let hosts: Vec<String> = m.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
             for h in &hosts {
                 if h.contains(':') || h.contains('/') || h.is_empty() {
-                    errs.push(key("hosts"), format!("`{h}` must be a bare host name, without port or path"));
+                    errs.push(
+                        key("hosts"),
+                        format!("`{h}` must be a bare host name, without port or path"),
+                    );
                 }
                 if !hosts_seen.insert(h.clone()) {
                     errs.push(key("hosts"), format!("`{h}` belongs to another module too"));
                 }
             }
             let upstream = m.upstream.parse::<SocketAddr>().unwrap_or_else(|e| {
-                errs.push(key("upstream"), format!("`{}` is not an address like 127.0.0.1:8081 ({e})", m.upstream));
+                errs.push(
+                    key("upstream"),
+                    format!("`{}` is not an address like 127.0.0.1:8081 ({e})", m.upstream),
+                );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             });
             for (k, paths) in [("logout_paths", &m.logout_paths), ("public_paths", &m.public_paths)] {
@@ -301,7 +323,10 @@ impl GatewayConfig {
                 }
             }
             if m.access_groups.is_empty() {
-                errs.push(key("access_groups"), "name at least one group; a module open to every user is a mistake waiting to happen");
+                errs.push(
+                    key("access_groups"),
+                    "name at least one group; a module open to every user is a mistake waiting to happen",
+                );
             }
             let headers = preset(m.headers.as_deref(), key("headers"), &mut errs, default_preset);
             modules.push(ModuleConfig {
@@ -317,8 +342,17 @@ impl GatewayConfig {
             });
         }
 
+        let threads = file
+            .listen
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if threads == 0 || threads > 256 {
+            errs.push("listen.threads", "must be between 1 and 256");
+        }
         errs.into_result(GatewayConfig {
             listen,
+            threads,
+            work_stealing: file.listen.work_stealing.unwrap_or(false),
             tls,
             public_port,
             idp: IdpSettings {
@@ -366,7 +400,11 @@ mod tests {
         "#;
         let err = GatewayConfig::from_toml(text, Path::new(".")).unwrap_err();
         let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, vec!["module[0].bogus"], "unknown keys stop before checking: {err}");
+        assert_eq!(
+            paths,
+            vec!["module[0].bogus"],
+            "unknown keys stop before checking: {err}"
+        );
         let text = text.replace("bogus = 1", "");
         let err = GatewayConfig::from_toml(&text, Path::new(".")).unwrap_err();
         let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();

@@ -45,7 +45,9 @@ pub fn is_identity_header(name: &str) -> bool {
     for (i, b) in name.bytes().enumerate() {
         buf[i] = if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
     }
-    let Ok(norm) = std::str::from_utf8(&buf[..n]) else { return false };
+    let Ok(norm) = std::str::from_utf8(&buf[..n]) else {
+        return false;
+    };
     IDENTITY_HEADERS.contains(&norm) || IDENTITY_PREFIXES.iter().any(|p| norm.starts_with(p))
 }
 
@@ -147,7 +149,13 @@ mod tests {
         ] {
             assert!(is_identity_header(n), "{n}");
         }
-        for n in ["x-forwarded-for", "x-forwarded-proto", "cookie", "accept", "x-request-id"] {
+        for n in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "cookie",
+            "accept",
+            "x-request-id",
+        ] {
             assert!(!is_identity_header(n), "{n}");
         }
     }

@@ -27,18 +27,30 @@ fn query_param(req: &pingora::http::RequestHeader, name: &str) -> Option<String>
 
 pub async fn host_independent(g: &Gateway, session: &mut PSession) -> Result<Option<bool>> {
     let path = session.req_header().uri.path();
-    let Some(rest) = path.strip_prefix(PREFIX) else { return Ok(None) };
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return Ok(None);
+    };
     match rest {
         "healthz" => respond(session, 200, "text/plain", &[], "ok").await.map(Some),
         "readyz" => {
             if g.oidc.ready() {
                 respond(session, 200, "text/plain", &[], "ready").await.map(Some)
             } else {
-                respond(session, 503, "text/plain", &[], "identity provider discovery or JWKS not loaded").await.map(Some)
+                respond(
+                    session,
+                    503,
+                    "text/plain",
+                    &[],
+                    "identity provider discovery or JWKS not loaded",
+                )
+                .await
+                .map(Some)
             }
         }
         "jwks.json" => {
-            let set = jsonwebtoken::jwk::JwkSet { keys: vec![g.signer.key.jwk.clone()] };
+            let set = jsonwebtoken::jwk::JwkSet {
+                keys: vec![g.signer.key.jwk.clone()],
+            };
             let body = serde_json::to_vec(&set).unwrap_or_default();
             respond(session, 200, "application/json", &[], body).await.map(Some)
         }
@@ -57,7 +69,14 @@ pub async fn handle(g: &Gateway, session: &mut PSession, mi: usize, host: &str) 
             let return_path = safe_return_path(&wanted).unwrap_or("/").to_string();
             start_login(g, session, mi, host, &return_path).await
         }
-        _ => respond_page(session, 404, pages::page("Not found", maud::html! { h1 { "Not found" } })).await,
+        _ => {
+            respond_page(
+                session,
+                404,
+                pages::page("Not found", maud::html! { h1 { "Not found" } }),
+            )
+            .await
+        }
     }
 }
 
@@ -88,12 +107,25 @@ pub async fn unauthenticated_api(g: &Gateway, session: &mut PSession, mi: usize)
 
 /// Sends the browser to the IdP: state, nonce and PKCE S256, the return
 /// path kept server-side, the transaction bound to this browser's cookie.
-pub async fn start_login(g: &Gateway, session: &mut PSession, mi: usize, host: &str, return_path: &str) -> Result<bool> {
+pub async fn start_login(
+    g: &Gateway,
+    session: &mut PSession,
+    mi: usize,
+    host: &str,
+    return_path: &str,
+) -> Result<bool> {
     let Some(loaded) = g.oidc.loaded() else {
-        return respond_page(session, 503, pages::unavailable("The KaseyaOne identity provider cannot be reached.")).await;
+        return respond_page(
+            session,
+            503,
+            pages::unavailable("The KaseyaOne identity provider cannot be reached."),
+        )
+        .await;
     };
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
-        && let Some(wait) = g.login_starts.hit(crate::idp::store::client_key(addr), std::time::Instant::now())
+        && let Some(wait) = g
+            .login_starts
+            .hit(crate::idp::store::client_key(addr), std::time::Instant::now())
     {
         let headers = [("retry-after", wait.as_secs().max(1).to_string())];
         let html = pages::unavailable("Too many logins were started from your network.");
@@ -151,7 +183,10 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     let Some(txn) = g.txns.take(&state) else {
         return respond_page(session, 400, pages::login_expired(&retry)).await;
     };
-    let retry = format!("{PREFIX}login?return_to={}", form_urlencoded::byte_serialize(txn.return_path.as_bytes()).collect::<String>());
+    let retry = format!(
+        "{PREFIX}login?return_to={}",
+        form_urlencoded::byte_serialize(txn.return_path.as_bytes()).collect::<String>()
+    );
     let bound = g.cookie(req, LOGIN_COOKIE).map(token_key);
     if bound.as_deref() != Some(txn.binding.as_str()) || txn.module != mi || txn.host != host {
         tracing::warn!("callback from a browser or host that did not start this login");
@@ -162,7 +197,16 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         && iss != g.oidc.settings.issuer
     {
         tracing::warn!("callback names another issuer (mix-up attack?)");
-        return respond_page(session, 400, pages::idp_error("wrong_issuer", Some("The answer came from an identity provider this login did not use."), &retry)).await;
+        return respond_page(
+            session,
+            400,
+            pages::idp_error(
+                "wrong_issuer",
+                Some("The answer came from an identity provider this login did not use."),
+                &retry,
+            ),
+        )
+        .await;
     }
     if let Some(error) = query_param(req, "error") {
         let description = query_param(req, "error_description");
@@ -179,17 +223,39 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "code exchange failed");
-            return respond_page(session, 502, pages::idp_error("exchange_failed", Some("The identity provider did not accept the login. Try again."), &retry)).await;
+            return respond_page(
+                session,
+                502,
+                pages::idp_error(
+                    "exchange_failed",
+                    Some("The identity provider did not accept the login. Try again."),
+                    &retry,
+                ),
+            )
+            .await;
         }
     };
     let Some(id_token) = tokens.id_token.clone() else {
         return respond_page(session, 502, pages::idp_error("no_id_token", None, &retry)).await;
     };
-    let claims = match g.oidc.validate_id_token(&id_token, Some(&txn.nonce), SystemTime::now()).await {
+    let claims = match g
+        .oidc
+        .validate_id_token(&id_token, Some(&txn.nonce), SystemTime::now())
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "ID token rejected");
-            return respond_page(session, 502, pages::idp_error("invalid_id_token", Some("The identity provider's answer could not be verified."), &retry)).await;
+            return respond_page(
+                session,
+                502,
+                pages::idp_error(
+                    "invalid_id_token",
+                    Some("The identity provider's answer could not be verified."),
+                    &retry,
+                ),
+            )
+            .await;
         }
     };
     let module = g.module(mi);
@@ -235,9 +301,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
 pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, module_path: bool) -> Result<bool> {
     let module = g.module(mi);
     let req = session.req_header();
-    let ended = g
-        .cookie(req, g.session_cookie)
-        .and_then(|id| g.sessions.remove(id));
+    let ended = g.cookie(req, g.session_cookie).and_then(|id| g.sessions.remove(id));
     let logout_path = if module_path {
         Some(req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string())
     } else {
@@ -262,7 +326,9 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
     }
     let mut cookies = vec![g.session_cookie_header("", Some(0))];
     for c in &module.session_cookies {
-        cookies.push(format!("{c}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"));
+        cookies.push(format!(
+            "{c}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        ));
     }
     let post_logout = g
         .oidc
@@ -292,7 +358,14 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
         _ => {
             let mut headers: Vec<(&str, String)> = cookies.into_iter().map(|c| ("set-cookie", c)).collect();
             headers.push(("clear-site-data", "\"cookies\"".into()));
-            respond(session, 200, "text/html; charset=utf-8", &headers, pages::logged_out(&format!("{PREFIX}login"))).await
+            respond(
+                session,
+                200,
+                "text/html; charset=utf-8",
+                &headers,
+                pages::logged_out(&format!("{PREFIX}login")),
+            )
+            .await
         }
     }
 }

@@ -69,7 +69,7 @@ impl Gateway {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(600))
                 .build(),
-            login_starts: RateCounter::new(120, Duration::from_secs(60)),
+            login_starts: RateCounter::new(cfg.session.login_starts_per_minute, Duration::from_secs(60)),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(3))
                 .redirect(reqwest::redirect::Policy::none())
@@ -101,7 +101,10 @@ impl Gateway {
     }
 
     fn cookie<'a>(&self, req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-        cookie_value(req.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()), name)
+        cookie_value(
+            req.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()),
+            name,
+        )
     }
 
     fn session_for(&self, req: &RequestHeader, module: &ModuleConfig) -> Option<(String, Arc<Session>)> {
@@ -115,8 +118,14 @@ impl Gateway {
     fn session_cookie_header(&self, value: &str, max_age: Option<u64>) -> String {
         let secure = if self.cfg.tls { "; Secure" } else { "" };
         match max_age {
-            Some(a) => format!("{}={value}; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age={a}", self.session_cookie),
-            None => format!("{}={value}; Path=/; HttpOnly; SameSite=Lax{secure}", self.session_cookie),
+            Some(a) => format!(
+                "{}={value}; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age={a}",
+                self.session_cookie
+            ),
+            None => format!(
+                "{}={value}; Path=/; HttpOnly; SameSite=Lax{secure}",
+                self.session_cookie
+            ),
         }
     }
 
@@ -195,7 +204,9 @@ impl Gateway {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Writes a whole response. `headers` may repeat names (`set-cookie`).
@@ -291,11 +302,28 @@ impl ProxyHttp for Gateway {
                     Ok(false)
                 }
                 Some(_) => {
-                    respond(session, 403, "application/json", &[], r#"{"error":"forbidden","error_description":"not in the module's access groups"}"#).await
+                    respond(
+                        session,
+                        403,
+                        "application/json",
+                        &[],
+                        r#"{"error":"forbidden","error_description":"not in the module's access groups"}"#,
+                    )
+                    .await
                 }
                 None => {
-                    let headers = [("www-authenticate", "Bearer realm=\"unigate\", error=\"invalid_token\"".to_string())];
-                    respond(session, 401, "application/json", &headers, r#"{"error":"invalid_token"}"#).await
+                    let headers = [(
+                        "www-authenticate",
+                        "Bearer realm=\"unigate\", error=\"invalid_token\"".to_string(),
+                    )];
+                    respond(
+                        session,
+                        401,
+                        "application/json",
+                        &headers,
+                        r#"{"error":"invalid_token"}"#,
+                    )
+                    .await
                 }
             };
         }
@@ -319,10 +347,19 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(HttpPeer::new(self.module(mi).upstream, false, String::new())))
     }
 
-    async fn upstream_request_filter(&self, _session: &mut PSession, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut PSession,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         // Nothing a client sends may pose as identity.
-        let spoofed: Vec<http::header::HeaderName> =
-            up.headers.keys().filter(|n| is_identity_header(n.as_str())).cloned().collect();
+        let spoofed: Vec<http::header::HeaderName> = up
+            .headers
+            .keys()
+            .filter(|n| is_identity_header(n.as_str()))
+            .cloned()
+            .collect();
         for n in spoofed {
             up.remove_header(&n);
         }

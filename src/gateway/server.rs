@@ -113,14 +113,13 @@ impl pingora::proxy::ProxyHttp for Shared {
     }
 }
 
-
 /// Pingora settings unigate runs with: `threads` workers, no work stealing
 /// (measured faster for a proxy this short), and a short grace period
 /// instead of Pingora's 300 s.
-pub fn server_conf(threads: usize) -> ServerConf {
+pub fn server_conf(threads: usize, work_stealing: bool) -> ServerConf {
     ServerConf {
         threads,
-        work_stealing: false,
+        work_stealing,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(2),
         ..ServerConf::default()
@@ -130,15 +129,16 @@ pub fn server_conf(threads: usize) -> ServerConf {
 impl GatewayServer {
     /// Starts unigate on `cfg.listen`, which must have a port: tests pick a
     /// free one first, as Pingora does not report the port it bound.
-    pub async fn start(cfg: GatewayConfig, threads: usize) -> Result<GatewayServer, StartError> {
+    pub async fn start(cfg: GatewayConfig) -> Result<GatewayServer, StartError> {
         let addr = cfg.listen;
+        let (threads, work_stealing) = (cfg.threads, cfg.work_stealing);
         let gateway = build(cfg).await?;
         let (tx, rx) = watch::channel(false);
         let g = gateway.clone();
         let thread = std::thread::Builder::new()
             .name("unigate-pingora".into())
             .spawn(move || {
-                let mut server = Server::new_with_opt_and_conf(None, server_conf(threads));
+                let mut server = Server::new_with_opt_and_conf(None, server_conf(threads, work_stealing));
                 server.bootstrap();
                 let mut svc = pingora::proxy::http_proxy_service(&server.configuration, Shared(g));
                 svc.add_tcp(&addr.to_string());
@@ -148,8 +148,10 @@ impl GatewayServer {
                 });
             })
             .map_err(|e| StartError::Setup(e.to_string()))?;
-        for _ in 0..200 {
+        let started = std::time::Instant::now();
+        for _ in 0..800 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                tracing::debug!(ms = started.elapsed().as_millis() as u64, "unigate listening");
                 return Ok(GatewayServer {
                     addr,
                     gateway,

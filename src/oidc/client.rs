@@ -10,7 +10,9 @@ use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
-use super::id_token::{ASYMMETRIC, Expected, IdClaims, ProviderKeys, TokenRejected, validate_id_token, verify_signature};
+use super::id_token::{
+    ASYMMETRIC, Expected, IdClaims, ProviderKeys, TokenRejected, validate_id_token, verify_signature,
+};
 use crate::gateway::config::IdpSettings;
 
 /// Largest IdP response read.
@@ -209,7 +211,12 @@ impl OidcClient {
 
     /// Validates an ID token, re-fetching the JWKS once if it names a key
     /// not seen yet (the provider rotated).
-    pub async fn validate_id_token(&self, token: &str, nonce: Option<&str>, now: SystemTime) -> Result<IdClaims, OidcError> {
+    pub async fn validate_id_token(
+        &self,
+        token: &str,
+        nonce: Option<&str>,
+        now: SystemTime,
+    ) -> Result<IdClaims, OidcError> {
         for attempt in 0..2 {
             let loaded = self.loaded().ok_or(OidcError::NotReady)?;
             let expected = Expected {

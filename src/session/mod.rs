@@ -145,7 +145,9 @@ pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> 
     for h in headers {
         for pair in h.split(|b| *b == b';') {
             let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|b| *b == b'=') else { continue };
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                continue;
+            };
             if pair[..eq].trim_ascii() == name.as_bytes() {
                 let v = pair[eq + 1..].trim_ascii();
                 let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);

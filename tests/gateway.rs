@@ -1,0 +1,545 @@
+//! unigate in front of the demo module, with the embedded identity
+//! provider, over real loopback sockets: the whole login, identity to the
+//! module, denials, API clients, bearer tokens, refresh, logout, and the
+//! open-redirect corpus.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use reqwest::cookie::{CookieStore, Jar};
+use serde_json::Value;
+use unigate::demo_module::{DemoModuleConfig, DemoModuleServer};
+use unigate::gateway::config::GatewayConfig;
+use unigate::gateway::server::{GatewayServer, free_port};
+use unigate::idp::IdpServer;
+
+const HOST: &str = "portal.localhost";
+
+struct Stack {
+    idp: IdpServer,
+    module: DemoModuleServer,
+    gw: GatewayServer,
+    port: u16,
+}
+
+impl Stack {
+    fn url(&self, path: &str) -> String {
+        format!("http://{HOST}:{}{path}", self.port)
+    }
+
+    /// A browser: cookies kept (and readable), no redirects followed, the
+    /// module's host name resolved to loopback.
+    fn browser(&self) -> (reqwest::Client, Arc<Jar>) {
+        let jar = Arc::new(Jar::default());
+        let c = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .build()
+            .unwrap();
+        (c, jar)
+    }
+
+    fn session_id(&self, jar: &Jar) -> Option<String> {
+        let url = url::Url::parse(&self.url("/")).unwrap();
+        let h = jar.cookies(&url)?;
+        let h = h.to_str().ok()?.to_string();
+        h.split("; ")
+            .find_map(|kv| kv.strip_prefix("unigate=").map(str::to_string))
+    }
+
+    /// Logs `user` in through unigate, the IdP's forms and the callback;
+    /// returns the last response (the redirect back to `path`).
+    async fn login(&self, b: &reqwest::Client, user: &str, path: &str) -> reqwest::Response {
+        let r = b.get(self.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 302, "unauthenticated navigation redirects");
+        let authorize = location(&r);
+        assert!(
+            authorize.starts_with(&format!("{}/authorize?", self.idp.issuer())),
+            "{authorize}"
+        );
+        for p in ["code_challenge_method=S256", "state=", "nonce=", "code_challenge="] {
+            assert!(authorize.contains(p), "{p} in {authorize}");
+        }
+        let r = b.get(&authorize).send().await.unwrap();
+        let next = location(&r);
+        let callback = if next.starts_with("/login?flow=") {
+            let code = current_code(&totp_secret(&self.idp, user));
+            let r = post_login(
+                b,
+                self.idp.issuer(),
+                &next,
+                user,
+                &company(&self.idp, user),
+                &password(user),
+                &code,
+            )
+            .await;
+            assert_eq!(r.status(), 302);
+            location(&r)
+        } else {
+            next
+        };
+        assert!(callback.starts_with(&self.url("/_unigate/callback?")), "{callback}");
+        b.get(&callback).send().await.unwrap()
+    }
+}
+
+async fn stack_with(edit_idp: impl FnOnce(&mut unigate::idp::IdpConfig), extra_gw: &str) -> Stack {
+    let port = free_port().unwrap();
+    let mut idp_cfg = demo_config();
+    let mut client = test_client(None, None);
+    client
+        .redirect_uris
+        .push(format!("http://{HOST}:{port}/_unigate/callback"));
+    client.post_logout_redirect_uris.push(format!("http://{HOST}:{port}/"));
+    idp_cfg.clients.push(client);
+    edit_idp(&mut idp_cfg);
+    let idp = start_idp(idp_cfg).await;
+    let module = DemoModuleServer::start(DemoModuleConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        name: "portal".into(),
+        jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
+        local_users: vec![("localuser".into(), "local-pass".into())],
+    })
+    .await
+    .unwrap();
+    let secret_dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(secret_dir.join("secret"), SECRET).unwrap();
+    let text = format!(
+        r#"
+        [listen]
+        address = "127.0.0.1:{port}"
+        public_url = "http://localhost:{port}"
+        threads = 1
+        work_stealing = true
+        [identity_provider]
+        issuer = "{issuer}"
+        client_id = "{CLIENT}"
+        client_secret = "file:secret"
+        [session]
+        store = "memory"
+        {extra_gw}
+        [[module]]
+        name = "portal"
+        hosts = ["{HOST}"]
+        upstream = "{upstream}"
+        access_groups = ["portal-users"]
+        logout_paths = ["/logout"]
+        session_cookies = ["portal_session"]
+        public_paths = ["/static/"]
+        cors_origins = ["http://app.localhost"]
+        "#,
+        issuer = idp.issuer(),
+        upstream = module.addr,
+    );
+    let cfg = GatewayConfig::from_toml(&text, &secret_dir).expect("gateway config");
+    let gw = GatewayServer::start(cfg).await.expect("gateway starts");
+    Stack { idp, module, gw, port }
+}
+
+async fn stack() -> Stack {
+    stack_with(|_| {}, "").await
+}
+
+async fn whoami(s: &Stack, b: &reqwest::Client, extra: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = b.get(s.url("/api/whoami"));
+    for (k, v) in extra {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn login_through_unigate_gives_the_module_a_verified_identity() {
+    let s = stack().await;
+    let (b, jar) = s.browser();
+    let r = s.login(&b, "alice", "/reports?x=1").await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/reports?x=1", "back where the user started");
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["unigate=", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    let id = s.session_id(&jar).unwrap();
+    assert_eq!(id.len(), 43, "a 256-bit id");
+    let page = b.get(s.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Logged in with KaseyaOne as alice@acme-msp.example"),
+        "{page}"
+    );
+    let w: Value = whoami(&s, &b, &[]).await.json().await.unwrap();
+    assert_eq!(w["assertion_verified"], true);
+    assert_eq!(w["headers"]["x-kaseyaone-user"], "alice");
+    assert_eq!(w["headers"]["x-kaseyaone-email"], "alice@acme-msp.example");
+    assert_eq!(w["headers"]["x-kaseyaone-company"], "Acme MSP");
+    assert_eq!(
+        w["headers"]["x-kaseyaone-groups"],
+        "portal-users,bms-users,itglue-users"
+    );
+    assert_eq!(w["assertion"]["aud"], "portal");
+    let a = &w["assertion"];
+    assert!(a["exp"].as_u64().unwrap() - a["iat"].as_u64().unwrap() <= 60);
+    // The next login gets a new id.
+    let (b2, jar2) = s.browser();
+    s.login(&b2, "alice", "/").await;
+    assert_ne!(s.session_id(&jar2).unwrap(), id);
+    assert_eq!(b2.get(s.url("/")).send().await.unwrap().status(), 200);
+    // A second module visit is silent (IdP session): no login form.
+    let r = b2.get(s.url("/_unigate/login")).send().await.unwrap();
+    let r = b2.get(location(&r)).send().await.unwrap();
+    assert!(location(&r).contains("/_unigate/callback?code="));
+    assert_eq!(s.module.module.live_sessions(), 2);
+}
+
+#[tokio::test]
+async fn users_outside_the_access_groups_are_refused() {
+    let s = stack().await;
+    let (b, jar) = s.browser();
+    let r = s.login(&b, "carol", "/").await;
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("You do not have access to portal"), "{page}");
+    assert!(page.contains("administrator"));
+    assert!(s.session_id(&jar).is_none(), "no session for a refused user");
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_never_reach_the_module() {
+    let s = stack().await;
+    let (b, _) = s.browser();
+    s.login(&b, "bob", "/").await;
+    let spoof = [
+        ("X-KaseyaOne-User", "mallory"),
+        ("x_kaseyaone_email", "mallory@evil.example"),
+        ("X-Forwarded-User", "mallory"),
+        ("x-forwarded_email", "mallory@evil.example"),
+        ("X-Unigate-Assertion", "forged"),
+        ("X-KaseyaOne-Admin", "true"),
+    ];
+    let w: Value = whoami(&s, &b, &spoof).await.json().await.unwrap();
+    let headers = w["headers"].as_object().unwrap();
+    assert_eq!(headers["x-kaseyaone-user"], "bob");
+    assert_eq!(headers["x-kaseyaone-email"], "bob@acme-msp.example");
+    for (k, v) in headers {
+        assert!(!v.as_str().unwrap().contains("mallory"), "{k} leaked");
+    }
+    assert!(!headers.contains_key("x-forwarded-user"));
+    assert!(!headers.contains_key("x_kaseyaone_email"));
+    assert!(!headers.contains_key("x-kaseyaone-admin"));
+    assert_eq!(w["assertion_verified"], true);
+    // Unauthenticated, spoofed headers get nobody anywhere.
+    let (anon, _) = s.browser();
+    let r = anon
+        .get(s.url("/"))
+        .header("X-KaseyaOne-User", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+}
+
+#[tokio::test]
+async fn api_clients_get_401_json_with_cors_for_allowed_origins() {
+    let s = stack().await;
+    let (b, _) = s.browser();
+    for (k, v) in [
+        ("accept", "application/json"),
+        ("x-requested-with", "XMLHttpRequest"),
+        ("sec-fetch-mode", "cors"),
+    ] {
+        let r = b.get(s.url("/api/whoami")).header(k, v).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{k}");
+        assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        assert!(r.headers().get("location").is_none());
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unauthenticated");
+    }
+    let r = b
+        .get(s.url("/api/whoami"))
+        .header("accept", "application/json")
+        .header("origin", "http://app.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://app.localhost");
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    let r = b
+        .get(s.url("/api/whoami"))
+        .header("accept", "application/json")
+        .header("origin", "http://evil.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // Public paths pass without login.
+    assert_eq!(b.get(s.url("/static/app.css")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn bearer_access_tokens_are_validated() {
+    let s = stack().await;
+    let p = pkce();
+    let back = login(&s.idp, &browser(), "alice", &p, &[]).await;
+    let t: Value = exchange(&s.idp, &query_param(&back, "code").unwrap(), &p.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = t["access_token"].as_str().unwrap();
+    let (b, _) = s.browser();
+    let w: Value = b
+        .get(s.url("/api/whoami"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(w["headers"]["x-kaseyaone-user"], "alice");
+    assert_eq!(w["assertion_verified"], true);
+    // Cached by hash: works again.
+    let r = b.get(s.url("/api/whoami")).bearer_auth(access).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // A tampered token is refused.
+    let mut bad = access.to_string();
+    bad.pop();
+    bad.push(if access.ends_with('A') { 'B' } else { 'A' });
+    let r = b.get(s.url("/api/whoami")).bearer_auth(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    // A valid token of a user outside the access groups is forbidden.
+    let p = pkce();
+    let back = login(&s.idp, &browser(), "carol", &p, &[]).await;
+    let t: Value = exchange(&s.idp, &query_param(&back, "code").unwrap(), &p.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = b
+        .get(s.url("/api/whoami"))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn sessions_refresh_and_a_failed_refresh_logs_in_again() {
+    // Access tokens that are always "about to expire": every request refreshes.
+    let s = stack_with(
+        |c| c.tokens.access_token_ttl = Duration::from_secs(30),
+        "refresh_before = \"60s\"",
+    )
+    .await;
+    let (b, jar) = s.browser();
+    s.login(&b, "bob", "/").await;
+    let id = s.session_id(&jar).unwrap();
+    let session = s.gw.gateway.sessions.get(&id).unwrap();
+    let first = session.tokens.lock().unwrap().refresh_token.clone().unwrap();
+    assert_eq!(b.get(s.url("/")).send().await.unwrap().status(), 200);
+    let mut rotated = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = session.tokens.lock().unwrap().refresh_token.clone().unwrap();
+        if now != first && !session.refreshing.load(std::sync::atomic::Ordering::Acquire) {
+            rotated = true;
+            break;
+        }
+    }
+    assert!(rotated, "the refresh token was rotated by a background refresh");
+    // The IdP ends bob's sessions (password reset): the next refresh fails,
+    // and the navigation after it logs in again.
+    let user = s.idp.provider.dir.find("Acme MSP", "bob").unwrap();
+    s.idp.provider.end_user_sessions(user, std::time::SystemTime::now());
+    assert_eq!(
+        b.get(s.url("/")).send().await.unwrap().status(),
+        200,
+        "still served while refreshing"
+    );
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !session.usable() {
+            break;
+        }
+    }
+    let r = b.get(s.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(location(&r).starts_with(&format!("{}/authorize?", s.idp.issuer())));
+}
+
+#[tokio::test]
+async fn logout_ends_both_sessions_and_old_cookies_get_nobody_in() {
+    let s = stack().await;
+    let (b, jar) = s.browser();
+    s.login(&b, "alice", "/").await;
+    let page = b.get(s.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Welcome, alice"));
+    let url = url::Url::parse(&s.url("/")).unwrap();
+    let old_cookies = jar.cookies(&url).unwrap().to_str().unwrap().to_string();
+    assert!(old_cookies.contains("portal_session="), "{old_cookies}");
+    assert_eq!(s.module.module.live_sessions(), 1);
+
+    let r = b.get(s.url("/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let end = location(&r);
+    assert!(end.starts_with(&format!("{}/logout?", s.idp.issuer())), "{end}");
+    assert!(end.contains("id_token_hint="));
+    assert!(end.contains("post_logout_redirect_uri="));
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("unigate=;") && c.contains("Max-Age=0")),
+        "{cookies:?}"
+    );
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("portal_session=;") && c.contains("Max-Age=0")),
+        "{cookies:?}"
+    );
+    assert_eq!(s.module.module.live_sessions(), 0, "the module's own session ended");
+    // The IdP logs out and sends the browser back.
+    let r = b.get(&end).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), s.url("/"));
+
+    // Replaying the old cookies: unigate sends to login; the IdP asks for credentials.
+    let (replay, _) = s.browser();
+    let r = replay
+        .get(s.url("/"))
+        .header("cookie", &old_cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(location(&r).starts_with(&format!("{}/authorize?", s.idp.issuer())));
+    let r = b.get(location(&r)).send().await.unwrap();
+    assert!(
+        location(&r).starts_with("/login?flow="),
+        "the KaseyaOne session ended too"
+    );
+    // And the old module cookie is dead at the module itself.
+    let direct: Value = reqwest::Client::new()
+        .get(format!("http://{}/api/whoami", s.module.addr))
+        .header("cookie", &old_cookies)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(direct["local_session_user"].is_null(), "{direct}");
+}
+
+#[tokio::test]
+async fn return_urls_from_the_open_redirect_corpus_stay_on_the_origin() {
+    let s = stack_with(|_| {}, "login_starts_per_minute = 100000").await;
+    let (b, _) = s.browser();
+    s.login(&b, "alice", "/").await;
+    let corpus = include_str!("data/openredirects.txt");
+    let mut checked = 0;
+    for vector in corpus.lines() {
+        let q: String = form_urlencoded::byte_serialize(vector.as_bytes()).collect();
+        let r = b
+            .get(s.url(&format!("/_unigate/login?return_to={q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{vector:?}");
+        let r = b.get(location(&r)).send().await.unwrap();
+        let r = b.get(location(&r)).send().await.unwrap();
+        assert_eq!(r.status(), 302, "{vector:?}");
+        let target = location(&r);
+        assert!(
+            target.starts_with('/') && !target.starts_with("//") && !target.contains('\\'),
+            "{vector:?} -> {target:?}"
+        );
+        let joined = url::Url::parse(&s.url("/")).unwrap().join(&target).unwrap();
+        assert_eq!(joined.host_str(), Some(HOST), "{vector:?} -> {target:?}");
+        checked += 1;
+    }
+    assert!(checked >= 559);
+}
+
+#[tokio::test]
+async fn callback_errors_are_pages_not_crashes() {
+    let s = stack().await;
+    let (b, _) = s.browser();
+    // An error from the IdP, with hostile text: shown escaped, with a retry link.
+    let r = b.get(s.url("/")).send().await.unwrap();
+    let state = query_param(&location(&r), "state").unwrap();
+    let cb = format!(
+        "/_unigate/callback?error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={state}"
+    );
+    let r = b.get(s.url(&cb)).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("access_denied") && page.contains("&lt;script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert"));
+    assert!(page.contains("href=\"/_unigate/login?return_to=%2F\""), "{page}");
+    // The state is spent.
+    let r = b.get(s.url(&cb)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // A callback in another browser than the one that started the login.
+    let r = b.get(s.url("/")).send().await.unwrap();
+    let state = query_param(&location(&r), "state").unwrap();
+    let (other, _) = s.browser();
+    let r = other
+        .get(s.url(&format!("/_unigate/callback?code=x&state={state}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Garbage.
+    let r = b
+        .get(s.url("/_unigate/callback?code=%00%ff&state=%ff"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Unknown host, health.
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/", s.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("There is no module here"));
+    assert_eq!(b.get(s.url("/_unigate/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(b.get(s.url("/_unigate/readyz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn local_module_credentials_still_work_directly() {
+    let s = stack().await;
+    let c = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let r = c
+        .post(format!("http://{}/login", s.module.addr))
+        .form(&[("username", "localuser"), ("password", "local-pass")])
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Logged in with module credentials"), "{page}");
+}
