@@ -54,6 +54,28 @@ enum Command {
         #[command(subcommand)]
         action: Option<IdpAction>,
     },
+    /// Run only the demo module (a legacy-style portal) on loopback.
+    DemoModule {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// Where unigate publishes its assertion keys.
+        #[arg(long, default_value = "http://127.0.0.1:8080/_unigate/jwks.json")]
+        jwks_url: String,
+        #[arg(long, default_value = "portal")]
+        name: String,
+    },
+    /// A plain Pingora pass-through with no auth: the baseline of the load comparison.
+    #[command(hide = true)]
+    Passthrough {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        work_stealing: bool,
+    },
     /// Run the demo on loopback: the embedded identity provider, the demo
     /// module and unigate in front of it.
     Demo {
@@ -72,6 +94,9 @@ enum Command {
         /// Port of the demo module.
         #[arg(long, default_value_t = 8081)]
         module_port: u16,
+        /// unigate worker threads (default: the config's, else the number of CPUs).
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
@@ -180,6 +205,31 @@ fn run(command: Command) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::DemoModule { listen, jwks_url, name } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let m = DemoModuleServer::start(DemoModuleConfig {
+                    listen,
+                    name,
+                    jwks_url,
+                    local_users: vec![("localuser".into(), "local-demo-pass".into())],
+                })
+                .await?;
+                println!("demo module: listening on {}", m.addr);
+                wait_for_stop().await;
+                m.stop();
+                anyhow::Ok(())
+            })
+        }
+        Command::Passthrough {
+            listen,
+            upstream,
+            threads,
+            work_stealing,
+        } => {
+            unigate::gateway::passthrough::run(listen, upstream, threads, work_stealing);
+            Ok(())
+        }
         Command::Check { config } => {
             load_gateway(&config)?;
             println!("{}: ok", config.display());
@@ -191,7 +241,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             idp_port,
             port,
             module_port,
-        } => demo(&idp_config, &config, idp_port, port, module_port),
+            threads,
+        } => demo(&idp_config, &config, idp_port, port, module_port, threads),
     }
 }
 

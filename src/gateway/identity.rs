@@ -89,6 +89,14 @@ pub fn headers(id: &Identity, preset: HeaderPreset, max: usize) -> Vec<(&'static
     }
 }
 
+/// The headers of a preset as ready-to-send values.
+pub fn header_set(id: &Identity, preset: HeaderPreset, max: usize) -> crate::session::HeaderSet {
+    headers(id, preset, max)
+        .into_iter()
+        .filter_map(|(n, v)| http::HeaderValue::from_str(&v).ok().map(|v| (n, v)))
+        .collect()
+}
+
 #[derive(Serialize)]
 struct AssertionClaims<'a> {
     iss: &'a str,
@@ -110,6 +118,24 @@ pub struct AssertionSigner {
 }
 
 impl AssertionSigner {
+    /// The session's assertion: the cached one while it has more than half
+    /// its life left, else a newly signed one. Signing is the costliest step
+    /// of an authenticated request, so it happens at most every `ttl / 2`.
+    pub fn for_session(&self, s: &crate::session::Session, now: SystemTime) -> Result<http::HeaderValue, KeyError> {
+        let unix = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let half = (self.ttl.as_secs() / 2).max(1);
+        let mut cached = s.assertion.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, exp)) = cached.as_ref()
+            && *exp >= unix + half
+        {
+            return Ok(v.clone());
+        }
+        let jwt = self.sign(&s.identity, &s.module, now)?;
+        let v = http::HeaderValue::from_str(&jwt).map_err(|_| KeyError::Sign)?;
+        *cached = Some((v.clone(), unix + self.ttl.as_secs()));
+        Ok(v)
+    }
+
     pub fn sign(&self, id: &Identity, module: &str, now: SystemTime) -> Result<String, KeyError> {
         let iat = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.key.sign(

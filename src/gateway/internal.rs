@@ -282,7 +282,8 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         id.clone(),
         Arc::new(Session::new(
             module.name.clone(),
-            identity,
+            identity.clone(),
+            super::identity::header_set(&identity, module.headers, g.cfg.identity.max_header_value),
             Tokens {
                 id_token: Some(id_token),
                 refresh_token: tokens.refresh_token,

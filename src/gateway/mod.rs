@@ -8,6 +8,7 @@
 pub mod config;
 pub mod identity;
 mod internal;
+pub mod passthrough;
 pub mod server;
 
 use std::collections::HashMap;
@@ -51,7 +52,10 @@ pub struct Gateway {
 #[derive(Default)]
 pub struct Ctx {
     module: Option<usize>,
+    /// A bearer-token identity (no session).
     identity: Option<Arc<Identity>>,
+    /// The session that let this request through.
+    session: Option<Arc<Session>>,
 }
 
 impl Gateway {
@@ -107,10 +111,11 @@ impl Gateway {
         )
     }
 
-    fn session_for(&self, req: &RequestHeader, module: &ModuleConfig) -> Option<(String, Arc<Session>)> {
+    /// The session named by the request's cookie, if it is for `module`.
+    pub fn session_for(&self, req: &RequestHeader, module: &ModuleConfig) -> Option<Arc<Session>> {
         let id = self.cookie(req, self.session_cookie).filter(|v| is_session_id(v))?;
         let s = self.sessions.get(id)?;
-        (s.module == module.name).then(|| (id.to_string(), s))
+        (s.module == module.name).then_some(s)
     }
 
     /// The session cookie's attributes: `__Host-` with TLS (Secure, Path=/,
@@ -277,7 +282,7 @@ impl ProxyHttp for Gateway {
             return Ok(false);
         }
         let now = unix_now();
-        if let Some((_, s)) = self.session_for(req, module)
+        if let Some(s) = self.session_for(req, module)
             && s.usable()
         {
             if !may_access(&s.identity.groups, &module.access_groups) {
@@ -285,7 +290,7 @@ impl ProxyHttp for Gateway {
                 return respond_page(session, 403, pages::forbidden(&module.name, &module.access_groups)).await;
             }
             self.maybe_refresh(&s, now);
-            ctx.identity = Some(s.identity.clone());
+            ctx.session = Some(s);
             return Ok(false);
         }
         let bearer = req
@@ -363,7 +368,20 @@ impl ProxyHttp for Gateway {
         for n in spoofed {
             up.remove_header(&n);
         }
-        if let (Some(id), Some(mi)) = (&ctx.identity, ctx.module) {
+        if let Some(s) = &ctx.session {
+            for (name, value) in &s.headers {
+                up.insert_header(*name, value.clone())?;
+            }
+            match self.signer.for_session(s, SystemTime::now()) {
+                Ok(v) => {
+                    up.insert_header(ASSERTION_HEADER, v)?;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot sign the identity assertion");
+                    return Err(Error::new(ErrorType::InternalError));
+                }
+            }
+        } else if let (Some(id), Some(mi)) = (&ctx.identity, ctx.module) {
             let module = self.module(mi);
             for (name, value) in headers(id, module.headers, self.cfg.identity.max_header_value) {
                 up.insert_header(name, value)?;

@@ -31,10 +31,17 @@ pub struct Tokens {
     pub access_exp: u64,
 }
 
+/// Identity headers, built once per session rather than per request.
+pub type HeaderSet = Vec<(&'static str, http::HeaderValue)>;
+
 #[derive(Debug)]
 pub struct Session {
     pub module: String,
     pub identity: Arc<Identity>,
+    /// The module's identity headers for this user, ready to send.
+    pub headers: HeaderSet,
+    /// The last signed assertion and its expiry, reused while fresh.
+    pub assertion: Mutex<Option<(http::HeaderValue, u64)>>,
     pub tokens: Mutex<Tokens>,
     /// Unix time the access token expires, readable without the lock.
     pub access_exp: AtomicU64,
@@ -45,10 +52,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(module: String, identity: Identity, tokens: Tokens) -> Self {
+    pub fn new(module: String, identity: Identity, headers: HeaderSet, tokens: Tokens) -> Self {
         Session {
             module,
             identity: Arc::new(identity),
+            headers,
+            assertion: Mutex::new(None),
             access_exp: AtomicU64::new(tokens.access_exp),
             tokens: Mutex::new(tokens),
             refreshing: AtomicBool::new(false),
