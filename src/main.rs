@@ -264,9 +264,13 @@ fn demo(
     idp_port: u16,
     port: u16,
     module_port: u16,
+    threads: Option<usize>,
 ) -> anyhow::Result<()> {
     let mut idp = load(idp_config)?;
     let mut gw = load_gateway(config)?;
+    if let Some(t) = threads {
+        gw.threads = t;
+    }
     idp.listen.set_port(idp_port);
     idp.issuer = None;
     // Keep the demo client's registered URLs in step with the chosen port.
