@@ -276,6 +276,8 @@ pub fn router(m: Arc<DemoModule>) -> Router {
         .route("/api/whoami", get(api_whoami))
         .route("/login", get(login_form).post(login_post))
         .route("/logout", get(logout).post(logout))
+        // A cheap page for load runs: what the proxy adds is what is measured.
+        .route("/ping", get(|| async { "pong" }))
         .route(
             "/static/app.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], "body{}") }),

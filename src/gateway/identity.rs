@@ -187,6 +187,42 @@ mod tests {
     }
 
     #[test]
+    fn presets() {
+        let id = Identity {
+            sub: "s-1".into(),
+            sid: Some("sid".into()),
+            email: "a@x.example".into(),
+            name: "A\r\nB".into(),
+            username: "a".into(),
+            company: "Acme".into(),
+            groups: vec!["g1".into(), "g2".into()],
+        };
+        let k: Vec<_> = headers(&id, HeaderPreset::KaseyaOne, 100);
+        assert_eq!(
+            k,
+            vec![
+                ("x-kaseyaone-user", "a".to_string()),
+                ("x-kaseyaone-email", "a@x.example".to_string()),
+                ("x-kaseyaone-name", "AB".to_string()),
+                ("x-kaseyaone-groups", "g1,g2".to_string()),
+                ("x-kaseyaone-company", "Acme".to_string()),
+                ("x-kaseyaone-session", "sid".to_string()),
+            ]
+        );
+        let f: Vec<_> = headers(&id, HeaderPreset::Forwarded, 100);
+        assert_eq!(
+            f,
+            vec![
+                ("x-forwarded-user", "s-1".to_string()),
+                ("x-forwarded-email", "a@x.example".to_string()),
+                ("x-forwarded-groups", "g1,g2".to_string()),
+                ("x-forwarded-preferred-username", "a".to_string()),
+            ]
+        );
+        assert_eq!(header_set(&id, HeaderPreset::Forwarded, 100).len(), 4);
+    }
+
+    #[test]
     fn values_are_sanitised() {
         assert_eq!(sanitize("a\r\nSet-Cookie: x", 100), "aSet-Cookie: x");
         assert_eq!(sanitize("äöü", 4), "äö");

@@ -91,7 +91,7 @@ impl Gateway {
     }
 
     /// The request's host, lowercase, without port.
-    fn host_of(req: &RequestHeader) -> Option<String> {
+    fn host_of(req: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
         let raw = req
             .headers
             .get(http::header::HOST)
@@ -101,7 +101,12 @@ impl Gateway {
             Some(i) if !raw.ends_with(']') => &raw[..i],
             _ => raw,
         };
-        Some(host.to_ascii_lowercase())
+        // Allocate only for the rare host written with capitals.
+        Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(host)
+        })
     }
 
     fn cookie<'a>(&self, req: &'a RequestHeader, name: &str) -> Option<&'a str> {
@@ -267,15 +272,17 @@ impl ProxyHttp for Gateway {
         let Some(host) = Self::host_of(req) else {
             return respond_page(session, 400, pages::unknown_host("(none)")).await;
         };
-        let Some(&mi) = self.hosts.get(&host) else {
+        let Some(&mi) = self.hosts.get(host.as_ref()) else {
             return respond_page(session, 404, pages::unknown_host(&host)).await;
         };
         ctx.module = Some(mi);
         let module = self.module(mi);
         if path.starts_with(PREFIX) {
+            let host = host.into_owned();
             return internal::handle(self, session, mi, &host).await;
         }
         if module.logout_paths.iter().any(|p| p == path) {
+            let host = host.into_owned();
             return internal::logout(self, session, mi, &host, true).await;
         }
         if module.public_paths.iter().any(|p| path.starts_with(p.as_str())) {
@@ -342,6 +349,7 @@ impl ProxyHttp for Gateway {
             ClientKind::Api => internal::unauthenticated_api(self, session, mi).await,
             ClientKind::Navigation => {
                 let return_path = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+                let host = host.into_owned();
                 internal::start_login(self, session, mi, &host, &return_path).await
             }
         }
@@ -369,12 +377,13 @@ impl ProxyHttp for Gateway {
             up.remove_header(&n);
         }
         if let Some(s) = &ctx.session {
+            // Appended: every identity header was removed above.
             for (name, value) in &s.headers {
-                up.insert_header(*name, value.clone())?;
+                up.append_header(*name, value.clone())?;
             }
             match self.signer.for_session(s, SystemTime::now()) {
                 Ok(v) => {
-                    up.insert_header(ASSERTION_HEADER, v)?;
+                    up.append_header(ASSERTION_HEADER, v)?;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot sign the identity assertion");
