@@ -164,22 +164,27 @@ async fn home(State(m): S, headers: HeaderMap) -> Response {
             }
         },
     );
+    with_cookie(cookie, page)
+}
+
+async fn reports(State(m): S, headers: HeaderMap) -> Response {
+    let (who, cookie) = whoami(&m, &headers).await;
+    let Some(who) = who else {
+        return Redirect::to("/login").into_response();
+    };
+    let page = layout(
+        "Reports",
+        html! { h1 { "Reports for " (who.username) } p { "Nothing to report." } },
+    );
+    with_cookie(cookie, page)
+}
+
+/// The page, with the portal's new session cookie when one was opened.
+fn with_cookie(cookie: Option<String>, page: Html<String>) -> Response {
     match cookie {
         Some(c) => ([(header::SET_COOKIE, c)], page).into_response(),
         None => page.into_response(),
     }
-}
-
-async fn reports(State(m): S, headers: HeaderMap) -> Response {
-    let (who, _) = whoami(&m, &headers).await;
-    let Some(who) = who else {
-        return Redirect::to("/login").into_response();
-    };
-    layout(
-        "Reports",
-        html! { h1 { "Reports for " (who.username) } p { "Nothing to report." } },
-    )
-    .into_response()
 }
 
 /// What the portal sees of a request: its identity headers and whether the

@@ -311,6 +311,15 @@ pub struct IdTokenClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
     pub sid: String,
+    #[serde(flatten)]
+    pub profile: ProfileClaims,
+    pub amr: Vec<String>,
+    pub at_hash: String,
+}
+
+/// The user's claims that ID and access tokens both carry.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct ProfileClaims {
     /// With the `email` scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
@@ -322,8 +331,6 @@ pub struct IdTokenClaims {
     pub name: Option<String>,
     pub company: String,
     pub groups: Vec<String>,
-    pub amr: Vec<String>,
-    pub at_hash: String,
 }
 
 /// Access token claims (RFC 9068).
@@ -338,17 +345,8 @@ pub struct AccessTokenClaims {
     pub jti: String,
     pub scope: String,
     pub sid: String,
-    /// With the `email` scope.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// With the `profile` scope.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preferred_username: Option<String>,
-    /// With the `profile` scope.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub company: String,
-    pub groups: Vec<String>,
+    #[serde(flatten)]
+    pub profile: ProfileClaims,
 }
 
 /// Back-Channel Logout token claims (Back-Channel Logout 1.0 §2.4).
@@ -554,6 +552,13 @@ impl Provider {
         let has = |s: &str| scope.split(' ').any(|x| x == s);
         let (email_scope, profile_scope) = (has("email"), has("profile"));
         let user = self.dir.user(grant.user);
+        let profile = ProfileClaims {
+            email: email_scope.then(|| user.email.clone()),
+            preferred_username: profile_scope.then(|| user.username.clone()),
+            name: profile_scope.then(|| user.display_name.clone()),
+            company: user.company.clone(),
+            groups: user.groups.clone(),
+        };
         let sub = self.dir.sub(grant.user).to_string();
         let iat = unix(now);
         let t = &self.cfg.tokens;
@@ -577,11 +582,7 @@ impl Provider {
             jti: jti.clone(),
             scope: scope.to_string(),
             sid: grant.sid.clone(),
-            email: email_scope.then(|| user.email.clone()),
-            preferred_username: profile_scope.then(|| user.username.clone()),
-            name: profile_scope.then(|| user.display_name.clone()),
-            company: user.company.clone(),
-            groups: user.groups.clone(),
+            profile: profile.clone(),
         };
         let key = self.keys.current(client.id_token_alg);
         let access_token = key.sign("at+jwt", &access).map_err(server_error)?;
@@ -596,11 +597,7 @@ impl Provider {
             auth_time: grant.auth_time,
             nonce,
             sid: grant.sid.clone(),
-            email: email_scope.then(|| user.email.clone()),
-            preferred_username: profile_scope.then(|| user.username.clone()),
-            name: profile_scope.then(|| user.display_name.clone()),
-            company: user.company.clone(),
-            groups: user.groups.clone(),
+            profile: profile.clone(),
             amr: vec!["pwd".into(), "otp".into()],
             at_hash: at_hash(&access_token),
         };

@@ -299,17 +299,21 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn throttle_blocks_after_max_failures_until_window_passes() {
-        let cfg = LoginConfig {
-            max_failures_per_user: 3,
-            max_failures_per_ip: 10,
+    fn login_cfg(max_user: u32, max_ip: u32) -> LoginConfig {
+        LoginConfig {
+            max_failures_per_user: max_user,
+            max_failures_per_ip: max_ip,
             failure_window: Duration::from_secs(60),
             totp_replay_protection: true,
             reset_link_ttl: Duration::from_secs(60),
             max_starts_per_minute_per_ip: 100,
             max_password_checks_per_minute_per_ip: 100,
-        };
+        }
+    }
+
+    #[test]
+    fn throttle_blocks_after_max_failures_until_window_passes() {
+        let cfg = login_cfg(3, 10);
         let t = Throttle::new(&cfg);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let now = Instant::now();
@@ -328,15 +332,7 @@ mod tests {
 
     #[test]
     fn throttle_counts_per_address() {
-        let cfg = LoginConfig {
-            max_failures_per_user: 100,
-            max_failures_per_ip: 4,
-            failure_window: Duration::from_secs(60),
-            totp_replay_protection: true,
-            reset_link_ttl: Duration::from_secs(60),
-            max_starts_per_minute_per_ip: 100,
-            max_password_checks_per_minute_per_ip: 100,
-        };
+        let cfg = login_cfg(100, 4);
         let t = Throttle::new(&cfg);
         let ip: IpAddr = "127.0.0.2".parse().unwrap();
         let now = Instant::now();

@@ -3,10 +3,14 @@
 //! real forms, and a small server that records back-channel logout tokens.
 #![allow(dead_code)]
 
+use reqwest::cookie::{CookieStore, Jar};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use unigate::demo_module::{DemoModuleConfig, DemoModuleServer};
+use unigate::gateway::config::GatewayConfig;
+use unigate::gateway::server::{GatewayServer, free_port};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -270,4 +274,134 @@ pub async fn receiver() -> Receiver {
 
 pub async fn recv_within(rx: &mut mpsc::UnboundedReceiver<String>, d: Duration) -> Option<String> {
     tokio::time::timeout(d, rx.recv()).await.ok().flatten()
+}
+
+/// The whole stack on loopback: IdP, demo module, unigate (Pingora) in front.
+pub const HOST: &str = "portal.localhost";
+
+pub struct Stack {
+    pub idp: IdpServer,
+    pub module: DemoModuleServer,
+    pub gw: GatewayServer,
+    pub port: u16,
+}
+
+impl Stack {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{HOST}:{}{path}", self.port)
+    }
+
+    /// A browser: cookies kept (and readable), no redirects followed, the
+    /// module's host name resolved to loopback.
+    pub fn browser(&self) -> (reqwest::Client, Arc<Jar>) {
+        let jar = Arc::new(Jar::default());
+        let c = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .build()
+            .unwrap();
+        (c, jar)
+    }
+
+    pub fn session_id(&self, jar: &Jar) -> Option<String> {
+        let url = url::Url::parse(&self.url("/")).unwrap();
+        let h = jar.cookies(&url)?;
+        let h = h.to_str().ok()?.to_string();
+        h.split("; ")
+            .find_map(|kv| kv.strip_prefix("unigate=").map(str::to_string))
+    }
+
+    /// Logs `user` in through unigate, the IdP's forms and the callback;
+    /// returns the last response (the redirect back to `path`).
+    pub async fn login(&self, b: &reqwest::Client, user: &str, path: &str) -> reqwest::Response {
+        let r = b.get(self.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 302, "unauthenticated navigation redirects");
+        let authorize = location(&r);
+        assert!(
+            authorize.starts_with(&format!("{}/authorize?", self.idp.issuer())),
+            "{authorize}"
+        );
+        for p in ["code_challenge_method=S256", "state=", "nonce=", "code_challenge="] {
+            assert!(authorize.contains(p), "{p} in {authorize}");
+        }
+        let r = b.get(&authorize).send().await.unwrap();
+        let next = location(&r);
+        let callback = if next.starts_with("/login?flow=") {
+            let code = current_code(&totp_secret(&self.idp, user));
+            let r = post_login(
+                b,
+                self.idp.issuer(),
+                &next,
+                user,
+                &company(&self.idp, user),
+                &password(user),
+                &code,
+            )
+            .await;
+            assert_eq!(r.status(), 302);
+            location(&r)
+        } else {
+            next
+        };
+        assert!(callback.starts_with(&self.url("/_unigate/callback?")), "{callback}");
+        b.get(&callback).send().await.unwrap()
+    }
+}
+
+pub async fn stack_with(edit_idp: impl FnOnce(&mut unigate::idp::IdpConfig), extra_gw: &str) -> Stack {
+    let port = free_port().unwrap();
+    let mut idp_cfg = demo_config();
+    let mut client = test_client(None, None);
+    client
+        .redirect_uris
+        .push(format!("http://{HOST}:{port}/_unigate/callback"));
+    client.post_logout_redirect_uris.push(format!("http://{HOST}:{port}/"));
+    idp_cfg.clients.push(client);
+    edit_idp(&mut idp_cfg);
+    let idp = start_idp(idp_cfg).await;
+    let module = DemoModuleServer::start(DemoModuleConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        name: "portal".into(),
+        jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
+        local_users: vec![("localuser".into(), "local-pass".into())],
+    })
+    .await
+    .unwrap();
+    let secret_dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(secret_dir.join("secret"), SECRET).unwrap();
+    let text = format!(
+        r#"
+        [listen]
+        address = "127.0.0.1:{port}"
+        public_url = "http://localhost:{port}"
+        threads = 1
+        work_stealing = true
+        [identity_provider]
+        issuer = "{issuer}"
+        client_id = "{CLIENT}"
+        client_secret = "file:secret"
+        [session]
+        store = "memory"
+        {extra_gw}
+        [[module]]
+        name = "portal"
+        hosts = ["{HOST}"]
+        upstream = "{upstream}"
+        access_groups = ["portal-users"]
+        logout_paths = ["/logout"]
+        session_cookies = ["portal_session"]
+        public_paths = ["/static/"]
+        cors_origins = ["http://app.localhost"]
+        "#,
+        issuer = idp.issuer(),
+        upstream = module.addr,
+    );
+    let cfg = GatewayConfig::from_toml(&text, &secret_dir).expect("gateway config");
+    let gw = GatewayServer::start(cfg).await.expect("gateway starts");
+    Stack { idp, module, gw, port }
+}
+
+pub async fn stack() -> Stack {
+    stack_with(|_| {}, "").await
 }
