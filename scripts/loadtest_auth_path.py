@@ -9,7 +9,7 @@ session cookie, then runs wrk against /ping three ways: direct to the
 module, through the pass-through, and through unigate with the session.
 Prints a Markdown table and writes target/loadtest-auth-path.json.
 
-    scripts/loadtest-auth-path [--duration 10] [--connections 32]
+    scripts/loadtest-auth-path [--duration 10] [--connections 32] [--rounds 3]
 """
 import argparse, json, os, re, socket, subprocess, sys, time, tomllib, urllib.parse
 import http.client
@@ -103,6 +103,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the three paths are measured in turn this many times; medians are reported")
     a = ap.parse_args()
     port, idp_port, module_port, pt_port = free_port(), free_port(), free_port(), free_port()
     procs = []
@@ -120,18 +122,28 @@ def main():
             alice = next(u for u in tomllib.load(f)["user"] if u["username"] == "alice")
         host = f"portal.localhost:{port}"
         sid = login(port, idp_port, host, "alice", "Acme MSP", "alice-demo-pass", alice["totp_secret"])
-        runs = {}
-        for name, url, headers in [
+        targets = [
             ("direct", f"http://127.0.0.1:{module_port}/ping", ()),
             ("pingora_passthrough", f"http://127.0.0.1:{pt_port}/ping", ()),
             ("unigate", f"http://127.0.0.1:{port}/ping", (f"Host: {host}", f"Cookie: unigate={sid}")),
-        ]:
+        ]
+        for _, url, headers in targets:
             wrk(url, 2, a.connections, headers)  # warm-up
-            runs[name] = wrk(url, a.duration, a.connections, headers)
-            if runs[name]["non_2xx"]:
-                raise SystemExit(f"{name}: {runs[name]['non_2xx']} non-2xx responses")
-        ratio = runs["unigate"]["rps"] / runs["pingora_passthrough"]["rps"]
-        summary = {"duration_s": a.duration, "connections": a.connections, "threads": 1, "runs": runs,
+        rounds = {name: [] for name, _, _ in targets}
+        ratios = []
+        # Interleaved, so drift on a shared machine hits every path alike.
+        for _ in range(a.rounds):
+            for name, url, headers in targets:
+                r = wrk(url, a.duration, a.connections, headers)
+                if r["non_2xx"]:
+                    raise SystemExit(f"{name}: {r['non_2xx']} non-2xx responses")
+                rounds[name].append(r)
+            ratios.append(rounds["unigate"][-1]["rps"] / rounds["pingora_passthrough"][-1]["rps"])
+        median = lambda xs: sorted(xs)[len(xs) // 2]
+        runs = {name: {k: median([r[k] for r in rs]) for k in ("rps", "p50_ms", "p99_ms")} for name, rs in rounds.items()}
+        ratio = median(ratios)
+        summary = {"duration_s": a.duration, "connections": a.connections, "threads": 1, "rounds": a.rounds,
+                   "median": runs, "all": rounds, "ratios": [round(r, 3) for r in ratios],
                    "unigate_vs_passthrough": round(ratio, 3)}
         os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
         with open(os.path.join(ROOT, "target", "loadtest-auth-path.json"), "w") as f:
@@ -139,7 +151,8 @@ def main():
         print("| path | requests/s | p50 | p99 |\n|---|---|---|---|")
         for name, r in runs.items():
             print(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms |")
-        print(f"\nunigate / pass-through throughput: {ratio:.2f}")
+        print(f"\nunigate / pass-through throughput, median of {a.rounds}: {ratio:.2f} "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
     finally:
         for p in procs:
             p.terminate()
