@@ -63,6 +63,7 @@ pub async fn handle(g: &Gateway, session: &mut PSession, mi: usize, host: &str) 
     match &path[PREFIX.len()..] {
         "callback" => callback(g, session, mi, host).await,
         "logout" => logout(g, session, mi, host, false).await,
+        "launcher" => launcher(g, session, mi, host).await,
         "login" => {
             let wanted = query_param(session.req_header(), "return_to").unwrap_or_else(|| "/".into());
             // Anything that could leave this origin becomes the module's root.
@@ -78,6 +79,49 @@ pub async fn handle(g: &Gateway, session: &mut PSession, mi: usize, host: &str) 
             .await
         }
     }
+}
+
+/// The App Launcher: the modules this unigate fronts that the user's
+/// groups grant, as a page or (for `Accept: application/json`) as JSON.
+async fn launcher(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Result<bool> {
+    let Some(s) = g.session_for(session.req_header(), g.module(mi)).filter(|s| s.usable()) else {
+        let wants_json = session
+            .req_header()
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/json"));
+        if wants_json {
+            return unauthenticated_api(g, session, mi).await;
+        }
+        return start_login(g, session, mi, host, &format!("{PREFIX}launcher")).await;
+    };
+    let tiles: Vec<pages::LauncherTile> = g
+        .cfg
+        .modules
+        .iter()
+        .filter(|m| crate::policy::may_access(&s.identity.groups, &m.access_groups))
+        .filter_map(|m| {
+            m.hosts.first().map(|h| pages::LauncherTile {
+                name: m.name.clone(),
+                url: format!("{}/", g.cfg.origin_for(h)),
+            })
+        })
+        .collect();
+    let json = session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    if json {
+        let body = serde_json::json!({
+            "user": s.identity.username,
+            "modules": tiles.iter().map(|t| serde_json::json!({"name": t.name, "url": t.url, "tile": "arrow"})).collect::<Vec<_>>(),
+        });
+        return respond(session, 200, "application/json", &[], body.to_string()).await;
+    }
+    respond_page(session, 200, pages::launcher(&s.identity.email, &tiles)).await
 }
 
 pub async fn unauthenticated_api(g: &Gateway, session: &mut PSession, mi: usize) -> Result<bool> {

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod inject;
 mod internal;
 pub mod passthrough;
 pub mod server;
@@ -43,6 +44,8 @@ pub struct Gateway {
     bearer: moka::sync::Cache<[u8; 32], Arc<(Identity, u64)>>,
     pub signer: AssertionSigner,
     login_starts: RateCounter<std::net::IpAddr>,
+    /// The App Launcher's HTML, appended to KaseyaOne users' module pages.
+    launcher_snippet: Arc<str>,
     /// For telling a module about a logout.
     http: reqwest::Client,
     session_cookie: &'static str,
@@ -56,6 +59,8 @@ pub struct Ctx {
     identity: Option<Arc<Identity>>,
     /// The session that let this request through.
     session: Option<Arc<Session>>,
+    /// The App Launcher going into this response's HTML.
+    inject: Option<std::sync::Mutex<inject::Injector>>,
 }
 
 impl Gateway {
@@ -79,6 +84,7 @@ impl Gateway {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
             session_cookie: if cfg.tls { "__Host-unigate" } else { "unigate" },
+            launcher_snippet: pages::launcher_snippet().into(),
             hosts,
             oidc,
             signer,
@@ -377,6 +383,17 @@ impl ProxyHttp for Gateway {
             up.remove_header(&n);
         }
         if let Some(s) = &ctx.session {
+            // A page that may get the App Launcher: ask the module for it
+            // uncompressed, and undo compression it applies anyway.
+            let wants_html = up
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"));
+            if wants_html {
+                up.remove_header(&http::header::ACCEPT_ENCODING);
+                _session.upstream_compression.adjust_decompression(true);
+            }
             // Appended: every identity header was removed above.
             for (name, value) in &s.headers {
                 up.append_header(*name, value.clone())?;
@@ -406,6 +423,40 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut PSession, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if ctx.session.is_none() {
+            return Ok(());
+        }
+        let content_type = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let encoded = resp.headers.contains_key(http::header::CONTENT_ENCODING);
+        if inject::is_html_page(resp.status.as_u16(), content_type) && !encoded {
+            // The length changes: let the body go out chunked.
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+            ctx.inject = Some(std::sync::Mutex::new(inject::Injector::new(
+                self.launcher_snippet.clone(),
+            )));
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut PSession,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(inj) = &ctx.inject {
+            inj.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .filter(body, end_of_stream);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut PSession, e: &Error, ctx: &mut Ctx) -> FailToProxy {

@@ -103,6 +103,23 @@ impl pingora::proxy::ProxyHttp for Shared {
     ) -> pingora::Result<()> {
         self.0.upstream_request_filter(s, up, ctx).await
     }
+    async fn response_filter(
+        &self,
+        s: &mut pingora::proxy::Session,
+        resp: &mut pingora::http::ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        self.0.response_filter(s, resp, ctx).await
+    }
+    fn response_body_filter(
+        &self,
+        s: &mut pingora::proxy::Session,
+        body: &mut Option<bytes::Bytes>,
+        end: bool,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<Option<Duration>> {
+        self.0.response_body_filter(s, body, end, ctx)
+    }
     async fn fail_to_proxy(
         &self,
         s: &mut pingora::proxy::Session,

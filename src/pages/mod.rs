@@ -103,3 +103,38 @@ pub fn upstream_down(module: &str) -> String {
         },
     )
 }
+
+/// The App Launcher icon unigate appends to KaseyaOne users' module pages.
+/// Self-contained: inline style, no script, one link.
+pub fn launcher_snippet() -> String {
+    html! {
+        div #unigate-launcher style="position:fixed;top:6px;right:12px;z-index:2147483647;font:14px system-ui,sans-serif" {
+            a href="/_unigate/launcher" title="App Launcher" aria-label="App Launcher"
+              style="display:inline-block;width:34px;height:34px;border-radius:17px;background:#0b1f3a;color:#fff;text-align:center;line-height:34px;text-decoration:none;font-size:18px" { "▦" }
+        }
+    }
+    .into_string()
+}
+
+/// A module tile in unigate's App Launcher.
+pub struct LauncherTile {
+    pub name: String,
+    pub url: String,
+}
+
+pub fn launcher(user: &str, tiles: &[LauncherTile]) -> String {
+    page(
+        "App Launcher",
+        html! {
+            h1 { "App Launcher" }
+            p.muted { "Logged in with KaseyaOne as " (user) }
+            @if tiles.is_empty() { p { "You have no modules." } }
+            ul #launcher-tiles {
+                @for t in tiles {
+                    li { a.tile.arrow href=(t.url) data-module=(t.name) { "➜ " (t.name) } }
+                }
+            }
+            p.muted { "Not seeing a module? It appears once Unified Login is enabled for it and you are in its access group; ask your KaseyaOne administrator." }
+        },
+    )
+}

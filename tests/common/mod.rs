@@ -350,6 +350,15 @@ impl Stack {
 }
 
 pub async fn stack_with(edit_idp: impl FnOnce(&mut unigate::idp::IdpConfig), extra_gw: &str) -> Stack {
+    stack_with_upstream(edit_idp, extra_gw, None).await
+}
+
+/// The stack, with the module's upstream replaced by `upstream` when given.
+pub async fn stack_with_upstream(
+    edit_idp: impl FnOnce(&mut unigate::idp::IdpConfig),
+    extra_gw: &str,
+    upstream: Option<SocketAddr>,
+) -> Stack {
     let port = free_port().unwrap();
     let mut idp_cfg = demo_config();
     let mut client = test_client(None, None);
@@ -395,7 +404,7 @@ pub async fn stack_with(edit_idp: impl FnOnce(&mut unigate::idp::IdpConfig), ext
         cors_origins = ["http://app.localhost"]
         "#,
         issuer = idp.issuer(),
-        upstream = module.addr,
+        upstream = upstream.unwrap_or(module.addr),
     );
     let cfg = GatewayConfig::from_toml(&text, &secret_dir).expect("gateway config");
     let gw = GatewayServer::start(cfg).await.expect("gateway starts");

@@ -1,0 +1,134 @@
+//! The App Launcher injected into a module's HTML as it streams through
+//! unigate: gzip from the module undone, the rest of the page byte for
+//! byte, non-HTML untouched, a 5 MB page streamed whole.
+
+mod common;
+
+use std::io::Write;
+
+use axum::http::header;
+use common::*;
+use serde_json::Value;
+
+const PAGE: &str = "<!doctype html><html><head><title>Legacy</title></head><body><h1>Legacy portal</h1><p>é – ünïcode</p></body></html>";
+
+fn gzip(s: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(s).unwrap();
+    e.finish().unwrap()
+}
+
+fn big_page() -> String {
+    let row = "<tr><td>row</td><td>some data in a legacy table</td></tr>\n";
+    format!(
+        "<html><body><table>{}</table></body></html>",
+        row.repeat(5 * 1024 * 1024 / row.len())
+    )
+}
+
+/// A module that gzips its HTML whatever the request says, as old portals do.
+async fn legacy_upstream() -> std::net::SocketAddr {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/page",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                        (header::CONTENT_ENCODING, "gzip"),
+                    ],
+                    gzip(PAGE.as_bytes()),
+                )
+            }),
+        )
+        .route(
+            "/data.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"body\":\"</body>\"}") }),
+        )
+        .route(
+            "/big",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html")], big_page()) }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test]
+async fn the_launcher_goes_into_html_and_nothing_else_changes() {
+    let up = legacy_upstream().await;
+    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let (b, _) = s.browser();
+    s.login(&b, "alice", "/page").await;
+    let snippet = unigate::pages::launcher_snippet();
+
+    let r = b
+        .get(s.url("/page"))
+        .header("accept", "text/html")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("content-encoding").is_none(),
+        "decompressed for the rewrite"
+    );
+    let body = r.text().await.unwrap();
+    assert_eq!(body, PAGE.replace("</body>", &format!("{snippet}</body>")));
+
+    let r = b.get(s.url("/data.json")).header("accept", "*/*").send().await.unwrap();
+    assert_eq!(r.headers()["content-length"], "18");
+    assert_eq!(r.text().await.unwrap(), "{\"body\":\"</body>\"}");
+
+    let r = b.get(s.url("/big")).header("accept", "text/html").send().await.unwrap();
+    let big = big_page();
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), big.len() + snippet.len());
+    assert!(body.ends_with(format!("{snippet}</body></html>").as_bytes()));
+    assert_eq!(&body[..1000], &big.as_bytes()[..1000]);
+
+    let j: Value = b
+        .get(s.url("/_unigate/launcher"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(j["user"], "alice");
+    assert_eq!(j["modules"][0]["name"], "portal");
+    let page = b
+        .get(s.url("/_unigate/launcher"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("App Launcher") && page.contains("data-module=\"portal\""),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn pages_without_a_kaseyaone_session_are_not_touched() {
+    let s = stack().await;
+    let (b, _) = s.browser();
+    let r = b.get(s.url("/static/app.css")).send().await.unwrap();
+    assert!(!r.text().await.unwrap().contains("unigate-launcher"));
+    // The launcher itself needs a login.
+    let r = b.get(s.url("/_unigate/launcher")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let r = b
+        .get(s.url("/_unigate/launcher"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
