@@ -125,8 +125,17 @@ async fn log_in_with_kaseyaone_in_a_real_browser() {
     assert_eq!(who.attr("data-user").await.unwrap().as_deref(), Some("alice"));
     screenshot(&c, "3-module").await;
     // The App Launcher icon is on the module's page; it opens the launcher.
-    c.find(Locator::Css("#unigate-launcher a")).await.unwrap().click().await.unwrap();
-    let tile = c.wait().for_element(Locator::Css("#launcher-tiles a[data-module=portal]")).await.unwrap();
+    c.find(Locator::Css("#unigate-launcher a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let tile = c
+        .wait()
+        .for_element(Locator::Css("#launcher-tiles a[data-module=portal]"))
+        .await
+        .unwrap();
     screenshot(&c, "4-launcher").await;
     tile.click().await.unwrap();
     c.wait().for_element(Locator::Id("who")).await.unwrap();
