@@ -342,6 +342,31 @@ async fn return_urls_from_the_open_redirect_corpus_stay_on_the_origin() {
         checked += 1;
     }
     assert!(checked >= 559);
+    // The request target itself as the attack: `GET //evil.example/x`.
+    let (fresh, _) = s.browser();
+    let r = fresh.get(s.url("//evil.example/x")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let authorize = location(&r);
+    // A fresh browser logs in for real (the login cookie binds the transaction to it).
+    let r = fresh.get(&authorize).send().await.unwrap();
+    let login_path = location(&r);
+    let code = current_code(&totp_secret(&s.idp, "alice"));
+    let r = post_login(
+        &fresh,
+        s.idp.issuer(),
+        &login_path,
+        "alice",
+        "Acme MSP",
+        "alice-demo-pass",
+        &code,
+    )
+    .await;
+    let r = fresh.get(location(&r)).send().await.unwrap();
+    assert_eq!(
+        location(&r),
+        "/",
+        "a protocol-relative request target is not a return URL"
+    );
 }
 
 #[tokio::test]

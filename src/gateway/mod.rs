@@ -354,7 +354,12 @@ impl ProxyHttp for Gateway {
         match kind {
             ClientKind::Api => internal::unauthenticated_api(self, session, mi).await,
             ClientKind::Navigation => {
-                let return_path = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+                // The request target itself can be `//evil.example/…`: it
+                // goes through the same check as any return URL.
+                let wanted = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                let return_path = crate::oidc::return_url::safe_return_path(wanted)
+                    .unwrap_or("/")
+                    .to_string();
                 let host = host.into_owned();
                 internal::start_login(self, session, mi, &host, &return_path).await
             }
