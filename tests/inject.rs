@@ -132,3 +132,73 @@ async fn pages_without_a_kaseyaone_session_are_not_touched() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
+    let s = stack_full(|_| {}, "", None, "local_login = true").await;
+    let (b, _) = s.browser();
+    // No KaseyaOne session: the module's own login, not the IdP.
+    let r = b.get(s.url("/")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/login");
+    let page = b
+        .get(s.url("/login"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Log in to the Demo Portal"));
+    assert!(page.contains("id=\"unigate-kaseyaone\""), "the KaseyaOne icon: {page}");
+    assert!(!page.contains("unigate-launcher"));
+    // Local credentials through unigate.
+    let r = b
+        .post(s.url("/login"))
+        .form(&[("username", "localuser"), ("password", "local-pass")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let page = b
+        .get(s.url("/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Logged in with module credentials"), "{page}");
+    assert!(page.contains("unigate-kaseyaone") && !page.contains("unigate-launcher"));
+    let w: Value = b.get(s.url("/api/whoami")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(w["assertion_verified"], false);
+    assert!(
+        w["headers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("x-kaseyaone")),
+        "{w}"
+    );
+    // The icon logs in with KaseyaOne; then the launcher replaces it.
+    let r = b.get(s.url("/_unigate/login")).send().await.unwrap();
+    assert!(location(&r).starts_with(&format!("{}/authorize?", s.idp.issuer())));
+    let (b2, _) = s.browser();
+    s.login(&b2, "alice", "/_unigate/login").await;
+    let page = b2
+        .get(s.url("/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Logged in with KaseyaOne")
+            && page.contains("unigate-launcher")
+            && !page.contains("unigate-kaseyaone")
+    );
+}

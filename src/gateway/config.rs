@@ -106,6 +106,10 @@ pub struct ModuleFile {
     pub cors_origins: Vec<String>,
     /// Header preset for this module; default `[identity] headers`.
     pub headers: Option<String>,
+    /// Module credentials keep working: requests without a KaseyaOne
+    /// session pass to the module (no identity headers), whose own login
+    /// and session take over; its pages get the KaseyaOne icon. Default false.
+    pub local_login: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +168,7 @@ pub struct ModuleConfig {
     pub public_paths: Vec<String>,
     pub cors_origins: Vec<String>,
     pub headers: HeaderPreset,
+    pub local_login: bool,
 }
 
 impl GatewayConfig {
@@ -339,6 +344,7 @@ impl GatewayConfig {
                 public_paths: m.public_paths,
                 cors_origins: m.cors_origins,
                 headers,
+                local_login: m.local_login.unwrap_or(false),
             });
         }
 

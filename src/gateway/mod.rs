@@ -46,6 +46,8 @@ pub struct Gateway {
     login_starts: RateCounter<std::net::IpAddr>,
     /// The App Launcher's HTML, appended to KaseyaOne users' module pages.
     launcher_snippet: Arc<str>,
+    /// The KaseyaOne icon, for users logged in with module credentials.
+    kaseyaone_snippet: Arc<str>,
     /// For telling a module about a logout.
     http: reqwest::Client,
     session_cookie: &'static str,
@@ -59,7 +61,9 @@ pub struct Ctx {
     identity: Option<Arc<Identity>>,
     /// The session that let this request through.
     session: Option<Arc<Session>>,
-    /// The App Launcher going into this response's HTML.
+    /// Passed without a KaseyaOne session to a module that allows its own login.
+    local: bool,
+    /// The App Launcher or KaseyaOne icon going into this response's HTML.
     inject: Option<std::sync::Mutex<inject::Injector>>,
 }
 
@@ -85,6 +89,7 @@ impl Gateway {
                 .build()?,
             session_cookie: if cfg.tls { "__Host-unigate" } else { "unigate" },
             launcher_snippet: pages::launcher_snippet().into(),
+            kaseyaone_snippet: pages::kaseyaone_icon_snippet().into(),
             hosts,
             oidc,
             signer,
@@ -345,6 +350,12 @@ impl ProxyHttp for Gateway {
                 }
             };
         }
+        if module.local_login {
+            // Module credentials keep working: the module's own login and
+            // session decide; no identity headers go with the request.
+            ctx.local = true;
+            return Ok(false);
+        }
         let h = |n: http::header::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
         let kind = classify(
             h(http::header::ACCEPT),
@@ -431,9 +442,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn response_filter(&self, _session: &mut PSession, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
-        if ctx.session.is_none() {
-            return Ok(());
-        }
+        let snippet = match (&ctx.session, ctx.local) {
+            (Some(_), _) => &self.launcher_snippet,
+            (None, true) => &self.kaseyaone_snippet,
+            (None, false) => return Ok(()),
+        };
         let content_type = resp
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -442,9 +455,7 @@ impl ProxyHttp for Gateway {
         if inject::is_html_page(resp.status.as_u16(), content_type) && !encoded {
             // The length changes: let the body go out chunked.
             resp.remove_header(&http::header::CONTENT_LENGTH);
-            ctx.inject = Some(std::sync::Mutex::new(inject::Injector::new(
-                self.launcher_snippet.clone(),
-            )));
+            ctx.inject = Some(std::sync::Mutex::new(inject::Injector::new(snippet.clone())));
         }
         Ok(())
     }

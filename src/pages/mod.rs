@@ -116,6 +116,20 @@ pub fn launcher_snippet() -> String {
     .into_string()
 }
 
+/// The KaseyaOne icon unigate appends to the pages of users logged in with
+/// module credentials: a link that logs in with KaseyaOne.
+pub fn kaseyaone_icon_snippet() -> String {
+    html! {
+        div #unigate-kaseyaone style="position:fixed;top:6px;right:12px;z-index:2147483647;font:14px system-ui,sans-serif" {
+            a href="/_unigate/login" title="Log In with KaseyaOne" aria-label="Log In with KaseyaOne"
+              style="display:inline-block;padding:0 12px;height:34px;border-radius:17px;background:#0b1f3a;color:#fff;line-height:34px;text-decoration:none;font-weight:700" {
+                "Kaseya" span style="color:#4fb3ff" { "One" }
+            }
+        }
+    }
+    .into_string()
+}
+
 /// A module tile in unigate's App Launcher.
 pub struct LauncherTile {
     pub name: String,

@@ -359,6 +359,16 @@ pub async fn stack_with_upstream(
     extra_gw: &str,
     upstream: Option<SocketAddr>,
 ) -> Stack {
+    stack_full(edit_idp, extra_gw, upstream, "").await
+}
+
+/// The stack, with extra keys for the `[[module]]` too.
+pub async fn stack_full(
+    edit_idp: impl FnOnce(&mut unigate::idp::IdpConfig),
+    extra_gw: &str,
+    upstream: Option<SocketAddr>,
+    extra_module: &str,
+) -> Stack {
     let port = free_port().unwrap();
     let mut idp_cfg = demo_config();
     let mut client = test_client(None, None);
@@ -402,6 +412,7 @@ pub async fn stack_with_upstream(
         session_cookies = ["portal_session"]
         public_paths = ["/static/"]
         cors_origins = ["http://app.localhost"]
+        {extra_module}
         "#,
         issuer = idp.issuer(),
         upstream = upstream.unwrap_or(module.addr),
