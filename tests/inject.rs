@@ -202,3 +202,48 @@ async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
             && !page.contains("unigate-kaseyaone")
     );
 }
+
+#[tokio::test]
+async fn the_login_page_gets_log_in_with_kaseyaone() {
+    let s = stack_full(|_| {}, "", None, "local_login = true\nlogin_paths = [\"/login\"]").await;
+    let (b, _) = s.browser();
+    let page = b
+        .get(s.url("/login"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form_end = page.find("</form>").expect("the module's form");
+    let button = page.find("id=\"unigate-kaseyaone-login\"").expect("the button");
+    assert!(
+        button > form_end,
+        "the button comes right after the module's login form"
+    );
+    assert!(page.contains("Log In with KaseyaOne"));
+    // Other pages get no button.
+    let page = b
+        .get(s.url("/reports"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 303);
+    // A username typed on the module's page goes to the IdP as login_hint,
+    // and the IdP pre-fills it.
+    let r = b.get(s.url("/_unigate/login?login_hint=alice")).send().await.unwrap();
+    let authorize = location(&r);
+    assert_eq!(query_param(&authorize, "login_hint").as_deref(), Some("alice"));
+    let r = b.get(&authorize).send().await.unwrap();
+    let login_page = b
+        .get(format!("{}{}", s.idp.issuer(), location(&r)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(login_page.contains("value=\"alice\""));
+}

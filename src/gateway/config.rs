@@ -110,6 +110,9 @@ pub struct ModuleFile {
     /// session pass to the module (no identity headers), whose own login
     /// and session take over; its pages get the KaseyaOne icon. Default false.
     pub local_login: Option<bool>,
+    /// The module's own login pages: they get the "Log In with KaseyaOne" button.
+    #[serde(default)]
+    pub login_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +172,7 @@ pub struct ModuleConfig {
     pub cors_origins: Vec<String>,
     pub headers: HeaderPreset,
     pub local_login: bool,
+    pub login_paths: Vec<String>,
 }
 
 impl GatewayConfig {
@@ -320,7 +324,11 @@ impl GatewayConfig {
                 );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             });
-            for (k, paths) in [("logout_paths", &m.logout_paths), ("public_paths", &m.public_paths)] {
+            for (k, paths) in [
+                ("logout_paths", &m.logout_paths),
+                ("public_paths", &m.public_paths),
+                ("login_paths", &m.login_paths),
+            ] {
                 for p in paths {
                     if !p.starts_with('/') || p.starts_with("/_unigate/") {
                         errs.push(key(k), format!("`{p}` must start with `/` and not be under /_unigate/"));
@@ -345,6 +353,7 @@ impl GatewayConfig {
                 cors_origins: m.cors_origins,
                 headers,
                 local_login: m.local_login.unwrap_or(false),
+                login_paths: m.login_paths,
             });
         }
 

@@ -20,6 +20,15 @@ impl lol_html::OutputSink for Sink {
     }
 }
 
+/// Where a snippet goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Place {
+    /// At the end of the element's content (before its end tag).
+    Append,
+    /// Right after the element.
+    After,
+}
+
 pub struct Injector {
     rewriter: Option<HtmlRewriter<'static, Sink>>,
     out: Arc<Mutex<Vec<u8>>>,
@@ -28,14 +37,24 @@ pub struct Injector {
 impl Injector {
     /// An injector that appends `snippet` (trusted HTML) to `<body>`.
     pub fn new(snippet: Arc<str>) -> Injector {
+        Self::with(vec![("body", Place::Append, snippet)])
+    }
+
+    /// An injector placing each trusted snippet at its (constant) selector.
+    pub fn with(rules: Vec<(&'static str, Place, Arc<str>)>) -> Injector {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let handlers = ElementContentHandlers::default().element(move |el: &mut lol_html::send::Element| {
-            el.append(&snippet, ContentType::Html);
-            Ok(())
-        });
-        let selector = "body".parse().expect("a constant, valid selector");
-        let settings =
-            Settings::new_send().append_element_content_handler((std::borrow::Cow::Owned(selector), handlers));
+        let mut settings = Settings::new_send();
+        for (selector, place, snippet) in rules {
+            let handlers = ElementContentHandlers::default().element(move |el: &mut lol_html::send::Element| {
+                match place {
+                    Place::Append => el.append(&snippet, ContentType::Html),
+                    Place::After => el.after(&snippet, ContentType::Html),
+                }
+                Ok(())
+            });
+            let selector = selector.parse().expect("a constant, valid selector");
+            settings = settings.append_element_content_handler((std::borrow::Cow::Owned(selector), handlers));
+        }
         Injector {
             rewriter: Some(HtmlRewriter::new(settings, Sink(out.clone()))),
             out,

@@ -68,7 +68,8 @@ pub async fn handle(g: &Gateway, session: &mut PSession, mi: usize, host: &str) 
             let wanted = query_param(session.req_header(), "return_to").unwrap_or_else(|| "/".into());
             // Anything that could leave this origin becomes the module's root.
             let return_path = safe_return_path(&wanted).unwrap_or("/").to_string();
-            start_login(g, session, mi, host, &return_path).await
+            let hint = query_param(session.req_header(), "login_hint").map(|h| h.chars().take(256).collect::<String>());
+            start_login_with(g, session, mi, host, &return_path, hint.as_deref()).await
         }
         _ => {
             respond_page(
@@ -158,6 +159,19 @@ pub async fn start_login(
     host: &str,
     return_path: &str,
 ) -> Result<bool> {
+    start_login_with(g, session, mi, host, return_path, None).await
+}
+
+/// `start_login` with a `login_hint` for the IdP (a username typed on the
+/// module's login page).
+pub async fn start_login_with(
+    g: &Gateway,
+    session: &mut PSession,
+    mi: usize,
+    host: &str,
+    return_path: &str,
+    login_hint: Option<&str>,
+) -> Result<bool> {
     let Some(loaded) = g.oidc.loaded() else {
         return respond_page(
             session,
@@ -192,19 +206,20 @@ pub async fn start_login(
     let redirect_uri = format!("{}{PREFIX}callback", g.cfg.origin_for(host));
     let scope = g.oidc.settings.scopes.join(" ");
     let challenge = pkce_s256(&verifier);
-    let url = with_params(
-        &loaded.discovery.authorization_endpoint,
-        &[
-            ("response_type", "code"),
-            ("client_id", &g.oidc.settings.client_id),
-            ("redirect_uri", &redirect_uri),
-            ("scope", &scope),
-            ("state", &state),
-            ("nonce", &nonce),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-        ],
-    );
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", g.oidc.settings.client_id.as_str()),
+        ("redirect_uri", &redirect_uri),
+        ("scope", &scope),
+        ("state", &state),
+        ("nonce", &nonce),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    if let Some(h) = login_hint.filter(|h| !h.is_empty()) {
+        params.push(("login_hint", h));
+    }
+    let url = with_params(&loaded.discovery.authorization_endpoint, &params);
     g.txns.insert(
         state,
         LoginTxn {

@@ -48,6 +48,8 @@ pub struct Gateway {
     launcher_snippet: Arc<str>,
     /// The KaseyaOne icon, for users logged in with module credentials.
     kaseyaone_snippet: Arc<str>,
+    /// The "Log In with KaseyaOne" button for module login pages.
+    login_button_snippet: Arc<str>,
     /// For telling a module about a logout.
     http: reqwest::Client,
     session_cookie: &'static str,
@@ -63,6 +65,8 @@ pub struct Ctx {
     session: Option<Arc<Session>>,
     /// Passed without a KaseyaOne session to a module that allows its own login.
     local: bool,
+    /// …and to one of its login pages.
+    login_page: bool,
     /// The App Launcher or KaseyaOne icon going into this response's HTML.
     inject: Option<std::sync::Mutex<inject::Injector>>,
 }
@@ -90,6 +94,7 @@ impl Gateway {
             session_cookie: if cfg.tls { "__Host-unigate" } else { "unigate" },
             launcher_snippet: pages::launcher_snippet().into(),
             kaseyaone_snippet: pages::kaseyaone_icon_snippet().into(),
+            login_button_snippet: pages::login_button_snippet().into(),
             hosts,
             oidc,
             signer,
@@ -354,6 +359,7 @@ impl ProxyHttp for Gateway {
             // Module credentials keep working: the module's own login and
             // session decide; no identity headers go with the request.
             ctx.local = true;
+            ctx.login_page = module.login_paths.iter().any(|p| p == path);
             return Ok(false);
         }
         let h = |n: http::header::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
@@ -455,7 +461,11 @@ impl ProxyHttp for Gateway {
         if inject::is_html_page(resp.status.as_u16(), content_type) && !encoded {
             // The length changes: let the body go out chunked.
             resp.remove_header(&http::header::CONTENT_LENGTH);
-            ctx.inject = Some(std::sync::Mutex::new(inject::Injector::new(snippet.clone())));
+            let mut rules = vec![("body", inject::Place::Append, snippet.clone())];
+            if ctx.login_page {
+                rules.push(("form", inject::Place::After, self.login_button_snippet.clone()));
+            }
+            ctx.inject = Some(std::sync::Mutex::new(inject::Injector::with(rules)));
         }
         Ok(())
     }

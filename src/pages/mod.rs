@@ -130,6 +130,24 @@ pub fn kaseyaone_icon_snippet() -> String {
     .into_string()
 }
 
+/// "Log In with KaseyaOne", placed after the module's login form. A small
+/// script passes a username typed into the form as `login_hint`; without
+/// script (or under a strict CSP) the link still logs in.
+pub fn login_button_snippet() -> String {
+    html! {
+        div #unigate-login-button style="margin:14px 0;font:15px system-ui,sans-serif" {
+            a #unigate-kaseyaone-login href="/_unigate/login"
+              style="display:inline-block;padding:9px 16px;border-radius:4px;background:#1565c0;color:#fff;text-decoration:none;font-weight:600" {
+                "Log In with KaseyaOne"
+            }
+            script {
+                (PreEscaped(r#"(function(){var a=document.getElementById('unigate-kaseyaone-login');a.addEventListener('click',function(e){var u=document.querySelector('input[name=username],input[name=user],input[type=email],input[name=email]');if(u&&u.value){e.preventDefault();location.href=a.getAttribute('href')+'?login_hint='+encodeURIComponent(u.value);}});})();"#))
+            }
+        }
+    }
+    .into_string()
+}
+
 /// A module tile in unigate's App Launcher.
 pub struct LauncherTile {
     pub name: String,
