@@ -12,6 +12,18 @@ use serde_json::Value;
 
 const PAGE: &str = "<!doctype html><html><head><title>Legacy</title></head><body><h1>Legacy portal</h1><p>é – ünïcode</p></body></html>";
 
+/// A page as a browser asks for it (`Accept: text/html`), as text.
+async fn html_page(b: &reqwest::Client, url: String) -> String {
+    b.get(url)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn gzip(s: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(s).unwrap();
@@ -141,15 +153,7 @@ async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
     let r = b.get(s.url("/")).header("accept", "text/html").send().await.unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/login");
-    let page = b
-        .get(s.url("/login"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = html_page(&b, s.url("/login")).await;
     assert!(page.contains("Log in to the Demo Portal"));
     assert!(page.contains("id=\"unigate-kaseyaone\""), "the KaseyaOne icon: {page}");
     assert!(!page.contains("unigate-launcher"));
@@ -161,15 +165,7 @@ async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let page = b
-        .get(s.url("/"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = html_page(&b, s.url("/")).await;
     assert!(page.contains("Logged in with module credentials"), "{page}");
     assert!(page.contains("unigate-kaseyaone") && !page.contains("unigate-launcher"));
     let w: Value = b.get(s.url("/api/whoami")).send().await.unwrap().json().await.unwrap();
@@ -187,15 +183,7 @@ async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
     assert!(location(&r).starts_with(&format!("{}/authorize?", s.idp.issuer())));
     let (b2, _) = s.browser();
     s.login(&b2, "alice", "/_unigate/login").await;
-    let page = b2
-        .get(s.url("/"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = html_page(&b2, s.url("/")).await;
     assert!(
         page.contains("Logged in with KaseyaOne")
             && page.contains("unigate-launcher")
@@ -207,15 +195,7 @@ async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
 async fn the_login_page_gets_log_in_with_kaseyaone() {
     let s = stack_full(|_| {}, "", None, "local_login = true\nlogin_paths = [\"/login\"]").await;
     let (b, _) = s.browser();
-    let page = b
-        .get(s.url("/login"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = html_page(&b, s.url("/login")).await;
     let form_end = page.find("</form>").expect("the module's form");
     let button = page.find("id=\"unigate-kaseyaone-login\"").expect("the button");
     assert!(
