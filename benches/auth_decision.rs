@@ -54,6 +54,7 @@ fn gateway() -> Gateway {
         username: "alice".into(),
         company: "Acme MSP".into(),
         groups: vec!["portal-users".into(), "bms-users".into()],
+        module_user: None,
     };
     let headers = header_set(&identity, g.module(0).headers, 4096);
     g.sessions.insert(

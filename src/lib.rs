@@ -3,6 +3,7 @@
 //! KaseyaOne-compatible development identity provider ([`idp`]).
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod config;
 pub mod demo_module;
 pub mod gateway;

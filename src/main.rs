@@ -215,9 +215,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             rt.block_on(async move {
                 let m = DemoModuleServer::start(DemoModuleConfig {
                     listen,
+                    accounts: unigate::demo_module::demo_accounts(&name),
+                    title: name.clone(),
                     name,
                     jwks_url,
-                    local_users: vec![("localuser".into(), "local-demo-pass".into())],
+                    scim_token: None,
                 })
                 .await?;
                 println!("demo module: listening on {}", m.addr);
@@ -291,43 +293,65 @@ fn demo(
         .idp
         .post_logout_redirect_uri
         .map(|u| u.replace(":8080/", &format!(":{port}/")));
-    let module_addr = std::net::SocketAddr::from(([127, 0, 0, 1], module_port));
+    // Each upstream of the demo config gets a demo module; `--module-port`
+    // moves them all (the file's first is 8081).
+    let shift = i32::from(module_port) - 8081;
+    let mut to_start: Vec<(std::net::SocketAddr, String, String)> = Vec::new();
     for m in &mut gw.modules {
-        m.upstream = module_addr;
+        let title = match &m.instance {
+            Some(i) => format!("{} · {}", m.display_name, i.display_name),
+            None => m.display_name.clone(),
+        };
+        let label = m.label();
+        for u in &mut m.upstreams {
+            let p = i32::from(u.port()) + shift;
+            let p = u16::try_from(p)
+                .map_err(|_| anyhow::anyhow!("--module-port {module_port} moves a module port out of range"))?;
+            u.set_port(p);
+            to_start.push((*u, label.clone(), title.clone()));
+        }
     }
-    let module_name = gw.modules.first().map(|m| m.name.clone()).unwrap_or_default();
-    let host = gw
+    let hosts: Vec<(String, String)> = gw
         .modules
-        .first()
-        .and_then(|m| m.hosts.first().cloned())
-        .unwrap_or_default();
+        .iter()
+        .filter_map(|m| m.hosts.first().map(|h| (m.label(), h.clone())))
+        .collect();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let idp_server = IdpServer::start(idp).await?;
-        let module = DemoModuleServer::start(DemoModuleConfig {
-            listen: module_addr,
-            name: module_name,
-            jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
-            local_users: vec![("localuser".into(), "local-demo-pass".into())],
-        })
-        .await?;
+        let mut modules = Vec::new();
+        for (addr, label, title) in to_start {
+            modules.push(
+                DemoModuleServer::start(DemoModuleConfig {
+                    listen: addr,
+                    accounts: unigate::demo_module::demo_accounts(&label),
+                    name: label,
+                    title,
+                    jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
+                    scim_token: None,
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("demo module on {addr}: {e}"))?,
+            );
+        }
         let gateway = GatewayServer::start(gw).await?;
         println!("unigate demo: everything on loopback, Ctrl-C stops it");
-        println!("  open        http://{host}:{port}/   (the demo module, through unigate)");
+        for (label, host) in &hosts {
+            println!("  {label:<10}  http://{host}:{port}/");
+        }
         println!(
             "  KaseyaOne   {}/   (the embedded identity provider: My Modules)",
             idp_server.issuer()
         );
-        println!(
-            "  module      http://{}/   (the demo module directly: its own login, localuser / local-demo-pass)",
-            module.addr
-        );
         println!("  log in as   alice / Acme MSP / alice-demo-pass   (bob, carol, dave: see README)");
         println!("  code        unigate idp totp --user alice --company \"Acme MSP\"");
+        println!("  module credentials: localuser / local-demo-pass on every module");
         wait_for_stop().await;
         tracing::info!("stopping");
         gateway.shutdown().await;
-        module.stop();
+        for m in modules {
+            m.stop();
+        }
         idp_server.shutdown().await;
         anyhow::Ok(())
     })

@@ -33,8 +33,68 @@ pub struct DemoModuleConfig {
     pub name: String,
     /// e.g. `http://127.0.0.1:8080/_unigate/jwks.json`.
     pub jwks_url: String,
-    /// Local accounts: username → password (module credentials).
-    pub local_users: Vec<(String, String)>,
+    /// The name on its pages, e.g. `Demo Portal`.
+    pub title: String,
+    /// Its user accounts (module credentials, and the SCIM directory).
+    pub accounts: Vec<DemoAccount>,
+    /// Bearer token its SCIM API wants; none: open.
+    pub scim_token: Option<String>,
+}
+
+/// A user account of the demo module.
+#[derive(Clone, Debug)]
+pub struct DemoAccount {
+    pub username: String,
+    pub email: String,
+    /// Module credentials; none: the account can only be used through KaseyaOne.
+    pub password: Option<String>,
+    /// False until the invitation is accepted.
+    pub active: bool,
+    pub role: String,
+}
+
+impl DemoAccount {
+    pub fn new(username: &str, email: &str, password: Option<&str>) -> Self {
+        DemoAccount {
+            username: username.into(),
+            email: email.into(),
+            password: password.map(str::to_string),
+            active: true,
+            role: "technician".into(),
+        }
+    }
+
+    pub fn inactive(mut self) -> Self {
+        self.active = false;
+        self
+    }
+}
+
+/// The accounts each module of the demo has (by its label in
+/// `config/unigate.demo.toml`), chosen to show each of the seed's cases.
+pub fn demo_accounts(label: &str) -> Vec<DemoAccount> {
+    let local = DemoAccount::new("localuser", "localuser@module.example", Some("local-demo-pass"));
+    match label {
+        // alice matches; bob has none (Automatic User Provisioning creates it).
+        "portal" => vec![
+            local,
+            DemoAccount::new("alice", "alice@acme-msp.example", Some("alice-module-pass")),
+            DemoAccount::new("admin", "admin@module.example", Some("admin-demo-pass")),
+        ],
+        // alice matches; carol's email differs (a mismatch page).
+        "bms/east" => vec![
+            local,
+            DemoAccount::new("alice", "alice@acme-msp.example", Some("alice-module-pass")),
+            DemoAccount::new("carol", "carol@old-address.example", Some("carol-module-pass")),
+        ],
+        // Linking: module usernames differ from KaseyaOne's.
+        "bms/west" => vec![
+            local,
+            DemoAccount::new("a.admin", "alice@acme-msp.example", Some("west-demo-pass")),
+            DemoAccount::new("c.globex", "carol@globex.example", Some("west-demo-pass")),
+        ],
+        _ => vec![local],
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +106,10 @@ pub struct Who {
 
 pub struct DemoModule {
     cfg: DemoModuleConfig,
+    /// The account directory (SCIM can add to it).
+    accounts: Mutex<Vec<DemoAccount>>,
+    /// SCIM `/Users` requests served (tests check unigate's cache with it).
+    pub scim_requests: std::sync::atomic::AtomicUsize,
     /// Server-side sessions: cookie value → who.
     sessions: Mutex<HashMap<String, Who>>,
     keys: Mutex<Option<(ProviderKeys, std::time::Instant)>>,
@@ -107,20 +171,25 @@ impl DemoModule {
         format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax")
     }
 
+    pub fn accounts(&self) -> Vec<DemoAccount> {
+        self.accounts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn live_sessions(&self) -> usize {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
-fn layout(title: &str, body: Markup) -> Html<String> {
+fn layout(m: &DemoModule, title: &str, body: Markup) -> Html<String> {
+    let brand = m.cfg.title.as_str();
     Html(
         html! {
             (DOCTYPE)
             html lang="en" {
-                head { meta charset="utf-8"; title { (title) " – Demo Portal" }
+                head { meta charset="utf-8"; title { (title) " – " (brand) }
                     style { "body{font:15px system-ui,sans-serif;margin:0;background:#f6f3ee}nav{background:#5a3e1b;color:#fff;padding:10px 20px}nav a{color:#fff;margin-left:16px}main{padding:24px;max-width:720px}table{border-collapse:collapse}td{border:1px solid #ccc;padding:4px 8px}" } }
                 body {
-                    nav { strong { "Demo Portal" } a href="/" { "Home" } a href="/reports" { "Reports" } a href="/logout" { "Log out" } }
+                    nav { strong { (brand) } a href="/" { "Home" } a href="/reports" { "Reports" } a href="/logout" { "Log out" } }
                     main { (body) }
                 }
             }
@@ -133,8 +202,10 @@ fn layout(title: &str, body: Markup) -> Html<String> {
 /// session for that user if needed), or the portal's own session.
 async fn whoami(m: &DemoModule, headers: &HeaderMap) -> (Option<Who>, Option<String>) {
     if let Some(c) = m.asserted(headers).await {
+        // The module account unigate matched or linked, else the KaseyaOne username.
+        let username = c["module_user"].as_str().or(c["preferred_username"].as_str());
         let who = Who {
-            username: c["preferred_username"].as_str().unwrap_or_default().to_string(),
+            username: username.unwrap_or_default().to_string(),
             email: c["email"].as_str().unwrap_or_default().to_string(),
             via_kaseyaone: true,
         };
@@ -155,6 +226,7 @@ async fn home(State(m): S, headers: HeaderMap) -> Response {
         return Redirect::to("/login").into_response();
     };
     let page = layout(
+        &m,
         "Home",
         html! {
             h1 { "Welcome, " (who.username) }
@@ -173,6 +245,7 @@ async fn reports(State(m): S, headers: HeaderMap) -> Response {
         return Redirect::to("/login").into_response();
     };
     let page = layout(
+        &m,
         "Reports",
         html! { h1 { "Reports for " (who.username) } p { "Nothing to report." } },
     );
@@ -217,11 +290,12 @@ async fn api_whoami(State(m): S, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn login_form() -> Html<String> {
+async fn login_form(State(m): S) -> Html<String> {
     layout(
+        &m,
         "Log in",
         html! {
-            h1 { "Log in to the Demo Portal" }
+            h1 { "Log in to " (m.cfg.title) }
             form method="post" action="/login" {
                 p { label { "Username " input name="username" autocomplete="username"; } }
                 p { label { "Password " input type="password" name="password" autocomplete="current-password"; } }
@@ -238,14 +312,18 @@ struct LoginForm {
 }
 
 async fn login_post(State(m): S, Form(f): Form<LoginForm>) -> Response {
-    let ok =
-        m.cfg.local_users.iter().any(|(u, p)| {
-            u == &f.username && subtle::ConstantTimeEq::ct_eq(p.as_bytes(), f.password.as_bytes()).into()
-        });
+    let ok = m.accounts().iter().any(|a| {
+        a.active
+            && a.username == f.username
+            && a.password
+                .as_ref()
+                .is_some_and(|p| subtle::ConstantTimeEq::ct_eq(p.as_bytes(), f.password.as_bytes()).into())
+    });
     if !ok {
         return (
             StatusCode::UNAUTHORIZED,
             layout(
+                &m,
                 "Log in",
                 html! { p { "Invalid username/password." } a href="/login" { "Try again" } },
             ),
@@ -267,8 +345,9 @@ async fn logout(State(m): S, headers: HeaderMap) -> Response {
     (
         [(header::SET_COOKIE, format!("{COOKIE}=; Path=/; Max-Age=0"))],
         layout(
+            &m,
             "Logged out",
-            html! { h1 { "You are logged out of the Demo Portal" } a href="/login" { "Log in" } },
+            html! { h1 { "You are logged out of " (m.cfg.title) } a href="/login" { "Log in" } },
         ),
     )
         .into_response()
@@ -283,11 +362,135 @@ pub fn router(m: Arc<DemoModule>) -> Router {
         .route("/logout", get(logout).post(logout))
         // A cheap page for load runs: what the proxy adds is what is measured.
         .route("/ping", get(|| async { "pong" }))
+        .route("/scim/v2/Users", get(scim_list).post(scim_create))
         .route(
             "/static/app.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], "body{}") }),
         )
         .with_state(m)
+}
+
+fn scim_error(status: StatusCode, detail: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/scim+json")],
+        serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": status.as_u16().to_string(),
+            "detail": detail,
+        })
+        .to_string(),
+    )
+        .into_response()
+}
+
+fn scim_authorized(m: &DemoModule, headers: &HeaderMap) -> bool {
+    let Some(want) = &m.cfg.scim_token else {
+        return true;
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    subtle::ConstantTimeEq::ct_eq(want.as_bytes(), got.as_bytes()).into()
+}
+
+fn scim_user(a: &DemoAccount) -> serde_json::Value {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "id": a.username,
+        "userName": a.username,
+        "emails": [{"value": a.email, "primary": true, "type": "work"}],
+        "active": a.active,
+        "roles": [{"value": a.role, "primary": true}],
+    })
+}
+
+/// `GET /scim/v2/Users?filter=…`: the filters unigate sends
+/// (`userName eq "…"`, `emails.value eq "…"`), case-insensitive as RFC 7643
+/// says for both attributes.
+async fn scim_list(State(m): S, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    m.scim_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !scim_authorized(&m, &headers) {
+        return scim_error(StatusCode::UNAUTHORIZED, "bearer token required");
+    }
+    let filter = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "filter")
+        .map(|(_, v)| v.into_owned());
+    let accounts = m.accounts();
+    let matched: Vec<&DemoAccount> = match filter {
+        None => accounts.iter().collect(),
+        Some(f) => {
+            let Some((attr, value)) = parse_eq_filter(&f) else {
+                return scim_error(
+                    StatusCode::BAD_REQUEST,
+                    "only `attr eq \"value\"` filters are supported",
+                );
+            };
+            accounts
+                .iter()
+                .filter(|a| match attr.as_str() {
+                    "username" => a.username.eq_ignore_ascii_case(&value),
+                    "emails.value" | "emails" => a.email.eq_ignore_ascii_case(&value),
+                    _ => false,
+                })
+                .collect()
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, "application/scim+json")],
+        serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": matched.len(),
+            "itemsPerPage": matched.len(),
+            "startIndex": 1,
+            "Resources": matched.iter().map(|a| scim_user(a)).collect::<Vec<_>>(),
+        })
+        .to_string(),
+    )
+        .into_response()
+}
+
+/// `attr eq "value"` → (lowercase attr, value), JSON string escapes undone.
+fn parse_eq_filter(f: &str) -> Option<(String, String)> {
+    let (attr, rest) = f.trim().split_once(' ')?;
+    let (op, value) = rest.trim_start().split_once(' ')?;
+    if !op.eq_ignore_ascii_case("eq") {
+        return None;
+    }
+    let value: String = serde_json::from_str(value.trim()).ok()?;
+    Some((attr.to_ascii_lowercase(), value))
+}
+
+/// `POST /scim/v2/Users`: Automatic User Provisioning creates an account.
+async fn scim_create(State(m): S, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    m.scim_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !scim_authorized(&m, &headers) {
+        return scim_error(StatusCode::UNAUTHORIZED, "bearer token required");
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return scim_error(StatusCode::BAD_REQUEST, "not JSON");
+    };
+    let Some(username) = v["userName"].as_str().filter(|u| !u.is_empty()) else {
+        return scim_error(StatusCode::BAD_REQUEST, "userName is required");
+    };
+    let email = v["emails"][0]["value"].as_str().unwrap_or_default();
+    let role = v["roles"][0]["value"].as_str().unwrap_or("technician");
+    let mut accounts = m.accounts.lock().unwrap_or_else(|p| p.into_inner());
+    if accounts.iter().any(|a| a.username.eq_ignore_ascii_case(username)) {
+        return scim_error(StatusCode::CONFLICT, "userName already exists");
+    }
+    let mut a = DemoAccount::new(username, email, None);
+    a.role = role.to_string();
+    let out = scim_user(&a);
+    accounts.push(a);
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/scim+json")],
+        out.to_string(),
+    )
+        .into_response()
 }
 
 /// A running demo module.
@@ -302,6 +505,8 @@ impl DemoModuleServer {
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let module = Arc::new(DemoModule {
+            accounts: Mutex::new(cfg.accounts.clone()),
+            scim_requests: std::sync::atomic::AtomicUsize::new(0),
             cfg,
             sessions: Mutex::new(HashMap::new()),
             keys: Mutex::new(None),

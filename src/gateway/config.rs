@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -90,9 +91,17 @@ pub struct IdentityFile {
 #[derive(Debug, Deserialize)]
 pub struct ModuleFile {
     pub name: String,
+    /// The name people see (App Launcher tiles, pages); default `name`.
+    pub display_name: Option<String>,
     pub hosts: Vec<String>,
     /// `host:port` of the module, e.g. `127.0.0.1:8081`.
-    pub upstream: String,
+    pub upstream: Option<String>,
+    /// Several `host:port`s, load-balanced round robin with health checks.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// How often each upstream is health-checked (TCP connect); default `5s`.
+    #[serde(default, with = "humantime_serde")]
+    pub health_check_interval: Option<Duration>,
     #[serde(default)]
     pub access_groups: Vec<String>,
     #[serde(default)]
@@ -113,6 +122,66 @@ pub struct ModuleFile {
     /// The module's own login pages: they get the "Log In with KaseyaOne" button.
     #[serde(default)]
     pub login_paths: Vec<String>,
+    /// Unified Login enabled for this module; default true. When false,
+    /// unigate passes the module through untouched (its own login only)
+    /// and the App Launcher shows it as a lock tile.
+    pub unified_login: Option<bool>,
+    /// Require Log In with KaseyaOne: module credentials are refused,
+    /// except for `local_exceptions`, who sign in at `exception_path`.
+    pub require_kaseyaone: Option<bool>,
+    /// Module usernames that may still sign in with module credentials.
+    #[serde(default)]
+    pub local_exceptions: Vec<String>,
+    /// Where the exceptions sign in: unigate shows the module's own login
+    /// page (the first of `login_paths`) there. Default `/local-login`.
+    pub exception_path: Option<String>,
+    /// The form field of the module's login form holding the username; default `username`.
+    pub username_field: Option<String>,
+    /// The form field holding the password; default `password`.
+    pub password_field: Option<String>,
+    /// Where module accounts are looked up, and which fields must match.
+    pub accounts: Option<AccountsFile>,
+    /// Tenants of this module, each with its own upstream(s) and hosts.
+    #[serde(default, rename = "instance")]
+    pub instances: Vec<InstanceFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InstanceFile {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub hosts: Vec<String>,
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Default the module's.
+    pub access_groups: Option<Vec<String>>,
+    /// The first login to this instance links the KaseyaOne user to a
+    /// module account: unigate asks once for the module credentials and
+    /// checks them at the module's first `login_paths` entry.
+    pub link_required: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccountsFile {
+    /// `scim` (SCIM 2.0 `/Users` at the module) or `file`.
+    pub source: String,
+    /// Base of the module's SCIM API; default `/scim/v2` on the instance's upstream.
+    pub scim_url: Option<String>,
+    /// Bearer token for the SCIM API.
+    pub token: Option<SecretRef>,
+    /// A TOML file of `[[account]] username, email, active, role`.
+    pub file: Option<String>,
+    /// Which fields must match the KaseyaOne user: `email`, `username` or `both` (default).
+    #[serde(rename = "match")]
+    pub match_on: Option<String>,
+    /// How long a lookup is cached; default `60s`.
+    #[serde(default, with = "humantime_serde")]
+    pub cache_ttl: Option<Duration>,
+    /// Automatic User Provisioning: create a missing account by SCIM.
+    pub provisioning: Option<bool>,
+    /// The role a provisioned account gets.
+    pub default_role: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,11 +229,20 @@ pub struct IdentitySettings {
     pub max_header_value: usize,
 }
 
+/// One routable part of a module: the module itself, one of its
+/// instances, or (for a module with instances) its Choose an Instance host.
 #[derive(Debug, Clone)]
 pub struct ModuleConfig {
     pub name: String,
+    pub display_name: String,
+    /// The instance this route serves, for modules with instances.
+    pub instance: Option<InstanceRef>,
+    /// Non-empty on a module's own hosts when it has instances: the routes
+    /// of its instances, for Choose an Instance. Such a route has no upstream.
+    pub chooser: Vec<usize>,
     pub hosts: Vec<String>,
-    pub upstream: SocketAddr,
+    pub upstreams: Vec<SocketAddr>,
+    pub health_check_interval: Duration,
     pub access_groups: Vec<String>,
     pub logout_paths: Vec<String>,
     pub session_cookies: Vec<String>,
@@ -173,6 +251,56 @@ pub struct ModuleConfig {
     pub headers: HeaderPreset,
     pub local_login: bool,
     pub login_paths: Vec<String>,
+    pub unified_login: bool,
+    pub require_kaseyaone: bool,
+    pub local_exceptions: Vec<String>,
+    pub exception_path: String,
+    pub username_field: String,
+    pub password_field: String,
+    pub accounts: Option<Arc<AccountsConfig>>,
+    pub link_required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRef {
+    pub name: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchOn {
+    Email,
+    Username,
+    Both,
+}
+
+#[derive(Debug, Clone)]
+pub enum AccountSource {
+    /// SCIM base URL; `None`: `/scim/v2` on the instance's upstream.
+    Scim {
+        url: Option<String>,
+        token: Option<Secret>,
+    },
+    File(Arc<Vec<crate::accounts::Account>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountsConfig {
+    pub source: AccountSource,
+    pub match_on: MatchOn,
+    pub cache_ttl: Duration,
+    pub provisioning: bool,
+    pub default_role: Option<String>,
+}
+
+impl ModuleConfig {
+    /// The module's name with its instance, as sessions and logs know it.
+    pub fn label(&self) -> String {
+        match &self.instance {
+            Some(i) => format!("{}/{}", self.name, i.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 impl GatewayConfig {
@@ -300,30 +428,21 @@ impl GatewayConfig {
         }
         let mut modules = Vec::new();
         let mut hosts_seen = HashSet::new();
+        let mut names_seen = HashSet::new();
         for (i, m) in file.modules.into_iter().enumerate() {
             let key = |k: &str| format!("module[{i}].{k}");
-            if m.hosts.is_empty() {
-                errs.push(key("hosts"), "needs at least one host name");
+            if m.name.is_empty()
+                || !m
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                errs.push(key("name"), "use letters, digits, `-` and `_` only");
             }
-            let hosts: Vec<String> = m.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
-            for h in &hosts {
-                if h.contains(':') || h.contains('/') || h.is_empty() {
-                    errs.push(
-                        key("hosts"),
-                        format!("`{h}` must be a bare host name, without port or path"),
-                    );
-                }
-                if !hosts_seen.insert(h.clone()) {
-                    errs.push(key("hosts"), format!("`{h}` belongs to another module too"));
-                }
+            if !names_seen.insert(m.name.clone()) {
+                errs.push(key("name"), format!("`{}` names another module too", m.name));
             }
-            let upstream = m.upstream.parse::<SocketAddr>().unwrap_or_else(|e| {
-                errs.push(
-                    key("upstream"),
-                    format!("`{}` is not an address like 127.0.0.1:8081 ({e})", m.upstream),
-                );
-                SocketAddr::from(([127, 0, 0, 1], 0))
-            });
+            let hosts = check_hosts(&m.hosts, &key("hosts"), &mut hosts_seen, &mut errs);
             for (k, paths) in [
                 ("logout_paths", &m.logout_paths),
                 ("public_paths", &m.public_paths),
@@ -341,20 +460,116 @@ impl GatewayConfig {
                     "name at least one group; a module open to every user is a mistake waiting to happen",
                 );
             }
+            let unified_login = m.unified_login.unwrap_or(true);
+            let require_kaseyaone = m.require_kaseyaone.unwrap_or(false);
+            if require_kaseyaone && !unified_login {
+                errs.push(
+                    key("require_kaseyaone"),
+                    "cannot require Log In with KaseyaOne where `unified_login = false`",
+                );
+            }
+            if require_kaseyaone && m.local_login == Some(true) {
+                errs.push(
+                    key("local_login"),
+                    "contradicts `require_kaseyaone = true`; list the users who keep module credentials in `local_exceptions`",
+                );
+            }
+            let exception_path = m.exception_path.clone().unwrap_or_else(|| "/local-login".into());
+            if !exception_path.starts_with('/') || exception_path.starts_with("/_unigate/") {
+                errs.push(key("exception_path"), "must start with `/` and not be under /_unigate/");
+            }
+            if require_kaseyaone && !m.local_exceptions.is_empty() && m.login_paths.is_empty() {
+                errs.push(
+                    key("login_paths"),
+                    "`local_exceptions` sign in on the module's login page: name it in `login_paths`",
+                );
+            }
+            let health_check_interval = m.health_check_interval.unwrap_or(Duration::from_secs(5));
+            if health_check_interval < Duration::from_millis(100) || health_check_interval > Duration::from_secs(3600) {
+                errs.push(key("health_check_interval"), "must be between 100ms and 1h");
+            }
+            let accounts = m
+                .accounts
+                .as_ref()
+                .and_then(|a| accounts_config(a, &key("accounts"), base, &mut errs))
+                .map(Arc::new);
+            if accounts.is_some() && !unified_login {
+                errs.push(
+                    key("accounts"),
+                    "only used with Unified Login; remove it or the `unified_login = false`",
+                );
+            }
             let headers = preset(m.headers.as_deref(), key("headers"), &mut errs, default_preset);
-            modules.push(ModuleConfig {
-                name: m.name,
+            let base_route = ModuleConfig {
+                name: m.name.clone(),
+                display_name: m.display_name.clone().unwrap_or_else(|| m.name.clone()),
+                instance: None,
+                chooser: Vec::new(),
                 hosts,
-                upstream,
-                access_groups: m.access_groups,
+                upstreams: Vec::new(),
+                health_check_interval,
+                access_groups: m.access_groups.clone(),
                 logout_paths: m.logout_paths,
                 session_cookies: m.session_cookies,
                 public_paths: m.public_paths,
                 cors_origins: m.cors_origins,
                 headers,
-                local_login: m.local_login.unwrap_or(false),
+                local_login: !unified_login || m.local_login.unwrap_or(false),
                 login_paths: m.login_paths,
-            });
+                unified_login,
+                require_kaseyaone,
+                local_exceptions: m.local_exceptions,
+                exception_path,
+                username_field: m.username_field.unwrap_or_else(|| "username".into()),
+                password_field: m.password_field.unwrap_or_else(|| "password".into()),
+                accounts,
+                link_required: false,
+            };
+            if m.instances.is_empty() {
+                let upstreams = check_upstreams(m.upstream.as_deref(), &m.upstreams, &key(""), &mut errs);
+                modules.push(ModuleConfig {
+                    upstreams,
+                    ..base_route
+                });
+                continue;
+            }
+            if m.upstream.is_some() || !m.upstreams.is_empty() {
+                errs.push(
+                    key("upstream"),
+                    "a module with instances has its upstreams in each [[module.instance]]",
+                );
+            }
+            let first = modules.len() + 1;
+            let mut chooser = base_route.clone();
+            chooser.chooser = (first..first + m.instances.len()).collect();
+            modules.push(chooser);
+            let mut inst_names = HashSet::new();
+            for (j, inst) in m.instances.into_iter().enumerate() {
+                let ikey = |k: &str| format!("module[{i}].instance[{j}].{k}");
+                if !inst_names.insert(inst.name.clone()) {
+                    errs.push(ikey("name"), format!("`{}` names another instance too", inst.name));
+                }
+                let hosts = check_hosts(&inst.hosts, &ikey("hosts"), &mut hosts_seen, &mut errs);
+                let upstreams = check_upstreams(inst.upstream.as_deref(), &inst.upstreams, &ikey(""), &mut errs);
+                let link_required = inst.link_required.unwrap_or(false);
+                if link_required && base_route.login_paths.is_empty() {
+                    errs.push(
+                        ikey("link_required"),
+                        "linking checks credentials at the module's login page: name it in the module's `login_paths`",
+                    );
+                }
+                modules.push(ModuleConfig {
+                    instance: Some(InstanceRef {
+                        display_name: inst.display_name.unwrap_or_else(|| inst.name.clone()),
+                        name: inst.name,
+                    }),
+                    hosts,
+                    upstreams,
+                    access_groups: inst.access_groups.unwrap_or_else(|| base_route.access_groups.clone()),
+                    link_required,
+                    ..base_route.clone()
+                });
+            }
         }
 
         let threads = file
@@ -387,6 +602,120 @@ impl GatewayConfig {
             modules,
         })
     }
+}
+
+fn check_hosts(raw: &[String], key: &str, seen: &mut HashSet<String>, errs: &mut ConfigErrors) -> Vec<String> {
+    if raw.is_empty() {
+        errs.push(key, "needs at least one host name");
+    }
+    let hosts: Vec<String> = raw.iter().map(|h| h.to_ascii_lowercase()).collect();
+    for h in &hosts {
+        if h.contains(':') || h.contains('/') || h.is_empty() {
+            errs.push(key, format!("`{h}` must be a bare host name, without port or path"));
+        }
+        if !seen.insert(h.clone()) {
+            errs.push(key, format!("`{h}` belongs to another module too"));
+        }
+    }
+    hosts
+}
+
+/// `upstream` and/or `upstreams`, parsed; `key` ends with `.`.
+fn check_upstreams(one: Option<&str>, many: &[String], key: &str, errs: &mut ConfigErrors) -> Vec<SocketAddr> {
+    let all: Vec<(&str, &str)> = one
+        .map(|u| ("upstream", u))
+        .into_iter()
+        .chain(many.iter().map(|u| ("upstreams", u.as_str())))
+        .collect();
+    if all.is_empty() {
+        errs.push(
+            format!("{key}upstream"),
+            "name the module's address, e.g. 127.0.0.1:8081",
+        );
+    }
+    all.iter()
+        .filter_map(|(k, u)| {
+            u.parse::<SocketAddr>()
+                .map_err(|e| {
+                    errs.push(
+                        format!("{key}{k}"),
+                        format!("`{u}` is not an address like 127.0.0.1:8081 ({e})"),
+                    )
+                })
+                .ok()
+        })
+        .collect()
+}
+
+fn accounts_config(a: &AccountsFile, key: &str, base: &Path, errs: &mut ConfigErrors) -> Option<AccountsConfig> {
+    let k = |s: &str| format!("{key}.{s}");
+    let match_on = match a.match_on.as_deref() {
+        None | Some("both") => MatchOn::Both,
+        Some("email") => MatchOn::Email,
+        Some("username") => MatchOn::Username,
+        Some(other) => {
+            errs.push(k("match"), format!("`{other}` is not `email`, `username` or `both`"));
+            MatchOn::Both
+        }
+    };
+    let source = match a.source.as_str() {
+        "scim" => {
+            if let Some(u) = &a.scim_url
+                && !matches!(
+                    Url::parse(u).map(|u| u.scheme().to_string()).as_deref(),
+                    Ok("http" | "https")
+                )
+            {
+                errs.push(k("scim_url"), "must be an http or https URL");
+            }
+            let token = a
+                .token
+                .as_ref()
+                .and_then(|t| t.load(base).map_err(|e| errs.push(k("token"), e)).ok());
+            AccountSource::Scim {
+                url: a.scim_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+                token,
+            }
+        }
+        "file" => {
+            let Some(f) = &a.file else {
+                errs.push(k("file"), "`source = \"file\"` needs `file`");
+                return None;
+            };
+            match crate::accounts::load_file(&base.join(f)) {
+                Ok(list) => AccountSource::File(Arc::new(list)),
+                Err(e) => {
+                    errs.push(k("file"), e);
+                    return None;
+                }
+            }
+        }
+        other => {
+            errs.push(k("source"), format!("`{other}` is not `scim` or `file`"));
+            return None;
+        }
+    };
+    let provisioning = a.provisioning.unwrap_or(false);
+    if provisioning && !matches!(source, AccountSource::Scim { .. }) {
+        errs.push(
+            k("provisioning"),
+            "Automatic User Provisioning creates accounts by SCIM: use `source = \"scim\"`",
+        );
+    }
+    if provisioning && a.default_role.is_none() {
+        errs.push(k("default_role"), "provisioned accounts need a default role");
+    }
+    let cache_ttl = a.cache_ttl.unwrap_or(Duration::from_secs(60));
+    if cache_ttl > Duration::from_secs(86_400) {
+        errs.push(k("cache_ttl"), "must be at most 1 day");
+    }
+    Some(AccountsConfig {
+        source,
+        match_on,
+        cache_ttl,
+        provisioning,
+        default_role: a.default_role.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ pub fn sanitize(v: &str, max: usize) -> String {
 pub fn headers(id: &Identity, preset: HeaderPreset, max: usize) -> Vec<(&'static str, String)> {
     let groups = id.groups.join(",");
     let v = |s: &str| sanitize(s, max);
-    match preset {
+    let mut out = match preset {
         HeaderPreset::KaseyaOne => vec![
             ("x-kaseyaone-user", v(&id.username)),
             ("x-kaseyaone-email", v(&id.email)),
@@ -84,9 +84,17 @@ pub fn headers(id: &Identity, preset: HeaderPreset, max: usize) -> Vec<(&'static
             ("x-forwarded-user", v(&id.sub)),
             ("x-forwarded-email", v(&id.email)),
             ("x-forwarded-groups", v(&groups)),
-            ("x-forwarded-preferred-username", v(&id.username)),
+            // The module account, when matching or linking named one.
+            (
+                "x-forwarded-preferred-username",
+                v(id.module_user.as_deref().unwrap_or(&id.username)),
+            ),
         ],
+    };
+    if let (HeaderPreset::KaseyaOne, Some(u)) = (preset, &id.module_user) {
+        out.push(("x-kaseyaone-module-user", v(u)));
     }
+    out
 }
 
 /// The headers of a preset as ready-to-send values.
@@ -106,6 +114,9 @@ struct AssertionClaims<'a> {
     name: &'a str,
     preferred_username: &'a str,
     groups: &'a [String],
+    /// The module account (matched or linked), when it differs or was checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    module_user: Option<&'a str>,
     iat: u64,
     exp: u64,
 }
@@ -148,6 +159,7 @@ impl AssertionSigner {
                 name: &id.name,
                 preferred_username: &id.username,
                 groups: &id.groups,
+                module_user: id.module_user.as_deref(),
                 iat,
                 exp: iat + self.ttl.as_secs(),
             },
@@ -196,6 +208,7 @@ mod tests {
             username: "a".into(),
             company: "Acme".into(),
             groups: vec!["g1".into(), "g2".into()],
+            module_user: None,
         };
         let k: Vec<_> = headers(&id, HeaderPreset::KaseyaOne, 100);
         assert_eq!(

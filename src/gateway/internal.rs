@@ -64,6 +64,8 @@ pub async fn handle(g: &Gateway, session: &mut PSession, mi: usize, host: &str) 
         "callback" => callback(g, session, mi, host).await,
         "logout" => logout(g, session, mi, host, false).await,
         "launcher" => launcher(g, session, mi, host).await,
+        "instances" => instances(g, session, mi, host).await,
+        "link" => link(g, session, mi, host).await,
         "login" => {
             let wanted = query_param(session.req_header(), "return_to").unwrap_or_else(|| "/".into());
             // Anything that could leave this origin becomes the module's root.
@@ -97,18 +99,7 @@ async fn launcher(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         }
         return start_login(g, session, mi, host, &format!("{PREFIX}launcher")).await;
     };
-    let tiles: Vec<pages::LauncherTile> = g
-        .cfg
-        .modules
-        .iter()
-        .filter(|m| crate::policy::may_access(&s.identity.groups, &m.access_groups))
-        .filter_map(|m| {
-            m.hosts.first().map(|h| pages::LauncherTile {
-                name: m.name.clone(),
-                url: format!("{}/", g.cfg.origin_for(h)),
-            })
-        })
-        .collect();
+    let tiles = g.launcher_tiles(&s.identity);
     let json = session
         .req_header()
         .headers
@@ -118,7 +109,8 @@ async fn launcher(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     if json {
         let body = serde_json::json!({
             "user": s.identity.username,
-            "modules": tiles.iter().map(|t| serde_json::json!({"name": t.name, "url": t.url, "tile": "arrow"})).collect::<Vec<_>>(),
+            "email": s.identity.email,
+            "modules": tiles,
         });
         return respond(session, 200, "application/json", &[], body.to_string()).await;
     }
@@ -319,10 +311,15 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     };
     let module = g.module(mi);
     if !crate::policy::may_access(&claims.groups, &module.access_groups) {
-        tracing::info!(module.name = %module.name, user.sub = %claims.sub, decision = "deny", "access group check at login");
-        return respond_page(session, 403, pages::forbidden(&module.name, &module.access_groups)).await;
+        tracing::info!(module.name = %module.label(), user.sub = %claims.sub, decision = "deny", "access group check at login");
+        return respond_page(
+            session,
+            403,
+            pages::forbidden(&module.display_name, &module.access_groups),
+        )
+        .await;
     }
-    let identity = Identity {
+    let mut identity = Identity {
         sub: claims.sub.clone(),
         sid: claims.sid.clone(),
         email: claims.email.clone().unwrap_or_default(),
@@ -330,7 +327,42 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         username: claims.preferred_username.clone().unwrap_or_default(),
         company: claims.company.clone().unwrap_or_default(),
         groups: claims.groups.clone(),
+        module_user: None,
     };
+    // The seed's account conditions: a linked account, or a module account
+    // whose email and/or username match (created when provisioning is on).
+    let mut link_pending = false;
+    if module.link_required {
+        match g.links.get(&identity.sub, &module.label()) {
+            Some(u) => identity.module_user = Some(u.to_string()),
+            None => link_pending = true,
+        }
+    } else if let Some(accounts) = &g.accounts[mi] {
+        let base = match g.pick(mi, &[]) {
+            Some(addr) => format!("http://{addr}/scim/v2"),
+            None => String::new(),
+        };
+        match accounts.check(&identity, &base).await {
+            Ok(crate::accounts::Outcome::Ok(a)) => identity.module_user = Some(a.username),
+            Ok(crate::accounts::Outcome::Provisioned(a)) => {
+                tracing::info!(module.name = %module.label(), user.sub = %identity.sub, module.user = %a.username, "module account provisioned");
+                identity.module_user = Some(a.username);
+            }
+            Ok(crate::accounts::Outcome::Refused(r)) => {
+                tracing::info!(module.name = %module.label(), user.sub = %identity.sub, refusal = ?r, decision = "deny", "module account check");
+                return respond_page(
+                    session,
+                    403,
+                    pages::account_refused(&module.display_name, &identity, &r),
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(module.name = %module.label(), error = %e, "module account lookup failed");
+                return respond_page(session, 503, pages::accounts_unavailable(&module.display_name)).await;
+            }
+        }
+    }
     let access_exp = unix_now() + tokens.expires_in.unwrap_or(300);
     // A new id at every login; an old session in this browser ends.
     if let Some(old) = g.cookie(session.req_header(), g.session_cookie) {
@@ -339,18 +371,21 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     let id = random_token();
     g.sessions.insert(
         id.clone(),
-        Arc::new(Session::new(
-            module.name.clone(),
-            identity.clone(),
-            super::identity::header_set(&identity, module.headers, g.cfg.identity.max_header_value),
-            Tokens {
-                id_token: Some(id_token),
-                refresh_token: tokens.refresh_token,
-                access_exp,
-            },
-        )),
+        Arc::new(
+            new_session(
+                g,
+                mi,
+                identity,
+                Tokens {
+                    id_token: Some(id_token),
+                    refresh_token: tokens.refresh_token,
+                    access_exp,
+                },
+            )
+            .with_link_pending(link_pending),
+        ),
     );
-    tracing::info!(module.name = %module.name, user.sub = %claims.sub, "login succeeded");
+    tracing::info!(module.name = %module.label(), user.sub = %claims.sub, "login succeeded");
     let cookie = g.session_cookie_header(&id, None);
     redirect(session, &txn.return_path, vec![cookie]).await
 }
@@ -367,14 +402,16 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
     } else {
         module.logout_paths.first().cloned()
     };
-    if let Some(path) = logout_path {
+    if let Some(path) = logout_path
+        && let Some(upstream) = g.pick(mi, &[])
+    {
         let cookies: Vec<String> = req
             .headers
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
-        let url = format!("http://{}{}", module.upstream, path);
+        let url = format!("http://{upstream}{path}");
         let mut rb = g.http.get(&url).header("host", host);
         if !cookies.is_empty() {
             rb = rb.header("cookie", cookies.join("; "));
@@ -386,6 +423,9 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
     }
     let mut cookies = vec![g.session_cookie_header("", Some(0))];
     for c in &module.session_cookies {
+        if let Some(v) = g.cookie(req, c) {
+            g.module_cookies.remove(v);
+        }
         cookies.push(format!(
             "{c}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
         ));
@@ -428,4 +468,455 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
             .await
         }
     }
+}
+
+/// A session for route `mi`: identity headers and App Launcher built once.
+fn new_session(g: &Gateway, mi: usize, identity: Identity, tokens: Tokens) -> Session {
+    let module = g.module(mi);
+    let launcher: Arc<str> = pages::launcher_snippet(&g.launcher_tiles(&identity)).into();
+    Session::new(
+        module.label(),
+        identity.clone(),
+        super::identity::header_set(&identity, module.headers, g.cfg.identity.max_header_value),
+        tokens,
+    )
+    .with_launcher(launcher)
+}
+
+fn wants_json(session: &PSession) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+/// Reads a small request body (a form), at most `max` bytes.
+async fn read_form(session: &mut PSession, max: usize) -> Result<Option<Vec<(String, String)>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > max {
+            return Ok(None);
+        }
+    }
+    Ok(Some(form_urlencoded::parse(&body).into_owned().collect()))
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+}
+
+const INSTANCE_COOKIE: &str = "unigate_instance";
+
+/// A module with instances, at its own host: straight to the only instance
+/// the user may open, or to the remembered one, else Choose an Instance.
+pub async fn chooser(g: &Gateway, session: &mut PSession, mi: usize, host: &str, s: &Session) -> Result<bool> {
+    let module = g.module(mi);
+    let open: Vec<usize> = module
+        .chooser
+        .iter()
+        .copied()
+        .filter(|&r| crate::policy::may_access(&s.identity.groups, &g.module(r).access_groups))
+        .collect();
+    let req = session.req_header();
+    let wanted = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = safe_return_path(wanted).unwrap_or("/").to_string();
+    let remembered = g.cookie(req, INSTANCE_COOKIE).and_then(|name| {
+        open.iter()
+            .copied()
+            .find(|&r| g.module(r).instance.as_ref().is_some_and(|i| i.name == name))
+    });
+    let target = match open.as_slice() {
+        [] => {
+            return respond_page(
+                session,
+                403,
+                pages::forbidden(&module.display_name, &module.access_groups),
+            )
+            .await;
+        }
+        [one] => Some(*one),
+        _ => remembered,
+    };
+    match target.and_then(|r| g.module(r).hosts.first()) {
+        Some(h) => redirect(session, &format!("{}{path}", g.cfg.origin_for(h)), vec![]).await,
+        None => show_chooser(g, session, mi, host, &open, &path).await,
+    }
+}
+
+async fn show_chooser(
+    g: &Gateway,
+    session: &mut PSession,
+    mi: usize,
+    _host: &str,
+    open: &[usize],
+    path: &str,
+) -> Result<bool> {
+    let module = g.module(mi);
+    let return_to: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let list: Vec<(String, String, String)> = open
+        .iter()
+        .filter_map(|&r| {
+            let i = g.module(r).instance.as_ref()?;
+            Some((
+                i.name.clone(),
+                i.display_name.clone(),
+                format!("{PREFIX}instances?choose={}&return_to={return_to}", i.name),
+            ))
+        })
+        .collect();
+    respond_page(session, 200, pages::choose_instance(&module.display_name, &list)).await
+}
+
+/// `/_unigate/instances`: Choose an Instance (the launcher's file tile);
+/// `?choose=NAME` remembers the choice and opens the instance.
+async fn instances(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Result<bool> {
+    let module = g.module(mi);
+    if module.chooser.is_empty() {
+        return respond_page(
+            session,
+            404,
+            pages::page("Not found", maud::html! { h1 { "This module has no instances" } }),
+        )
+        .await;
+    }
+    let Some(s) = g.session_for(session.req_header(), module).filter(|s| s.usable()) else {
+        let back = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        return start_login(g, session, mi, host, &back).await;
+    };
+    let open: Vec<usize> = module
+        .chooser
+        .iter()
+        .copied()
+        .filter(|&r| crate::policy::may_access(&s.identity.groups, &g.module(r).access_groups))
+        .collect();
+    if open.is_empty() {
+        return respond_page(
+            session,
+            403,
+            pages::forbidden(&module.display_name, &module.access_groups),
+        )
+        .await;
+    }
+    let req = session.req_header();
+    let return_to = query_param(req, "return_to").unwrap_or_else(|| "/".into());
+    let path = safe_return_path(&return_to).unwrap_or("/").to_string();
+    let chosen = query_param(req, "choose").and_then(|name| {
+        open.iter()
+            .copied()
+            .find(|&r| g.module(r).instance.as_ref().is_some_and(|i| i.name == name))
+    });
+    match chosen {
+        Some(r) => {
+            let inst = g.module(r);
+            let (Some(h), Some(i)) = (inst.hosts.first(), inst.instance.as_ref()) else {
+                return show_chooser(g, session, mi, host, &open, &path).await;
+            };
+            let secure = if g.cfg.tls { "; Secure" } else { "" };
+            let cookie = format!(
+                "{INSTANCE_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age=31536000",
+                i.name
+            );
+            tracing::info!(module.name = %module.name, instance = %i.name, user.sub = %s.identity.sub, "instance chosen");
+            redirect(session, &format!("{}{path}", g.cfg.origin_for(h)), vec![cookie]).await
+        }
+        None => show_chooser(g, session, mi, host, &open, &path).await,
+    }
+}
+
+/// A session whose module account is not linked yet: the link page first.
+pub async fn link_first(g: &Gateway, session: &mut PSession) -> Result<bool> {
+    let _ = g;
+    if wants_json(session) || session.req_header().headers.contains_key("x-requested-with") {
+        let body = serde_json::json!({
+            "error": "link_required",
+            "error_description": "link your module account first",
+            "link_url": format!("{PREFIX}link"),
+        });
+        return respond(session, 403, "application/json", &[], body.to_string()).await;
+    }
+    let wanted = session.req_header().uri.path_and_query().map_or("/", |p| p.as_str());
+    let back: String = form_urlencoded::byte_serialize(safe_return_path(wanted).unwrap_or("/").as_bytes()).collect();
+    redirect(session, &format!("{PREFIX}link?return_to={back}"), vec![]).await
+}
+
+/// The link page: asks once for the module credentials, checks them at
+/// the module's login page, and keeps only the link (sub → username).
+async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Result<bool> {
+    let module = g.module(mi);
+    let req = session.req_header();
+    let Some(id) = g.cookie(req, g.session_cookie).map(str::to_string) else {
+        return start_login(g, session, mi, host, "/").await;
+    };
+    let Some(s) = g.session_for(req, module).filter(|s| s.usable()) else {
+        return start_login(g, session, mi, host, "/").await;
+    };
+    let post = req.method == http::Method::POST;
+    let return_to = query_param(req, "return_to").unwrap_or_else(|| "/".into());
+    if !s.link_pending {
+        let path = safe_return_path(&return_to).unwrap_or("/").to_string();
+        return redirect(session, &path, vec![]).await;
+    }
+    let who = s.identity.email.clone();
+    if !post {
+        let path = safe_return_path(&return_to).unwrap_or("/");
+        return respond_page(session, 200, pages::link_form(&module.display_name, &who, None, path)).await;
+    }
+    let Some(form) = read_form(session, 16 * 1024).await? else {
+        return respond_page(
+            session,
+            413,
+            pages::link_form(&module.display_name, &who, Some("That was too long."), "/"),
+        )
+        .await;
+    };
+    let path = safe_return_path(field(&form, "return_to")).unwrap_or("/").to_string();
+    let (user, password) = (field(&form, "module_username").trim(), field(&form, "module_password"));
+    if user.is_empty() || password.is_empty() || user.len() > 256 || password.len() > 1024 {
+        let page = pages::link_form(
+            &module.display_name,
+            &who,
+            Some("Enter your module username and password."),
+            &path,
+        );
+        return respond_page(session, 400, page).await;
+    }
+    if let Some(wait) = g.link_attempts.hit(s.identity.sub.clone(), std::time::Instant::now()) {
+        let headers = [("retry-after", wait.as_secs().max(1).to_string())];
+        let msg = format!(
+            "Too many attempts. Try again in {} minutes.",
+            wait.as_secs().div_ceil(60)
+        );
+        let page = pages::link_form(&module.display_name, &who, Some(&msg), &path);
+        return respond(session, 429, "text/html; charset=utf-8", &headers, page).await;
+    }
+    match module_login(g, mi, host, user, password).await {
+        Ok(true) => {
+            g.links.insert(&s.identity.sub, &module.label(), user);
+            let mut identity = (*s.identity).clone();
+            identity.module_user = Some(user.to_string());
+            let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            g.sessions.insert(id, Arc::new(new_session(g, mi, identity, tokens)));
+            tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, module.user = %user, "module account linked");
+            redirect(session, &path, vec![]).await
+        }
+        Ok(false) => {
+            tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, "link refused: module did not accept the credentials");
+            let page = pages::link_form(
+                &module.display_name,
+                &who,
+                Some("Invalid username/password. The module did not accept these credentials."),
+                &path,
+            );
+            respond_page(session, 200, page).await
+        }
+        Err(e) => {
+            tracing::warn!(module.name = %module.label(), error = %e, "module login endpoint unreachable");
+            respond_page(session, 503, pages::accounts_unavailable(&module.display_name)).await
+        }
+    }
+}
+
+/// Checks module credentials at the module's own login page: they are good
+/// when the module answers by opening its session (a cookie named in
+/// `session_cookies`; without those, a redirect). The session opened for
+/// the check is ended at once. The credentials are not kept or logged.
+async fn module_login(
+    g: &Gateway,
+    mi: usize,
+    host: &str,
+    user: &str,
+    password: &str,
+) -> std::result::Result<bool, String> {
+    let module = g.module(mi);
+    let upstream = g.pick(mi, &[]).ok_or("no healthy upstream")?;
+    let path = module.login_paths.first().ok_or("no login path")?;
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair(&module.username_field, user)
+        .append_pair(&module.password_field, password)
+        .finish();
+    let resp = g
+        .http
+        .post(format!("http://{upstream}{path}"))
+        .header("host", host)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let opened: Vec<String> = resp
+        .headers()
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| cookie::Cookie::parse(c.to_string()).ok())
+        .filter(|c| !c.value().is_empty() && module.session_cookies.iter().any(|n| n == c.name()))
+        .map(|c| format!("{}={}", c.name(), c.value()))
+        .collect();
+    let ok = if module.session_cookies.is_empty() {
+        resp.status().is_redirection()
+    } else {
+        !opened.is_empty()
+    };
+    if !opened.is_empty()
+        && let Some(logout) = module.logout_paths.first()
+    {
+        let _ = g
+            .http
+            .get(format!("http://{upstream}{logout}"))
+            .header("host", host)
+            .header("cookie", opened.join("; "))
+            .send()
+            .await;
+    }
+    Ok(ok)
+}
+
+/// What a module that requires KaseyaOne does with a request that has no
+/// KaseyaOne session.
+pub enum Required {
+    Done(bool),
+    Proceed,
+    Login,
+}
+
+/// Require Log In with KaseyaOne: module credentials only for the listed
+/// exceptions, who sign in at `exception_path` (the module's login page);
+/// their module sessions are recognised by a hash of the module's cookie.
+pub async fn required(
+    g: &Gateway,
+    session: &mut PSession,
+    ctx: &mut super::Ctx,
+    mi: usize,
+    host: &str,
+) -> Result<Required> {
+    let module = g.module(mi);
+    let req = session.req_header();
+    let path = req.uri.path();
+    let at_exception = path == module.exception_path;
+    let at_login = module.login_paths.iter().any(|p| p == path);
+    if req.method == http::Method::POST && (at_exception || at_login) {
+        return exception_login(g, session, mi, host, at_exception)
+            .await
+            .map(Required::Done);
+    }
+    if at_exception && !module.local_exceptions.is_empty() {
+        if let Some(login) = module.login_paths.first() {
+            ctx.rewrite = Some(match req.uri.query() {
+                Some(q) => format!("{login}?{q}"),
+                None => login.clone(),
+            });
+        }
+        ctx.local = true;
+        ctx.login_page = true;
+        return Ok(Required::Proceed);
+    }
+    let known = module
+        .session_cookies
+        .iter()
+        .filter_map(|c| g.cookie(req, c))
+        .any(|v| g.module_cookies.get(v).is_some());
+    if known {
+        ctx.local = true;
+        return Ok(Required::Proceed);
+    }
+    Ok(Required::Login)
+}
+
+/// A module login form posted where KaseyaOne is required: forwarded only
+/// for a listed exception; the module's answer goes back as it is, and the
+/// module session it opens is remembered (by hash) as that user's.
+async fn exception_login(
+    g: &Gateway,
+    session: &mut PSession,
+    mi: usize,
+    host: &str,
+    at_exception: bool,
+) -> Result<bool> {
+    let module = g.module(mi);
+    let req = session.req_header();
+    let target = if at_exception {
+        module.login_paths.first().cloned().unwrap_or_else(|| "/".into())
+    } else {
+        req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string()
+    };
+    let pass: Vec<(String, String)> = ["content-type", "cookie", "user-agent", "accept", "accept-language"]
+        .iter()
+        .filter_map(|n| {
+            req.headers
+                .get(*n)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| (n.to_string(), v.to_string()))
+        })
+        .collect();
+    let Some(form) = read_form(session, 64 * 1024).await? else {
+        return respond_page(
+            session,
+            413,
+            pages::page("Too large", maud::html! { h1 { "That form was too large" } }),
+        )
+        .await;
+    };
+    let user = field(&form, &module.username_field).trim().to_string();
+    if !module.local_exceptions.iter().any(|u| u == &user) {
+        tracing::info!(module.name = %module.label(), decision = "deny", "module credentials refused: Log In with KaseyaOne is required");
+        let hint: String = form_urlencoded::byte_serialize(user.as_bytes()).collect();
+        let login = format!("{PREFIX}login?login_hint={hint}");
+        return respond_page(session, 403, pages::kaseyaone_required(&module.display_name, &login)).await;
+    }
+    let Some(upstream) = g.pick(mi, &[]) else {
+        return respond_page(session, 503, pages::no_healthy_upstream(&module.display_name)).await;
+    };
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter())
+        .finish();
+    let mut rb = g
+        .http
+        .post(format!("http://{upstream}{target}"))
+        .header("host", host)
+        .body(body);
+    for (n, v) in &pass {
+        rb = rb.header(n.as_str(), v.as_str());
+    }
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(module.name = %module.label(), error = %e.without_url(), "module login unreachable");
+            return respond_page(session, 502, pages::upstream_down(&module.display_name)).await;
+        }
+    };
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/html; charset=utf-8")
+        .to_string();
+    let mut headers: Vec<(&str, String)> = Vec::new();
+    for (n, v) in resp.headers() {
+        let Ok(v) = v.to_str() else { continue };
+        match n.as_str() {
+            "set-cookie" => {
+                if let Ok(c) = cookie::Cookie::parse(v.to_string())
+                    && !c.value().is_empty()
+                    && module.session_cookies.iter().any(|s| s == c.name())
+                {
+                    g.module_cookies.insert(c.value(), &user);
+                }
+                headers.push(("set-cookie", v.to_string()));
+            }
+            "location" => headers.push(("location", v.to_string())),
+            _ => {}
+        }
+    }
+    let body = resp.bytes().await.unwrap_or_default();
+    tracing::info!(module.name = %module.label(), module.user = %user, status, "local exception signed in with module credentials");
+    respond(session, status, &content_type, &headers, body).await
 }

@@ -28,9 +28,12 @@ use crate::idp::store::RateCounter;
 use crate::oidc::client::OidcClient;
 use crate::pages;
 use crate::policy::{ClientKind, classify, may_access};
-use crate::session::{Identity, MemoryStore, Session, TxnStore, cookie_value, is_session_id};
+use crate::session::{Identity, LinkStore, MemoryStore, ModuleCookies, Session, TxnStore, cookie_value, is_session_id};
 use config::{GatewayConfig, ModuleConfig};
 use identity::{ASSERTION_HEADER, AssertionSigner, headers, is_identity_header};
+use pingora::lb::LoadBalancer;
+use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::selection::RoundRobin;
 
 pub const PREFIX: &str = "/_unigate/";
 
@@ -44,8 +47,16 @@ pub struct Gateway {
     bearer: moka::sync::Cache<[u8; 32], Arc<(Identity, u64)>>,
     pub signer: AssertionSigner,
     login_starts: RateCounter<std::net::IpAddr>,
-    /// The App Launcher's HTML, appended to KaseyaOne users' module pages.
-    launcher_snippet: Arc<str>,
+    /// Link attempts per KaseyaOne user: the link page checks passwords.
+    link_attempts: RateCounter<String>,
+    /// Per route: its upstreams, round robin, health-checked.
+    lbs: Vec<Option<Arc<LoadBalancer<RoundRobin>>>>,
+    /// Per route: module account lookups, when configured.
+    accounts: Vec<Option<crate::accounts::Accounts>>,
+    /// KaseyaOne user → linked module account, per instance.
+    pub links: LinkStore,
+    /// Module sessions of the local exceptions of modules that require KaseyaOne.
+    pub module_cookies: ModuleCookies,
     /// The KaseyaOne icon, for users logged in with module credentials.
     kaseyaone_snippet: Arc<str>,
     /// The "Log In with KaseyaOne" button for module login pages.
@@ -67,19 +78,56 @@ pub struct Ctx {
     local: bool,
     /// …and to one of its login pages.
     login_page: bool,
+    /// The upstream chosen for this request, and those that failed to connect.
+    peer: Option<std::net::SocketAddr>,
+    tried: Vec<std::net::SocketAddr>,
+    /// The path and query to ask the upstream for instead of the request's.
+    rewrite: Option<String>,
     /// The App Launcher or KaseyaOne icon going into this response's HTML.
     inject: Option<std::sync::Mutex<inject::Injector>>,
 }
 
 impl Gateway {
-    pub fn new(cfg: GatewayConfig, oidc: Arc<OidcClient>, signer: AssertionSigner) -> Result<Gateway, reqwest::Error> {
+    pub fn new(cfg: GatewayConfig, oidc: Arc<OidcClient>, signer: AssertionSigner) -> Result<Gateway, String> {
         let mut hosts = HashMap::new();
         for (i, m) in cfg.modules.iter().enumerate() {
             for h in &m.hosts {
                 hosts.insert(h.clone(), i);
             }
         }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut lbs = Vec::new();
+        for m in &cfg.modules {
+            if m.upstreams.is_empty() {
+                lbs.push(None);
+                continue;
+            }
+            let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(m.upstreams.iter().copied())
+                .map_err(|e| format!("module {}: {e}", m.label()))?;
+            lb.set_health_check(TcpHealthCheck::new());
+            lb.health_check_frequency = Some(m.health_check_interval);
+            lbs.push(Some(Arc::new(lb)));
+        }
+        let accounts = cfg
+            .modules
+            .iter()
+            .map(|m| {
+                m.accounts
+                    .clone()
+                    .filter(|_| m.chooser.is_empty())
+                    .map(|a| crate::accounts::Accounts::new(a, http.clone()))
+            })
+            .collect();
         Ok(Gateway {
+            link_attempts: RateCounter::new(10, Duration::from_secs(300)),
+            lbs,
+            accounts,
+            links: LinkStore::new(1_000_000),
+            module_cookies: ModuleCookies::new(1_000_000, cfg.session.absolute_timeout),
             sessions: MemoryStore::new(&cfg.session),
             txns: TxnStore::new(100_000, Duration::from_secs(600)),
             bearer: moka::sync::Cache::builder()
@@ -87,12 +135,8 @@ impl Gateway {
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             login_starts: RateCounter::new(cfg.session.login_starts_per_minute, Duration::from_secs(60)),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http,
             session_cookie: if cfg.tls { "__Host-unigate" } else { "unigate" },
-            launcher_snippet: pages::launcher_snippet().into(),
             kaseyaone_snippet: pages::kaseyaone_icon_snippet().into(),
             login_button_snippet: pages::login_button_snippet().into(),
             hosts,
@@ -104,6 +148,120 @@ impl Gateway {
 
     pub fn module(&self, i: usize) -> &ModuleConfig {
         &self.cfg.modules[i]
+    }
+
+    /// Runs every route's health checks in the background, each at its
+    /// `health_check_interval`, for as long as the gateway lives.
+    pub fn spawn_health_checks(&self) {
+        for (lb, m) in self.lbs.iter().zip(&self.cfg.modules) {
+            let Some(lb) = lb else { continue };
+            let weak = Arc::downgrade(lb);
+            let every = m.health_check_interval;
+            let label = m.label();
+            tokio::spawn(async move {
+                let mut down = 0;
+                while let Some(lb) = weak.upgrade() {
+                    lb.backends().run_health_check(true).await;
+                    let now_down = lb
+                        .backends()
+                        .get_backend()
+                        .iter()
+                        .filter(|b| !lb.backends().ready(b))
+                        .count();
+                    if now_down != down {
+                        tracing::warn!(module.name = %label, unhealthy = now_down, "upstream health changed");
+                        down = now_down;
+                    }
+                    drop(lb);
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+    }
+
+    /// A healthy upstream of route `mi`, round robin, skipping `tried`.
+    pub fn pick(&self, mi: usize, tried: &[std::net::SocketAddr]) -> Option<std::net::SocketAddr> {
+        let lb = self.lbs.get(mi)?.as_ref()?;
+        let b = lb.select_with(b"", 256, |b, healthy| {
+            healthy && b.addr.as_inet().is_none_or(|a| !tried.contains(a))
+        })?;
+        b.addr.as_inet().copied()
+    }
+
+    /// The App Launcher's tiles for this user: every module of this
+    /// unigate in one of the user's access groups, with My Modules' rules.
+    pub fn launcher_tiles(&self, id: &Identity) -> Vec<pages::LauncherTile> {
+        let mods = &self.cfg.modules;
+        let mut tiles = Vec::new();
+        for m in mods.iter().filter(|m| m.instance.is_none()) {
+            if !may_access(&id.groups, &m.access_groups) {
+                continue;
+            }
+            let Some(host) = m.hosts.first() else { continue };
+            let origin = self.cfg.origin_for(host);
+            let (tile, url, instances) = if !m.unified_login {
+                let login = m.login_paths.first().map_or("/", String::as_str);
+                (pages::TileKind::Lock, format!("{origin}{login}"), 0)
+            } else if m.chooser.is_empty() {
+                (pages::TileKind::Arrow, format!("{origin}/"), 0)
+            } else {
+                let open: Vec<&ModuleConfig> = m
+                    .chooser
+                    .iter()
+                    .map(|&r| &mods[r])
+                    .filter(|i| may_access(&id.groups, &i.access_groups))
+                    .collect();
+                match open.as_slice() {
+                    [] => continue,
+                    [one] => match one.hosts.first() {
+                        Some(h) => (pages::TileKind::Arrow, format!("{}/", self.cfg.origin_for(h)), 1),
+                        None => continue,
+                    },
+                    many => (pages::TileKind::File, format!("{origin}{PREFIX}instances"), many.len()),
+                }
+            };
+            tiles.push(pages::LauncherTile {
+                name: m.name.clone(),
+                display_name: m.display_name.clone(),
+                url,
+                tile,
+                instances,
+            });
+        }
+        tiles
+    }
+
+    /// Goes on to the upstream: a 503 page at once when every upstream of
+    /// the route fails its health checks.
+    async fn proceed(&self, session: &mut PSession, ctx: &mut Ctx, mi: usize) -> Result<bool> {
+        let module = self.module(mi);
+        if self.lbs[mi].is_none() {
+            // A module's Choose an Instance host has nothing behind it.
+            return respond_page(
+                session,
+                404,
+                pages::page("Not found", maud::html! { h1 { "Choose an instance first" } p { a href={ (PREFIX) "instances" } { "Choose an Instance" } } }),
+            )
+            .await;
+        }
+        match self.pick(mi, &[]) {
+            Some(addr) => {
+                ctx.peer = Some(addr);
+                Ok(false)
+            }
+            None => {
+                tracing::warn!(module.name = %module.label(), "no healthy upstream");
+                let headers = [("retry-after", "10".to_string())];
+                respond(
+                    session,
+                    503,
+                    "text/html; charset=utf-8",
+                    &headers,
+                    pages::no_healthy_upstream(&module.display_name),
+                )
+                .await
+            }
+        }
     }
 
     /// The request's host, lowercase, without port.
@@ -136,7 +294,7 @@ impl Gateway {
     pub fn session_for(&self, req: &RequestHeader, module: &ModuleConfig) -> Option<Arc<Session>> {
         let id = self.cookie(req, self.session_cookie).filter(|v| is_session_id(v))?;
         let s = self.sessions.get(id)?;
-        (s.module == module.name).then_some(s)
+        (s.module == module.label()).then_some(s)
     }
 
     /// The session cookie's attributes: `__Host-` with TLS (Secure, Path=/,
@@ -217,6 +375,7 @@ impl Gateway {
                     username: c.preferred_username.unwrap_or_default(),
                     company: c.company.unwrap_or_default(),
                     groups: c.groups,
+                    module_user: None,
                 };
                 self.bearer.insert(key, Arc::new((id.clone(), c.exp)));
                 Some(id)
@@ -293,6 +452,13 @@ impl ProxyHttp for Gateway {
         };
         ctx.module = Some(mi);
         let module = self.module(mi);
+        if !module.unified_login {
+            // Unified Login off: the module's own login only, untouched.
+            if path.starts_with(PREFIX) {
+                return respond_page(session, 404, pages::unified_login_off(&module.display_name)).await;
+            }
+            return self.proceed(session, ctx, mi).await;
+        }
         if path.starts_with(PREFIX) {
             let host = host.into_owned();
             return internal::handle(self, session, mi, &host).await;
@@ -302,19 +468,31 @@ impl ProxyHttp for Gateway {
             return internal::logout(self, session, mi, &host, true).await;
         }
         if module.public_paths.iter().any(|p| path.starts_with(p.as_str())) {
-            return Ok(false);
+            return self.proceed(session, ctx, mi).await;
         }
         let now = unix_now();
         if let Some(s) = self.session_for(req, module)
             && s.usable()
         {
             if !may_access(&s.identity.groups, &module.access_groups) {
-                tracing::info!(module.name = %module.name, user.sub = %s.identity.sub, decision = "deny", "access group check");
-                return respond_page(session, 403, pages::forbidden(&module.name, &module.access_groups)).await;
+                tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, decision = "deny", "access group check");
+                return respond_page(
+                    session,
+                    403,
+                    pages::forbidden(&module.display_name, &module.access_groups),
+                )
+                .await;
+            }
+            if s.link_pending {
+                return internal::link_first(self, session).await;
+            }
+            if !module.chooser.is_empty() {
+                let host = host.into_owned();
+                return internal::chooser(self, session, mi, &host, &s).await;
             }
             self.maybe_refresh(&s, now);
             ctx.session = Some(s);
-            return Ok(false);
+            return self.proceed(session, ctx, mi).await;
         }
         let bearer = req
             .headers
@@ -327,7 +505,7 @@ impl ProxyHttp for Gateway {
             return match self.bearer_identity(&token).await {
                 Some(id) if may_access(&id.groups, &module.access_groups) => {
                     ctx.identity = Some(Arc::new(id));
-                    Ok(false)
+                    self.proceed(session, ctx, mi).await
                 }
                 Some(_) => {
                     respond(
@@ -355,13 +533,21 @@ impl ProxyHttp for Gateway {
                 }
             };
         }
-        if module.local_login {
+        if module.require_kaseyaone {
+            let host = host.into_owned();
+            match internal::required(self, session, ctx, mi, &host).await? {
+                internal::Required::Done(done) => return Ok(done),
+                internal::Required::Proceed => return self.proceed(session, ctx, mi).await,
+                internal::Required::Login => {}
+            }
+        } else if module.local_login {
             // Module credentials keep working: the module's own login and
             // session decide; no identity headers go with the request.
             ctx.local = true;
             ctx.login_page = module.login_paths.iter().any(|p| p == path);
-            return Ok(false);
+            return self.proceed(session, ctx, mi).await;
         }
+        let req = session.req_header();
         let h = |n: http::header::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
         let kind = classify(
             h(http::header::ACCEPT),
@@ -377,7 +563,7 @@ impl ProxyHttp for Gateway {
                 let return_path = crate::oidc::return_url::safe_return_path(wanted)
                     .unwrap_or("/")
                     .to_string();
-                let host = host.into_owned();
+                let host = Self::host_of(req).map(|h| h.into_owned()).unwrap_or_default();
                 internal::start_login(self, session, mi, &host, &return_path).await
             }
         }
@@ -385,7 +571,34 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _session: &mut PSession, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let mi = ctx.module.ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        Ok(Box::new(HttpPeer::new(self.module(mi).upstream, false, String::new())))
+        // The first try uses the upstream checked in `proceed`; a retry
+        // after a failed connect takes the next healthy one.
+        let addr = match ctx.peer.take() {
+            Some(a) => a,
+            None => self
+                .pick(mi, &ctx.tried)
+                .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream left"))?,
+        };
+        ctx.tried.push(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(2));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut PSession,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Another upstream of the route may answer: try each once.
+        if let Some(mi) = ctx.module
+            && ctx.tried.len() < self.module(mi).upstreams.len()
+        {
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -394,6 +607,11 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(target) = ctx.rewrite.take()
+            && let Ok(uri) = target.parse::<http::Uri>()
+        {
+            up.set_uri(uri);
+        }
         // Nothing a client sends may pose as identity.
         let spoofed: Vec<http::header::HeaderName> = up
             .headers
@@ -434,7 +652,7 @@ impl ProxyHttp for Gateway {
             for (name, value) in headers(id, module.headers, self.cfg.identity.max_header_value) {
                 up.insert_header(name, value)?;
             }
-            match self.signer.sign(id, &module.name, SystemTime::now()) {
+            match self.signer.sign(id, &module.label(), SystemTime::now()) {
                 Ok(jwt) => {
                     up.insert_header(ASSERTION_HEADER, jwt)?;
                 }
@@ -449,7 +667,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(&self, _session: &mut PSession, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         let snippet = match (&ctx.session, ctx.local) {
-            (Some(_), _) => &self.launcher_snippet,
+            (Some(s), _) => &s.launcher,
             (None, true) => &self.kaseyaone_snippet,
             (None, false) => return Ok(()),
         };

@@ -72,7 +72,8 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
             }
         });
     }
-    let gw = Gateway::new(cfg, oidc, signer).map_err(|e| StartError::Setup(e.to_string()))?;
+    let gw = Gateway::new(cfg, oidc, signer).map_err(StartError::Setup)?;
+    gw.spawn_health_checks();
     Ok(Arc::new(gw))
 }
 
@@ -94,6 +95,15 @@ impl pingora::proxy::ProxyHttp for Shared {
         ctx: &mut Self::CTX,
     ) -> pingora::Result<Box<pingora::upstreams::peer::HttpPeer>> {
         self.0.upstream_peer(s, ctx).await
+    }
+    fn fail_to_connect(
+        &self,
+        s: &mut pingora::proxy::Session,
+        peer: &pingora::upstreams::peer::HttpPeer,
+        ctx: &mut Self::CTX,
+        e: Box<pingora::Error>,
+    ) -> Box<pingora::Error> {
+        self.0.fail_to_connect(s, peer, ctx, e)
     }
     async fn upstream_request_filter(
         &self,

@@ -104,13 +104,68 @@ pub fn upstream_down(module: &str) -> String {
     )
 }
 
-/// The App Launcher icon unigate appends to KaseyaOne users' module pages.
-/// Self-contained: inline style, no script, one link.
-pub fn launcher_snippet() -> String {
+/// The kind of an App Launcher tile, as on KaseyaOne's My Modules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TileKind {
+    /// Unified Login on, one instance: straight in.
+    Arrow,
+    /// Several instances: Choose an Instance.
+    File,
+    /// Unified Login not enabled: the module's own login.
+    Lock,
+}
+
+impl TileKind {
+    fn icon(self) -> &'static str {
+        match self {
+            TileKind::Arrow => "➜",
+            TileKind::File => "🗀",
+            TileKind::Lock => "🔒",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            TileKind::Arrow => "Log in with KaseyaOne",
+            TileKind::File => "Choose an instance",
+            TileKind::Lock => {
+                "Log In with KaseyaOne is not enabled for this module: log in with your module credentials"
+            }
+        }
+    }
+}
+
+/// A module tile in unigate's App Launcher.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LauncherTile {
+    pub name: String,
+    pub display_name: String,
+    pub url: String,
+    pub tile: TileKind,
+    /// Instances the user may choose from (file tiles).
+    pub instances: usize,
+}
+
+/// The App Launcher unigate appends to KaseyaOne users' module pages: an
+/// icon that opens a menu of the user's modules. Self-contained: inline
+/// style, no script (`<details>` opens and closes it).
+pub fn launcher_snippet(tiles: &[LauncherTile]) -> String {
     html! {
-        div #unigate-launcher style="position:fixed;top:6px;right:12px;z-index:2147483647;font:14px system-ui,sans-serif" {
-            a href="/_unigate/launcher" title="App Launcher" aria-label="App Launcher"
-              style="display:inline-block;width:34px;height:34px;border-radius:17px;background:#0b1f3a;color:#fff;text-align:center;line-height:34px;text-decoration:none;font-size:18px" { "▦" }
+        details #unigate-launcher style="position:fixed;top:6px;right:12px;z-index:2147483647;font:14px system-ui,sans-serif;color:#1d2433" {
+            summary title="App Launcher" aria-label="App Launcher"
+              style="list-style:none;cursor:pointer;display:block;width:34px;height:34px;border-radius:17px;background:#0b1f3a;color:#fff;text-align:center;line-height:34px;font-size:18px;margin-left:auto" { "▦" }
+            div #unigate-launcher-menu style="position:absolute;right:0;top:40px;width:250px;background:#fff;border:1px solid #d8dfeb;border-radius:6px;box-shadow:0 4px 14px rgba(0,0,0,.18);padding:8px" {
+                div style="font-weight:700;padding:4px 8px 8px" { "Kaseya" span style="color:#1565c0" { "One" } " modules" }
+                @if tiles.is_empty() { div style="padding:6px 8px;color:#5b6577" { "No other modules." } }
+                @for t in tiles {
+                    a.unigate-tile href=(t.url) data-module=(t.name) data-tile=(format!("{:?}", t.tile).to_lowercase()) title=(t.tile.hint())
+                      style="display:flex;justify-content:space-between;padding:7px 8px;border-radius:4px;color:#1d2433;text-decoration:none" {
+                        span { (t.display_name) } span { (t.tile.icon()) }
+                    }
+                }
+                a href="/_unigate/launcher" style="display:block;padding:6px 8px 2px;font-size:12px;color:#1565c0" { "All modules" }
+            }
         }
     }
     .into_string()
@@ -148,12 +203,6 @@ pub fn login_button_snippet() -> String {
     .into_string()
 }
 
-/// A module tile in unigate's App Launcher.
-pub struct LauncherTile {
-    pub name: String,
-    pub url: String,
-}
-
 pub fn launcher(user: &str, tiles: &[LauncherTile]) -> String {
     page(
         "App Launcher",
@@ -161,12 +210,140 @@ pub fn launcher(user: &str, tiles: &[LauncherTile]) -> String {
             h1 { "App Launcher" }
             p.muted { "Logged in with KaseyaOne as " (user) }
             @if tiles.is_empty() { p { "You have no modules." } }
-            ul #launcher-tiles {
+            ul #launcher-tiles style="list-style:none;padding:0" {
                 @for t in tiles {
-                    li { a.tile.arrow href=(t.url) data-module=(t.name) { "➜ " (t.name) } }
+                    li style="margin:6px 0" {
+                        a.tile href=(t.url) data-module=(t.name) data-tile=(format!("{:?}", t.tile).to_lowercase()) title=(t.tile.hint()) {
+                            (t.tile.icon()) " " (t.display_name)
+                        }
+                        @if t.tile == TileKind::File { span.muted { " · " (t.instances) " instances" } }
+                        @if t.tile == TileKind::Lock { span.muted { " · module credentials" } }
+                    }
                 }
             }
             p.muted { "Not seeing a module? It appears once Unified Login is enabled for it and you are in its access group; ask your KaseyaOne administrator." }
+        },
+    )
+}
+
+/// Choose an Instance: the tenants of one module the user may open.
+pub fn choose_instance(module: &str, instances: &[(String, String, String)]) -> String {
+    page(
+        "Choose an Instance",
+        html! {
+            h1 { "Choose an Instance" }
+            p { (module) " has several instances you can access. Choose which one to open; unigate remembers your choice." }
+            ul #instances style="list-style:none;padding:0" {
+                @for (name, display, url) in instances {
+                    li style="margin:8px 0" { a.instance href=(url) data-instance=(name) { "🗀 " (display) } }
+                }
+            }
+        },
+    )
+}
+
+/// Why the module account does not fit, and what to fix.
+pub fn account_refused(module: &str, user: &crate::session::Identity, refusal: &crate::accounts::Refusal) -> String {
+    use crate::accounts::Refusal;
+    let (title, body) = match refusal {
+        Refusal::NoAccount => (
+            "No module account",
+            html! {
+                h1 #refusal data-reason="no_account" { "You have no " (module) " account" }
+                p { "You are logged in with KaseyaOne as " b { (user.username) } " (" (user.email) "), but " (module)
+                    " has no user account with that email and username." }
+                p { "Ask the module's administrator to create your account (or to enable Automatic User Provisioning for the module), then accept its invitation and try again." }
+            },
+        ),
+        Refusal::EmailMismatch { module_email } => (
+            "Email does not match",
+            html! {
+                h1 #refusal data-reason="email_mismatch" { "Your " (module) " email does not match KaseyaOne" }
+                p { "Your " (module) " account " b { (user.username) } " has the email " code { (module_email) }
+                    ", but your KaseyaOne account has " code { (user.email) } "." }
+                p { "Make the email and username of your module account match those of your KaseyaOne account, then try again." }
+            },
+        ),
+        Refusal::UsernameMismatch { module_username } => (
+            "Username does not match",
+            html! {
+                h1 #refusal data-reason="username_mismatch" { "Your " (module) " username does not match KaseyaOne" }
+                p { "The " (module) " account with your email " code { (user.email) } " has the username " code { (module_username) }
+                    ", but your KaseyaOne username is " code { (user.username) } "." }
+                p { "Make the email and username of your module account match those of your KaseyaOne account, then try again." }
+            },
+        ),
+        Refusal::NotActivated { username } => (
+            "Account not set up",
+            html! {
+                h1 #refusal data-reason="not_activated" { "Your " (module) " account is not set up yet" }
+                p { "The account " b { (username) } " exists but has not been completely set up." }
+                p { "Click the activation link in the module's invitation email and create a password for the account, then try Log In with KaseyaOne again." }
+            },
+        ),
+    };
+    page(title, body)
+}
+
+pub fn accounts_unavailable(module: &str) -> String {
+    page(
+        "Temporarily unavailable",
+        html! {
+            h1 { "Your " (module) " account cannot be checked right now" }
+            p { "unigate could not reach the module's account directory. Try again in a minute; if it persists, tell the module's administrator." }
+        },
+    )
+}
+
+/// The link page: module credentials, asked once per instance.
+pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str) -> String {
+    page(
+        "Link your module account",
+        html! {
+            h1 { "Link your " (module) " account" }
+            p { "This is your first login to " (module) " from KaseyaOne. Log in once with your module credentials to link your module account with your KaseyaOne account " b { (user) } "." }
+            @if let Some(e) = error { p #link-error style="color:#b3261e" { (e) } }
+            form method="post" action="/_unigate/link" {
+                input type="hidden" name="return_to" value=(return_to);
+                label for="module_username" { "Module username" }
+                input #module_username name="module_username" autocomplete="username" required style="width:100%;padding:8px";
+                label for="module_password" { "Module password" }
+                input #module_password type="password" name="module_password" autocomplete="current-password" required style="width:100%;padding:8px";
+                p { button type="submit" style="padding:9px 16px" { "Link account" } }
+            }
+            p.muted { "unigate checks these credentials with the module once and keeps only the link, never the password." }
+        },
+    )
+}
+
+pub fn unified_login_off(module: &str) -> String {
+    page(
+        "Unified Login not enabled",
+        html! {
+            h1 { "Log In with KaseyaOne is not enabled for " (module) }
+            p { "Log in with your module credentials. An administrator of both KaseyaOne and the module can enable Log In with KaseyaOne for it." }
+            p { a href="/" { "Go to " (module) } }
+        },
+    )
+}
+
+pub fn kaseyaone_required(module: &str, login: &str) -> String {
+    page(
+        "Log In with KaseyaOne required",
+        html! {
+            h1 { (module) " requires Log In with KaseyaOne" }
+            p { "Module credentials are turned off for your account. Log in with your KaseyaOne account instead." }
+            p { a #kaseyaone-login href=(login) { "Log In with KaseyaOne" } }
+        },
+    )
+}
+
+pub fn no_healthy_upstream(module: &str) -> String {
+    page(
+        "Module unavailable",
+        html! {
+            h1 { (module) " is unavailable" }
+            p { "Every server of this module is failing its health checks. unigate will send you through as soon as one recovers; try again in a minute." }
         },
     )
 }

@@ -20,6 +20,9 @@ pub struct Identity {
     pub username: String,
     pub company: String,
     pub groups: Vec<String>,
+    /// The module account this user is, when account matching or linking
+    /// found one (it may differ from the KaseyaOne username).
+    pub module_user: Option<String>,
 }
 
 /// Tokens kept server-side for refresh and logout.
@@ -49,6 +52,11 @@ pub struct Session {
     pub refreshing: AtomicBool,
     /// A refresh failed: the next navigation logs in again.
     pub needs_login: AtomicBool,
+    /// The App Launcher (icon and menu of this user's modules), built once.
+    pub launcher: Arc<str>,
+    /// Logged in, but the module account is not linked yet: every request
+    /// goes to the link page first.
+    pub link_pending: bool,
 }
 
 impl Session {
@@ -62,7 +70,19 @@ impl Session {
             tokens: Mutex::new(tokens),
             refreshing: AtomicBool::new(false),
             needs_login: AtomicBool::new(false),
+            launcher: Arc::from(""),
+            link_pending: false,
         }
+    }
+
+    pub fn with_launcher(mut self, launcher: Arc<str>) -> Self {
+        self.launcher = launcher;
+        self
+    }
+
+    pub fn with_link_pending(mut self, pending: bool) -> Self {
+        self.link_pending = pending;
+        self
     }
 
     pub fn usable(&self) -> bool {
@@ -107,6 +127,62 @@ impl MemoryStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Account links: a KaseyaOne user (sub) to their account on one module
+/// instance, made once on the link page. Only the module username is kept,
+/// never the credentials that proved it.
+pub struct LinkStore {
+    links: Cache<(String, String), Arc<str>>,
+}
+
+impl LinkStore {
+    pub fn new(capacity: u64) -> Self {
+        LinkStore {
+            links: Cache::builder().max_capacity(capacity).build(),
+        }
+    }
+
+    pub fn get(&self, sub: &str, route: &str) -> Option<Arc<str>> {
+        self.links.get(&(sub.to_string(), route.to_string()))
+    }
+
+    pub fn insert(&self, sub: &str, route: &str, module_user: &str) {
+        self.links
+            .insert((sub.to_string(), route.to_string()), Arc::from(module_user));
+    }
+}
+
+/// Module sessions opened with module credentials by a user unigate let
+/// through (the exceptions of a module that requires KaseyaOne), keyed by
+/// the SHA-256 of the module's session cookie: the cookie itself is not kept.
+pub struct ModuleCookies {
+    cookies: Cache<[u8; 32], Arc<str>>,
+}
+
+impl ModuleCookies {
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        ModuleCookies {
+            cookies: Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+        }
+    }
+
+    fn key(value: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(value.as_bytes()).into()
+    }
+
+    pub fn insert(&self, value: &str, user: &str) {
+        self.cookies.insert(Self::key(value), Arc::from(user));
+    }
+
+    pub fn get(&self, value: &str) -> Option<Arc<str>> {
+        self.cookies.get(&Self::key(value))
+    }
+
+    pub fn remove(&self, value: &str) {
+        self.cookies.invalidate(&Self::key(value));
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use unigate::demo_module::{DemoModuleConfig, DemoModuleServer};
+use unigate::demo_module::{DemoAccount, DemoModuleConfig, DemoModuleServer};
 use unigate::gateway::config::GatewayConfig;
 use unigate::gateway::server::{GatewayServer, free_port};
 
@@ -382,8 +382,10 @@ pub async fn stack_full(
     let module = DemoModuleServer::start(DemoModuleConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         name: "portal".into(),
+        title: "Demo Portal".into(),
         jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
-        local_users: vec![("localuser".into(), "local-pass".into())],
+        accounts: vec![DemoAccount::new("localuser", "", Some("local-pass"))],
+        scim_token: None,
     })
     .await
     .unwrap();
@@ -424,4 +426,141 @@ pub async fn stack_full(
 
 pub async fn stack() -> Stack {
     stack_with(|_| {}, "").await
+}
+
+/// Several modules behind one unigate: a demo module per upstream, named
+/// by the `{up:LABEL}` / `{up2:LABEL}` placeholders of `modules_toml`.
+pub struct Multi {
+    pub idp: IdpServer,
+    pub gw: GatewayServer,
+    pub port: u16,
+    /// By placeholder (`LABEL` or `LABEL#2`).
+    pub modules: std::collections::HashMap<String, DemoModuleServer>,
+    pub hosts: Vec<String>,
+}
+
+impl Multi {
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.port)
+    }
+
+    pub fn module(&self, key: &str) -> &DemoModuleServer {
+        &self.modules[key]
+    }
+
+    /// A browser: cookies kept, redirects not followed, every host on loopback.
+    pub fn browser(&self) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none());
+        for h in &self.hosts {
+            b = b.resolve(h, SocketAddr::from(([127, 0, 0, 1], self.port)));
+        }
+        b.build().unwrap()
+    }
+
+    /// Follows redirects by hand through unigate and the IdP, logging in
+    /// as `user` through the IdP's forms when asked; returns the first
+    /// response that is not a redirect.
+    pub async fn walk(&self, b: &reqwest::Client, user: &str, url: &str) -> (String, reqwest::Response) {
+        let mut url = url.to_string();
+        for _ in 0..20 {
+            let r = b.get(&url).header("accept", "text/html").send().await.unwrap();
+            if !r.status().is_redirection() {
+                return (url, r);
+            }
+            let mut next = location(&r);
+            if next.starts_with("/login?flow=") {
+                let code = current_code(&totp_secret(&self.idp, user));
+                let r = post_login(
+                    b,
+                    self.idp.issuer(),
+                    &next,
+                    user,
+                    &company(&self.idp, user),
+                    &password(user),
+                    &code,
+                )
+                .await;
+                assert_eq!(r.status(), 302, "IdP login as {user}");
+                next = location(&r);
+            }
+            url = if next.starts_with('/') {
+                let u = Url::parse(&url).unwrap();
+                format!("{}://{}{next}", u.scheme(), u.authority())
+            } else {
+                next
+            };
+        }
+        panic!("too many redirects from {url}");
+    }
+}
+
+pub async fn multi(
+    hosts: &[&str],
+    accounts: impl Fn(&str) -> Vec<DemoAccount>,
+    gw_extra: &str,
+    modules_toml: &str,
+) -> Multi {
+    let port = free_port().unwrap();
+    let mut idp_cfg = demo_config();
+    let mut client = test_client(None, None);
+    for h in hosts {
+        client
+            .redirect_uris
+            .push(format!("http://{h}:{port}/_unigate/callback"));
+        client.post_logout_redirect_uris.push(format!("http://{h}:{port}/"));
+    }
+    idp_cfg.clients.push(client);
+    let idp = start_idp(idp_cfg).await;
+    let mut modules = std::collections::HashMap::new();
+    let mut text = modules_toml.to_string();
+    while let Some(start) = text.find("{up") {
+        let end = start + text[start..].find('}').unwrap();
+        let tag = &text[start + 1..end];
+        let (second, label) = match tag.split_once(':').unwrap() {
+            ("up", l) => (false, l.to_string()),
+            (_, l) => (true, l.to_string()),
+        };
+        let key = if second { format!("{label}#2") } else { label.clone() };
+        let m = DemoModuleServer::start(DemoModuleConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            name: label.clone(),
+            title: key.clone(),
+            jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
+            accounts: accounts(&label),
+            scim_token: None,
+        })
+        .await
+        .unwrap();
+        text.replace_range(start..=end, &m.addr.to_string());
+        modules.insert(key, m);
+    }
+    let secret_dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(secret_dir.join("secret"), SECRET).unwrap();
+    let text = format!(
+        r#"
+        [listen]
+        address = "127.0.0.1:{port}"
+        public_url = "http://localhost:{port}"
+        threads = 1
+        work_stealing = true
+        [identity_provider]
+        issuer = "{issuer}"
+        client_id = "{CLIENT}"
+        client_secret = "file:secret"
+        {gw_extra}
+        {text}
+        "#,
+        issuer = idp.issuer(),
+    );
+    let cfg = GatewayConfig::from_toml(&text, &secret_dir).unwrap_or_else(|e| panic!("gateway config: {e}\n{text}"));
+    let gw = GatewayServer::start(cfg).await.expect("gateway starts");
+    Multi {
+        idp,
+        gw,
+        port,
+        modules,
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+    }
 }
