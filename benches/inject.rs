@@ -18,7 +18,19 @@ fn page() -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let page = page();
     let chunks: Vec<Bytes> = page.chunks(16 * 1024).map(Bytes::copy_from_slice).collect();
-    let snippet: std::sync::Arc<str> = unigate::pages::launcher_snippet().into();
+    use unigate::pages::{LauncherTile, TileKind};
+    let tiles: Vec<LauncherTile> = ["portal", "bms", "itglue"]
+        .iter()
+        .zip([TileKind::Arrow, TileKind::File, TileKind::Lock])
+        .map(|(n, tile)| LauncherTile {
+            name: n.to_string(),
+            display_name: n.to_uppercase(),
+            url: format!("http://{n}.localhost:8080/"),
+            tile,
+            instances: 2,
+        })
+        .collect();
+    let snippet: std::sync::Arc<str> = unigate::pages::launcher_snippet(&tiles).into();
     let mut g = c.benchmark_group("inject_64k_page");
     g.throughput(Throughput::Bytes(page.len() as u64));
     g.bench_function("pass_through", |b| {

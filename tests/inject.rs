@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::Write;
+use std::sync::Arc;
 
 use axum::http::header;
 use common::*;
@@ -23,6 +24,9 @@ async fn html_page(b: &reqwest::Client, url: String) -> String {
         .await
         .unwrap()
 }
+
+/// Opened by the test once it has received the first megabyte of `/stream`.
+static STREAM_GATE: std::sync::OnceLock<Arc<tokio::sync::Notify>> = std::sync::OnceLock::new();
 
 fn gzip(s: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -61,6 +65,29 @@ async fn legacy_upstream() -> std::net::SocketAddr {
         .route(
             "/big",
             get(|| async { ([(header::CONTENT_TYPE, "text/html")], big_page()) }),
+        )
+        .route(
+            "/stream",
+            get(|| async {
+                let gate = STREAM_GATE.get_or_init(|| Arc::new(tokio::sync::Notify::new())).clone();
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+                tokio::spawn(async move {
+                    let _ = tx.send(Ok(bytes::Bytes::from_static(b"<html><body><table>"))).await;
+                    let row = "<tr><td>row</td><td>some data in a legacy table</td></tr>\n".repeat(1000);
+                    for _ in 0..(5 * 1024 * 1024 / row.len()) {
+                        if tx.send(Ok(bytes::Bytes::from(row.clone()))).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The end of the page only once the client has the start.
+                    gate.notified().await;
+                    let _ = tx.send(Ok(bytes::Bytes::from_static(b"</table></body></html>"))).await;
+                });
+                (
+                    [(header::CONTENT_TYPE, "text/html")],
+                    axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                )
+            }),
         );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -72,9 +99,12 @@ async fn legacy_upstream() -> std::net::SocketAddr {
 async fn the_launcher_goes_into_html_and_nothing_else_changes() {
     let up = legacy_upstream().await;
     let s = stack_with_upstream(|_| {}, "", Some(up)).await;
-    let (b, _) = s.browser();
+    let (b, jar) = s.browser();
     s.login(&b, "alice", "/page").await;
-    let snippet = unigate::pages::launcher_snippet();
+    // The user's App Launcher, built once at login.
+    let id = s.session_id(&jar).unwrap();
+    let snippet = s.gw.gateway.sessions.get(&id).unwrap().launcher.to_string();
+    assert!(snippet.contains(r#"data-module="portal""#), "{snippet}");
 
     let r = b
         .get(s.url("/page"))
@@ -154,7 +184,7 @@ async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/login");
     let page = html_page(&b, s.url("/login")).await;
-    assert!(page.contains("Log in to the Demo Portal"));
+    assert!(page.contains("Log in to Demo Portal"));
     assert!(page.contains("id=\"unigate-kaseyaone\""), "the KaseyaOne icon: {page}");
     assert!(!page.contains("unigate-launcher"));
     // Local credentials through unigate.
@@ -226,4 +256,46 @@ async fn the_login_page_gets_log_in_with_kaseyaone() {
         .await
         .unwrap();
     assert!(login_page.contains("value=\"alice\""));
+}
+
+/// Five megabytes of HTML stream through the rewriter: the upstream holds
+/// back the end of the page until the client has received its first
+/// megabyte, so a proxy that buffered the body would never finish.
+#[tokio::test]
+async fn a_5_mb_page_streams_through_without_buffering() {
+    let up = legacy_upstream().await;
+    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let (b, _) = s.browser();
+    s.login(&b, "alice", "/").await;
+    let gate = STREAM_GATE.get_or_init(|| Arc::new(tokio::sync::Notify::new())).clone();
+    let run = async {
+        let mut r = b.get(s.url("/stream")).header("accept", "text/html").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let (mut got, mut opened, mut max_chunk) = (0usize, false, 0usize);
+        let mut tail = Vec::new();
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            got += chunk.len();
+            max_chunk = max_chunk.max(chunk.len());
+            if got > 1024 * 1024 && !opened {
+                gate.notify_one();
+                opened = true;
+            }
+            tail.extend_from_slice(&chunk);
+            if tail.len() > 8192 {
+                tail.drain(..tail.len() - 8192);
+            }
+        }
+        (got, opened, max_chunk, tail)
+    };
+    let (got, opened, max_chunk, tail) = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("the page streamed: the client got its start before the upstream sent its end");
+    assert!(opened);
+    assert!(got > 5 * 1024 * 1024 - 100_000, "{got}");
+    assert!(
+        max_chunk < 1024 * 1024,
+        "pieces go out as they come, not gathered: largest {max_chunk}"
+    );
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(tail.ends_with("</body></html>") && tail.contains("unigate-launcher"), "{tail}");
 }
