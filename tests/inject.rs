@@ -269,7 +269,12 @@ async fn a_5_mb_page_streams_through_without_buffering() {
     s.login(&b, "alice", "/").await;
     let gate = STREAM_GATE.get_or_init(|| Arc::new(tokio::sync::Notify::new())).clone();
     let run = async {
-        let mut r = b.get(s.url("/stream")).header("accept", "text/html").send().await.unwrap();
+        let mut r = b
+            .get(s.url("/stream"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let (mut got, mut opened, mut max_chunk) = (0usize, false, 0usize);
         let mut tail = Vec::new();
@@ -297,5 +302,8 @@ async fn a_5_mb_page_streams_through_without_buffering() {
         "pieces go out as they come, not gathered: largest {max_chunk}"
     );
     let tail = String::from_utf8_lossy(&tail);
-    assert!(tail.ends_with("</body></html>") && tail.contains("unigate-launcher"), "{tail}");
+    assert!(
+        tail.ends_with("</body></html>") && tail.contains("unigate-launcher"),
+        "{tail}"
+    );
 }
