@@ -7,7 +7,11 @@ no auth (`unigate passthrough --threads 1`) in front of the same module.
 Logs alice in through unigate (the real forms, TOTP included) to get a
 session cookie, then runs wrk against /ping three ways: direct to the
 module, through the pass-through, and through unigate with the session.
-Prints a Markdown table and writes target/loadtest-auth-path.json.
+Then the HTML injection comparison: a 64 KiB page through unigate as
+`text/html` (the App Launcher streamed in) and the same bytes as
+`text/plain` (no injection), beside the page direct and through the
+pass-through. Prints Markdown tables and writes
+target/loadtest-auth-path.json.
 
     scripts/loadtest-auth-path [--duration 10] [--connections 32] [--rounds 3]
 """
@@ -21,10 +25,21 @@ from idp_login import totp  # noqa: E402
 BIN = os.environ.get("UNIGATE_BIN", os.path.join(ROOT, "target", "release", "unigate"))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(span=1):
+    """A free loopback port whose next `span - 1` ports are free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + span > 65535:
+            continue
+        try:
+            for p in range(port, port + span):
+                with socket.socket() as t:
+                    t.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
 
 
 def wait_port(port, timeout=30):
@@ -65,7 +80,7 @@ def login(port, idp_port, host, user, company, password, secret):
     """Logs in through unigate and the IdP's forms; returns unigate's cookie."""
     ujar, ijar = {}, {}
     idp_host = f"127.0.0.1:{idp_port}"
-    st, loc, hs = request(port, "GET", "/", host)
+    st, loc, hs = request(port, "GET", "/_unigate/login", host)
     cookies_from(hs, ujar)
     assert st == 302, st
     u = urllib.parse.urlsplit(loc)
@@ -106,7 +121,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="the three paths are measured in turn this many times; medians are reported")
     a = ap.parse_args()
-    port, idp_port, module_port, pt_port = free_port(), free_port(), free_port(), free_port()
+    # The demo starts a module on each of module_port .. module_port + 4.
+    port, idp_port, module_port, pt_port = free_port(), free_port(), free_port(5), free_port()
     procs = []
     env = {**os.environ, "RUST_LOG": "warn"}
     try:
@@ -122,37 +138,50 @@ def main():
             alice = next(u for u in tomllib.load(f)["user"] if u["username"] == "alice")
         host = f"portal.localhost:{port}"
         sid = login(port, idp_port, host, "alice", "Acme MSP", "alice-demo-pass", alice["totp_secret"])
-        targets = [
-            ("direct", f"http://127.0.0.1:{module_port}/ping", ()),
-            ("pingora_passthrough", f"http://127.0.0.1:{pt_port}/ping", ()),
-            ("unigate", f"http://127.0.0.1:{port}/ping", (f"Host: {host}", f"Cookie: unigate={sid}")),
-        ]
-        for _, url, headers in targets:
-            wrk(url, 2, a.connections, headers)  # warm-up
-        rounds = {name: [] for name, _, _ in targets}
-        ratios = []
-        # Interleaved, so drift on a shared machine hits every path alike.
-        for _ in range(a.rounds):
-            for name, url, headers in targets:
-                r = wrk(url, a.duration, a.connections, headers)
-                if r["non_2xx"]:
-                    raise SystemExit(f"{name}: {r['non_2xx']} non-2xx responses")
-                rounds[name].append(r)
-            ratios.append(rounds["unigate"][-1]["rps"] / rounds["pingora_passthrough"][-1]["rps"])
+        unigate_h = (f"Host: {host}", f"Cookie: unigate={sid}")
+        suites = {
+            "ping": [
+                ("direct", f"http://127.0.0.1:{module_port}/ping", ()),
+                ("pingora_passthrough", f"http://127.0.0.1:{pt_port}/ping", ()),
+                ("unigate", f"http://127.0.0.1:{port}/ping", unigate_h),
+            ],
+            "page": [
+                ("direct_html", f"http://127.0.0.1:{module_port}/page.html", ()),
+                ("pingora_passthrough_html", f"http://127.0.0.1:{pt_port}/page.html", ()),
+                ("unigate_text_no_injection", f"http://127.0.0.1:{port}/page.txt", unigate_h),
+                ("unigate_html_with_launcher", f"http://127.0.0.1:{port}/page.html", unigate_h + ("Accept: text/html",)),
+            ],
+        }
         median = lambda xs: sorted(xs)[len(xs) // 2]
-        runs = {name: {k: median([r[k] for r in rs]) for k in ("rps", "p50_ms", "p99_ms")} for name, rs in rounds.items()}
-        ratio = median(ratios)
-        summary = {"duration_s": a.duration, "connections": a.connections, "threads": 1, "rounds": a.rounds,
-                   "median": runs, "all": rounds, "ratios": [round(r, 3) for r in ratios],
-                   "unigate_vs_passthrough": round(ratio, 3)}
+        summary = {"duration_s": a.duration, "connections": a.connections, "threads": 1, "rounds": a.rounds}
+        for suite, targets in suites.items():
+            for _, url, headers in targets:
+                wrk(url, 2, a.connections, headers)  # warm-up
+            rounds = {name: [] for name, _, _ in targets}
+            ratios = []
+            # Interleaved, so drift on a shared machine hits every path alike.
+            for _ in range(a.rounds):
+                for name, url, headers in targets:
+                    r = wrk(url, a.duration, a.connections, headers)
+                    if r["non_2xx"]:
+                        raise SystemExit(f"{name}: {r['non_2xx']} non-2xx responses")
+                    rounds[name].append(r)
+                last = {n: rs[-1]["rps"] for n, rs in rounds.items()}
+                ratios.append(last["unigate"] / last["pingora_passthrough"] if suite == "ping"
+                              else last["unigate_html_with_launcher"] / last["unigate_text_no_injection"])
+            runs = {name: {k: median([r[k] for r in rs]) for k in ("rps", "p50_ms", "p99_ms")} for name, rs in rounds.items()}
+            ratio = median(ratios)
+            summary[suite] = {"median": runs, "all": rounds, "ratios": [round(r, 3) for r in ratios], "ratio": round(ratio, 3)}
+            print(f"\n{'/ping (auth path)' if suite == 'ping' else '64 KiB HTML page (App Launcher injection)'}\n")
+            print("| path | requests/s | p50 | p99 |\n|---|---|---|---|")
+            for name, r in runs.items():
+                print(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms |")
+            what = "unigate / pass-through" if suite == "ping" else "with injection / same page without"
+            print(f"\n{what} throughput, median of {a.rounds}: {ratio:.2f} "
+                  f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
         os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
         with open(os.path.join(ROOT, "target", "loadtest-auth-path.json"), "w") as f:
             json.dump(summary, f, indent=2)
-        print("| path | requests/s | p50 | p99 |\n|---|---|---|---|")
-        for name, r in runs.items():
-            print(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms |")
-        print(f"\nunigate / pass-through throughput, median of {a.rounds}: {ratio:.2f} "
-              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
     finally:
         for p in procs:
             p.terminate()

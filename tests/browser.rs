@@ -1,6 +1,8 @@
-//! The whole flow in a real headless Chromium (Debian's `chromium` driven by
-//! `chromedriver`): the module through unigate, the KaseyaOne login forms
-//! with the verification code, back on the module; then logout everywhere.
+//! The seed's journey in a real headless Chromium (Debian's `chromium`
+//! driven by `chromedriver`): the module's own login page with "Log In with
+//! KaseyaOne", the KaseyaOne forms with the verification code, back at the
+//! module with the App Launcher; the launcher to a second module (no
+//! prompt) with Choose an Instance; logout ending both sessions.
 //! `scripts/test` installs both; set UNIGATE_SKIP_BROWSER=1 to skip on a
 //! machine without them.
 
@@ -65,11 +67,10 @@ async fn chromium() -> Option<(Driver, fantoccini::Client)> {
 }
 
 async fn screenshot(c: &fantoccini::Client, name: &str) {
-    if let Ok(png) = c.screenshot().await {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(dir.join(format!("{name}.png")), png);
-    }
+    let png = c.screenshot().await.expect("screenshot");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
 async fn fill_and_submit(c: &fantoccini::Client, fields: &[(&str, &str)]) {
@@ -79,6 +80,7 @@ async fn fill_and_submit(c: &fantoccini::Client, fields: &[(&str, &str)]) {
             .for_element(Locator::Css(&format!("input[name={name}]")))
             .await
             .unwrap();
+        el.clear().await.unwrap();
         el.send_keys(value).await.unwrap();
     }
     c.find(Locator::Css("button[type=submit]"))
@@ -89,60 +91,147 @@ async fn fill_and_submit(c: &fantoccini::Client, fields: &[(&str, &str)]) {
         .unwrap();
 }
 
+async fn url_of(c: &fantoccini::Client) -> String {
+    c.current_url().await.unwrap().to_string()
+}
+
+const HOSTS: &[&str] = &[
+    "portal.localhost",
+    "bms.localhost",
+    "bms-east.localhost",
+    "bms-west.localhost",
+];
+
+const MODULES: &str = r#"
+    [[module]]
+    name = "portal"
+    display_name = "Demo Portal"
+    hosts = ["portal.localhost"]
+    upstream = "{up:portal}"
+    access_groups = ["portal-users"]
+    logout_paths = ["/logout"]
+    session_cookies = ["portal_session"]
+    login_paths = ["/login"]
+    local_login = true
+    accounts = { source = "scim", match = "both" }
+
+    [[module]]
+    name = "bms"
+    display_name = "BMS"
+    hosts = ["bms.localhost"]
+    access_groups = ["bms-users"]
+    logout_paths = ["/logout"]
+    session_cookies = ["portal_session"]
+    login_paths = ["/login"]
+
+    [[module.instance]]
+    name = "east"
+    display_name = "Acme East"
+    hosts = ["bms-east.localhost"]
+    upstream = "{up:bms/east}"
+
+    [[module.instance]]
+    name = "west"
+    display_name = "Acme West"
+    hosts = ["bms-west.localhost"]
+    upstream = "{up:bms/west}"
+"#;
+
 #[tokio::test]
-async fn log_in_with_kaseyaone_in_a_real_browser() {
+async fn the_seed_journey_in_a_real_browser() {
     let Some((_driver, c)) = chromium().await else { return };
-    let s = stack().await;
-    c.goto(&s.url("/reports")).await.unwrap();
-    c.wait()
+    let s = multi(HOSTS, unigate::demo_module::demo_accounts, "", MODULES).await;
+    let issuer = s.idp.issuer().to_string();
+
+    // The module's own login page, with Log In with KaseyaOne under its form.
+    c.goto(&s.url("portal.localhost", "/login")).await.unwrap();
+    let button = c
+        .wait()
+        .for_element(Locator::Id("unigate-kaseyaone-login"))
+        .await
+        .unwrap();
+    assert_eq!(button.text().await.unwrap(), "Log In with KaseyaOne");
+    // Module credentials would still work here: its own form is intact.
+    c.find(Locator::Css("form[action='/login'] input[name=password]"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    screenshot(&c, "1-module-login").await;
+    button.click().await.unwrap();
+
+    // KaseyaOne: the username typed at the module arrives as login_hint.
+    let user = c
+        .wait()
         .for_element(Locator::Css("input[name=username]"))
         .await
         .unwrap();
-    assert!(
-        c.current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .starts_with(&format!("{}/login?flow=", s.idp.issuer()))
-    );
-    screenshot(&c, "1-login").await;
+    assert!(url_of(&c).await.starts_with(&format!("{issuer}/login?flow=")));
+    assert_eq!(user.prop("value").await.unwrap().as_deref(), Some("alice"));
+    screenshot(&c, "2-kaseyaone-login").await;
     fill_and_submit(&c, &[("username", "alice"), ("company", "Acme MSP")]).await;
     fill_and_submit(&c, &[("password", "alice-demo-pass")]).await;
     c.wait().for_element(Locator::Css("input[name=code]")).await.unwrap();
-    screenshot(&c, "2-code").await;
     let code = current_code(&totp_secret(&s.idp, "alice"));
     fill_and_submit(&c, &[("code", &code)]).await;
-    // Back where the user started, through the callback.
-    c.wait()
-        .for_url(&url::Url::parse(&s.url("/reports")).unwrap())
-        .await
-        .unwrap();
-    let h1 = c.wait().for_element(Locator::Css("main h1")).await.unwrap();
-    assert_eq!(h1.text().await.unwrap(), "Reports for alice");
-    c.goto(&s.url("/")).await.unwrap();
+
+    // Back at the module, logged in, with the App Launcher in its header.
     let who = c.wait().for_element(Locator::Id("who")).await.unwrap();
+    assert!(url_of(&c).await.starts_with(&s.url("portal.localhost", "/")));
     assert_eq!(who.attr("data-via").await.unwrap().as_deref(), Some("kaseyaone"));
     assert_eq!(who.attr("data-user").await.unwrap().as_deref(), Some("alice"));
-    screenshot(&c, "3-module").await;
-    // The App Launcher icon is on the module's page; it opens the launcher.
-    c.find(Locator::Css("#unigate-launcher a"))
+    c.find(Locator::Css("#unigate-launcher summary"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    let tile = c
+    let bms = c
         .wait()
-        .for_element(Locator::Css("#launcher-tiles a[data-module=portal]"))
+        .for_element(Locator::Css(
+            "#unigate-launcher-menu a[data-module=bms][data-tile=file]",
+        ))
         .await
         .unwrap();
-    screenshot(&c, "4-launcher").await;
-    tile.click().await.unwrap();
-    c.wait().for_element(Locator::Id("who")).await.unwrap();
+    assert!(bms.is_displayed().await.unwrap(), "the menu opened");
+    screenshot(&c, "3-app-launcher").await;
 
-    // Logout from the module's own link ends everything: back at the
-    // module, unigate sends the browser to a KaseyaOne login form again.
-    c.find(Locator::LinkText("Log out"))
+    // The launcher's file tile: a second module, no KaseyaOne prompt,
+    // and Choose an Instance.
+    bms.click().await.unwrap();
+    let east = c
+        .wait()
+        .for_element(Locator::Css("#instances a[data-instance=east]"))
+        .await
+        .unwrap();
+    assert!(
+        url_of(&c)
+            .await
+            .starts_with(&s.url("bms.localhost", "/_unigate/instances"))
+    );
+    c.find(Locator::Css("#instances a[data-instance=west]")).await.unwrap();
+    screenshot(&c, "4-choose-an-instance").await;
+    east.click().await.unwrap();
+    let who = c.wait().for_element(Locator::Id("who")).await.unwrap();
+    assert!(url_of(&c).await.starts_with(&s.url("bms-east.localhost", "/")));
+    assert_eq!(who.attr("data-via").await.unwrap().as_deref(), Some("kaseyaone"));
+    let title = c.find(Locator::Css("nav strong")).await.unwrap().text().await.unwrap();
+    assert_eq!(title, "bms/east");
+    // The choice is remembered: the module's own address opens east.
+    c.goto(&s.url("bms.localhost", "/reports")).await.unwrap();
+    c.wait().for_element(Locator::Css("main h1")).await.unwrap();
+    assert_eq!(url_of(&c).await, s.url("bms-east.localhost", "/reports"));
+    assert_eq!(s.module("bms/east").module.live_sessions(), 1);
+
+    // Logout from the module ends the module session and the KaseyaOne
+    // session: back at the module, the KaseyaOne login form is asked again.
+    c.goto(&s.url("bms-east.localhost", "/")).await.unwrap();
+    c.wait()
+        .for_element(Locator::LinkText("Log out"))
         .await
         .unwrap()
         .click()
@@ -153,12 +242,20 @@ async fn log_in_with_kaseyaone_in_a_real_browser() {
         .await
         .unwrap();
     assert!(
-        c.current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .starts_with(&format!("{}/login?flow=", s.idp.issuer()))
+        url_of(&c).await.starts_with(&format!("{issuer}/login?flow=")),
+        "{}",
+        url_of(&c).await
     );
-    assert_eq!(s.module.module.live_sessions(), 0);
+    assert_eq!(s.module("bms/east").module.live_sessions(), 0, "module session ended");
+    c.goto(&format!("{issuer}/")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("input[name=username]"))
+        .await
+        .unwrap();
+    assert!(
+        url_of(&c).await.starts_with(&format!("{issuer}/login")),
+        "KaseyaOne session ended: {}",
+        url_of(&c).await
+    );
     c.close().await.unwrap();
 }

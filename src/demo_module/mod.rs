@@ -363,11 +363,35 @@ pub fn router(m: Arc<DemoModule>) -> Router {
         // A cheap page for load runs: what the proxy adds is what is measured.
         .route("/ping", get(|| async { "pong" }))
         .route("/scim/v2/Users", get(scim_list).post(scim_create))
+        // A 64 KiB legacy page, as HTML and (the same bytes) as text: the
+        // load run's injection comparison.
+        .route(
+            "/page.html",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], big_page()) }),
+        )
+        .route(
+            "/page.txt",
+            get(|| async { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], big_page()) }),
+        )
         .route(
             "/static/app.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], "body{}") }),
         )
         .with_state(m)
+}
+
+/// A 64 KiB page of a legacy table, built once.
+fn big_page() -> &'static str {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| {
+        let row = "<tr><td class=\"c\">cell</td><td>some legacy table data</td></tr>\n";
+        let mut p = String::from("<!doctype html><html><head><title>Report</title></head><body><table>");
+        while p.len() < 64 * 1024 - 40 {
+            p.push_str(row);
+        }
+        p.push_str("</table></body></html>");
+        p
+    })
 }
 
 fn scim_error(status: StatusCode, detail: &str) -> Response {

@@ -117,12 +117,19 @@ pub enum TileKind {
 }
 
 impl TileKind {
-    fn icon(self) -> &'static str {
-        match self {
-            TileKind::Arrow => "➜",
-            TileKind::File => "🗀",
-            TileKind::Lock => "🔒",
-        }
+    /// A small inline SVG (no font needed), as on My Modules.
+    fn icon(self) -> PreEscaped<&'static str> {
+        PreEscaped(match self {
+            TileKind::Arrow => {
+                r#"<svg width="16" height="16" viewBox="0 0 16 16" aria-label="arrow" style="vertical-align:middle"><path d="M2 8h10M8 3l5 5-5 5" fill="none" stroke="currentColor" stroke-width="2"/></svg>"#
+            }
+            TileKind::File => {
+                r#"<svg width="16" height="16" viewBox="0 0 16 16" aria-label="file" style="vertical-align:middle"><path d="M3 1h7l3 3v11H3z M10 1v3h3" fill="none" stroke="currentColor" stroke-width="1.5"/></svg>"#
+            }
+            TileKind::Lock => {
+                r#"<svg width="16" height="16" viewBox="0 0 16 16" aria-label="lock" style="vertical-align:middle"><rect x="3" y="7" width="10" height="8" rx="1" fill="currentColor"/><path d="M5 7V5a3 3 0 0 1 6 0v2" fill="none" stroke="currentColor" stroke-width="1.5"/></svg>"#
+            }
+        })
     }
 
     fn hint(self) -> &'static str {
@@ -235,7 +242,7 @@ pub fn choose_instance(module: &str, instances: &[(String, String, String)]) -> 
             p { (module) " has several instances you can access. Choose which one to open; unigate remembers your choice." }
             ul #instances style="list-style:none;padding:0" {
                 @for (name, display, url) in instances {
-                    li style="margin:8px 0" { a.instance href=(url) data-instance=(name) { "🗀 " (display) } }
+                    li style="margin:8px 0" { a.instance href=(url) data-instance=(name) { (TileKind::File.icon()) " " (display) } }
                 }
             }
         },
