@@ -13,7 +13,7 @@ Then the HTML injection comparison: a 64 KiB page through unigate as
 pass-through. Prints Markdown tables and writes
 target/loadtest-auth-path.json.
 
-    scripts/loadtest-auth-path [--duration 10] [--connections 32] [--rounds 3]
+    scripts/loadtest-auth-path [--duration 10] [--connections 32] [--rounds 3] [--suites ping,page]
 """
 import argparse, json, os, re, socket, subprocess, sys, time, tomllib, urllib.parse
 import http.client
@@ -118,6 +118,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--suites", default="ping,page", help="which comparisons: ping, page, or both")
     ap.add_argument("--rounds", type=int, default=3,
                     help="the three paths are measured in turn this many times; medians are reported")
     a = ap.parse_args()
@@ -155,6 +156,8 @@ def main():
         median = lambda xs: sorted(xs)[len(xs) // 2]
         summary = {"duration_s": a.duration, "connections": a.connections, "threads": 1, "rounds": a.rounds}
         for suite, targets in suites.items():
+            if suite not in a.suites.split(","):
+                continue
             for _, url, headers in targets:
                 wrk(url, 2, a.connections, headers)  # warm-up
             rounds = {name: [] for name, _, _ in targets}

@@ -319,20 +319,25 @@ fn demo(
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let idp_server = IdpServer::start(idp).await?;
-        let mut modules = Vec::new();
+        let mut modules: Vec<(String, DemoModuleServer)> = Vec::new();
         for (addr, label, title) in to_start {
-            modules.push(
-                DemoModuleServer::start(DemoModuleConfig {
-                    listen: addr,
-                    accounts: unigate::demo_module::demo_accounts(&label),
-                    name: label,
-                    title,
-                    jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
-                    scim_token: None,
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("demo module on {addr}: {e}"))?,
-            );
+            // Several upstreams of one instance: replicas sharing one state.
+            let server = match modules.iter().find(|(l, _)| *l == label) {
+                Some((_, first)) => first.replica(addr).await,
+                None => {
+                    DemoModuleServer::start(DemoModuleConfig {
+                        listen: addr,
+                        accounts: unigate::demo_module::demo_accounts(&label),
+                        name: label.clone(),
+                        title,
+                        jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
+                        scim_token: None,
+                    })
+                    .await
+                }
+            }
+            .map_err(|e| anyhow::anyhow!("demo module on {addr}: {e}"))?;
+            modules.push((label, server));
         }
         let gateway = GatewayServer::start(gw).await?;
         println!("unigate demo: everything on loopback, Ctrl-C stops it");
@@ -349,7 +354,7 @@ fn demo(
         wait_for_stop().await;
         tracing::info!("stopping");
         gateway.shutdown().await;
-        for m in modules {
+        for (_, m) in modules {
             m.stop();
         }
         idp_server.shutdown().await;

@@ -95,52 +95,15 @@ async fn url_of(c: &fantoccini::Client) -> String {
     c.current_url().await.unwrap().to_string()
 }
 
-const HOSTS: &[&str] = &[
-    "portal.localhost",
-    "bms.localhost",
-    "bms-east.localhost",
-    "bms-west.localhost",
-];
-
-const MODULES: &str = r#"
-    [[module]]
-    name = "portal"
-    display_name = "Demo Portal"
-    hosts = ["portal.localhost"]
-    upstream = "{up:portal}"
-    access_groups = ["portal-users"]
-    logout_paths = ["/logout"]
-    session_cookies = ["portal_session"]
-    login_paths = ["/login"]
-    local_login = true
-    accounts = { source = "scim", match = "both" }
-
-    [[module]]
-    name = "bms"
-    display_name = "BMS"
-    hosts = ["bms.localhost"]
-    access_groups = ["bms-users"]
-    logout_paths = ["/logout"]
-    session_cookies = ["portal_session"]
-    login_paths = ["/login"]
-
-    [[module.instance]]
-    name = "east"
-    display_name = "Acme East"
-    hosts = ["bms-east.localhost"]
-    upstream = "{up:bms/east}"
-
-    [[module.instance]]
-    name = "west"
-    display_name = "Acme West"
-    hosts = ["bms-west.localhost"]
-    upstream = "{up:bms/west}"
-"#;
-
 #[tokio::test]
 async fn the_seed_journey_in_a_real_browser() {
     let Some((_driver, c)) = chromium().await else { return };
-    let s = multi(HOSTS, unigate::demo_module::demo_accounts, "", MODULES).await;
+    let portal = r#"local_login = true
+        accounts = { source = "scim", match = "both" }"#;
+    let modules = demo_modules(portal, "", "");
+    let s = multi(ALL_HOSTS, unigate::demo_module::demo_accounts, "", &modules).await;
+    // The two east servers share their sessions, as replicas do.
+    let east_sessions = || s.module("bms/east").module.live_sessions();
     let issuer = s.idp.issuer().to_string();
 
     // The module's own login page, with Log In with KaseyaOne under its form.
@@ -220,12 +183,12 @@ async fn the_seed_journey_in_a_real_browser() {
     assert!(url_of(&c).await.starts_with(&s.url("bms-east.localhost", "/")));
     assert_eq!(who.attr("data-via").await.unwrap().as_deref(), Some("kaseyaone"));
     let title = c.find(Locator::Css("nav strong")).await.unwrap().text().await.unwrap();
-    assert_eq!(title, "bms/east");
+    assert!(title.starts_with("bms/east"), "{title}");
     // The choice is remembered: the module's own address opens east.
     c.goto(&s.url("bms.localhost", "/reports")).await.unwrap();
     c.wait().for_element(Locator::Css("main h1")).await.unwrap();
     assert_eq!(url_of(&c).await, s.url("bms-east.localhost", "/reports"));
-    assert_eq!(s.module("bms/east").module.live_sessions(), 1);
+    assert_eq!(east_sessions(), 1);
 
     // Logout from the module ends the module session and the KaseyaOne
     // session: back at the module, the KaseyaOne login form is asked again.
@@ -246,7 +209,7 @@ async fn the_seed_journey_in_a_real_browser() {
         "{}",
         url_of(&c).await
     );
-    assert_eq!(s.module("bms/east").module.live_sessions(), 0, "module session ended");
+    assert_eq!(east_sessions(), 0, "module session ended");
     c.goto(&format!("{issuer}/")).await.unwrap();
     c.wait()
         .for_element(Locator::Css("input[name=username]"))

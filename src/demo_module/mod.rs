@@ -527,7 +527,6 @@ pub struct DemoModuleServer {
 impl DemoModuleServer {
     pub async fn start(cfg: DemoModuleConfig) -> std::io::Result<DemoModuleServer> {
         let listener = TcpListener::bind(cfg.listen).await?;
-        let addr = listener.local_addr()?;
         let module = Arc::new(DemoModule {
             accounts: Mutex::new(cfg.accounts.clone()),
             scim_requests: std::sync::atomic::AtomicUsize::new(0),
@@ -539,7 +538,26 @@ impl DemoModuleServer {
                 .build()
                 .map_err(std::io::Error::other)?,
         });
-        let app = router(module.clone());
+        Self::serve(listener, module)
+    }
+
+    /// Another server of the same module on `listen`: its sessions and
+    /// accounts are shared, as replicas of a real module share a database.
+    pub async fn replica(&self, listen: SocketAddr) -> std::io::Result<DemoModuleServer> {
+        Self::serve(TcpListener::bind(listen).await?, self.module.clone())
+    }
+
+    fn serve(listener: TcpListener, module: Arc<DemoModule>) -> std::io::Result<DemoModuleServer> {
+        let addr = listener.local_addr()?;
+        let served_by = axum::http::HeaderValue::from_str(&addr.to_string()).map_err(std::io::Error::other)?;
+        // Which server answered: load-balancing tests read it.
+        let app = router(module.clone()).layer(axum::middleware::map_response(move |mut r: Response| {
+            let v = served_by.clone();
+            async move {
+                r.headers_mut().insert("x-served-by", v);
+                r
+            }
+        }));
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "demo module stopped");

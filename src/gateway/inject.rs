@@ -1,8 +1,12 @@
 //! Streaming HTML injection (lol_html): unigate's App Launcher goes into the
-//! module's pages just before `</body>`, chunk by chunk as they stream
-//! through, never buffering a whole body. Only `text/html` 200 responses are
-//! touched; if the rewriter fails, the rest of the page passes through as is.
+//! module's pages right after `<body>`, chunk by chunk as they stream
+//! through, never buffering a whole body. Once every snippet is placed, the
+//! rest of the page passes through without being parsed at all, so a big
+//! page costs little more than its `<head>`. Only `text/html` 200 responses
+//! are touched; if the rewriter fails, the rest of the page passes through
+//! as is.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -23,6 +27,10 @@ impl lol_html::OutputSink for Sink {
 /// Where a snippet goes.
 #[derive(Clone, Copy, Debug)]
 pub enum Place {
+    /// At the start of the element's content (right after its start tag).
+    /// Placed as soon as the start tag is seen: the rest of the page need
+    /// not be parsed for it.
+    Prepend,
     /// At the end of the element's content (before its end tag).
     Append,
     /// Right after the element.
@@ -32,21 +40,38 @@ pub enum Place {
 pub struct Injector {
     rewriter: Option<HtmlRewriter<'static, Sink>>,
     out: Arc<Mutex<Vec<u8>>>,
+    /// Rules not placed yet; `usize::MAX` when some rule needs the whole page.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Injector {
-    /// An injector that appends `snippet` (trusted HTML) to `<body>`.
+    /// An injector that puts `snippet` (trusted HTML) at the start of `<body>`.
     pub fn new(snippet: Arc<str>) -> Injector {
-        Self::with(vec![("body", Place::Append, snippet)])
+        Self::with(vec![("body", Place::Prepend, snippet)])
     }
 
     /// An injector placing each trusted snippet at its (constant) selector.
     pub fn with(rules: Vec<(&'static str, Place, Arc<str>)>) -> Injector {
         let out = Arc::new(Mutex::new(Vec::new()));
+        // Only start-tag placements finish early; an element may match more
+        // than once for the others, so they keep the rewriter to the end.
+        let early = rules.iter().all(|(_, p, _)| matches!(p, Place::Prepend));
+        let pending = Arc::new(AtomicUsize::new(if early { rules.len() } else { usize::MAX }));
         let mut settings = Settings::new_send();
         for (selector, place, snippet) in rules {
+            let pending = pending.clone();
+            let mut placed = false;
             let handlers = ElementContentHandlers::default().element(move |el: &mut lol_html::send::Element| {
                 match place {
+                    Place::Prepend => {
+                        if !placed {
+                            el.prepend(&snippet, ContentType::Html);
+                            placed = true;
+                            let _ = pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                                (n != usize::MAX).then(|| n.saturating_sub(1))
+                            });
+                        }
+                    }
                     Place::Append => el.append(&snippet, ContentType::Html),
                     Place::After => el.after(&snippet, ContentType::Html),
                 }
@@ -58,6 +83,7 @@ impl Injector {
         Injector {
             rewriter: Some(HtmlRewriter::new(settings, Sink(out.clone()))),
             out,
+            pending,
         }
     }
 
@@ -81,7 +107,11 @@ impl Injector {
             self.rewriter = None;
             return;
         }
-        if end_of_stream
+        // Done at the end of the page, or as soon as every snippet is in:
+        // ending the rewriter flushes what it holds, and later chunks pass
+        // through untouched (the early return above).
+        let all_placed = self.pending.load(Ordering::Acquire) == 0;
+        if (end_of_stream || all_placed)
             && let Some(rw) = self.rewriter.take()
             && let Err(e) = rw.end()
         {
@@ -124,12 +154,32 @@ mod tests {
     }
 
     #[test]
-    fn appends_to_body_across_chunk_boundaries() {
+    fn prepends_to_body_across_chunk_boundaries() {
         let page = "<html><head><title>x</title></head><body><p>hello</p></body></html>";
         for split in 1..page.len() {
             let (a, b) = page.split_at(split);
             let out = run(&[a, b], "<i>L</i>");
-            assert_eq!(out, page.replace("</body>", "<i>L</i></body>"), "split at {split}");
+            assert_eq!(out, page.replace("<body>", "<body><i>L</i>"), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn prepends_to_body_and_then_passes_the_rest_through() {
+        let page = "<html><head><title>x</title></head><body class=\"a\"><p class=\"q\">hello</p><div>more <b>text</b></div></body></html>";
+        let want = page.replace(r#"<body class="a">"#, r#"<body class="a"><i>L</i>"#);
+        for split in 1..page.len() {
+            for split2 in split..page.len() {
+                let (a, rest) = page.split_at(split);
+                let (b, c) = rest.split_at(split2 - split);
+                let mut inj = Injector::with(vec![("body", Place::Prepend, Arc::from("<i>L</i>"))]);
+                let mut out = Vec::new();
+                for (i, chunk) in [a, b, c].iter().enumerate() {
+                    let mut body = Some(Bytes::copy_from_slice(chunk.as_bytes()));
+                    inj.filter(&mut body, i == 2);
+                    out.extend_from_slice(&body.unwrap_or_default());
+                }
+                assert_eq!(String::from_utf8(out).unwrap(), want, "splits at {split}, {split2}");
+            }
         }
     }
 

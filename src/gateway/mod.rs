@@ -679,7 +679,7 @@ impl ProxyHttp for Gateway {
         if inject::is_html_page(resp.status.as_u16(), content_type) && !encoded {
             // The length changes: let the body go out chunked.
             resp.remove_header(&http::header::CONTENT_LENGTH);
-            let mut rules = vec![("body", inject::Place::Append, snippet.clone())];
+            let mut rules = vec![("body", inject::Place::Prepend, snippet.clone())];
             if ctx.login_page {
                 rules.push(("form", inject::Place::After, self.login_button_snippet.clone()));
             }

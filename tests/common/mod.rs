@@ -389,19 +389,8 @@ pub async fn stack_full(
     })
     .await
     .unwrap();
-    let secret_dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(secret_dir.join("secret"), SECRET).unwrap();
     let text = format!(
         r#"
-        [listen]
-        address = "127.0.0.1:{port}"
-        public_url = "http://localhost:{port}"
-        threads = 1
-        work_stealing = true
-        [identity_provider]
-        issuer = "{issuer}"
-        client_id = "{CLIENT}"
-        client_secret = "file:secret"
         [session]
         store = "memory"
         {extra_gw}
@@ -416,11 +405,9 @@ pub async fn stack_full(
         cors_origins = ["http://app.localhost"]
         {extra_module}
         "#,
-        issuer = idp.issuer(),
         upstream = upstream.unwrap_or(module.addr),
     );
-    let cfg = GatewayConfig::from_toml(&text, &secret_dir).expect("gateway config");
-    let gw = GatewayServer::start(cfg).await.expect("gateway starts");
+    let gw = start_gateway(port, idp.issuer(), &text).await;
     Stack { idp, module, gw, port }
 }
 
@@ -523,19 +510,39 @@ pub async fn multi(
             (_, l) => (true, l.to_string()),
         };
         let key = if second { format!("{label}#2") } else { label.clone() };
-        let m = DemoModuleServer::start(DemoModuleConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            name: label.clone(),
-            title: key.clone(),
-            jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
-            accounts: accounts(&label),
-            scim_token: None,
-        })
-        .await
-        .unwrap();
+        // A second upstream is a replica of the first (shared state).
+        let m = match modules.get(&label) {
+            Some(first) if second => {
+                let first: &DemoModuleServer = first;
+                first.replica("127.0.0.1:0".parse().unwrap()).await.unwrap()
+            }
+            _ => DemoModuleServer::start(DemoModuleConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                name: label.clone(),
+                title: key.clone(),
+                jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
+                accounts: accounts(&label),
+                scim_token: None,
+            })
+            .await
+            .unwrap(),
+        };
         text.replace_range(start..=end, &m.addr.to_string());
         modules.insert(key, m);
     }
+    let gw = start_gateway(port, idp.issuer(), &format!("{gw_extra}\n{text}")).await;
+    Multi {
+        idp,
+        gw,
+        port,
+        modules,
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+    }
+}
+
+/// unigate on `port` with the test client of `issuer`, then `rest` (its
+/// `[session]`, `[[module]]`s…).
+pub async fn start_gateway(port: u16, issuer: &str, rest: &str) -> GatewayServer {
     let secret_dir = tempfile::tempdir().unwrap().keep();
     std::fs::write(secret_dir.join("secret"), SECRET).unwrap();
     let text = format!(
@@ -549,18 +556,70 @@ pub async fn multi(
         issuer = "{issuer}"
         client_id = "{CLIENT}"
         client_secret = "file:secret"
-        {gw_extra}
-        {text}
-        "#,
-        issuer = idp.issuer(),
+        {rest}
+        "#
     );
     let cfg = GatewayConfig::from_toml(&text, &secret_dir).unwrap_or_else(|e| panic!("gateway config: {e}\n{text}"));
-    let gw = GatewayServer::start(cfg).await.expect("gateway starts");
-    Multi {
-        idp,
-        gw,
-        port,
-        modules,
-        hosts: hosts.iter().map(|h| h.to_string()).collect(),
-    }
+    GatewayServer::start(cfg).await.expect("gateway starts")
 }
+
+/// The demo's shape, for `multi`: portal (one upstream), BMS with two
+/// instances (east: two upstreams; west: one), and IT Glue with Unified
+/// Login off. The `*_extra` keys go into the portal module and the instances.
+pub fn demo_modules(portal_extra: &str, east_extra: &str, west_extra: &str) -> String {
+    format!(
+        r#"
+        [[module]]
+        name = "portal"
+        display_name = "Demo Portal"
+        hosts = ["portal.localhost"]
+        upstream = "{{up:portal}}"
+        access_groups = ["portal-users"]
+        logout_paths = ["/logout"]
+        session_cookies = ["portal_session"]
+        login_paths = ["/login"]
+        {portal_extra}
+
+        [[module]]
+        name = "bms"
+        display_name = "BMS"
+        hosts = ["bms.localhost"]
+        access_groups = ["bms-users"]
+        logout_paths = ["/logout"]
+        session_cookies = ["portal_session"]
+        login_paths = ["/login"]
+        health_check_interval = "200ms"
+
+        [[module.instance]]
+        name = "east"
+        display_name = "Acme East"
+        hosts = ["bms-east.localhost"]
+        upstreams = ["{{up:bms/east}}", "{{up2:bms/east}}"]
+        {east_extra}
+
+        [[module.instance]]
+        name = "west"
+        display_name = "Acme West"
+        hosts = ["bms-west.localhost"]
+        upstream = "{{up:bms/west}}"
+        {west_extra}
+
+        [[module]]
+        name = "itglue"
+        display_name = "IT Glue"
+        hosts = ["itglue.localhost"]
+        upstream = "{{up:itglue}}"
+        access_groups = ["itglue-users"]
+        login_paths = ["/login"]
+        unified_login = false
+        "#
+    )
+}
+
+pub const ALL_HOSTS: &[&str] = &[
+    "portal.localhost",
+    "bms.localhost",
+    "bms-east.localhost",
+    "bms-west.localhost",
+    "itglue.localhost",
+];
