@@ -90,34 +90,43 @@ impl Injector {
     /// Rewrites one body chunk in place; at the end of the stream, flushes.
     pub fn filter(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
         let Some(rw) = self.rewriter.as_mut() else { return };
-        let mut failed = false;
-        if let Some(chunk) = body.as_ref()
-            && let Err(e) = rw.write(chunk)
-        {
-            tracing::warn!(error = %e, "HTML injection failed; the page passes through unchanged from here");
-            failed = true;
-        }
-        if failed {
-            // Whatever the rewriter had already produced, then the raw chunk.
-            let mut done = std::mem::take(&mut *self.out.lock().unwrap_or_else(|p| p.into_inner()));
-            if let Some(chunk) = body.as_ref() {
-                done.extend_from_slice(chunk);
+        let chunk = body.take().unwrap_or_default();
+        // While snippets wait to be placed, feed the rewriter in small steps:
+        // a page that arrives as one big chunk is parsed only a little past
+        // where they go, and the rest of the chunk is copied as it is.
+        let step = if self.pending.load(Ordering::Acquire) == usize::MAX {
+            chunk.len().max(1)
+        } else {
+            STEP
+        };
+        let (mut fed, mut failed) = (0, false);
+        while fed < chunk.len() {
+            let end = (fed + step).min(chunk.len());
+            if let Err(e) = rw.write(&chunk[fed..end]) {
+                tracing::warn!(error = %e, "HTML injection failed; the page passes through unchanged from here");
+                failed = true;
+                break;
             }
-            *body = Some(Bytes::from(done));
-            self.rewriter = None;
-            return;
+            fed = end;
+            if self.pending.load(Ordering::Acquire) == 0 {
+                break;
+            }
         }
         // Done at the end of the page, or as soon as every snippet is in:
         // ending the rewriter flushes what it holds, and later chunks pass
         // through untouched (the early return above).
         let all_placed = self.pending.load(Ordering::Acquire) == 0;
-        if (end_of_stream || all_placed)
+        if failed {
+            self.rewriter = None;
+        } else if (end_of_stream || all_placed)
             && let Some(rw) = self.rewriter.take()
             && let Err(e) = rw.end()
         {
             tracing::warn!(error = %e, "HTML injection could not finish the page");
         }
-        let produced = std::mem::take(&mut *self.out.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut produced = std::mem::take(&mut *self.out.lock().unwrap_or_else(|p| p.into_inner()));
+        // What the rewriter was not given: the raw rest of the chunk.
+        produced.extend_from_slice(&chunk[fed..]);
         *body = if produced.is_empty() && !end_of_stream {
             None
         } else {
@@ -125,6 +134,9 @@ impl Injector {
         };
     }
 }
+
+/// How much of a chunk the rewriter reads at a time while snippets wait.
+const STEP: usize = 2048;
 
 /// True for responses worth rewriting: a 200 `text/html` page.
 pub fn is_html_page(status: u16, content_type: Option<&str>) -> bool {
@@ -181,6 +193,23 @@ mod tests {
                 assert_eq!(String::from_utf8(out).unwrap(), want, "splits at {split}, {split2}");
             }
         }
+    }
+
+    #[test]
+    fn a_big_single_chunk_is_parsed_only_up_to_the_body() {
+        let head = "<html><head><title>x</title></head><body>";
+        let rest = "<p>row</p>".repeat(10_000);
+        let page = format!("{head}{rest}</body></html>");
+        let mut inj = Injector::new(Arc::from("<i>L</i>"));
+        let mut body = Some(Bytes::from(page.clone()));
+        inj.filter(&mut body, false);
+        assert!(inj.rewriter.is_none(), "the rewriter is done after the first step");
+        let mut tail = Some(Bytes::from_static(b"<!-- more -->"));
+        inj.filter(&mut tail, true);
+        let mut out = body.unwrap().to_vec();
+        out.extend_from_slice(&tail.unwrap());
+        let want = format!("{head}<i>L</i>{rest}</body></html><!-- more -->");
+        assert_eq!(String::from_utf8(out).unwrap(), want);
     }
 
     #[test]
