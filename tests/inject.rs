@@ -320,3 +320,38 @@ async fn a_5_mb_page_streams_through_without_buffering() {
         "{tail}"
     );
 }
+
+/// An injected page goes out chunked, so the connection stays open for the
+/// next request (a body without a length would be ended by closing it).
+#[tokio::test]
+async fn injected_pages_keep_the_connection_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = legacy_upstream().await;
+    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let (b, jar) = s.browser();
+    s.login(&b, "alice", "/page").await;
+    let id = s.session_id(&jar).unwrap();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let request = format!(
+        "GET /big HTTP/1.1\r\nHost: {HOST}:{}\r\nAccept: text/html\r\nCookie: unigate={id}\r\n\r\n",
+        s.port
+    );
+    for round in 0..2 {
+        conn.write_all(request.as_bytes()).await.unwrap();
+        // Read one chunked response to its terminating zero-length chunk.
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while !got.ends_with(b"\r\n0\r\n\r\n") {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .expect("response in time")
+                .unwrap();
+            assert!(n > 0, "round {round}: the connection was closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&got[..got.len().min(2000)]).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+}

@@ -665,7 +665,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut PSession, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(&self, session: &mut PSession, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         let snippet = match (&ctx.session, ctx.local) {
             (Some(s), _) => &s.launcher,
             (None, true) => &self.kaseyaone_snippet,
@@ -677,8 +677,13 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok());
         let encoded = resp.headers.contains_key(http::header::CONTENT_ENCODING);
         if inject::is_html_page(resp.status.as_u16(), content_type) && !encoded {
-            // The length changes: let the body go out chunked.
+            // The length changes: let the body go out chunked. Said
+            // explicitly: without it, an HTTP/1.1 body would be delimited by
+            // closing the connection, and no connection would be reused.
             resp.remove_header(&http::header::CONTENT_LENGTH);
+            if session.req_header().version == http::Version::HTTP_11 {
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
             let mut rules = vec![("body", inject::Place::Prepend, snippet.clone())];
             if ctx.login_page {
                 rules.push(("form", inject::Place::After, self.login_button_snippet.clone()));
