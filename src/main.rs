@@ -302,7 +302,7 @@ fn demo(
             Some(i) => format!("{} · {}", m.display_name, i.display_name),
             None => m.display_name.clone(),
         };
-        let label = m.label();
+        let label = m.label().to_string();
         for u in &mut m.upstreams {
             let p = i32::from(u.port()) + shift;
             let p = u16::try_from(p)
@@ -314,7 +314,7 @@ fn demo(
     let hosts: Vec<(String, String)> = gw
         .modules
         .iter()
-        .filter_map(|m| m.hosts.first().map(|h| (m.label(), h.clone())))
+        .filter_map(|m| m.hosts.first().map(|h| (m.label().to_string(), h.clone())))
         .collect();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

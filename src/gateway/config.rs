@@ -234,6 +234,8 @@ pub struct IdentitySettings {
 #[derive(Debug, Clone)]
 pub struct ModuleConfig {
     pub name: String,
+    /// `name`, or `name/instance`: how sessions, logs and assertions know it.
+    pub label: String,
     pub display_name: String,
     /// The instance this route serves, for modules with instances.
     pub instance: Option<InstanceRef>,
@@ -295,11 +297,8 @@ pub struct AccountsConfig {
 
 impl ModuleConfig {
     /// The module's name with its instance, as sessions and logs know it.
-    pub fn label(&self) -> String {
-        match &self.instance {
-            Some(i) => format!("{}/{}", self.name, i.name),
-            None => self.name.clone(),
-        }
+    pub fn label(&self) -> &str {
+        &self.label
     }
 }
 
@@ -502,6 +501,7 @@ impl GatewayConfig {
             let headers = preset(m.headers.as_deref(), key("headers"), &mut errs, default_preset);
             let base_route = ModuleConfig {
                 name: m.name.clone(),
+                label: m.name.clone(),
                 display_name: m.display_name.clone().unwrap_or_else(|| m.name.clone()),
                 instance: None,
                 chooser: Vec::new(),
@@ -559,6 +559,7 @@ impl GatewayConfig {
                     );
                 }
                 modules.push(ModuleConfig {
+                    label: format!("{}/{}", base_route.name, inst.name),
                     instance: Some(InstanceRef {
                         display_name: inst.display_name.unwrap_or_else(|| inst.name.clone()),
                         name: inst.name,

@@ -136,7 +136,7 @@ impl Injector {
 }
 
 /// How much of a chunk the rewriter reads at a time while snippets wait.
-const STEP: usize = 2048;
+const STEP: usize = 256;
 
 /// True for responses worth rewriting: a 200 `text/html` page.
 pub fn is_html_page(status: u16, content_type: Option<&str>) -> bool {

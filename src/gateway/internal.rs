@@ -475,7 +475,7 @@ fn new_session(g: &Gateway, mi: usize, identity: Identity, tokens: Tokens) -> Se
     let module = g.module(mi);
     let launcher: Arc<str> = pages::launcher_snippet(&g.launcher_tiles(&identity)).into();
     Session::new(
-        module.label(),
+        module.label().to_string(),
         identity.clone(),
         super::identity::header_set(&identity, module.headers, g.cfg.identity.max_header_value),
         tokens,

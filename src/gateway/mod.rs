@@ -78,8 +78,10 @@ pub struct Ctx {
     local: bool,
     /// …and to one of its login pages.
     login_page: bool,
-    /// The upstream chosen for this request, and those that failed to connect.
+    /// The upstream chosen for this request; the one being tried; those
+    /// that failed to connect (allocated only on a failure).
     peer: Option<std::net::SocketAddr>,
+    current: Option<std::net::SocketAddr>,
     tried: Vec<std::net::SocketAddr>,
     /// The path and query to ask the upstream for instead of the request's.
     rewrite: Option<String>,
@@ -157,7 +159,7 @@ impl Gateway {
             let Some(lb) = lb else { continue };
             let weak = Arc::downgrade(lb);
             let every = m.health_check_interval;
-            let label = m.label();
+            let label = m.label().to_string();
             tokio::spawn(async move {
                 let mut down = 0;
                 while let Some(lb) = weak.upgrade() {
@@ -579,7 +581,7 @@ impl ProxyHttp for Gateway {
                 .pick(mi, &ctx.tried)
                 .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream left"))?,
         };
-        ctx.tried.push(addr);
+        ctx.current = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(2));
         Ok(Box::new(peer))
@@ -593,6 +595,9 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Another upstream of the route may answer: try each once.
+        if let Some(failed) = ctx.current.take() {
+            ctx.tried.push(failed);
+        }
         if let Some(mi) = ctx.module
             && ctx.tried.len() < self.module(mi).upstreams.len()
         {
