@@ -244,6 +244,15 @@ async fn upstreams_are_load_balanced_and_all_down_is_an_immediate_503() {
     assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
     assert_eq!(r.headers()["retry-after"], "10");
     assert!(text(r).await.contains("is unavailable"));
+    // A single upstream down: the same.
+    let (_, r) = s.walk(&b, "alice", &s.url("bms-west.localhost", "/")).await;
+    assert_eq!(r.status(), 200);
+    s.modules.remove("bms/west").unwrap().stop();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let t = Instant::now();
+    let r = b.get(s.url("bms-west.localhost", "/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
 }
 
 fn with_accounts(spec: &str) -> String {

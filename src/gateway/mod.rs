@@ -51,6 +51,9 @@ pub struct Gateway {
     link_attempts: RateCounter<String>,
     /// Per route: its upstreams, round robin, health-checked.
     lbs: Vec<Option<Arc<LoadBalancer<RoundRobin>>>>,
+    /// Per route with a single upstream: its health as of the last check,
+    /// read without touching the balancer (no allocation per request).
+    healthy: Vec<Arc<std::sync::atomic::AtomicBool>>,
     /// Per route: module account lookups, when configured.
     accounts: Vec<Option<crate::accounts::Accounts>>,
     /// KaseyaOne user → linked module account, per instance.
@@ -114,6 +117,11 @@ impl Gateway {
             lb.health_check_frequency = Some(m.health_check_interval);
             lbs.push(Some(Arc::new(lb)));
         }
+        let healthy = cfg
+            .modules
+            .iter()
+            .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(true)))
+            .collect();
         let accounts = cfg
             .modules
             .iter()
@@ -127,6 +135,7 @@ impl Gateway {
         Ok(Gateway {
             link_attempts: RateCounter::new(10, Duration::from_secs(300)),
             lbs,
+            healthy,
             accounts,
             links: LinkStore::new(1_000_000),
             module_cookies: ModuleCookies::new(1_000_000, cfg.session.absolute_timeout),
@@ -155,21 +164,19 @@ impl Gateway {
     /// Runs every route's health checks in the background, each at its
     /// `health_check_interval`, for as long as the gateway lives.
     pub fn spawn_health_checks(&self) {
-        for (lb, m) in self.lbs.iter().zip(&self.cfg.modules) {
+        for ((lb, m), flag) in self.lbs.iter().zip(&self.cfg.modules).zip(&self.healthy) {
             let Some(lb) = lb else { continue };
             let weak = Arc::downgrade(lb);
+            let flag = flag.clone();
             let every = m.health_check_interval;
             let label = m.label().to_string();
             tokio::spawn(async move {
                 let mut down = 0;
                 while let Some(lb) = weak.upgrade() {
                     lb.backends().run_health_check(true).await;
-                    let now_down = lb
-                        .backends()
-                        .get_backend()
-                        .iter()
-                        .filter(|b| !lb.backends().ready(b))
-                        .count();
+                    let backends = lb.backends().get_backend();
+                    let now_down = backends.iter().filter(|b| !lb.backends().ready(b)).count();
+                    flag.store(now_down < backends.len(), Ordering::Release);
                     if now_down != down {
                         tracing::warn!(module.name = %label, unhealthy = now_down, "upstream health changed");
                         down = now_down;
@@ -184,6 +191,9 @@ impl Gateway {
     /// A healthy upstream of route `mi`, round robin, skipping `tried`.
     pub fn pick(&self, mi: usize, tried: &[std::net::SocketAddr]) -> Option<std::net::SocketAddr> {
         let lb = self.lbs.get(mi)?.as_ref()?;
+        if let [only] = self.module(mi).upstreams.as_slice() {
+            return (self.healthy[mi].load(Ordering::Acquire) && !tried.contains(only)).then_some(*only);
+        }
         let b = lb.select_with(b"", 256, |b, healthy| {
             healthy && b.addr.as_inet().is_none_or(|a| !tried.contains(a))
         })?;
