@@ -333,7 +333,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     // whose email and/or username match (created when provisioning is on).
     let mut link_pending = false;
     if module.link_required {
-        match g.links.get(&identity.sub, &module.label()) {
+        match g.links.get(&identity.sub, module.label()) {
             Some(u) => identity.module_user = Some(u.to_string()),
             None => link_pending = true,
         }
@@ -699,7 +699,7 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
     }
     match module_login(g, mi, host, user, password).await {
         Ok(true) => {
-            g.links.insert(&s.identity.sub, &module.label(), user);
+            g.links.insert(&s.identity.sub, module.label(), user);
             let mut identity = (*s.identity).clone();
             identity.module_user = Some(user.to_string());
             let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();

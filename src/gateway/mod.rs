@@ -667,7 +667,7 @@ impl ProxyHttp for Gateway {
             for (name, value) in headers(id, module.headers, self.cfg.identity.max_header_value) {
                 up.insert_header(name, value)?;
             }
-            match self.signer.sign(id, &module.label(), SystemTime::now()) {
+            match self.signer.sign(id, module.label(), SystemTime::now()) {
                 Ok(jwt) => {
                     up.insert_header(ASSERTION_HEADER, jwt)?;
                 }
