@@ -24,6 +24,15 @@ pub struct GatewayFile {
     pub identity: IdentityFile,
     #[serde(default, rename = "module")]
     pub modules: Vec<ModuleFile>,
+    pub admin: Option<AdminFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AdminFile {
+    /// Where the admin API listens, e.g. `127.0.0.1:9090`. Keep it private.
+    pub address: String,
+    /// The bearer token admin calls must carry (a secret reference).
+    pub token: SecretRef,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +210,13 @@ pub struct GatewayConfig {
     pub session: SessionSettings,
     pub identity: IdentitySettings,
     pub modules: Vec<ModuleConfig>,
+    pub admin: Option<AdminSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub address: SocketAddr,
+    pub token: Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -580,7 +596,25 @@ impl GatewayConfig {
         if threads == 0 || threads > 256 {
             errs.push("listen.threads", "must be between 1 and 256");
         }
+        let admin = file.admin.as_ref().and_then(|a| {
+            let address = a
+                .address
+                .parse::<SocketAddr>()
+                .map_err(|e| errs.push("admin.address", format!("not an address like 127.0.0.1:9090 ({e})")))
+                .ok();
+            let token = a.token.load(base).map_err(|e| errs.push("admin.token", e)).ok();
+            if let Some(t) = &token
+                && t.expose().len() < 16
+            {
+                errs.push("admin.token", "use at least 16 characters");
+            }
+            Some(AdminSettings {
+                address: address?,
+                token: token?,
+            })
+        });
         errs.into_result(GatewayConfig {
+            admin,
             listen,
             threads,
             work_stealing: file.listen.work_stealing.unwrap_or(false),

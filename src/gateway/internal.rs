@@ -47,6 +47,8 @@ pub async fn host_independent(g: &Gateway, session: &mut PSession) -> Result<Opt
                 .map(Some)
             }
         }
+        "backchannel-logout" => backchannel_logout(g, session).await.map(Some),
+        "frontchannel-logout" => frontchannel_logout(g, session).await.map(Some),
         "jwks.json" => {
             let set = jsonwebtoken::jwk::JwkSet {
                 keys: vec![g.signer.key.jwk.clone()],
@@ -164,6 +166,19 @@ pub async fn start_login_with(
     return_path: &str,
     login_hint: Option<&str>,
 ) -> Result<bool> {
+    start_login_setting(g, session, mi, host, return_path, login_hint, Vec::new()).await
+}
+
+/// `start_login_with`, also setting `cookies` on the redirect.
+async fn start_login_setting(
+    g: &Gateway,
+    session: &mut PSession,
+    mi: usize,
+    host: &str,
+    return_path: &str,
+    login_hint: Option<&str>,
+    mut cookies: Vec<String>,
+) -> Result<bool> {
     let Some(loaded) = g.oidc.loaded() else {
         return respond_page(
             session,
@@ -224,7 +239,8 @@ pub async fn start_login_with(
         },
     );
     tracing::info!(module.name = %g.module(mi).name, "login started");
-    redirect(session, &url, set_cookie.into_iter().collect()).await
+    cookies.extend(set_cookie);
+    redirect(session, &url, cookies).await
 }
 
 async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Result<bool> {
@@ -423,7 +439,11 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
     }
     let mut cookies = vec![g.session_cookie_header("", Some(0))];
     for c in &module.session_cookies {
-        if let Some(v) = g.cookie(req, c) {
+        // A local exception's record ends with the logout; a KaseyaOne
+        // session's stays, so the cookie is refused if it turns up again.
+        if let Some(v) = g.cookie(req, c)
+            && g.module_cookies.get(v).is_some_and(|o| o.session.is_none())
+        {
             g.module_cookies.remove(v);
         }
         cookies.push(format!(
@@ -822,7 +842,7 @@ pub async fn required(
         .session_cookies
         .iter()
         .filter_map(|c| g.cookie(req, c))
-        .any(|v| g.module_cookies.get(v).is_some());
+        .any(|v| g.module_cookies.get(v).is_some_and(|o| o.session.is_none()));
     if known {
         ctx.local = true;
         return Ok(Required::Proceed);
@@ -908,7 +928,7 @@ async fn exception_login(
                     && !c.value().is_empty()
                     && module.session_cookies.iter().any(|s| s == c.name())
                 {
-                    g.module_cookies.insert(c.value(), &user);
+                    g.module_cookies.issued_local(c.value(), &user);
                 }
                 headers.push(("set-cookie", v.to_string()));
             }
@@ -919,4 +939,111 @@ async fn exception_login(
     let body = resp.bytes().await.unwrap_or_default();
     tracing::info!(module.name = %module.label(), module.user = %user, status, "local exception signed in with module credentials");
     respond(session, status, &content_type, &headers, body).await
+}
+
+/// Back-Channel Logout 1.0: the IdP posts a logout token; every session of
+/// its `sid` (or, without one, of its `sub`) ends on the spot. 200 when
+/// done (also when nothing was live), 400 with a JSON error otherwise.
+async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool> {
+    let bad = |why: &str| serde_json::json!({"error": "invalid_request", "error_description": why}).to_string();
+    if session.req_header().method != http::Method::POST {
+        let headers = [("allow", "POST".to_string())];
+        return respond(session, 405, "application/json", &headers, bad("POST a logout_token")).await;
+    }
+    let Some(form) = read_form(session, 64 * 1024).await? else {
+        return respond(session, 400, "application/json", &[], bad("body too large")).await;
+    };
+    let token = field(&form, "logout_token");
+    if token.is_empty() {
+        return respond(session, 400, "application/json", &[], bad("logout_token is missing")).await;
+    }
+    let claims = match g.oidc.validate_logout_token(token, SystemTime::now()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(reason = %e, "back-channel logout token refused");
+            return respond(session, 400, "application/json", &[], bad(&e.to_string())).await;
+        }
+    };
+    // A jti works once (kept past any token's lifetime with leeway).
+    if !g.jtis.entry(claims.jti.clone()).or_insert(()).is_fresh() {
+        tracing::warn!("back-channel logout token replayed");
+        let e = crate::oidc::logout_token::LogoutTokenRejected::Replay;
+        return respond(session, 400, "application/json", &[], bad(&e.to_string())).await;
+    }
+    let what = match (&claims.sid, &claims.sub) {
+        (Some(sid), _) => crate::session::Revoke::Sid(sid.clone()),
+        (None, Some(sub)) => crate::session::Revoke::Sub(sub.clone()),
+        (None, None) => unreachable!("validated: sub or sid"),
+    };
+    let ended = g.sessions.revoke(&what);
+    tracing::info!(kind = "backchannel", ended, sid = ?claims.sid, user.sub = ?claims.sub, "logout");
+    respond(session, 200, "application/json", &[], "{}").await
+}
+
+/// Front-Channel Logout 1.0: the IdP's logout page frames this with `iss`
+/// and `sid`. The frame sends no SameSite cookies, so the sessions are
+/// found by `sid`, server-side. Only the IdP's origin may frame it.
+async fn frontchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool> {
+    let req = session.req_header();
+    let (iss, sid) = (query_param(req, "iss"), query_param(req, "sid"));
+    let frame = format!("frame-ancestors {}", g.idp_origin);
+    let headers = [("content-security-policy", frame)];
+    let ok_iss = iss.as_deref() == Some(g.oidc.settings.issuer.as_str());
+    let Some(sid) = sid.filter(|s| ok_iss && !s.is_empty() && s.len() <= 255) else {
+        tracing::warn!("front-channel logout without this issuer and a sid");
+        let page = pages::page(
+            "Logout failed",
+            maud::html! { h1 { "This logout request is not valid" } },
+        );
+        return respond(session, 400, "text/html; charset=utf-8", &headers, page).await;
+    };
+    let ended = g.sessions.revoke(&crate::session::Revoke::Sid(sid));
+    tracing::info!(kind = "frontchannel", ended, "logout");
+    let page = pages::page("Logged out", maud::html! { h1 { "Logged out" } });
+    respond(session, 200, "text/html; charset=utf-8", &headers, page).await
+}
+
+/// Expires module session cookies issued under a KaseyaOne session that has
+/// ended, and sends the request round again (a navigation then logs in; an
+/// API client gets 401).
+pub async fn expire_module_cookies(g: &Gateway, session: &mut PSession, mi: usize, names: &[String]) -> Result<bool> {
+    let module = g.module(mi);
+    // The records stay: the module may still honour those cookies, and
+    // they must keep being refused wherever they turn up.
+    let mut headers: Vec<(&str, String)> = names
+        .iter()
+        .map(|n| {
+            (
+                "set-cookie",
+                format!("{n}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
+            )
+        })
+        .collect();
+    tracing::info!(module.name = %module.label(), "module session of an ended KaseyaOne session refused; its cookies expired");
+    let req = session.req_header();
+    let api = matches!(
+        crate::policy::classify(
+            req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()),
+            req.headers.contains_key("x-requested-with"),
+            req.headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()),
+        ),
+        crate::policy::ClientKind::Api
+    );
+    if api {
+        headers.push(("www-authenticate", "Bearer realm=\"unigate\"".into()));
+        let body =
+            r#"{"error":"unauthenticated","error_description":"the session has ended; log in with KaseyaOne again"}"#;
+        return respond(session, 401, "application/json", &headers, body).await;
+    }
+    let wanted = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let again = safe_return_path(wanted).unwrap_or("/").to_string();
+    if module.local_login || module.require_kaseyaone {
+        // The module's own login (or its exceptions) decides next: the
+        // same page again, without the dead cookies.
+        headers.push(("location", again));
+        return respond(session, 302, "text/plain; charset=utf-8", &headers, bytes::Bytes::new()).await;
+    }
+    let host = Gateway::host_of(req).map(|h| h.into_owned()).unwrap_or_default();
+    let cookies = headers.into_iter().map(|(_, v)| v).collect();
+    start_login_setting(g, session, mi, &host, &again, None, cookies).await
 }

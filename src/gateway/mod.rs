@@ -5,6 +5,7 @@
 //! made by the pure functions in `policy`, `oidc` and `session`; this module
 //! gathers their inputs from the request and writes their results.
 
+pub mod admin;
 pub mod config;
 pub mod identity;
 pub mod inject;
@@ -58,8 +59,12 @@ pub struct Gateway {
     accounts: Vec<Option<crate::accounts::Accounts>>,
     /// KaseyaOne user → linked module account, per instance.
     pub links: LinkStore,
-    /// Module sessions of the local exceptions of modules that require KaseyaOne.
+    /// Module session cookies unigate saw issued, and to whom.
     pub module_cookies: ModuleCookies,
+    /// Back-channel logout tokens already used (`jti`).
+    jtis: moka::sync::Cache<String, ()>,
+    /// The IdP's origin: the only one that may frame front-channel logout.
+    idp_origin: String,
     /// The KaseyaOne icon, for users logged in with module credentials.
     kaseyaone_snippet: Arc<str>,
     /// The "Log In with KaseyaOne" button for module login pages.
@@ -88,8 +93,35 @@ pub struct Ctx {
     tried: Vec<std::net::SocketAddr>,
     /// The path and query to ask the upstream for instead of the request's.
     rewrite: Option<String>,
+    /// Module cookies (bits: indexes into `session_cookies`) issued to
+    /// another user: kept from the module (user switch).
+    strip_cookies: u64,
+    /// The upstream socket, for closing a long-lived response when its
+    /// session ends.
+    upstream_fd: Option<std::os::unix::io::RawFd>,
+    /// Closes that socket on revocation; dropped (aborted) with the request.
+    watcher: Option<Watcher>,
     /// The App Launcher or KaseyaOne icon going into this response's HTML.
     inject: Option<std::sync::Mutex<inject::Injector>>,
+}
+
+/// A task that ends with the request that started it.
+pub struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the module session cookies of a request say.
+enum ModuleCookieCheck {
+    /// Nothing to do.
+    Pass,
+    /// Issued to another user than the session's: these (bits) stay out.
+    Strip(u64),
+    /// Issued under a KaseyaOne session that has ended: expire these names.
+    Expire(Vec<String>),
 }
 
 impl Gateway {
@@ -139,6 +171,15 @@ impl Gateway {
             accounts,
             links: LinkStore::new(1_000_000),
             module_cookies: ModuleCookies::new(1_000_000, cfg.session.absolute_timeout),
+            jtis: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(
+                    crate::oidc::logout_token::MAX_AGE_SECS + 2 * crate::oidc::client::LEEWAY + 600,
+                ))
+                .build(),
+            idp_origin: url::Url::parse(&cfg.idp.issuer)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default(),
             sessions: MemoryStore::new(&cfg.session),
             txns: TxnStore::new(100_000, Duration::from_secs(600)),
             bearer: moka::sync::Cache::builder()
@@ -198,6 +239,41 @@ impl Gateway {
             healthy && b.addr.as_inet().is_none_or(|a| !tried.contains(a))
         })?;
         b.addr.as_inet().copied()
+    }
+
+    /// Module session cookies against the session (if any) of the request.
+    fn check_module_cookies(
+        &self,
+        req: &RequestHeader,
+        module: &ModuleConfig,
+        s: Option<&Session>,
+    ) -> ModuleCookieCheck {
+        let mut strip = 0u64;
+        let mut expire = Vec::new();
+        for (i, name) in module.session_cookies.iter().enumerate().take(64) {
+            let Some(v) = self.cookie(req, name).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let Some(owner) = self.module_cookies.get(v) else {
+                continue;
+            };
+            if owner.session.is_none() {
+                continue; // a local exception's own module session
+            }
+            match s {
+                Some(s) if *owner.user != *s.identity.sub => strip |= 1 << i,
+                Some(_) => {}
+                None => expire.push(name.clone()),
+            }
+        }
+        if !expire.is_empty() {
+            return ModuleCookieCheck::Expire(expire);
+        }
+        if strip != 0 {
+            ModuleCookieCheck::Strip(strip)
+        } else {
+            ModuleCookieCheck::Pass
+        }
     }
 
     /// The App Launcher's tiles for this user: every module of this
@@ -502,9 +578,23 @@ impl ProxyHttp for Gateway {
                 let host = host.into_owned();
                 return internal::chooser(self, session, mi, &host, &s).await;
             }
+            if !module.session_cookies.is_empty()
+                && let ModuleCookieCheck::Strip(bits) = self.check_module_cookies(req, module, Some(&s))
+            {
+                tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, "module cookie of another user kept from the module");
+                ctx.strip_cookies = bits;
+            }
             self.maybe_refresh(&s, now);
             ctx.session = Some(s);
             return self.proceed(session, ctx, mi).await;
+        }
+        // A module session opened under a KaseyaOne session that has ended
+        // (logout, back-/front-channel logout, expiry) never gets through:
+        // its cookies are expired and the request starts over.
+        if !module.session_cookies.is_empty()
+            && let ModuleCookieCheck::Expire(names) = self.check_module_cookies(req, module, None)
+        {
+            return internal::expire_module_cookies(self, session, mi, &names).await;
         }
         let bearer = req
             .headers
@@ -627,6 +717,32 @@ impl ProxyHttp for Gateway {
         {
             up.set_uri(uri);
         }
+        if ctx.strip_cookies != 0
+            && let Some(mi) = ctx.module
+        {
+            let module = self.module(mi);
+            let kept: Vec<String> = up
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .map(str::trim)
+                .filter(|pair| {
+                    let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
+                    !module
+                        .session_cookies
+                        .iter()
+                        .enumerate()
+                        .any(|(i, c)| ctx.strip_cookies & (1 << i) != 0 && c == name)
+                })
+                .map(str::to_string)
+                .collect();
+            up.remove_header(&http::header::COOKIE);
+            if !kept.is_empty() {
+                up.insert_header(http::header::COOKIE, kept.join("; "))?;
+            }
+        }
         // Nothing a client sends may pose as identity.
         let spoofed: Vec<http::header::HeaderName> = up
             .headers
@@ -680,7 +796,50 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut PSession,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.upstream_fd = Some(fd);
+        Ok(())
+    }
+
     async fn response_filter(&self, session: &mut PSession, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let (Some(s), Some(mi)) = (&ctx.session, ctx.module) {
+            let module = self.module(mi);
+            if !module.session_cookies.is_empty() && resp.headers.contains_key(http::header::SET_COOKIE) {
+                for v in resp.headers.get_all(http::header::SET_COOKIE) {
+                    let Ok(c) = cookie::Cookie::parse(String::from_utf8_lossy(v.as_bytes()).into_owned()) else {
+                        continue;
+                    };
+                    if !c.value().is_empty() && module.session_cookies.iter().any(|n| n == c.name()) {
+                        self.module_cookies.issued(c.value(), s);
+                    }
+                }
+            }
+            // A websocket or an event stream lives on: it is closed within
+            // moments of its session ending.
+            let long_lived = resp.status.as_u16() == 101
+                || resp
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("text/event-stream"));
+            if long_lived && let Some(fd) = ctx.upstream_fd {
+                let s = s.clone();
+                let label = module.label().to_string();
+                ctx.watcher = Some(Watcher(tokio::spawn(async move {
+                    s.revoked().await;
+                    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+                    tracing::info!(module.name = %label, user.sub = %s.identity.sub, "long-lived response closed: its session ended");
+                })));
+            }
+        }
         let snippet = match (&ctx.session, ctx.local) {
             (Some(s), _) => &s.launcher,
             (None, true) => &self.kaseyaone_snippet,
@@ -715,6 +874,10 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            // Before the upstream connection can go back to the pool.
+            ctx.watcher = None;
+        }
         if let Some(inj) = &ctx.inject {
             inj.lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -41,6 +41,9 @@ impl ShutdownSignalWatch for Stop {
 /// A running unigate.
 pub struct GatewayServer {
     pub addr: SocketAddr,
+    /// Where the admin API listens, when configured.
+    pub admin_addr: Option<SocketAddr>,
+    admin: Option<tokio::task::JoinHandle<()>>,
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -74,7 +77,18 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
     }
     let gw = Gateway::new(cfg, oidc, signer).map_err(StartError::Setup)?;
     gw.spawn_health_checks();
-    Ok(Arc::new(gw))
+    let gw = Arc::new(gw);
+    // Expired sessions are noticed within a second: what they hold open
+    // (websockets, event streams) closes then.
+    let weak = Arc::downgrade(&gw);
+    tokio::spawn(async move {
+        while let Some(g) = weak.upgrade() {
+            g.sessions.housekeeping();
+            drop(g);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    Ok(gw)
 }
 
 /// A plain `Gateway` handle usable as a Pingora `ProxyHttp`.
@@ -104,6 +118,17 @@ impl pingora::proxy::ProxyHttp for Shared {
         e: Box<pingora::Error>,
     ) -> Box<pingora::Error> {
         self.0.fail_to_connect(s, peer, ctx, e)
+    }
+    async fn connected_to_upstream(
+        &self,
+        s: &mut pingora::proxy::Session,
+        reused: bool,
+        peer: &pingora::upstreams::peer::HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        self.0.connected_to_upstream(s, reused, peer, fd, digest, ctx).await
     }
     async fn upstream_request_filter(
         &self,
@@ -159,7 +184,18 @@ impl GatewayServer {
     pub async fn start(cfg: GatewayConfig) -> Result<GatewayServer, StartError> {
         let addr = cfg.listen;
         let (threads, work_stealing) = (cfg.threads, cfg.work_stealing);
+        let admin_cfg = cfg.admin.clone();
         let gateway = build(cfg).await?;
+        let (admin_addr, admin) = match admin_cfg {
+            Some(a) => {
+                let l = tokio::net::TcpListener::bind(a.address)
+                    .await
+                    .map_err(|e| StartError::Setup(format!("admin listener {}: {e}", a.address)))?;
+                let bound = l.local_addr().map_err(|e| StartError::Setup(e.to_string()))?;
+                (Some(bound), Some(super::admin::serve(l, gateway.clone(), a.token)))
+            }
+            None => (None, None),
+        };
         let (tx, rx) = watch::channel(false);
         let g = gateway.clone();
         let thread = std::thread::Builder::new()
@@ -181,6 +217,8 @@ impl GatewayServer {
                 tracing::debug!(ms = started.elapsed().as_millis() as u64, "unigate listening");
                 return Ok(GatewayServer {
                     addr,
+                    admin_addr,
+                    admin,
                     gateway,
                     stop: tx,
                     thread: Some(thread),
@@ -194,6 +232,9 @@ impl GatewayServer {
 
     /// Stops the server and waits for its thread.
     pub async fn shutdown(mut self) {
+        if let Some(a) = self.admin.take() {
+            a.abort();
+        }
         let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;

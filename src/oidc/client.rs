@@ -234,6 +234,37 @@ impl OidcClient {
         Err(TokenRejected::UnknownKey.into())
     }
 
+    /// Validates a back-channel logout token, re-fetching the JWKS once for
+    /// a key not seen yet. Replays are the caller's to refuse.
+    pub async fn validate_logout_token(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<super::logout_token::LogoutClaims, super::logout_token::LogoutTokenRejected> {
+        use super::logout_token::{LogoutTokenRejected, validate_logout_token};
+        for attempt in 0..2 {
+            let Some(loaded) = self.loaded() else {
+                return Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey));
+            };
+            let expected = Expected {
+                issuer: &self.settings.issuer,
+                client_id: &self.settings.client_id,
+                nonce: None,
+                algorithms: &loaded.algorithms,
+                leeway: LEEWAY,
+            };
+            match validate_logout_token(token, &loaded.keys, &expected, now) {
+                Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey))
+                    if attempt == 0 && self.refresh_keys().await =>
+                {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey))
+    }
+
     /// Validates a JWT access token (signature, iss, aud, exp) for
     /// `Authorization: Bearer` requests.
     pub async fn validate_access_token(&self, token: &str, now: SystemTime) -> Result<AccessClaims, OidcError> {

@@ -4,4 +4,5 @@
 
 pub mod client;
 pub mod id_token;
+pub mod logout_token;
 pub mod return_url;

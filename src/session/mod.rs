@@ -57,6 +57,10 @@ pub struct Session {
     /// Logged in, but the module account is not linked yet: every request
     /// goes to the link page first.
     pub link_pending: bool,
+    /// Ended (logout, back- or front-channel logout, admin, expiry): requests
+    /// still holding it stop, and its long-lived responses are closed.
+    revoked: AtomicBool,
+    revoked_notify: tokio::sync::Notify,
 }
 
 impl Session {
@@ -72,6 +76,32 @@ impl Session {
             needs_login: AtomicBool::new(false),
             launcher: Arc::from(""),
             link_pending: false,
+            revoked: AtomicBool::new(false),
+            revoked_notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Ends the session for everything still holding it.
+    pub fn revoke(&self) {
+        if !self.revoked.swap(true, Ordering::AcqRel) {
+            self.revoked_notify.notify_waiters();
+        }
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the session is revoked.
+    pub async fn revoked(&self) {
+        loop {
+            let wait = self.revoked_notify.notified();
+            tokio::pin!(wait);
+            wait.as_mut().enable();
+            if self.is_revoked() {
+                return;
+            }
+            wait.await;
         }
     }
 
@@ -86,25 +116,53 @@ impl Session {
     }
 
     pub fn usable(&self) -> bool {
-        !self.needs_login.load(Ordering::Acquire)
+        !self.needs_login.load(Ordering::Acquire) && !self.is_revoked()
     }
 }
 
+/// Which sessions to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoke {
+    /// Every session of one IdP session (`sid`).
+    Sid(String),
+    /// Every session of one user (`sub`).
+    Sub(String),
+    /// Every session of the user with this email (case-insensitive).
+    Email(String),
+}
+
+type Index = Cache<String, Arc<Mutex<Vec<String>>>>;
+
 /// Sessions in memory: gone after `idle_timeout` unused or
-/// `absolute_timeout` after login, whichever comes first.
+/// `absolute_timeout` after login, whichever comes first; indexed by IdP
+/// session, user and email so that logouts can find them.
 pub struct MemoryStore {
     sessions: Cache<String, Arc<Session>>,
+    by_sid: Index,
+    by_sub: Index,
+    by_email: Index,
 }
 
 impl MemoryStore {
     pub fn new(s: &SessionSettings) -> Self {
+        let index = || {
+            Cache::builder()
+                .max_capacity(s.max_sessions)
+                .time_to_live(s.absolute_timeout)
+                .build()
+        };
         MemoryStore {
             sessions: Cache::builder()
                 .max_capacity(s.max_sessions)
                 .time_to_idle(s.idle_timeout)
                 .time_to_live(s.absolute_timeout)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
+                // Expired or evicted: whatever still holds it stops too.
+                .eviction_listener(|_, s: Arc<Session>, _| s.revoke())
                 .build(),
+            by_sid: index(),
+            by_sub: index(),
+            by_email: index(),
         }
     }
 
@@ -113,11 +171,57 @@ impl MemoryStore {
     }
 
     pub fn insert(&self, id: String, s: Arc<Session>) {
+        let add = |index: &Index, key: &str| {
+            if key.is_empty() {
+                return;
+            }
+            let ids = index.get_with_by_ref(key, || Arc::new(Mutex::new(Vec::new())));
+            let mut ids = ids.lock().unwrap_or_else(|p| p.into_inner());
+            if !ids.contains(&id) {
+                ids.push(id.clone());
+            }
+        };
+        if let Some(sid) = &s.identity.sid {
+            add(&self.by_sid, sid);
+        }
+        add(&self.by_sub, &s.identity.sub);
+        add(&self.by_email, &s.identity.email.to_lowercase());
         self.sessions.insert(id, s);
     }
 
+    /// Takes a session out (logout); it is revoked.
     pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.remove(id)
+        let s = self.sessions.remove(id)?;
+        s.revoke();
+        Some(s)
+    }
+
+    /// Ends every session `what` names; returns how many were live.
+    pub fn revoke(&self, what: &Revoke) -> usize {
+        let (index, key) = match what {
+            Revoke::Sid(k) => (&self.by_sid, k.clone()),
+            Revoke::Sub(k) => (&self.by_sub, k.clone()),
+            Revoke::Email(k) => (&self.by_email, k.to_lowercase()),
+        };
+        let Some(ids) = index.remove(&key) else { return 0 };
+        let ids = std::mem::take(&mut *ids.lock().unwrap_or_else(|p| p.into_inner()));
+        ids.iter().filter(|id| self.remove(id).is_some()).count()
+    }
+
+    /// The IdP session ids (`sid`) with live sessions here.
+    pub fn sids(&self) -> Vec<String> {
+        self.by_sid.iter().map(|(k, _)| (*k).clone()).collect()
+    }
+
+    /// The users (`sub`) with sessions here.
+    pub fn subs(&self) -> Vec<String> {
+        self.by_sub.iter().map(|(k, _)| (*k).clone()).collect()
+    }
+
+    /// Expiries are noticed on access; this notices them now (and so
+    /// closes what the expired sessions still hold open).
+    pub fn housekeeping(&self) {
+        self.sessions.run_pending_tasks();
     }
 
     pub fn len(&self) -> u64 {
@@ -154,11 +258,22 @@ impl LinkStore {
     }
 }
 
-/// Module sessions opened with module credentials by a user unigate let
-/// through (the exceptions of a module that requires KaseyaOne), keyed by
-/// the SHA-256 of the module's session cookie: the cookie itself is not kept.
+/// Who a module session cookie was issued to.
+#[derive(Debug)]
+pub struct CookieOwner {
+    /// The KaseyaOne `sub`, or the module username of a local exception.
+    pub user: Arc<str>,
+    /// The unigate session it was issued under; `None` for a local
+    /// exception's own login.
+    pub session: Option<std::sync::Weak<Session>>,
+}
+
+/// The module session cookies unigate saw the module issue: to KaseyaOne
+/// sessions (so a logout or a user switch can keep them out) and to the
+/// local exceptions of modules that require KaseyaOne. Keyed by the
+/// SHA-256 of the cookie's value: the cookie itself is not kept.
 pub struct ModuleCookies {
-    cookies: Cache<[u8; 32], Arc<str>>,
+    cookies: Cache<[u8; 32], Arc<CookieOwner>>,
 }
 
 impl ModuleCookies {
@@ -173,11 +288,29 @@ impl ModuleCookies {
         sha2::Sha256::digest(value.as_bytes()).into()
     }
 
-    pub fn insert(&self, value: &str, user: &str) {
-        self.cookies.insert(Self::key(value), Arc::from(user));
+    /// A cookie the module set in answer to a KaseyaOne session's request.
+    pub fn issued(&self, value: &str, session: &Arc<Session>) {
+        self.cookies.insert(
+            Self::key(value),
+            Arc::new(CookieOwner {
+                user: Arc::from(session.identity.sub.as_str()),
+                session: Some(Arc::downgrade(session)),
+            }),
+        );
     }
 
-    pub fn get(&self, value: &str) -> Option<Arc<str>> {
+    /// A cookie the module set for a local exception's own login.
+    pub fn issued_local(&self, value: &str, user: &str) {
+        self.cookies.insert(
+            Self::key(value),
+            Arc::new(CookieOwner {
+                user: Arc::from(user),
+                session: None,
+            }),
+        );
+    }
+
+    pub fn get(&self, value: &str) -> Option<Arc<CookieOwner>> {
         self.cookies.get(&Self::key(value))
     }
 

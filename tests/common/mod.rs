@@ -437,13 +437,19 @@ impl Multi {
 
     /// A browser: cookies kept, redirects not followed, every host on loopback.
     pub fn browser(&self) -> reqwest::Client {
+        self.browser_with_jar().0
+    }
+
+    /// A browser and its cookie jar.
+    pub fn browser_with_jar(&self) -> (reqwest::Client, Arc<Jar>) {
+        let jar = Arc::new(Jar::default());
         let mut b = reqwest::Client::builder()
-            .cookie_store(true)
+            .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none());
         for h in &self.hosts {
             b = b.resolve(h, SocketAddr::from(([127, 0, 0, 1], self.port)));
         }
-        b.build().unwrap()
+        (b.build().unwrap(), jar)
     }
 
     /// Follows redirects by hand through unigate and the IdP, logging in
@@ -489,6 +495,17 @@ pub async fn multi(
     gw_extra: &str,
     modules_toml: &str,
 ) -> Multi {
+    multi_with(hosts, accounts, gw_extra, modules_toml, |_, _| {}).await
+}
+
+/// `multi`, with the IdP's configuration edited first (given unigate's port).
+pub async fn multi_with(
+    hosts: &[&str],
+    accounts: impl Fn(&str) -> Vec<DemoAccount>,
+    gw_extra: &str,
+    modules_toml: &str,
+    edit_idp: impl FnOnce(&mut IdpConfig, u16),
+) -> Multi {
     let port = free_port().unwrap();
     let mut idp_cfg = demo_config();
     let mut client = test_client(None, None);
@@ -499,6 +516,7 @@ pub async fn multi(
         client.post_logout_redirect_uris.push(format!("http://{h}:{port}/"));
     }
     idp_cfg.clients.push(client);
+    edit_idp(&mut idp_cfg, port);
     let idp = start_idp(idp_cfg).await;
     let mut modules = std::collections::HashMap::new();
     let mut text = modules_toml.to_string();

@@ -1,0 +1,111 @@
+//! The admin listener (`[admin] address`): an API for operators, separate
+//! from the proxy's port. Every call needs `Authorization: Bearer` with the
+//! token from `[admin] token` (a secret reference), and every call —
+//! refused ones too — is written to the audit log (tracing target
+//! `unigate::audit`).
+//!
+//! - `POST /admin/revoke` with `{"sub": "…"}` or `{"email": "…"}`: ends all
+//!   sessions of that user on this unigate; answers `{"revoked": N}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use super::Gateway;
+use crate::secret::Secret;
+use crate::session::Revoke;
+
+struct Admin {
+    gateway: Arc<Gateway>,
+    token: Secret,
+}
+
+type S = State<Arc<Admin>>;
+
+fn error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+fn authorized(a: &Admin, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, t)| a.token.matches(t.trim().as_bytes()))
+}
+
+async fn revoke(
+    State(a): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&a, &headers) {
+        tracing::warn!(target: "unigate::audit", caller = %peer, action = "revoke", outcome = "unauthorized", "admin call refused");
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin bearer token is required",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"unigate-admin\""),
+        );
+        return r;
+    }
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => {
+            tracing::warn!(target: "unigate::audit", caller = %peer, action = "revoke", outcome = "bad_request", "admin call refused");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "send JSON: {\"sub\": \"…\"} or {\"email\": \"…\"}",
+            );
+        }
+    };
+    let what = match (v["sub"].as_str(), v["email"].as_str()) {
+        (Some(sub), None) if !sub.is_empty() => Revoke::Sub(sub.to_string()),
+        (None, Some(email)) if !email.is_empty() => Revoke::Email(email.to_string()),
+        _ => {
+            tracing::warn!(target: "unigate::audit", caller = %peer, action = "revoke", outcome = "bad_request", "admin call refused");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "name exactly one of `sub` and `email`",
+            );
+        }
+    };
+    let revoked = a.gateway.sessions.revoke(&what);
+    tracing::info!(target: "unigate::audit", caller = %peer, action = "revoke", target_user = ?what, revoked, outcome = "ok", "admin revoked sessions");
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"revoked": revoked})),
+    )
+        .into_response()
+}
+
+/// Serves the admin API on `listener` until the task is aborted.
+pub fn serve(listener: tokio::net::TcpListener, gateway: Arc<Gateway>, token: Secret) -> tokio::task::JoinHandle<()> {
+    let app = Router::new()
+        .route("/admin/revoke", post(revoke))
+        .with_state(Arc::new(Admin { gateway, token }));
+    tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin listener stopped");
+        }
+    })
+}

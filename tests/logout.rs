@@ -1,0 +1,503 @@
+//! Logout everywhere (issue 5), over real sockets with the embedded IdP:
+//! Back-Channel Logout 1.0 (and every invalid logout-token variant refused
+//! with the session surviving), Front-Channel Logout 1.0, the module's own
+//! session refused after a logout, the user switch, a websocket closed on
+//! logout, and the admin revocation API.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use unigate::oidc::logout_token::BACKCHANNEL_EVENT;
+
+/// The admin token: the stack's secret file (see `start_gateway`).
+const ADMIN_TOKEN: &str = SECRET;
+
+/// The demo's modules, with the IdP told to send back- and front-channel
+/// logouts to unigate, and an admin listener.
+async fn logout_stack() -> Multi {
+    let gw_extra = r#"
+        [admin]
+        address = "127.0.0.1:0"
+        token = "file:secret"
+    "#;
+    multi_with(
+        ALL_HOSTS,
+        unigate::demo_module::demo_accounts,
+        gw_extra,
+        &demo_modules("", "", ""),
+        |idp, port| {
+            for c in idp.clients.iter_mut().filter(|c| c.client_id == CLIENT) {
+                c.backchannel_logout_uri =
+                    Some(url::Url::parse(&format!("http://127.0.0.1:{port}/_unigate/backchannel-logout")).unwrap());
+                c.frontchannel_logout_uri = Some(
+                    url::Url::parse(&format!("http://portal.localhost:{port}/_unigate/frontchannel-logout")).unwrap(),
+                );
+            }
+        },
+    )
+    .await
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// What a module page answers now: 200 (in), or where it redirects.
+async fn page(b: &reqwest::Client, url: &str) -> (u16, String) {
+    let r = b.get(url).header("accept", "text/html").send().await.unwrap();
+    let status = r.status().as_u16();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, loc)
+}
+
+/// Posts a logout token to unigate's back-channel endpoint.
+async fn post_logout_token(s: &Multi, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/_unigate/backchannel-logout", s.port))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn sign(s: &Multi, typ: &str, claims: &Value) -> String {
+    s.idp.provider.keys.current(Algorithm::ES256).sign(typ, claims).unwrap()
+}
+
+fn logout_claims(s: &Multi, sid: &str) -> Value {
+    json!({
+        "iss": s.idp.issuer(), "aud": CLIENT, "iat": now(), "exp": now() + 120,
+        "jti": unigate::idp::store::random_token(), "sid": sid,
+        "events": { BACKCHANNEL_EVENT: {} }
+    })
+}
+
+#[tokio::test]
+async fn backchannel_logout_from_another_module_ends_every_session_and_the_module_sessions() {
+    let s = logout_stack().await;
+    let b = s.browser();
+    let portal = s.url("portal.localhost", "/");
+    let (_, r) = s.walk(&b, "alice", &portal).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Welcome, alice"));
+    assert_eq!(
+        s.module("portal").module.live_sessions(),
+        1,
+        "the portal opened its own session"
+    );
+    let east = s.url("bms-east.localhost", "/");
+    let (_, r) = s.walk(&b, "alice", &east).await;
+    assert_eq!(r.status(), 200);
+
+    // Log out of BMS East: unigate sends the browser to the IdP, which ends
+    // its session and tells unigate by back channel.
+    let r = b.get(s.url("bms-east.localhost", "/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let end = location(&r);
+    let r = b.get(&end).send().await.unwrap();
+    assert!(r.status().is_success() || r.status().is_redirection(), "{}", r.status());
+    let t = Instant::now();
+    // Within a second the portal session is gone on the server side.
+    loop {
+        let (status, loc) = page(&b, &portal).await;
+        if status == 302 {
+            assert!(loc.starts_with(&format!("{}/authorize?", s.idp.issuer())), "{loc}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "portal session still live after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.gw.gateway.sessions.len(), 0, "both sessions ended");
+}
+
+#[tokio::test]
+async fn a_module_session_of_an_ended_login_never_gets_through() {
+    let s = logout_stack().await;
+    let b = s.browser();
+    let portal = s.url("portal.localhost", "/");
+    let (_, r) = s.walk(&b, "alice", &portal).await;
+    assert_eq!(r.status(), 200);
+    let module_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("portal_session="))
+        .expect("the module set its session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // The session ends (admin revocation) …
+    let admin = s.gw.admin_addr.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{admin}/admin/revoke"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"email": "ALICE@acme-msp.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["revoked"], 1);
+    // … and the module's cookie alone, replayed by anyone, is refused and expired.
+    let thief = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("portal.localhost", std::net::SocketAddr::from(([127, 0, 0, 1], s.port)))
+        .build()
+        .unwrap();
+    let r = thief
+        .get(&portal)
+        .header("accept", "text/html")
+        .header("cookie", &module_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(location(&r).starts_with(&format!("{}/authorize?", s.idp.issuer())));
+    let expired = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("portal_session=;") && c.to_str().unwrap().contains("Max-Age=0"));
+    assert!(expired, "the module cookie is expired");
+    // An API client gets 401, not the module.
+    let r = thief
+        .get(s.url("portal.localhost", "/api/whoami"))
+        .header("accept", "application/json")
+        .header("cookie", &module_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn user_switch_keeps_the_previous_users_module_session_out() {
+    let s = logout_stack().await;
+    let portal = s.url("portal.localhost", "/");
+    // alice's browser, and her portal session cookie.
+    let a = s.browser();
+    let (_, r) = s.walk(&a, "alice", &portal).await;
+    let alice_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("portal_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let value = alice_cookie.split_once('=').unwrap().1;
+    assert!(
+        s.gw.gateway.module_cookies.get(value).is_some(),
+        "unigate saw the module issue alice's cookie"
+    );
+    // bob logs in on a browser that carries alice's portal cookie (without
+    // her unigate session it is expired on the way in)…
+    let (bob, jar) = s.browser_with_jar();
+    jar.add_cookie_str(&alice_cookie, &url::Url::parse(&portal).unwrap());
+    let (_, r) = s.walk(&bob, "bob", &portal).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Welcome, bob"), "{page}");
+    // …and when it turns up again beside bob's session, the module never sees it.
+    jar.add_cookie_str(&alice_cookie, &url::Url::parse(&portal).unwrap());
+    let who: Value = bob
+        .get(s.url("portal.localhost", "/api/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["assertion"]["preferred_username"], "bob");
+    assert!(
+        who["local_session_user"].is_null(),
+        "alice's module session was kept out: {who}"
+    );
+}
+
+#[tokio::test]
+async fn every_invalid_logout_token_gets_400_and_the_session_survives() {
+    let s = logout_stack().await;
+    let b = s.browser();
+    let portal = s.url("portal.localhost", "/");
+    let (_, r) = s.walk(&b, "alice", &portal).await;
+    assert_eq!(r.status(), 200);
+    let live = s.gw.gateway.sessions.len();
+    assert!(live >= 1);
+    // The IdP session id of alice's (only) session.
+    let sid =
+        s.gw.gateway
+            .sessions
+            .sids()
+            .into_iter()
+            .next()
+            .expect("a session with a sid");
+    let good = logout_claims(&s, &sid);
+    let edit = |k: &str, v: Value| {
+        let mut c = good.clone();
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v;
+        }
+        c["jti"] = json!(unigate::idp::store::random_token());
+        c
+    };
+    let other_key = unigate::idp::keys::SigningKey::generate(Algorithm::ES256).unwrap();
+    let header_b64 = |h: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.to_string())
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        header_b64(&json!({"alg": "none", "typ": "logout+jwt"})),
+        header_b64(&edit("jti", json!("none-1")))
+    );
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &edit("jti", json!("hs-1")),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut neither = good.clone();
+    neither.as_object_mut().unwrap().remove("sid");
+    neither.as_object_mut().unwrap().remove("sub");
+    neither["jti"] = json!("neither-1");
+    // An ID token: what the IdP issued at login.
+    let id_token = {
+        let claims = json!({
+            "iss": s.idp.issuer(), "aud": CLIENT, "sub": "x", "sid": sid, "iat": now(), "exp": now() + 300,
+            "nonce": "n", "jti": "id-1"
+        });
+        sign(&s, "JWT", &claims)
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "bad signature",
+            other_key.sign("logout+jwt", &edit("jti", json!("sig-1"))).unwrap(),
+        ),
+        ("alg none", alg_none),
+        ("wrong alg (HS256 with the client secret)", hs256),
+        (
+            "wrong iss",
+            sign(&s, "logout+jwt", &edit("iss", json!("https://evil.example"))),
+        ),
+        (
+            "wrong aud",
+            sign(&s, "logout+jwt", &edit("aud", json!("another-client"))),
+        ),
+        ("expired", sign(&s, "logout+jwt", &edit("exp", json!(now() - 300)))),
+        ("missing events", sign(&s, "logout+jwt", &edit("events", Value::Null))),
+        (
+            "events not an object",
+            sign(&s, "logout+jwt", &edit("events", json!("logout"))),
+        ),
+        ("nonce present", sign(&s, "logout+jwt", &edit("nonce", json!("n")))),
+        ("neither sub nor sid", sign(&s, "logout+jwt", &neither)),
+        ("an ID token", id_token),
+        ("not a JWT", "not-a-token".to_string()),
+    ];
+    for (what, token) in cases {
+        let r = post_logout_token(&s, &token).await;
+        assert_eq!(r.status(), 400, "{what}");
+        assert_eq!(r.headers()["cache-control"], "no-store", "{what}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{what}");
+        assert_eq!(page(&b, &portal).await.0, 200, "{what}: the session survives");
+    }
+    // A missing token.
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/_unigate/backchannel-logout", s.port))
+        .form(&[("other", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A valid token for another sid: 200, nothing ends.
+    let r = post_logout_token(&s, &sign(&s, "logout+jwt", &logout_claims(&s, "some-other-sid"))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(page(&b, &portal).await.0, 200);
+    // The valid token: 200, the session ends; its replay: 400.
+    let token = sign(&s, "logout+jwt", &good);
+    let r = post_logout_token(&s, &token).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(page(&b, &portal).await.0, 302, "logged out");
+    let r = post_logout_token(&s, &token).await;
+    assert_eq!(r.status(), 400, "jti replay");
+    // Already gone: a fresh token for the same sid is still 200.
+    let r = post_logout_token(&s, &sign(&s, "logout+jwt", &logout_claims(&s, &sid))).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn frontchannel_logout_finds_the_sessions_by_sid_and_only_the_idp_may_frame_it() {
+    let s = logout_stack().await;
+    let b = s.browser();
+    let portal = s.url("portal.localhost", "/");
+    let (_, r) = s.walk(&b, "alice", &portal).await;
+    assert_eq!(r.status(), 200);
+    let sid = s.gw.gateway.sessions.sids().into_iter().next().unwrap();
+    // No cookies (a third-party iframe sends none): found by sid.
+    let anon = reqwest::Client::new();
+    let bad = anon
+        .get(format!(
+            "http://127.0.0.1:{}/_unigate/frontchannel-logout?iss=https://evil.example&sid={sid}",
+            s.port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(page(&b, &portal).await.0, 200, "wrong iss: nothing ends");
+    let missing = anon
+        .get(format!(
+            "http://127.0.0.1:{}/_unigate/frontchannel-logout?iss={}",
+            s.port,
+            s.idp.issuer()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+    let url = url::Url::parse_with_params(
+        &format!("http://127.0.0.1:{}/_unigate/frontchannel-logout", s.port),
+        &[("iss", s.idp.issuer()), ("sid", sid.as_str())],
+    )
+    .unwrap();
+    let r = anon.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert_eq!(csp, format!("frame-ancestors {}", s.idp.issuer()));
+    assert_eq!(page(&b, &portal).await.0, 302, "logged out");
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_and_revokes_by_sub_or_email() {
+    let s = logout_stack().await;
+    let b = s.browser();
+    let portal = s.url("portal.localhost", "/");
+    let (_, r) = s.walk(&b, "alice", &portal).await;
+    assert_eq!(r.status(), 200);
+    let admin = format!("http://{}/admin/revoke", s.gw.admin_addr.unwrap());
+    let c = reqwest::Client::new();
+    for token in [None, Some("wrong-token-0123456789")] {
+        let mut rb = c.post(&admin).json(&json!({"email": "alice@acme-msp.example"}));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().contains_key("www-authenticate"));
+    }
+    assert_eq!(page(&b, &portal).await.0, 200, "refused calls change nothing");
+    for body in [json!({}), json!({"sub": "a", "email": "b"}), json!("x")] {
+        let r = c
+            .post(&admin)
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    let sub = s.gw.gateway.sessions.subs().into_iter().next().unwrap();
+    let r = c
+        .post(&admin)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"sub": sub}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["revoked"], 1);
+    assert_eq!(page(&b, &portal).await.0, 302);
+}
+
+/// A websocket echo module: every message comes back.
+async fn websocket_upstream() -> std::net::SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_websocket_is_closed_within_a_second_of_logout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let up = websocket_upstream().await;
+    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let (b, jar) = s.browser();
+    s.login(&b, "alice", "/").await;
+    let id = s.session_id(&jar).unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://127.0.0.1:{}/live",
+        s.port
+    ))
+    .unwrap();
+    req.headers_mut()
+        .insert("host", format!("{HOST}:{}", s.port).parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", format!("unigate={id}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket through unigate");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("ping")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "ping");
+    // Idle for a while: an open websocket is not closed for nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ws.send(Message::text("still")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "still");
+    // Logout (the browser's /logout): the websocket ends within a second.
+    let r = b.get(s.url("/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let t = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the websocket was still open 1 s after logout");
+    eprintln!("websocket closed {:?} after logout", t.elapsed());
+}
