@@ -285,6 +285,14 @@ fn demo(
         for u in c.redirect_uris.iter_mut().chain(c.post_logout_redirect_uris.iter_mut()) {
             *u = u.replace(":8080/", &format!(":{port}/"));
         }
+        for u in [&mut c.backchannel_logout_uri, &mut c.frontchannel_logout_uri]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(moved) = url::Url::parse(&u.as_str().replace(":8080/", &format!(":{port}/"))) {
+                *u = moved;
+            }
+        }
     }
     gw.listen.set_port(port);
     gw.public_port = Some(port);
