@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
 use pingora::http::RequestHeader;
 use unigate::gateway::Gateway;
 use unigate::gateway::config::GatewayConfig;
@@ -92,7 +93,13 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("auth_decision");
     group.bench_function("cookie_session_policy", |b| {
         b.iter(|| {
-            let s = g.session_for(&req, &module).expect("session");
+            // Memory store: the lookup's future is ready at once.
+            let s = g
+                .session_for(&req, &module)
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+                .expect("session");
             assert!(may_access(&s.identity.groups, &module.access_groups));
             s
         })
@@ -101,7 +108,12 @@ fn bench(c: &mut Criterion) {
         b.iter_batched_ref(
             || req.clone(),
             |up| {
-                let s = g.session_for(up, &module).expect("session");
+                let s = g
+                    .session_for(up, &module)
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap()
+                    .expect("session");
                 assert!(may_access(&s.identity.groups, &module.access_groups));
                 let spoofed: Vec<http::HeaderName> = up
                     .headers
@@ -121,7 +133,7 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
-    let s = g.session_for(&req, &module).unwrap();
+    let s = g.session_for(&req, &module).now_or_never().unwrap().unwrap().unwrap();
     group.bench_function("assertion_sign_uncached", |b| {
         b.iter(|| g.signer.sign(&s.identity, "portal", SystemTime::now()).unwrap())
     });

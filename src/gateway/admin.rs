@@ -88,7 +88,17 @@ async fn revoke(
             );
         }
     };
-    let revoked = a.gateway.sessions.revoke(&what);
+    let revoked = match a.gateway.revoke(&what).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(target: "unigate::audit", caller = %peer, action = "revoke", target_user = ?what, outcome = "store_down", "admin revoke failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            );
+        }
+    };
     tracing::info!(target: "unigate::audit", caller = %peer, action = "revoke", target_user = ?what, revoked, outcome = "ok", "admin revoked sessions");
     (
         [(header::CACHE_CONTROL, "no-store")],

@@ -82,6 +82,15 @@ pub struct SessionFile {
     pub refresh_before: Option<Duration>,
     /// Logins one client address may start per minute; default 120.
     pub login_starts_per_minute: Option<u32>,
+    /// With `store = "redis"`: `redis://[:password@]host:port/db` (or
+    /// `rediss://` for TLS), as a secret reference (it may hold a password).
+    pub redis_url: Option<SecretRef>,
+    /// With `store = "redis"`: the secret (≥ 32 characters) session records
+    /// are encrypted with (AES-256-GCM, key by HKDF-SHA256). Every replica
+    /// needs the same one.
+    pub encryption_key: Option<SecretRef>,
+    /// Prefix of every Redis key; default `unigate`.
+    pub redis_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,11 +240,20 @@ pub struct IdpSettings {
 
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
+    /// The shared store; `None`: sessions in this process.
+    pub redis: Option<RedisSettings>,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
     pub max_sessions: u64,
     pub refresh_before: Duration,
     pub login_starts_per_minute: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub encryption_key: Secret,
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone)]
@@ -386,14 +404,56 @@ impl GatewayConfig {
             errs.push("identity_provider.post_logout_redirect_uri", "not a URL");
         }
 
-        match file.session.store.as_deref() {
-            None | Some("memory") => {}
-            Some(other) => errs.push(
-                "session.store",
-                format!("`{other}` is not a session store this build has; use `memory`"),
-            ),
-        }
+        let redis = match file.session.store.as_deref() {
+            None | Some("memory") => None,
+            Some("redis") => {
+                let url = match &file.session.redis_url {
+                    Some(u) => u.load(base).map_err(|e| errs.push("session.redis_url", e)).ok(),
+                    None => {
+                        errs.push("session.redis_url", "`store = \"redis\"` needs `redis_url`");
+                        None
+                    }
+                };
+                if let Some(u) = &url
+                    && let Err(e) = ::redis::Client::open(u.expose())
+                {
+                    errs.push("session.redis_url", format!("not a Redis URL ({e})"));
+                }
+                let key = match &file.session.encryption_key {
+                    Some(k) => k.load(base).map_err(|e| errs.push("session.encryption_key", e)).ok(),
+                    None => {
+                        errs.push(
+                            "session.encryption_key",
+                            "`store = \"redis\"` needs `encryption_key`: tokens are never stored in Redis unencrypted",
+                        );
+                        None
+                    }
+                };
+                if let Some(k) = &key
+                    && k.expose().len() < 32
+                {
+                    errs.push("session.encryption_key", "use at least 32 random characters");
+                }
+                let prefix = file.session.redis_prefix.clone().unwrap_or_else(|| "unigate".into());
+                match (url, key) {
+                    (Some(url), Some(encryption_key)) => Some(RedisSettings {
+                        url,
+                        encryption_key,
+                        prefix,
+                    }),
+                    _ => None,
+                }
+            }
+            Some(other) => {
+                errs.push(
+                    "session.store",
+                    format!("`{other}` is not a session store; use `memory` or `redis`"),
+                );
+                None
+            }
+        };
         let session = SessionSettings {
+            redis,
             idle_timeout: file.session.idle_timeout.unwrap_or(Duration::from_secs(30 * 60)),
             absolute_timeout: file.session.absolute_timeout.unwrap_or(Duration::from_secs(12 * 3600)),
             max_sessions: file.session.max_sessions.unwrap_or(1_000_000),

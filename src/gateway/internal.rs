@@ -89,7 +89,11 @@ pub async fn handle(g: &Gateway, session: &mut PSession, mi: usize, host: &str) 
 /// The App Launcher: the modules this unigate fronts that the user's
 /// groups grant, as a page or (for `Accept: application/json`) as JSON.
 async fn launcher(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Result<bool> {
-    let Some(s) = g.session_for(session.req_header(), g.module(mi)).filter(|s| s.usable()) else {
+    let found = match g.session_for(session.req_header(), g.module(mi)).await {
+        Ok(s) => s,
+        Err(_) => return super::store_down(session).await,
+    };
+    let Some(s) = found.filter(|s| s.usable()) else {
         let wants_json = session
             .req_header()
             .headers
@@ -227,17 +231,23 @@ async fn start_login_setting(
         params.push(("login_hint", h));
     }
     let url = with_params(&loaded.discovery.authorization_endpoint, &params);
-    g.txns.insert(
-        state,
-        LoginTxn {
-            binding: token_key(&binding),
-            nonce,
-            verifier,
-            return_path: return_path.to_string(),
-            module: mi,
-            host: host.to_string(),
-        },
-    );
+    let stored = g
+        .put_txn(
+            state,
+            LoginTxn {
+                binding: token_key(&binding),
+                nonce,
+                verifier,
+                return_path: return_path.to_string(),
+                module: mi,
+                host: host.to_string(),
+            },
+        )
+        .await;
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "cannot store a login transaction");
+        return super::store_down(session).await;
+    }
     tracing::info!(module.name = %g.module(mi).name, "login started");
     cookies.extend(set_cookie);
     redirect(session, &url, cookies).await
@@ -247,8 +257,10 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     let req = session.req_header();
     let retry = format!("{PREFIX}login");
     let state = query_param(req, "state").unwrap_or_default();
-    let Some(txn) = g.txns.take(&state) else {
-        return respond_page(session, 400, pages::login_expired(&retry)).await;
+    let txn = match g.take_txn(&state).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return respond_page(session, 400, pages::login_expired(&retry)).await,
+        Err(_) => return super::store_down(session).await,
     };
     let retry = format!(
         "{PREFIX}login?return_to={}",
@@ -349,9 +361,10 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     // whose email and/or username match (created when provisioning is on).
     let mut link_pending = false;
     if module.link_required {
-        match g.links.get(&identity.sub, module.label()) {
-            Some(u) => identity.module_user = Some(u.to_string()),
-            None => link_pending = true,
+        match g.link_of(&identity.sub, module.label()).await {
+            Ok(Some(u)) => identity.module_user = Some(u),
+            Ok(None) => link_pending = true,
+            Err(_) => return super::store_down(session).await,
         }
     } else if let Some(accounts) = &g.accounts[mi] {
         let base = match g.pick(mi, &[]) {
@@ -381,26 +394,32 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     }
     let access_exp = unix_now() + tokens.expires_in.unwrap_or(300);
     // A new id at every login; an old session in this browser ends.
-    if let Some(old) = g.cookie(session.req_header(), g.session_cookie) {
-        g.sessions.remove(old);
+    if let Some(old) = g.cookie(session.req_header(), g.session_cookie).map(str::to_string) {
+        g.end_session(&old).await;
     }
     let id = random_token();
-    g.sessions.insert(
-        id.clone(),
-        Arc::new(
-            new_session(
-                g,
-                mi,
-                identity,
-                Tokens {
-                    id_token: Some(id_token),
-                    refresh_token: tokens.refresh_token,
-                    access_exp,
-                },
-            )
-            .with_link_pending(link_pending),
-        ),
-    );
+    let stored = g
+        .put_session(
+            &id,
+            Arc::new(
+                new_session(
+                    g,
+                    mi,
+                    identity,
+                    Tokens {
+                        id_token: Some(id_token),
+                        refresh_token: tokens.refresh_token,
+                        access_exp,
+                    },
+                )
+                .with_link_pending(link_pending),
+            ),
+        )
+        .await;
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "cannot store a session");
+        return super::store_down(session).await;
+    }
     tracing::info!(module.name = %module.label(), user.sub = %claims.sub, "login succeeded");
     let cookie = g.session_cookie_header(&id, None);
     redirect(session, &txn.return_path, vec![cookie]).await
@@ -412,7 +431,11 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
 pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, module_path: bool) -> Result<bool> {
     let module = g.module(mi);
     let req = session.req_header();
-    let ended = g.cookie(req, g.session_cookie).and_then(|id| g.sessions.remove(id));
+    let ended = match g.cookie(req, g.session_cookie).map(str::to_string) {
+        Some(id) => g.end_session(&id).await,
+        None => None,
+    };
+    let req = session.req_header();
     let logout_path = if module_path {
         Some(req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string())
     } else {
@@ -492,15 +515,8 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
 
 /// A session for route `mi`: identity headers and App Launcher built once.
 fn new_session(g: &Gateway, mi: usize, identity: Identity, tokens: Tokens) -> Session {
-    let module = g.module(mi);
-    let launcher: Arc<str> = pages::launcher_snippet(&g.launcher_tiles(&identity)).into();
-    Session::new(
-        module.label().to_string(),
-        identity.clone(),
-        super::identity::header_set(&identity, module.headers, g.cfg.identity.max_header_value),
-        tokens,
-    )
-    .with_launcher(launcher)
+    let expires_at = unix_now() + g.cfg.session.absolute_timeout.as_secs();
+    g.build_session(mi, identity, tokens, expires_at)
 }
 
 fn wants_json(session: &PSession) -> bool {
@@ -602,7 +618,11 @@ async fn instances(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -
         )
         .await;
     }
-    let Some(s) = g.session_for(session.req_header(), module).filter(|s| s.usable()) else {
+    let found = match g.session_for(session.req_header(), module).await {
+        Ok(s) => s,
+        Err(_) => return super::store_down(session).await,
+    };
+    let Some(s) = found.filter(|s| s.usable()) else {
         let back = session
             .req_header()
             .uri
@@ -675,7 +695,12 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
     let Some(id) = g.cookie(req, g.session_cookie).map(str::to_string) else {
         return start_login(g, session, mi, host, "/").await;
     };
-    let Some(s) = g.session_for(req, module).filter(|s| s.usable()) else {
+    let found = match g.session_for(req, module).await {
+        Ok(s) => s,
+        Err(_) => return super::store_down(session).await,
+    };
+    let req = session.req_header();
+    let Some(s) = found.filter(|s| s.usable()) else {
         return start_login(g, session, mi, host, "/").await;
     };
     let post = req.method == http::Method::POST;
@@ -719,11 +744,17 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
     }
     match module_login(g, mi, host, user, password).await {
         Ok(true) => {
-            g.links.insert(&s.identity.sub, module.label(), user);
+            if g.put_link(&s.identity.sub, module.label(), user).await.is_err() {
+                return super::store_down(session).await;
+            }
             let mut identity = (*s.identity).clone();
             identity.module_user = Some(user.to_string());
             let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            g.sessions.insert(id, Arc::new(new_session(g, mi, identity, tokens)));
+            let mut linked = new_session(g, mi, identity, tokens);
+            linked.expires_at = s.expires_at;
+            if g.put_session(&id, Arc::new(linked)).await.is_err() {
+                return super::store_down(session).await;
+            }
             tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, module.user = %user, "module account linked");
             redirect(session, &path, vec![]).await
         }
@@ -965,7 +996,22 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
         }
     };
     // A jti works once (kept past any token's lifetime with leeway).
-    if !g.jtis.entry(claims.jti.clone()).or_insert(()).is_fresh() {
+    let first = match g.first_use_of_jti(&claims.jti).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "back-channel logout: session store unavailable");
+            let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": "session store unavailable"});
+            return respond(
+                session,
+                503,
+                "application/json",
+                &[("retry-after", "5".to_string())],
+                body.to_string(),
+            )
+            .await;
+        }
+    };
+    if !first {
         tracing::warn!("back-channel logout token replayed");
         let e = crate::oidc::logout_token::LogoutTokenRejected::Replay;
         return respond(session, 400, "application/json", &[], bad(&e.to_string())).await;
@@ -975,7 +1021,21 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
         (None, Some(sub)) => crate::session::Revoke::Sub(sub.clone()),
         (None, None) => unreachable!("validated: sub or sid"),
     };
-    let ended = g.sessions.revoke(&what);
+    let ended = match g.revoke(&what).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "back-channel logout: session store unavailable");
+            let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": "session store unavailable"});
+            return respond(
+                session,
+                503,
+                "application/json",
+                &[("retry-after", "5".to_string())],
+                body.to_string(),
+            )
+            .await;
+        }
+    };
     tracing::info!(kind = "backchannel", ended, sid = ?claims.sid, user.sub = ?claims.sub, "logout");
     respond(session, 200, "application/json", &[], "{}").await
 }
@@ -997,7 +1057,10 @@ async fn frontchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool
         );
         return respond(session, 400, "text/html; charset=utf-8", &headers, page).await;
     };
-    let ended = g.sessions.revoke(&crate::session::Revoke::Sid(sid));
+    let ended = match g.revoke(&crate::session::Revoke::Sid(sid)).await {
+        Ok(n) => n,
+        Err(_) => return super::store_down(session).await,
+    };
     tracing::info!(kind = "frontchannel", ended, "logout");
     let page = pages::page("Logged out", maud::html! { h1 { "Logged out" } });
     respond(session, 200, "text/html; charset=utf-8", &headers, page).await

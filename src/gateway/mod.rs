@@ -12,6 +12,7 @@ pub mod inject;
 mod internal;
 pub mod passthrough;
 pub mod server;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +60,12 @@ pub struct Gateway {
     accounts: Vec<Option<crate::accounts::Accounts>>,
     /// KaseyaOne user → linked module account, per instance.
     pub links: LinkStore,
+    /// The shared session store (`store = "redis"`), when configured.
+    pub shared: Option<Arc<crate::session::redis::RedisStore>>,
+    /// With the shared store: this replica's copies of the sessions it
+    /// serves, and their ids by hash (pub/sub names sessions by hash).
+    local: moka::sync::Cache<String, Arc<Session>>,
+    hash_ids: moka::sync::Cache<[u8; 32], String>,
     /// Module session cookies unigate saw issued, and to whom.
     pub module_cookies: ModuleCookies,
     /// Back-channel logout tokens already used (`jti`).
@@ -164,7 +171,24 @@ impl Gateway {
                     .map(|a| crate::accounts::Accounts::new(a, http.clone()))
             })
             .collect();
+        let shared = match &cfg.session.redis {
+            Some(r) => Some(crate::session::redis::RedisStore::new(
+                r.url.expose(),
+                r.encryption_key.expose(),
+                &r.prefix,
+            )?),
+            None => None,
+        };
         Ok(Gateway {
+            shared,
+            local: moka::sync::Cache::builder()
+                .max_capacity(cfg.session.max_sessions)
+                .time_to_live(store::LOCAL_TTL)
+                .build(),
+            hash_ids: moka::sync::Cache::builder()
+                .max_capacity(cfg.session.max_sessions)
+                .time_to_live(cfg.session.absolute_timeout)
+                .build(),
             link_attempts: RateCounter::new(10, Duration::from_secs(300)),
             lbs,
             healthy,
@@ -379,10 +403,15 @@ impl Gateway {
     }
 
     /// The session named by the request's cookie, if it is for `module`.
-    pub fn session_for(&self, req: &RequestHeader, module: &ModuleConfig) -> Option<Arc<Session>> {
-        let id = self.cookie(req, self.session_cookie).filter(|v| is_session_id(v))?;
-        let s = self.sessions.get(id)?;
-        (s.module == module.label()).then_some(s)
+    pub async fn session_for(
+        &self,
+        req: &RequestHeader,
+        module: &ModuleConfig,
+    ) -> Result<Option<Arc<Session>>, crate::session::redis::StoreError> {
+        let Some(id) = self.cookie(req, self.session_cookie).filter(|v| is_session_id(v)) else {
+            return Ok(None);
+        };
+        Ok(self.session_by_id(id).await?.filter(|s| s.module == module.label()))
     }
 
     /// The session cookie's attributes: `__Host-` with TLS (Secure, Path=/,
@@ -404,7 +433,7 @@ impl Gateway {
     /// Starts a background refresh when the access token is about to
     /// expire: one per session at a time; a failure makes the next
     /// navigation log in again.
-    fn maybe_refresh(&self, s: &Arc<Session>, now: u64) {
+    fn maybe_refresh(&self, id: &str, s: &Arc<Session>, now: u64) {
         let exp = s.access_exp.load(Ordering::Relaxed);
         if exp > now + self.cfg.session.refresh_before.as_secs() {
             return;
@@ -422,20 +451,34 @@ impl Gateway {
         };
         let s = s.clone();
         let oidc = self.oidc.clone();
+        let shared = self
+            .shared
+            .clone()
+            .map(|r| (r, crate::session::redis::id_hash(id), self.cfg.session.idle_timeout));
         tokio::spawn(async move {
             match oidc.refresh(&rt).await {
                 Ok(t) => {
                     let now = unix_now();
                     let exp = now + t.expires_in.unwrap_or(300);
-                    let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
-                    if t.refresh_token.is_some() {
-                        tokens.refresh_token = t.refresh_token;
+                    let record = {
+                        let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
+                        if t.refresh_token.is_some() {
+                            tokens.refresh_token = t.refresh_token;
+                        }
+                        if t.id_token.is_some() {
+                            tokens.id_token = t.id_token;
+                        }
+                        tokens.access_exp = exp;
+                        s.access_exp.store(exp, Ordering::Release);
+                        store::record_of(&s, &tokens)
+                    };
+                    // Every replica must use the rotated refresh token.
+                    if let Some((shared, h, idle)) = shared {
+                        let left = Duration::from_secs(s.expires_at.saturating_sub(now).max(1));
+                        if let Err(e) = shared.save(&h, &record, idle.min(left)).await {
+                            tracing::error!(error = %e, "cannot store a refreshed session");
+                        }
                     }
-                    if t.id_token.is_some() {
-                        tokens.id_token = t.id_token;
-                    }
-                    tokens.access_exp = exp;
-                    s.access_exp.store(exp, Ordering::Release);
                     tracing::debug!(user.sub = %s.identity.sub, "session refreshed");
                 }
                 Err(e) => {
@@ -505,6 +548,13 @@ pub async fn respond(
     Ok(true)
 }
 
+/// The shared session store is down: fail closed, clearly.
+pub async fn store_down(session: &mut PSession) -> Result<bool> {
+    let headers = [("retry-after", "5".to_string())];
+    let html = pages::unavailable("unigate's session store cannot be reached, so no one can be let in.");
+    respond(session, 503, "text/html; charset=utf-8", &headers, html).await
+}
+
 pub async fn respond_page(session: &mut PSession, status: u16, html: String) -> Result<bool> {
     respond(session, status, "text/html; charset=utf-8", &[], html).await
 }
@@ -559,7 +609,15 @@ impl ProxyHttp for Gateway {
             return self.proceed(session, ctx, mi).await;
         }
         let now = unix_now();
-        if let Some(s) = self.session_for(req, module)
+        let found = match self.session_for(req, module).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "session store unavailable; failing closed");
+                return store_down(session).await;
+            }
+        };
+        let req = session.req_header();
+        if let Some(s) = found
             && s.usable()
         {
             if !may_access(&s.identity.groups, &module.access_groups) {
@@ -584,7 +642,9 @@ impl ProxyHttp for Gateway {
                 tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, "module cookie of another user kept from the module");
                 ctx.strip_cookies = bits;
             }
-            self.maybe_refresh(&s, now);
+            if let Some(id) = self.cookie(req, self.session_cookie) {
+                self.maybe_refresh(id, &s, now);
+            }
             ctx.session = Some(s);
             return self.proceed(session, ctx, mi).await;
         }

@@ -78,6 +78,29 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
     let gw = Gateway::new(cfg, oidc, signer).map_err(StartError::Setup)?;
     gw.spawn_health_checks();
     let gw = Arc::new(gw);
+    if let Some(shared) = gw.shared.clone() {
+        let (w1, w2) = (Arc::downgrade(&gw), Arc::downgrade(&gw));
+        tokio::spawn(shared.clone().run(
+            move |h| {
+                if let Some(g) = w1.upgrade() {
+                    g.forget(h);
+                }
+            },
+            move || {
+                if let Some(g) = w2.upgrade() {
+                    g.drop_local_copies();
+                }
+            },
+        ));
+        // Give the first connection a moment, so a healthy Redis serves
+        // the very first requests.
+        for _ in 0..40 {
+            if shared.healthy() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
     // Expired sessions are noticed within a second: what they hold open
     // (websockets, event streams) closes then.
     let weak = Arc::downgrade(&gw);

@@ -10,8 +10,10 @@ use moka::sync::Cache;
 
 use crate::gateway::config::SessionSettings;
 
+pub mod redis;
+
 /// Who the user is, as unigate passes it to modules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub sub: String,
     pub sid: Option<String>,
@@ -61,6 +63,10 @@ pub struct Session {
     /// still holding it stop, and its long-lived responses are closed.
     revoked: AtomicBool,
     revoked_notify: tokio::sync::Notify,
+    /// Unix time of the absolute timeout (0: not set).
+    pub expires_at: u64,
+    /// Unix time the shared store's idle expiry was last pushed out.
+    pub touched: AtomicU64,
 }
 
 impl Session {
@@ -78,7 +84,14 @@ impl Session {
             link_pending: false,
             revoked: AtomicBool::new(false),
             revoked_notify: tokio::sync::Notify::new(),
+            expires_at: 0,
+            touched: AtomicU64::new(0),
         }
+    }
+
+    pub fn with_expiry(mut self, expires_at: u64) -> Self {
+        self.expires_at = expires_at;
+        self
     }
 
     /// Ends the session for everything still holding it.
@@ -320,7 +333,7 @@ impl ModuleCookies {
 }
 
 /// A login in progress, from the redirect to the IdP to the callback.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LoginTxn {
     /// SHA-256 of the browser's login cookie: only that browser may finish it.
     pub binding: String,

@@ -1,0 +1,243 @@
+//! Where the gateway keeps its sessions, login transactions, replay cache
+//! and account links: in this process (`store = "memory"`), or in Redis
+//! shared by every replica (`store = "redis"`), with a short-lived local
+//! cache kept honest by pub/sub revocations. Every call that needs Redis
+//! fails closed when it is down.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Gateway, unix_now};
+use crate::session::redis::{IndexKind, Record, StoreError, id_hash};
+use crate::session::{Identity, LoginTxn, Revoke, Session, Tokens};
+
+/// How long a replica trusts its local copy of a shared session without
+/// asking Redis (revocations arrive sooner, by pub/sub).
+pub const LOCAL_TTL: Duration = Duration::from_secs(30);
+
+/// A session as the shared store keeps it.
+pub fn record_of(s: &Session, tokens: &Tokens) -> Record {
+    Record {
+        module: s.module.clone(),
+        identity: (*s.identity).clone(),
+        id_token: tokens.id_token.clone(),
+        refresh_token: tokens.refresh_token.clone(),
+        access_exp: tokens.access_exp,
+        link_pending: s.link_pending,
+        expires_at: s.expires_at,
+    }
+}
+
+impl Gateway {
+    /// A session for route `mi`: identity headers and App Launcher built once.
+    pub fn build_session(&self, mi: usize, identity: Identity, tokens: Tokens, expires_at: u64) -> Session {
+        let module = self.module(mi);
+        let launcher: Arc<str> = crate::pages::launcher_snippet(&self.launcher_tiles(&identity)).into();
+        Session::new(
+            module.label().to_string(),
+            identity.clone(),
+            super::identity::header_set(&identity, module.headers, self.cfg.identity.max_header_value),
+            tokens,
+        )
+        .with_launcher(launcher)
+        .with_expiry(expires_at)
+    }
+
+    /// The session with this id, from the local cache or the shared store.
+    pub async fn session_by_id(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.sessions.get(id));
+        };
+        if !shared.healthy() {
+            return Err(StoreError::Down("not connected".into()));
+        }
+        let now = unix_now();
+        if let Some(s) = self.local.get(id) {
+            if s.expires_at > now {
+                self.touch(id, &s, now);
+                return Ok(Some(s));
+            }
+            self.local.invalidate(id);
+            return Ok(None);
+        }
+        let h = id_hash(id);
+        let Some(r) = shared.load(&h).await? else {
+            return Ok(None);
+        };
+        if r.expires_at <= now {
+            return Ok(None);
+        }
+        let Some(mi) = self.cfg.modules.iter().position(|m| m.label() == r.module) else {
+            return Ok(None);
+        };
+        let tokens = Tokens {
+            id_token: r.id_token,
+            refresh_token: r.refresh_token,
+            access_exp: r.access_exp,
+        };
+        let s = Arc::new(
+            self.build_session(mi, r.identity, tokens, r.expires_at)
+                .with_link_pending(r.link_pending),
+        );
+        s.touched.store(now, Ordering::Relaxed);
+        self.local.insert(id.to_string(), s.clone());
+        self.hash_ids.insert(h, id.to_string());
+        Ok(Some(s))
+    }
+
+    /// Pushes a shared session's idle expiry out, at most every tenth of
+    /// the idle timeout, in the background.
+    fn touch(&self, id: &str, s: &Arc<Session>, now: u64) {
+        let Some(shared) = &self.shared else { return };
+        let every = (self.cfg.session.idle_timeout.as_secs() / 10).max(1);
+        let last = s.touched.load(Ordering::Relaxed);
+        if now < last + every
+            || s.touched
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let (shared, h, ttl) = (shared.clone(), id_hash(id), self.ttl_of(s, now));
+        tokio::spawn(async move {
+            if let Err(e) = shared.touch(&h, ttl).await {
+                tracing::warn!(error = %e, "cannot extend a session in the shared store");
+            }
+        });
+    }
+
+    fn ttl_of(&self, s: &Session, now: u64) -> Duration {
+        let left = Duration::from_secs(s.expires_at.saturating_sub(now).max(1));
+        self.cfg.session.idle_timeout.min(left)
+    }
+
+    /// Keeps a new (or changed) session.
+    pub async fn put_session(&self, id: &str, s: Arc<Session>) -> Result<(), StoreError> {
+        let Some(shared) = &self.shared else {
+            self.sessions.insert(id.to_string(), s);
+            return Ok(());
+        };
+        let now = unix_now();
+        let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let r = record_of(&s, &tokens);
+        let h = id_hash(id);
+        shared.save(&h, &r, self.ttl_of(&s, now)).await?;
+        s.touched.store(now, Ordering::Relaxed);
+        self.local.insert(id.to_string(), s);
+        self.hash_ids.insert(h, id.to_string());
+        Ok(())
+    }
+
+    /// Ends one session (logout); every replica forgets it.
+    pub async fn end_session(&self, id: &str) -> Option<Arc<Session>> {
+        let Some(shared) = &self.shared else {
+            return self.sessions.remove(id);
+        };
+        let s = match self.local.remove(id) {
+            Some(s) => Some(s),
+            None => self.session_by_id(id).await.ok().flatten(),
+        };
+        self.local.invalidate(id);
+        if let Some(s) = &s {
+            s.revoke();
+        }
+        if let Err(e) = shared.delete(&[id_hash(id)]).await {
+            tracing::error!(error = %e, "cannot delete a session from the shared store");
+        }
+        s
+    }
+
+    /// Ends every session `what` names, on every replica.
+    pub async fn revoke(&self, what: &Revoke) -> Result<usize, StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.sessions.revoke(what));
+        };
+        let (kind, value) = match what {
+            Revoke::Sid(v) => (IndexKind::Sid, v.clone()),
+            Revoke::Sub(v) => (IndexKind::Sub, v.clone()),
+            Revoke::Email(v) => (IndexKind::Email, v.to_lowercase()),
+        };
+        let hashes = shared.take_index(kind, &value).await?;
+        shared.delete(&hashes).await?;
+        for h in &hashes {
+            self.forget(*h);
+        }
+        Ok(hashes.len())
+    }
+
+    /// A revocation from any replica: the local copy goes, and whatever
+    /// holds it stops.
+    pub fn forget(&self, h: [u8; 32]) {
+        if let Some(id) = self.hash_ids.remove(&h)
+            && let Some(s) = self.local.remove(&id)
+        {
+            s.revoke();
+        }
+    }
+
+    /// After a lost connection revocations may have been missed: local
+    /// copies are dropped (not revoked) and reloaded from Redis.
+    pub fn drop_local_copies(&self) {
+        self.local.invalidate_all();
+    }
+
+    pub async fn put_txn(&self, state: String, t: LoginTxn) -> Result<(), StoreError> {
+        match &self.shared {
+            None => {
+                self.txns.insert(state, t);
+                Ok(())
+            }
+            Some(shared) => shared.put_txn(&state, &t, Duration::from_secs(600)).await,
+        }
+    }
+
+    pub async fn take_txn(&self, state: &str) -> Result<Option<LoginTxn>, StoreError> {
+        match &self.shared {
+            None => Ok(self.txns.take(state).map(|t| (*t).clone())),
+            Some(shared) => shared.take_txn(state).await,
+        }
+    }
+
+    /// True the first time this logout-token `jti` is seen (anywhere).
+    pub async fn first_use_of_jti(&self, jti: &str) -> Result<bool, StoreError> {
+        let ttl = Duration::from_secs(crate::oidc::logout_token::MAX_AGE_SECS + 2 * crate::oidc::client::LEEWAY + 600);
+        match &self.shared {
+            None => Ok(self.jtis.entry(jti.to_string()).or_insert(()).is_fresh()),
+            Some(shared) => shared.first_use(jti, ttl).await,
+        }
+    }
+
+    pub async fn link_of(&self, sub: &str, route: &str) -> Result<Option<String>, StoreError> {
+        match &self.shared {
+            None => Ok(self.links.get(sub, route).map(|u| u.to_string())),
+            Some(shared) => shared.get_link(sub, route).await,
+        }
+    }
+
+    pub async fn put_link(&self, sub: &str, route: &str, user: &str) -> Result<(), StoreError> {
+        match &self.shared {
+            None => {
+                self.links.insert(sub, route, user);
+                Ok(())
+            }
+            Some(shared) => shared.put_link(sub, route, user).await,
+        }
+    }
+
+    /// The sessions this replica holds a copy of (shared store), by id.
+    pub fn cached_sessions(&self) -> Vec<(String, Arc<Session>)> {
+        self.local.iter().map(|(k, v)| ((*k).clone(), v)).collect()
+    }
+
+    /// Live sessions in this process (memory store) or cached here (Redis).
+    pub fn local_sessions(&self) -> u64 {
+        match &self.shared {
+            None => self.sessions.len(),
+            Some(_) => {
+                self.local.run_pending_tasks();
+                self.local.entry_count()
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The Redis session store, for several unigate replicas: sessions, login
+//! transactions, the logout-token `jti` replay cache, account links and
+//! revocations live in one Redis; each replica keeps a local cache of the
+//! sessions it serves, and revocations reach every replica within moments
+//! by pub/sub. Session records are sealed with AES-256-GCM (key derived by
+//! HKDF-SHA256 from a secret reference, the Redis key as associated data):
+//! someone who can read only Redis reads no token. Session ids are stored
+//! only as SHA-256 hashes.
+//!
+//! Redis down: `healthy()` turns false as soon as the pub/sub connection
+//! drops, and the gateway fails closed (503) until it is back; then the
+//! local cache is dropped, as revocations may have been missed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use super::{Identity, LoginTxn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the session store (Redis) is unavailable: {0}")]
+    Down(String),
+    #[error("a stored record cannot be read: {0}")]
+    Corrupt(String),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Down(e.to_string())
+    }
+}
+
+/// A session as stored: everything needed to rebuild it on any replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub module: String,
+    pub identity: Identity,
+    pub id_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub access_exp: u64,
+    pub link_pending: bool,
+    /// Unix time of the absolute timeout.
+    pub expires_at: u64,
+}
+
+/// Index kinds: which sessions belong to an IdP session, a user, an email.
+#[derive(Clone, Copy, Debug)]
+pub enum IndexKind {
+    Sid,
+    Sub,
+    Email,
+}
+
+impl IndexKind {
+    fn tag(self) -> &'static str {
+        match self {
+            IndexKind::Sid => "sid",
+            IndexKind::Sub => "sub",
+            IndexKind::Email => "email",
+        }
+    }
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: RwLock<Option<redis::aio::ConnectionManager>>,
+    key: LessSafeKey,
+    prefix: String,
+    healthy: Arc<AtomicBool>,
+    rng: SystemRandom,
+}
+
+fn hex(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// SHA-256 of a session id: how Redis and pub/sub name a session.
+pub fn id_hash(id: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(id.as_bytes()).into()
+}
+
+impl RedisStore {
+    /// Sets up the store; connecting happens in the background (`run`),
+    /// and until it succeeds the store reports itself unhealthy.
+    pub fn new(url: &str, secret: &str, prefix: &str) -> Result<Arc<RedisStore>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis_url: {e}"))?;
+        let salt = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"unigate session store");
+        let prk = salt.extract(secret.as_bytes());
+        let info: &[&[u8]] = &[b"aes-256-gcm session records"];
+        let okm = prk
+            .expand(info, &AES_256_GCM)
+            .map_err(|_| "cannot derive the encryption key".to_string())?;
+        let key = LessSafeKey::new(UnboundKey::from(okm));
+        Ok(Arc::new(RedisStore {
+            client,
+            conn: RwLock::new(None),
+            key,
+            prefix: prefix.to_string(),
+            healthy: Arc::new(AtomicBool::new(false)),
+            rng: SystemRandom::new(),
+        }))
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn k(&self, parts: &[&str]) -> String {
+        let mut s = self.prefix.clone();
+        for p in parts {
+            s.push(':');
+            s.push_str(p);
+        }
+        s
+    }
+
+    fn revoke_channel(&self) -> String {
+        self.k(&["revoked"])
+    }
+
+    /// Keeps the connections up for as long as the store lives: the command
+    /// connection, and the pub/sub subscription that delivers revocations
+    /// (`on_revoked`, with the session's id hash) and decides `healthy`.
+    /// `on_reconnect` runs each time the subscription comes back.
+    pub async fn run(
+        self: Arc<Self>,
+        on_revoked: impl Fn([u8; 32]) + Send + Sync + 'static,
+        on_reconnect: impl Fn() + Send + Sync + 'static,
+    ) {
+        use futures_util::StreamExt;
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        let mut first = true;
+        loop {
+            let Some(store) = weak.upgrade() else { return };
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(1)))
+                .set_number_of_retries(1);
+            let connected = async {
+                let manager = store.client.get_connection_manager_with_config(config).await?;
+                let mut pubsub = store.client.get_async_pubsub().await?;
+                pubsub.subscribe(store.revoke_channel()).await?;
+                Ok::<_, redis::RedisError>((manager, pubsub))
+            }
+            .await;
+            match connected {
+                Ok((manager, pubsub)) => {
+                    *store.conn.write().await = Some(manager);
+                    if !first {
+                        on_reconnect();
+                    }
+                    first = false;
+                    store.healthy.store(true, Ordering::Release);
+                    tracing::info!("session store (Redis) connected");
+                    let mut messages = pubsub.into_on_message();
+                    drop(store);
+                    while let Some(msg) = messages.next().await {
+                        if let Ok(payload) = msg.get_payload::<String>()
+                            && let Some(h) = unhex(&payload)
+                        {
+                            on_revoked(h);
+                        }
+                    }
+                    let Some(store) = weak.upgrade() else { return };
+                    store.healthy.store(false, Ordering::Release);
+                    *store.conn.write().await = None;
+                    tracing::error!("session store (Redis) connection lost; failing closed until it is back");
+                }
+                Err(e) => {
+                    store.healthy.store(false, Ordering::Release);
+                    tracing::warn!(error = %e, "session store (Redis) not reachable; retrying");
+                    drop(store);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    async fn conn(&self) -> Result<redis::aio::ConnectionManager, StoreError> {
+        if !self.healthy() {
+            return Err(StoreError::Down("not connected".into()));
+        }
+        self.conn
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| StoreError::Down("not connected".into()))
+    }
+
+    fn seal(&self, aad: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| StoreError::Corrupt("no randomness".into()))?;
+        let mut buf = plain.to_vec();
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut buf)
+            .map_err(|_| StoreError::Corrupt("cannot seal".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    fn open(&self, aad: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(StoreError::Corrupt("too short".into()));
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| StoreError::Corrupt("nonce".into()))?;
+        let mut buf = rest.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buf)
+            .map_err(|_| StoreError::Corrupt("does not open with this key".into()))?;
+        Ok(plain.to_vec())
+    }
+
+    fn session_key(&self, h: &[u8; 32]) -> String {
+        self.k(&["s", &hex(h)])
+    }
+
+    pub async fn load(&self, h: &[u8; 32]) -> Result<Option<Record>, StoreError> {
+        let key = self.session_key(h);
+        let sealed: Option<Vec<u8>> = self.conn().await?.get(&key).await?;
+        let Some(sealed) = sealed else { return Ok(None) };
+        let plain = self.open(&key, &sealed)?;
+        let r: Record = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(r))
+    }
+
+    /// Stores a session for `ttl` (the idle timeout, at most until its
+    /// absolute timeout) and indexes it.
+    pub async fn save(&self, h: &[u8; 32], r: &Record, ttl: Duration) -> Result<(), StoreError> {
+        let key = self.session_key(h);
+        let plain = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sealed = self.seal(&key, &plain)?;
+        let mut c = self.conn().await?;
+        let ms = ttl.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        pipe.atomic().set_options(
+            &key,
+            sealed,
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms)),
+        );
+        let index_ttl = r.expires_at.saturating_sub(crate::gateway::unix_now()).max(1) as i64;
+        let mut add = |kind: IndexKind, v: &str| {
+            if !v.is_empty() {
+                let ik = self.k(&[kind.tag(), &hex(&id_hash(v))]);
+                pipe.sadd(&ik, hex(h)).ignore().expire(&ik, index_ttl).ignore();
+            }
+        };
+        if let Some(sid) = &r.identity.sid {
+            add(IndexKind::Sid, sid);
+        }
+        add(IndexKind::Sub, &r.identity.sub);
+        add(IndexKind::Email, &r.identity.email.to_lowercase());
+        pipe.query_async::<()>(&mut c).await?;
+        Ok(())
+    }
+
+    /// Pushes a session's idle expiry out again.
+    pub async fn touch(&self, h: &[u8; 32], ttl: Duration) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: bool = c.pexpire(self.session_key(h), ttl.as_millis().max(1) as i64).await?;
+        Ok(())
+    }
+
+    /// Deletes sessions and tells every replica (this one too).
+    pub async fn delete(&self, hashes: &[[u8; 32]]) -> Result<(), StoreError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for h in hashes {
+            pipe.del(self.session_key(h)).ignore();
+            pipe.publish(self.revoke_channel(), hex(h)).ignore();
+        }
+        pipe.query_async::<()>(&mut c).await?;
+        Ok(())
+    }
+
+    /// Takes an index: the sessions of a `sid`, `sub` or email.
+    pub async fn take_index(&self, kind: IndexKind, value: &str) -> Result<Vec<[u8; 32]>, StoreError> {
+        let ik = self.k(&[kind.tag(), &hex(&id_hash(value))]);
+        let mut c = self.conn().await?;
+        let (members, _): (Vec<String>, i64) = redis::pipe()
+            .atomic()
+            .smembers(&ik)
+            .del(&ik)
+            .query_async(&mut c)
+            .await?;
+        Ok(members.iter().filter_map(|m| unhex(m)).collect())
+    }
+
+    /// True the first time a logout token's `jti` is seen, on any replica.
+    pub async fn first_use(&self, jti: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.k(&["jti", &hex(&id_hash(jti))]);
+        let mut c = self.conn().await?;
+        let set: Option<String> = c
+            .set_options(
+                &key,
+                1,
+                redis::SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::NX)
+                    .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn put_txn(&self, state: &str, t: &LoginTxn, ttl: Duration) -> Result<(), StoreError> {
+        let key = self.k(&["txn", &hex(&id_hash(state))]);
+        let plain = serde_json::to_vec(t).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sealed = self.seal(&key, &plain)?;
+        let mut c = self.conn().await?;
+        let _: () = c.pset_ex(&key, sealed, ttl.as_millis() as u64).await?;
+        Ok(())
+    }
+
+    /// Takes a login transaction out: a state works once, on any replica.
+    pub async fn take_txn(&self, state: &str) -> Result<Option<LoginTxn>, StoreError> {
+        let key = self.k(&["txn", &hex(&id_hash(state))]);
+        let mut c = self.conn().await?;
+        let sealed: Option<Vec<u8>> = redis::cmd("GETDEL").arg(&key).query_async(&mut c).await?;
+        let Some(sealed) = sealed else { return Ok(None) };
+        let plain = self.open(&key, &sealed)?;
+        serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    pub async fn get_link(&self, sub: &str, route: &str) -> Result<Option<String>, StoreError> {
+        let key = self.k(&["link", route, &hex(&id_hash(sub))]);
+        let mut c = self.conn().await?;
+        Ok(c.get(&key).await?)
+    }
+
+    pub async fn put_link(&self, sub: &str, route: &str, module_user: &str) -> Result<(), StoreError> {
+        let key = self.k(&["link", route, &hex(&id_hash(sub))]);
+        let mut c = self.conn().await?;
+        let _: () = c.set(&key, module_user).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_sealed_and_bound_to_their_key() {
+        let s = RedisStore::new("redis://127.0.0.1:1/", "a secret of at least thirty-two chars!", "t").unwrap();
+        let sealed = s.seal("t:s:1", b"refresh-token-value").unwrap();
+        assert!(
+            !sealed.windows(13).any(|w| w == b"refresh-token"),
+            "no plaintext in Redis"
+        );
+        assert_eq!(s.open("t:s:1", &sealed).unwrap(), b"refresh-token-value");
+        assert!(s.open("t:s:2", &sealed).is_err(), "moved to another key: refused");
+        let other = RedisStore::new("redis://127.0.0.1:1/", "another secret of thirty-two chars!!", "t").unwrap();
+        assert!(other.open("t:s:1", &sealed).is_err(), "another key: refused");
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(s.open("t:s:1", &tampered).is_err());
+        assert_eq!(unhex(&hex(&id_hash("x"))), Some(id_hash("x")));
+    }
+}

@@ -1,0 +1,312 @@
+//! Several unigate replicas sharing one real `redis-server` (started by the
+//! test on a free loopback port): a login on replica A works on replica B;
+//! a back-channel logout posted to B ends the session on A within a second;
+//! session records in Redis are unreadable without the key; Redis killed
+//! mid-test fails closed with a 503 page, and everything recovers by itself
+//! when it comes back.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use unigate::demo_module::{DemoAccount, DemoModuleConfig, DemoModuleServer};
+use unigate::gateway::config::GatewayConfig;
+use unigate::gateway::server::{GatewayServer, free_port};
+use unigate::oidc::logout_token::BACKCHANNEL_EVENT;
+
+/// A `redis-server` of our own; killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: apt-get install redis-server (scripts/test does)");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Redis { child, port }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Replicas {
+    idp: unigate::idp::IdpServer,
+    _module: DemoModuleServer,
+    a: GatewayServer,
+    b: GatewayServer,
+    redis: Redis,
+    dir: std::path::PathBuf,
+}
+
+fn url(port: u16, path: &str) -> String {
+    format!("http://{HOST}:{port}{path}")
+}
+
+/// A browser for both replicas (one cookie jar: cookies ignore ports).
+fn browser(_r: &Replicas) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap()
+}
+
+async fn replica(port: u16, issuer: &str, dir: &std::path::Path, module: SocketAddr) -> GatewayServer {
+    let text = format!(
+        r#"
+        [listen]
+        address = "127.0.0.1:{port}"
+        public_url = "http://localhost:{port}"
+        threads = 1
+        work_stealing = true
+        [identity_provider]
+        issuer = "{issuer}"
+        client_id = "{CLIENT}"
+        client_secret = "file:secret"
+        [session]
+        store = "redis"
+        redis_url = "file:redis_url"
+        encryption_key = "file:encryption_key"
+        redis_prefix = "test"
+        [[module]]
+        name = "portal"
+        hosts = ["{HOST}"]
+        upstream = "{module}"
+        access_groups = ["portal-users"]
+        logout_paths = ["/logout"]
+        session_cookies = ["portal_session"]
+        "#
+    );
+    let cfg = GatewayConfig::from_toml(&text, dir).unwrap_or_else(|e| panic!("{e}"));
+    GatewayServer::start(cfg).await.expect("replica starts")
+}
+
+async fn replicas() -> Replicas {
+    let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
+    let redis = Redis::start(free_port().unwrap()).await;
+    let mut idp_cfg = demo_config();
+    let mut client = test_client(None, None);
+    for p in [pa, pb] {
+        client
+            .redirect_uris
+            .push(format!("http://{HOST}:{p}/_unigate/callback"));
+        client.post_logout_redirect_uris.push(format!("http://{HOST}:{p}/"));
+    }
+    idp_cfg.clients.push(client);
+    let idp = start_idp(idp_cfg).await;
+    let module = DemoModuleServer::start(DemoModuleConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        name: "portal".into(),
+        title: "Demo Portal".into(),
+        // Both replicas sign with their own keys: the module trusts A's.
+        jwks_url: format!("http://127.0.0.1:{pa}/_unigate/jwks.json"),
+        accounts: vec![DemoAccount::new("localuser", "", Some("local-pass"))],
+        scim_token: None,
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(dir.join("secret"), SECRET).unwrap();
+    std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    std::fs::write(dir.join("encryption_key"), "a-test-key-of-more-than-32-characters!").unwrap();
+    let a = replica(pa, idp.issuer(), &dir, module.addr).await;
+    let b = replica(pb, idp.issuer(), &dir, module.addr).await;
+    Replicas {
+        idp,
+        _module: module,
+        a,
+        b,
+        redis,
+        dir,
+    }
+}
+
+/// Logs alice in through replica `port`; returns the browser.
+async fn login(r: &Replicas, port: u16) -> reqwest::Client {
+    let b = browser(r);
+    let res = b
+        .get(url(port, "/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let res = b.get(location(&res)).send().await.unwrap();
+    let next = location(&res);
+    assert!(next.starts_with("/login?flow="), "{next}");
+    let code = current_code(&totp_secret(&r.idp, "alice"));
+    let res = post_login(&b, r.idp.issuer(), &next, "alice", "Acme MSP", "alice-demo-pass", &code).await;
+    let callback = location(&res);
+    let res = b.get(&callback).send().await.unwrap();
+    assert_eq!(res.status(), 302, "callback");
+    b
+}
+
+async fn status(b: &reqwest::Client, u: &str) -> u16 {
+    b.get(u)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_login_on_one_replica_works_on_the_other_and_logout_reaches_both() {
+    let r = replicas().await;
+    let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
+    let b = login(&r, pa).await;
+    assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
+    // Replica B has never seen this session: it finds it in Redis.
+    let who: serde_json::Value = b
+        .get(url(pb, "/api/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["headers"]["x-kaseyaone-user"], "alice");
+    // Both now hold a local copy. A back-channel logout posted to B ends
+    // the session on A within a second.
+    let cached = r.a.gateway.cached_sessions();
+    let sid = cached[0]
+        .1
+        .identity
+        .sid
+        .clone()
+        .expect("A holds the session, with its sid");
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = r
+        .idp
+        .provider
+        .keys
+        .current(Algorithm::ES256)
+        .sign(
+            "logout+jwt",
+            &json!({"iss": r.idp.issuer(), "aud": CLIENT, "iat": now, "exp": now + 120, "jti": "j-replicas",
+                    "sid": sid, "events": {BACKCHANNEL_EVENT: {}}}),
+        )
+        .unwrap();
+    let t = Instant::now();
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{pb}/_unigate/backchannel-logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    loop {
+        if status(&b, &url(pa, "/ping")).await == 302 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "A still lets the session in after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status(&b, &url(pb, "/ping")).await, 302);
+    // The replay, on A this time: the jti is shared.
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{pa}/_unigate/backchannel-logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
+async fn tokens_in_redis_are_sealed() {
+    let r = replicas().await;
+    let _b = login(&r, r.a.addr.port()).await;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", r.redis.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("test:s:*").query_async(&mut c).await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let raw: Vec<u8> = redis::cmd("GET").arg(&keys[0]).query_async(&mut c).await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    for plain in ["eyJ", "alice", "refresh", "portal"] {
+        assert!(!text.contains(plain), "`{plain}` readable in Redis");
+    }
+    // The session id itself is not a key either: only its hash.
+    let (id, _) = &r.a.gateway.cached_sessions()[0];
+    assert!(!keys[0].contains(id.as_str()) && !text.contains(id.as_str()));
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_and_recovers_by_itself() {
+    let mut r = replicas().await;
+    let pa = r.a.addr.port();
+    let b = login(&r, pa).await;
+    assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
+    r.redis.kill();
+    // Within moments: a clear 503 page, for the session and for new logins.
+    let t = Instant::now();
+    loop {
+        let res = b
+            .get(url(pa, "/ping"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 503 {
+            assert!(res.text().await.unwrap().contains("session store cannot be reached"));
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "still serving without Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fresh = browser(&r);
+    assert_eq!(status(&fresh, &url(pa, "/")).await, 503, "no new logins either");
+    // Redis comes back (empty: it kept nothing): unigate reconnects alone.
+    r.redis = Redis::start(r.redis.port).await;
+    let t = Instant::now();
+    while status(&fresh, &url(pa, "/")).await != 302 {
+        assert!(t.elapsed() < Duration::from_secs(10), "not recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = login(&r, pa).await;
+    assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
+    let _ = &r.dir;
+}
