@@ -118,7 +118,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--suites", default="ping,page", help="which comparisons: ping, page, or both")
+    ap.add_argument("--suites", default="ping,page,store",
+                    help="which comparisons: ping (auth path vs pass-through), page (HTML injection), "
+                         "store (memory vs Redis sessions)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="the three paths are measured in turn this many times; medians are reported")
     a = ap.parse_args()
@@ -140,6 +142,22 @@ def main():
         host = f"portal.localhost:{port}"
         sid = login(port, idp_port, host, "alice", "Acme MSP", "alice-demo-pass", alice["totp_secret"])
         unigate_h = (f"Host: {host}", f"Cookie: unigate={sid}")
+        if "store" in a.suites.split(","):
+            # A second stack with its sessions in a redis-server of its own.
+            redis_port = free_port()
+            procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                           "--save", "", "--appendonly", "no"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_port(redis_port)
+            rport, ridp, rmod = free_port(), free_port(), free_port(5)
+            procs.append(subprocess.Popen([BIN, "demo", "--port", str(rport), "--idp-port", str(ridp),
+                                           "--module-port", str(rmod), "--threads", "1",
+                                           "--redis-url", f"redis://127.0.0.1:{redis_port}/0"],
+                                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for p in (rport, ridp, rmod):
+                wait_port(p)
+            rhost = f"portal.localhost:{rport}"
+            rsid = login(rport, ridp, rhost, "alice", "Acme MSP", "alice-demo-pass", alice["totp_secret"])
         suites = {
             "ping": [
                 ("direct", f"http://127.0.0.1:{module_port}/ping", ()),
@@ -153,6 +171,11 @@ def main():
                 ("unigate_html_with_launcher", f"http://127.0.0.1:{port}/page.html", unigate_h + ("Accept: text/html",)),
             ],
         }
+        if "store" in a.suites.split(","):
+            suites["store"] = [
+                ("unigate_memory_store", f"http://127.0.0.1:{port}/ping", unigate_h),
+                ("unigate_redis_store", f"http://127.0.0.1:{rport}/ping", (f"Host: {rhost}", f"Cookie: unigate={rsid}")),
+            ]
         median = lambda xs: sorted(xs)[len(xs) // 2]
         summary = {"duration_s": a.duration, "connections": a.connections, "threads": 1, "rounds": a.rounds}
         for suite, targets in suites.items():
@@ -171,15 +194,19 @@ def main():
                     rounds[name].append(r)
                 last = {n: rs[-1]["rps"] for n, rs in rounds.items()}
                 ratios.append(last["unigate"] / last["pingora_passthrough"] if suite == "ping"
-                              else last["unigate_html_with_launcher"] / last["unigate_text_no_injection"])
+                              else last["unigate_html_with_launcher"] / last["unigate_text_no_injection"] if suite == "page"
+                              else last["unigate_redis_store"] / last["unigate_memory_store"])
             runs = {name: {k: median([r[k] for r in rs]) for k in ("rps", "p50_ms", "p99_ms")} for name, rs in rounds.items()}
             ratio = median(ratios)
             summary[suite] = {"median": runs, "all": rounds, "ratios": [round(r, 3) for r in ratios], "ratio": round(ratio, 3)}
-            print(f"\n{'/ping (auth path)' if suite == 'ping' else '64 KiB HTML page (App Launcher injection)'}\n")
+            title = {"ping": "/ping (auth path)", "page": "64 KiB HTML page (App Launcher injection)",
+                     "store": "/ping, memory store vs Redis store"}[suite]
+            print(f"\n{title}\n")
             print("| path | requests/s | p50 | p99 |\n|---|---|---|---|")
             for name, r in runs.items():
                 print(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms |")
-            what = "unigate / pass-through" if suite == "ping" else "with injection / same page without"
+            what = {"ping": "unigate / pass-through", "page": "with injection / same page without",
+                    "store": "Redis store / memory store"}[suite]
             print(f"\n{what} throughput, median of {a.rounds}: {ratio:.2f} "
                   f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
         os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)

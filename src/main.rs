@@ -102,6 +102,10 @@ enum Command {
         /// unigate worker threads (default: the config's, else the number of CPUs).
         #[arg(long)]
         threads: Option<usize>,
+        /// Keep sessions in this Redis (`redis://127.0.0.1:6379/0`) instead
+        /// of in memory, with a random encryption key for this run.
+        #[arg(long)]
+        redis_url: Option<String>,
     },
 }
 
@@ -249,7 +253,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             port,
             module_port,
             threads,
-        } => demo(&idp_config, &config, idp_port, port, module_port, threads),
+            redis_url,
+        } => demo(&idp_config, &config, idp_port, port, module_port, threads, redis_url),
     }
 }
 
@@ -272,9 +277,17 @@ fn demo(
     port: u16,
     module_port: u16,
     threads: Option<usize>,
+    redis_url: Option<String>,
 ) -> anyhow::Result<()> {
     let mut idp = load(idp_config)?;
     let mut gw = load_gateway(config)?;
+    if let Some(url) = redis_url {
+        gw.session.redis = Some(unigate::gateway::config::RedisSettings {
+            url: unigate::secret::Secret::new(url),
+            encryption_key: unigate::secret::Secret::new(unigate::idp::store::random_token()),
+            prefix: format!("unigate-demo-{port}"),
+        });
+    }
     if let Some(t) = threads {
         gw.threads = t;
     }
