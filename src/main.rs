@@ -283,7 +283,9 @@ fn demo(
     let mut gw = load_gateway(config)?;
     if let Some(url) = redis_url {
         gw.session.redis = Some(unigate::gateway::config::RedisSettings {
-            url: unigate::secret::Secret::new(url),
+            url: Some(unigate::secret::Secret::new(url)),
+            sentinels: Vec::new(),
+            sentinel_master: None,
             encryption_key: unigate::secret::Secret::new(unigate::idp::store::random_token()),
             prefix: format!("unigate-demo-{port}"),
         });

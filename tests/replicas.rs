@@ -77,7 +77,7 @@ fn url(port: u16, path: &str) -> String {
 }
 
 /// A browser for both replicas (one cookie jar: cookies ignore ports).
-fn browser(_r: &Replicas) -> reqwest::Client {
+fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -87,6 +87,16 @@ fn browser(_r: &Replicas) -> reqwest::Client {
 }
 
 async fn replica(port: u16, issuer: &str, dir: &std::path::Path, module: SocketAddr) -> GatewayServer {
+    replica_with(port, issuer, dir, module, r#"redis_url = "file:redis_url""#).await
+}
+
+async fn replica_with(
+    port: u16,
+    issuer: &str,
+    dir: &std::path::Path,
+    module: SocketAddr,
+    redis: &str,
+) -> GatewayServer {
     let text = format!(
         r#"
         [listen]
@@ -100,7 +110,7 @@ async fn replica(port: u16, issuer: &str, dir: &std::path::Path, module: SocketA
         client_secret = "file:secret"
         [session]
         store = "redis"
-        redis_url = "file:redis_url"
+        {redis}
         encryption_key = "file:encryption_key"
         redis_prefix = "test"
         [[module]]
@@ -156,9 +166,9 @@ async fn replicas() -> Replicas {
     }
 }
 
-/// Logs alice in through replica `port`; returns the browser.
-async fn login(r: &Replicas, port: u16) -> reqwest::Client {
-    let b = browser(r);
+/// Logs alice in through the replica on `port`; returns the browser.
+async fn login(idp: &unigate::idp::IdpServer, port: u16) -> reqwest::Client {
+    let b = browser();
     let res = b
         .get(url(port, "/"))
         .header("accept", "text/html")
@@ -169,8 +179,8 @@ async fn login(r: &Replicas, port: u16) -> reqwest::Client {
     let res = b.get(location(&res)).send().await.unwrap();
     let next = location(&res);
     assert!(next.starts_with("/login?flow="), "{next}");
-    let code = current_code(&totp_secret(&r.idp, "alice"));
-    let res = post_login(&b, r.idp.issuer(), &next, "alice", "Acme MSP", "alice-demo-pass", &code).await;
+    let code = current_code(&totp_secret(idp, "alice"));
+    let res = post_login(&b, idp.issuer(), &next, "alice", "Acme MSP", "alice-demo-pass", &code).await;
     let callback = location(&res);
     let res = b.get(&callback).send().await.unwrap();
     assert_eq!(res.status(), 302, "callback");
@@ -191,7 +201,7 @@ async fn status(b: &reqwest::Client, u: &str) -> u16 {
 async fn a_login_on_one_replica_works_on_the_other_and_logout_reaches_both() {
     let r = replicas().await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
-    let b = login(&r, pa).await;
+    let b = login(&r.idp, pa).await;
     assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
     // Replica B has never seen this session: it finds it in Redis.
     let who: serde_json::Value = b
@@ -259,7 +269,7 @@ async fn a_login_on_one_replica_works_on_the_other_and_logout_reaches_both() {
 #[tokio::test]
 async fn tokens_in_redis_are_sealed() {
     let r = replicas().await;
-    let _b = login(&r, r.a.addr.port()).await;
+    let _b = login(&r.idp, r.a.addr.port()).await;
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", r.redis.port)).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg("test:s:*").query_async(&mut c).await.unwrap();
@@ -278,7 +288,7 @@ async fn tokens_in_redis_are_sealed() {
 async fn redis_down_fails_closed_and_recovers_by_itself() {
     let mut r = replicas().await;
     let pa = r.a.addr.port();
-    let b = login(&r, pa).await;
+    let b = login(&r.idp, pa).await;
     assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
     r.redis.kill();
     // Within moments: a clear 503 page, for the session and for new logins.
@@ -297,7 +307,7 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
         assert!(t.elapsed() < Duration::from_secs(3), "still serving without Redis");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let fresh = browser(&r);
+    let fresh = browser();
     assert_eq!(status(&fresh, &url(pa, "/")).await, 503, "no new logins either");
     // Redis comes back (empty: it kept nothing): unigate reconnects alone.
     r.redis = Redis::start(r.redis.port).await;
@@ -306,7 +316,63 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
         assert!(t.elapsed() < Duration::from_secs(10), "not recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let b = login(&r, pa).await;
+    let b = login(&r.idp, pa).await;
     assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
     let _ = &r.dir;
+}
+
+#[tokio::test]
+async fn the_master_is_found_through_redis_sentinel() {
+    let r = replicas().await;
+    // A sentinel watching the test's redis-server as `testmaster`.
+    let sport = free_port().unwrap();
+    let conf = r.dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sport}\nbind 127.0.0.1\nsentinel monitor testmaster 127.0.0.1 {} 1\n",
+            r.redis.port
+        ),
+    )
+    .unwrap();
+    let mut sentinel = Redis {
+        child: Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel"),
+        port: sport,
+    };
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", sport)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let redis = format!(
+        r#"redis_sentinels = ["redis://127.0.0.1:{sport}"]
+        redis_sentinel_master = "testmaster""#
+    );
+    // The IdP knows A's callback: this replica takes A's place.
+    let a_port = r.a.addr.port();
+    let Replicas {
+        idp,
+        _module: module,
+        a,
+        b,
+        redis: master,
+        dir,
+    } = r;
+    a.shutdown().await;
+    b.shutdown().await;
+    let _c = replica_with(a_port, idp.issuer(), &dir, module.addr, &redis).await;
+    let b = login(&idp, a_port).await;
+    assert_eq!(status(&b, &url(a_port, "/ping")).await, 200);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", master.port)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("test:s:*").query_async(&mut conn).await.unwrap();
+    assert_eq!(keys.len(), 1, "the session went to the master the sentinel named");
+    sentinel.kill();
 }

@@ -91,6 +91,12 @@ pub struct SessionFile {
     pub encryption_key: Option<SecretRef>,
     /// Prefix of every Redis key; default `unigate`.
     pub redis_prefix: Option<String>,
+    /// Redis Sentinel instead of one server: the sentinels
+    /// (`redis://host:26379`) and the name of the master they watch.
+    /// `redis_url` then only gives the database and password, if any.
+    #[serde(default)]
+    pub redis_sentinels: Vec<String>,
+    pub redis_sentinel_master: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,7 +257,10 @@ pub struct SessionSettings {
 
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    pub url: Secret,
+    /// The server, or (with sentinels) the data nodes' database and password.
+    pub url: Option<Secret>,
+    pub sentinels: Vec<String>,
+    pub sentinel_master: Option<String>,
     pub encryption_key: Secret,
     pub prefix: String,
 }
@@ -407,13 +416,26 @@ impl GatewayConfig {
         let redis = match file.session.store.as_deref() {
             None | Some("memory") => None,
             Some("redis") => {
+                let sentinels = file.session.redis_sentinels.clone();
                 let url = match &file.session.redis_url {
                     Some(u) => u.load(base).map_err(|e| errs.push("session.redis_url", e)).ok(),
-                    None => {
-                        errs.push("session.redis_url", "`store = \"redis\"` needs `redis_url`");
+                    None if sentinels.is_empty() => {
+                        errs.push(
+                            "session.redis_url",
+                            "`store = \"redis\"` needs `redis_url` (or `redis_sentinels`)",
+                        );
                         None
                     }
+                    None => None,
                 };
+                for s in &sentinels {
+                    if let Err(e) = ::redis::Client::open(s.as_str()) {
+                        errs.push("session.redis_sentinels", format!("`{s}` is not a Redis URL ({e})"));
+                    }
+                }
+                if !sentinels.is_empty() && file.session.redis_sentinel_master.is_none() {
+                    errs.push("session.redis_sentinel_master", "name the master the sentinels watch");
+                }
                 if let Some(u) = &url
                     && let Err(e) = ::redis::Client::open(u.expose())
                 {
@@ -435,14 +457,13 @@ impl GatewayConfig {
                     errs.push("session.encryption_key", "use at least 32 random characters");
                 }
                 let prefix = file.session.redis_prefix.clone().unwrap_or_else(|| "unigate".into());
-                match (url, key) {
-                    (Some(url), Some(encryption_key)) => Some(RedisSettings {
-                        url,
-                        encryption_key,
-                        prefix,
-                    }),
-                    _ => None,
-                }
+                key.map(|encryption_key| RedisSettings {
+                    url,
+                    sentinels,
+                    sentinel_master: file.session.redis_sentinel_master.clone(),
+                    encryption_key,
+                    prefix,
+                })
             }
             Some(other) => {
                 errs.push(

@@ -172,11 +172,19 @@ impl Gateway {
             })
             .collect();
         let shared = match &cfg.session.redis {
-            Some(r) => Some(crate::session::redis::RedisStore::new(
-                r.url.expose(),
-                r.encryption_key.expose(),
-                &r.prefix,
-            )?),
+            Some(r) => {
+                use crate::session::redis::{RedisStore, Target};
+                let target = match (&r.sentinel_master, &r.url) {
+                    (Some(master), url) if !r.sentinels.is_empty() => Target::Sentinel {
+                        sentinels: &r.sentinels,
+                        master,
+                        node: url.as_ref().map(|u| u.expose()),
+                    },
+                    (_, Some(url)) => Target::Url(url.expose()),
+                    _ => return Err("session: no Redis to connect to".into()),
+                };
+                Some(RedisStore::new(target, r.encryption_key.expose(), &r.prefix)?)
+            }
             None => None,
         };
         Ok(Gateway {

@@ -68,8 +68,28 @@ impl IndexKind {
     }
 }
 
+/// Where the Redis master is.
+enum Source {
+    Direct(redis::Client),
+    /// Asked of Redis Sentinel at every (re)connection: after a failover,
+    /// the new master.
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+/// How to reach Redis: one server, or the master Sentinel names.
+pub enum Target<'a> {
+    Url(&'a str),
+    Sentinel {
+        sentinels: &'a [String],
+        master: &'a str,
+        /// The data nodes' database and password (`redis://:pw@host/db`;
+        /// the host is ignored).
+        node: Option<&'a str>,
+    },
+}
+
 pub struct RedisStore {
-    client: redis::Client,
+    source: Source,
     conn: RwLock<Option<redis::aio::ConnectionManager>>,
     key: LessSafeKey,
     prefix: String,
@@ -101,8 +121,30 @@ pub fn id_hash(id: &str) -> [u8; 32] {
 impl RedisStore {
     /// Sets up the store; connecting happens in the background (`run`),
     /// and until it succeeds the store reports itself unhealthy.
-    pub fn new(url: &str, secret: &str, prefix: &str) -> Result<Arc<RedisStore>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis_url: {e}"))?;
+    pub fn new(target: Target<'_>, secret: &str, prefix: &str) -> Result<Arc<RedisStore>, String> {
+        use redis::IntoConnectionInfo;
+        let source = match target {
+            Target::Url(url) => Source::Direct(redis::Client::open(url).map_err(|e| format!("redis_url: {e}"))?),
+            Target::Sentinel {
+                sentinels,
+                master,
+                node,
+            } => {
+                let mut info = redis::sentinel::SentinelNodeConnectionInfo::default();
+                if let Some(n) = node {
+                    let ci = n.into_connection_info().map_err(|e| format!("redis_url: {e}"))?;
+                    info = info.set_redis_connection_info(ci.redis_settings().clone());
+                }
+                let client = redis::sentinel::SentinelClient::build(
+                    sentinels.to_vec(),
+                    master.to_string(),
+                    Some(info),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| format!("redis_sentinels: {e}"))?;
+                Source::Sentinel(tokio::sync::Mutex::new(client))
+            }
+        };
         let salt = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"unigate session store");
         let prk = salt.extract(secret.as_bytes());
         let info: &[&[u8]] = &[b"aes-256-gcm session records"];
@@ -111,13 +153,20 @@ impl RedisStore {
             .map_err(|_| "cannot derive the encryption key".to_string())?;
         let key = LessSafeKey::new(UnboundKey::from(okm));
         Ok(Arc::new(RedisStore {
-            client,
+            source,
             conn: RwLock::new(None),
             key,
             prefix: prefix.to_string(),
             healthy: Arc::new(AtomicBool::new(false)),
             rng: SystemRandom::new(),
         }))
+    }
+
+    async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.source {
+            Source::Direct(c) => Ok(c.clone()),
+            Source::Sentinel(s) => s.lock().await.async_get_client().await,
+        }
     }
 
     pub fn healthy(&self) -> bool {
@@ -157,8 +206,9 @@ impl RedisStore {
                 .set_response_timeout(Some(Duration::from_secs(1)))
                 .set_number_of_retries(1);
             let connected = async {
-                let manager = store.client.get_connection_manager_with_config(config).await?;
-                let mut pubsub = store.client.get_async_pubsub().await?;
+                let client = store.client().await?;
+                let manager = client.get_connection_manager_with_config(config).await?;
+                let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(store.revoke_channel()).await?;
                 Ok::<_, redis::RedisError>((manager, pubsub))
             }
@@ -370,7 +420,12 @@ mod tests {
 
     #[test]
     fn records_are_sealed_and_bound_to_their_key() {
-        let s = RedisStore::new("redis://127.0.0.1:1/", "a secret of at least thirty-two chars!", "t").unwrap();
+        let s = RedisStore::new(
+            Target::Url("redis://127.0.0.1:1/"),
+            "a secret of at least thirty-two chars!",
+            "t",
+        )
+        .unwrap();
         let sealed = s.seal("t:s:1", b"refresh-token-value").unwrap();
         assert!(
             !sealed.windows(13).any(|w| w == b"refresh-token"),
@@ -378,7 +433,12 @@ mod tests {
         );
         assert_eq!(s.open("t:s:1", &sealed).unwrap(), b"refresh-token-value");
         assert!(s.open("t:s:2", &sealed).is_err(), "moved to another key: refused");
-        let other = RedisStore::new("redis://127.0.0.1:1/", "another secret of thirty-two chars!!", "t").unwrap();
+        let other = RedisStore::new(
+            Target::Url("redis://127.0.0.1:1/"),
+            "another secret of thirty-two chars!!",
+            "t",
+        )
+        .unwrap();
         assert!(other.open("t:s:1", &sealed).is_err(), "another key: refused");
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
