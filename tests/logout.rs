@@ -205,7 +205,10 @@ async fn user_switch_keeps_the_previous_users_module_session_out() {
         .to_string();
     let value = alice_cookie.split_once('=').unwrap().1;
     assert!(
-        s.gw.gateway.module_cookies.get(value).is_some(),
+        s.gw.gateway
+            .module_cookies
+            .get(&unigate::session::ModuleCookies::key(value))
+            .is_some(),
         "unigate saw the module issue alice's cookie"
     );
     // bob logs in on a browser that carries alice's portal cookie (without

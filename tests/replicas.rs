@@ -203,6 +203,15 @@ async fn a_login_on_one_replica_works_on_the_other_and_logout_reaches_both() {
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
     let b = login(&r.idp, pa).await;
     assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
+    // The module opens its own session on A (its cookie recorded in Redis).
+    let home = b.get(url(pa, "/")).header("accept", "text/html").send().await.unwrap();
+    let module_cookie = home
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("portal_session="))
+        .expect("the module's session cookie");
     // Replica B has never seen this session: it finds it in Redis.
     let who: serde_json::Value = b
         .get(url(pb, "/api/whoami"))
@@ -256,6 +265,28 @@ async fn a_login_on_one_replica_works_on_the_other_and_logout_reaches_both() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(status(&b, &url(pb, "/ping")).await, 302);
+    // The module's cookie, replayed alone at B (which never saw it issued):
+    // refused and expired there too.
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap()
+        .get(url(pb, "/"))
+        .header("accept", "text/html")
+        .header("cookie", &module_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert!(location(&res).starts_with(&format!("{}/authorize?", r.idp.issuer())));
+    assert!(
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("portal_session=;")),
+        "expired"
+    );
     // The replay, on A this time: the jti is shared.
     let res = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{pa}/_unigate/backchannel-logout"))

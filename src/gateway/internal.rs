@@ -464,10 +464,11 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
     for c in &module.session_cookies {
         // A local exception's record ends with the logout; a KaseyaOne
         // session's stays, so the cookie is refused if it turns up again.
-        if let Some(v) = g.cookie(req, c)
-            && g.module_cookies.get(v).is_some_and(|o| o.session.is_none())
-        {
-            g.module_cookies.remove(v);
+        if let Some(v) = g.cookie(req, c) {
+            let key = crate::session::ModuleCookies::key(v);
+            if g.module_cookies.get(&key).is_some_and(|o| !o.kaseyaone) {
+                g.module_cookies.remove(&key);
+            }
         }
         cookies.push(format!(
             "{c}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
@@ -869,11 +870,18 @@ pub async fn required(
         ctx.login_page = true;
         return Ok(Required::Proceed);
     }
-    let known = module
+    let values: Vec<String> = module
         .session_cookies
         .iter()
-        .filter_map(|c| g.cookie(req, c))
-        .any(|v| g.module_cookies.get(v).is_some_and(|o| o.session.is_none()));
+        .filter_map(|c| g.cookie(req, c).map(str::to_string))
+        .collect();
+    let mut known = false;
+    for v in &values {
+        if g.module_cookie_owner(v).await.is_some_and(|o| !o.kaseyaone) {
+            known = true;
+            break;
+        }
+    }
     if known {
         ctx.local = true;
         return Ok(Required::Proceed);
@@ -959,7 +967,11 @@ async fn exception_login(
                     && !c.value().is_empty()
                     && module.session_cookies.iter().any(|s| s == c.name())
                 {
-                    g.module_cookies.issued_local(c.value(), &user);
+                    let owner = crate::session::CookieOwner {
+                        user: Arc::from(user.as_str()),
+                        kaseyaone: false,
+                    };
+                    g.record_module_cookie(c.value(), owner).await;
                 }
                 headers.push(("set-cookie", v.to_string()));
             }

@@ -274,7 +274,7 @@ impl Gateway {
     }
 
     /// Module session cookies against the session (if any) of the request.
-    fn check_module_cookies(
+    async fn check_module_cookies(
         &self,
         req: &RequestHeader,
         module: &ModuleConfig,
@@ -286,10 +286,10 @@ impl Gateway {
             let Some(v) = self.cookie(req, name).filter(|v| !v.is_empty()) else {
                 continue;
             };
-            let Some(owner) = self.module_cookies.get(v) else {
+            let Some(owner) = self.module_cookie_owner(v).await else {
                 continue;
             };
-            if owner.session.is_none() {
+            if !owner.kaseyaone {
                 continue; // a local exception's own module session
             }
             match s {
@@ -645,7 +645,7 @@ impl ProxyHttp for Gateway {
                 return internal::chooser(self, session, mi, &host, &s).await;
             }
             if !module.session_cookies.is_empty()
-                && let ModuleCookieCheck::Strip(bits) = self.check_module_cookies(req, module, Some(&s))
+                && let ModuleCookieCheck::Strip(bits) = self.check_module_cookies(req, module, Some(&s)).await
             {
                 tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, "module cookie of another user kept from the module");
                 ctx.strip_cookies = bits;
@@ -660,7 +660,7 @@ impl ProxyHttp for Gateway {
         // (logout, back-/front-channel logout, expiry) never gets through:
         // its cookies are expired and the request starts over.
         if !module.session_cookies.is_empty()
-            && let ModuleCookieCheck::Expire(names) = self.check_module_cookies(req, module, None)
+            && let ModuleCookieCheck::Expire(names) = self.check_module_cookies(req, module, None).await
         {
             return internal::expire_module_cookies(self, session, mi, &names).await;
         }
@@ -886,7 +886,11 @@ impl ProxyHttp for Gateway {
                         continue;
                     };
                     if !c.value().is_empty() && module.session_cookies.iter().any(|n| n == c.name()) {
-                        self.module_cookies.issued(c.value(), s);
+                        let owner = crate::session::CookieOwner {
+                            user: Arc::from(s.identity.sub.as_str()),
+                            kaseyaone: true,
+                        };
+                        self.record_module_cookie(c.value(), owner).await;
                     }
                 }
             }
@@ -902,7 +906,12 @@ impl ProxyHttp for Gateway {
                 let s = s.clone();
                 let label = module.label().to_string();
                 ctx.watcher = Some(Watcher(tokio::spawn(async move {
-                    s.revoked().await;
+                    // Revoked, or past its absolute timeout, whichever first.
+                    let left = Duration::from_secs(s.expires_at.saturating_sub(unix_now()));
+                    tokio::select! {
+                        _ = s.revoked() => {}
+                        _ = tokio::time::sleep(left), if s.expires_at > 0 => {}
+                    }
                     let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
                     tracing::info!(module.name = %label, user.sub = %s.identity.sub, "long-lived response closed: its session ended");
                 })));

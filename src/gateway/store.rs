@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{Gateway, unix_now};
 use crate::session::redis::{IndexKind, Record, StoreError, id_hash};
-use crate::session::{Identity, LoginTxn, Revoke, Session, Tokens};
+use crate::session::{CookieOwner, Identity, LoginTxn, ModuleCookies, Revoke, Session, Tokens};
 
 /// How long a replica trusts its local copy of a shared session without
 /// asking Redis (revocations arrive sooner, by pub/sub).
@@ -222,6 +222,44 @@ impl Gateway {
                 Ok(())
             }
             Some(shared) => shared.put_link(sub, route, user).await,
+        }
+    }
+
+    /// Records who a module session cookie was issued to (every replica
+    /// learns it before the browser can come back).
+    pub async fn record_module_cookie(&self, value: &str, owner: CookieOwner) {
+        let key = ModuleCookies::key(value);
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared
+                .put_module_cookie(&key, &owner, self.cfg.session.absolute_timeout)
+                .await
+        {
+            tracing::error!(error = %e, "cannot share a module cookie record");
+        }
+        self.module_cookies.insert(key, owner);
+    }
+
+    /// Who a module session cookie was issued to, if unigate saw it issued
+    /// (here or, with the shared store, on any replica).
+    pub async fn module_cookie_owner(&self, value: &str) -> Option<Arc<CookieOwner>> {
+        let key = ModuleCookies::key(value);
+        if let Some(o) = self.module_cookies.get(&key) {
+            return Some(o);
+        }
+        let shared = self.shared.as_ref()?;
+        if self.module_cookies.recently_missed(&key) {
+            return None;
+        }
+        match shared.get_module_cookie(&key).await {
+            Ok(Some(owner)) => {
+                self.module_cookies.insert(key, owner);
+                self.module_cookies.get(&key)
+            }
+            Ok(None) => {
+                self.module_cookies.missed(key);
+                None
+            }
+            Err(_) => None,
         }
     }
 

@@ -272,13 +272,13 @@ impl LinkStore {
 }
 
 /// Who a module session cookie was issued to.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieOwner {
     /// The KaseyaOne `sub`, or the module username of a local exception.
     pub user: Arc<str>,
-    /// The unigate session it was issued under; `None` for a local
-    /// exception's own login.
-    pub session: Option<std::sync::Weak<Session>>,
+    /// Issued in answer to a KaseyaOne session's request (else: a local
+    /// exception's own login).
+    pub kaseyaone: bool,
 }
 
 /// The module session cookies unigate saw the module issue: to KaseyaOne
@@ -287,48 +287,45 @@ pub struct CookieOwner {
 /// SHA-256 of the cookie's value: the cookie itself is not kept.
 pub struct ModuleCookies {
     cookies: Cache<[u8; 32], Arc<CookieOwner>>,
+    /// Cookies looked up in the shared store and not found, for a moment.
+    misses: Cache<[u8; 32], ()>,
 }
 
 impl ModuleCookies {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         ModuleCookies {
             cookies: Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+            misses: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(Duration::from_secs(2))
+                .build(),
         }
     }
 
-    fn key(value: &str) -> [u8; 32] {
+    pub fn key(value: &str) -> [u8; 32] {
         use sha2::Digest;
         sha2::Sha256::digest(value.as_bytes()).into()
     }
 
-    /// A cookie the module set in answer to a KaseyaOne session's request.
-    pub fn issued(&self, value: &str, session: &Arc<Session>) {
-        self.cookies.insert(
-            Self::key(value),
-            Arc::new(CookieOwner {
-                user: Arc::from(session.identity.sub.as_str()),
-                session: Some(Arc::downgrade(session)),
-            }),
-        );
+    pub fn insert(&self, key: [u8; 32], owner: CookieOwner) {
+        self.misses.invalidate(&key);
+        self.cookies.insert(key, Arc::new(owner));
     }
 
-    /// A cookie the module set for a local exception's own login.
-    pub fn issued_local(&self, value: &str, user: &str) {
-        self.cookies.insert(
-            Self::key(value),
-            Arc::new(CookieOwner {
-                user: Arc::from(user),
-                session: None,
-            }),
-        );
+    pub fn get(&self, key: &[u8; 32]) -> Option<Arc<CookieOwner>> {
+        self.cookies.get(key)
     }
 
-    pub fn get(&self, value: &str) -> Option<Arc<CookieOwner>> {
-        self.cookies.get(&Self::key(value))
+    pub fn missed(&self, key: [u8; 32]) {
+        self.misses.insert(key, ());
     }
 
-    pub fn remove(&self, value: &str) {
-        self.cookies.invalidate(&Self::key(value));
+    pub fn recently_missed(&self, key: &[u8; 32]) -> bool {
+        self.misses.contains_key(key)
+    }
+
+    pub fn remove(&self, key: &[u8; 32]) {
+        self.cookies.invalidate(key);
     }
 }
 

@@ -400,6 +400,33 @@ impl RedisStore {
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
+    /// Who a module session cookie (by hash) was issued to.
+    pub async fn put_module_cookie(
+        &self,
+        h: &[u8; 32],
+        owner: &super::CookieOwner,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.k(&["mc", &hex(h)]);
+        let value = format!("{}:{}", if owner.kaseyaone { "k" } else { "l" }, owner.user);
+        let mut c = self.conn().await?;
+        let _: () = c.set_ex(&key, value, ttl.as_secs().max(1)).await?;
+        Ok(())
+    }
+
+    pub async fn get_module_cookie(&self, h: &[u8; 32]) -> Result<Option<super::CookieOwner>, StoreError> {
+        let key = self.k(&["mc", &hex(h)]);
+        let mut c = self.conn().await?;
+        let v: Option<String> = c.get(&key).await?;
+        Ok(v.and_then(|v| {
+            let (kind, user) = v.split_once(':')?;
+            Some(super::CookieOwner {
+                user: Arc::from(user),
+                kaseyaone: kind == "k",
+            })
+        }))
+    }
+
     pub async fn get_link(&self, sub: &str, route: &str) -> Result<Option<String>, StoreError> {
         let key = self.k(&["link", route, &hex(&id_hash(sub))]);
         let mut c = self.conn().await?;
