@@ -19,11 +19,35 @@ const ADMIN_TOKEN: &str = SECRET;
 /// The demo's modules, with the IdP told to send back- and front-channel
 /// logouts to unigate, and an admin listener.
 async fn logout_stack() -> Multi {
-    let gw_extra = r#"
+    logout_stack_on(None).await
+}
+
+/// A Redis for one test, and the `[session]` keys that use it.
+async fn redis_store() -> (Redis, String) {
+    let redis = Redis::start(unigate::gateway::server::free_port().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    std::fs::write(dir.join("key"), "a-test-key-of-more-than-32-characters!").unwrap();
+    let keys = format!(
+        "[session]\nstore = \"redis\"\nredis_url = \"file:{}\"\nencryption_key = \"file:{}\"\n",
+        dir.join("redis_url").display(),
+        dir.join("key").display()
+    );
+    (redis, keys)
+}
+
+/// The stack, with its sessions in `store` (`[session]` keys) when given.
+async fn logout_stack_on(store: Option<&str>) -> Multi {
+    let gw_extra = format!(
+        r#"
+        {}
         [admin]
         address = "127.0.0.1:0"
         token = "file:secret"
-    "#;
+    "#,
+        store.unwrap_or("")
+    );
+    let gw_extra = gw_extra.as_str();
     multi_with(
         ALL_HOSTS,
         unigate::demo_module::demo_accounts,
@@ -40,6 +64,18 @@ async fn logout_stack() -> Multi {
         },
     )
     .await
+}
+
+/// The IdP session id and user of the (one) live session.
+fn the_session(s: &Multi) -> (String, String) {
+    let (sid, sub) = match s.gw.gateway.cached_sessions().pop() {
+        Some((_, session)) => (session.identity.sid.clone(), session.identity.sub.clone()),
+        None => (
+            s.gw.gateway.sessions.sids().into_iter().next(),
+            s.gw.gateway.sessions.subs().into_iter().next().unwrap_or_default(),
+        ),
+    };
+    (sid.expect("a session with a sid"), sub)
 }
 
 fn now() -> u64 {
@@ -85,7 +121,16 @@ fn logout_claims(s: &Multi, sid: &str) -> Value {
 
 #[tokio::test]
 async fn backchannel_logout_from_another_module_ends_every_session_and_the_module_sessions() {
-    let s = logout_stack().await;
+    backchannel_everywhere(logout_stack().await).await;
+}
+
+#[tokio::test]
+async fn backchannel_logout_from_another_module_ends_every_session_and_the_module_sessions_with_redis() {
+    let (_redis, keys) = redis_store().await;
+    backchannel_everywhere(logout_stack_on(Some(&keys)).await).await;
+}
+
+async fn backchannel_everywhere(s: Multi) {
     let b = s.browser();
     let portal = s.url("portal.localhost", "/");
     let (_, r) = s.walk(&b, "alice", &portal).await;
@@ -121,12 +166,24 @@ async fn backchannel_logout_from_another_module_ends_every_session_and_the_modul
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(s.gw.gateway.sessions.len(), 0, "both sessions ended");
+    assert!(
+        s.gw.gateway.sessions.len() == 0 && s.gw.gateway.cached_sessions().is_empty(),
+        "both sessions ended"
+    );
 }
 
 #[tokio::test]
 async fn a_module_session_of_an_ended_login_never_gets_through() {
-    let s = logout_stack().await;
+    dead_module_session(logout_stack().await).await;
+}
+
+#[tokio::test]
+async fn a_module_session_of_an_ended_login_never_gets_through_with_redis() {
+    let (_redis, keys) = redis_store().await;
+    dead_module_session(logout_stack_on(Some(&keys)).await).await;
+}
+
+async fn dead_module_session(s: Multi) {
     let b = s.browser();
     let portal = s.url("portal.localhost", "/");
     let (_, r) = s.walk(&b, "alice", &portal).await;
@@ -187,7 +244,16 @@ async fn a_module_session_of_an_ended_login_never_gets_through() {
 
 #[tokio::test]
 async fn user_switch_keeps_the_previous_users_module_session_out() {
-    let s = logout_stack().await;
+    user_switch(logout_stack().await).await;
+}
+
+#[tokio::test]
+async fn user_switch_keeps_the_previous_users_module_session_out_with_redis() {
+    let (_redis, keys) = redis_store().await;
+    user_switch(logout_stack_on(Some(&keys)).await).await;
+}
+
+async fn user_switch(s: Multi) {
     let portal = s.url("portal.localhost", "/");
     // alice's browser, and her portal session cookie.
     let a = s.browser();
@@ -238,21 +304,22 @@ async fn user_switch_keeps_the_previous_users_module_session_out() {
 
 #[tokio::test]
 async fn every_invalid_logout_token_gets_400_and_the_session_survives() {
-    let s = logout_stack().await;
+    invalid_logout_tokens(logout_stack().await).await;
+}
+
+#[tokio::test]
+async fn every_invalid_logout_token_gets_400_and_the_session_survives_with_redis() {
+    let (_redis, keys) = redis_store().await;
+    invalid_logout_tokens(logout_stack_on(Some(&keys)).await).await;
+}
+
+async fn invalid_logout_tokens(s: Multi) {
     let b = s.browser();
     let portal = s.url("portal.localhost", "/");
     let (_, r) = s.walk(&b, "alice", &portal).await;
     assert_eq!(r.status(), 200);
-    let live = s.gw.gateway.sessions.len();
-    assert!(live >= 1);
     // The IdP session id of alice's (only) session.
-    let sid =
-        s.gw.gateway
-            .sessions
-            .sids()
-            .into_iter()
-            .next()
-            .expect("a session with a sid");
+    let (sid, _) = the_session(&s);
     let good = logout_claims(&s, &sid);
     let edit = |k: &str, v: Value| {
         let mut c = good.clone();
@@ -353,12 +420,21 @@ async fn every_invalid_logout_token_gets_400_and_the_session_survives() {
 
 #[tokio::test]
 async fn frontchannel_logout_finds_the_sessions_by_sid_and_only_the_idp_may_frame_it() {
-    let s = logout_stack().await;
+    frontchannel(logout_stack().await).await;
+}
+
+#[tokio::test]
+async fn frontchannel_logout_finds_the_sessions_by_sid_and_only_the_idp_may_frame_it_with_redis() {
+    let (_redis, keys) = redis_store().await;
+    frontchannel(logout_stack_on(Some(&keys)).await).await;
+}
+
+async fn frontchannel(s: Multi) {
     let b = s.browser();
     let portal = s.url("portal.localhost", "/");
     let (_, r) = s.walk(&b, "alice", &portal).await;
     assert_eq!(r.status(), 200);
-    let sid = s.gw.gateway.sessions.sids().into_iter().next().unwrap();
+    let (sid, _) = the_session(&s);
     // No cookies (a third-party iframe sends none): found by sid.
     let anon = reqwest::Client::new();
     let bad = anon
@@ -396,7 +472,16 @@ async fn frontchannel_logout_finds_the_sessions_by_sid_and_only_the_idp_may_fram
 
 #[tokio::test]
 async fn the_admin_api_needs_its_token_and_revokes_by_sub_or_email() {
-    let s = logout_stack().await;
+    admin_api(logout_stack().await).await;
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_and_revokes_by_sub_or_email_with_redis() {
+    let (_redis, keys) = redis_store().await;
+    admin_api(logout_stack_on(Some(&keys)).await).await;
+}
+
+async fn admin_api(s: Multi) {
     let b = s.browser();
     let portal = s.url("portal.localhost", "/");
     let (_, r) = s.walk(&b, "alice", &portal).await;
@@ -423,7 +508,7 @@ async fn the_admin_api_needs_its_token_and_revokes_by_sub_or_email() {
             .unwrap();
         assert_eq!(r.status(), 400, "{body}");
     }
-    let sub = s.gw.gateway.sessions.subs().into_iter().next().unwrap();
+    let (_, sub) = the_session(&s);
     let r = c
         .post(&admin)
         .bearer_auth(ADMIN_TOKEN)
@@ -434,28 +519,6 @@ async fn the_admin_api_needs_its_token_and_revokes_by_sub_or_email() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["revoked"], 1);
     assert_eq!(page(&b, &portal).await.0, 302);
-}
-
-/// A websocket echo module: every message comes back.
-async fn websocket_upstream() -> std::net::SocketAddr {
-    use futures_util::{SinkExt, StreamExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() && ws.send(m).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test]
@@ -503,4 +566,45 @@ async fn a_websocket_is_closed_within_a_second_of_logout() {
     .await;
     assert!(ended.is_ok(), "the websocket was still open 1 s after logout");
     eprintln!("websocket closed {:?} after logout", t.elapsed());
+}
+
+#[tokio::test]
+async fn a_websocket_is_closed_when_its_session_expires() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let up = websocket_upstream().await;
+    // The session idles out one second after its last request.
+    let s = stack_with_upstream(|_| {}, "idle_timeout = \"1s\"", Some(up)).await;
+    let (b, jar) = s.browser();
+    s.login(&b, "alice", "/").await;
+    let id = s.session_id(&jar).unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://127.0.0.1:{}/live",
+        s.port
+    ))
+    .unwrap();
+    req.headers_mut()
+        .insert("host", format!("{HOST}:{}", s.port).parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", format!("unigate={id}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text("ping")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "ping");
+    // Expiry is noticed within a second of it, and the websocket goes.
+    let t = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the websocket outlived its session");
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "closed before the session expired: {:?}",
+        t.elapsed()
+    );
 }

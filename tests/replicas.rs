@@ -8,7 +8,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
@@ -18,50 +18,6 @@ use unigate::demo_module::{DemoAccount, DemoModuleConfig, DemoModuleServer};
 use unigate::gateway::config::GatewayConfig;
 use unigate::gateway::server::{GatewayServer, free_port};
 use unigate::oidc::logout_token::BACKCHANNEL_EVENT;
-
-/// A `redis-server` of our own; killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed: apt-get install redis-server (scripts/test does)");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Redis { child, port }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 struct Replicas {
     idp: unigate::idp::IdpServer,
@@ -113,6 +69,9 @@ async fn replica_with(
         {redis}
         encryption_key = "file:encryption_key"
         redis_prefix = "test"
+        [admin]
+        address = "127.0.0.1:0"
+        token = "file:secret"
         [[module]]
         name = "portal"
         hosts = ["{HOST}"]
@@ -127,6 +86,11 @@ async fn replica_with(
 }
 
 async fn replicas() -> Replicas {
+    replicas_in_front_of(None).await
+}
+
+/// Two replicas in front of the demo module, or of `upstream`.
+async fn replicas_in_front_of(upstream: Option<SocketAddr>) -> Replicas {
     let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
     let redis = Redis::start(free_port().unwrap()).await;
     let mut idp_cfg = demo_config();
@@ -154,8 +118,9 @@ async fn replicas() -> Replicas {
     std::fs::write(dir.join("secret"), SECRET).unwrap();
     std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
     std::fs::write(dir.join("encryption_key"), "a-test-key-of-more-than-32-characters!").unwrap();
-    let a = replica(pa, idp.issuer(), &dir, module.addr).await;
-    let b = replica(pb, idp.issuer(), &dir, module.addr).await;
+    let target = upstream.unwrap_or(module.addr);
+    let a = replica(pa, idp.issuer(), &dir, target).await;
+    let b = replica(pb, idp.issuer(), &dir, target).await;
     Replicas {
         idp,
         _module: module,
@@ -406,4 +371,54 @@ async fn the_master_is_found_through_redis_sentinel() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("test:s:*").query_async(&mut conn).await.unwrap();
     assert_eq!(keys.len(), 1, "the session went to the master the sentinel named");
     sentinel.kill();
+}
+
+#[tokio::test]
+async fn an_admin_revoke_on_one_replica_closes_a_websocket_on_the_other() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let up = websocket_upstream().await;
+    let r = replicas_in_front_of(Some(up)).await;
+    let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
+    let b = login(&r.idp, pa).await;
+    let (id, session) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://127.0.0.1:{pa}/live"
+    ))
+    .unwrap();
+    req.headers_mut()
+        .insert("host", format!("{HOST}:{pa}").parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", format!("unigate={id}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket through A");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("ping")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "ping");
+    // The operator revokes alice on B, by email.
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/admin/revoke", r.b.admin_addr.unwrap()))
+        .bearer_auth(SECRET)
+        .json(&json!({"email": session.identity.email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["revoked"], 1);
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the websocket on A was still open 1 s after the revoke on B"
+    );
+    assert_eq!(status(&b, &url(pb, "/ping")).await, 302);
+    assert_eq!(status(&b, &url(pa, "/ping")).await, 302);
 }

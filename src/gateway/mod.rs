@@ -905,12 +905,25 @@ impl ProxyHttp for Gateway {
             if long_lived && let Some(fd) = ctx.upstream_fd {
                 let s = s.clone();
                 let label = module.label().to_string();
+                // With the shared store an idle session expires in Redis,
+                // not here: its idle deadline is watched too.
+                let idle = self.shared.as_ref().map(|_| self.cfg.session.idle_timeout.as_secs());
                 ctx.watcher = Some(Watcher(tokio::spawn(async move {
-                    // Revoked, or past its absolute timeout, whichever first.
-                    let left = Duration::from_secs(s.expires_at.saturating_sub(unix_now()));
-                    tokio::select! {
-                        _ = s.revoked() => {}
-                        _ = tokio::time::sleep(left), if s.expires_at > 0 => {}
+                    // Revoked, or past its absolute or idle timeout, whichever first.
+                    loop {
+                        let now = unix_now();
+                        let mut deadline = if s.expires_at > 0 { s.expires_at } else { u64::MAX };
+                        if let Some(idle) = idle {
+                            deadline = deadline.min(s.touched.load(Ordering::Relaxed).saturating_add(idle));
+                        }
+                        if now >= deadline {
+                            break;
+                        }
+                        let wait = Duration::from_secs(deadline.saturating_sub(now).min(86_400));
+                        tokio::select! {
+                            _ = s.revoked() => break,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
                     }
                     let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
                     tracing::info!(module.name = %label, user.sub = %s.identity.sub, "long-lived response closed: its session ended");
