@@ -167,7 +167,7 @@ async fn backchannel_everywhere(s: Multi) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        s.gw.gateway.sessions.len() == 0 && s.gw.gateway.cached_sessions().is_empty(),
+        s.gw.gateway.sessions.is_empty() && s.gw.gateway.cached_sessions().is_empty(),
         "both sessions ended"
     );
 }
