@@ -1010,18 +1010,7 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
     // A jti works once (kept past any token's lifetime with leeway).
     let first = match g.first_use_of_jti(&claims.jti).await {
         Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "back-channel logout: session store unavailable");
-            let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": "session store unavailable"});
-            return respond(
-                session,
-                503,
-                "application/json",
-                &[("retry-after", "5".to_string())],
-                body.to_string(),
-            )
-            .await;
-        }
+        Err(e) => return store_down_json(session, &e).await,
     };
     if !first {
         tracing::warn!("back-channel logout token replayed");
@@ -1031,25 +1020,27 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
     let what = match (&claims.sid, &claims.sub) {
         (Some(sid), _) => crate::session::Revoke::Sid(sid.clone()),
         (None, Some(sub)) => crate::session::Revoke::Sub(sub.clone()),
-        (None, None) => unreachable!("validated: sub or sid"),
+        (None, None) => {
+            let e = crate::oidc::logout_token::LogoutTokenRejected::NoSubject;
+            return respond(session, 400, "application/json", &[], bad(&e.to_string())).await;
+        }
     };
     let ended = match g.revoke(&what).await {
         Ok(n) => n,
-        Err(e) => {
-            tracing::error!(error = %e, "back-channel logout: session store unavailable");
-            let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": "session store unavailable"});
-            return respond(
-                session,
-                503,
-                "application/json",
-                &[("retry-after", "5".to_string())],
-                body.to_string(),
-            )
-            .await;
-        }
+        Err(e) => return store_down_json(session, &e).await,
     };
     tracing::info!(kind = "backchannel", ended, sid = ?claims.sid, user.sub = ?claims.sub, "logout");
     respond(session, 200, "application/json", &[], "{}").await
+}
+
+/// The shared store is down during a back-channel logout: 503 (the IdP
+/// retries).
+async fn store_down_json(session: &mut PSession, e: &crate::session::redis::StoreError) -> Result<bool> {
+    tracing::error!(error = %e, "back-channel logout: session store unavailable");
+    let body =
+        serde_json::json!({"error": "temporarily_unavailable", "error_description": "session store unavailable"});
+    let headers = [("retry-after", "5".to_string())];
+    respond(session, 503, "application/json", &headers, body.to_string()).await
 }
 
 /// Front-Channel Logout 1.0: the IdP's logout page frames this with `iss`
