@@ -16,7 +16,7 @@ use crate::pages;
 use crate::session::{Identity, LoginTxn, Session, Tokens};
 
 /// The cookie binding login transactions to one browser.
-const LOGIN_COOKIE: &str = "unigate_login";
+pub const LOGIN_COOKIE: &str = "unigate_login";
 
 fn query_param(req: &pingora::http::RequestHeader, name: &str) -> Option<String> {
     let q = req.uri.query()?;
@@ -394,8 +394,10 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     }
     let access_exp = unix_now() + tokens.expires_in.unwrap_or(300);
     // A new id at every login; an old session in this browser ends.
-    if let Some(old) = g.cookie(session.req_header(), g.session_cookie).map(str::to_string) {
-        g.end_session(&old).await;
+    if let Some(old) = g.cookie(session.req_header(), g.session_cookie).map(str::to_string)
+        && g.end_session(&old).await.is_err()
+    {
+        return super::store_down(session).await;
     }
     let id = random_token();
     let stored = g
@@ -432,7 +434,13 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
     let module = g.module(mi);
     let req = session.req_header();
     let ended = match g.cookie(req, g.session_cookie).map(str::to_string) {
-        Some(id) => g.end_session(&id).await,
+        Some(id) => match g.end_session(&id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "logout not possible: session store unavailable");
+                return super::store_down(session).await;
+            }
+        },
         None => None,
     };
     let req = session.req_header();
@@ -466,8 +474,8 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
         // session's stays, so the cookie is refused if it turns up again.
         if let Some(v) = g.cookie(req, c) {
             let key = crate::session::ModuleCookies::key(v);
-            if g.module_cookies.get(&key).is_some_and(|o| !o.kaseyaone) {
-                g.module_cookies.remove(&key);
+            if g.module_cookie_owner(v).await.is_some_and(|o| !o.kaseyaone) {
+                g.forget_module_cookie(&key).await;
             }
         }
         cookies.push(format!(
@@ -964,14 +972,14 @@ async fn exception_login(
         match n.as_str() {
             "set-cookie" => {
                 if let Ok(c) = cookie::Cookie::parse(v.to_string())
-                    && !c.value().is_empty()
+                    && !c.value_trimmed().is_empty()
                     && module.session_cookies.iter().any(|s| s == c.name())
                 {
                     let owner = crate::session::CookieOwner {
                         user: Arc::from(user.as_str()),
                         kaseyaone: false,
                     };
-                    g.record_module_cookie(c.value(), owner).await;
+                    g.record_module_cookie(c.value_trimmed(), owner).await;
                 }
                 headers.push(("set-cookie", v.to_string()));
             }
@@ -1027,7 +1035,11 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
     };
     let ended = match g.revoke(&what).await {
         Ok(n) => n,
-        Err(e) => return store_down_json(session, &e).await,
+        Err(e) => {
+            // Not done: the IdP's retry must not look like a replay.
+            g.unuse_jti(&claims.jti).await;
+            return store_down_json(session, &e).await;
+        }
     };
     tracing::info!(kind = "backchannel", ended, sid = ?claims.sid, user.sub = ?claims.sub, "logout");
     respond(session, 200, "application/json", &[], "{}").await

@@ -66,6 +66,9 @@ pub struct Gateway {
     /// serves, and their ids by hash (pub/sub names sessions by hash).
     local: moka::sync::Cache<String, Arc<Session>>,
     hash_ids: moka::sync::Cache<[u8; 32], String>,
+    /// Every shared session object handed out here, by id hash, while
+    /// anything holds it: revocations reach long-lived holders too.
+    held: moka::sync::Cache<[u8; 32], std::sync::Weak<Session>>,
     /// Module session cookies unigate saw issued, and to whom.
     pub module_cookies: ModuleCookies,
     /// Back-channel logout tokens already used (`jti`).
@@ -194,6 +197,10 @@ impl Gateway {
                 .time_to_live(store::LOCAL_TTL)
                 .build(),
             hash_ids: moka::sync::Cache::builder()
+                .max_capacity(cfg.session.max_sessions)
+                .time_to_live(cfg.session.absolute_timeout)
+                .build(),
+            held: moka::sync::Cache::builder()
                 .max_capacity(cfg.session.max_sessions)
                 .time_to_live(cfg.session.absolute_timeout)
                 .build(),
@@ -481,7 +488,7 @@ impl Gateway {
                         store::record_of(&s, &tokens)
                     };
                     // Every replica must use the rotated refresh token.
-                    if let Some((shared, h, idle)) = shared {
+                    if let Some((shared, h, idle)) = shared.filter(|_| !s.is_revoked()) {
                         let left = Duration::from_secs(s.expires_at.saturating_sub(now).max(1));
                         if let Err(e) = shared.save(&h, &record, idle.min(left)).await {
                             tracing::error!(error = %e, "cannot store a refreshed session");
@@ -525,6 +532,11 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Whether a Cookie header may hold one of unigate's own cookies.
+fn memchr_unigate(h: &[u8]) -> bool {
+    h.windows(7).any(|w| w == b"unigate")
 }
 
 pub fn unix_now() -> u64 {
@@ -785,7 +797,14 @@ impl ProxyHttp for Gateway {
         {
             up.set_uri(uri);
         }
-        if ctx.strip_cookies != 0
+        // unigate's own cookies never reach the module, nor module cookies
+        // issued to another user (a user switch).
+        let ours = up
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .any(|v| memchr_unigate(v.as_bytes()));
+        if (ctx.strip_cookies != 0 || ours)
             && let Some(mi) = ctx.module
         {
             let module = self.module(mi);
@@ -798,12 +817,15 @@ impl ProxyHttp for Gateway {
                 .map(str::trim)
                 .filter(|pair| {
                     let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
-                    !module
-                        .session_cookies
-                        .iter()
-                        .enumerate()
-                        .any(|(i, c)| ctx.strip_cookies & (1 << i) != 0 && c == name)
+                    name != self.session_cookie
+                        && name != internal::LOGIN_COOKIE
+                        && !module
+                            .session_cookies
+                            .iter()
+                            .enumerate()
+                            .any(|(i, c)| ctx.strip_cookies & (1 << i) != 0 && c == name)
                 })
+                .filter(|pair| !pair.is_empty())
                 .map(str::to_string)
                 .collect();
             up.remove_header(&http::header::COOKIE);
@@ -885,12 +907,12 @@ impl ProxyHttp for Gateway {
                     let Ok(c) = cookie::Cookie::parse(String::from_utf8_lossy(v.as_bytes()).into_owned()) else {
                         continue;
                     };
-                    if !c.value().is_empty() && module.session_cookies.iter().any(|n| n == c.name()) {
+                    if !c.value_trimmed().is_empty() && module.session_cookies.iter().any(|n| n == c.name()) {
                         let owner = crate::session::CookieOwner {
                             user: Arc::from(s.identity.sub.as_str()),
                             kaseyaone: true,
                         };
-                        self.record_module_cookie(c.value(), owner).await;
+                        self.record_module_cookie(c.value_trimmed(), owner).await;
                     }
                 }
             }

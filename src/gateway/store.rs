@@ -68,6 +68,15 @@ impl Gateway {
         if r.expires_at <= now {
             return Ok(None);
         }
+        // The same session object for as long as anything (a websocket)
+        // holds it, so a revocation reaches that holder too.
+        if let Some(s) = self.held.get(&h).and_then(|w| w.upgrade())
+            && !s.is_revoked()
+        {
+            self.local.insert(id.to_string(), s.clone());
+            self.hash_ids.insert(h, id.to_string());
+            return Ok(Some(s));
+        }
         let Some(mi) = self.cfg.modules.iter().position(|m| m.label() == r.module) else {
             return Ok(None);
         };
@@ -81,6 +90,7 @@ impl Gateway {
                 .with_link_pending(r.link_pending),
         );
         s.touched.store(now, Ordering::Relaxed);
+        self.held.insert(h, Arc::downgrade(&s));
         self.local.insert(id.to_string(), s.clone());
         self.hash_ids.insert(h, id.to_string());
         Ok(Some(s))
@@ -122,30 +132,33 @@ impl Gateway {
         let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let r = record_of(&s, &tokens);
         let h = id_hash(id);
+        if s.is_revoked() {
+            return Ok(()); // never bring an ended session back
+        }
         shared.save(&h, &r, self.ttl_of(&s, now)).await?;
+        self.held.insert(h, Arc::downgrade(&s));
         s.touched.store(now, Ordering::Relaxed);
         self.local.insert(id.to_string(), s);
         self.hash_ids.insert(h, id.to_string());
         Ok(())
     }
 
-    /// Ends one session (logout); every replica forgets it.
-    pub async fn end_session(&self, id: &str) -> Option<Arc<Session>> {
+    /// Ends one session (logout); every replica forgets it. An error means
+    /// the shared store could not delete it: the logout did not happen.
+    pub async fn end_session(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         let Some(shared) = &self.shared else {
-            return self.sessions.remove(id);
+            return Ok(self.sessions.remove(id));
         };
         let s = match self.local.remove(id) {
             Some(s) => Some(s),
-            None => self.session_by_id(id).await.ok().flatten(),
+            None => self.session_by_id(id).await?,
         };
         self.local.invalidate(id);
+        shared.delete(&[id_hash(id)]).await?;
         if let Some(s) = &s {
             s.revoke();
         }
-        if let Err(e) = shared.delete(&[id_hash(id)]).await {
-            tracing::error!(error = %e, "cannot delete a session from the shared store");
-        }
-        s
+        Ok(s)
     }
 
     /// Ends every session `what` names, on every replica.
@@ -159,7 +172,7 @@ impl Gateway {
             Revoke::Email(v) => (IndexKind::Email, v.to_lowercase()),
         };
         let hashes = shared.take_index(kind, &value).await?;
-        shared.delete(&hashes).await?;
+        shared.delete_indexed(kind, &value, &hashes).await?;
         for h in &hashes {
             self.forget(*h);
         }
@@ -174,12 +187,44 @@ impl Gateway {
         {
             s.revoke();
         }
+        if let Some(s) = self.held.remove(&h).and_then(|w| w.upgrade()) {
+            s.revoke();
+        }
     }
 
     /// After a lost connection revocations may have been missed: local
-    /// copies are dropped (not revoked) and reloaded from Redis.
-    pub fn drop_local_copies(&self) {
+    /// copies are dropped and reloaded from Redis, and every session still
+    /// held open here is checked and revoked if it is gone there.
+    pub fn drop_local_copies(self: &Arc<Self>) {
         self.local.invalidate_all();
+        let g = self.clone();
+        tokio::spawn(async move {
+            let Some(shared) = g.shared.clone() else { return };
+            let held: Vec<[u8; 32]> = g.held.iter().map(|(h, _)| *h).collect();
+            for h in held {
+                if let Ok(false) = shared.exists(&h).await {
+                    g.forget(h);
+                }
+            }
+        });
+    }
+
+    /// Undoes the replay mark of a logout token whose logout failed.
+    pub async fn unuse_jti(&self, jti: &str) {
+        match &self.shared {
+            None => self.jtis.invalidate(jti),
+            Some(shared) => {
+                let _ = shared.unuse(jti).await;
+            }
+        }
+    }
+
+    /// A local exception's module cookie record ends with its logout.
+    pub async fn forget_module_cookie(&self, key: &[u8; 32]) {
+        self.module_cookies.remove(key);
+        if let Some(shared) = &self.shared {
+            let _ = shared.delete_module_cookie(key).await;
+        }
     }
 
     pub async fn put_txn(&self, state: String, t: LoginTxn) -> Result<(), StoreError> {

@@ -182,6 +182,11 @@ impl RedisStore {
         s
     }
 
+    /// This process's own heartbeat channel.
+    fn heartbeat_channel(&self) -> String {
+        self.k(&["heartbeat", &hex(&id_hash(&format!("{:p}", self)))])
+    }
+
     fn revoke_channel(&self) -> String {
         self.k(&["revoked"])
     }
@@ -210,12 +215,23 @@ impl RedisStore {
                 let manager = client.get_connection_manager_with_config(config).await?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(store.revoke_channel()).await?;
+                pubsub.subscribe(store.heartbeat_channel()).await?;
                 Ok::<_, redis::RedisError>((manager, pubsub))
             }
             .await;
             match connected {
                 Ok((manager, pubsub)) => {
-                    *store.conn.write().await = Some(manager);
+                    *store.conn.write().await = Some(manager.clone());
+                    // A heartbeat through Redis every 300 ms: a connection
+                    // that dies silently (half-open, partition) is noticed
+                    // within a second, not never.
+                    let (mut hb, channel) = (manager, store.heartbeat_channel());
+                    let beat = tokio::spawn(async move {
+                        loop {
+                            let _: Result<(), _> = hb.publish(&channel, "1").await;
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                    });
                     if !first {
                         on_reconnect();
                     }
@@ -224,13 +240,14 @@ impl RedisStore {
                     tracing::info!("session store (Redis) connected");
                     let mut messages = pubsub.into_on_message();
                     drop(store);
-                    while let Some(msg) = messages.next().await {
+                    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
                         if let Ok(payload) = msg.get_payload::<String>()
                             && let Some(h) = unhex(&payload)
                         {
                             on_revoked(h);
                         }
                     }
+                    beat.abort();
                     let Some(store) = weak.upgrade() else { return };
                     store.healthy.store(false, Ordering::Release);
                     *store.conn.write().await = None;
@@ -316,7 +333,10 @@ impl RedisStore {
         let mut add = |kind: IndexKind, v: &str| {
             if !v.is_empty() {
                 let ik = self.k(&[kind.tag(), &hex(&id_hash(v))]);
-                pipe.sadd(&ik, hex(h)).ignore().expire(&ik, index_ttl).ignore();
+                // The index lives as long as its longest-lived session.
+                pipe.sadd(&ik, hex(h)).ignore();
+                pipe.cmd("EXPIRE").arg(&ik).arg(index_ttl).arg("NX").ignore();
+                pipe.cmd("EXPIRE").arg(&ik).arg(index_ttl).arg("GT").ignore();
             }
         };
         if let Some(sid) = &r.identity.sid {
@@ -350,16 +370,50 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Deletes sessions found through an index, then the index itself.
+    pub async fn delete_indexed(&self, kind: IndexKind, value: &str, hashes: &[[u8; 32]]) -> Result<(), StoreError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        self.delete(hashes).await?;
+        let ik = self.k(&[kind.tag(), &hex(&id_hash(value))]);
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for h in hashes {
+            pipe.srem(&ik, hex(h)).ignore();
+        }
+        pipe.query_async::<()>(&mut c).await?;
+        Ok(())
+    }
+
+    /// Whether a session is still stored.
+    pub async fn exists(&self, h: &[u8; 32]) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(c.exists(self.session_key(h)).await?)
+    }
+
+    /// Forgets a logout token's `jti` (its logout failed; the IdP retries).
+    pub async fn unuse(&self, jti: &str) -> Result<(), StoreError> {
+        let key = self.k(&["jti", &hex(&id_hash(jti))]);
+        let mut c = self.conn().await?;
+        let _: () = c.del(&key).await?;
+        Ok(())
+    }
+
+    pub async fn delete_module_cookie(&self, h: &[u8; 32]) -> Result<(), StoreError> {
+        let key = self.k(&["mc", &hex(h)]);
+        let mut c = self.conn().await?;
+        let _: () = c.del(&key).await?;
+        Ok(())
+    }
+
     /// Takes an index: the sessions of a `sid`, `sub` or email.
     pub async fn take_index(&self, kind: IndexKind, value: &str) -> Result<Vec<[u8; 32]>, StoreError> {
         let ik = self.k(&[kind.tag(), &hex(&id_hash(value))]);
         let mut c = self.conn().await?;
-        let (members, _): (Vec<String>, i64) = redis::pipe()
-            .atomic()
-            .smembers(&ik)
-            .del(&ik)
-            .query_async(&mut c)
-            .await?;
+        // Read only: the index goes with its sessions (`delete_indexed`), so
+        // a failure half-way leaves it for the retry.
+        let members: Vec<String> = c.smembers(&ik).await?;
         Ok(members.iter().filter_map(|m| unhex(m)).collect())
     }
 
