@@ -69,6 +69,9 @@ pub struct Gateway {
     /// Every shared session object handed out here, by id hash, while
     /// anything holds it: revocations reach long-lived holders too.
     held: moka::sync::Cache<[u8; 32], std::sync::Weak<Session>>,
+    /// Sessions revoked in the last minute, for a cache fill that raced
+    /// the revocation.
+    recently_revoked: moka::sync::Cache<[u8; 32], ()>,
     /// Module session cookies unigate saw issued, and to whom.
     pub module_cookies: ModuleCookies,
     /// Back-channel logout tokens already used (`jti`).
@@ -199,6 +202,10 @@ impl Gateway {
             hash_ids: moka::sync::Cache::builder()
                 .max_capacity(cfg.session.max_sessions)
                 .time_to_live(cfg.session.absolute_timeout)
+                .build(),
+            recently_revoked: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(60))
                 .build(),
             held: moka::sync::Cache::builder()
                 .max_capacity(cfg.session.max_sessions)

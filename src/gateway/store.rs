@@ -93,6 +93,11 @@ impl Gateway {
         self.held.insert(h, Arc::downgrade(&s));
         self.local.insert(id.to_string(), s.clone());
         self.hash_ids.insert(h, id.to_string());
+        // A revocation may have arrived while Redis was being read.
+        if self.recently_revoked.contains_key(&h) {
+            self.forget(h);
+            return Ok(None);
+        }
         Ok(Some(s))
     }
 
@@ -182,6 +187,7 @@ impl Gateway {
     /// A revocation from any replica: the local copy goes, and whatever
     /// holds it stops.
     pub fn forget(&self, h: [u8; 32]) {
+        self.recently_revoked.insert(h, ());
         if let Some(id) = self.hash_ids.remove(&h)
             && let Some(s) = self.local.remove(&id)
         {
