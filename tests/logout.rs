@@ -530,22 +530,7 @@ async fn a_websocket_is_closed_within_a_second_of_logout() {
     let (b, jar) = s.browser();
     s.login(&b, "alice", "/").await;
     let id = s.session_id(&jar).unwrap();
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://127.0.0.1:{}/live",
-        s.port
-    ))
-    .unwrap();
-    req.headers_mut()
-        .insert("host", format!("{HOST}:{}", s.port).parse().unwrap());
-    req.headers_mut()
-        .insert("cookie", format!("unigate={id}").parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("websocket through unigate");
-    assert_eq!(resp.status(), 101);
-    ws.send(Message::text("ping")).await.unwrap();
-    let echoed = ws.next().await.unwrap().unwrap();
-    assert_eq!(echoed.into_text().unwrap().as_str(), "ping");
+    let mut ws = websocket_through(s.port, &id).await;
     // Idle for a while: an open websocket is not closed for nothing.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     ws.send(Message::text("still")).await.unwrap();
@@ -554,54 +539,28 @@ async fn a_websocket_is_closed_within_a_second_of_logout() {
     let r = b.get(s.url("/logout")).send().await.unwrap();
     assert_eq!(r.status(), 302);
     let t = Instant::now();
-    let ended = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) => return,
-                Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the websocket was still open 1 s after logout");
+    assert!(
+        websocket_ends_within(&mut ws, Duration::from_secs(1)).await,
+        "the websocket was still open 1 s after logout"
+    );
     eprintln!("websocket closed {:?} after logout", t.elapsed());
 }
 
 #[tokio::test]
 async fn a_websocket_is_closed_when_its_session_expires() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let up = websocket_upstream().await;
     // The session idles out one second after its last request.
     let s = stack_with_upstream(|_| {}, "idle_timeout = \"1s\"", Some(up)).await;
     let (b, jar) = s.browser();
     s.login(&b, "alice", "/").await;
     let id = s.session_id(&jar).unwrap();
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://127.0.0.1:{}/live",
-        s.port
-    ))
-    .unwrap();
-    req.headers_mut()
-        .insert("host", format!("{HOST}:{}", s.port).parse().unwrap());
-    req.headers_mut()
-        .insert("cookie", format!("unigate={id}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws.send(Message::text("ping")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "ping");
+    let mut ws = websocket_through(s.port, &id).await;
     // Expiry is noticed within a second of it, and the websocket goes.
     let t = Instant::now();
-    let ended = tokio::time::timeout(Duration::from_secs(4), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the websocket outlived its session");
+    assert!(
+        websocket_ends_within(&mut ws, Duration::from_secs(4)).await,
+        "the websocket outlived its session"
+    );
     assert!(
         t.elapsed() >= Duration::from_millis(500),
         "closed before the session expired: {:?}",

@@ -375,27 +375,12 @@ async fn the_master_is_found_through_redis_sentinel() {
 
 #[tokio::test]
 async fn an_admin_revoke_on_one_replica_closes_a_websocket_on_the_other() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let up = websocket_upstream().await;
     let r = replicas_in_front_of(Some(up)).await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
     let b = login(&r.idp, pa).await;
     let (id, session) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://127.0.0.1:{pa}/live"
-    ))
-    .unwrap();
-    req.headers_mut()
-        .insert("host", format!("{HOST}:{pa}").parse().unwrap());
-    req.headers_mut()
-        .insert("cookie", format!("unigate={id}").parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("websocket through A");
-    assert_eq!(resp.status(), 101);
-    ws.send(Message::text("ping")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "ping");
+    let mut ws = websocket_through(pa, &id).await;
     // The operator revokes alice on B, by email.
     let res = reqwest::Client::new()
         .post(format!("http://{}/admin/revoke", r.b.admin_addr.unwrap()))
@@ -406,17 +391,8 @@ async fn an_admin_revoke_on_one_replica_closes_a_websocket_on_the_other() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<serde_json::Value>().await.unwrap()["revoked"], 1);
-    let ended = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
     assert!(
-        ended.is_ok(),
+        websocket_ends_within(&mut ws, Duration::from_secs(1)).await,
         "the websocket on A was still open 1 s after the revoke on B"
     );
     assert_eq!(status(&b, &url(pb, "/ping")).await, 302);

@@ -707,3 +707,43 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A websocket through unigate on `port` with session `id`, checked with
+/// one echoed message.
+pub async fn websocket_through(port: u16, id: &str) -> Ws {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://127.0.0.1:{port}/live"
+    ))
+    .unwrap();
+    req.headers_mut()
+        .insert("host", format!("{HOST}:{port}").parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", format!("unigate={id}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket through unigate");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("ping")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "ping");
+    ws
+}
+
+/// True when the websocket ends (closed, reset, or a Close frame) within `d`.
+pub async fn websocket_ends_within(ws: &mut Ws, d: Duration) -> bool {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(d, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
