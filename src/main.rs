@@ -288,6 +288,7 @@ fn demo(
             sentinel_master: None,
             encryption_key: unigate::secret::Secret::new(unigate::idp::store::random_token()),
             prefix: format!("unigate-demo-{port}"),
+            local_cache: std::time::Duration::from_secs(30),
         });
     }
     if let Some(t) = threads {

@@ -283,6 +283,17 @@ async fn user_switch(s: Multi) {
     jar.add_cookie_str(&alice_cookie, &url::Url::parse(&portal).unwrap());
     let (_, r) = s.walk(&bob, "bob", &portal).await;
     assert_eq!(r.status(), 200);
+    let bob_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("portal_session="))
+        .expect("the module set bob's session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let page = r.text().await.unwrap();
     assert!(page.contains("Welcome, bob"), "{page}");
     // …and when it turns up again beside bob's session, the module never sees it.
@@ -299,6 +310,29 @@ async fn user_switch(s: Multi) {
     assert!(
         who["local_session_user"].is_null(),
         "alice's module session was kept out: {who}"
+    );
+    // Both at once (a browser sends one cookie per path and domain): bob's
+    // own portal cookie first, alice's behind it. Neither reaches the module.
+    let portal_url = url::Url::parse(&portal).unwrap();
+    let jar_cookies = reqwest::cookie::CookieStore::cookies(&*jar, &portal_url).expect("bob's cookies");
+    let jar_cookies = jar_cookies.to_str().unwrap();
+    let plain = reqwest::Client::builder()
+        .resolve("portal.localhost", std::net::SocketAddr::from(([127, 0, 0, 1], s.port)))
+        .build()
+        .unwrap();
+    let who: Value = plain
+        .get(s.url("portal.localhost", "/api/whoami"))
+        .header("cookie", format!("{bob_cookie}; {jar_cookies}; {alice_cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["assertion"]["preferred_username"], "bob");
+    assert!(
+        who["local_session_user"].is_null(),
+        "alice's module session, second of two, was kept out: {who}"
     );
 }
 

@@ -42,8 +42,9 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-async fn replica(port: u16, issuer: &str, dir: &std::path::Path, module: SocketAddr) -> GatewayServer {
-    replica_with(port, issuer, dir, module, r#"redis_url = "file:redis_url""#).await
+async fn replica(port: u16, issuer: &str, dir: &std::path::Path, module: SocketAddr, extra: &str) -> GatewayServer {
+    let redis = format!("redis_url = \"file:redis_url\"\n{extra}");
+    replica_with(port, issuer, dir, module, &redis).await
 }
 
 async fn replica_with(
@@ -86,11 +87,12 @@ async fn replica_with(
 }
 
 async fn replicas() -> Replicas {
-    replicas_in_front_of(None).await
+    replicas_in_front_of(None, "").await
 }
 
-/// Two replicas in front of the demo module, or of `upstream`.
-async fn replicas_in_front_of(upstream: Option<SocketAddr>) -> Replicas {
+/// Two replicas in front of the demo module, or of `upstream`, with `extra`
+/// `[session]` settings.
+async fn replicas_in_front_of(upstream: Option<SocketAddr>, extra: &str) -> Replicas {
     let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
     let redis = Redis::start(free_port().unwrap()).await;
     let mut idp_cfg = demo_config();
@@ -119,8 +121,8 @@ async fn replicas_in_front_of(upstream: Option<SocketAddr>) -> Replicas {
     std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
     std::fs::write(dir.join("encryption_key"), "a-test-key-of-more-than-32-characters!").unwrap();
     let target = upstream.unwrap_or(module.addr);
-    let a = replica(pa, idp.issuer(), &dir, target).await;
-    let b = replica(pb, idp.issuer(), &dir, target).await;
+    let a = replica(pa, idp.issuer(), &dir, target, extra).await;
+    let b = replica(pb, idp.issuer(), &dir, target, extra).await;
     Replicas {
         idp,
         _module: module,
@@ -305,6 +307,18 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
     }
     let fresh = browser();
     assert_eq!(status(&fresh, &url(pa, "/")).await, 503, "no new logins either");
+    // A module cookie unigate cannot look up is not waved through: an API
+    // client gets a JSON 503 rather than the module.
+    let res = fresh
+        .get(url(pa, "/api/whoami"))
+        .header("accept", "application/json")
+        .header("cookie", "portal_session=never-seen-by-this-replica")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
     // Redis comes back (empty: it kept nothing): unigate reconnects alone.
     r.redis = Redis::start(r.redis.port).await;
     let t = Instant::now();
@@ -376,7 +390,7 @@ async fn the_master_is_found_through_redis_sentinel() {
 #[tokio::test]
 async fn an_admin_revoke_on_one_replica_closes_a_websocket_on_the_other() {
     let up = websocket_upstream().await;
-    let r = replicas_in_front_of(Some(up)).await;
+    let r = replicas_in_front_of(Some(up), "").await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
     let b = login(&r.idp, pa).await;
     let (id, session) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
@@ -397,4 +411,43 @@ async fn an_admin_revoke_on_one_replica_closes_a_websocket_on_the_other() {
     );
     assert_eq!(status(&b, &url(pb, "/ping")).await, 302);
     assert_eq!(status(&b, &url(pa, "/ping")).await, 302);
+}
+
+#[tokio::test]
+async fn a_websocket_held_past_the_local_cache_still_closes_on_a_revoke_elsewhere() {
+    let up = websocket_upstream().await;
+    // Replicas trust their local copy of a session for one second only.
+    let r = replicas_in_front_of(Some(up), r#"redis_local_cache = "1s""#).await;
+    let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
+    let b = login(&r.idp, pa).await;
+    let (id, session) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
+    let mut ws = websocket_through(pa, &id).await;
+    // The local copy lapses and a new request reloads the session from
+    // Redis: the websocket's copy must still hear of the revocation.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(r.a.gateway.cached_sessions().is_empty(), "the local copy lapsed");
+    let reloaded =
+        r.a.gateway
+            .session_by_id(&id)
+            .await
+            .unwrap()
+            .expect("still live in Redis");
+    assert!(
+        std::sync::Arc::ptr_eq(&reloaded, &session),
+        "the reload found the object the websocket holds"
+    );
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/admin/revoke", r.b.admin_addr.unwrap()))
+        .bearer_auth(SECRET)
+        .json(&json!({"sub": session.identity.sub}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        websocket_ends_within(&mut ws, Duration::from_secs(1)).await,
+        "the websocket opened before the reload was still open 1 s after the revoke"
+    );
+    assert_eq!(status(&b, &url(pa, "/ping")).await, 302);
+    assert_eq!(status(&b, &url(pb, "/ping")).await, 302);
 }

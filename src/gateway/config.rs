@@ -97,6 +97,16 @@ pub struct SessionFile {
     #[serde(default)]
     pub redis_sentinels: Vec<String>,
     pub redis_sentinel_master: Option<String>,
+    /// With `store = "redis"`: how long a replica trusts its copy of a
+    /// session without asking Redis (revocations arrive sooner, by
+    /// pub/sub); default `30s`.
+    #[serde(default, with = "humantime_serde")]
+    pub redis_local_cache: Option<Duration>,
+    /// How long unigate remembers who a module session cookie without
+    /// `Max-Age` or `Expires` was issued to; default `30d`. Cookies with a
+    /// lifetime are remembered for as long as they live (at most 400 days).
+    #[serde(default, with = "humantime_serde")]
+    pub module_cookie_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +263,7 @@ pub struct SessionSettings {
     pub max_sessions: u64,
     pub refresh_before: Duration,
     pub login_starts_per_minute: u32,
+    pub module_cookie_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +274,8 @@ pub struct RedisSettings {
     pub sentinel_master: Option<String>,
     pub encryption_key: Secret,
     pub prefix: String,
+    /// How long a local copy of a shared session is trusted.
+    pub local_cache: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -463,6 +476,7 @@ impl GatewayConfig {
                     sentinel_master: file.session.redis_sentinel_master.clone(),
                     encryption_key,
                     prefix,
+                    local_cache: file.session.redis_local_cache.unwrap_or(Duration::from_secs(30)),
                 })
             }
             Some(other) => {
@@ -480,11 +494,16 @@ impl GatewayConfig {
             max_sessions: file.session.max_sessions.unwrap_or(1_000_000),
             refresh_before: file.session.refresh_before.unwrap_or(Duration::from_secs(60)),
             login_starts_per_minute: file.session.login_starts_per_minute.unwrap_or(120).max(1),
+            module_cookie_ttl: file
+                .session
+                .module_cookie_ttl
+                .unwrap_or(Duration::from_secs(30 * 86_400)),
         };
         let year = Duration::from_secs(366 * 86_400);
         for (key, d) in [
             ("session.idle_timeout", session.idle_timeout),
             ("session.absolute_timeout", session.absolute_timeout),
+            ("session.module_cookie_ttl", session.module_cookie_ttl),
         ] {
             if d < Duration::from_secs(1) || d > year {
                 errs.push(key, "must be between 1s and 366 days");

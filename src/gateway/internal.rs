@@ -472,15 +472,22 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
     for c in &module.session_cookies {
         // A local exception's record ends with the logout; a KaseyaOne
         // session's stays, so the cookie is refused if it turns up again.
-        if let Some(v) = g.cookie(req, c) {
-            let key = crate::session::ModuleCookies::key(v);
-            if g.module_cookie_owner(v).await.is_some_and(|o| !o.kaseyaone) {
-                g.forget_module_cookie(&key).await;
+        // Expired wherever it was set (its recorded path and domain).
+        let mut owners = Vec::new();
+        for v in g.cookies(req, c).filter(|v| !v.is_empty()).take(16) {
+            if let Ok(Some(o)) = g.module_cookie_owner(v).await {
+                if !o.kaseyaone {
+                    g.forget_module_cookie(&crate::session::ModuleCookies::key(v)).await;
+                }
+                owners.push(o);
             }
         }
-        cookies.push(format!(
-            "{c}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-        ));
+        let mut set = crate::session::CookieOwner::expiry(c, None);
+        for o in &owners {
+            set.extend(crate::session::CookieOwner::expiry(c, Some(o)));
+        }
+        set.dedup();
+        cookies.extend(set);
     }
     let post_logout = g
         .oidc
@@ -881,18 +888,23 @@ pub async fn required(
     let values: Vec<String> = module
         .session_cookies
         .iter()
-        .filter_map(|c| g.cookie(req, c).map(str::to_string))
+        .flat_map(|name| g.cookies(req, name).filter(|v| !v.is_empty()).take(16))
+        .map(str::to_string)
         .collect();
-    let mut known = false;
-    for v in &values {
-        if g.module_cookie_owner(v).await.is_some_and(|o| !o.kaseyaone) {
-            known = true;
-            break;
+    {
+        for v in &values {
+            match g.module_cookie_owner(v).await {
+                Ok(Some(o)) if !o.kaseyaone => {
+                    ctx.local = true;
+                    return Ok(Required::Proceed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "session store unavailable; failing closed");
+                    return super::store_down(session).await.map(Required::Done);
+                }
+            }
         }
-    }
-    if known {
-        ctx.local = true;
-        return Ok(Required::Proceed);
     }
     Ok(Required::Login)
 }
@@ -975,11 +987,13 @@ async fn exception_login(
                     && !c.value_trimmed().is_empty()
                     && module.session_cookies.iter().any(|s| s == c.name())
                 {
-                    let owner = crate::session::CookieOwner {
-                        user: Arc::from(user.as_str()),
-                        kaseyaone: false,
-                    };
-                    g.record_module_cookie(c.value_trimmed(), owner).await;
+                    let owner = g.cookie_owner(&c, &user, false);
+                    if let Err(e) = g.record_module_cookie(c.value_trimmed(), owner).await {
+                        // Unrecorded, the module session would not be let
+                        // through again: no half-done login.
+                        tracing::error!(error = %e, "session store unavailable; failing closed");
+                        return super::store_down(session).await;
+                    }
                 }
                 headers.push(("set-cookie", v.to_string()));
             }
@@ -1084,29 +1098,21 @@ async fn frontchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool
 /// Expires module session cookies issued under a KaseyaOne session that has
 /// ended, and sends the request round again (a navigation then logs in; an
 /// API client gets 401).
-pub async fn expire_module_cookies(g: &Gateway, session: &mut PSession, mi: usize, names: &[String]) -> Result<bool> {
+pub async fn expire_module_cookies(
+    g: &Gateway,
+    session: &mut PSession,
+    mi: usize,
+    set_cookies: Vec<String>,
+) -> Result<bool> {
     let module = g.module(mi);
     // The records stay: the module may still honour those cookies, and
     // they must keep being refused wherever they turn up.
-    let mut headers: Vec<(&str, String)> = names
-        .iter()
-        .map(|n| {
-            (
-                "set-cookie",
-                format!("{n}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
-            )
-        })
-        .collect();
+    let mut set_cookies = set_cookies;
+    set_cookies.dedup();
+    let mut headers: Vec<(&str, String)> = set_cookies.into_iter().map(|c| ("set-cookie", c)).collect();
     tracing::info!(module.name = %module.label(), "module session of an ended KaseyaOne session refused; its cookies expired");
     let req = session.req_header();
-    let api = matches!(
-        crate::policy::classify(
-            req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()),
-            req.headers.contains_key("x-requested-with"),
-            req.headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()),
-        ),
-        crate::policy::ClientKind::Api
-    );
+    let api = super::client_kind(req) == crate::policy::ClientKind::Api;
     if api {
         headers.push(("www-authenticate", "Bearer realm=\"unigate\"".into()));
         let body =

@@ -30,7 +30,10 @@ use crate::idp::store::RateCounter;
 use crate::oidc::client::OidcClient;
 use crate::pages;
 use crate::policy::{ClientKind, classify, may_access};
-use crate::session::{Identity, LinkStore, MemoryStore, ModuleCookies, Session, TxnStore, cookie_value, is_session_id};
+use crate::session::{
+    CookieOwner, Identity, LinkStore, MemoryStore, ModuleCookies, Session, TxnStore, cookie_value, cookie_values,
+    is_session_id,
+};
 use config::{GatewayConfig, ModuleConfig};
 use identity::{ASSERTION_HEADER, AssertionSigner, headers, is_identity_header};
 use pingora::lb::LoadBalancer;
@@ -133,7 +136,8 @@ enum ModuleCookieCheck {
     Pass,
     /// Issued to another user than the session's: these (bits) stay out.
     Strip(u64),
-    /// Issued under a KaseyaOne session that has ended: expire these names.
+    /// Issued under a KaseyaOne session that has ended: these `Set-Cookie`
+    /// values expire them.
     Expire(Vec<String>),
 }
 
@@ -197,7 +201,12 @@ impl Gateway {
             shared,
             local: moka::sync::Cache::builder()
                 .max_capacity(cfg.session.max_sessions)
-                .time_to_live(store::LOCAL_TTL)
+                .time_to_live(
+                    cfg.session
+                        .redis
+                        .as_ref()
+                        .map_or(Duration::from_secs(30), |r| r.local_cache),
+                )
                 .build(),
             hash_ids: moka::sync::Cache::builder()
                 .max_capacity(cfg.session.max_sessions)
@@ -216,7 +225,7 @@ impl Gateway {
             healthy,
             accounts,
             links: LinkStore::new(1_000_000),
-            module_cookies: ModuleCookies::new(1_000_000, cfg.session.absolute_timeout),
+            module_cookies: ModuleCookies::new(1_000_000),
             jtis: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(
@@ -288,38 +297,40 @@ impl Gateway {
     }
 
     /// Module session cookies against the session (if any) of the request.
+    /// Every value of each configured name counts (a browser sends one per
+    /// path and domain); with Redis down an unknown one is an error.
     async fn check_module_cookies(
         &self,
         req: &RequestHeader,
         module: &ModuleConfig,
         s: Option<&Session>,
-    ) -> ModuleCookieCheck {
+    ) -> Result<ModuleCookieCheck, crate::session::redis::StoreError> {
         let mut strip = 0u64;
         let mut expire = Vec::new();
         for (i, name) in module.session_cookies.iter().enumerate().take(64) {
-            let Some(v) = self.cookie(req, name).filter(|v| !v.is_empty()) else {
-                continue;
-            };
-            let Some(owner) = self.module_cookie_owner(v).await else {
-                continue;
-            };
-            if !owner.kaseyaone {
-                continue; // a local exception's own module session
-            }
-            match s {
-                Some(s) if *owner.user != *s.identity.sub => strip |= 1 << i,
-                Some(_) => {}
-                None => expire.push(name.clone()),
+            for v in self.cookies(req, name).filter(|v| !v.is_empty()).take(16) {
+                let Some(owner) = self.module_cookie_owner(v).await? else {
+                    continue;
+                };
+                match s {
+                    // Beside a KaseyaOne session only that user's own
+                    // module session gets through: not another user's, and
+                    // not a local exception's (whose user unigate cannot
+                    // tie to the identity it sends).
+                    Some(s) if !owner.kaseyaone || *owner.user != *s.identity.sub => strip |= 1 << i,
+                    Some(_) => {}
+                    None if owner.kaseyaone => expire.extend(CookieOwner::expiry(name, Some(&owner))),
+                    None => {} // a local exception's own module session
+                }
             }
         }
-        if !expire.is_empty() {
-            return ModuleCookieCheck::Expire(expire);
-        }
-        if strip != 0 {
+        Ok(if !expire.is_empty() {
+            ModuleCookieCheck::Expire(expire)
+        } else if strip != 0 {
             ModuleCookieCheck::Strip(strip)
         } else {
             ModuleCookieCheck::Pass
-        }
+        })
     }
 
     /// The App Launcher's tiles for this user: every module of this
@@ -415,6 +426,17 @@ impl Gateway {
         } else {
             std::borrow::Cow::Borrowed(host)
         })
+    }
+
+    /// Every value of the cookie `name` the request carries.
+    fn cookies<'a, 'n>(&self, req: &'a RequestHeader, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+    where
+        'a: 'n,
+    {
+        cookie_values(
+            req.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()),
+            name,
+        )
     }
 
     fn cookie<'a>(&self, req: &'a RequestHeader, name: &str) -> Option<&'a str> {
@@ -576,8 +598,23 @@ pub async fn respond(
 }
 
 /// The shared session store is down: fail closed, clearly.
+/// A browser navigating, or an API client (wants JSON errors)?
+pub fn client_kind(req: &RequestHeader) -> ClientKind {
+    let h = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+    classify(
+        h("accept"),
+        req.headers.contains_key("x-requested-with"),
+        h("sec-fetch-mode"),
+    )
+}
+
 pub async fn store_down(session: &mut PSession) -> Result<bool> {
     let headers = [("retry-after", "5".to_string())];
+    if client_kind(session.req_header()) == ClientKind::Api {
+        let body =
+            r#"{"error":"temporarily_unavailable","error_description":"unigate's session store cannot be reached"}"#;
+        return respond(session, 503, "application/json", &headers, body).await;
+    }
     let html = pages::unavailable("unigate's session store cannot be reached, so no one can be let in.");
     respond(session, 503, "text/html; charset=utf-8", &headers, html).await
 }
@@ -663,11 +700,18 @@ impl ProxyHttp for Gateway {
                 let host = host.into_owned();
                 return internal::chooser(self, session, mi, &host, &s).await;
             }
-            if !module.session_cookies.is_empty()
-                && let ModuleCookieCheck::Strip(bits) = self.check_module_cookies(req, module, Some(&s)).await
-            {
-                tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, "module cookie of another user kept from the module");
-                ctx.strip_cookies = bits;
+            if !module.session_cookies.is_empty() {
+                match self.check_module_cookies(req, module, Some(&s)).await {
+                    Ok(ModuleCookieCheck::Strip(bits)) => {
+                        tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, "module cookie of another user kept from the module");
+                        ctx.strip_cookies = bits;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "session store unavailable; failing closed");
+                        return store_down(session).await;
+                    }
+                }
             }
             if let Some(id) = self.cookie(req, self.session_cookie) {
                 self.maybe_refresh(id, &s, now);
@@ -678,10 +722,17 @@ impl ProxyHttp for Gateway {
         // A module session opened under a KaseyaOne session that has ended
         // (logout, back-/front-channel logout, expiry) never gets through:
         // its cookies are expired and the request starts over.
-        if !module.session_cookies.is_empty()
-            && let ModuleCookieCheck::Expire(names) = self.check_module_cookies(req, module, None).await
-        {
-            return internal::expire_module_cookies(self, session, mi, &names).await;
+        if !module.session_cookies.is_empty() {
+            match self.check_module_cookies(req, module, None).await {
+                Ok(ModuleCookieCheck::Expire(set_cookies)) => {
+                    return internal::expire_module_cookies(self, session, mi, set_cookies).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "session store unavailable; failing closed");
+                    return store_down(session).await;
+                }
+            }
         }
         let bearer = req
             .headers
@@ -737,13 +788,7 @@ impl ProxyHttp for Gateway {
             return self.proceed(session, ctx, mi).await;
         }
         let req = session.req_header();
-        let h = |n: http::header::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
-        let kind = classify(
-            h(http::header::ACCEPT),
-            req.headers.contains_key("x-requested-with"),
-            req.headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()),
-        );
-        match kind {
+        match client_kind(req) {
             ClientKind::Api => internal::unauthenticated_api(self, session, mi).await,
             ClientKind::Navigation => {
                 // The request target itself can be `//evil.example/…`: it
@@ -910,16 +955,32 @@ impl ProxyHttp for Gateway {
         if let (Some(s), Some(mi)) = (&ctx.session, ctx.module) {
             let module = self.module(mi);
             if !module.session_cookies.is_empty() && resp.headers.contains_key(http::header::SET_COOKIE) {
+                let mut unrecorded = Vec::new();
                 for v in resp.headers.get_all(http::header::SET_COOKIE) {
                     let Ok(c) = cookie::Cookie::parse(String::from_utf8_lossy(v.as_bytes()).into_owned()) else {
                         continue;
                     };
                     if !c.value_trimmed().is_empty() && module.session_cookies.iter().any(|n| n == c.name()) {
-                        let owner = crate::session::CookieOwner {
-                            user: Arc::from(s.identity.sub.as_str()),
-                            kaseyaone: true,
-                        };
-                        self.record_module_cookie(c.value_trimmed(), owner).await;
+                        let owner = self.cookie_owner(&c, &s.identity.sub, true);
+                        if let Err(e) = self.record_module_cookie(c.value_trimmed(), owner).await {
+                            tracing::error!(error = %e, module.name = %module.label(), cookie = c.name(), "cannot record a module session cookie; it is kept from the browser");
+                            unrecorded.push(v.clone());
+                        }
+                    }
+                }
+                // A module session unigate could not record would escape
+                // logout and user-switch checks: the browser does not get it.
+                if !unrecorded.is_empty() {
+                    let kept: Vec<http::HeaderValue> = resp
+                        .headers
+                        .get_all(http::header::SET_COOKIE)
+                        .iter()
+                        .filter(|v| !unrecorded.contains(v))
+                        .cloned()
+                        .collect();
+                    resp.remove_header(&http::header::SET_COOKIE);
+                    for v in kept {
+                        resp.append_header(http::header::SET_COOKIE, v)?;
                     }
                 }
             }

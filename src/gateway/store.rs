@@ -12,10 +12,6 @@ use super::{Gateway, unix_now};
 use crate::session::redis::{IndexKind, Record, StoreError, id_hash};
 use crate::session::{CookieOwner, Identity, LoginTxn, ModuleCookies, Revoke, Session, Tokens};
 
-/// How long a replica trusts its local copy of a shared session without
-/// asking Redis (revocations arrive sooner, by pub/sub).
-pub const LOCAL_TTL: Duration = Duration::from_secs(30);
-
 /// A session as the shared store keeps it.
 pub fn record_of(s: &Session, tokens: &Tokens) -> Record {
     Record {
@@ -276,46 +272,56 @@ impl Gateway {
         }
     }
 
+    /// The record of a module session cookie the module just set for
+    /// `user`: it lasts as long as the cookie (`Max-Age`, else `Expires`;
+    /// at most 400 days), or `session.module_cookie_ttl` for a cookie that
+    /// names no lifetime.
+    pub fn cookie_owner(&self, c: &cookie::Cookie<'_>, user: &str, kaseyaone: bool) -> CookieOwner {
+        CookieOwner::of(c, user, kaseyaone, self.cfg.session.module_cookie_ttl, unix_now())
+    }
+
     /// Records who a module session cookie was issued to (every replica
-    /// learns it before the browser can come back).
-    pub async fn record_module_cookie(&self, value: &str, owner: CookieOwner) {
+    /// learns it before the browser can come back). An error means the
+    /// other replicas would not know it: the caller must not let the
+    /// cookie out.
+    pub async fn record_module_cookie(&self, value: &str, owner: CookieOwner) -> Result<(), StoreError> {
         let key = ModuleCookies::key(value);
-        if let Some(shared) = &self.shared
-            && let Err(e) = shared
-                .put_module_cookie(&key, &owner, self.cfg.session.absolute_timeout)
-                .await
-        {
-            tracing::error!(error = %e, "cannot share a module cookie record");
+        if let Some(shared) = &self.shared {
+            shared.put_module_cookie(&key, &owner).await?;
         }
         self.module_cookies.insert(key, owner);
+        Ok(())
     }
 
     /// Who a module session cookie was issued to, if unigate saw it issued
-    /// (here or, with the shared store, on any replica).
-    pub async fn module_cookie_owner(&self, value: &str) -> Option<Arc<CookieOwner>> {
+    /// (here or, with the shared store, on any replica). With Redis down
+    /// an unknown cookie is an error, not "unknown": the caller fails closed.
+    pub async fn module_cookie_owner(&self, value: &str) -> Result<Option<Arc<CookieOwner>>, StoreError> {
         let key = ModuleCookies::key(value);
         if let Some(o) = self.module_cookies.get(&key) {
-            return Some(o);
+            return Ok(Some(o));
         }
-        let shared = self.shared.as_ref()?;
+        let Some(shared) = self.shared.as_ref() else {
+            return Ok(None);
+        };
         if self.module_cookies.recently_missed(&key) {
-            return None;
+            return Ok(None);
         }
-        match shared.get_module_cookie(&key).await {
-            Ok(Some(owner)) => {
+        match shared.get_module_cookie(&key).await? {
+            Some(owner) => {
                 self.module_cookies.insert(key, owner);
-                self.module_cookies.get(&key)
+                Ok(self.module_cookies.get(&key))
             }
-            Ok(None) => {
+            None => {
                 self.module_cookies.missed(key);
-                None
+                Ok(None)
             }
-            Err(_) => None,
         }
     }
 
     /// The sessions this replica holds a copy of (shared store), by id.
     pub fn cached_sessions(&self) -> Vec<(String, Arc<Session>)> {
+        self.local.run_pending_tasks();
         self.local.iter().map(|(k, v)| ((*k).clone(), v)).collect()
     }
 

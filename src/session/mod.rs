@@ -271,14 +271,87 @@ impl LinkStore {
     }
 }
 
-/// Who a module session cookie was issued to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a module session cookie was issued to, and where it was set.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CookieOwner {
     /// The KaseyaOne `sub`, or the module username of a local exception.
+    #[serde(rename = "u")]
     pub user: Arc<str>,
     /// Issued in answer to a KaseyaOne session's request (else: a local
     /// exception's own login).
+    #[serde(rename = "k")]
     pub kaseyaone: bool,
+    /// The cookie's `Path` and `Domain` attributes, to expire it with.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// When the record ends (Unix seconds): when the cookie does.
+    #[serde(rename = "e")]
+    pub until: u64,
+}
+
+impl CookieOwner {
+    /// The record of a cookie the module just set for `user`: it lasts as
+    /// long as the cookie (`Max-Age`, else `Expires`; between a minute and
+    /// 400 days), or `default_ttl` for a cookie that names no lifetime.
+    pub fn of(c: &cookie::Cookie<'_>, user: &str, kaseyaone: bool, default_ttl: Duration, now: u64) -> CookieOwner {
+        const MAX: u64 = 400 * 86_400;
+        let life = match (c.max_age(), c.expires_datetime()) {
+            (Some(age), _) => age.whole_seconds().max(0) as u64,
+            (None, Some(at)) => (at.unix_timestamp().max(0) as u64).saturating_sub(now),
+            (None, None) => default_ttl.as_secs(),
+        };
+        CookieOwner {
+            user: Arc::from(user),
+            kaseyaone,
+            path: c.path().map(str::to_string),
+            domain: c.domain().map(str::to_string),
+            until: now + life.clamp(60, MAX),
+        }
+    }
+
+    /// `Set-Cookie` values that expire this cookie wherever it was set:
+    /// with its recorded `Path` and `Domain`, and at `Path=/` host-only.
+    pub fn expiry(name: &str, owner: Option<&CookieOwner>) -> Vec<String> {
+        const GONE: &str = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT";
+        let mut out = vec![format!("{name}=; Path=/; {GONE}")];
+        if let Some(o) = owner {
+            let path = o.path.as_deref().unwrap_or("/");
+            if path != "/" || o.domain.is_some() {
+                let domain = o.domain.as_deref().map(|d| format!("; Domain={d}")).unwrap_or_default();
+                out.push(format!("{name}=; Path={path}{domain}; {GONE}"));
+            }
+        }
+        out
+    }
+}
+
+/// Module cookie records end with their cookies.
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<CookieOwner>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        owner: &Arc<CookieOwner>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Some(Duration::from_secs(owner.until.saturating_sub(now)))
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &[u8; 32],
+        owner: &Arc<CookieOwner>,
+        updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, owner, updated_at)
+    }
 }
 
 /// The module session cookies unigate saw the module issue: to KaseyaOne
@@ -292,9 +365,12 @@ pub struct ModuleCookies {
 }
 
 impl ModuleCookies {
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
+    pub fn new(capacity: u64) -> Self {
         ModuleCookies {
-            cookies: Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+            cookies: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExpiry)
+                .build(),
             misses: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(Duration::from_secs(2))
@@ -370,20 +446,28 @@ impl TxnStore {
 /// The value of cookie `name` in `Cookie` header values, without allocating
 /// (this runs on every request). The first occurrence wins.
 pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
-    for h in headers {
-        for pair in h.split(|b| *b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
-                continue;
-            };
-            if pair[..eq].trim_ascii() == name.as_bytes() {
-                let v = pair[eq + 1..].trim_ascii();
-                let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
-                return std::str::from_utf8(v).ok();
-            }
+    cookie_values(headers, name).next()
+}
+
+/// Every value of the cookie `name` in these `Cookie` headers, in order (a
+/// browser sends one per path and domain it was set for).
+pub fn cookie_values<'a, 'n>(
+    headers: impl Iterator<Item = &'a [u8]> + 'n,
+    name: &'n str,
+) -> impl Iterator<Item = &'a str> + 'n
+where
+    'a: 'n,
+{
+    headers.flat_map(|h| h.split(|b| *b == b';')).filter_map(move |pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        if pair[..eq].trim_ascii() != name.as_bytes() {
+            return None;
         }
-    }
-    None
+        let v = pair[eq + 1..].trim_ascii();
+        let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
+        std::str::from_utf8(v).ok()
+    })
 }
 
 /// A session id as unigate issues them: 43 base64url characters.
@@ -401,6 +485,11 @@ mod tests {
         assert_eq!(cookie_value(h.iter().copied(), "unigate"), Some("abc"));
         assert_eq!(cookie_value(h.iter().copied(), "b"), Some("2"));
         assert_eq!(cookie_value(h.iter().copied(), "missing"), None);
+        let twice: [&[u8]; 2] = [b"m=first; x=1", b"m=\"second\""];
+        assert_eq!(
+            cookie_values(twice.iter().copied(), "m").collect::<Vec<_>>(),
+            ["first", "second"]
+        );
         let q = [b"x=\"quoted\"".as_slice()];
         assert_eq!(cookie_value(q.iter().copied(), "x"), Some("quoted"));
         let odd = [b";;=;novalue; unigate =  spaced ;".as_slice()];
@@ -428,5 +517,43 @@ mod tests {
         );
         assert!(s.take("st").is_some());
         assert!(s.take("st").is_none());
+    }
+
+    #[test]
+    fn module_cookie_records_last_as_long_as_their_cookies_and_expire_where_set() {
+        let now = 1_800_000_000;
+        let day = Duration::from_secs(86_400);
+        let parse = |v: &str| cookie::Cookie::parse(v.to_string()).unwrap();
+        let o = CookieOwner::of(&parse("s=v; Max-Age=7200; Path=/app"), "alice", true, day, now);
+        assert_eq!(o.until, now + 7200);
+        assert_eq!(o.path.as_deref(), Some("/app"));
+        let o = CookieOwner::of(
+            &parse("s=v; Expires=Wed, 21 Oct 2037 07:28:00 GMT"),
+            "a",
+            true,
+            day,
+            now,
+        );
+        assert_eq!(o.until, 2_139_722_880.min(now + 400 * 86_400));
+        let o = CookieOwner::of(&parse("s=v"), "a", true, day, now);
+        assert_eq!(
+            o.until,
+            now + 86_400,
+            "a browser-session cookie: the configured default"
+        );
+        let o = CookieOwner::of(&parse("s=v; Max-Age=5"), "a", true, day, now);
+        assert_eq!(o.until, now + 60, "at least a minute");
+
+        let plain = CookieOwner::expiry("s", Some(&CookieOwner::of(&parse("s=v"), "a", true, day, now)));
+        assert_eq!(plain, ["s=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]);
+        let scoped = CookieOwner::of(&parse("s=v; Path=/app; Domain=example.com"), "a", true, day, now);
+        let set = CookieOwner::expiry("s", Some(&scoped));
+        assert_eq!(set.len(), 2);
+        assert!(
+            set[1].starts_with("s=; Path=/app; Domain=example.com; Max-Age=0"),
+            "{set:?}"
+        );
+        let json = serde_json::to_string(&scoped).unwrap();
+        assert_eq!(serde_json::from_str::<CookieOwner>(&json).unwrap(), scoped);
     }
 }

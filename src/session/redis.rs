@@ -454,17 +454,16 @@ impl RedisStore {
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
-    /// Who a module session cookie (by hash) was issued to.
-    pub async fn put_module_cookie(
-        &self,
-        h: &[u8; 32],
-        owner: &super::CookieOwner,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    /// Who a module session cookie (by hash) was issued to; the record
+    /// ends when the cookie does.
+    pub async fn put_module_cookie(&self, h: &[u8; 32], owner: &super::CookieOwner) -> Result<(), StoreError> {
         let key = self.k(&["mc", &hex(h)]);
-        let value = format!("{}:{}", if owner.kaseyaone { "k" } else { "l" }, owner.user);
+        let value = serde_json::to_string(owner).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let mut c = self.conn().await?;
-        let _: () = c.set_ex(&key, value, ttl.as_secs().max(1)).await?;
+        let _: () = c.set_ex(&key, value, owner.until.saturating_sub(now).max(1)).await?;
         Ok(())
     }
 
@@ -472,13 +471,8 @@ impl RedisStore {
         let key = self.k(&["mc", &hex(h)]);
         let mut c = self.conn().await?;
         let v: Option<String> = c.get(&key).await?;
-        Ok(v.and_then(|v| {
-            let (kind, user) = v.split_once(':')?;
-            Some(super::CookieOwner {
-                user: Arc::from(user),
-                kaseyaone: kind == "k",
-            })
-        }))
+        v.map(|v| serde_json::from_str(&v).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
     }
 
     pub async fn get_link(&self, sub: &str, route: &str) -> Result<Option<String>, StoreError> {
