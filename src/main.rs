@@ -206,11 +206,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             let cfg = load_gateway(&config)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
-                let server = GatewayServer::start(cfg).await?;
+                let mut server = GatewayServer::start(cfg).await?;
                 println!("unigate: listening on {}", server.addr);
-                wait_for_stop().await;
-                tracing::info!("stopping");
-                server.shutdown().await;
+                server.watch_config(config.clone());
+                let drain = run_until_stopped(&server, &config).await;
+                server.stop(drain).await;
                 anyhow::Ok(())
             })
         }
@@ -260,6 +260,32 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 fn load_gateway(path: &std::path::Path) -> anyhow::Result<GatewayConfig> {
     GatewayConfig::load(path).map_err(|e| anyhow::anyhow!("{} has problems:\n{e}", path.display()))
+}
+
+/// Serves until SIGTERM (true: drain first) or Ctrl-C (false); SIGHUP
+/// reloads the configuration.
+#[cfg(unix)]
+async fn run_until_stopped(server: &GatewayServer, config: &std::path::Path) -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return false;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return false,
+            _ = term.recv() => return true,
+            _ = hup.recv() => {
+                server.reload_from(config);
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn run_until_stopped(_server: &GatewayServer, _config: &std::path::Path) -> bool {
+    let _ = tokio::signal::ctrl_c().await;
+    false
 }
 
 async fn wait_for_stop() {

@@ -51,6 +51,15 @@ pub struct ListenFile {
     /// runtime in a thread-local that outlives it, so a process that starts
     /// more than one unigate after another (tests) must turn it on.
     pub work_stealing: Option<bool>,
+    /// On SIGTERM, how long `readyz` answers 503 (so load balancers and
+    /// Kubernetes stop sending traffic) before the listener closes;
+    /// default `2s`.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_delay: Option<Duration>,
+    /// How long requests in flight (and websockets) may take to finish
+    /// once the listener has closed; default `5s`.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +238,8 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub threads: usize,
     pub work_stealing: bool,
+    pub drain_delay: Duration,
+    pub shutdown_grace: Duration,
     pub tls: bool,
     pub public_port: Option<u16>,
     pub idp: IdpSettings,
@@ -238,13 +249,13 @@ pub struct GatewayConfig {
     pub admin: Option<AdminSettings>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     pub address: SocketAddr,
     pub token: Secret,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdpSettings {
     pub issuer: String,
     pub client_id: String,
@@ -254,7 +265,7 @@ pub struct IdpSettings {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {
     /// The shared store; `None`: sessions in this process.
     pub redis: Option<RedisSettings>,
@@ -266,7 +277,7 @@ pub struct SessionSettings {
     pub module_cookie_ttl: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisSettings {
     /// The server, or (with sentinels) the data nodes' database and password.
     pub url: Option<Secret>,
@@ -278,7 +289,7 @@ pub struct RedisSettings {
     pub local_cache: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdentitySettings {
     pub assertion_key: Option<Secret>,
     pub assertion_ttl: Duration,
@@ -713,11 +724,23 @@ impl GatewayConfig {
                 token: token?,
             })
         });
+        let drain_delay = file.listen.drain_delay.unwrap_or(Duration::from_secs(2));
+        let shutdown_grace = file.listen.shutdown_grace.unwrap_or(Duration::from_secs(5));
+        for (key, d) in [
+            ("listen.drain_delay", drain_delay),
+            ("listen.shutdown_grace", shutdown_grace),
+        ] {
+            if d > Duration::from_secs(600) {
+                errs.push(key, "must be at most 10m");
+            }
+        }
         errs.into_result(GatewayConfig {
             admin,
             listen,
             threads,
             work_stealing: file.listen.work_stealing.unwrap_or(false),
+            drain_delay,
+            shutdown_grace,
             tls,
             public_port,
             idp: IdpSettings {

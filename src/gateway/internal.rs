@@ -33,7 +33,11 @@ pub async fn host_independent(g: &Gateway, session: &mut PSession) -> Result<Opt
     match rest {
         "healthz" => respond(session, 200, "text/plain", &[], "ok").await.map(Some),
         "readyz" => {
-            if g.oidc.ready() {
+            if g.lifecycle.draining.load(std::sync::atomic::Ordering::Acquire) {
+                respond(session, 503, "text/plain", &[], "shutting down")
+                    .await
+                    .map(Some)
+            } else if g.oidc.ready() {
                 respond(session, 200, "text/plain", &[], "ready").await.map(Some)
             } else {
                 respond(

@@ -50,7 +50,7 @@ pub struct Gateway {
     pub sessions: MemoryStore,
     txns: TxnStore,
     bearer: moka::sync::Cache<[u8; 32], Arc<(Identity, u64)>>,
-    pub signer: AssertionSigner,
+    pub signer: Arc<AssertionSigner>,
     login_starts: RateCounter<std::net::IpAddr>,
     /// Link attempts per KaseyaOne user: the link page checks passwords.
     link_attempts: RateCounter<String>,
@@ -88,6 +88,34 @@ pub struct Gateway {
     /// For telling a module about a logout.
     http: reqwest::Client,
     session_cookie: &'static str,
+    /// Draining (SIGTERM) and requests in flight: one for the process,
+    /// kept across reloads.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// Where the process is in its life: serving, or draining before a stop.
+#[derive(Default)]
+pub struct Lifecycle {
+    /// `readyz` answers 503 from the moment a stop begins.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Requests (and websockets) being served now.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request in flight for as long as it lives.
+pub struct InFlight(Arc<Lifecycle>);
+
+impl InFlight {
+    pub fn new(l: &Arc<Lifecycle>) -> Self {
+        l.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(l.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Per-request state.
@@ -143,6 +171,23 @@ enum ModuleCookieCheck {
 
 impl Gateway {
     pub fn new(cfg: GatewayConfig, oidc: Arc<OidcClient>, signer: AssertionSigner) -> Result<Gateway, String> {
+        Self::build(cfg, oidc, Arc::new(signer), None)
+    }
+
+    /// The gateway for a reloaded configuration: new routes, upstreams and
+    /// policies, the same sessions, transactions, caches and connections to
+    /// the IdP and Redis as `self` (settings that those depend on need a
+    /// restart; see `restart_needed`).
+    pub fn reloaded(&self, cfg: GatewayConfig) -> Result<Gateway, String> {
+        Self::build(cfg, self.oidc.clone(), self.signer.clone(), Some(self))
+    }
+
+    fn build(
+        cfg: GatewayConfig,
+        oidc: Arc<OidcClient>,
+        signer: Arc<AssertionSigner>,
+        prev: Option<&Gateway>,
+    ) -> Result<Gateway, String> {
         let mut hosts = HashMap::new();
         for (i, m) in cfg.modules.iter().enumerate() {
             for h in &m.hosts {
@@ -181,6 +226,36 @@ impl Gateway {
                     .map(|a| crate::accounts::Accounts::new(a, http.clone()))
             })
             .collect();
+        if let Some(p) = prev {
+            return Ok(Gateway {
+                shared: p.shared.clone(),
+                local: p.local.clone(),
+                hash_ids: p.hash_ids.clone(),
+                recently_revoked: p.recently_revoked.clone(),
+                held: p.held.clone(),
+                link_attempts: p.link_attempts.clone(),
+                lbs,
+                healthy,
+                accounts,
+                links: p.links.clone(),
+                module_cookies: p.module_cookies.clone(),
+                jtis: p.jtis.clone(),
+                idp_origin: p.idp_origin.clone(),
+                sessions: p.sessions.clone(),
+                txns: p.txns.clone(),
+                bearer: p.bearer.clone(),
+                login_starts: p.login_starts.clone(),
+                http,
+                session_cookie: p.session_cookie,
+                lifecycle: p.lifecycle.clone(),
+                kaseyaone_snippet: p.kaseyaone_snippet.clone(),
+                login_button_snippet: p.login_button_snippet.clone(),
+                hosts,
+                oidc,
+                signer,
+                cfg: Arc::new(cfg),
+            });
+        }
         let shared = match &cfg.session.redis {
             Some(r) => {
                 use crate::session::redis::{RedisStore, Target};
@@ -244,6 +319,7 @@ impl Gateway {
             login_starts: RateCounter::new(cfg.session.login_starts_per_minute, Duration::from_secs(60)),
             http,
             session_cookie: if cfg.tls { "__Host-unigate" } else { "unigate" },
+            lifecycle: Arc::default(),
             kaseyaone_snippet: pages::kaseyaone_icon_snippet().into(),
             login_button_snippet: pages::login_button_snippet().into(),
             hosts,

@@ -34,8 +34,79 @@ impl ShutdownSignalWatch for Stop {
     async fn recv(&self) -> ShutdownSignal {
         let mut rx = self.0.clone();
         let _ = rx.wait_for(|v| *v).await;
-        ShutdownSignal::FastShutdown
+        // unigate has already waited for requests in flight (`shutdown`):
+        // Pingora closes its listeners and idle connections now.
+        ShutdownSignal::GracefulTerminate
     }
+}
+
+/// The gateway serving new requests: replaced whole by a reload, while
+/// requests already under way finish with the one they started with.
+pub struct Live {
+    current: arc_swap::ArcSwap<Gateway>,
+}
+
+impl Live {
+    pub fn new(g: Arc<Gateway>) -> Self {
+        Live {
+            current: arc_swap::ArcSwap::new(g),
+        }
+    }
+
+    pub fn get(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// Applies a new configuration without dropping sessions or
+    /// connections; refused (the running one stays) when it changes a
+    /// setting only a restart can apply.
+    pub fn reload(&self, cfg: GatewayConfig) -> Result<(), String> {
+        let cur = self.get();
+        let needs = restart_needed(&cur.cfg, &cfg);
+        if !needs.is_empty() {
+            return Err(format!("not reloaded: {} change only with a restart", needs.join(", ")));
+        }
+        let next = cur.reloaded(cfg)?;
+        next.spawn_health_checks();
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+}
+
+/// The settings a running unigate cannot change: its listeners, worker
+/// threads, the identity provider client, the session store and the
+/// assertion key (sessions, tokens and modules' trust depend on them).
+pub fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut check = |changed: bool, what: &'static str| {
+        if changed {
+            v.push(what);
+        }
+    };
+    check(old.listen != new.listen, "listen.address");
+    check(
+        old.tls != new.tls || old.public_port != new.public_port,
+        "listen.public_url",
+    );
+    check(
+        old.threads != new.threads || old.work_stealing != new.work_stealing,
+        "listen.threads/work_stealing",
+    );
+    check(old.idp != new.idp, "[identity_provider]");
+    check(old.session != new.session, "[session]");
+    check(
+        old.identity.assertion_key != new.identity.assertion_key,
+        "identity.assertion_key",
+    );
+    check(old.admin != new.admin, "[admin]");
+    v
+}
+
+/// Per-request state with the gateway that serves the request.
+pub struct LiveCtx {
+    gw: Arc<Gateway>,
+    ctx: super::Ctx,
+    _in_flight: super::InFlight,
 }
 
 /// A running unigate.
@@ -44,9 +115,13 @@ pub struct GatewayServer {
     /// Where the admin API listens, when configured.
     pub admin_addr: Option<SocketAddr>,
     admin: Option<tokio::task::JoinHandle<()>>,
+    /// The gateway as started. Its sessions and caches are those of every
+    /// reloaded gateway too; `live` serves new requests.
     pub gateway: Arc<Gateway>,
+    pub live: Arc<Live>,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Builds the gateway: assertion key, IdP client (discovery tried once now,
@@ -114,33 +189,39 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
     Ok(gw)
 }
 
-/// A plain `Gateway` handle usable as a Pingora `ProxyHttp`.
-pub struct Shared(pub Arc<Gateway>);
+/// The live gateway as a Pingora `ProxyHttp`: each request is served
+/// start to end by the gateway that was current when it arrived.
+pub struct Shared(pub Arc<Live>);
 
 #[async_trait::async_trait]
 impl pingora::proxy::ProxyHttp for Shared {
-    type CTX = super::Ctx;
+    type CTX = LiveCtx;
     fn new_ctx(&self) -> Self::CTX {
-        self.0.new_ctx()
+        let gw = self.0.get();
+        LiveCtx {
+            ctx: gw.new_ctx(),
+            _in_flight: super::InFlight::new(&gw.lifecycle),
+            gw,
+        }
     }
-    async fn request_filter(&self, s: &mut pingora::proxy::Session, ctx: &mut Self::CTX) -> pingora::Result<bool> {
-        self.0.request_filter(s, ctx).await
+    async fn request_filter(&self, s: &mut pingora::proxy::Session, c: &mut Self::CTX) -> pingora::Result<bool> {
+        c.gw.request_filter(s, &mut c.ctx).await
     }
     async fn upstream_peer(
         &self,
         s: &mut pingora::proxy::Session,
-        ctx: &mut Self::CTX,
+        c: &mut Self::CTX,
     ) -> pingora::Result<Box<pingora::upstreams::peer::HttpPeer>> {
-        self.0.upstream_peer(s, ctx).await
+        c.gw.upstream_peer(s, &mut c.ctx).await
     }
     fn fail_to_connect(
         &self,
         s: &mut pingora::proxy::Session,
         peer: &pingora::upstreams::peer::HttpPeer,
-        ctx: &mut Self::CTX,
+        c: &mut Self::CTX,
         e: Box<pingora::Error>,
     ) -> Box<pingora::Error> {
-        self.0.fail_to_connect(s, peer, ctx, e)
+        c.gw.fail_to_connect(s, peer, &mut c.ctx, e)
     }
     async fn connected_to_upstream(
         &self,
@@ -149,54 +230,56 @@ impl pingora::proxy::ProxyHttp for Shared {
         peer: &pingora::upstreams::peer::HttpPeer,
         fd: std::os::unix::io::RawFd,
         digest: Option<&pingora::protocols::Digest>,
-        ctx: &mut Self::CTX,
+        c: &mut Self::CTX,
     ) -> pingora::Result<()> {
-        self.0.connected_to_upstream(s, reused, peer, fd, digest, ctx).await
+        c.gw.connected_to_upstream(s, reused, peer, fd, digest, &mut c.ctx)
+            .await
     }
     async fn upstream_request_filter(
         &self,
         s: &mut pingora::proxy::Session,
         up: &mut pingora::http::RequestHeader,
-        ctx: &mut Self::CTX,
+        c: &mut Self::CTX,
     ) -> pingora::Result<()> {
-        self.0.upstream_request_filter(s, up, ctx).await
+        c.gw.upstream_request_filter(s, up, &mut c.ctx).await
     }
     async fn response_filter(
         &self,
         s: &mut pingora::proxy::Session,
         resp: &mut pingora::http::ResponseHeader,
-        ctx: &mut Self::CTX,
+        c: &mut Self::CTX,
     ) -> pingora::Result<()> {
-        self.0.response_filter(s, resp, ctx).await
+        c.gw.response_filter(s, resp, &mut c.ctx).await
     }
     fn response_body_filter(
         &self,
         s: &mut pingora::proxy::Session,
         body: &mut Option<bytes::Bytes>,
         end: bool,
-        ctx: &mut Self::CTX,
+        c: &mut Self::CTX,
     ) -> pingora::Result<Option<Duration>> {
-        self.0.response_body_filter(s, body, end, ctx)
+        c.gw.response_body_filter(s, body, end, &mut c.ctx)
     }
     async fn fail_to_proxy(
         &self,
         s: &mut pingora::proxy::Session,
         e: &pingora::Error,
-        ctx: &mut Self::CTX,
+        c: &mut Self::CTX,
     ) -> pingora::proxy::FailToProxy {
-        self.0.fail_to_proxy(s, e, ctx).await
+        c.gw.fail_to_proxy(s, e, &mut c.ctx).await
     }
 }
 
 /// Pingora settings unigate runs with: `threads` workers, no work stealing
-/// (measured faster for a proxy this short), and a short grace period
-/// instead of Pingora's 300 s.
+/// (measured faster for a proxy this short), and no grace period of
+/// Pingora's own (its default is 300 s): unigate waits for requests in
+/// flight itself, up to `listen.shutdown_grace`, before it stops Pingora.
 pub fn server_conf(threads: usize, work_stealing: bool) -> ServerConf {
     ServerConf {
         threads,
         work_stealing,
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(2),
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     }
 }
@@ -209,6 +292,7 @@ impl GatewayServer {
         let (threads, work_stealing) = (cfg.threads, cfg.work_stealing);
         let admin_cfg = cfg.admin.clone();
         let gateway = build(cfg).await?;
+        let live = Arc::new(Live::new(gateway.clone()));
         let (admin_addr, admin) = match admin_cfg {
             Some(a) => {
                 let l = tokio::net::TcpListener::bind(a.address)
@@ -220,7 +304,7 @@ impl GatewayServer {
             None => (None, None),
         };
         let (tx, rx) = watch::channel(false);
-        let g = gateway.clone();
+        let g = live.clone();
         let thread = std::thread::Builder::new()
             .name("unigate-pingora".into())
             .spawn(move || {
@@ -243,8 +327,10 @@ impl GatewayServer {
                     admin_addr,
                     admin,
                     gateway,
+                    live,
                     stop: tx,
                     thread: Some(thread),
+                    watcher: None,
                 });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -253,14 +339,90 @@ impl GatewayServer {
         Err(StartError::NotListening(addr))
     }
 
-    /// Stops the server and waits for its thread.
-    pub async fn shutdown(mut self) {
+    /// Reloads the configuration from `path` whenever the file changes
+    /// (checked every second; Kubernetes swaps ConfigMap files by symlink,
+    /// which event-based watching misses). A file that does not load, or
+    /// that changes a restart-only setting, is logged and changes nothing.
+    pub fn watch_config(&mut self, path: std::path::PathBuf) {
+        let live = self.live.clone();
+        self.watcher = Some(tokio::spawn(async move {
+            let mut last = std::fs::read(&path).ok();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = std::fs::read(&path).ok();
+                if now.is_none() || now == last {
+                    continue;
+                }
+                last = now;
+                reload_from(&live, &path);
+            }
+        }));
+    }
+
+    /// Reloads the configuration from `path` now (SIGHUP).
+    pub fn reload_from(&self, path: &std::path::Path) -> bool {
+        reload_from(&self.live, path)
+    }
+
+    /// Stops gracefully: `readyz` turns 503 at once, the listener stays
+    /// open for `drain_delay` (when `drain`: SIGTERM, so load balancers
+    /// notice), requests in flight get up to `shutdown_grace` to finish,
+    /// then Pingora closes everything.
+    pub async fn stop(mut self, drain: bool) {
+        let cfg = self.live.get().cfg.clone();
+        let life = self.gateway.lifecycle.clone();
+        life.draining.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(
+            drain_delay = ?cfg.drain_delay,
+            grace = ?cfg.shutdown_grace,
+            in_flight = life.in_flight.load(std::sync::atomic::Ordering::Acquire),
+            "stopping: readiness off"
+        );
+        if drain {
+            tokio::time::sleep(cfg.drain_delay).await;
+        }
+        let deadline = std::time::Instant::now() + cfg.shutdown_grace;
+        loop {
+            let left = life.in_flight.load(std::sync::atomic::Ordering::Acquire);
+            if left == 0 {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(in_flight = left, "shutdown grace over; closing what is still open");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
         if let Some(a) = self.admin.take() {
             a.abort();
         }
         let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// Stops the server (no drain delay) and waits for its thread.
+    pub async fn shutdown(self) {
+        self.stop(false).await
+    }
+}
+
+fn reload_from(live: &Live, path: &std::path::Path) -> bool {
+    let result = GatewayConfig::load(path)
+        .map_err(|e| format!("{} has problems:\n{e}", path.display()))
+        .and_then(|cfg| live.reload(cfg));
+    match result {
+        Ok(()) => {
+            tracing::info!(config = %path.display(), "configuration reloaded");
+            true
+        }
+        Err(e) => {
+            tracing::error!(config = %path.display(), error = %e, "configuration not reloaded; the running one stays");
+            false
         }
     }
 }

@@ -200,6 +200,7 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 /// Counts events per key in fixed windows.
+#[derive(Clone)]
 pub struct RateCounter<K> {
     counts: Cache<K, (u32, Instant)>,
     max: u32,

@@ -149,6 +149,7 @@ type Index = Cache<String, Arc<Mutex<Vec<String>>>>;
 /// Sessions in memory: gone after `idle_timeout` unused or
 /// `absolute_timeout` after login, whichever comes first; indexed by IdP
 /// session, user and email so that logouts can find them.
+#[derive(Clone)]
 pub struct MemoryStore {
     sessions: Cache<String, Arc<Session>>,
     by_sid: Index,
@@ -250,6 +251,7 @@ impl MemoryStore {
 /// Account links: a KaseyaOne user (sub) to their account on one module
 /// instance, made once on the link page. Only the module username is kept,
 /// never the credentials that proved it.
+#[derive(Clone)]
 pub struct LinkStore {
     links: Cache<(String, String), Arc<str>>,
 }
@@ -358,6 +360,7 @@ impl moka::Expiry<[u8; 32], Arc<CookieOwner>> for UntilExpiry {
 /// sessions (so a logout or a user switch can keep them out) and to the
 /// local exceptions of modules that require KaseyaOne. Keyed by the
 /// SHA-256 of the cookie's value: the cookie itself is not kept.
+#[derive(Clone)]
 pub struct ModuleCookies {
     cookies: Cache<[u8; 32], Arc<CookieOwner>>,
     /// Cookies looked up in the shared store and not found, for a moment.
@@ -418,6 +421,7 @@ pub struct LoginTxn {
 }
 
 /// Login transactions: bounded, short-lived, each used once.
+#[derive(Clone)]
 pub struct TxnStore {
     txns: Cache<String, Arc<LoginTxn>>,
 }

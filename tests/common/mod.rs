@@ -561,24 +561,44 @@ pub async fn multi_with(
 /// unigate on `port` with the test client of `issuer`, then `rest` (its
 /// `[session]`, `[[module]]`s…).
 pub async fn start_gateway(port: u16, issuer: &str, rest: &str) -> GatewayServer {
-    let secret_dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(secret_dir.join("secret"), SECRET).unwrap();
-    let text = format!(
+    start_gateway_file(port, issuer, "", rest).await.0
+}
+
+/// The gateway's config text: `listen` keys added to `[listen]`, `rest`
+/// after `[identity_provider]`.
+pub fn gateway_toml(port: u16, issuer: &str, listen: &str, rest: &str) -> String {
+    format!(
         r#"
         [listen]
         address = "127.0.0.1:{port}"
         public_url = "http://localhost:{port}"
         threads = 1
         work_stealing = true
+        {listen}
         [identity_provider]
         issuer = "{issuer}"
         client_id = "{CLIENT}"
         client_secret = "file:secret"
         {rest}
         "#
-    );
-    let cfg = GatewayConfig::from_toml(&text, &secret_dir).unwrap_or_else(|e| panic!("gateway config: {e}\n{text}"));
-    GatewayServer::start(cfg).await.expect("gateway starts")
+    )
+}
+
+/// Starts unigate from a config file (written next to its secret); returns
+/// the server and the file, for reloads.
+pub async fn start_gateway_file(
+    port: u16,
+    issuer: &str,
+    listen: &str,
+    rest: &str,
+) -> (GatewayServer, std::path::PathBuf) {
+    let secret_dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(secret_dir.join("secret"), SECRET).unwrap();
+    let text = gateway_toml(port, issuer, listen, rest);
+    let path = secret_dir.join("unigate.toml");
+    std::fs::write(&path, &text).unwrap();
+    let cfg = GatewayConfig::load(&path).unwrap_or_else(|e| panic!("gateway config: {e}\n{text}"));
+    (GatewayServer::start(cfg).await.expect("gateway starts"), path)
 }
 
 /// The demo's shape, for `multi`: portal (one upstream), BMS with two
