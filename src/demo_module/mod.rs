@@ -269,6 +269,7 @@ async fn api_whoami(State(m): S, headers: HeaderMap) -> Response {
         .filter(|(n, _)| {
             let n = n.as_str();
             n.starts_with("x-kaseyaone")
+                || n == "x-request-id"
                 || n.starts_with("x-forwarded-")
                 || n.starts_with("x-unigate")
                 || n.contains("user")

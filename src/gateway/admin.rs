@@ -6,6 +6,8 @@
 //!
 //! - `POST /admin/revoke` with `{"sub": "…"}` or `{"email": "…"}`: ends all
 //!   sessions of that user on this unigate; answers `{"revoked": N}`.
+//! - `GET /metrics`: Prometheus metrics, without a token (keep the admin
+//!   listener on a private address: a pod IP, loopback, a private network).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::json;
 
 use super::Gateway;
@@ -100,9 +102,25 @@ async fn revoke(
         }
     };
     tracing::info!(target: "unigate::audit", caller = %peer, action = "revoke", target_user = ?what, revoked, outcome = "ok", "admin revoked sessions");
+    a.gateway
+        .metrics
+        .logouts
+        .with_label_values(&["admin"])
+        .inc_by(revoked as u64);
     (
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(json!({"revoked": revoked})),
+    )
+        .into_response()
+}
+
+/// Every metric, in the Prometheus text format.
+async fn metrics(State(a): S) -> Response {
+    let m = &a.gateway.metrics;
+    m.sessions.set(a.gateway.local_sessions() as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        m.render(),
     )
         .into_response()
 }
@@ -111,6 +129,7 @@ async fn revoke(
 pub fn serve(listener: tokio::net::TcpListener, gateway: Arc<Gateway>, token: Secret) -> tokio::task::JoinHandle<()> {
     let app = Router::new()
         .route("/admin/revoke", post(revoke))
+        .route("/metrics", get(metrics))
         .with_state(Arc::new(Admin { gateway, token }));
     tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();

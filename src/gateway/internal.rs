@@ -253,6 +253,10 @@ async fn start_login_setting(
         return super::store_down(session).await;
     }
     tracing::info!(module.name = %g.module(mi).name, "login started");
+    g.metrics
+        .logins_started
+        .with_label_values(&[g.module(mi).label()])
+        .inc();
     cookies.extend(set_cookie);
     redirect(session, &url, cookies).await
 }
@@ -263,8 +267,14 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     let state = query_param(req, "state").unwrap_or_default();
     let txn = match g.take_txn(&state).await {
         Ok(Some(t)) => t,
-        Ok(None) => return respond_page(session, 400, pages::login_expired(&retry)).await,
-        Err(_) => return super::store_down(session).await,
+        Ok(None) => {
+            g.login_failed(mi, "state");
+            return respond_page(session, 400, pages::login_expired(&retry)).await;
+        }
+        Err(_) => {
+            g.login_failed(mi, "store");
+            return super::store_down(session).await;
+        }
     };
     let retry = format!(
         "{PREFIX}login?return_to={}",
@@ -273,6 +283,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     let bound = g.cookie(req, LOGIN_COOKIE).map(token_key);
     if bound.as_deref() != Some(txn.binding.as_str()) || txn.module != mi || txn.host != host {
         tracing::warn!("callback from a browser or host that did not start this login");
+        g.login_failed(mi, "state");
         return respond_page(session, 400, pages::login_expired(&retry)).await;
     }
     // RFC 9207: when the IdP names itself, it must be the one we asked.
@@ -280,6 +291,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         && iss != g.oidc.settings.issuer
     {
         tracing::warn!("callback names another issuer (mix-up attack?)");
+        g.login_failed(mi, "issuer");
         return respond_page(
             session,
             400,
@@ -296,9 +308,11 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         let error: String = error.chars().take(64).collect();
         let description: Option<String> = description.map(|d| d.chars().take(300).collect());
         tracing::info!(module.name = %g.module(mi).name, error = %error, "identity provider returned an error");
+        g.login_failed(mi, "idp_error");
         return respond_page(session, 403, pages::idp_error(&error, description.as_deref(), &retry)).await;
     }
     let Some(code) = query_param(req, "code") else {
+        g.login_failed(mi, "state");
         return respond_page(session, 400, pages::login_expired(&retry)).await;
     };
     let redirect_uri = format!("{}{PREFIX}callback", g.cfg.origin_for(host));
@@ -306,6 +320,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "code exchange failed");
+            g.login_failed(mi, "code_exchange");
             return respond_page(
                 session,
                 502,
@@ -319,6 +334,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         }
     };
     let Some(id_token) = tokens.id_token.clone() else {
+        g.login_failed(mi, "id_token");
         return respond_page(session, 502, pages::idp_error("no_id_token", None, &retry)).await;
     };
     let claims = match g
@@ -329,6 +345,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "ID token rejected");
+            g.login_failed(mi, "id_token");
             return respond_page(
                 session,
                 502,
@@ -344,6 +361,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     let module = g.module(mi);
     if !crate::policy::may_access(&claims.groups, &module.access_groups) {
         tracing::info!(module.name = %module.label(), user.sub = %claims.sub, decision = "deny", "access group check at login");
+        g.login_failed(mi, "forbidden");
         return respond_page(
             session,
             403,
@@ -368,7 +386,10 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         match g.link_of(&identity.sub, module.label()).await {
             Ok(Some(u)) => identity.module_user = Some(u),
             Ok(None) => link_pending = true,
-            Err(_) => return super::store_down(session).await,
+            Err(_) => {
+                g.login_failed(mi, "store");
+                return super::store_down(session).await;
+            }
         }
     } else if let Some(accounts) = &g.accounts[mi] {
         let base = match g.pick(mi, &[]) {
@@ -383,6 +404,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
             }
             Ok(crate::accounts::Outcome::Refused(r)) => {
                 tracing::info!(module.name = %module.label(), user.sub = %identity.sub, refusal = ?r, decision = "deny", "module account check");
+                g.login_failed(mi, "account");
                 return respond_page(
                     session,
                     403,
@@ -392,6 +414,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
             }
             Err(e) => {
                 tracing::warn!(module.name = %module.label(), error = %e, "module account lookup failed");
+                g.login_failed(mi, "account_lookup");
                 return respond_page(session, 503, pages::accounts_unavailable(&module.display_name)).await;
             }
         }
@@ -401,6 +424,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     if let Some(old) = g.cookie(session.req_header(), g.session_cookie).map(str::to_string)
         && g.end_session(&old).await.is_err()
     {
+        g.login_failed(mi, "store");
         return super::store_down(session).await;
     }
     let id = random_token();
@@ -424,9 +448,14 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         .await;
     if let Err(e) = stored {
         tracing::error!(error = %e, "cannot store a session");
+        g.login_failed(mi, "store");
         return super::store_down(session).await;
     }
     tracing::info!(module.name = %module.label(), user.sub = %claims.sub, "login succeeded");
+    g.metrics
+        .logins
+        .with_label_values(&[module.label(), "succeeded", ""])
+        .inc();
     let cookie = g.session_cookie_header(&id, None);
     redirect(session, &txn.return_path, vec![cookie]).await
 }
@@ -504,6 +533,7 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
         .and_then(|s| s.tokens.lock().unwrap_or_else(|p| p.into_inner()).id_token.clone());
     if let Some(s) = &ended {
         tracing::info!(module.name = %module.name, user.sub = %s.identity.sub, "logout");
+        g.metrics.logouts.with_label_values(&["rp"]).inc();
     }
     let end_session = g.oidc.loaded().and_then(|l| l.discovery.end_session_endpoint.clone());
     match (end_session, id_token) {
@@ -1060,6 +1090,10 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
         }
     };
     tracing::info!(kind = "backchannel", ended, sid = ?claims.sid, user.sub = ?claims.sub, "logout");
+    g.metrics
+        .logouts
+        .with_label_values(&["backchannel"])
+        .inc_by(ended as u64);
     respond(session, 200, "application/json", &[], "{}").await
 }
 
@@ -1095,6 +1129,10 @@ async fn frontchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool
         Err(_) => return super::store_down(session).await,
     };
     tracing::info!(kind = "frontchannel", ended, "logout");
+    g.metrics
+        .logouts
+        .with_label_values(&["frontchannel"])
+        .inc_by(ended as u64);
     let page = pages::page("Logged out", maud::html! { h1 { "Logged out" } });
     respond(session, 200, "text/html; charset=utf-8", &headers, page).await
 }

@@ -91,6 +91,11 @@ pub struct Gateway {
     /// Draining (SIGTERM) and requests in flight: one for the process,
     /// kept across reloads.
     pub lifecycle: Arc<Lifecycle>,
+    /// Prometheus metrics (those of the IdP client: one set per process).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Request counters per route (the last: requests for no route), by
+    /// `Outcome`.
+    counters: Vec<[prometheus::IntCounter; 8]>,
 }
 
 /// Where the process is in its life: serving, or draining before a stop.
@@ -226,8 +231,17 @@ impl Gateway {
                     .map(|a| crate::accounts::Accounts::new(a, http.clone()))
             })
             .collect();
+        let metrics = oidc.metrics.clone();
+        let counters = cfg
+            .modules
+            .iter()
+            .map(|m| metrics.request_counters(m.label()))
+            .chain(std::iter::once(metrics.request_counters("-")))
+            .collect();
         if let Some(p) = prev {
             return Ok(Gateway {
+                metrics,
+                counters,
                 shared: p.shared.clone(),
                 local: p.local.clone(),
                 hash_ids: p.hash_ids.clone(),
@@ -320,6 +334,8 @@ impl Gateway {
             http,
             session_cookie: if cfg.tls { "__Host-unigate" } else { "unigate" },
             lifecycle: Arc::default(),
+            metrics,
+            counters,
             kaseyaone_snippet: pages::kaseyaone_icon_snippet().into(),
             login_button_snippet: pages::login_button_snippet().into(),
             hosts,
@@ -327,6 +343,14 @@ impl Gateway {
             signer,
             cfg: Arc::new(cfg),
         })
+    }
+
+    /// Counts a login that failed at the callback, and why.
+    pub fn login_failed(&self, mi: usize, reason: &str) {
+        self.metrics
+            .logins
+            .with_label_values(&[self.module(mi).label(), "failed", reason])
+            .inc();
     }
 
     pub fn module(&self, i: usize) -> &ModuleConfig {
@@ -576,7 +600,10 @@ impl Gateway {
             .clone()
             .map(|r| (r, crate::session::redis::id_hash(id), self.cfg.session.idle_timeout));
         tokio::spawn(async move {
-            match oidc.refresh(&rt).await {
+            let refreshed = oidc.refresh(&rt).await;
+            let result = if refreshed.is_ok() { "succeeded" } else { "failed" };
+            oidc.metrics.refreshes.with_label_values(&[result]).inc();
+            match refreshed {
                 Ok(t) => {
                     let now = unix_now();
                     let exp = now + t.expires_in.unwrap_or(300);
@@ -659,7 +686,10 @@ pub async fn respond(
     body: impl Into<Bytes>,
 ) -> Result<bool> {
     let body: Bytes = body.into();
-    let mut h = ResponseHeader::build(status, Some(headers.len() + 4))?;
+    let mut h = ResponseHeader::build(status, Some(headers.len() + 5))?;
+    if let Some(id) = session.req_header().headers.get(REQUEST_ID) {
+        h.insert_header(REQUEST_ID, id.clone())?;
+    }
     h.insert_header("content-type", content_type)?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "no-store")?;
@@ -673,7 +703,37 @@ pub async fn respond(
     Ok(true)
 }
 
-/// The shared session store is down: fail closed, clearly.
+/// The request id header: kept when the client (or a proxy before
+/// unigate) sent a sane one, else generated; passed to the module and
+/// returned to the client.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Makes sure the request carries an `X-Request-Id`.
+fn ensure_request_id(session: &mut PSession) {
+    let sane = |v: &http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= 200 && b.iter().all(|c| (0x21..=0x7e).contains(c))
+    };
+    if session.req_header().headers.get(REQUEST_ID).is_some_and(sane) {
+        return;
+    }
+    let _ = session.req_header_mut().insert_header(REQUEST_ID, new_request_id());
+}
+
+/// 32 hex digits: a random per-process prefix and a counter (unique
+/// across replicas, no system call per request).
+pub fn new_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicU64;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        use rand::RngCore;
+        rand::rngs::OsRng.next_u64()
+    });
+    format!("{prefix:016x}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A browser navigating, or an API client (wants JSON errors)?
 pub fn client_kind(req: &RequestHeader) -> ClientKind {
     let h = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
@@ -684,6 +744,7 @@ pub fn client_kind(req: &RequestHeader) -> ClientKind {
     )
 }
 
+/// The shared session store is down: fail closed, clearly.
 pub async fn store_down(session: &mut PSession) -> Result<bool> {
     let headers = [("retry-after", "5".to_string())];
     if client_kind(session.req_header()) == ClientKind::Api {
@@ -714,6 +775,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut PSession, ctx: &mut Ctx) -> Result<bool> {
+        ensure_request_id(session);
         // Health and keys answer on every host.
         if session.req_header().uri.path().starts_with(PREFIX)
             && let Some(done) = internal::host_independent(self, session).await?
@@ -1028,6 +1090,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn response_filter(&self, session: &mut PSession, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let Some(id) = session.req_header().headers.get(REQUEST_ID) {
+            resp.insert_header(REQUEST_ID, id.clone())?;
+        }
         if let (Some(s), Some(mi)) = (&ctx.session, ctx.module) {
             let module = self.module(mi);
             if !module.session_cookies.is_empty() && resp.headers.contains_key(http::header::SET_COOKIE) {
@@ -1155,6 +1220,59 @@ impl ProxyHttp for Gateway {
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
+        }
+    }
+
+    /// The end of every request: counted by route and outcome, and one
+    /// structured event (target `unigate::auth`) with the decision taken —
+    /// at `debug` for requests let through or answered by unigate itself,
+    /// at `info` for every refusal and login redirect.
+    async fn logging(&self, session: &mut PSession, e: Option<&Error>, ctx: &mut Ctx) {
+        use crate::metrics::Outcome;
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let path = req.uri.path();
+        let outcome = if path.starts_with(PREFIX) {
+            Outcome::Internal
+        } else if ctx.current.is_some() || !ctx.tried.is_empty() {
+            // Judged by what the client got: an error after a complete
+            // answer (the client went away) is not the module's failure.
+            if matches!(status, 0 | 502 | 504) && (e.is_some() || status != 0) {
+                Outcome::UpstreamError
+            } else {
+                Outcome::Proxied
+            }
+        } else {
+            match status {
+                301..=303 | 307 | 308 => Outcome::Login,
+                401 => Outcome::Unauthenticated,
+                403 => Outcome::Forbidden,
+                503 => Outcome::Unavailable,
+                _ => Outcome::Rejected,
+            }
+        };
+        let route = ctx.module.unwrap_or(self.counters.len() - 1);
+        if let Some(c) = self.counters.get(route) {
+            c[outcome as usize].inc();
+        }
+        let quiet = matches!(outcome, Outcome::Proxied | Outcome::Internal);
+        if quiet && !tracing::enabled!(target: "unigate::auth", tracing::Level::DEBUG) {
+            return;
+        }
+        let module = ctx.module.map_or("-", |m| self.module(m).label());
+        let user = ctx
+            .session
+            .as_ref()
+            .map(|s| s.identity.sub.as_str())
+            .or(ctx.identity.as_ref().map(|i| i.sub.as_str()))
+            .unwrap_or("");
+        let id = req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let method = req.method.as_str();
+        let decision = outcome.as_str();
+        if quiet {
+            tracing::debug!(target: "unigate::auth", request_id = id, module, method, path, status, decision, user.sub = user, "auth decision");
+        } else {
+            tracing::info!(target: "unigate::auth", request_id = id, module, method, path, status, decision, user.sub = user, "auth decision");
         }
     }
 }

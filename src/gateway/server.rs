@@ -64,11 +64,19 @@ impl Live {
         let cur = self.get();
         let needs = restart_needed(&cur.cfg, &cfg);
         if !needs.is_empty() {
+            cur.metrics.reloads.with_label_values(&["refused"]).inc();
             return Err(format!("not reloaded: {} change only with a restart", needs.join(", ")));
         }
-        let next = cur.reloaded(cfg)?;
+        let next = match cur.reloaded(cfg) {
+            Ok(n) => n,
+            Err(e) => {
+                cur.metrics.reloads.with_label_values(&["failed"]).inc();
+                return Err(e);
+            }
+        };
         next.spawn_health_checks();
         self.current.store(Arc::new(next));
+        cur.metrics.reloads.with_label_values(&["succeeded"]).inc();
         Ok(())
     }
 }
@@ -267,6 +275,9 @@ impl pingora::proxy::ProxyHttp for Shared {
         c: &mut Self::CTX,
     ) -> pingora::proxy::FailToProxy {
         c.gw.fail_to_proxy(s, e, &mut c.ctx).await
+    }
+    async fn logging(&self, s: &mut pingora::proxy::Session, e: Option<&pingora::Error>, c: &mut Self::CTX) {
+        c.gw.logging(s, e, &mut c.ctx).await
     }
 }
 

@@ -91,6 +91,9 @@ pub struct OidcClient {
     pub settings: IdpSettings,
     loaded: RwLock<Option<Arc<Loaded>>>,
     last_jwks_fetch: Mutex<Option<Instant>>,
+    /// IdP call latencies and JWKS refreshes (and the rest of unigate's
+    /// metrics, which live as long as this client: across reloads).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(mut r: reqwest::Response) -> Result<T, OidcError> {
@@ -120,6 +123,7 @@ impl OidcClient {
             settings,
             loaded: RwLock::new(None),
             last_jwks_fetch: Mutex::new(None),
+            metrics: Arc::default(),
         })
     }
 
@@ -132,7 +136,14 @@ impl OidcClient {
         self.loaded().is_some_and(|l| !l.keys.is_empty())
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, call: &str, url: &str) -> Result<T, OidcError> {
+        let started = Instant::now();
+        let r = self.get_json_untimed(url).await;
+        self.metrics.idp_call(call, r.is_ok(), started.elapsed());
+        r
+    }
+
+    async fn get_json_untimed<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {
         let r = self
             .http
             .get(url)
@@ -153,14 +164,14 @@ impl OidcClient {
     /// the configured one (OIDC Discovery §4.3).
     pub async fn load(&self) -> Result<(), OidcError> {
         let url = format!("{}/.well-known/openid-configuration", self.settings.issuer);
-        let discovery: Discovery = self.get_json(&url).await?;
+        let discovery: Discovery = self.get_json("discovery", &url).await?;
         if discovery.issuer.trim_end_matches('/') != self.settings.issuer {
             return Err(OidcError::Invalid(format!(
                 "discovery names issuer `{}`, not the configured `{}`",
                 discovery.issuer, self.settings.issuer
             )));
         }
-        let set: JwkSet = self.get_json(&discovery.jwks_uri).await?;
+        let set: JwkSet = self.get_json("jwks", &discovery.jwks_uri).await?;
         let mut algorithms: Vec<Algorithm> = discovery
             .id_token_signing_alg_values_supported
             .iter()
@@ -191,7 +202,10 @@ impl OidcClient {
             *last = Some(Instant::now());
         }
         let Some(current) = self.loaded() else { return false };
-        match self.get_json::<JwkSet>(&current.discovery.jwks_uri).await {
+        let fetched = self.get_json::<JwkSet>("jwks", &current.discovery.jwks_uri).await;
+        let result = if fetched.is_ok() { "succeeded" } else { "failed" };
+        self.metrics.jwks_refreshes.with_label_values(&[result]).inc();
+        match fetched {
             Ok(set) => {
                 let next = Loaded {
                     discovery: current.discovery.clone(),
@@ -302,6 +316,13 @@ impl OidcClient {
     }
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<TokenSet, OidcError> {
+        let started = Instant::now();
+        let r = self.token_request_untimed(form).await;
+        self.metrics.idp_call("token", r.is_ok(), started.elapsed());
+        r
+    }
+
+    async fn token_request_untimed(&self, form: &[(&str, &str)]) -> Result<TokenSet, OidcError> {
         let loaded = self.loaded().ok_or(OidcError::NotReady)?;
         let r = self
             .http
