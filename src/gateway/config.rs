@@ -60,6 +60,12 @@ pub struct ListenFile {
     /// once the listener has closed; default `5s`.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+    /// Serve TLS: the PEM certificate chain and private key files
+    /// (relative paths: to this file). Both reloaded when they change.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// With TLS: offer HTTP/2 to clients (ALPN); default true.
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +151,16 @@ pub struct ModuleFile {
     /// How often each upstream is health-checked (TCP connect); default `5s`.
     #[serde(default, with = "humantime_serde")]
     pub health_check_interval: Option<Duration>,
+    /// Connect to the upstreams over TLS; default false.
+    pub upstream_tls: Option<bool>,
+    /// The name sent (SNI) and verified; default the route's first host.
+    pub upstream_sni: Option<String>,
+    /// PEM file of the CAs the upstream's certificate must chain to;
+    /// default the system's trusted roots.
+    pub upstream_ca: Option<String>,
+    /// Verify the upstream's certificate and name; default true. `false`
+    /// is for a lab only: anyone on the path can then read everything.
+    pub upstream_verify: Option<bool>,
     #[serde(default)]
     pub access_groups: Vec<String>,
     #[serde(default)]
@@ -238,6 +254,9 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub threads: usize,
     pub work_stealing: bool,
+    /// The TLS listener's files, when unigate serves TLS itself.
+    pub tls_files: Option<super::tls::CertFiles>,
+    pub http2: bool,
     pub drain_delay: Duration,
     pub shutdown_grace: Duration,
     pub tls: bool,
@@ -300,6 +319,8 @@ pub struct IdentitySettings {
 /// instances, or (for a module with instances) its Choose an Instance host.
 #[derive(Debug, Clone)]
 pub struct ModuleConfig {
+    /// TLS to the upstreams, when on.
+    pub upstream_tls: Option<super::tls::UpstreamTls>,
     pub name: String,
     /// `name`, or `name/instance`: how sessions, logs and assertions know it.
     pub label: String,
@@ -626,7 +647,42 @@ impl GatewayConfig {
                 );
             }
             let headers = preset(m.headers.as_deref(), key("headers"), &mut errs, default_preset);
+            let upstream_sni = m.upstream_sni.clone();
+            let upstream_tls = match m.upstream_tls.unwrap_or(false) {
+                false => {
+                    for (k, set) in [
+                        ("upstream_sni", m.upstream_sni.is_some()),
+                        ("upstream_ca", m.upstream_ca.is_some()),
+                        ("upstream_verify", m.upstream_verify.is_some()),
+                    ] {
+                        if set {
+                            errs.push(key(k), "only used with `upstream_tls = true`");
+                        }
+                    }
+                    None
+                }
+                true => {
+                    let ca = m.upstream_ca.as_ref().and_then(|p| {
+                        super::tls::UpstreamCa::load(&base.join(p))
+                            .map_err(|e| errs.push(key("upstream_ca"), e))
+                            .ok()
+                    });
+                    let sni = upstream_sni
+                        .clone()
+                        .or_else(|| hosts.first().cloned())
+                        .unwrap_or_default();
+                    if sni.is_empty() || sni.contains(['/', ':', ' ']) {
+                        errs.push(key("upstream_sni"), "must be a host name (or IP address) without port");
+                    }
+                    let verify = m.upstream_verify.unwrap_or(true);
+                    if !verify {
+                        tracing::warn!(module.name = %m.name, "upstream_verify = false: the module's certificate is not checked");
+                    }
+                    Some(super::tls::UpstreamTls { sni, ca, verify })
+                }
+            };
             let base_route = ModuleConfig {
+                upstream_tls,
                 name: m.name.clone(),
                 label: m.name.clone(),
                 display_name: m.display_name.clone().unwrap_or_else(|| m.name.clone()),
@@ -685,7 +741,16 @@ impl GatewayConfig {
                         "linking checks credentials at the module's login page: name it in the module's `login_paths`",
                     );
                 }
+                let upstream_tls = base_route.upstream_tls.clone().map(|mut t| {
+                    if upstream_sni.is_none()
+                        && let Some(h) = hosts.first()
+                    {
+                        t.sni = h.clone();
+                    }
+                    t
+                });
                 modules.push(ModuleConfig {
+                    upstream_tls,
                     label: format!("{}/{}", base_route.name, inst.name),
                     instance: Some(InstanceRef {
                         display_name: inst.display_name.unwrap_or_else(|| inst.name.clone()),
@@ -724,6 +789,36 @@ impl GatewayConfig {
                 token: token?,
             })
         });
+        let tls_files = match (&file.listen.tls_cert, &file.listen.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let files = super::tls::CertFiles {
+                    cert: base.join(cert),
+                    key: base.join(key),
+                };
+                match super::tls::load_certified_key(&files) {
+                    Ok(_) => Some(files),
+                    Err(e) => {
+                        errs.push("listen.tls_cert", e);
+                        None
+                    }
+                }
+            }
+            (Some(_), None) => {
+                errs.push("listen.tls_key", "`tls_cert` needs its private key in `tls_key`");
+                None
+            }
+            (None, Some(_)) => {
+                errs.push("listen.tls_cert", "`tls_key` needs its certificate chain in `tls_cert`");
+                None
+            }
+        };
+        if tls_files.is_some() && !tls {
+            errs.push(
+                "listen.public_url",
+                "unigate serves TLS (`tls_cert`): browsers reach it with https://",
+            );
+        }
         let drain_delay = file.listen.drain_delay.unwrap_or(Duration::from_secs(2));
         let shutdown_grace = file.listen.shutdown_grace.unwrap_or(Duration::from_secs(5));
         for (key, d) in [
@@ -739,6 +834,8 @@ impl GatewayConfig {
             listen,
             threads,
             work_stealing: file.listen.work_stealing.unwrap_or(false),
+            tls_files,
+            http2: file.listen.http2.unwrap_or(true),
             drain_delay,
             shutdown_grace,
             tls,

@@ -13,6 +13,7 @@ mod internal;
 pub mod passthrough;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -952,7 +953,19 @@ impl ProxyHttp for Gateway {
                 .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream left"))?,
         };
         ctx.current = Some(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &self.module(mi).upstream_tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(t) => {
+                let mut p = HttpPeer::new(addr, true, t.sni.clone());
+                p.options.verify_cert = t.verify;
+                p.options.verify_hostname = t.verify;
+                if let Some(ca) = &t.ca {
+                    p.options.ca = Some(ca.certs.clone());
+                    p.group_key = ca.group_key;
+                }
+                p
+            }
+        };
         peer.options.connection_timeout = Some(Duration::from_secs(2));
         Ok(Box::new(peer))
     }
@@ -964,6 +977,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if *e.etype() == ErrorType::TLSHandshakeFailure {
+            let module = ctx.module.map_or("-", |m| self.module(m).label());
+            tracing::error!(module.name = %module, upstream = ?ctx.current, error = %e, "TLS to the module failed (certificate not trusted, wrong name, or not TLS)");
+        }
         // Another upstream of the route may answer: try each once.
         if let Some(failed) = ctx.current.take() {
             ctx.tried.push(failed);

@@ -93,6 +93,10 @@ pub fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static 
     };
     check(old.listen != new.listen, "listen.address");
     check(
+        old.tls_files != new.tls_files || old.http2 != new.http2,
+        "listen.tls_cert/tls_key/http2",
+    );
+    check(
         old.tls != new.tls || old.public_port != new.public_port,
         "listen.public_url",
     );
@@ -302,6 +306,15 @@ impl GatewayServer {
         let addr = cfg.listen;
         let (threads, work_stealing) = (cfg.threads, cfg.work_stealing);
         let admin_cfg = cfg.admin.clone();
+        super::tls::install_crypto_provider();
+        let tls = match &cfg.tls_files {
+            Some(files) => {
+                let cert = super::tls::ReloadingCert::load(files.clone()).map_err(StartError::Setup)?;
+                cert.watch();
+                Some((cert, cfg.http2))
+            }
+            None => None,
+        };
         let gateway = build(cfg).await?;
         let live = Arc::new(Live::new(gateway.clone()));
         let (admin_addr, admin) = match admin_cfg {
@@ -322,7 +335,23 @@ impl GatewayServer {
                 let mut server = Server::new_with_opt_and_conf(None, server_conf(threads, work_stealing));
                 server.bootstrap();
                 let mut svc = pingora::proxy::http_proxy_service(&server.configuration, Shared(g));
-                svc.add_tcp(&addr.to_string());
+                match tls {
+                    Some((cert, http2)) => {
+                        let mut settings = match pingora::listeners::tls::TlsSettings::intermediate("", "") {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::error!(error = %e, "TLS listener settings");
+                                return;
+                            }
+                        };
+                        settings.set_cert_resolver(cert);
+                        if http2 {
+                            settings.enable_h2();
+                        }
+                        svc.add_tls_with_settings(&addr.to_string(), None, settings);
+                    }
+                    None => svc.add_tcp(&addr.to_string()),
+                }
                 server.add_service(svc);
                 server.run(RunArgs {
                     shutdown_signal: Box::new(Stop(rx)),

@@ -1,0 +1,325 @@
+//! TLS with certificates made inside the test (rcgen): unigate serving TLS
+//! and HTTP/2, its certificate reloaded when the files change (and kept
+//! when the new files are broken); TLS to a module verified against the
+//! module's own CA, and refused when verification fails; and every bad
+//! certificate named at `unigate check` time.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use unigate::gateway::config::GatewayConfig;
+use unigate::gateway::server::{GatewayServer, free_port};
+
+fn test_ca() -> CertifiedIssuer<'static, KeyPair> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "unigate test CA");
+    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str], edit: impl FnOnce(&mut CertificateParams)) -> Leaf {
+    let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, names[0]);
+    edit(&mut p);
+    let key = KeyPair::generate().unwrap();
+    let c = p.signed_by(&key, ca).unwrap();
+    Leaf {
+        cert_pem: c.pem(),
+        key_pem: key.serialize_pem(),
+        der: c.der().to_vec(),
+    }
+}
+
+/// A config file in `dir` (beside the client secret): `listen` keys in
+/// `[listen]`, `public_url` with `scheme`.
+fn write_config(dir: &Path, port: u16, scheme: &str, listen: &str, rest: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("secret"), SECRET).unwrap();
+    let text = format!(
+        r#"
+        [listen]
+        address = "127.0.0.1:{port}"
+        public_url = "{scheme}://localhost:{port}"
+        threads = 1
+        work_stealing = true
+        {listen}
+        [identity_provider]
+        issuer = "http://127.0.0.1:9"
+        client_id = "{CLIENT}"
+        client_secret = "file:secret"
+        {rest}
+        "#
+    );
+    let path = dir.join("unigate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// An upstream serving HTTPS with `leaf`, answering every request.
+async fn tls_upstream(leaf: &Leaf) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![rustls::pki_types::CertificateDer::from(leaf.der.clone())];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else { return };
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "hello over tls";
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn https_client(ca_pem: &str, host: &str, port: u16) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .resolve(host, SocketAddr::from(([127, 0, 0, 1], port)))
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// The certificate the server presented, and the HTTP version spoken.
+async fn handshake(ca_pem: &str, port: u16) -> (Vec<u8>, reqwest::Version) {
+    let c = https_client(ca_pem, "portal.localhost", port);
+    let r = c
+        .get(format!("https://portal.localhost:{port}/_unigate/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let der = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .expect("a peer certificate")
+        .to_vec();
+    (der, r.version())
+}
+
+#[tokio::test]
+async fn unigate_serves_tls_and_http2_and_reloads_its_certificate() {
+    let ca = test_ca();
+    let first = leaf(&ca, &["portal.localhost"], |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &first.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &first.key_pem).unwrap();
+    let port = free_port().unwrap();
+    let path = write_config(
+        dir.path(),
+        port,
+        "https",
+        "tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"",
+        "[[module]]\nname = \"portal\"\nhosts = [\"portal.localhost\"]\nupstream = \"127.0.0.1:9\"\naccess_groups = [\"x\"]",
+    );
+    let gw = GatewayServer::start(GatewayConfig::load(&path).unwrap()).await.unwrap();
+    let (der, version) = handshake(&ca.pem(), port).await;
+    assert_eq!(der, first.der);
+    assert_eq!(version, reqwest::Version::HTTP_2, "HTTP/2 by ALPN");
+    // A plain-HTTP client gets nowhere.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/_unigate/healthz"))
+            .await
+            .is_err()
+    );
+
+    // cert-manager rotates the files: new connections get the new one.
+    let second = leaf(&ca, &["portal.localhost"], |_| {});
+    std::fs::write(dir.path().join("tls.key"), &second.key_pem).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &second.cert_pem).unwrap();
+    let t = Instant::now();
+    loop {
+        let (der, _) = handshake(&ca.pem(), port).await;
+        if der == second.der {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the new certificate was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A broken rotation (a key that does not match) changes nothing.
+    let third = leaf(&ca, &["portal.localhost"], |_| {});
+    std::fs::write(dir.path().join("tls.crt"), &third.cert_pem).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (der, _) = handshake(&ca.pem(), port).await;
+    assert_eq!(der, second.der, "the running certificate stayed");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_to_the_module_is_verified_against_its_ca() {
+    let ca = test_ca();
+    let module_cert = leaf(&ca, &["module.internal"], |_| {});
+    let up = tls_upstream(&module_cert).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("module-ca.pem"), ca.pem()).unwrap();
+    let port = free_port().unwrap();
+    let module = |name: &str, extra: &str| {
+        format!(
+            "[[module]]\nname = \"{name}\"\nhosts = [\"{name}.localhost\"]\nupstream = \"{up}\"\naccess_groups = [\"x\"]\nunified_login = false\nupstream_tls = true\n{extra}\n"
+        )
+    };
+    let rest = [
+        module(
+            "good",
+            "upstream_sni = \"module.internal\"\nupstream_ca = \"module-ca.pem\"",
+        ),
+        // The system's roots do not know the test CA.
+        module("unknownca", "upstream_sni = \"module.internal\""),
+        // The right CA, but the certificate is not for this name.
+        module(
+            "wrongname",
+            "upstream_sni = \"other.internal\"\nupstream_ca = \"module-ca.pem\"",
+        ),
+    ]
+    .concat();
+    let path = write_config(dir.path(), port, "http", "", &rest);
+    let gw = GatewayServer::start(GatewayConfig::load(&path).unwrap()).await.unwrap();
+    let get = |host: &str| {
+        let c = reqwest::Client::builder()
+            .resolve(host, SocketAddr::from(([127, 0, 0, 1], port)))
+            .build()
+            .unwrap();
+        let url = format!("http://{host}:{port}/page");
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("good.localhost").await, (200, "hello over tls".to_string()));
+    for host in ["unknownca.localhost", "wrongname.localhost"] {
+        let (status, body) = get(host).await;
+        assert_eq!(status, 502, "{host}: verification failed, nothing proxied");
+        assert!(!body.contains("hello over tls"));
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_certificates_are_named_at_check_time() {
+    let ca = test_ca();
+    let good = leaf(&ca, &["portal.localhost"], |_| {});
+    let other = leaf(&ca, &["portal.localhost"], |_| {});
+    let expired = leaf(&ca, &["portal.localhost"], |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("good.crt"), &good.cert_pem).unwrap();
+    std::fs::write(d.join("good.key"), &good.key_pem).unwrap();
+    std::fs::write(d.join("other.key"), &other.key_pem).unwrap();
+    std::fs::write(d.join("expired.crt"), &expired.cert_pem).unwrap();
+    std::fs::write(d.join("expired.key"), &expired.key_pem).unwrap();
+    std::fs::write(d.join("garbage.pem"), "not a certificate\n").unwrap();
+    let module = "[[module]]\nname = \"portal\"\nhosts = [\"portal.localhost\"]\nupstream = \"127.0.0.1:9\"\naccess_groups = [\"x\"]";
+    let cases = [
+        (
+            "tls_cert = \"missing.crt\"\ntls_key = \"good.key\"",
+            "https",
+            "listen.tls_cert",
+            "cannot read",
+        ),
+        (
+            "tls_cert = \"good.crt\"\ntls_key = \"other.key\"",
+            "https",
+            "listen.tls_cert",
+            "does not belong",
+        ),
+        (
+            "tls_cert = \"expired.crt\"\ntls_key = \"expired.key\"",
+            "https",
+            "listen.tls_cert",
+            "not valid now",
+        ),
+        (
+            "tls_cert = \"garbage.pem\"\ntls_key = \"good.key\"",
+            "https",
+            "listen.tls_cert",
+            "no PEM certificate",
+        ),
+        ("tls_cert = \"good.crt\"", "https", "listen.tls_key", "private key"),
+        (
+            "tls_cert = \"good.crt\"\ntls_key = \"good.key\"",
+            "http",
+            "listen.public_url",
+            "https://",
+        ),
+    ];
+    for (listen, scheme, key, words) in cases {
+        let path = write_config(d, 1, scheme, listen, module);
+        let err = GatewayConfig::load(&path).expect_err(listen).to_string();
+        assert!(err.contains(key) && err.contains(words), "{listen}: {err}");
+    }
+    let bad_ca = format!("{module}\nupstream_tls = true\nupstream_ca = \"garbage.pem\"");
+    let path = write_config(d, 1, "http", "", &bad_ca);
+    let err = GatewayConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("module[0].upstream_ca"), "{err}");
+    let stray = format!("{module}\nupstream_ca = \"good.crt\"");
+    let path = write_config(d, 1, "http", "", &stray);
+    let err = GatewayConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("only used with `upstream_tls = true`"), "{err}");
+
+    // `unigate check` says so and exits 1; a good pair passes.
+    let path = write_config(
+        d,
+        1,
+        "https",
+        "tls_cert = \"expired.crt\"\ntls_key = \"expired.key\"",
+        module,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_unigate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid now"));
+    let path = write_config(d, 1, "https", "tls_cert = \"good.crt\"\ntls_key = \"good.key\"", module);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_unigate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
