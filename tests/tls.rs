@@ -2,7 +2,7 @@
 //! and HTTP/2, its certificate reloaded when the files change (and kept
 //! when the new files are broken); TLS to a module verified against the
 //! module's own CA, and refused when verification fails; and every bad
-//! certificate named at `unigate check` time.
+//! certificate (and assertion key) named at `unigate check` time.
 
 mod common;
 
@@ -295,6 +295,11 @@ async fn bad_certificates_are_named_at_check_time() {
     let path = write_config(d, 1, "http", "", &bad_ca);
     let err = GatewayConfig::load(&path).unwrap_err().to_string();
     assert!(err.contains("module[0].upstream_ca"), "{err}");
+    // The assertion key a start would fail on, too.
+    let bad_key = format!("[identity]\nassertion_key = \"file:garbage.pem\"\n{module}");
+    let path = write_config(d, 1, "http", "", &bad_key);
+    let err = GatewayConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("identity.assertion_key") && err.contains("PEM"), "{err}");
     let stray = format!("{module}\nupstream_ca = \"good.crt\"");
     let path = write_config(d, 1, "http", "", &stray);
     let err = GatewayConfig::load(&path).unwrap_err().to_string();

@@ -564,7 +564,18 @@ impl GatewayConfig {
             .identity
             .assertion_key
             .as_ref()
-            .and_then(|r| r.load(base).map_err(|e| errs.push("identity.assertion_key", e)).ok());
+            .and_then(|r| r.load(base).map_err(|e| errs.push("identity.assertion_key", e)).ok())
+            .filter(|pem| {
+                // The key must be usable, as a start would find.
+                let usable = crate::idp::keys::SigningKey::from_pem(pem, jsonwebtoken::Algorithm::ES256);
+                if let Err(e) = &usable {
+                    errs.push(
+                        "identity.assertion_key",
+                        format!("not a PKCS#8 PEM P-256 private key ({e})"),
+                    );
+                }
+                usable.is_ok()
+            });
         let assertion_ttl = file.identity.assertion_ttl.unwrap_or(Duration::from_secs(60));
         if assertion_ttl > Duration::from_secs(60) || assertion_ttl < Duration::from_secs(1) {
             errs.push("identity.assertion_ttl", "must be between 1s and 60s");
