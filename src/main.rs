@@ -48,6 +48,16 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Ask a running unigate whether it is healthy (container HEALTHCHECK:
+    /// the image has no curl). Exit 0 on a 200 within two seconds, else 1.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/_unigate/healthz")]
+        url: String,
+        /// Accept any certificate (a TLS listener checked on loopback, whose
+        /// certificate names the public host).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Run the embedded KaseyaOne-compatible development identity provider.
     Idp {
         /// The identity provider's config file.
@@ -240,6 +250,19 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             unigate::gateway::passthrough::run(listen, upstream, threads, work_stealing);
             Ok(())
+        }
+        Command::Healthcheck { url, insecure } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(2))
+                    .danger_accept_invalid_certs(insecure)
+                    .build()?;
+                let status = client.get(&url).send().await?.status();
+                anyhow::ensure!(status == reqwest::StatusCode::OK, "{url} answered {status}");
+                println!("{url}: ok");
+                Ok(())
+            })
         }
         Command::Check { config } => {
             load_gateway(&config)?;

@@ -70,6 +70,20 @@ fn plain() -> reqwest::Client {
 async fn a_graceful_stop_turns_readiness_off_and_finishes_requests_in_flight() {
     let up = slow_upstream(Duration::from_millis(1500)).await;
     let (gw, port) = open_gateway(up, r#"shutdown_grace = "5s""#).await;
+    // The container HEALTHCHECK (`unigate healthcheck`) passes while serving.
+    let health = |port: u16| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_unigate"))
+            .args([
+                "healthcheck",
+                "--url",
+                &format!("http://127.0.0.1:{port}/_unigate/healthz"),
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(health(port), "healthcheck passes");
     let c = plain();
     let slow = tokio::spawn({
         let c = c.clone();
@@ -113,6 +127,7 @@ async fn a_graceful_stop_turns_readiness_off_and_finishes_requests_in_flight() {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
         "the listener is closed"
     );
+    assert!(!health(port), "healthcheck fails once stopped");
 }
 
 #[tokio::test]
