@@ -10,6 +10,7 @@ use serde::Deserialize;
 /// Where a secret lives, as written in a config file.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
+#[cfg_attr(test, derive(schemars::JsonSchema), schemars(with = "String"))]
 pub enum SecretRef {
     /// `env:NAME`: the value of an environment variable.
     Env(String),

@@ -15,6 +15,7 @@ use crate::config::{ConfigErrors, parse_toml};
 use crate::secret::{Secret, SecretRef};
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct GatewayFile {
     pub listen: ListenFile,
     pub identity_provider: IdentityProviderFile,
@@ -28,6 +29,7 @@ pub struct GatewayFile {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct AdminFile {
     /// Where the admin API listens, e.g. `127.0.0.1:9090`. Keep it private.
     pub address: String,
@@ -36,6 +38,7 @@ pub struct AdminFile {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ListenFile {
     /// Where the proxy listens, e.g. `127.0.0.1:8080`.
     pub address: String,
@@ -55,10 +58,12 @@ pub struct ListenFile {
     /// Kubernetes stop sending traffic) before the listener closes;
     /// default `2s`.
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub drain_delay: Option<Duration>,
     /// How long requests in flight (and websockets) may take to finish
     /// once the listener has closed; default `5s`.
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub shutdown_grace: Option<Duration>,
     /// Serve TLS: the PEM certificate chain and private key files
     /// (relative paths: to this file). Both reloaded when they change.
@@ -69,6 +74,7 @@ pub struct ListenFile {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct IdentityProviderFile {
     /// Issuer URL; discovery is fetched from `{issuer}/.well-known/openid-configuration`.
     pub issuer: String,
@@ -80,20 +86,25 @@ pub struct IdentityProviderFile {
     pub post_logout_redirect_uri: Option<String>,
     /// Timeout of every call to the IdP; default `5s`.
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct SessionFile {
     /// `memory` (default).
     pub store: Option<String>,
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub idle_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub absolute_timeout: Option<Duration>,
     pub max_sessions: Option<u64>,
     /// Refresh tokens this long before the access token expires; default `60s`.
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub refresh_before: Option<Duration>,
     /// Logins one client address may start per minute; default 120.
     pub login_starts_per_minute: Option<u32>,
@@ -116,15 +127,18 @@ pub struct SessionFile {
     /// session without asking Redis (revocations arrive sooner, by
     /// pub/sub); default `30s`.
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub redis_local_cache: Option<Duration>,
     /// How long unigate remembers who a module session cookie without
     /// `Max-Age` or `Expires` was issued to; default `30d`. Cookies with a
     /// lifetime are remembered for as long as they live (at most 400 days).
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub module_cookie_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct IdentityFile {
     /// Header preset: `kaseyaone` (default) or `forwarded`.
     pub headers: Option<String>,
@@ -132,12 +146,14 @@ pub struct IdentityFile {
     pub assertion_key: Option<SecretRef>,
     /// Assertion lifetime; default and maximum `60s`.
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub assertion_ttl: Option<Duration>,
     /// Longest header value forwarded; longer values are cut. Default 4096.
     pub max_header_value: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ModuleFile {
     pub name: String,
     /// The name people see (App Launcher tiles, pages); default `name`.
@@ -150,6 +166,7 @@ pub struct ModuleFile {
     pub upstreams: Vec<String>,
     /// How often each upstream is health-checked (TCP connect); default `5s`.
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub health_check_interval: Option<Duration>,
     /// Connect to the upstreams over TLS; default false.
     pub upstream_tls: Option<bool>,
@@ -206,6 +223,7 @@ pub struct ModuleFile {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct InstanceFile {
     pub name: String,
     pub display_name: Option<String>,
@@ -222,6 +240,7 @@ pub struct InstanceFile {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct AccountsFile {
     /// `scim` (SCIM 2.0 `/Users` at the module) or `file`.
     pub source: String,
@@ -236,6 +255,7 @@ pub struct AccountsFile {
     pub match_on: Option<String>,
     /// How long a lookup is cached; default `60s`.
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub cache_ttl: Option<Duration>,
     /// Automatic User Provisioning: create a missing account by SCIM.
     pub provisioning: Option<bool>,
@@ -1033,5 +1053,134 @@ mod tests {
         ] {
             assert!(paths.contains(&want), "missing {want}: {err}");
         }
+    }
+
+    /// Every `(section, key)` of the file format, from the types: a section
+    /// is `[name]`, `[[name]]` for arrays of tables, `[a.b]` when nested.
+    fn schema_keys() -> std::collections::BTreeSet<(String, String)> {
+        use serde_json::Value;
+        let schema = serde_json::to_value(schemars::schema_for!(GatewayFile)).unwrap();
+        let defs = schema["$defs"].clone();
+        // The object schema behind refs, options and arrays; and whether it
+        // came through an array.
+        fn object(v: &Value, defs: &Value, array: bool) -> Option<(Value, bool)> {
+            if let Some(r) = v.get("$ref").and_then(Value::as_str) {
+                return object(&defs[r.trim_start_matches("#/$defs/")], defs, array);
+            }
+            if v.get("properties").is_some() {
+                return Some((v.clone(), array));
+            }
+            if let Some(items) = v.get("items") {
+                return object(items, defs, true);
+            }
+            for k in ["anyOf", "oneOf", "allOf"] {
+                if let Some(alts) = v.get(k).and_then(Value::as_array) {
+                    for a in alts {
+                        if let Some(o) = object(a, defs, array) {
+                            return Some(o);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        fn walk(section: &str, v: &Value, defs: &Value, out: &mut std::collections::BTreeSet<(String, String)>) {
+            for (k, p) in v["properties"].as_object().unwrap() {
+                match object(p, defs, false) {
+                    Some((inner, array)) => {
+                        let name = if section.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{section}.{k}")
+                        };
+                        let header = if array {
+                            format!("[[{name}]]")
+                        } else {
+                            format!("[{name}]")
+                        };
+                        walk(&header, &inner, defs, out);
+                    }
+                    None => {
+                        out.insert((section.to_string(), k.clone()));
+                    }
+                }
+            }
+        }
+        let mut out = std::collections::BTreeSet::new();
+        // Top-level tables are named plainly; nested ones by their path.
+        for (k, p) in schema["properties"].as_object().unwrap() {
+            let (inner, array) = object(p, &defs, false).expect("top-level keys are tables");
+            let header = if array { format!("[[{k}]]") } else { format!("[{k}]") };
+            walk(&header, &inner, &defs, &mut out);
+        }
+        // `[[module]] accounts` is documented as `[module.accounts]`,
+        // `[[module]] instance` as `[[module.instance]]`.
+        out.into_iter()
+            .map(|(s, k)| {
+                let s = s
+                    .replace("[[[[module]].instance]]", "[[module.instance]]")
+                    .replace("[[[module]].accounts]", "[module.accounts]");
+                (s, k)
+            })
+            .collect()
+    }
+
+    /// `(section, key)` pairs named in the README's key table.
+    fn readme_keys() -> std::collections::BTreeSet<(String, String)> {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let start = readme.find("| key | meaning |").expect("the README's key table");
+        let mut out = std::collections::BTreeSet::new();
+        for line in readme[start..].lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let cell = line.split('|').nth(1).unwrap().replace('`', "");
+            let cell = cell.trim();
+            let end = cell.rfind(']').expect("a section in the first cell") + 1;
+            let section = cell[..end].trim().to_string();
+            // Quoted values ("memory") are not keys.
+            let mut rest = String::new();
+            let mut quoted = false;
+            for c in cell[end..].chars() {
+                if c == '"' {
+                    quoted = !quoted;
+                } else if !quoted {
+                    rest.push(c);
+                }
+            }
+            for word in rest.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')) {
+                if !word.is_empty() {
+                    out.insert((section.clone(), word.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_readme_key_table_and_the_example_config_match_the_types() {
+        let types = schema_keys();
+        let readme = readme_keys();
+        assert!(types.len() > 50, "the schema walk found the keys: {types:?}");
+        let undocumented: Vec<_> = types.difference(&readme).collect();
+        assert!(
+            undocumented.is_empty(),
+            "keys missing from the README's table: {undocumented:?}"
+        );
+        let stale: Vec<_> = readme.difference(&types).collect();
+        assert!(stale.is_empty(), "README keys that do not exist: {stale:?}");
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/unigate.example.toml")).unwrap();
+        let mentioned = |key: &str| {
+            example.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} ="))
+                    || l.contains(&format!("{key} = "))
+                    || l.contains(&format!("{key}="))
+                    || l.contains(&format!("\"{key}\""))
+            })
+        };
+        let missing: Vec<_> = types.iter().filter(|(_, k)| !mentioned(k)).collect();
+        assert!(
+            missing.is_empty(),
+            "keys config/unigate.example.toml does not show: {missing:?}"
+        );
     }
 }
