@@ -459,6 +459,8 @@ impl Multi {
         let mut url = url.to_string();
         for _ in 0..20 {
             let r = b.get(&url).header("accept", "text/html").send().await.unwrap();
+            // The hops, shown if the test fails.
+            eprintln!("walk: GET {url} -> {} {:?}", r.status(), r.headers().get("location"));
             if !r.status().is_redirection() {
                 return (url, r);
             }
