@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo_module;
 pub mod gateway;
 pub mod idp;
+pub mod loadtest;
 pub mod metrics;
 pub mod oidc;
 pub mod pages;

@@ -48,6 +48,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Load-test a running deployment's authentication path (README, "Load
+    /// testing"). Talks only to `--url`'s origin and `--idp`.
+    Loadtest(Box<LoadtestArgs>),
     /// Ask a running unigate whether it is healthy (container HEALTHCHECK:
     /// the image has no curl). Exit 0 on a 200 within two seconds, else 1.
     Healthcheck {
@@ -117,6 +120,57 @@ enum Command {
         #[arg(long)]
         redis_url: Option<String>,
     },
+}
+
+/// `unigate loadtest`'s options.
+#[derive(clap::Args)]
+struct LoadtestArgs {
+    /// A module page behind unigate, e.g. http://portal.localhost:8080/page.html.
+    #[arg(long)]
+    url: url::Url,
+    /// Connect here for the URL's host instead of resolving it.
+    #[arg(long)]
+    connect: Option<std::net::SocketAddr>,
+    /// The identity provider's URL; logins are followed there and nowhere else.
+    #[arg(long)]
+    idp: Option<url::Url>,
+    #[arg(long, value_enum, default_value_t = unigate::loadtest::Scenario::Browse)]
+    scenario: unigate::loadtest::Scenario,
+    /// Virtual users at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Iterations per second in all (open model); default: as fast as they go.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: std::time::Duration,
+    /// Logged-in sessions in the pool `browse` and `mixed` use.
+    #[arg(long, default_value_t = 64)]
+    sessions: usize,
+    /// `mixed`: page requests per SSO login.
+    #[arg(long, default_value_t = 9)]
+    mix: u32,
+    /// Test users, a CSV file: username,company,password,totp_secret.
+    #[arg(long)]
+    users: Option<PathBuf>,
+    /// A test user, the same four fields joined by commas (repeatable).
+    #[arg(long)]
+    user: Vec<String>,
+    /// The path that logs out (`logout` scenario).
+    #[arg(long, default_value = "/_unigate/logout")]
+    logout_path: String,
+    /// Follow each logout to the IdP's end-session endpoint (its
+    /// back-channel logouts then reach the other modules).
+    #[arg(long)]
+    follow_idp_logout: bool,
+    /// Write the JSON summary to this file (`-`: standard output).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -249,6 +303,62 @@ fn run(command: Command) -> anyhow::Result<()> {
             work_stealing,
         } => {
             unigate::gateway::passthrough::run(listen, upstream, threads, work_stealing);
+            Ok(())
+        }
+        Command::Loadtest(args) => {
+            let LoadtestArgs {
+                url,
+                connect,
+                idp,
+                scenario,
+                concurrency,
+                rate,
+                duration,
+                warmup,
+                sessions,
+                mix,
+                users,
+                user,
+                logout_path,
+                follow_idp_logout,
+                json,
+                quiet,
+            } = *args;
+            let mut text = user.join("\n");
+            if let Some(f) = users {
+                text.push('\n');
+                text.push_str(&std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
+            }
+            let users = unigate::loadtest::parse_users(&text).map_err(|e| anyhow::anyhow!("test users: {e}"))?;
+            let opts = unigate::loadtest::Options {
+                url,
+                connect,
+                idp,
+                scenario,
+                concurrency,
+                rate,
+                duration,
+                warmup,
+                sessions,
+                mix,
+                users,
+                logout_path,
+                follow_idp_logout,
+                progress: !quiet,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let report = rt
+                .block_on(unigate::loadtest::run(opts))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            print!("{}", report.text());
+            if let Some(path) = json {
+                let body = serde_json::to_string_pretty(&report)?;
+                if path.as_os_str() == "-" {
+                    println!("{body}");
+                } else {
+                    std::fs::write(&path, body)?;
+                }
+            }
             Ok(())
         }
         Command::Healthcheck { url, insecure } => {
