@@ -28,7 +28,9 @@ pub enum Scenario {
     Login,
     /// RP-initiated logouts of fresh sessions (each logged in by SSO first,
     /// untimed), followed to the IdP's end-session endpoint when
-    /// `follow_idp_logout` (which then sends its back-channel logouts).
+    /// `follow_idp_logout` (which then sends its back-channel logouts, and
+    /// ends the user's IdP session: each login is then a full one, bounded
+    /// by one verification code per user every 30 s).
     Logout,
     /// Browse and SSO logins, by `mix`.
     Mixed,
@@ -266,11 +268,15 @@ impl Driver {
     /// an IdP session, through the IdP's forms with `user` otherwise.
     async fn login(&self, jar: &mut Jar, user: Option<&User>) -> Result<(), Kind> {
         let mut url = self.opts.url.clone();
+        let mut called_back = false;
         for _ in 0..12 {
             let a = self.get(jar, &url).await?;
+            called_back |= url.path() == "/_unigate/callback" && url.origin() == self.opts.url.origin();
             match (a.status, a.location) {
                 (200, _) if url.origin() == self.opts.url.origin() && !url.path().starts_with("/_unigate/") => {
-                    return Ok(());
+                    // A page without a pass through the callback is no login
+                    // (a public path, or a module that allows its own login).
+                    return if called_back { Ok(()) } else { Err("no_login".into()) };
                 }
                 (301..=303 | 307 | 308, Some(next)) => {
                     if next.path() == "/login" && next.query().is_some_and(|q| q.contains("flow=")) {
@@ -443,7 +449,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             idp.clone(),
         );
         let users = opts.users.clone();
-        let (scenario, mix) = (opts.scenario, opts.mix.max(1));
+        let (scenario, mix, follow_idp_logout) = (opts.scenario, opts.mix.max(1), opts.follow_idp_logout);
         tasks.push(tokio::spawn(async move {
             let mut out = Outcome {
                 hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
@@ -482,8 +488,14 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                         ("login", driver.login(&mut jar, Some(u)).await, start)
                     }
                     Scenario::Logout => {
-                        let mut jar = idp_jars[pick % idp_jars.len()].idp_only(&idp);
-                        match driver.login(&mut jar, None).await {
+                        // Following the logout to the IdP ends the user's IdP
+                        // session: the next login is then a full one.
+                        let (mut jar, user) = if follow_idp_logout {
+                            (Jar::default(), Some(&users[pick % users.len()]))
+                        } else {
+                            (idp_jars[pick % idp_jars.len()].idp_only(&idp), None)
+                        };
+                        match driver.login(&mut jar, user).await {
                             Err(e) => ("logout", Err(format!("setup_{e}")), start),
                             Ok(()) => {
                                 let t = Instant::now();
