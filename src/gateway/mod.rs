@@ -92,6 +92,9 @@ pub struct Gateway {
     /// Draining (SIGTERM) and requests in flight: one for the process,
     /// kept across reloads.
     pub lifecycle: Arc<Lifecycle>,
+    /// Distinct App Launcher snippets, shared by the sessions that show them.
+    launchers: moka::sync::Cache<u64, Arc<str>>,
+    launchers_hasher: std::hash::RandomState,
     /// Prometheus metrics (those of the IdP client: one set per process).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Request counters per route (the last: requests for no route), by
@@ -263,6 +266,8 @@ impl Gateway {
                 http,
                 session_cookie: p.session_cookie,
                 lifecycle: p.lifecycle.clone(),
+                launchers: p.launchers.clone(),
+                launchers_hasher: p.launchers_hasher.clone(),
                 kaseyaone_snippet: p.kaseyaone_snippet.clone(),
                 login_button_snippet: p.login_button_snippet.clone(),
                 hosts,
@@ -335,6 +340,11 @@ impl Gateway {
             http,
             session_cookie: if cfg.tls { "__Host-unigate" } else { "unigate" },
             lifecycle: Arc::default(),
+            launchers: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            launchers_hasher: std::hash::RandomState::new(),
             metrics,
             counters,
             kaseyaone_snippet: pages::kaseyaone_icon_snippet().into(),

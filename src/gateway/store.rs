@@ -29,7 +29,7 @@ impl Gateway {
     /// A session for route `mi`: identity headers and App Launcher built once.
     pub fn build_session(&self, mi: usize, identity: Identity, tokens: Tokens, expires_at: u64) -> Session {
         let module = self.module(mi);
-        let launcher: Arc<str> = crate::pages::launcher_snippet(&self.launcher_tiles(&identity)).into();
+        let launcher = self.shared_launcher(crate::pages::launcher_snippet(&self.launcher_tiles(&identity)));
         Session::new(
             module.label().to_string(),
             identity.clone(),
@@ -38,6 +38,23 @@ impl Gateway {
         )
         .with_launcher(launcher)
         .with_expiry(expires_at)
+    }
+
+    /// One copy of each distinct App Launcher: users with the same groups
+    /// see the same one, and a session holds only a pointer to it.
+    fn shared_launcher(&self, html: String) -> Arc<str> {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = self.launchers_hasher.build_hasher();
+        html.hash(&mut h);
+        let key = h.finish();
+        if let Some(l) = self.launchers.get(&key)
+            && *l == *html
+        {
+            return l;
+        }
+        let l: Arc<str> = html.into();
+        self.launchers.insert(key, l.clone());
+        l
     }
 
     /// The session with this id, from the local cache or the shared store.
