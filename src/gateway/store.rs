@@ -43,10 +43,8 @@ impl Gateway {
     /// One copy of each distinct App Launcher: users with the same groups
     /// see the same one, and a session holds only a pointer to it.
     fn shared_launcher(&self, html: String) -> Arc<str> {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = self.launchers_hasher.build_hasher();
-        html.hash(&mut h);
-        let key = h.finish();
+        use std::hash::BuildHasher;
+        let key = self.launchers_hasher.hash_one(&html);
         if let Some(l) = self.launchers.get(&key)
             && *l == *html
         {
