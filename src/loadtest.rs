@@ -34,6 +34,9 @@ pub enum Scenario {
     Logout,
     /// Browse and SSO logins, by `mix`.
     Mixed,
+    /// Plain requests with no login: the baseline, run directly against a
+    /// module or through a proxy with no auth.
+    Plain,
 }
 
 /// A test user of the IdP.
@@ -376,18 +379,18 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     if opts.concurrency == 0 {
         return Err("concurrency must be at least 1".into());
     }
-    let needs_idp = !matches!(opts.scenario, Scenario::Browse) || opts.sessions > 0;
-    if needs_idp && opts.idp.is_none() {
+    let plain = opts.scenario == Scenario::Plain;
+    if !plain && opts.idp.is_none() {
         return Err("this scenario logs in: give the IdP's URL (--idp)".into());
     }
-    if opts.users.is_empty() {
+    if !plain && opts.users.is_empty() {
         return Err("give at least one test user (--users or --user)".into());
     }
     let driver = Arc::new(Driver::new(opts.clone())?);
     // Set-up, untimed: each user logs in once (an IdP session to reuse),
     // and the browse pool is filled by SSO logins.
     let mut idp_jars = Vec::new();
-    for u in &opts.users {
+    for u in opts.users.iter().filter(|_| !plain) {
         let mut jar = Jar::default();
         driver
             .login(&mut jar, Some(u))
@@ -474,6 +477,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                         let mut jar = pool[pick % pool.len()].clone();
                         ("browse", driver.browse(&mut jar).await, start)
                     }
+                    Scenario::Plain => ("plain", driver.browse(&mut Jar::default()).await, start),
                     Scenario::Mixed if !n.is_multiple_of(u64::from(mix) + 1) => {
                         let mut jar = pool[pick % pool.len()].clone();
                         ("browse", driver.browse(&mut jar).await, start)

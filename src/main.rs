@@ -329,7 +329,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                 text.push('\n');
                 text.push_str(&std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
             }
-            let users = unigate::loadtest::parse_users(&text).map_err(|e| anyhow::anyhow!("test users: {e}"))?;
+            let users = if text.trim().is_empty() && scenario == unigate::loadtest::Scenario::Plain {
+                Vec::new()
+            } else {
+                unigate::loadtest::parse_users(&text).map_err(|e| anyhow::anyhow!("test users: {e}"))?
+            };
             let opts = unigate::loadtest::Options {
                 url,
                 connect,

@@ -59,6 +59,13 @@ async fn every_scenario_runs_clean_against_a_real_stack() {
             assert!(r.by_kind["browse"] > r.by_kind["sso-login"], "{:?}", r.by_kind);
         }
     }
+    // The baseline: plain requests, no login, straight to the module.
+    let mut o = options(&s, Scenario::Plain);
+    o.url = url::Url::parse(&format!("http://{}/ping", s.module.addr)).unwrap();
+    o.connect = None;
+    o.users.clear();
+    let r = run(o).await.unwrap();
+    assert!(r.errors.is_empty() && r.ok > 10, "{:?}", r.errors);
     // A fixed rate: about rate × duration iterations, no more.
     let mut o = options(&s, Scenario::Browse);
     o.rate = Some(40.0);
