@@ -2,6 +2,7 @@
 //! (moka, with idle and absolute timeouts), login transactions, and the
 //! cookie codec. The cookie holds only a random 256-bit id; tokens stay here.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -144,39 +145,101 @@ pub enum Revoke {
     Email(String),
 }
 
-type Index = Cache<String, Arc<Mutex<Vec<String>>>>;
+/// Which index a key belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum By {
+    Sid,
+    Sub,
+    Email,
+}
+
+/// Session ids by IdP session, user and (lowercased) email: plain maps
+/// kept in step with the sessions (an expiry or removal takes its id out),
+/// sharing the ids' allocations with the session cache.
+#[derive(Default)]
+struct Indexes(Mutex<IndexMap>);
+
+/// An index key (which index, and the value) → the ids of its sessions.
+type IndexMap = HashMap<(By, Box<str>), Vec<Arc<str>>>;
+
+impl Indexes {
+    fn keys(s: &Session) -> impl Iterator<Item = (By, String)> + '_ {
+        let sid = s.identity.sid.iter().map(|v| (By::Sid, v.clone()));
+        let sub = std::iter::once((By::Sub, s.identity.sub.clone()));
+        let email = std::iter::once((By::Email, s.identity.email.to_lowercase()));
+        sid.chain(sub).chain(email).filter(|(_, k)| !k.is_empty())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IndexMap> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, id: &Arc<str>, s: &Session) {
+        let mut map = self.lock();
+        for (by, key) in Self::keys(s) {
+            let ids = map.entry((by, key.into_boxed_str())).or_default();
+            if !ids.iter().any(|i| **i == **id) {
+                ids.push(id.clone());
+            }
+        }
+    }
+
+    fn forget(&self, id: &str, s: &Session) {
+        let mut map = self.lock();
+        for (by, key) in Self::keys(s) {
+            let k = (by, key.into_boxed_str());
+            if let Some(ids) = map.get_mut(&k) {
+                ids.retain(|i| **i != *id);
+                if ids.is_empty() {
+                    map.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn take(&self, by: By, key: &str) -> Vec<Arc<str>> {
+        self.lock().remove(&(by, Box::from(key))).unwrap_or_default()
+    }
+
+    fn list(&self, by: By) -> Vec<String> {
+        self.lock()
+            .keys()
+            .filter(|(b, _)| *b == by)
+            .map(|(_, k)| k.to_string())
+            .collect()
+    }
+}
 
 /// Sessions in memory: gone after `idle_timeout` unused or
 /// `absolute_timeout` after login, whichever comes first; indexed by IdP
 /// session, user and email so that logouts can find them.
 #[derive(Clone)]
 pub struct MemoryStore {
-    sessions: Cache<String, Arc<Session>>,
-    by_sid: Index,
-    by_sub: Index,
-    by_email: Index,
+    sessions: Cache<Arc<str>, Arc<Session>>,
+    index: Arc<Indexes>,
 }
 
 impl MemoryStore {
     pub fn new(s: &SessionSettings) -> Self {
-        let index = || {
-            Cache::builder()
-                .max_capacity(s.max_sessions)
-                .time_to_live(s.absolute_timeout)
-                .build()
-        };
+        let index = Arc::new(Indexes::default());
+        let on_evict = index.clone();
         MemoryStore {
             sessions: Cache::builder()
                 .max_capacity(s.max_sessions)
                 .time_to_idle(s.idle_timeout)
                 .time_to_live(s.absolute_timeout)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
-                // Expired or evicted: whatever still holds it stops too.
-                .eviction_listener(|_, s: Arc<Session>, _| s.revoke())
+                // Expired, evicted or removed: whatever still holds it
+                // stops too, and the indexes forget it (a replaced session
+                // keeps its id's entries: its successor uses them).
+                .eviction_listener(move |id: Arc<Arc<str>>, s: Arc<Session>, cause| {
+                    s.revoke();
+                    if cause != moka::notification::RemovalCause::Replaced {
+                        on_evict.forget(&id, &s);
+                    }
+                })
                 .build(),
-            by_sid: index(),
-            by_sub: index(),
-            by_email: index(),
+            index,
         }
     }
 
@@ -185,21 +248,8 @@ impl MemoryStore {
     }
 
     pub fn insert(&self, id: String, s: Arc<Session>) {
-        let add = |index: &Index, key: &str| {
-            if key.is_empty() {
-                return;
-            }
-            let ids = index.get_with_by_ref(key, || Arc::new(Mutex::new(Vec::new())));
-            let mut ids = ids.lock().unwrap_or_else(|p| p.into_inner());
-            if !ids.contains(&id) {
-                ids.push(id.clone());
-            }
-        };
-        if let Some(sid) = &s.identity.sid {
-            add(&self.by_sid, sid);
-        }
-        add(&self.by_sub, &s.identity.sub);
-        add(&self.by_email, &s.identity.email.to_lowercase());
+        let id: Arc<str> = id.into();
+        self.index.add(&id, &s);
         self.sessions.insert(id, s);
     }
 
@@ -212,24 +262,22 @@ impl MemoryStore {
 
     /// Ends every session `what` names; returns how many were live.
     pub fn revoke(&self, what: &Revoke) -> usize {
-        let (index, key) = match what {
-            Revoke::Sid(k) => (&self.by_sid, k.clone()),
-            Revoke::Sub(k) => (&self.by_sub, k.clone()),
-            Revoke::Email(k) => (&self.by_email, k.to_lowercase()),
+        let ids = match what {
+            Revoke::Sid(k) => self.index.take(By::Sid, k),
+            Revoke::Sub(k) => self.index.take(By::Sub, k),
+            Revoke::Email(k) => self.index.take(By::Email, &k.to_lowercase()),
         };
-        let Some(ids) = index.remove(&key) else { return 0 };
-        let ids = std::mem::take(&mut *ids.lock().unwrap_or_else(|p| p.into_inner()));
         ids.iter().filter(|id| self.remove(id).is_some()).count()
     }
 
     /// The IdP session ids (`sid`) with live sessions here.
     pub fn sids(&self) -> Vec<String> {
-        self.by_sid.iter().map(|(k, _)| (*k).clone()).collect()
+        self.index.list(By::Sid)
     }
 
     /// The users (`sub`) with sessions here.
     pub fn subs(&self) -> Vec<String> {
-        self.by_sub.iter().map(|(k, _)| (*k).clone()).collect()
+        self.index.list(By::Sub)
     }
 
     /// Expiries are noticed on access; this notices them now (and so
@@ -559,5 +607,53 @@ mod tests {
         );
         let json = serde_json::to_string(&scoped).unwrap();
         assert_eq!(serde_json::from_str::<CookieOwner>(&json).unwrap(), scoped);
+    }
+
+    #[test]
+    fn the_indexes_follow_the_sessions() {
+        let settings = SessionSettings {
+            redis: None,
+            idle_timeout: Duration::from_secs(60),
+            absolute_timeout: Duration::from_secs(600),
+            max_sessions: 100,
+            refresh_before: Duration::from_secs(60),
+            login_starts_per_minute: 10,
+            module_cookie_ttl: Duration::from_secs(60),
+        };
+        let store = MemoryStore::new(&settings);
+        let session = |sid: &str| {
+            let id = Identity {
+                sub: "u-1".into(),
+                sid: Some(sid.into()),
+                email: "Alice@Example.com".into(),
+                name: String::new(),
+                username: String::new(),
+                company: String::new(),
+                groups: Vec::new(),
+                module_user: None,
+            };
+            let tokens = Tokens {
+                id_token: None,
+                refresh_token: None,
+                access_exp: 0,
+            };
+            Arc::new(Session::new("m".into(), id, Vec::new(), tokens))
+        };
+        store.insert("a".into(), session("s-1"));
+        store.insert("b".into(), session("s-2"));
+        assert_eq!(store.subs(), ["u-1"]);
+        let mut sids = store.sids();
+        sids.sort();
+        assert_eq!(sids, ["s-1", "s-2"]);
+        // A logout of one session takes its id out of every index.
+        assert!(store.remove("a").is_some());
+        store.housekeeping();
+        assert_eq!(store.sids(), ["s-2"]);
+        assert_eq!(store.subs(), ["u-1"], "the user still has a session");
+        // Revoking by email (any case) ends the rest and empties the indexes.
+        assert_eq!(store.revoke(&Revoke::Email("ALICE@example.com".into())), 1);
+        store.housekeeping();
+        assert!(store.sids().is_empty() && store.subs().is_empty());
+        assert!(store.is_empty());
     }
 }
