@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use unigate::demo_module::{DemoAccount, DemoModuleConfig, DemoModuleServer};
 use unigate::gateway::server::free_port;
 
 /// An upstream that answers every request after `delay`.
@@ -160,16 +159,7 @@ async fn a_reload_changes_access_groups_live_and_logs_no_one_out() {
         .push(format!("http://{HOST}:{port}/_unigate/callback"));
     idp_cfg.clients.push(client);
     let idp = start_idp(idp_cfg).await;
-    let module = DemoModuleServer::start(DemoModuleConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        name: "portal".into(),
-        title: "Demo Portal".into(),
-        jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
-        accounts: vec![DemoAccount::new("localuser", "", Some("local-pass"))],
-        scim_token: None,
-    })
-    .await
-    .unwrap();
+    let module = portal_module(port).await;
     let module_addr = module.addr;
     let rest = move |groups: &str, idle: &str| {
         format!(

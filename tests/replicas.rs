@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use unigate::demo_module::{DemoAccount, DemoModuleConfig, DemoModuleServer};
+use unigate::demo_module::DemoModuleServer;
 use unigate::gateway::config::GatewayConfig;
 use unigate::gateway::server::{GatewayServer, free_port};
 use unigate::oidc::logout_token::BACKCHANNEL_EVENT;
@@ -105,17 +105,8 @@ async fn replicas_in_front_of(upstream: Option<SocketAddr>, extra: &str) -> Repl
     }
     idp_cfg.clients.push(client);
     let idp = start_idp(idp_cfg).await;
-    let module = DemoModuleServer::start(DemoModuleConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        name: "portal".into(),
-        title: "Demo Portal".into(),
-        // Both replicas sign with their own keys: the module trusts A's.
-        jwks_url: format!("http://127.0.0.1:{pa}/_unigate/jwks.json"),
-        accounts: vec![DemoAccount::new("localuser", "", Some("local-pass"))],
-        scim_token: None,
-    })
-    .await
-    .unwrap();
+    // Both replicas sign with their own keys: the module trusts A's.
+    let module = portal_module(pa).await;
     let dir = tempfile::tempdir().unwrap().keep();
     std::fs::write(dir.join("secret"), SECRET).unwrap();
     std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();

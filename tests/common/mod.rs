@@ -379,16 +379,7 @@ pub async fn stack_full(
     idp_cfg.clients.push(client);
     edit_idp(&mut idp_cfg);
     let idp = start_idp(idp_cfg).await;
-    let module = DemoModuleServer::start(DemoModuleConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        name: "portal".into(),
-        title: "Demo Portal".into(),
-        jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
-        accounts: vec![DemoAccount::new("localuser", "", Some("local-pass"))],
-        scim_token: None,
-    })
-    .await
-    .unwrap();
+    let module = portal_module(port).await;
     let text = format!(
         r#"
         [session]
@@ -409,6 +400,20 @@ pub async fn stack_full(
     );
     let gw = start_gateway(port, idp.issuer(), &text).await;
     Stack { idp, module, gw, port }
+}
+
+/// The demo portal module, trusting the assertions of the unigate on `port`.
+pub async fn portal_module(port: u16) -> DemoModuleServer {
+    DemoModuleServer::start(DemoModuleConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        name: "portal".into(),
+        title: "Demo Portal".into(),
+        jwks_url: format!("http://127.0.0.1:{port}/_unigate/jwks.json"),
+        accounts: vec![DemoAccount::new("localuser", "", Some("local-pass"))],
+        scim_token: None,
+    })
+    .await
+    .unwrap()
 }
 
 pub async fn stack() -> Stack {
