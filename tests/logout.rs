@@ -188,17 +188,7 @@ async fn dead_module_session(s: Multi) {
     let portal = s.url("portal.localhost", "/");
     let (_, r) = s.walk(&b, "alice", &portal).await;
     assert_eq!(r.status(), 200);
-    let module_cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("portal_session="))
-        .expect("the module set its session cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let module_cookie = portal_cookie(&r);
     // The session ends (admin revocation) …
     let admin = s.gw.admin_addr.unwrap();
     let r = reqwest::Client::new()
@@ -258,17 +248,7 @@ async fn user_switch(s: Multi) {
     // alice's browser, and her portal session cookie.
     let a = s.browser();
     let (_, r) = s.walk(&a, "alice", &portal).await;
-    let alice_cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("portal_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let alice_cookie = portal_cookie(&r);
     let value = alice_cookie.split_once('=').unwrap().1;
     assert!(
         s.gw.gateway
@@ -283,17 +263,7 @@ async fn user_switch(s: Multi) {
     jar.add_cookie_str(&alice_cookie, &url::Url::parse(&portal).unwrap());
     let (_, r) = s.walk(&bob, "bob", &portal).await;
     assert_eq!(r.status(), 200);
-    let bob_cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("portal_session="))
-        .expect("the module set bob's session cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let bob_cookie = portal_cookie(&r);
     let page = r.text().await.unwrap();
     assert!(page.contains("Welcome, bob"), "{page}");
     // …and when it turns up again beside bob's session, the module never sees it.
@@ -600,4 +570,18 @@ async fn a_websocket_is_closed_when_its_session_expires() {
         "closed before the session expired: {:?}",
         t.elapsed()
     );
+}
+
+/// The `portal_session=…` pair the module set in this response.
+fn portal_cookie(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("portal_session="))
+        .expect("the module set its session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use unigate::gateway::config::GatewayConfig;
 use unigate::gateway::server::{GatewayServer, free_port};
 
@@ -86,13 +86,8 @@ async fn tls_upstream(leaf: &Leaf) -> SocketAddr {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(mut s) = acceptor.accept(tcp).await else { return };
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+                if !read_request_head(&mut s).await {
+                    return;
                 }
                 let body = "hello over tls";
                 let resp = format!(

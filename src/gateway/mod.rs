@@ -111,22 +111,6 @@ pub struct Lifecycle {
     pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
-/// Counts a request in flight for as long as it lives.
-pub struct InFlight(Arc<Lifecycle>);
-
-impl InFlight {
-    pub fn new(l: &Arc<Lifecycle>) -> Self {
-        l.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(l.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Per-request state.
 #[derive(Default)]
 pub struct Ctx {

@@ -114,11 +114,20 @@ pub fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static 
     v
 }
 
-/// Per-request state with the gateway that serves the request.
+/// Per-request state with the gateway that serves the request; counted
+/// in flight from creation to drop.
 pub struct LiveCtx {
     gw: Arc<Gateway>,
     ctx: super::Ctx,
-    _in_flight: super::InFlight,
+}
+
+impl Drop for LiveCtx {
+    fn drop(&mut self) {
+        self.gw
+            .lifecycle
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A running unigate.
@@ -210,11 +219,8 @@ impl pingora::proxy::ProxyHttp for Shared {
     type CTX = LiveCtx;
     fn new_ctx(&self) -> Self::CTX {
         let gw = self.0.get();
-        LiveCtx {
-            ctx: gw.new_ctx(),
-            _in_flight: super::InFlight::new(&gw.lifecycle),
-            gw,
-        }
+        gw.lifecycle.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        LiveCtx { ctx: gw.new_ctx(), gw }
     }
     async fn request_filter(&self, s: &mut pingora::proxy::Session, c: &mut Self::CTX) -> pingora::Result<bool> {
         c.gw.request_filter(s, &mut c.ctx).await

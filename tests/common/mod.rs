@@ -774,3 +774,18 @@ pub async fn websocket_ends_within(ws: &mut Ws, d: Duration) -> bool {
     .await
     .is_ok()
 }
+
+/// Reads an HTTP request head (up to the blank line) from a test
+/// upstream's connection; false when the client went away first.
+pub async fn read_request_head(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
