@@ -41,11 +41,12 @@ fn gateway() -> Gateway {
     )
     .unwrap();
     let oidc = Arc::new(OidcClient::new(cfg.idp.clone()).unwrap());
-    let signer = AssertionSigner {
-        key: SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap(),
-        issuer: "unigate".into(),
-        ttl: std::time::Duration::from_secs(60),
-    };
+    let signer = AssertionSigner::new(
+        SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap(),
+        "unigate",
+        std::time::Duration::from_secs(60),
+        10_000,
+    );
     let g = Gateway::new(cfg, oidc, signer).unwrap();
     let identity = Identity {
         sub: "7f0c6c1e-0d7c-4f47-b5a4-3c8e2f1d9a10".into(),
@@ -124,8 +125,8 @@ fn bench(c: &mut Criterion) {
                 for n in spoofed {
                     up.remove_header(&n);
                 }
-                for (name, value) in &s.headers {
-                    up.insert_header(*name, value.clone()).unwrap();
+                for (name, value) in s.headers.iter() {
+                    up.insert_header(name, value).unwrap();
                 }
                 let a = g.signer.for_session(&s, SystemTime::now()).unwrap();
                 up.insert_header(ASSERTION_HEADER, a).unwrap();

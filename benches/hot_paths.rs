@@ -18,7 +18,7 @@ use unigate::gateway::config::{GatewayConfig, HeaderPreset};
 use unigate::gateway::identity::header_set;
 use unigate::idp::keys::SigningKey;
 use unigate::oidc::id_token::{Expected, ProviderKeys, validate_id_token};
-use unigate::session::{Identity, Tokens, cookie_value};
+use unigate::session::{IdToken, Identity, Tokens, cookie_value};
 
 const ID: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
 
@@ -158,8 +158,8 @@ fn bench(c: &mut Criterion) {
         )))
         .unwrap();
     let tokens = || Tokens {
-        id_token: Some("x".repeat(800)),
-        refresh_token: Some("r".repeat(43)),
+        id_token: Some(IdToken::new(&"x".repeat(800))),
+        refresh_token: Some("r".repeat(43).into()),
         access_exp: now + 3600,
     };
     let session = Arc::new(memory.build_session(0, identity(), tokens(), now + 3600));

@@ -1,17 +1,36 @@
 //! Memory per idle session in the memory store: the process's resident
 //! set before and after 100,000 logged-in sessions (realistic identities,
-//! an 800-byte ID token, a refresh token, identity headers and App
-//! Launcher built as at login), divided by their number.
+//! an ES256 ID token of about 800 characters, a refresh token, identity
+//! headers and App Launcher built as at login; each has served a request,
+//! so its header values were shared out and an assertion signed and kept
+//! in the signer's bounded cache), divided by their number.
 //!
 //! `cargo bench --bench session_memory` (issue 7's target: ≤ 2 KiB).
 
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use unigate::gateway::config::GatewayConfig;
-use unigate::session::{Identity, Tokens};
+use unigate::session::{IdToken, Identity, Tokens};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// An ES256 ID token as KaseyaOne-like providers issue them: about 800
+/// characters, unique per user.
+fn id_token(i: usize, now: u64) -> String {
+    let header = r#"{"alg":"ES256","typ":"JWT","kid":"kaseyaone-signing-2026-11"}"#;
+    let payload = format!(
+        r#"{{"iss":"https://kaseyaone.example.com","sub":"7f0c6c1e-0d7c-4f47-b5a4-{i:012x}","aud":"unigate-portal","exp":{},"iat":{now},"auth_time":{now},"nonce":"n-{i:040x}","sid":"sid-{i:016x}","at_hash":"{i:022x}","email":"user{i}@acme-msp.example","email_verified":true,"name":"User {i}","preferred_username":"user{i}","company":"Acme MSP","groups":["portal-users","bms-users"],"amr":["pwd","otp"]}}"#,
+        now + 300
+    );
+    let mut sig = [0u8; 64];
+    for (k, b) in sig.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(31).wrapping_add(k * 7) % 251) as u8;
+    }
+    format!("{}.{}.{}", B64.encode(header), B64.encode(payload), B64.encode(sig))
+}
 
 /// Resident set size in bytes, from /proc/self/statm.
 fn rss() -> u64 {
@@ -29,8 +48,9 @@ fn main() {
     };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("s"), "secret").unwrap();
+    let cached = std::env::var("ASSERTION_CACHE").unwrap_or_else(|_| "10000".into());
     let cfg = GatewayConfig::from_toml(
-        r#"
+        &r#"
         [listen]
         address = "127.0.0.1:8080"
         public_url = "http://localhost:8080"
@@ -38,6 +58,8 @@ fn main() {
         issuer = "http://127.0.0.1:9"
         client_id = "c"
         client_secret = "file:s"
+        [identity]
+        assertion_cache = ASSERTION_CACHE
         [[module]]
         name = "portal"
         hosts = ["portal.localhost"]
@@ -48,7 +70,8 @@ fn main() {
         hosts = ["bms.localhost"]
         upstream = "127.0.0.1:8082"
         access_groups = ["bms-users"]
-        "#,
+        "#
+        .replace("ASSERTION_CACHE", &cached),
         dir.path(),
     )
     .unwrap();
@@ -61,24 +84,27 @@ fn main() {
     // Warm the allocator and the caches' internals before measuring.
     let make = |i: usize| {
         let identity = Identity {
-            sub: format!("7f0c6c1e-0d7c-4f47-b5a4-{i:012x}"),
-            sid: Some(format!("sid-{i:016x}")),
-            email: format!("user{i}@acme-msp.example"),
-            name: format!("User {i}"),
-            username: format!("user{i}"),
+            sub: format!("7f0c6c1e-0d7c-4f47-b5a4-{i:012x}").into(),
+            sid: Some(format!("sid-{i:016x}").into()),
+            email: format!("user{i}@acme-msp.example").into(),
+            name: format!("User {i}").into(),
+            username: format!("user{i}").into(),
             company: "Acme MSP".into(),
             groups: vec!["portal-users".into(), "bms-users".into()],
             module_user: None,
         };
         let tokens = Tokens {
-            id_token: Some(format!("{i:0>800}")),
-            refresh_token: Some(format!("{i:0>43}")),
+            id_token: Some(IdToken::new(&id_token(i, now))),
+            refresh_token: Some(format!("{i:0>43}").into()),
             access_exp: now + 3600,
         };
-        (
-            format!("{i:0>43}"),
-            Arc::new(g.build_session(0, identity, tokens, now + 3600)),
-        )
+        let s = Arc::new(g.build_session(0, identity, tokens, now + 3600));
+        // It served a request: its identity headers were sent and its
+        // assertion signed (and let go of later, as the session idles).
+        assert!(s.headers.iter().count() >= 6);
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now);
+        g.signer.for_session(&s, at).expect("assertion signed");
+        (format!("{i:0>43}"), s)
     };
     for i in 0..1000 {
         let (id, s) = make(usize::MAX - i);
@@ -95,8 +121,41 @@ fn main() {
     assert_eq!(g.local_sessions(), (n + 1000) as u64, "every session kept");
     let per = (after.saturating_sub(before)) as f64 / n as f64;
     println!(
-        "session_memory: {n} sessions, RSS {:.1} MiB -> {:.1} MiB: {per:.0} bytes per session",
+        "session_memory: {n} sessions (ID tokens of {} characters), RSS {:.1} MiB -> {:.1} MiB: {per:.0} bytes per session",
+        id_token(0, now).len(),
         before as f64 / 1048576.0,
         after as f64 / 1048576.0
+    );
+
+    println!(
+        "session_memory: sizes: Session {} B, Identity {} B, Tokens {} B, HeaderSet {} B",
+        std::mem::size_of::<unigate::session::Session>(),
+        std::mem::size_of::<Identity>(),
+        std::mem::size_of::<Tokens>(),
+        std::mem::size_of::<unigate::session::HeaderSet>()
+    );
+    // Of that, the cache's own bookkeeping: the same moka settings as the
+    // memory store, the same keys, every entry holding one shared value.
+    let shared = Arc::new(());
+    let cache: moka::sync::Cache<Arc<str>, Arc<()>> = moka::sync::Cache::builder()
+        .max_capacity(10_000_000)
+        .time_to_idle(std::time::Duration::from_secs(3600))
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .eviction_listener(|_, _, _| {})
+        .build();
+    for i in 0..1000 {
+        cache.insert(format!("{:0>43}", usize::MAX - i).into(), shared.clone());
+    }
+    cache.run_pending_tasks();
+    let before = rss();
+    for i in 0..n {
+        cache.insert(format!("{i:0>43}").into(), shared.clone());
+    }
+    cache.run_pending_tasks();
+    let after = rss();
+    assert_eq!(cache.entry_count(), (n + 1000) as u64);
+    println!(
+        "session_memory: of which the cache entry and its 43-character key: {:.0} bytes",
+        after.saturating_sub(before) as f64 / n as f64
     );
 }

@@ -366,6 +366,9 @@ impl Driver {
 struct Live {
     ok: AtomicU64,
     errors: AtomicU64,
+    /// The next test user for a full login: taken in turn, so that each
+    /// user's verification code is used once per round of the list.
+    next_user: AtomicU64,
 }
 
 struct Outcome {
@@ -388,9 +391,12 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     }
     let driver = Arc::new(Driver::new(opts.clone())?);
     // Set-up, untimed: each user logs in once (an IdP session to reuse),
-    // and the browse pool is filled by SSO logins.
+    // and the browse pool is filled by SSO logins. Not for full logins:
+    // those use each user's verification code in turn, which a set-up
+    // login would already have spent.
+    let full_logins = opts.scenario == Scenario::Login || (opts.scenario == Scenario::Logout && opts.follow_idp_logout);
     let mut idp_jars = Vec::new();
-    for u in opts.users.iter().filter(|_| !plain) {
+    for u in opts.users.iter().filter(|_| !plain && !full_logins) {
         let mut jar = Jar::default();
         driver
             .login(&mut jar, Some(u))
@@ -488,14 +494,17 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                     }
                     Scenario::Login => {
                         let mut jar = Jar::default();
-                        let u = &users[pick % users.len()];
+                        let u = &users[live.next_user.fetch_add(1, Ordering::Relaxed) as usize % users.len()];
                         ("login", driver.login(&mut jar, Some(u)).await, start)
                     }
                     Scenario::Logout => {
                         // Following the logout to the IdP ends the user's IdP
                         // session: the next login is then a full one.
                         let (mut jar, user) = if follow_idp_logout {
-                            (Jar::default(), Some(&users[pick % users.len()]))
+                            (
+                                Jar::default(),
+                                Some(&users[live.next_user.fetch_add(1, Ordering::Relaxed) as usize % users.len()]),
+                            )
                         } else {
                             (idp_jars[pick % idp_jars.len()].idp_only(&idp), None)
                         };

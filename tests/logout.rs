@@ -69,7 +69,10 @@ async fn logout_stack_on(store: Option<&str>) -> Multi {
 /// The IdP session id and user of the (one) live session.
 fn the_session(s: &Multi) -> (String, String) {
     let (sid, sub) = match s.gw.gateway.cached_sessions().pop() {
-        Some((_, session)) => (session.identity.sid.clone(), session.identity.sub.clone()),
+        Some((_, session)) => (
+            session.identity.sid.as_deref().map(str::to_string),
+            session.identity.sub.to_string(),
+        ),
         None => (
             s.gw.gateway.sessions.sids().into_iter().next(),
             s.gw.gateway.sessions.subs().into_iter().next().unwrap_or_default(),

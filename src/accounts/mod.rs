@@ -245,8 +245,8 @@ impl Accounts {
             .await;
         self.cache.invalidate(&(Field::Email, user.email.to_lowercase())).await;
         Ok(Account {
-            username: user.username.clone(),
-            email: user.email.clone(),
+            username: user.username.to_string(),
+            email: user.email.to_string(),
             active: true,
             role: Some(role),
         })

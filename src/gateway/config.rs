@@ -148,7 +148,11 @@ pub struct IdentityFile {
     #[serde(default, with = "humantime_serde")]
     #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub assertion_ttl: Option<Duration>,
-    /// Longest header value forwarded; longer values are cut. Default 4096.
+    /// How many sessions' signed assertions are kept for reuse (the most
+    /// recently used); default 10000. A session beyond them signs anew.
+    pub assertion_cache: Option<u64>,
+    /// Longest header value forwarded (at most 8192); longer values are
+    /// cut. Default 4096.
     pub max_header_value: Option<usize>,
 }
 
@@ -332,6 +336,7 @@ pub struct RedisSettings {
 pub struct IdentitySettings {
     pub assertion_key: Option<Secret>,
     pub assertion_ttl: Duration,
+    pub assertion_cache: u64,
     pub max_header_value: usize,
 }
 
@@ -343,7 +348,8 @@ pub struct ModuleConfig {
     pub upstream_tls: Option<super::tls::UpstreamTls>,
     pub name: String,
     /// `name`, or `name/instance`: how sessions, logs and assertions know it.
-    pub label: String,
+    /// Shared with every session of the route.
+    pub label: std::sync::Arc<str>,
     pub display_name: String,
     /// The instance this route serves, for modules with instances.
     pub instance: Option<InstanceRef>,
@@ -601,6 +607,11 @@ impl GatewayConfig {
             errs.push("identity.assertion_ttl", "must be between 1s and 60s");
         }
 
+        let max_header_value = file.identity.max_header_value.unwrap_or(4096);
+        if !(1..=8192).contains(&max_header_value) {
+            errs.push("identity.max_header_value", "must be between 1 and 8192 (bytes)");
+        }
+
         if file.modules.is_empty() {
             errs.push("module", "at least one [[module]] is needed");
         }
@@ -715,7 +726,7 @@ impl GatewayConfig {
             let base_route = ModuleConfig {
                 upstream_tls,
                 name: m.name.clone(),
-                label: m.name.clone(),
+                label: m.name.as_str().into(),
                 display_name: m.display_name.clone().unwrap_or_else(|| m.name.clone()),
                 instance: None,
                 chooser: Vec::new(),
@@ -782,7 +793,7 @@ impl GatewayConfig {
                 });
                 modules.push(ModuleConfig {
                     upstream_tls,
-                    label: format!("{}/{}", base_route.name, inst.name),
+                    label: format!("{}/{}", base_route.name, inst.name).into(),
                     instance: Some(InstanceRef {
                         display_name: inst.display_name.unwrap_or_else(|| inst.name.clone()),
                         name: inst.name,
@@ -883,7 +894,8 @@ impl GatewayConfig {
             identity: IdentitySettings {
                 assertion_key,
                 assertion_ttl,
-                max_header_value: file.identity.max_header_value.unwrap_or(4096),
+                assertion_cache: file.identity.assertion_cache.unwrap_or(10_000),
+                max_header_value,
             },
             modules,
         })
@@ -1021,6 +1033,8 @@ mod tests {
             scopes = ["email"]
             [session]
             store = "etcd"
+            [identity]
+            max_header_value = 65536
             [[module]]
             name = "a"
             hosts = ["a.example:80"]
@@ -1046,6 +1060,7 @@ mod tests {
             "identity_provider.client_secret",
             "identity_provider.scopes",
             "session.store",
+            "identity.max_header_value",
             "module[0].hosts",
             "module[0].upstream",
             "module[0].logout_paths",

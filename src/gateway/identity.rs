@@ -67,42 +67,67 @@ pub fn sanitize(v: &str, max: usize) -> String {
     out
 }
 
-/// The identity headers of a preset, values sanitised.
-pub fn headers(id: &Identity, preset: HeaderPreset, max: usize) -> Vec<(&'static str, String)> {
+/// The header names of each preset, in the order their values are built
+/// (the KaseyaOne preset's last one only when a module account is known).
+const KASEYAONE_HEADERS: [&str; 7] = [
+    "x-kaseyaone-user",
+    "x-kaseyaone-email",
+    "x-kaseyaone-name",
+    "x-kaseyaone-groups",
+    "x-kaseyaone-company",
+    "x-kaseyaone-session",
+    "x-kaseyaone-module-user",
+];
+const FORWARDED_HEADERS: [&str; 4] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    // The module account, when matching or linking named one.
+    "x-forwarded-preferred-username",
+];
+const _: () = assert!(KASEYAONE_HEADERS.len() <= crate::session::HeaderSet::MAX);
+
+/// The names and sanitised values of a preset's identity headers.
+fn header_values(id: &Identity, preset: HeaderPreset, max: usize) -> (&'static [&'static str], Vec<String>) {
     let groups = id.groups.join(",");
     let v = |s: &str| sanitize(s, max);
-    let mut out = match preset {
-        HeaderPreset::KaseyaOne => vec![
-            ("x-kaseyaone-user", v(&id.username)),
-            ("x-kaseyaone-email", v(&id.email)),
-            ("x-kaseyaone-name", v(&id.name)),
-            ("x-kaseyaone-groups", v(&groups)),
-            ("x-kaseyaone-company", v(&id.company)),
-            ("x-kaseyaone-session", v(id.sid.as_deref().unwrap_or(""))),
-        ],
-        HeaderPreset::Forwarded => vec![
-            ("x-forwarded-user", v(&id.sub)),
-            ("x-forwarded-email", v(&id.email)),
-            ("x-forwarded-groups", v(&groups)),
-            // The module account, when matching or linking named one.
-            (
-                "x-forwarded-preferred-username",
+    match preset {
+        HeaderPreset::KaseyaOne => {
+            let mut values = vec![
+                v(&id.username),
+                v(&id.email),
+                v(&id.name),
+                v(&groups),
+                v(&id.company),
+                v(id.sid.as_deref().unwrap_or("")),
+            ];
+            if let Some(u) = &id.module_user {
+                values.push(v(u));
+            }
+            (&KASEYAONE_HEADERS[..values.len()], values)
+        }
+        HeaderPreset::Forwarded => (
+            &FORWARDED_HEADERS,
+            vec![
+                v(&id.sub),
+                v(&id.email),
+                v(&groups),
                 v(id.module_user.as_deref().unwrap_or(&id.username)),
-            ),
-        ],
-    };
-    if let (HeaderPreset::KaseyaOne, Some(u)) = (preset, &id.module_user) {
-        out.push(("x-kaseyaone-module-user", v(u)));
+            ],
+        ),
     }
-    out
+}
+
+/// The identity headers of a preset, values sanitised.
+pub fn headers(id: &Identity, preset: HeaderPreset, max: usize) -> Vec<(&'static str, String)> {
+    let (names, values) = header_values(id, preset, max);
+    names.iter().copied().zip(values).collect()
 }
 
 /// The headers of a preset as ready-to-send values.
 pub fn header_set(id: &Identity, preset: HeaderPreset, max: usize) -> crate::session::HeaderSet {
-    headers(id, preset, max)
-        .into_iter()
-        .filter_map(|(n, v)| http::HeaderValue::from_str(&v).ok().map(|v| (n, v)))
-        .collect()
+    let (names, values) = header_values(id, preset, max);
+    crate::session::HeaderSet::new(names, values)
 }
 
 #[derive(Serialize)]
@@ -126,24 +151,37 @@ pub struct AssertionSigner {
     pub key: SigningKey,
     pub issuer: String,
     pub ttl: Duration,
+    /// Assertions for reuse, by session serial: each kept for half its
+    /// lifetime, and only for the most recently used sessions, so that
+    /// memory does not grow with idle sessions.
+    cache: moka::sync::Cache<u64, http::HeaderValue>,
 }
 
 impl AssertionSigner {
-    /// The session's assertion: the cached one while it has more than half
-    /// its life left, else a newly signed one. Signing is the costliest step
-    /// of an authenticated request, so it happens at most every `ttl / 2`.
+    /// `cached`: how many sessions' assertions are kept for reuse.
+    pub fn new(key: SigningKey, issuer: &str, ttl: Duration, cached: u64) -> AssertionSigner {
+        AssertionSigner {
+            key,
+            issuer: issuer.into(),
+            ttl,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(cached)
+                .time_to_live((ttl / 2).max(Duration::from_secs(1)))
+                .build(),
+        }
+    }
+
+    /// The session's assertion: a kept one while it has more than half its
+    /// life left, else a newly signed one. Signing is the costliest step of
+    /// an authenticated request, so it happens at most every `ttl / 2` for
+    /// a session in use.
     pub fn for_session(&self, s: &crate::session::Session, now: SystemTime) -> Result<http::HeaderValue, KeyError> {
-        let unix = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let half = (self.ttl.as_secs() / 2).max(1);
-        let mut cached = s.assertion.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((v, exp)) = cached.as_ref()
-            && *exp >= unix + half
-        {
-            return Ok(v.clone());
+        if let Some(v) = self.cache.get(&s.serial) {
+            return Ok(v);
         }
         let jwt = self.sign(&s.identity, &s.module, now)?;
         let v = http::HeaderValue::from_str(&jwt).map_err(|_| KeyError::Sign)?;
-        *cached = Some((v.clone(), unix + self.ttl.as_secs()));
+        self.cache.insert(s.serial, v.clone());
         Ok(v)
     }
 
@@ -232,7 +270,11 @@ mod tests {
                 ("x-forwarded-preferred-username", "a".to_string()),
             ]
         );
-        assert_eq!(header_set(&id, HeaderPreset::Forwarded, 100).len(), 4);
+        let set: Vec<_> = header_set(&id, HeaderPreset::Forwarded, 100).iter().collect();
+        assert_eq!(set.len(), 4);
+        assert_eq!(set[1].0, "x-forwarded-email");
+        assert_eq!(set[1].1, "a@x.example");
+        assert_eq!(set[3].1, "a");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::idp::oauth::{pkce_s256, with_params};
 use crate::idp::store::{random_token, token_key};
 use crate::oidc::return_url::safe_return_path;
 use crate::pages;
-use crate::session::{Identity, LoginTxn, Session, Tokens};
+use crate::session::{IdToken, Identity, LoginTxn, Session, Tokens};
 
 /// The cookie binding login transactions to one browser.
 pub const LOGIN_COOKIE: &str = "unigate_login";
@@ -370,12 +370,12 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         .await;
     }
     let mut identity = Identity {
-        sub: claims.sub.clone(),
-        sid: claims.sid.clone(),
-        email: claims.email.clone().unwrap_or_default(),
-        name: claims.name.clone().unwrap_or_default(),
-        username: claims.preferred_username.clone().unwrap_or_default(),
-        company: claims.company.clone().unwrap_or_default(),
+        sub: claims.sub.as_str().into(),
+        sid: claims.sid.as_deref().map(Into::into),
+        email: claims.email.as_deref().unwrap_or_default().into(),
+        name: claims.name.as_deref().unwrap_or_default().into(),
+        username: claims.preferred_username.as_deref().unwrap_or_default().into(),
+        company: claims.company.as_deref().unwrap_or_default().into(),
         groups: claims.groups.clone(),
         module_user: None,
     };
@@ -384,7 +384,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     let mut link_pending = false;
     if module.link_required {
         match g.link_of(&identity.sub, module.label()).await {
-            Ok(Some(u)) => identity.module_user = Some(u),
+            Ok(Some(u)) => identity.module_user = Some(u.into()),
             Ok(None) => link_pending = true,
             Err(_) => {
                 g.login_failed(mi, "store");
@@ -397,10 +397,10 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
             None => String::new(),
         };
         match accounts.check(&identity, &base).await {
-            Ok(crate::accounts::Outcome::Ok(a)) => identity.module_user = Some(a.username),
+            Ok(crate::accounts::Outcome::Ok(a)) => identity.module_user = Some(a.username.into()),
             Ok(crate::accounts::Outcome::Provisioned(a)) => {
                 tracing::info!(module.name = %module.label(), user.sub = %identity.sub, module.user = %a.username, "module account provisioned");
-                identity.module_user = Some(a.username);
+                identity.module_user = Some(a.username.into());
             }
             Ok(crate::accounts::Outcome::Refused(r)) => {
                 tracing::info!(module.name = %module.label(), user.sub = %identity.sub, refusal = ?r, decision = "deny", "module account check");
@@ -437,8 +437,8 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
                     mi,
                     identity,
                     Tokens {
-                        id_token: Some(id_token),
-                        refresh_token: tokens.refresh_token,
+                        id_token: Some(IdToken::new(&id_token)),
+                        refresh_token: tokens.refresh_token.map(Into::into),
                         access_exp,
                     },
                 )
@@ -528,9 +528,14 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
         .post_logout_redirect_uri
         .clone()
         .unwrap_or_else(|| format!("{}/", g.cfg.origin_for(host)));
-    let id_token = ended
-        .as_ref()
-        .and_then(|s| s.tokens.lock().unwrap_or_else(|p| p.into_inner()).id_token.clone());
+    let id_token = ended.as_ref().and_then(|s| {
+        s.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .id_token
+            .as_ref()
+            .map(IdToken::jwt)
+    });
     if let Some(s) = &ended {
         tracing::info!(module.name = %module.name, user.sub = %s.identity.sub, "logout");
         g.metrics.logouts.with_label_values(&["rp"]).inc();
@@ -783,7 +788,10 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
         );
         return respond_page(session, 400, page).await;
     }
-    if let Some(wait) = g.link_attempts.hit(s.identity.sub.clone(), std::time::Instant::now()) {
+    if let Some(wait) = g
+        .link_attempts
+        .hit(s.identity.sub.to_string(), std::time::Instant::now())
+    {
         let headers = [("retry-after", wait.as_secs().max(1).to_string())];
         let msg = format!(
             "Too many attempts. Try again in {} minutes.",
@@ -797,8 +805,8 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
             if g.put_link(&s.identity.sub, module.label(), user).await.is_err() {
                 return super::store_down(session).await;
             }
-            let mut identity = (*s.identity).clone();
-            identity.module_user = Some(user.to_string());
+            let mut identity = s.identity.clone();
+            identity.module_user = Some(user.into());
             let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let mut linked = new_session(g, mi, identity, tokens);
             linked.expires_at = s.expires_at;

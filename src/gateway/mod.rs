@@ -20,11 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session as PSession};
+use pingora::proxy::{FailToProxy, Session as PSession};
 use sha2::{Digest, Sha256};
 
 use crate::idp::store::RateCounter;
@@ -32,8 +31,8 @@ use crate::oidc::client::OidcClient;
 use crate::pages;
 use crate::policy::{ClientKind, classify, may_access};
 use crate::session::{
-    CookieOwner, Identity, LinkStore, MemoryStore, ModuleCookies, Session, TxnStore, cookie_value, cookie_values,
-    is_session_id,
+    CookieOwner, IdToken, Identity, LinkStore, MemoryStore, ModuleCookies, Session, TxnStore, cookie_value,
+    cookie_values, is_session_id,
 };
 use config::{GatewayConfig, ModuleConfig};
 use identity::{ASSERTION_HEADER, AssertionSigner, headers, is_identity_header};
@@ -138,8 +137,10 @@ pub struct Ctx {
     upstream_fd: Option<std::os::unix::io::RawFd>,
     /// Closes that socket on revocation; dropped (aborted) with the request.
     watcher: Option<Watcher>,
-    /// The App Launcher or KaseyaOne icon going into this response's HTML.
-    inject: Option<std::sync::Mutex<inject::Injector>>,
+    /// The App Launcher or KaseyaOne icon going into this response's HTML
+    /// (boxed: Pingora moves the context with its futures, and most
+    /// responses inject nothing).
+    inject: Option<Box<std::sync::Mutex<inject::Injector>>>,
 }
 
 /// A task that ends with the request that started it.
@@ -550,7 +551,7 @@ impl Gateway {
         let Some(id) = self.cookie(req, self.session_cookie).filter(|v| is_session_id(v)) else {
             return Ok(None);
         };
-        Ok(self.session_by_id(id).await?.filter(|s| s.module == module.label()))
+        Ok(self.session_by_id(id).await?.filter(|s| *s.module == *module.label()))
     }
 
     /// The session cookie's attributes: `__Host-` with TLS (Secure, Path=/,
@@ -572,11 +573,14 @@ impl Gateway {
     /// Starts a background refresh when the access token is about to
     /// expire: one per session at a time; a failure makes the next
     /// navigation log in again.
-    fn maybe_refresh(&self, id: &str, s: &Arc<Session>, now: u64) {
+    fn maybe_refresh(&self, req: &RequestHeader, s: &Arc<Session>, now: u64) {
         let exp = s.access_exp.load(Ordering::Relaxed);
         if exp > now + self.cfg.session.refresh_before.as_secs() {
             return;
         }
+        let Some(id) = self.cookie(req, self.session_cookie) else {
+            return;
+        };
         if s.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -604,11 +608,11 @@ impl Gateway {
                     let exp = now + t.expires_in.unwrap_or(300);
                     let record = {
                         let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
-                        if t.refresh_token.is_some() {
-                            tokens.refresh_token = t.refresh_token;
+                        if let Some(rt) = t.refresh_token {
+                            tokens.refresh_token = Some(rt.into());
                         }
-                        if t.id_token.is_some() {
-                            tokens.id_token = t.id_token;
+                        if let Some(jwt) = t.id_token {
+                            tokens.id_token = Some(IdToken::new(&jwt));
                         }
                         tokens.access_exp = exp;
                         s.access_exp.store(exp, Ordering::Release);
@@ -641,12 +645,12 @@ impl Gateway {
         match self.oidc.validate_access_token(token, SystemTime::now()).await {
             Ok(c) => {
                 let id = Identity {
-                    sub: c.sub,
-                    sid: c.sid,
-                    email: c.email.unwrap_or_default(),
-                    name: c.name.unwrap_or_default(),
-                    username: c.preferred_username.unwrap_or_default(),
-                    company: c.company.unwrap_or_default(),
+                    sub: c.sub.into(),
+                    sid: c.sid.map(Into::into),
+                    email: c.email.unwrap_or_default().into(),
+                    name: c.name.unwrap_or_default().into(),
+                    username: c.preferred_username.unwrap_or_default().into(),
+                    company: c.company.unwrap_or_default().into(),
                     groups: c.groups,
                     module_user: None,
                 };
@@ -709,15 +713,22 @@ fn ensure_request_id(session: &mut PSession) {
         let b = v.as_bytes();
         !b.is_empty() && b.len() <= 200 && b.iter().all(|c| (0x21..=0x7e).contains(c))
     };
-    if session.req_header().headers.get(REQUEST_ID).is_some_and(sane) {
-        return;
+    let req = session.req_header_mut();
+    match req.headers.get(REQUEST_ID) {
+        Some(v) if sane(v) => {}
+        // Replaced.
+        Some(_) => {
+            let _ = req.insert_header(REQUEST_ID, new_request_id());
+        }
+        None => {
+            let _ = req.append_header(REQUEST_ID, new_request_id());
+        }
     }
-    let _ = session.req_header_mut().insert_header(REQUEST_ID, new_request_id());
 }
 
 /// 32 hex digits: a random per-process prefix and a counter (unique
 /// across replicas, no system call per request).
-pub fn new_request_id() -> String {
+pub fn new_request_id() -> http::HeaderValue {
     use std::sync::OnceLock;
     use std::sync::atomic::AtomicU64;
     static PREFIX: OnceLock<u64> = OnceLock::new();
@@ -726,7 +737,13 @@ pub fn new_request_id() -> String {
         use rand::RngCore;
         rand::rngs::OsRng.next_u64()
     });
-    format!("{prefix:016x}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&prefix.to_be_bytes());
+    raw[8..].copy_from_slice(&n.to_be_bytes());
+    let mut hex = [0u8; 32];
+    hex::encode_to_slice(raw, &mut hex).expect("32 bytes hold 16 in hex");
+    http::HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
 }
 
 /// A browser navigating, or an API client (wants JSON errors)?
@@ -761,15 +778,16 @@ pub async fn redirect(session: &mut PSession, location: &str, cookies: Vec<Strin
     respond(session, 302, "text/plain; charset=utf-8", &headers, Bytes::new()).await
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
+/// The proxy hooks, called by `server::Shared` (the `ProxyHttp` Pingora
+/// runs) on the gateway current when the request arrived. Plain methods,
+/// not a second `ProxyHttp`: each trait hook boxes its future, and one box
+/// per hook is enough.
+impl Gateway {
+    pub fn new_ctx(&self) -> Ctx {
         Ctx::default()
     }
 
-    async fn request_filter(&self, session: &mut PSession, ctx: &mut Ctx) -> Result<bool> {
+    pub async fn request_filter(&self, session: &mut PSession, ctx: &mut Ctx) -> Result<bool> {
         ensure_request_id(session);
         // Health and keys answer on every host.
         if session.req_header().uri.path().starts_with(PREFIX)
@@ -846,9 +864,7 @@ impl ProxyHttp for Gateway {
                     }
                 }
             }
-            if let Some(id) = self.cookie(req, self.session_cookie) {
-                self.maybe_refresh(id, &s, now);
-            }
+            self.maybe_refresh(req, &s, now);
             ctx.session = Some(s);
             return self.proceed(session, ctx, mi).await;
         }
@@ -936,7 +952,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut PSession, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    pub async fn upstream_peer(&self, _session: &mut PSession, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let mi = ctx.module.ok_or_else(|| Error::new(ErrorType::InternalError))?;
         // The first try uses the upstream checked in `proceed`; a retry
         // after a failed connect takes the next healthy one.
@@ -964,7 +980,7 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(
+    pub fn fail_to_connect(
         &self,
         _session: &mut PSession,
         _peer: &HttpPeer,
@@ -987,7 +1003,7 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn upstream_request_filter(
+    pub async fn upstream_request_filter(
         &self,
         _session: &mut PSession,
         up: &mut RequestHeader,
@@ -1035,14 +1051,16 @@ impl ProxyHttp for Gateway {
             }
         }
         // Nothing a client sends may pose as identity.
-        let spoofed: Vec<http::header::HeaderName> = up
-            .headers
-            .keys()
-            .filter(|n| is_identity_header(n.as_str()))
-            .cloned()
-            .collect();
-        for n in spoofed {
-            up.remove_header(&n);
+        if up.headers.keys().any(|n| is_identity_header(n.as_str())) {
+            let spoofed: Vec<http::header::HeaderName> = up
+                .headers
+                .keys()
+                .filter(|n| is_identity_header(n.as_str()))
+                .cloned()
+                .collect();
+            for n in spoofed {
+                up.remove_header(&n);
+            }
         }
         if let Some(s) = &ctx.session {
             // A page that may get the App Launcher: ask the module for it
@@ -1057,8 +1075,8 @@ impl ProxyHttp for Gateway {
                 _session.upstream_compression.adjust_decompression(true);
             }
             // Appended: every identity header was removed above.
-            for (name, value) in &s.headers {
-                up.append_header(*name, value.clone())?;
+            for (name, value) in s.headers.iter() {
+                up.append_header(name, value)?;
             }
             match self.signer.for_session(s, SystemTime::now()) {
                 Ok(v) => {
@@ -1087,7 +1105,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn connected_to_upstream(
+    pub fn connected_to_upstream(
         &self,
         _session: &mut PSession,
         _reused: bool,
@@ -1100,7 +1118,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, session: &mut PSession, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    pub async fn response_filter(
+        &self,
+        session: &mut PSession,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         if let Some(id) = session.req_header().headers.get(REQUEST_ID) {
             resp.insert_header(REQUEST_ID, id.clone())?;
         }
@@ -1194,12 +1217,12 @@ impl ProxyHttp for Gateway {
             if ctx.login_page {
                 rules.push(("form", inject::Place::After, self.login_button_snippet.clone()));
             }
-            ctx.inject = Some(std::sync::Mutex::new(inject::Injector::with(rules)));
+            ctx.inject = Some(Box::new(std::sync::Mutex::new(inject::Injector::with(rules))));
         }
         Ok(())
     }
 
-    fn response_body_filter(
+    pub fn response_body_filter(
         &self,
         _session: &mut PSession,
         body: &mut Option<Bytes>,
@@ -1218,7 +1241,7 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn fail_to_proxy(&self, session: &mut PSession, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    pub async fn fail_to_proxy(&self, session: &mut PSession, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => 0,
@@ -1238,7 +1261,7 @@ impl ProxyHttp for Gateway {
     /// structured event (target `unigate::auth`) with the decision taken —
     /// at `debug` for requests let through or answered by unigate itself,
     /// at `info` for every refusal and login redirect.
-    async fn logging(&self, session: &mut PSession, e: Option<&Error>, ctx: &mut Ctx) {
+    pub async fn logging(&self, session: &mut PSession, e: Option<&Error>, ctx: &mut Ctx) {
         use crate::metrics::Outcome;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
@@ -1274,8 +1297,8 @@ impl ProxyHttp for Gateway {
         let user = ctx
             .session
             .as_ref()
-            .map(|s| s.identity.sub.as_str())
-            .or(ctx.identity.as_ref().map(|i| i.sub.as_str()))
+            .map(|s| &*s.identity.sub)
+            .or(ctx.identity.as_ref().map(|i| &*i.sub))
             .unwrap_or("");
         let id = req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
         let method = req.method.as_str();

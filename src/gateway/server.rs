@@ -152,11 +152,7 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
         Some(pem) => SigningKey::from_pem(pem, jsonwebtoken::Algorithm::ES256)?,
         None => SigningKey::generate(jsonwebtoken::Algorithm::ES256)?,
     };
-    let signer = AssertionSigner {
-        key,
-        issuer: "unigate".into(),
-        ttl: cfg.identity.assertion_ttl,
-    };
+    let signer = AssertionSigner::new(key, "unigate", cfg.identity.assertion_ttl, cfg.identity.assertion_cache);
     let oidc = Arc::new(OidcClient::new(cfg.idp.clone()).map_err(|e| StartError::Setup(e.to_string()))?);
     if let Err(e) = oidc.load().await {
         tracing::warn!(error = %e, "identity provider not reachable yet; retrying in the background");
@@ -251,7 +247,6 @@ impl pingora::proxy::ProxyHttp for Shared {
         c: &mut Self::CTX,
     ) -> pingora::Result<()> {
         c.gw.connected_to_upstream(s, reused, peer, fd, digest, &mut c.ctx)
-            .await
     }
     async fn upstream_request_filter(
         &self,

@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use super::{Gateway, unix_now};
 use crate::session::redis::{IndexKind, Record, StoreError, id_hash};
-use crate::session::{CookieOwner, Identity, LoginTxn, ModuleCookies, Revoke, Session, Tokens};
+use crate::session::{CookieOwner, IdToken, Identity, LoginTxn, ModuleCookies, Revoke, Session, Tokens};
 
 /// A session as the shared store keeps it.
 pub fn record_of(s: &Session, tokens: &Tokens) -> Record {
     Record {
-        module: s.module.clone(),
-        identity: (*s.identity).clone(),
-        id_token: tokens.id_token.clone(),
-        refresh_token: tokens.refresh_token.clone(),
+        module: s.module.to_string(),
+        identity: s.identity.clone(),
+        id_token: tokens.id_token.as_ref().map(IdToken::jwt),
+        refresh_token: tokens.refresh_token.as_deref().map(str::to_string),
         access_exp: tokens.access_exp,
         link_pending: s.link_pending,
         expires_at: s.expires_at,
@@ -30,14 +30,10 @@ impl Gateway {
     pub fn build_session(&self, mi: usize, identity: Identity, tokens: Tokens, expires_at: u64) -> Session {
         let module = self.module(mi);
         let launcher = self.shared_launcher(crate::pages::launcher_snippet(&self.launcher_tiles(&identity)));
-        Session::new(
-            module.label().to_string(),
-            identity.clone(),
-            super::identity::header_set(&identity, module.headers, self.cfg.identity.max_header_value),
-            tokens,
-        )
-        .with_launcher(launcher)
-        .with_expiry(expires_at)
+        let headers = super::identity::header_set(&identity, module.headers, self.cfg.identity.max_header_value);
+        Session::new(module.label.clone(), identity, headers, tokens)
+            .with_launcher(launcher)
+            .with_expiry(expires_at)
     }
 
     /// One copy of each distinct App Launcher: users with the same groups
@@ -92,8 +88,8 @@ impl Gateway {
             return Ok(None);
         };
         let tokens = Tokens {
-            id_token: r.id_token,
-            refresh_token: r.refresh_token,
+            id_token: r.id_token.as_deref().map(IdToken::new),
+            refresh_token: r.refresh_token.map(Into::into),
             access_exp: r.access_exp,
         };
         let s = Arc::new(

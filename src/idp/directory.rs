@@ -37,7 +37,7 @@ pub fn norm(s: &str) -> String {
 /// and username, across restarts, and not the username itself.
 pub fn subject_for(company: &str, username: &str) -> String {
     let digest = Sha256::digest(format!("unigate-idp/sub/{}/{}", norm(company), norm(username)));
-    let h: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let h = hex::encode(&digest[..16]);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

@@ -16,38 +16,180 @@ pub mod redis;
 /// Who the user is, as unigate passes it to modules.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
-    pub sub: String,
-    pub sid: Option<String>,
-    pub email: String,
-    pub name: String,
-    pub username: String,
-    pub company: String,
+    pub sub: Box<str>,
+    /// (`Box<str>`, not `String`, here and below: every session holds one.)
+    pub sid: Option<Box<str>>,
+    pub email: Box<str>,
+    pub name: Box<str>,
+    pub username: Box<str>,
+    pub company: Box<str>,
     pub groups: Vec<String>,
     /// The module account this user is, when account matching or linking
     /// found one (it may differ from the KaseyaOne username).
-    pub module_user: Option<String>,
+    pub module_user: Option<Box<str>>,
 }
 
 /// Tokens kept server-side for refresh and logout.
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    pub id_token: Option<String>,
-    pub refresh_token: Option<String>,
+    pub id_token: Option<IdToken>,
+    pub refresh_token: Option<Box<str>>,
     /// Unix time the access token expires.
     pub access_exp: u64,
 }
 
-/// Identity headers, built once per session rather than per request.
-pub type HeaderSet = Vec<(&'static str, http::HeaderValue)>;
+/// An ID token kept for `id_token_hint` at logout, in three quarters of its
+/// size: its three base64url parts decoded. A token that would not come
+/// back byte for byte (padding, stray bits, not three parts) is kept as
+/// it came.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdToken {
+    bytes: Box<[u8]>,
+    /// Where the decoded payload and signature start; `RAW` when `bytes`
+    /// is the token's text.
+    splits: [u32; 2],
+}
+
+impl IdToken {
+    const RAW: [u32; 2] = [u32::MAX; 2];
+
+    pub fn new(jwt: &str) -> IdToken {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let decoded = (|| {
+            let mut parts = jwt.split('.');
+            let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
+            if parts.next().is_some() || jwt.len() >= u32::MAX as usize {
+                return None;
+            }
+            let mut bytes = B64.decode(h).ok()?;
+            let second = bytes.len() as u32;
+            bytes.extend(B64.decode(p).ok()?);
+            let third = bytes.len() as u32;
+            bytes.extend(B64.decode(s).ok()?);
+            let t = IdToken {
+                bytes: bytes.into(),
+                splits: [second, third],
+            };
+            (t.jwt() == jwt).then_some(t)
+        })();
+        decoded.unwrap_or_else(|| IdToken {
+            bytes: jwt.as_bytes().into(),
+            splits: Self::RAW,
+        })
+    }
+
+    /// The token as the identity provider issued it.
+    pub fn jwt(&self) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        if self.splits == Self::RAW {
+            return String::from_utf8_lossy(&self.bytes).into_owned();
+        }
+        let [second, third] = self.splits.map(|i| i as usize);
+        let b = &self.bytes;
+        format!(
+            "{}.{}.{}",
+            B64.encode(&b[..second]),
+            B64.encode(&b[second..third]),
+            B64.encode(&b[third..])
+        )
+    }
+
+    /// Kept decoded (not as it came)?
+    pub fn is_decoded(&self) -> bool {
+        self.splits != Self::RAW
+    }
+}
+
+impl std::fmt::Debug for IdToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdToken(..)")
+    }
+}
+
+/// Identity headers, built once per session rather than per request. The
+/// values sit in one buffer: a session holds one allocation for all of
+/// them, and a request takes slices of it (a reference count each, no
+/// copy). The names are the preset's static list.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderSet {
+    values: bytes::Bytes,
+    names: &'static [&'static str],
+    /// Where each value ends in `values` (it starts where the last ended).
+    ends: [u16; HeaderSet::MAX],
+    /// Values that are not valid header values (bit per header): left out.
+    invalid: u8,
+}
+
+impl HeaderSet {
+    /// The most headers a set holds (a preset has at most seven).
+    pub const MAX: usize = 7;
+
+    /// `values[i]` is the value of `names[i]`.
+    pub fn new(names: &'static [&'static str], values: Vec<String>) -> HeaderSet {
+        let names = &names[..names.len().min(values.len()).min(Self::MAX)];
+        let mut buf = Vec::with_capacity(values.iter().map(String::len).sum());
+        let mut ends = [0; Self::MAX];
+        let mut invalid = 0;
+        for (i, v) in values.iter().take(names.len()).enumerate() {
+            // Beyond 64 KiB in all (values are at most 8 KiB each) or not
+            // a header value: left out.
+            if http::HeaderValue::from_str(v).is_err() || buf.len() + v.len() > u16::MAX as usize {
+                invalid |= 1 << i;
+            } else {
+                buf.extend_from_slice(v.as_bytes());
+            }
+            ends[i] = buf.len() as u16;
+        }
+        HeaderSet {
+            values: buf.into(),
+            names,
+            ends,
+            invalid,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len() - self.invalid.count_ones() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The headers, ready to send.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, http::HeaderValue)> + '_ {
+        let ends = &self.ends[..self.names.len()];
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        self.names
+            .iter()
+            .zip(starts.zip(ends.iter().copied()))
+            .enumerate()
+            .filter(|(i, _)| self.invalid & (1 << i) == 0)
+            .filter_map(|(_, (name, (start, end)))| {
+                let v = self.values.slice(start as usize..end as usize);
+                http::HeaderValue::from_maybe_shared(v).ok().map(|v| (*name, v))
+            })
+    }
+}
+
+/// Wakes whatever waits on a session's end (`Session::revoked`) whenever
+/// any session ends; each waiter checks its own. One for the process
+/// rather than one per session: sessions are many, waiters (websockets,
+/// event streams) few, and revocations rare.
+static REVOCATIONS: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 #[derive(Debug)]
 pub struct Session {
-    pub module: String,
-    pub identity: Arc<Identity>,
+    /// The route's label, shared with the route.
+    pub module: Arc<str>,
+    pub identity: Identity,
     /// The module's identity headers for this user, ready to send.
     pub headers: HeaderSet,
-    /// The last signed assertion and its expiry, reused while fresh.
-    pub assertion: Mutex<Option<(http::HeaderValue, u64)>>,
+    /// Unique in this process: what the assertion signer keeps this
+    /// session's assertion under.
+    pub serial: u64,
     pub tokens: Mutex<Tokens>,
     /// Unix time the access token expires, readable without the lock.
     pub access_exp: AtomicU64,
@@ -63,7 +205,6 @@ pub struct Session {
     /// Ended (logout, back- or front-channel logout, admin, expiry): requests
     /// still holding it stop, and its long-lived responses are closed.
     revoked: AtomicBool,
-    revoked_notify: tokio::sync::Notify,
     /// Unix time of the absolute timeout (0: not set).
     pub expires_at: u64,
     /// Unix time the shared store's idle expiry was last pushed out.
@@ -71,12 +212,15 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(module: String, identity: Identity, headers: HeaderSet, tokens: Tokens) -> Self {
+    pub fn new(module: Arc<str>, identity: Identity, headers: HeaderSet, tokens: Tokens) -> Self {
         Session {
             module,
-            identity: Arc::new(identity),
+            identity,
             headers,
-            assertion: Mutex::new(None),
+            serial: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
             access_exp: AtomicU64::new(tokens.access_exp),
             tokens: Mutex::new(tokens),
             refreshing: AtomicBool::new(false),
@@ -84,7 +228,6 @@ impl Session {
             launcher: Arc::from(""),
             link_pending: false,
             revoked: AtomicBool::new(false),
-            revoked_notify: tokio::sync::Notify::new(),
             expires_at: 0,
             touched: AtomicU64::new(0),
         }
@@ -98,7 +241,7 @@ impl Session {
     /// Ends the session for everything still holding it.
     pub fn revoke(&self) {
         if !self.revoked.swap(true, Ordering::AcqRel) {
-            self.revoked_notify.notify_waiters();
+            REVOCATIONS.notify_waiters();
         }
     }
 
@@ -109,7 +252,7 @@ impl Session {
     /// Resolves once the session is revoked.
     pub async fn revoked(&self) {
         loop {
-            let wait = self.revoked_notify.notified();
+            let wait = REVOCATIONS.notified();
             tokio::pin!(wait);
             wait.as_mut().enable();
             if self.is_revoked() {
@@ -150,44 +293,67 @@ pub enum Revoke {
 enum By {
     Sid,
     Sub,
-    Email,
 }
 
-/// Session ids by IdP session, user and (lowercased) email: plain maps
+/// Session ids by IdP session and user: plain maps
 /// kept in step with the sessions (an expiry or removal takes its id out),
-/// sharing the ids' allocations with the session cache.
+/// sharing the ids' allocations with the session cache. Keyed by a keyed
+/// hash of the value, so no session pays for a copy of its sid, sub and
+/// email here; two values with one hash only put one more session in front
+/// of `MemoryStore::revoke`, which checks each.
 #[derive(Default)]
-struct Indexes(Mutex<IndexMap>);
+struct Indexes {
+    map: Mutex<IndexMap>,
+    hasher: std::collections::hash_map::RandomState,
+}
 
-/// An index key (which index, and the value) → the ids of its sessions.
-type IndexMap = HashMap<(By, Box<str>), Vec<Arc<str>>>;
+/// An index key (which index, and the value's hash) → the ids of its
+/// sessions (nearly always one: kept inline).
+type IndexMap = HashMap<(By, u64), smallvec::SmallVec<[Arc<str>; 1]>>;
 
 impl Indexes {
-    fn keys(s: &Session) -> impl Iterator<Item = (By, String)> + '_ {
-        let sid = s.identity.sid.iter().map(|v| (By::Sid, v.clone()));
-        let sub = std::iter::once((By::Sub, s.identity.sub.clone()));
-        let email = std::iter::once((By::Email, s.identity.email.to_lowercase()));
-        sid.chain(sub).chain(email).filter(|(_, k)| !k.is_empty())
+    fn key(&self, by: By, value: &str) -> (By, u64) {
+        use std::hash::BuildHasher;
+        (by, self.hasher.hash_one(value))
+    }
+
+    /// By email there is no index: only an administrator revokes by
+    /// email, and a pass over the sessions (about 5 ms per 100,000) costs
+    /// less than an index entry in every session.
+    fn keys(&self, s: &Session) -> impl Iterator<Item = (By, u64)> {
+        let id = &s.identity;
+        let sid = id
+            .sid
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .map(|v| self.key(By::Sid, v));
+        let sub = Some(&id.sub).filter(|v| !v.is_empty()).map(|v| self.key(By::Sub, v));
+        [sid, sub].into_iter().flatten()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IndexMap> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn add(&self, id: &Arc<str>, s: &Session) {
+        let keys: smallvec::SmallVec<[_; 2]> = self.keys(s).collect();
         let mut map = self.lock();
-        for (by, key) in Self::keys(s) {
-            let ids = map.entry((by, key.into_boxed_str())).or_default();
-            if !ids.iter().any(|i| **i == **id) {
-                ids.push(id.clone());
-            }
+        for k in keys {
+            Self::put(&mut map, k, id);
+        }
+    }
+
+    fn put(map: &mut IndexMap, k: (By, u64), id: &Arc<str>) {
+        let ids = map.entry(k).or_default();
+        if !ids.iter().any(|i| **i == **id) {
+            ids.push(id.clone());
         }
     }
 
     fn forget(&self, id: &str, s: &Session) {
+        let keys: smallvec::SmallVec<[_; 2]> = self.keys(s).collect();
         let mut map = self.lock();
-        for (by, key) in Self::keys(s) {
-            let k = (by, key.into_boxed_str());
+        for k in keys {
             if let Some(ids) = map.get_mut(&k) {
                 ids.retain(|i| **i != *id);
                 if ids.is_empty() {
@@ -197,22 +363,34 @@ impl Indexes {
         }
     }
 
-    fn take(&self, by: By, key: &str) -> Vec<Arc<str>> {
-        self.lock().remove(&(by, Box::from(key))).unwrap_or_default()
+    /// The ids under `value`'s key, taken out; `keep` says which are
+    /// really `value`'s (the others share its hash and are put back).
+    fn take(&self, by: By, value: &str, keep: impl Fn(&Arc<str>) -> bool) -> Vec<Arc<str>> {
+        let k = self.key(by, value);
+        let mut map = self.lock();
+        let Some(ids) = map.remove(&k) else {
+            return Vec::new();
+        };
+        let (taken, others): (Vec<_>, Vec<_>) = ids.into_iter().partition(|id| keep(id));
+        for id in &others {
+            Self::put(&mut map, k, id);
+        }
+        taken
     }
 
-    fn list(&self, by: By) -> Vec<String> {
-        self.lock()
-            .keys()
-            .filter(|(b, _)| *b == by)
-            .map(|(_, k)| k.to_string())
-            .collect()
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 
 /// Sessions in memory: gone after `idle_timeout` unused or
-/// `absolute_timeout` after login, whichever comes first; indexed by IdP
-/// session, user and email so that logouts can find them.
+/// `absolute_timeout` after login, whichever comes first (the cache tracks
+/// idleness; the absolute deadline is each session's `expires_at`, checked
+/// on every lookup, which spares the cache a second queue entry per
+/// session); indexed by IdP
+/// session and user so that logouts can find them (an administrator's
+/// revocation by email looks through them all).
 #[derive(Clone)]
 pub struct MemoryStore {
     sessions: Cache<Arc<str>, Arc<Session>>,
@@ -227,7 +405,6 @@ impl MemoryStore {
             sessions: Cache::builder()
                 .max_capacity(s.max_sessions)
                 .time_to_idle(s.idle_timeout)
-                .time_to_live(s.absolute_timeout)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 // Expired, evicted or removed: whatever still holds it
                 // stops too, and the indexes forget it (a replaced session
@@ -244,7 +421,13 @@ impl MemoryStore {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.get(id)
+        let s = self.sessions.get(id)?;
+        if s.expires_at != 0 && s.expires_at <= crate::gateway::unix_now() {
+            // Past its absolute timeout: ended now.
+            self.remove(id);
+            return None;
+        }
+        Some(s)
     }
 
     pub fn insert(&self, id: String, s: Arc<Session>) {
@@ -262,28 +445,60 @@ impl MemoryStore {
 
     /// Ends every session `what` names; returns how many were live.
     pub fn revoke(&self, what: &Revoke) -> usize {
-        let ids = match what {
-            Revoke::Sid(k) => self.index.take(By::Sid, k),
-            Revoke::Sub(k) => self.index.take(By::Sub, k),
-            Revoke::Email(k) => self.index.take(By::Email, &k.to_lowercase()),
+        let (by, value) = match what {
+            Revoke::Sid(k) => (By::Sid, k),
+            Revoke::Sub(k) => (By::Sub, k),
+            Revoke::Email(k) => {
+                let lower = |v: &str| v.chars().flat_map(char::to_lowercase).collect::<String>();
+                let want = lower(k);
+                let ids: Vec<Arc<str>> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| !s.identity.email.is_empty() && lower(&s.identity.email) == want)
+                    .map(|(id, _)| (*id).clone())
+                    .collect();
+                return ids.iter().filter(|id| self.remove(id).is_some()).count();
+            }
         };
+        let named = |s: &Session| match by {
+            By::Sid => s.identity.sid.as_deref() == Some(value.as_str()),
+            _ => *s.identity.sub == **value,
+        };
+        // A session already gone is dropped from the index too.
+        let ids = self
+            .index
+            .take(by, value, |id| self.sessions.get(id).is_none_or(|s| named(&s)));
         ids.iter().filter(|id| self.remove(id).is_some()).count()
     }
 
     /// The IdP session ids (`sid`) with live sessions here.
     pub fn sids(&self) -> Vec<String> {
-        self.index.list(By::Sid)
+        self.listed(|s| s.identity.sid.as_deref().map(str::to_string))
     }
 
     /// The users (`sub`) with sessions here.
     pub fn subs(&self) -> Vec<String> {
-        self.index.list(By::Sub)
+        self.listed(|s| Some(s.identity.sub.to_string()))
+    }
+
+    fn listed(&self, f: impl Fn(&Session) -> Option<String>) -> Vec<String> {
+        let mut out: Vec<String> = self.sessions.iter().filter_map(|(_, s)| f(&s)).collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Expiries are noticed on access; this notices them now (and so
     /// closes what the expired sessions still hold open).
     pub fn housekeeping(&self) {
         self.sessions.run_pending_tasks();
+    }
+
+    /// Every session held here.
+    pub fn each(&self, mut f: impl FnMut(&Session)) {
+        for (_, s) in self.sessions.iter() {
+            f(&s);
+        }
     }
 
     pub fn len(&self) -> u64 {
@@ -611,24 +826,15 @@ mod tests {
 
     #[test]
     fn the_indexes_follow_the_sessions() {
-        let settings = SessionSettings {
-            redis: None,
-            idle_timeout: Duration::from_secs(60),
-            absolute_timeout: Duration::from_secs(600),
-            max_sessions: 100,
-            refresh_before: Duration::from_secs(60),
-            login_starts_per_minute: 10,
-            module_cookie_ttl: Duration::from_secs(60),
-        };
-        let store = MemoryStore::new(&settings);
+        let store = MemoryStore::new(&small_store());
         let session = |sid: &str| {
             let id = Identity {
                 sub: "u-1".into(),
                 sid: Some(sid.into()),
                 email: "Alice@Example.com".into(),
-                name: String::new(),
-                username: String::new(),
-                company: String::new(),
+                name: "".into(),
+                username: "".into(),
+                company: "".into(),
                 groups: Vec::new(),
                 module_user: None,
             };
@@ -637,7 +843,7 @@ mod tests {
                 refresh_token: None,
                 access_exp: 0,
             };
-            Arc::new(Session::new("m".into(), id, Vec::new(), tokens))
+            Arc::new(Session::new("m".into(), id, HeaderSet::default(), tokens))
         };
         store.insert("a".into(), session("s-1"));
         store.insert("b".into(), session("s-2"));
@@ -655,5 +861,104 @@ mod tests {
         store.housekeeping();
         assert!(store.sids().is_empty() && store.subs().is_empty());
         assert!(store.is_empty());
+        assert_eq!(store.index.len(), 0, "the indexes are emptied");
+    }
+
+    fn small_store() -> SessionSettings {
+        SessionSettings {
+            redis: None,
+            idle_timeout: Duration::from_secs(60),
+            absolute_timeout: Duration::from_secs(600),
+            max_sessions: 100,
+            refresh_before: Duration::from_secs(60),
+            login_starts_per_minute: 10,
+            module_cookie_ttl: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_revoke_ends_only_the_sessions_it_names_even_when_hashes_meet() {
+        let store = MemoryStore::new(&small_store());
+        let session = |sub: &str, sid: &str| {
+            let id = Identity {
+                sub: sub.into(),
+                sid: Some(sid.into()),
+                email: format!("{sub}@example.com").into(),
+                name: "".into(),
+                username: "".into(),
+                company: "".into(),
+                groups: Vec::new(),
+                module_user: None,
+            };
+            let tokens = Tokens {
+                id_token: None,
+                refresh_token: None,
+                access_exp: 0,
+            };
+            Arc::new(Session::new("m".into(), id, HeaderSet::default(), tokens))
+        };
+        store.insert("a".into(), session("u-1", "s-1"));
+        store.insert("b".into(), session("u-2", "s-2"));
+        // Pretend u-2's session sits under u-1's key too (a hash collision).
+        let k = store.index.key(By::Sub, "u-1");
+        Indexes::put(&mut store.index.lock(), k, &Arc::from("b"));
+        assert_eq!(store.revoke(&Revoke::Sub("u-1".into())), 1);
+        assert!(store.get("a").is_none());
+        assert!(store.get("b").is_some(), "the other user's session lives on");
+        // It stays findable under its own keys.
+        assert_eq!(store.revoke(&Revoke::Sid("s-2".into())), 1);
+        assert!(store.get("b").is_none());
+    }
+
+    #[test]
+    fn a_header_set_gives_back_each_valid_value_under_its_name() {
+        static NAMES: [&str; 4] = ["x-a", "x-b", "x-c", "x-d"];
+        let set = HeaderSet::new(
+            &NAMES,
+            vec!["one".into(), "bad\u{7f}".into(), String::new(), "zwei ü".into()],
+        );
+        let got: Vec<_> = set.iter().map(|(n, v)| (n, v.as_bytes().to_vec())).collect();
+        assert_eq!(
+            got,
+            [
+                ("x-a", b"one".to_vec()),
+                ("x-c", Vec::new()),
+                ("x-d", "zwei ü".as_bytes().to_vec())
+            ]
+        );
+        assert_eq!(set.len(), 3);
+        assert!(HeaderSet::default().is_empty());
+    }
+
+    #[test]
+    fn an_id_token_is_kept_decoded_and_given_back_byte_for_byte() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let jwt = format!(
+            "{}.{}.{}",
+            B64.encode(r#"{"alg":"ES256","kid":"k1"}"#),
+            B64.encode(r#"{"iss":"https://idp.example","sub":"u-1","aud":"c","exp":1800000000}"#),
+            B64.encode([7u8; 64])
+        );
+        let t = IdToken::new(&jwt);
+        assert!(t.is_decoded(), "a canonical token is decoded");
+        assert_eq!(t.jwt(), jwt);
+        // Anything that would not come back the same is kept as it came.
+        for odd in [
+            format!("{jwt}="),
+            "a.b".into(),
+            "not a token".into(),
+            format!("{jwt}.x"),
+            "a.b.c.".into(),
+        ] {
+            let t = IdToken::new(&odd);
+            assert!(!t.is_decoded(), "{odd}");
+            assert_eq!(t.jwt(), odd);
+        }
+        // A last base64 character with stray low bits decodes, but would
+        // not re-encode to the same text.
+        let stray = format!("{}.e30.AB", B64.encode("{}"));
+        assert_eq!(IdToken::new(&stray).jwt(), stray);
+        assert_eq!(format!("{:?}", IdToken::new(&jwt)), "IdToken(..)");
     }
 }

@@ -98,7 +98,7 @@ pub struct RedisStore {
 }
 
 fn hex(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h)
 }
 
 pub fn unhex(s: &str) -> Option<[u8; 32]> {

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Interactive login storm at scale, on loopback only.
+
+The embedded IdP (like KaseyaOne) accepts each verification code once per
+user and 30 s, so a storm of full logins needs many users. This generates
+--users test users (one shared password, a random TOTP secret each) into a
+copy of config/idp.demo.toml, starts `unigate demo` with it (and with
+unigate's login-start rate limit raised), and runs
+`unigate loadtest --scenario login` with the users taken in turn.
+
+    scripts/loadtest-login-storm [--users 3000] [--concurrency 16] [--duration 20] [--threads N]
+
+Prints the tool's report and writes target/loadtest-login-storm.json.
+"""
+import argparse, base64, os, re, secrets, subprocess, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loadtest_auth_path import BIN, ROOT, free_port, wait_port  # noqa: E402
+
+PASSWORD = "storm-test-pass"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=3000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--duration", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="unigate worker threads (default: the CPUs)")
+    a = ap.parse_args()
+    work = os.path.join(ROOT, "target", "loadtest-login-storm")
+    os.makedirs(work, exist_ok=True)
+    hashed = subprocess.run([BIN, "idp", "hash-password"], input=PASSWORD + "\n", capture_output=True,
+                            text=True, check=True).stdout.strip()
+    params = re.match(r"\$argon2id\$v=\d+\$([^$]+)\$", hashed).group(1)
+
+    # The IdP: the demo's settings and companies, the generated users.
+    with open(os.path.join(ROOT, "config", "idp.demo.toml")) as f:
+        demo = f.read()
+    head = demo[:demo.index("[[user]]")]
+    head = head.replace('dir = "outbox"', f'dir = "{os.path.join(work, "outbox")}"')
+    users, rows = [], []
+    for i in range(a.users):
+        secret = base64.b32encode(secrets.token_bytes(20)).decode()
+        name = f"storm{i:05d}"
+        users.append(f'''[[user]]
+username = "{name}"
+company = "Acme MSP"
+email = "{name}@acme-msp.example"
+display_name = "Storm User {i}"
+password_hash = "{hashed}"
+totp_secret = "{secret}"
+groups = ["portal-users", "bms-users"]
+''')
+        rows.append(f"{name},Acme MSP,{PASSWORD},{secret}")
+    idp_cfg = os.path.join(work, "idp.toml")
+    with open(idp_cfg, "w") as f:
+        f.write(head + "\n".join(users))
+    csv = os.path.join(work, "users.csv")
+    with open(csv, "w") as f:
+        f.write("\n".join(rows) + "\n")
+
+    # unigate: the demo's config with the per-address login-start limit
+    # raised (every virtual user comes from 127.0.0.1). Written beside the
+    # demo config, whose relative paths it keeps.
+    with open(os.path.join(ROOT, "config", "unigate.demo.toml")) as f:
+        gw = f.read()
+    gw = gw.replace("[session]\n", "[session]\nlogin_starts_per_minute = 1000000\n", 1)
+    gw_cfg = os.path.join(ROOT, "config", ".loadtest-login-storm.toml")
+    with open(gw_cfg, "w") as f:
+        f.write(gw)
+
+    port, idp_port, module_port = free_port(), free_port(), free_port(5)
+    cmd = [BIN, "demo", "--config", gw_cfg, "--idp-config", idp_cfg, "--port", str(port),
+           "--idp-port", str(idp_port), "--module-port", str(module_port)]
+    if a.threads:
+        cmd += ["--threads", str(a.threads)]
+    demo_proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "RUST_LOG": "warn"},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for p in (port, idp_port, module_port):
+            wait_port(p)
+        # bms-east: Unified Login without the module's own login.
+        out = os.path.join(ROOT, "target", "loadtest-login-storm.json")
+        run = subprocess.run([BIN, "loadtest", "--url", f"http://bms-east.localhost:{port}/page.html",
+                              "--connect", f"127.0.0.1:{port}", "--idp", f"http://127.0.0.1:{idp_port}",
+                              "--users", csv, "--scenario", "login", "--concurrency", str(a.concurrency),
+                              "--duration", f"{a.duration}s", "--warmup", f"{a.warmup}s", "--quiet",
+                              "--json", out], cwd=ROOT, capture_output=True, text=True)
+        print(run.stdout, end="")
+        print(run.stderr, end="", file=sys.stderr)
+        print(f"\n{a.users} generated users, Argon2id {params} (the embedded IdP's password hashing)")
+        sys.exit(run.returncode)
+    finally:
+        demo_proc.terminate()
+        demo_proc.wait(timeout=30)
+        os.remove(gw_cfg)
+
+
+if __name__ == "__main__":
+    main()
