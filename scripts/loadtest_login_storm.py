@@ -5,14 +5,15 @@ The embedded IdP (like KaseyaOne) accepts each verification code once per
 user and 30 s, so a storm of full logins needs many users. This generates
 --users test users (one shared password, a random TOTP secret each) into a
 copy of config/idp.demo.toml, starts `unigate demo` with it (and with
-unigate's login-start rate limit raised), and runs
+unigate's login-start rate limit raised), gives each user an account in
+the bms-east module (by SCIM, as its account matching expects), and runs
 `unigate loadtest --scenario login` with the users taken in turn.
 
     scripts/loadtest-login-storm [--users 3000] [--concurrency 16] [--duration 20] [--threads N]
 
 Prints the tool's report and writes target/loadtest-login-storm.json.
 """
-import argparse, base64, os, re, secrets, subprocess, sys
+import argparse, base64, http.client, json, os, re, secrets, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadtest_auth_path import BIN, ROOT, free_port, wait_port  # noqa: E402
@@ -37,8 +38,18 @@ def main():
     # The IdP: the demo's settings and companies, the generated users.
     with open(os.path.join(ROOT, "config", "idp.demo.toml")) as f:
         demo = f.read()
-    head = demo[:demo.index("[[user]]")]
-    head = head.replace('dir = "outbox"', f'dir = "{os.path.join(work, "outbox")}"')
+    # Everything but the demo's own users (clients, companies, settings).
+    kept, skipping = [], False
+    for line in demo.splitlines(keepends=True):
+        if line.startswith("["):
+            skipping = line.strip() == "[[user]]"
+        if not skipping:
+            kept.append(line)
+    head = "".join(kept).replace('dir = "outbox"', f'dir = "{os.path.join(work, "outbox")}"') + "\n"
+    # Every virtual user comes from 127.0.0.1: the IdP's per-address limits
+    # on login starts and password checks are raised too.
+    head = head.replace("[login]\n", "[login]\nmax_starts_per_minute_per_ip = 1000000\n"
+                        "max_password_checks_per_minute_per_ip = 1000000\n", 1)
     users, rows = [], []
     for i in range(a.users):
         secret = base64.b32encode(secrets.token_bytes(20)).decode()
@@ -53,7 +64,8 @@ totp_secret = "{secret}"
 groups = ["portal-users", "bms-users"]
 ''')
         rows.append(f"{name},Acme MSP,{PASSWORD},{secret}")
-    idp_cfg = os.path.join(work, "idp.toml")
+    # Beside the demo config, whose relative secret paths it keeps.
+    idp_cfg = os.path.join(ROOT, "config", ".loadtest-login-storm-idp.toml")
     with open(idp_cfg, "w") as f:
         f.write(head + "\n".join(users))
     csv = os.path.join(work, "users.csv")
@@ -75,11 +87,26 @@ groups = ["portal-users", "bms-users"]
            "--idp-port", str(idp_port), "--module-port", str(module_port)]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
-    demo_proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "RUST_LOG": "warn"},
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(os.path.join(work, "demo.log"), "w")
+    demo_proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "RUST_LOG": "info"},
+                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         for p in (port, idp_port, module_port):
             wait_port(p)
+        # bms-east matches module accounts by SCIM: give each user one, the
+        # way an administrator (or provisioning) would.
+        east = module_port + 1
+        wait_port(east)
+        c = http.client.HTTPConnection("127.0.0.1", east, timeout=10)
+        for i in range(a.users):
+            name = f"storm{i:05d}"
+            body = json.dumps({"userName": name, "emails": [{"value": f"{name}@acme-msp.example"}]})
+            c.request("POST", "/scim/v2/Users", body=body, headers={"Content-Type": "application/scim+json"})
+            r = c.getresponse()
+            r.read()
+            if r.status not in (201, 409):
+                raise SystemExit(f"creating the module account of {name}: status {r.status}")
+        c.close()
         # bms-east: Unified Login without the module's own login.
         out = os.path.join(ROOT, "target", "loadtest-login-storm.json")
         run = subprocess.run([BIN, "loadtest", "--url", f"http://bms-east.localhost:{port}/page.html",
@@ -95,6 +122,7 @@ groups = ["portal-users", "bms-users"]
         demo_proc.terminate()
         demo_proc.wait(timeout=30)
         os.remove(gw_cfg)
+        os.remove(idp_cfg)
 
 
 if __name__ == "__main__":

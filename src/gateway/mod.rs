@@ -1025,29 +1025,34 @@ impl Gateway {
             && let Some(mi) = ctx.module
         {
             let module = self.module(mi);
-            let kept: Vec<String> = up
+            let mut kept = String::new();
+            let pairs = up
                 .headers
                 .get_all(http::header::COOKIE)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(';'))
                 .map(str::trim)
-                .filter(|pair| {
-                    let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
-                    name != self.session_cookie
-                        && name != internal::LOGIN_COOKIE
-                        && !module
-                            .session_cookies
-                            .iter()
-                            .enumerate()
-                            .any(|(i, c)| ctx.strip_cookies & (1 << i) != 0 && c == name)
-                })
-                .filter(|pair| !pair.is_empty())
-                .map(str::to_string)
-                .collect();
+                .filter(|pair| !pair.is_empty());
+            for pair in pairs {
+                let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+                let strip = name == self.session_cookie
+                    || name == internal::LOGIN_COOKIE
+                    || module
+                        .session_cookies
+                        .iter()
+                        .enumerate()
+                        .any(|(i, c)| ctx.strip_cookies & (1 << i) != 0 && c == name);
+                if !strip {
+                    if !kept.is_empty() {
+                        kept.push_str("; ");
+                    }
+                    kept.push_str(pair);
+                }
+            }
             up.remove_header(&http::header::COOKIE);
             if !kept.is_empty() {
-                up.insert_header(http::header::COOKIE, kept.join("; "))?;
+                up.insert_header(http::header::COOKIE, kept)?;
             }
         }
         // Nothing a client sends may pose as identity.
