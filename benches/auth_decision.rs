@@ -96,7 +96,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             // Memory store: the lookup's future is ready at once.
             let s = g
-                .session_for(&req, &module)
+                .session_for(&req, &module, unigate::gateway::unix_now())
                 .now_or_never()
                 .unwrap()
                 .unwrap()
@@ -110,7 +110,7 @@ fn bench(c: &mut Criterion) {
             || req.clone(),
             |up| {
                 let s = g
-                    .session_for(up, &module)
+                    .session_for(up, &module, unigate::gateway::unix_now())
                     .now_or_never()
                     .unwrap()
                     .unwrap()
@@ -134,7 +134,12 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
-    let s = g.session_for(&req, &module).now_or_never().unwrap().unwrap().unwrap();
+    let s = g
+        .session_for(&req, &module, unigate::gateway::unix_now())
+        .now_or_never()
+        .unwrap()
+        .unwrap()
+        .unwrap();
     group.bench_function("assertion_sign_uncached", |b| {
         b.iter(|| g.signer.sign(&s.identity, "portal", SystemTime::now()).unwrap())
     });

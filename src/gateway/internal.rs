@@ -93,7 +93,7 @@ pub async fn handle(g: &Gateway, session: &mut PSession, mi: usize, host: &str) 
 /// The App Launcher: the modules this unigate fronts that the user's
 /// groups grant, as a page or (for `Accept: application/json`) as JSON.
 async fn launcher(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Result<bool> {
-    let found = match g.session_for(session.req_header(), g.module(mi)).await {
+    let found = match g.session_for(session.req_header(), g.module(mi), unix_now()).await {
         Ok(s) => s,
         Err(_) => return super::store_down(session).await,
     };
@@ -673,7 +673,7 @@ async fn instances(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -
         )
         .await;
     }
-    let found = match g.session_for(session.req_header(), module).await {
+    let found = match g.session_for(session.req_header(), module, unix_now()).await {
         Ok(s) => s,
         Err(_) => return super::store_down(session).await,
     };
@@ -750,7 +750,7 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
     let Some(id) = g.cookie(req, g.session_cookie).map(str::to_string) else {
         return start_login(g, session, mi, host, "/").await;
     };
-    let found = match g.session_for(req, module).await {
+    let found = match g.session_for(req, module, unix_now()).await {
         Ok(s) => s,
         Err(_) => return super::store_down(session).await,
     };

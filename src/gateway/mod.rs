@@ -547,11 +547,12 @@ impl Gateway {
         &self,
         req: &RequestHeader,
         module: &ModuleConfig,
+        now: u64,
     ) -> Result<Option<Arc<Session>>, crate::session::redis::StoreError> {
         let Some(id) = self.cookie(req, self.session_cookie).filter(|v| is_session_id(v)) else {
             return Ok(None);
         };
-        Ok(self.session_by_id(id).await?.filter(|s| *s.module == *module.label()))
+        Ok(self.session_at(id, now).await?.filter(|s| *s.module == *module.label()))
     }
 
     /// The session cookie's attributes: `__Host-` with TLS (Secure, Path=/,
@@ -824,7 +825,7 @@ impl Gateway {
             return self.proceed(session, ctx, mi).await;
         }
         let now = unix_now();
-        let found = match self.session_for(req, module).await {
+        let found = match self.session_for(req, module, now).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "session store unavailable; failing closed");

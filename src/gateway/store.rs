@@ -53,13 +53,17 @@ impl Gateway {
 
     /// The session with this id, from the local cache or the shared store.
     pub async fn session_by_id(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        self.session_at(id, unix_now()).await
+    }
+
+    /// The same, at `now` (Unix seconds) as the caller read the clock.
+    pub async fn session_at(&self, id: &str, now: u64) -> Result<Option<Arc<Session>>, StoreError> {
         let Some(shared) = &self.shared else {
-            return Ok(self.sessions.get(id));
+            return Ok(self.sessions.get_at(id, now));
         };
         if !shared.healthy() {
             return Err(StoreError::Down("not connected".into()));
         }
-        let now = unix_now();
         if let Some(s) = self.local.get(id) {
             if s.expires_at > now {
                 self.touch(id, &s, now);

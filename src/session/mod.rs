@@ -421,8 +421,13 @@ impl MemoryStore {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.get_at(id, crate::gateway::unix_now())
+    }
+
+    /// The session, if live at `now` (Unix seconds).
+    pub fn get_at(&self, id: &str, now: u64) -> Option<Arc<Session>> {
         let s = self.sessions.get(id)?;
-        if s.expires_at != 0 && s.expires_at <= crate::gateway::unix_now() {
+        if s.expires_at != 0 && s.expires_at <= now {
             // Past its absolute timeout: ended now.
             self.remove(id);
             return None;
