@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use pingora::http::RequestHeader;
 use unigate::gateway::Gateway;
 use unigate::gateway::config::GatewayConfig;
-use unigate::gateway::identity::{ASSERTION_HEADER, AssertionSigner, header_set, is_identity_header};
+use unigate::gateway::identity::{ASSERTION_HEADER, AssertionSigner, header_set, strip_identity_headers};
 use unigate::idp::keys::SigningKey;
 use unigate::oidc::client::OidcClient;
 use unigate::policy::may_access;
@@ -116,15 +116,7 @@ fn bench(c: &mut Criterion) {
                     .unwrap()
                     .expect("session");
                 assert!(may_access(&s.identity.groups, &module.access_groups));
-                let spoofed: Vec<http::HeaderName> = up
-                    .headers
-                    .keys()
-                    .filter(|n| is_identity_header(n.as_str()))
-                    .cloned()
-                    .collect();
-                for n in spoofed {
-                    up.remove_header(&n);
-                }
+                strip_identity_headers(up);
                 for (name, value) in s.headers.iter() {
                     up.insert_header(name, value).unwrap();
                 }

@@ -13,27 +13,33 @@ use crate::session::Identity;
 
 pub const ASSERTION_HEADER: &str = "x-unigate-assertion";
 
-/// Header names (lowercase, `-` separated) that carry identity, and the
-/// prefixes of whole families of them.
+/// Header names (lowercase, `-` separated) that carry identity beyond the
+/// presets' own (`FORWARDED_HEADERS`; every `x-kaseyaone-` name is a
+/// prefix below), and the prefixes of whole families of them.
 const IDENTITY_HEADERS: &[&str] = &[
-    "x-kaseyaone-user",
-    "x-kaseyaone-email",
-    "x-kaseyaone-name",
-    "x-kaseyaone-groups",
-    "x-kaseyaone-company",
-    "x-kaseyaone-session",
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
-    "x-forwarded-preferred-username",
     "x-forwarded-access-token",
-    "x-unigate-assertion",
     "x-remote-user",
     "remote-user",
     "x-user",
     "x-email",
 ];
 const IDENTITY_PREFIXES: &[&str] = &["x-kaseyaone-", "x-unigate-", "x-auth-request-"];
+
+/// Takes every identity header, in any spelling, out of a request bound
+/// for a module (no `Vec` unless there is one).
+pub fn strip_identity_headers(up: &mut pingora::http::RequestHeader) {
+    if up.headers.keys().any(|n| is_identity_header(n.as_str())) {
+        let spoofed: Vec<http::header::HeaderName> = up
+            .headers
+            .keys()
+            .filter(|n| is_identity_header(n.as_str()))
+            .cloned()
+            .collect();
+        for n in spoofed {
+            up.remove_header(&n);
+        }
+    }
+}
 
 /// True for any spelling of an identity header: case and `_`/`-` do not matter.
 pub fn is_identity_header(name: &str) -> bool {
@@ -48,7 +54,9 @@ pub fn is_identity_header(name: &str) -> bool {
     let Ok(norm) = std::str::from_utf8(&buf[..n]) else {
         return false;
     };
-    IDENTITY_HEADERS.contains(&norm) || IDENTITY_PREFIXES.iter().any(|p| norm.starts_with(p))
+    IDENTITY_HEADERS.contains(&norm)
+        || FORWARDED_HEADERS.contains(&norm)
+        || IDENTITY_PREFIXES.iter().any(|p| norm.starts_with(p))
 }
 
 /// A header value safe to forward: no control characters (CR, LF, NUL…),

@@ -35,7 +35,7 @@ use crate::session::{
     cookie_values, is_session_id,
 };
 use config::{GatewayConfig, ModuleConfig};
-use identity::{ASSERTION_HEADER, AssertionSigner, headers, is_identity_header};
+use identity::{ASSERTION_HEADER, AssertionSigner, headers, strip_identity_headers};
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
@@ -1057,17 +1057,7 @@ impl Gateway {
             }
         }
         // Nothing a client sends may pose as identity.
-        if up.headers.keys().any(|n| is_identity_header(n.as_str())) {
-            let spoofed: Vec<http::header::HeaderName> = up
-                .headers
-                .keys()
-                .filter(|n| is_identity_header(n.as_str()))
-                .cloned()
-                .collect();
-            for n in spoofed {
-                up.remove_header(&n);
-            }
-        }
+        strip_identity_headers(up);
         if let Some(s) = &ctx.session {
             // A page that may get the App Launcher: ask the module for it
             // uncompressed, and undo compression it applies anyway.

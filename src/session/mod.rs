@@ -832,24 +832,7 @@ mod tests {
     #[test]
     fn the_indexes_follow_the_sessions() {
         let store = MemoryStore::new(&small_store());
-        let session = |sid: &str| {
-            let id = Identity {
-                sub: "u-1".into(),
-                sid: Some(sid.into()),
-                email: "Alice@Example.com".into(),
-                name: "".into(),
-                username: "".into(),
-                company: "".into(),
-                groups: Vec::new(),
-                module_user: None,
-            };
-            let tokens = Tokens {
-                id_token: None,
-                refresh_token: None,
-                access_exp: 0,
-            };
-            Arc::new(Session::new("m".into(), id, HeaderSet::default(), tokens))
-        };
+        let session = |sid: &str| bare_session("u-1", sid, "Alice@Example.com");
         store.insert("a".into(), session("s-1"));
         store.insert("b".into(), session("s-2"));
         assert_eq!(store.subs(), ["u-1"]);
@@ -869,6 +852,26 @@ mod tests {
         assert_eq!(store.index.len(), 0, "the indexes are emptied");
     }
 
+    /// A session with only a user, an IdP session and an email.
+    fn bare_session(sub: &str, sid: &str, email: &str) -> Arc<Session> {
+        let id = Identity {
+            sub: sub.into(),
+            sid: Some(sid.into()),
+            email: email.into(),
+            name: "".into(),
+            username: "".into(),
+            company: "".into(),
+            groups: Vec::new(),
+            module_user: None,
+        };
+        let tokens = Tokens {
+            id_token: None,
+            refresh_token: None,
+            access_exp: 0,
+        };
+        Arc::new(Session::new("m".into(), id, HeaderSet::default(), tokens))
+    }
+
     fn small_store() -> SessionSettings {
         SessionSettings {
             redis: None,
@@ -884,24 +887,7 @@ mod tests {
     #[test]
     fn a_revoke_ends_only_the_sessions_it_names_even_when_hashes_meet() {
         let store = MemoryStore::new(&small_store());
-        let session = |sub: &str, sid: &str| {
-            let id = Identity {
-                sub: sub.into(),
-                sid: Some(sid.into()),
-                email: format!("{sub}@example.com").into(),
-                name: "".into(),
-                username: "".into(),
-                company: "".into(),
-                groups: Vec::new(),
-                module_user: None,
-            };
-            let tokens = Tokens {
-                id_token: None,
-                refresh_token: None,
-                access_exp: 0,
-            };
-            Arc::new(Session::new("m".into(), id, HeaderSet::default(), tokens))
-        };
+        let session = |sub: &str, sid: &str| bare_session(sub, sid, &format!("{sub}@example.com"));
         store.insert("a".into(), session("u-1", "s-1"));
         store.insert("b".into(), session("u-2", "s-2"));
         // Pretend u-2's session sits under u-1's key too (a hash collision).
