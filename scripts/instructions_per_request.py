@@ -20,7 +20,7 @@ import argparse, os, re, subprocess, sys, time, tomllib
 import http.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadtest_auth_path import BIN, ROOT, free_port, login, wait_port  # noqa: E402
+from loadtest_auth_path import BIN, ROOT, free_port, login, stop, wait_port  # noqa: E402
 
 
 def valgrind(args, out):
@@ -98,10 +98,7 @@ def main():
         print(f"\nunigate / pass-through: {own / counts['passthrough']:.2f}")
         print(f"\nprofiles of each measurement: {out_dir}/*.out.* (callgrind_annotate --inclusive=yes FILE)")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=60)
+        stop(procs, timeout=60)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,14 @@ def login(port, idp_port, host, user, company, password, secret):
     return ujar["unigate"]
 
 
+def stop(procs, timeout=10):
+    """Ends the processes a script started, and waits for them."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=timeout)
+
+
 def wrk(url, duration, connections, headers=()):
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     for h in headers:
@@ -213,10 +221,7 @@ def main():
         with open(os.path.join(ROOT, "target", "loadtest-auth-path.json"), "w") as f:
             json.dump(summary, f, indent=2)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=10)
+        stop(procs)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ Prints the tool's report and writes target/loadtest-login-storm.json.
 import argparse, base64, http.client, json, os, re, secrets, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadtest_auth_path import BIN, ROOT, free_port, wait_port  # noqa: E402
+from loadtest_auth_path import BIN, ROOT, free_port, stop, wait_port  # noqa: E402
 
 PASSWORD = "storm-test-pass"
 
@@ -119,8 +119,7 @@ groups = ["portal-users", "bms-users"]
         print(f"\n{a.users} generated users, Argon2id {params} (the embedded IdP's password hashing)")
         sys.exit(run.returncode)
     finally:
-        demo_proc.terminate()
-        demo_proc.wait(timeout=30)
+        stop([demo_proc], timeout=30)
         os.remove(gw_cfg)
         os.remove(idp_cfg)
 

@@ -365,15 +365,19 @@ impl Indexes {
 
     /// The ids under `value`'s key, taken out; `keep` says which are
     /// really `value`'s (the others share its hash and are put back).
+    /// `keep` runs without the index lock: it may look in the session
+    /// cache, whose eviction listener takes that lock.
     fn take(&self, by: By, value: &str, keep: impl Fn(&Arc<str>) -> bool) -> Vec<Arc<str>> {
         let k = self.key(by, value);
-        let mut map = self.lock();
-        let Some(ids) = map.remove(&k) else {
+        let Some(ids) = self.lock().remove(&k) else {
             return Vec::new();
         };
         let (taken, others): (Vec<_>, Vec<_>) = ids.into_iter().partition(|id| keep(id));
-        for id in &others {
-            Self::put(&mut map, k, id);
+        if !others.is_empty() {
+            let mut map = self.lock();
+            for id in &others {
+                Self::put(&mut map, k, id);
+            }
         }
         taken
     }
@@ -497,13 +501,6 @@ impl MemoryStore {
     /// closes what the expired sessions still hold open).
     pub fn housekeeping(&self) {
         self.sessions.run_pending_tasks();
-    }
-
-    /// Every session held here.
-    pub fn each(&self, mut f: impl FnMut(&Session)) {
-        for (_, s) in self.sessions.iter() {
-            f(&s);
-        }
     }
 
     pub fn len(&self) -> u64 {
