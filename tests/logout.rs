@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
@@ -79,6 +80,46 @@ fn the_session(s: &Multi) -> (String, String) {
         ),
     };
     (sid.expect("a session with a sid"), sub)
+}
+
+/// The audit log (JSON lines of the `unigate::audit` target) of every
+/// stack in this test binary, captured from the first call on.
+fn audit_log() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("unigate::audit=info"))
+            .with_writer(move || Capture(sink.clone()))
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        buf
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The audit lines of calls made with user agent `agent`.
+fn audit_lines(agent: &str) -> Vec<Value> {
+    let log = audit_log();
+    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["fields"]["user_agent"] == agent)
+        .collect()
 }
 
 fn now() -> u64 {
@@ -409,9 +450,18 @@ async fn invalid_logout_tokens(s: Multi) {
         .unwrap();
     assert_eq!(r.status(), 400);
     // A valid token for another sid: 200, nothing ends.
-    let r = post_logout_token(&s, &sign(&s, "logout+jwt", &logout_claims(&s, "some-other-sid"))).await;
+    let other = logout_claims(&s, "some-other-sid");
+    let r = post_logout_token(&s, &sign(&s, "logout+jwt", &other)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(page(&b, &portal).await.0, 200);
+    // Its jti again, now naming alice's sid: a replay, refused, and her
+    // session survives.
+    let mut replay = good.clone();
+    replay["jti"] = other["jti"].clone();
+    let r = post_logout_token(&s, &sign(&s, "logout+jwt", &replay)).await;
+    assert_eq!(r.status(), 400, "jti replay");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(page(&b, &portal).await.0, 200, "jti replay: the session survives");
     // The valid token: 200, the session ends; its replay: 400.
     let token = sign(&s, "logout+jwt", &good);
     let r = post_logout_token(&s, &token).await;
@@ -489,12 +539,15 @@ async fn the_admin_api_needs_its_token_and_revokes_by_sub_or_email_with_redis() 
 }
 
 async fn admin_api(s: Multi) {
+    audit_log();
     let b = s.browser();
     let portal = s.url("portal.localhost", "/");
     let (_, r) = s.walk(&b, "alice", &portal).await;
     assert_eq!(r.status(), 200);
     let admin = format!("http://{}/admin/revoke", s.gw.admin_addr.unwrap());
-    let c = reqwest::Client::new();
+    // The user agent tells this test's audit lines from another's.
+    let agent = format!("admin-test/{}", s.port);
+    let c = reqwest::Client::builder().user_agent(&agent).build().unwrap();
     for token in [None, Some("wrong-token-0123456789")] {
         let mut rb = c.post(&admin).json(&json!({"email": "alice@acme-msp.example"}));
         if let Some(t) = token {
@@ -526,6 +579,29 @@ async fn admin_api(s: Multi) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["revoked"], 1);
     assert_eq!(page(&b, &portal).await.0, 302);
+    // Every call, refused ones too, is in the audit log, with the caller.
+    let lines = audit_lines(&agent);
+    let outcomes: Vec<&str> = lines.iter().map(|l| l["fields"]["outcome"].as_str().unwrap()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "unauthorized",
+            "unauthorized",
+            "bad_request",
+            "bad_request",
+            "bad_request",
+            "ok"
+        ],
+        "{lines:?}"
+    );
+    for l in &lines {
+        assert!(l["fields"]["caller"].as_str().unwrap().starts_with("127.0.0.1:"), "{l}");
+        assert_eq!(l["target"], "unigate::audit");
+        assert!(!l.to_string().contains(ADMIN_TOKEN), "the token is never logged: {l}");
+    }
+    let ok = &lines[5]["fields"];
+    assert_eq!(ok["revoked"], 1);
+    assert!(ok["target_user"].as_str().unwrap().contains(sub.as_str()), "{ok}");
 }
 
 #[tokio::test]
@@ -554,6 +630,37 @@ async fn a_websocket_is_closed_within_a_second_of_logout() {
 }
 
 #[tokio::test]
+async fn an_event_stream_and_a_chunked_feed_are_closed_within_a_second_of_logout() {
+    let up = stream_upstream().await;
+    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let (b, _) = s.browser();
+    s.login(&b, "alice", "/").await;
+    let mut streams = Vec::new();
+    for (path, first) in [("/events", "data: hello"), ("/feed", "{\"n\":1}")] {
+        let mut r = b.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let chunk = r.chunk().await.unwrap().expect("the first item");
+        assert!(String::from_utf8_lossy(&chunk).starts_with(first), "{path}: {chunk:?}");
+        streams.push((path, r));
+    }
+    // Quiet streams are not closed for nothing.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for (path, r) in &mut streams {
+        let next = tokio::time::timeout(Duration::from_millis(100), r.chunk()).await;
+        assert!(next.is_err(), "{path} ended before the logout: {next:?}");
+    }
+    let r = b.get(s.url("/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    for (path, mut r) in streams {
+        let ended = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(Some(_)) = r.chunk().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "{path} was still open 1 s after logout");
+    }
+}
+
+#[tokio::test]
 async fn a_websocket_is_closed_when_its_session_expires() {
     let up = websocket_upstream().await;
     // The session idles out one second after its last request.
@@ -573,18 +680,4 @@ async fn a_websocket_is_closed_when_its_session_expires() {
         "closed before the session expired: {:?}",
         t.elapsed()
     );
-}
-
-/// The `portal_session=…` pair the module set in this response.
-fn portal_cookie(r: &reqwest::Response) -> String {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("portal_session="))
-        .expect("the module set its session cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string()
 }

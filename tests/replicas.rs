@@ -1,7 +1,10 @@
 //! Several unigate replicas sharing one real `redis-server` (started by the
 //! test on a free loopback port): a login on replica A works on replica B;
 //! a back-channel logout posted to B ends the session on A within a second;
-//! session records in Redis are unreadable without the key; Redis killed
+//! a front-channel logout on B does too, and a module cookie issued on A is
+//! refused on B once its login ended, and kept from the module beside
+//! another user's session (user switch); an admin revoke on B closes a
+//! websocket open on A; session records in Redis are unreadable without the key; Redis killed
 //! mid-test fails closed with a 503 page, and everything recovers by itself
 //! when it comes back.
 
@@ -40,6 +43,25 @@ fn browser() -> reqwest::Client {
         .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
         .build()
         .unwrap()
+}
+
+/// A browser for both replicas, with its cookie jar at hand.
+fn browser_with_jar() -> (reqwest::Client, std::sync::Arc<reqwest::cookie::Jar>) {
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let b = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap();
+    (b, jar)
+}
+
+/// What the module saw of a request to `/api/whoami` on `port`.
+async fn whoami(b: &reqwest::Client, port: u16) -> serde_json::Value {
+    let res = b.get(url(port, "/api/whoami")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
 }
 
 async fn replica(port: u16, issuer: &str, dir: &std::path::Path, module: SocketAddr, extra: &str) -> GatewayServer {
@@ -126,7 +148,11 @@ async fn replicas_in_front_of(upstream: Option<SocketAddr>, extra: &str) -> Repl
 
 /// Logs alice in through the replica on `port`; returns the browser.
 async fn login(idp: &unigate::idp::IdpServer, port: u16) -> reqwest::Client {
-    let b = browser();
+    login_as(idp, port, "alice", browser()).await
+}
+
+/// Logs `user` in through the replica on `port` with browser `b`.
+async fn login_as(idp: &unigate::idp::IdpServer, port: u16, user: &str, b: reqwest::Client) -> reqwest::Client {
     let res = b
         .get(url(port, "/"))
         .header("accept", "text/html")
@@ -137,12 +163,39 @@ async fn login(idp: &unigate::idp::IdpServer, port: u16) -> reqwest::Client {
     let res = b.get(location(&res)).send().await.unwrap();
     let next = location(&res);
     assert!(next.starts_with("/login?flow="), "{next}");
-    let code = current_code(&totp_secret(idp, "alice"));
-    let res = post_login(&b, idp.issuer(), &next, "alice", "Acme MSP", "alice-demo-pass", &code).await;
+    let code = current_code(&totp_secret(idp, user));
+    let res = post_login(
+        &b,
+        idp.issuer(),
+        &next,
+        user,
+        &company(idp, user),
+        &password(user),
+        &code,
+    )
+    .await;
     let callback = location(&res);
     let res = b.get(&callback).send().await.unwrap();
     assert_eq!(res.status(), 302, "callback");
     b
+}
+
+/// A valid logout token for the IdP session `sid`, signed by the IdP.
+fn logout_token(idp: &unigate::idp::IdpServer, sid: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    idp.provider
+        .keys
+        .current(Algorithm::ES256)
+        .sign(
+            "logout+jwt",
+            &json!({"iss": idp.issuer(), "aud": CLIENT, "iat": now, "exp": now + 120,
+                    "jti": unigate::idp::store::random_token(), "sid": sid,
+                    "events": {BACKCHANNEL_EVENT: {}}}),
+        )
+        .unwrap()
 }
 
 async fn status(b: &reqwest::Client, u: &str) -> u16 {
@@ -163,13 +216,7 @@ async fn a_login_on_one_replica_works_on_the_other_and_logout_reaches_both() {
     assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
     // The module opens its own session on A (its cookie recorded in Redis).
     let home = b.get(url(pa, "/")).header("accept", "text/html").send().await.unwrap();
-    let module_cookie = home
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("portal_session="))
-        .expect("the module's session cookie");
+    let module_cookie = portal_cookie(&home);
     // Replica B has never seen this session: it finds it in Redis.
     let who: serde_json::Value = b
         .get(url(pb, "/api/whoami"))
@@ -189,21 +236,7 @@ async fn a_login_on_one_replica_works_on_the_other_and_logout_reaches_both() {
         .sid
         .clone()
         .expect("A holds the session, with its sid");
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = r
-        .idp
-        .provider
-        .keys
-        .current(Algorithm::ES256)
-        .sign(
-            "logout+jwt",
-            &json!({"iss": r.idp.issuer(), "aud": CLIENT, "iat": now, "exp": now + 120, "jti": "j-replicas",
-                    "sid": sid, "events": {BACKCHANNEL_EVENT: {}}}),
-        )
-        .unwrap();
+    let token = logout_token(&r.idp, &sid);
     let t = Instant::now();
     let res = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{pb}/_unigate/backchannel-logout"))
@@ -279,6 +312,13 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
     let pa = r.a.addr.port();
     let b = login(&r.idp, pa).await;
     assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
+    let sid = r.a.gateway.cached_sessions()[0]
+        .1
+        .identity
+        .sid
+        .as_deref()
+        .map(str::to_string)
+        .expect("a sid");
     r.redis.kill();
     // Within moments: a clear 503 page, for the session and for new logins.
     let t = Instant::now();
@@ -310,6 +350,16 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    // A back-channel logout that cannot be carried out is not acknowledged:
+    // 503, so that the IdP sends it again.
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{pa}/_unigate/backchannel-logout"))
+        .form(&[("logout_token", logout_token(&r.idp, &sid).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["cache-control"], "no-store");
     // Redis comes back (empty: it kept nothing): unigate reconnects alone.
     r.redis = Redis::start(r.redis.port).await;
     let t = Instant::now();
@@ -441,4 +491,87 @@ async fn a_websocket_held_past_the_local_cache_still_closes_on_a_revoke_elsewher
     );
     assert_eq!(status(&b, &url(pa, "/ping")).await, 302);
     assert_eq!(status(&b, &url(pb, "/ping")).await, 302);
+}
+
+#[tokio::test]
+async fn a_user_switch_and_a_frontchannel_logout_across_replicas() {
+    let r = replicas().await;
+    let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
+    // alice logs in on A, and the module opens its own session there.
+    let alice = login(&r.idp, pa).await;
+    let home = alice
+        .get(url(pa, "/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.status(), 200);
+    let alice_cookie = portal_cookie(&home);
+    // B never saw that cookie issued, yet knows whose it is: it passes
+    // beside alice's own session…
+    let who = whoami(&alice, pb).await;
+    assert_eq!(who["headers"]["x-kaseyaone-user"], "alice", "{who}");
+    assert_eq!(who["local_session_user"], "alice", "{who}");
+    // …and is kept from the module beside bob's, who logs in on B in a
+    // browser that carries it.
+    let (bob, jar) = browser_with_jar();
+    let bob = login_as(&r.idp, pb, "bob", bob).await;
+    jar.add_cookie_str(&alice_cookie, &url::Url::parse(&url(pb, "/")).unwrap());
+    let who = whoami(&bob, pb).await;
+    assert_eq!(who["headers"]["x-kaseyaone-user"], "bob", "{who}");
+    assert!(
+        who["local_session_user"].is_null(),
+        "alice's module session reached the module: {who}"
+    );
+    // A front-channel logout for alice's IdP session, loaded on B without
+    // cookies, ends her session on A within a second.
+    let sid =
+        r.a.gateway
+            .cached_sessions()
+            .into_iter()
+            .find(|(_, s)| &*s.identity.username == "alice")
+            .and_then(|(_, s)| s.identity.sid.as_deref().map(str::to_string))
+            .expect("A holds alice's session, with its sid");
+    let fcl = url::Url::parse_with_params(
+        &format!("http://127.0.0.1:{pb}/_unigate/frontchannel-logout"),
+        &[("iss", r.idp.issuer()), ("sid", sid.as_str())],
+    )
+    .unwrap();
+    let t = Instant::now();
+    let res = reqwest::Client::new().get(fcl).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    while status(&alice, &url(pa, "/ping")).await != 302 {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "A still lets alice in 1 s after the logout on B"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Her module cookie alone, on A: expired and sent to log in.
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap()
+        .get(url(pa, "/"))
+        .header("accept", "text/html")
+        .header("cookie", &alice_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert!(location(&res).starts_with(&format!("{}/authorize?", r.idp.issuer())));
+    assert!(
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("portal_session=;")),
+        "alice's module cookie expired"
+    );
+    // bob's session lives on, on both replicas, still without alice's
+    // module session.
+    let who = whoami(&bob, pa).await;
+    assert_eq!(who["headers"]["x-kaseyaone-user"], "bob", "{who}");
+    assert!(who["local_session_user"].is_null(), "{who}");
+    assert_eq!(status(&bob, &url(pb, "/ping")).await, 200);
 }

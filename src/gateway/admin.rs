@@ -48,6 +48,34 @@ fn authorized(a: &Admin, headers: &HeaderMap) -> bool {
         .is_some_and(|(_, t)| a.token.matches(t.trim().as_bytes()))
 }
 
+/// One line of the audit log for an admin call: who called (address and
+/// user agent), what they asked, and how it ended.
+fn audit(peer: SocketAddr, headers: &HeaderMap, outcome: &'static str, what: Option<&Revoke>, revoked: usize) {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let what = what.map(|w| format!("{w:?}"));
+    macro_rules! line {
+        ($level:ident, $msg:literal) => {
+            tracing::$level!(
+                target: "unigate::audit",
+                caller = %peer,
+                user_agent = agent.as_deref(),
+                action = "revoke",
+                target_user = what.as_deref(),
+                revoked,
+                outcome,
+                $msg
+            )
+        };
+    }
+    match outcome {
+        "ok" => line!(info, "admin revoked sessions"),
+        "store_down" => line!(error, "admin revoke failed"),
+        _ => line!(warn, "admin call refused"),
+    }
+}
+
 async fn revoke(
     State(a): S,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -55,7 +83,7 @@ async fn revoke(
     body: axum::body::Bytes,
 ) -> Response {
     if !authorized(&a, &headers) {
-        tracing::warn!(target: "unigate::audit", caller = %peer, action = "revoke", outcome = "unauthorized", "admin call refused");
+        audit(peer, &headers, "unauthorized", None, 0);
         let mut r = error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -70,7 +98,7 @@ async fn revoke(
     let v: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
-            tracing::warn!(target: "unigate::audit", caller = %peer, action = "revoke", outcome = "bad_request", "admin call refused");
+            audit(peer, &headers, "bad_request", None, 0);
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -82,7 +110,7 @@ async fn revoke(
         (Some(sub), None) if !sub.is_empty() => Revoke::Sub(sub.to_string()),
         (None, Some(email)) if !email.is_empty() => Revoke::Email(email.to_string()),
         _ => {
-            tracing::warn!(target: "unigate::audit", caller = %peer, action = "revoke", outcome = "bad_request", "admin call refused");
+            audit(peer, &headers, "bad_request", None, 0);
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -93,7 +121,7 @@ async fn revoke(
     let revoked = match a.gateway.revoke(&what).await {
         Ok(n) => n,
         Err(e) => {
-            tracing::error!(target: "unigate::audit", caller = %peer, action = "revoke", target_user = ?what, outcome = "store_down", "admin revoke failed");
+            audit(peer, &headers, "store_down", Some(&what), 0);
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
@@ -101,7 +129,7 @@ async fn revoke(
             );
         }
     };
-    tracing::info!(target: "unigate::audit", caller = %peer, action = "revoke", target_user = ?what, revoked, outcome = "ok", "admin revoked sessions");
+    audit(peer, &headers, "ok", Some(&what), revoked);
     a.gateway
         .metrics
         .logouts

@@ -143,6 +143,15 @@ pub struct Ctx {
     inject: Option<Box<std::sync::Mutex<inject::Injector>>>,
 }
 
+/// Whether a response may go on indefinitely: an upgrade (websocket), or a
+/// body with no declared length (chunked or close-delimited, which includes
+/// every event stream). Answers to HEAD, 1xx, 204 and 304 carry no body.
+fn streamed(head: bool, resp: &ResponseHeader) -> bool {
+    let status = resp.status.as_u16();
+    let bodiless = head || status < 200 || status == 204 || status == 304;
+    status == 101 || !(bodiless || resp.headers.contains_key(http::header::CONTENT_LENGTH))
+}
+
 /// A task that ends with the request that started it.
 pub struct Watcher(tokio::task::JoinHandle<()>);
 
@@ -1155,14 +1164,11 @@ impl Gateway {
                     }
                 }
             }
-            // A websocket or an event stream lives on: it is closed within
-            // moments of its session ending.
-            let long_lived = resp.status.as_u16() == 101
-                || resp
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|ct| ct.starts_with("text/event-stream"));
+            // A websocket, an event stream or any other body of no declared
+            // length (chunked or close-delimited: long polling, NDJSON
+            // feeds, camera streams) may outlive its session: it is closed
+            // within moments of the session ending.
+            let long_lived = streamed(session.req_header().method == http::Method::HEAD, resp);
             if long_lived && let Some(fd) = ctx.upstream_fd {
                 let s = s.clone();
                 let label = module.label().to_string();
@@ -1303,6 +1309,40 @@ impl Gateway {
             tracing::debug!(target: "unigate::auth", request_id = id, module, method, path, status, decision, user.sub = user, "auth decision");
         } else {
             tracing::info!(target: "unigate::auth", request_id = id, module, method, path, status, decision, user.sub = user, "auth decision");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (n, v) in headers {
+            r.insert_header(n.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn which_responses_are_watched_as_streams() {
+        let chunked = [("transfer-encoding", "chunked")];
+        let sized = [("content-length", "12")];
+        let sse = [("content-type", "text/event-stream")];
+        for (head, r, want) in [
+            (false, resp(101, &[("upgrade", "websocket")]), true),
+            (false, resp(200, &sse), true),
+            (false, resp(200, &chunked), true),
+            (false, resp(200, &[]), true), // close-delimited
+            (false, resp(500, &chunked), true),
+            (false, resp(200, &sized), false),
+            (false, resp(204, &[]), false),
+            (false, resp(304, &[]), false),
+            (false, resp(103, &[]), false),
+            (true, resp(200, &chunked), false),
+        ] {
+            assert_eq!(streamed(head, &r), want, "HEAD {head}, {} {:?}", r.status, r.headers);
         }
     }
 }

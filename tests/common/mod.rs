@@ -691,6 +691,37 @@ pub async fn websocket_upstream() -> std::net::SocketAddr {
     addr
 }
 
+/// A module whose every answer is endless: `/events` an event stream,
+/// anything else an NDJSON feed, both chunked. Each sends one item, then
+/// holds its connection until the other side goes away.
+pub async fn stream_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Some(head) = request_head(&mut s).await else {
+                    return;
+                };
+                let (ct, item) = if head.starts_with(b"GET /events ") {
+                    ("text/event-stream", "data: hello\n\n")
+                } else {
+                    ("application/x-ndjson", "{\"n\":1}\n")
+                };
+                let start = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{item}\r\n",
+                    item.len()
+                );
+                if s.write_all(start.as_bytes()).await.is_ok() {
+                    let _ = s.read(&mut [0u8; 64]).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A `redis-server` of our own; killed when dropped.
 pub struct Redis {
     pub child: std::process::Child,
@@ -778,14 +809,34 @@ pub async fn websocket_ends_within(ws: &mut Ws, d: Duration) -> bool {
 /// Reads an HTTP request head (up to the blank line) from a test
 /// upstream's connection; false when the client went away first.
 pub async fn read_request_head(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
+    request_head(s).await.is_some()
+}
+
+/// The bytes of an HTTP request head (up to the blank line) read from a
+/// test upstream's connection; None when the client went away first.
+pub async fn request_head(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 8192];
     let mut got = Vec::new();
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
         match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
     }
-    true
+    Some(got)
+}
+
+/// The `portal_session=…` pair the module set in this response.
+pub fn portal_cookie(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("portal_session="))
+        .expect("the module set its session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }
