@@ -198,6 +198,31 @@ fn logout_token(idp: &unigate::idp::IdpServer, sid: &str) -> String {
         .unwrap()
 }
 
+/// A module cookie sent alone to the replica on `port`, after its login
+/// ended: expired, and the browser sent to log in.
+async fn module_cookie_is_expired(r: &Replicas, port: u16, cookie: &str) {
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap()
+        .get(url(port, "/"))
+        .header("accept", "text/html")
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert!(location(&res).starts_with(&format!("{}/authorize?", r.idp.issuer())));
+    assert!(
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("portal_session=;")),
+        "the module cookie is expired"
+    );
+}
+
 async fn status(b: &reqwest::Client, u: &str) -> u16 {
     b.get(u)
         .header("accept", "text/html")
@@ -258,26 +283,7 @@ async fn a_login_on_one_replica_works_on_the_other_and_logout_reaches_both() {
     assert_eq!(status(&b, &url(pb, "/ping")).await, 302);
     // The module's cookie, replayed alone at B (which never saw it issued):
     // refused and expired there too.
-    let res = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .build()
-        .unwrap()
-        .get(url(pb, "/"))
-        .header("accept", "text/html")
-        .header("cookie", &module_cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302);
-    assert!(location(&res).starts_with(&format!("{}/authorize?", r.idp.issuer())));
-    assert!(
-        res.headers()
-            .get_all("set-cookie")
-            .iter()
-            .any(|c| c.to_str().unwrap().starts_with("portal_session=;")),
-        "expired"
-    );
+    module_cookie_is_expired(&r, pb, &module_cookie).await;
     // The replay, on A this time: the jti is shared.
     let res = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{pa}/_unigate/backchannel-logout"))
@@ -548,26 +554,7 @@ async fn a_user_switch_and_a_frontchannel_logout_across_replicas() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Her module cookie alone, on A: expired and sent to log in.
-    let res = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .build()
-        .unwrap()
-        .get(url(pa, "/"))
-        .header("accept", "text/html")
-        .header("cookie", &alice_cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302);
-    assert!(location(&res).starts_with(&format!("{}/authorize?", r.idp.issuer())));
-    assert!(
-        res.headers()
-            .get_all("set-cookie")
-            .iter()
-            .any(|c| c.to_str().unwrap().starts_with("portal_session=;")),
-        "alice's module cookie expired"
-    );
+    module_cookie_is_expired(&r, pa, &alice_cookie).await;
     // bob's session lives on, on both replicas, still without alice's
     // module session.
     let who = whoami(&bob, pa).await;
