@@ -348,6 +348,24 @@ async fn user_switch(s: Multi) {
         who["local_session_user"].is_null(),
         "alice's module session, second of two, was kept out: {who}"
     );
+    // alice herself, in another login (another browser, so another IdP
+    // session and sid): the module session of her first login stays out
+    // too, and the module opens a new one.
+    let (again, jar) = s.browser_with_jar();
+    let (_, r) = s.walk(&again, "alice", &portal).await;
+    assert_eq!(r.status(), 200);
+    jar.add_cookie_str(&alice_cookie, &portal_url);
+    let r = again.get(&portal).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let opened = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("portal_session="));
+    assert!(
+        opened,
+        "the first login's module session reached the module in the second login"
+    );
 }
 
 #[tokio::test]
@@ -407,11 +425,19 @@ async fn invalid_logout_tokens(s: Multi) {
         });
         sign(&s, "JWT", &claims)
     };
+    // The IdP's key id and payload, another key's signature.
+    let forged = {
+        let claims = edit("jti", json!("sig-1"));
+        let genuine = sign(&s, "logout+jwt", &claims);
+        let other = other_key.sign("logout+jwt", &claims).unwrap();
+        format!(
+            "{}.{}",
+            genuine.rsplit_once('.').unwrap().0,
+            other.rsplit_once('.').unwrap().1
+        )
+    };
     let cases: Vec<(&str, String)> = vec![
-        (
-            "bad signature",
-            other_key.sign("logout+jwt", &edit("jti", json!("sig-1"))).unwrap(),
-        ),
+        ("bad signature", forged),
         ("alg none", alg_none),
         ("wrong alg (HS256 with the client secret)", hs256),
         (
@@ -441,6 +467,16 @@ async fn invalid_logout_tokens(s: Multi) {
         assert_eq!(body["error"], "invalid_request", "{what}");
         assert_eq!(page(&b, &portal).await.0, 200, "{what}: the session survives");
     }
+    // Signed by a key the IdP does not publish, while its JWKS was fetched
+    // moments ago (at start): unigate cannot tell a forgery from a key
+    // rotated since, so the IdP is asked to retry (503, Retry-After), and
+    // nothing ends.
+    let r = post_logout_token(&s, &other_key.sign("logout+jwt", &edit("jti", Value::Null)).unwrap()).await;
+    assert_eq!(r.status(), 503, "unknown key within the JWKS cooldown");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "temporarily_unavailable");
+    assert_eq!(page(&b, &portal).await.0, 200, "unknown key: the session survives");
     // A missing token.
     let r = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{}/_unigate/backchannel-logout", s.port))

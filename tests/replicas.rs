@@ -562,3 +562,42 @@ async fn a_user_switch_and_a_frontchannel_logout_across_replicas() {
     assert!(who["local_session_user"].is_null(), "{who}");
     assert_eq!(status(&bob, &url(pb, "/ping")).await, 200);
 }
+
+#[tokio::test]
+async fn a_session_revoked_meanwhile_is_never_written_back() {
+    let r = replicas().await;
+    let pa = r.a.addr.port();
+    let b = login(&r.idp, pa).await;
+    let (id, held) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", r.redis.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("test:s:*").query_async(&mut c).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    // A revocation elsewhere has deleted the record; its message has not
+    // reached A yet, while A finishes a change (a link) to the session.
+    let _: () = redis::cmd("DEL").arg(&keys[0]).query_async(&mut c).await.unwrap();
+    let tokens = held.tokens.lock().unwrap().clone();
+    let successor = std::sync::Arc::new(
+        r.a.gateway
+            .build_session(0, held.identity.clone(), tokens, held.expires_at),
+    );
+    let stored = r.a.gateway.replace_session(&id, &held, successor).await.unwrap();
+    assert!(!stored, "the change was written over a revoked session");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("test:s:*").query_async(&mut c).await.unwrap();
+    assert!(keys.is_empty(), "the session came back: {keys:?}");
+    assert_eq!(status(&b, &url(pa, "/ping")).await, 302, "ended on A too");
+}
+
+#[tokio::test]
+async fn a_logout_tokens_jti_is_a_replay_only_once_its_logout_is_done() {
+    let r = replicas().await;
+    let (a, b) = (&r.a.gateway, &r.b.gateway);
+    assert!(a.claim_jti("j-1").await.unwrap(), "first sight");
+    // Its logout failed half-way (the store went away): the IdP's retry,
+    // on any replica, may carry it out.
+    assert!(b.claim_jti("j-1").await.unwrap(), "a claim whose logout never finished");
+    b.finish_jti("j-1").await;
+    assert!(!a.claim_jti("j-1").await.unwrap(), "done: a replay everywhere");
+    assert!(!b.claim_jti("j-1").await.unwrap());
+    assert!(a.claim_jti("j-2").await.unwrap(), "another jti");
+}

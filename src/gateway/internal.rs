@@ -810,8 +810,15 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
             let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let mut linked = new_session(g, mi, identity, tokens);
             linked.expires_at = s.expires_at;
-            if g.put_session(&id, Arc::new(linked)).await.is_err() {
-                return super::store_down(session).await;
+            match g.replace_session(&id, &s, Arc::new(linked)).await {
+                Ok(true) => {}
+                // Ended while the module checked the password (a logout
+                // elsewhere): not brought back; the next request logs in.
+                Ok(false) => {
+                    tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, "link dropped: the session ended meanwhile");
+                    return redirect(session, &path, vec![]).await;
+                }
+                Err(_) => return super::store_down(session).await,
             }
             tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, module.user = %user, "module account linked");
             redirect(session, &path, vec![]).await
@@ -1029,7 +1036,7 @@ async fn exception_login(
                     && !c.value_trimmed().is_empty()
                     && module.session_cookies.iter().any(|s| s == c.name())
                 {
-                    let owner = g.cookie_owner(&c, &user, false);
+                    let owner = g.cookie_owner(&c, &user, false).set_at(session.req_header().uri.path());
                     if let Err(e) = g.record_module_cookie(c.value_trimmed(), owner).await {
                         // Unrecorded, the module session would not be let
                         // through again: no half-done login.
@@ -1066,13 +1073,18 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
     }
     let claims = match g.oidc.validate_logout_token(token, SystemTime::now()).await {
         Ok(c) => c,
+        Err(e @ crate::oidc::logout_token::LogoutTokenRejected::KeysUnavailable) => {
+            tracing::warn!(reason = %e, "back-channel logout postponed");
+            return unavailable_json(session, &e.to_string()).await;
+        }
         Err(e) => {
             tracing::warn!(reason = %e, "back-channel logout token refused");
             return respond(session, 400, "application/json", &[], bad(&e.to_string())).await;
         }
     };
-    // A jti works once (kept past any token's lifetime with leeway).
-    let first = match g.first_use_of_jti(&claims.jti).await {
+    // A jti works once (kept past any token's lifetime with leeway); a
+    // claim whose logout failed may be tried again.
+    let first = match g.claim_jti(&claims.jti).await {
         Ok(f) => f,
         Err(e) => return store_down_json(session, &e).await,
     };
@@ -1091,12 +1103,10 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
     };
     let ended = match g.revoke(&what).await {
         Ok(n) => n,
-        Err(e) => {
-            // Not done: the IdP's retry must not look like a replay.
-            g.unuse_jti(&claims.jti).await;
-            return store_down_json(session, &e).await;
-        }
+        // Not done, and the jti not marked done: the IdP's retry works.
+        Err(e) => return store_down_json(session, &e).await,
     };
+    g.finish_jti(&claims.jti).await;
     tracing::info!(kind = "backchannel", ended, sid = ?claims.sid, user.sub = ?claims.sub, "logout");
     g.metrics
         .logouts
@@ -1109,8 +1119,13 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
 /// retries).
 async fn store_down_json(session: &mut PSession, e: &crate::session::redis::StoreError) -> Result<bool> {
     tracing::error!(error = %e, "back-channel logout: session store unavailable");
-    let body =
-        serde_json::json!({"error": "temporarily_unavailable", "error_description": "session store unavailable"});
+    unavailable_json(session, "session store unavailable").await
+}
+
+/// A back-channel logout that cannot be carried out now: 503 with
+/// `Retry-After`, so that the IdP sends it again.
+async fn unavailable_json(session: &mut PSession, why: &str) -> Result<bool> {
+    let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": why});
     let headers = [("retry-after", "5".to_string())];
     respond(session, 503, "application/json", &headers, body.to_string()).await
 }

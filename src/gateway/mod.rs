@@ -422,7 +422,14 @@ impl Gateway {
                     // module session gets through: not another user's, and
                     // not a local exception's (whose user unigate cannot
                     // tie to the identity it sends).
-                    Some(s) if !owner.kaseyaone || *owner.user != *s.identity.sub => strip |= 1 << i,
+                    // Nor one of the same user's earlier login.
+                    Some(s)
+                        if !owner.kaseyaone
+                            || *owner.user != *s.identity.sub
+                            || !owner.same_login(s.identity.sid.as_deref()) =>
+                    {
+                        strip |= 1 << i
+                    }
                     Some(_) => {}
                     None if owner.kaseyaone => expire.extend(CookieOwner::expiry(name, Some(&owner))),
                     None => {} // a local exception's own module session
@@ -629,10 +636,14 @@ impl Gateway {
                         store::record_of(&s, &tokens)
                     };
                     // Every replica must use the rotated refresh token.
+                    // Only while it is still stored: a session revoked
+                    // meanwhile is not brought back, and ends here too.
                     if let Some((shared, h, idle)) = shared.filter(|_| !s.is_revoked()) {
                         let left = Duration::from_secs(s.expires_at.saturating_sub(now).max(1));
-                        if let Err(e) = shared.save(&h, &record, idle.min(left)).await {
-                            tracing::error!(error = %e, "cannot store a refreshed session");
+                        match shared.save(&h, &record, idle.min(left), true).await {
+                            Ok(true) => {}
+                            Ok(false) => s.revoke(),
+                            Err(e) => tracing::error!(error = %e, "cannot store a refreshed session"),
                         }
                     }
                     tracing::debug!(user.sub = %s.identity.sub, "session refreshed");
@@ -1141,7 +1152,10 @@ impl Gateway {
                         continue;
                     };
                     if !c.value_trimmed().is_empty() && module.session_cookies.iter().any(|n| n == c.name()) {
-                        let owner = self.cookie_owner(&c, &s.identity.sub, true);
+                        let owner = self
+                            .cookie_owner(&c, &s.identity.sub, true)
+                            .set_at(session.req_header().uri.path())
+                            .in_login(s.identity.sid.as_deref());
                         if let Err(e) = self.record_module_cookie(c.value_trimmed(), owner).await {
                             tracing::error!(error = %e, module.name = %module.label(), cookie = c.name(), "cannot record a module session cookie; it is kept from the browser");
                             unrecorded.push(v.clone());

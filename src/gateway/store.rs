@@ -65,7 +65,7 @@ impl Gateway {
             return Err(StoreError::Down("not connected".into()));
         }
         if let Some(s) = self.local.get(id) {
-            if s.expires_at > now {
+            if s.expires_at > now && !s.is_revoked() {
                 self.touch(id, &s, now);
                 return Ok(Some(s));
             }
@@ -151,12 +151,48 @@ impl Gateway {
         if s.is_revoked() {
             return Ok(()); // never bring an ended session back
         }
-        shared.save(&h, &r, self.ttl_of(&s, now)).await?;
+        shared.save(&h, &r, self.ttl_of(&s, now), false).await?;
+        self.keep_local(id, h, s, now);
+        Ok(())
+    }
+
+    /// Puts `new` in the place of session `old` under the same id (a link),
+    /// unless `old` has ended meanwhile — here or on another replica: false
+    /// then, and nothing is stored.
+    pub async fn replace_session(&self, id: &str, old: &Arc<Session>, new: Arc<Session>) -> Result<bool, StoreError> {
+        if old.is_revoked() {
+            return Ok(false);
+        }
+        let Some(shared) = &self.shared else {
+            return Ok(self.sessions.replace(id, old, new));
+        };
+        let now = unix_now();
+        let r = {
+            let tokens = new.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            record_of(&new, &tokens)
+        };
+        let h = id_hash(id);
+        if !shared.save(&h, &r, self.ttl_of(&new, now), true).await? {
+            self.forget(h);
+            return Ok(false);
+        }
+        self.keep_local(id, h, new, now);
+        // As in memory: whatever held the old object stops.
+        old.revoke();
+        if self.recently_revoked.contains_key(&h) {
+            // Revoked while being stored.
+            self.forget(h);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The local copy of a session just stored in the shared store.
+    fn keep_local(&self, id: &str, h: [u8; 32], s: Arc<Session>, now: u64) {
         self.held.insert(h, Arc::downgrade(&s));
         s.touched.store(now, Ordering::Relaxed);
         self.local.insert(id.to_string(), s);
         self.hash_ids.insert(h, id.to_string());
-        Ok(())
     }
 
     /// Ends one session (logout); every replica forgets it. An error means
@@ -226,13 +262,14 @@ impl Gateway {
         });
     }
 
-    /// Undoes the replay mark of a logout token whose logout failed.
-    pub async fn unuse_jti(&self, jti: &str) {
-        match &self.shared {
-            None => self.jtis.invalidate(jti),
-            Some(shared) => {
-                let _ = shared.unuse(jti).await;
-            }
+    /// Marks a logout token's `jti` done once its logout happened: from
+    /// now on it is a replay. (In memory the claim already did.)
+    pub async fn finish_jti(&self, jti: &str) {
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.finish_jti(jti).await
+        {
+            // Left claimable: a replay would end the same sessions again.
+            tracing::warn!(error = %e, "cannot mark a logout token's jti done");
         }
     }
 
@@ -261,12 +298,14 @@ impl Gateway {
         }
     }
 
-    /// True the first time this logout-token `jti` is seen (anywhere).
-    pub async fn first_use_of_jti(&self, jti: &str) -> Result<bool, StoreError> {
+    /// Claims a logout token's `jti`: false for a replay (a logout with it
+    /// is done). In memory a claim is final; in Redis one whose logout
+    /// failed stays claimable, so that the IdP's retry works.
+    pub async fn claim_jti(&self, jti: &str) -> Result<bool, StoreError> {
         let ttl = Duration::from_secs(crate::oidc::logout_token::MAX_AGE_SECS + 2 * crate::oidc::client::LEEWAY + 600);
         match &self.shared {
             None => Ok(self.jtis.entry(jti.to_string()).or_insert(()).is_fresh()),
-            Some(shared) => shared.first_use(jti, ttl).await,
+            Some(shared) => shared.claim_jti(jti, ttl).await,
         }
     }
 

@@ -258,7 +258,7 @@ impl OidcClient {
         use super::logout_token::{LogoutTokenRejected, validate_logout_token};
         for attempt in 0..2 {
             let Some(loaded) = self.loaded() else {
-                return Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey));
+                return Err(LogoutTokenRejected::KeysUnavailable);
             };
             let expected = Expected {
                 issuer: &self.settings.issuer,
@@ -268,10 +268,15 @@ impl OidcClient {
                 leeway: LEEWAY,
             };
             match validate_logout_token(token, &loaded.keys, &expected, now) {
-                Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey))
-                    if attempt == 0 && self.refresh_keys().await =>
-                {
-                    continue;
+                // A key not seen yet: the provider may have rotated. When
+                // the JWKS cannot be fetched now (cooldown, provider down)
+                // the token can be neither accepted nor refused: the
+                // provider is asked to retry. A fresh JWKS without the key
+                // refuses it.
+                Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey)) if attempt == 0 => {
+                    if !self.refresh_keys().await {
+                        return Err(LogoutTokenRejected::KeysUnavailable);
+                    }
                 }
                 other => return other,
             }

@@ -37,6 +37,9 @@ pub enum LogoutTokenRejected {
     NoSubject,
     #[error("jti was seen before (replay)")]
     Replay,
+    /// Not the token's fault: the provider's keys cannot be fetched now.
+    #[error("the identity provider's signing keys cannot be fetched now; retry later")]
+    KeysUnavailable,
 }
 
 /// What a valid logout token says to end.

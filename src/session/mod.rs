@@ -411,11 +411,12 @@ impl MemoryStore {
                 .time_to_idle(s.idle_timeout)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 // Expired, evicted or removed: whatever still holds it
-                // stops too, and the indexes forget it (a replaced session
-                // keeps its id's entries: its successor uses them).
+                // stops too, and the indexes forget it. (A replaced session
+                // is `replace`'s to revoke, and keeps its id's entries: its
+                // successor uses them.)
                 .eviction_listener(move |id: Arc<Arc<str>>, s: Arc<Session>, cause| {
-                    s.revoke();
                     if cause != moka::notification::RemovalCause::Replaced {
+                        s.revoke();
                         on_evict.forget(&id, &s);
                     }
                 })
@@ -443,6 +444,31 @@ impl MemoryStore {
         let id: Arc<str> = id.into();
         self.index.add(&id, &s);
         self.sessions.insert(id, s);
+    }
+
+    /// Puts `new` in the place of `old` under the same id (a link), unless
+    /// `old` has ended meanwhile: false then, and nothing is stored. The
+    /// old object is revoked (replaced), so whatever held it stops.
+    pub fn replace(&self, id: &str, old: &Arc<Session>, new: Arc<Session>) -> bool {
+        use moka::ops::compute::{CompResult, Op};
+        let id: Arc<str> = id.into();
+        let done = self.sessions.entry(id.clone()).and_compute_with(|e| match e {
+            Some(e) if Arc::ptr_eq(e.value(), old) && !old.is_revoked() => Op::Put(new.clone()),
+            _ => Op::Nop,
+        });
+        if !matches!(done, CompResult::ReplacedWith(_)) {
+            return false;
+        }
+        // A logout may have taken `old` out between the look and the put
+        // (moka locks the key for each, not across both); its listener has
+        // revoked `old` by the time the put could go in.
+        if old.is_revoked() {
+            self.remove(&id);
+            return false;
+        }
+        old.revoke();
+        self.index.add(&id, &new);
+        true
     }
 
     /// Takes a session out (logout); it is revoked.
@@ -556,6 +582,25 @@ pub struct CookieOwner {
     /// When the record ends (Unix seconds): when the cookie does.
     #[serde(rename = "e")]
     pub until: u64,
+    /// Set `Secure` (or named so that it must be): its expiry is too.
+    #[serde(rename = "s", default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure: bool,
+    /// The KaseyaOne login it was issued under (a hash of the IdP session's
+    /// `sid`): after a new login of the same user it is not let through.
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<u64>,
+}
+
+/// A KaseyaOne login's mark in module cookie records: the first 8 bytes of
+/// SHA-256 of its `sid` (the same on every replica).
+pub fn login_mark(sid: &str) -> u64 {
+    let h = redis::id_hash(sid);
+    u64::from_be_bytes(h[..8].try_into().unwrap_or_default())
+}
+
+/// Whether a browser only takes or removes this cookie with `Secure`.
+fn prefixed_secure(name: &str) -> bool {
+    name.starts_with("__Secure-") || name.starts_with("__Host-")
 }
 
 impl CookieOwner {
@@ -575,19 +620,53 @@ impl CookieOwner {
             path: c.path().map(str::to_string),
             domain: c.domain().map(str::to_string),
             until: now + life.clamp(60, MAX),
+            secure: c.secure().unwrap_or(false) || prefixed_secure(c.name()),
+            login: None,
         }
     }
 
+    /// Where the browser keeps a cookie set without `Path`: the directory of
+    /// the request's path (RFC 6265 §5.1.4), e.g. `/app` for `/app/login`.
+    pub fn set_at(mut self, request_path: &str) -> Self {
+        if self.path.is_none() {
+            let dir = match request_path.rfind('/') {
+                Some(i) if i > 0 && request_path.starts_with('/') => &request_path[..i],
+                _ => "/",
+            };
+            self.path = Some(dir.to_string());
+        }
+        self
+    }
+
+    /// Issued under the KaseyaOne login with this `sid` (if the IdP sent one).
+    pub fn in_login(mut self, sid: Option<&str>) -> Self {
+        self.login = sid.filter(|s| !s.is_empty()).map(login_mark);
+        self
+    }
+
+    /// Whether it was issued under the login with this `sid` (records of a
+    /// login without `sid` know only their user).
+    pub fn same_login(&self, sid: Option<&str>) -> bool {
+        self.login.is_none_or(|mark| sid.is_some_and(|s| login_mark(s) == mark))
+    }
+
     /// `Set-Cookie` values that expire this cookie wherever it was set:
-    /// with its recorded `Path` and `Domain`, and at `Path=/` host-only.
+    /// with its recorded `Path` and `Domain`, and at `Path=/` host-only;
+    /// `Secure` where it was (a browser ignores a `__Secure-` or `__Host-`
+    /// cookie without it).
     pub fn expiry(name: &str, owner: Option<&CookieOwner>) -> Vec<String> {
         const GONE: &str = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT";
-        let mut out = vec![format!("{name}=; Path=/; {GONE}")];
-        if let Some(o) = owner {
+        let secure = if prefixed_secure(name) || owner.is_some_and(|o| o.secure) {
+            "; Secure"
+        } else {
+            ""
+        };
+        let mut out = vec![format!("{name}=; Path=/{secure}; {GONE}")];
+        if let Some(o) = owner.filter(|_| !name.starts_with("__Host-")) {
             let path = o.path.as_deref().unwrap_or("/");
             if path != "/" || o.domain.is_some() {
                 let domain = o.domain.as_deref().map(|d| format!("; Domain={d}")).unwrap_or_default();
-                out.push(format!("{name}=; Path={path}{domain}; {GONE}"));
+                out.push(format!("{name}=; Path={path}{domain}{secure}; {GONE}"));
             }
         }
         out
@@ -824,6 +903,58 @@ mod tests {
         );
         let json = serde_json::to_string(&scoped).unwrap();
         assert_eq!(serde_json::from_str::<CookieOwner>(&json).unwrap(), scoped);
+
+        // Set without Path at /app/login: the browser keeps it at /app.
+        let o = CookieOwner::of(&parse("s=v"), "a", true, day, now).set_at("/app/login");
+        assert_eq!(o.path.as_deref(), Some("/app"));
+        for (at, dir) in [("/login", "/"), ("/", "/"), ("", "/"), ("/a/b/", "/a/b")] {
+            let o = CookieOwner::of(&parse("s=v"), "a", true, day, now).set_at(at);
+            assert_eq!(o.path.as_deref(), Some(dir), "{at}");
+        }
+        let o = CookieOwner::of(&parse("s=v; Path=/x"), "a", true, day, now).set_at("/app/login");
+        assert_eq!(o.path.as_deref(), Some("/x"), "an explicit Path wins");
+        // Secure cookies are expired with Secure; __Host- ones only at /.
+        let o = CookieOwner::of(&parse("s=v; Secure; Path=/app"), "a", true, day, now);
+        assert!(
+            CookieOwner::expiry("s", Some(&o))
+                .iter()
+                .all(|c| c.contains("; Secure;"))
+        );
+        assert!(!plain[0].contains("Secure"));
+        let host = CookieOwner::of(&parse("__Host-s=v; Secure; Path=/"), "a", true, day, now);
+        assert_eq!(
+            CookieOwner::expiry("__Host-s", Some(&host)),
+            ["__Host-s=; Path=/; Secure; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]
+        );
+        assert!(CookieOwner::expiry("__Secure-s", None)[0].contains("; Secure;"));
+        // The login it was issued under.
+        let o = CookieOwner::of(&parse("s=v"), "a", true, day, now).in_login(Some("sid-1"));
+        assert!(o.same_login(Some("sid-1")));
+        assert!(!o.same_login(Some("sid-2")) && !o.same_login(None));
+        let o = CookieOwner::of(&parse("s=v"), "a", true, day, now).in_login(None);
+        assert!(o.same_login(Some("sid-2")), "no sid at issue: the user decides");
+        let o = CookieOwner::of(&parse("s=v; Secure"), "a", true, day, now).in_login(Some("sid-1"));
+        let json = serde_json::to_string(&o).unwrap();
+        assert_eq!(serde_json::from_str::<CookieOwner>(&json).unwrap(), o);
+    }
+
+    #[test]
+    fn a_replacement_never_brings_an_ended_session_back() {
+        let store = MemoryStore::new(&small_store());
+        let old = bare_session("u-1", "s-1", "a@example.com");
+        store.insert("a".into(), old.clone());
+        let linked = bare_session("u-1", "s-1", "a@example.com");
+        assert!(store.replace("a", &old, linked.clone()));
+        assert!(old.is_revoked(), "whatever held the old object stops");
+        assert!(Arc::ptr_eq(&store.get("a").unwrap(), &linked));
+        // A stale predecessor replaces nothing.
+        assert!(!store.replace("a", &old, bare_session("u-1", "s-1", "a@example.com")));
+        assert!(Arc::ptr_eq(&store.get("a").unwrap(), &linked));
+        // Ended (a logout) before the replacement lands: nothing is stored.
+        assert_eq!(store.revoke(&Revoke::Sid("s-1".into())), 1);
+        assert!(!store.replace("a", &linked, bare_session("u-1", "s-1", "a@example.com")));
+        assert!(store.get("a").is_none());
+        assert_eq!(store.revoke(&Revoke::Sub("u-1".into())), 0);
     }
 
     #[test]

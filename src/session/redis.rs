@@ -316,19 +316,26 @@ impl RedisStore {
     }
 
     /// Stores a session for `ttl` (the idle timeout, at most until its
-    /// absolute timeout) and indexes it.
-    pub async fn save(&self, h: &[u8; 32], r: &Record, ttl: Duration) -> Result<(), StoreError> {
+    /// absolute timeout) and indexes it. With `update`, only if it is still
+    /// stored: a session revoked meanwhile is never brought back (false).
+    pub async fn save(&self, h: &[u8; 32], r: &Record, ttl: Duration, update: bool) -> Result<bool, StoreError> {
         let key = self.session_key(h);
         let plain = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sealed = self.seal(&key, &plain)?;
         let mut c = self.conn().await?;
         let ms = ttl.as_millis().max(1) as u64;
+        let expiry = redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms));
         let mut pipe = redis::pipe();
-        pipe.atomic().set_options(
-            &key,
-            sealed,
-            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms)),
-        );
+        if update {
+            let set: Option<String> = c
+                .set_options(&key, sealed, expiry.conditional_set(redis::ExistenceCheck::XX))
+                .await?;
+            if set.is_none() {
+                return Ok(false);
+            }
+        } else {
+            pipe.atomic().set_options(&key, sealed, expiry).ignore();
+        }
         let index_ttl = r.expires_at.saturating_sub(crate::gateway::unix_now()).max(1) as i64;
         let mut add = |kind: IndexKind, v: &str| {
             if !v.is_empty() {
@@ -345,7 +352,7 @@ impl RedisStore {
         add(IndexKind::Sub, &r.identity.sub);
         add(IndexKind::Email, &r.identity.email.to_lowercase());
         pipe.query_async::<()>(&mut c).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Pushes a session's idle expiry out again.
@@ -392,11 +399,18 @@ impl RedisStore {
         Ok(c.exists(self.session_key(h)).await?)
     }
 
-    /// Forgets a logout token's `jti` (its logout failed; the IdP retries).
-    pub async fn unuse(&self, jti: &str) -> Result<(), StoreError> {
+    /// Marks a logout token's `jti` done: its logout happened, and from now
+    /// on the token is a replay.
+    pub async fn finish_jti(&self, jti: &str) -> Result<(), StoreError> {
         let key = self.k(&["jti", &hex(&id_hash(jti))]);
         let mut c = self.conn().await?;
-        let _: () = c.del(&key).await?;
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg("done")
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut c)
+            .await?;
         Ok(())
     }
 
@@ -417,20 +431,24 @@ impl RedisStore {
         Ok(members.iter().filter_map(|m| unhex(m)).collect())
     }
 
-    /// True the first time a logout token's `jti` is seen, on any replica.
-    pub async fn first_use(&self, jti: &str, ttl: Duration) -> Result<bool, StoreError> {
+    /// Claims a logout token's `jti`, on any replica: true unless a logout
+    /// with it is done (a replay). A claim whose logout never finished (the
+    /// store failed half-way) stays claimable, so the IdP's retry works.
+    pub async fn claim_jti(&self, jti: &str, ttl: Duration) -> Result<bool, StoreError> {
+        const CLAIM: &str = r"local v = redis.call('GET', KEYS[1])
+            if v == 'done' then return 0 end
+            if not v then redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1]) end
+            return 1";
         let key = self.k(&["jti", &hex(&id_hash(jti))]);
         let mut c = self.conn().await?;
-        let set: Option<String> = c
-            .set_options(
-                &key,
-                1,
-                redis::SetOptions::default()
-                    .conditional_set(redis::ExistenceCheck::NX)
-                    .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64)),
-            )
+        let claimed: i64 = redis::cmd("EVAL")
+            .arg(CLAIM)
+            .arg(1)
+            .arg(&key)
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut c)
             .await?;
-        Ok(set.is_some())
+        Ok(claimed == 1)
     }
 
     pub async fn put_txn(&self, state: &str, t: &LoginTxn, ttl: Duration) -> Result<(), StoreError> {
