@@ -615,21 +615,27 @@ async fn admin_api(s: Multi) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["revoked"], 1);
     assert_eq!(page(&b, &portal).await.0, 302);
+    // Calls the API has no handler for.
+    let base = format!("http://{}", s.gw.admin_addr.unwrap());
+    assert_eq!(c.get(&admin).send().await.unwrap().status(), 405);
+    assert_eq!(c.get(format!("{base}/admin/nope")).send().await.unwrap().status(), 404);
+    assert_eq!(c.get(format!("{base}/metrics")).send().await.unwrap().status(), 200);
     // Every call, refused ones too, is in the audit log, with the caller.
     let lines = audit_lines(&agent);
     let outcomes: Vec<&str> = lines.iter().map(|l| l["fields"]["outcome"].as_str().unwrap()).collect();
-    assert_eq!(
-        outcomes,
-        [
-            "unauthorized",
-            "unauthorized",
-            "bad_request",
-            "bad_request",
-            "bad_request",
-            "ok"
-        ],
-        "{lines:?}"
-    );
+    let want = [
+        "unauthorized",
+        "unauthorized",
+        "bad_request",
+        "bad_request",
+        "bad_request",
+        "ok",
+        "405",
+        "404",
+        "200",
+    ];
+    assert_eq!(outcomes, want, "{lines:?}");
+    assert_eq!(lines[7]["fields"]["action"], "GET /admin/nope");
     for l in &lines {
         assert!(l["fields"]["caller"].as_str().unwrap().starts_with("127.0.0.1:"), "{l}");
         assert_eq!(l["target"], "unigate::audit");

@@ -601,3 +601,20 @@ async fn a_logout_tokens_jti_is_a_replay_only_once_its_logout_is_done() {
     assert!(!b.claim_jti("j-1").await.unwrap());
     assert!(a.claim_jti("j-2").await.unwrap(), "another jti");
 }
+
+#[tokio::test]
+async fn a_websocket_closes_when_its_replica_loses_redis() {
+    let up = websocket_upstream().await;
+    let mut r = replicas_in_front_of(Some(up), "").await;
+    let pa = r.a.addr.port();
+    let _b = login(&r.idp, pa).await;
+    let (id, _) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
+    let mut ws = websocket_through(pa, &id).await;
+    // Cut off from Redis, A would not hear of a revocation elsewhere: the
+    // websocket does not go on unchecked (noticed within a second).
+    r.redis.kill();
+    assert!(
+        websocket_ends_within(&mut ws, Duration::from_secs(2)).await,
+        "the websocket outlived the replica's connection to Redis"
+    );
+}

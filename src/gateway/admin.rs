@@ -76,7 +76,46 @@ fn audit(peer: SocketAddr, headers: &HeaderMap, outcome: &'static str, what: Opt
     }
 }
 
-async fn revoke(
+/// Marks a response whose call has its own audit line.
+#[derive(Clone, Copy)]
+struct Audited;
+
+/// Every call on the admin listener is audited: those without a line of
+/// their own (metrics, unknown paths, wrong methods, bodies refused before
+/// the handler) get one here, with the path and the status.
+async fn audit_every_call(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let res = next.run(req).await;
+    if res.extensions().get::<Audited>().is_none() {
+        let status = res.status().as_u16().to_string();
+        tracing::info!(
+            target: "unigate::audit",
+            caller = %peer,
+            user_agent = agent.as_deref(),
+            action = %format!("{method} {path}"),
+            outcome = %status,
+            "admin listener call"
+        );
+    }
+    res
+}
+
+async fn revoke(state: S, peer: ConnectInfo<SocketAddr>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let mut r = revoke_call(state, peer, headers, body).await;
+    r.extensions_mut().insert(Audited);
+    r
+}
+
+/// `POST /admin/revoke`, with its own audit line for every outcome.
+async fn revoke_call(
     State(a): S,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -158,7 +197,8 @@ pub fn serve(listener: tokio::net::TcpListener, gateway: Arc<Gateway>, token: Se
     let app = Router::new()
         .route("/admin/revoke", post(revoke))
         .route("/metrics", get(metrics))
-        .with_state(Arc::new(Admin { gateway, token }));
+        .with_state(Arc::new(Admin { gateway, token }))
+        .layer(axum::middleware::from_fn(audit_every_call));
     tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {

@@ -171,7 +171,7 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
     gw.spawn_health_checks();
     let gw = Arc::new(gw);
     if let Some(shared) = gw.shared.clone() {
-        let (w1, w2) = (Arc::downgrade(&gw), Arc::downgrade(&gw));
+        let (w1, w2, w3) = (Arc::downgrade(&gw), Arc::downgrade(&gw), Arc::downgrade(&gw));
         tokio::spawn(shared.clone().run(
             move |h| {
                 if let Some(g) = w1.upgrade() {
@@ -181,6 +181,11 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
             move || {
                 if let Some(g) = w2.upgrade() {
                     g.drop_local_copies();
+                }
+            },
+            move || {
+                if let Some(g) = w3.upgrade() {
+                    g.end_held_sessions();
                 }
             },
         ));

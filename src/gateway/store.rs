@@ -245,6 +245,29 @@ impl Gateway {
         }
     }
 
+    /// The shared store is unreachable: revocations elsewhere would go
+    /// unheard, so nothing goes on under a session that cannot be checked.
+    /// Long-lived responses (websockets, streams) close; the sessions
+    /// themselves stay in Redis and serve again once it is back.
+    pub fn end_held_sessions(&self) {
+        self.local.invalidate_all();
+        let held: Vec<([u8; 32], std::sync::Weak<Session>)> = self.held.iter().map(|(h, w)| (*h, w)).collect();
+        self.held.invalidate_all();
+        let mut ended = 0;
+        for (_, w) in held {
+            if let Some(s) = w.upgrade() {
+                s.revoke();
+                ended += 1;
+            }
+        }
+        if ended > 0 {
+            tracing::warn!(
+                ended,
+                "session store unreachable: long-lived responses under its sessions closed"
+            );
+        }
+    }
+
     /// After a lost connection revocations may have been missed: local
     /// copies are dropped and reloaded from Redis, and every session still
     /// held open here is checked and revoked if it is gone there.

@@ -35,6 +35,8 @@ pub enum LogoutTokenRejected {
     Nonce,
     #[error("neither sub nor sid")]
     NoSubject,
+    #[error("{0} is not a non-empty string of at most 1024 bytes")]
+    BadClaim(&'static str),
     #[error("jti was seen before (replay)")]
     Replay,
     /// Not the token's fault: the provider's keys cannot be fetched now.
@@ -51,11 +53,15 @@ pub struct LogoutClaims {
     pub exp: u64,
 }
 
-fn string(v: &Value, k: &str) -> Option<String> {
-    v.get(k)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && s.len() <= 255)
-        .map(str::to_string)
+/// A string claim: absent, or a non-empty string of at most 1024 bytes.
+/// Anything else refuses the token (a `sid` that cannot be used must not
+/// widen the logout to every session of the `sub`).
+fn string(v: &Value, k: &'static str) -> Result<Option<String>, LogoutTokenRejected> {
+    match v.get(k) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 1024 => Ok(Some(s.clone())),
+        Some(_) => Err(LogoutTokenRejected::BadClaim(k)),
+    }
 }
 
 /// Validates a logout token completely (the `nonce` of `expected` is ignored).
@@ -100,7 +106,7 @@ pub fn validate_logout_token(
     if exp + expected.leeway <= now {
         return Err(TokenRejected::Expired.into());
     }
-    let jti = string(&c, "jti").ok_or(LogoutTokenRejected::NoJti)?;
+    let jti = string(&c, "jti")?.ok_or(LogoutTokenRejected::NoJti)?;
     let event_ok = c
         .get("events")
         .and_then(Value::as_object)
@@ -112,7 +118,7 @@ pub fn validate_logout_token(
     if c.get("nonce").is_some() {
         return Err(LogoutTokenRejected::Nonce);
     }
-    let (sub, sid) = (string(&c, "sub"), string(&c, "sid"));
+    let (sub, sid) = (string(&c, "sub")?, string(&c, "sid")?);
     if sub.is_none() && sid.is_none() {
         return Err(LogoutTokenRejected::NoSubject);
     }
@@ -192,6 +198,10 @@ mod tests {
             (edit("events", json!({ BACKCHANNEL_EVENT: "yes" })), R::Events),
             (edit("events", json!({ "other": {} })), R::Events),
             (edit("nonce", json!("n")), R::Nonce),
+            (edit("sid", json!("s".repeat(1025))), R::BadClaim("sid")),
+            (edit("sid", json!("")), R::BadClaim("sid")),
+            (edit("sub", json!(42)), R::BadClaim("sub")),
+            (edit("jti", json!(["j"])), R::BadClaim("jti")),
         ];
         for (claims, want) in cases {
             assert_eq!(check(&key, "logout+jwt", &claims), Err(want), "{claims}");

@@ -194,11 +194,13 @@ impl RedisStore {
     /// Keeps the connections up for as long as the store lives: the command
     /// connection, and the pub/sub subscription that delivers revocations
     /// (`on_revoked`, with the session's id hash) and decides `healthy`.
-    /// `on_reconnect` runs each time the subscription comes back.
+    /// `on_reconnect` runs each time the subscription comes back, `on_lost`
+    /// each time it is lost (noticed within a second).
     pub async fn run(
         self: Arc<Self>,
         on_revoked: impl Fn([u8; 32]) + Send + Sync + 'static,
         on_reconnect: impl Fn() + Send + Sync + 'static,
+        on_lost: impl Fn() + Send + Sync + 'static,
     ) {
         use futures_util::StreamExt;
         let weak = Arc::downgrade(&self);
@@ -252,6 +254,7 @@ impl RedisStore {
                     store.healthy.store(false, Ordering::Release);
                     *store.conn.write().await = None;
                     tracing::error!("session store (Redis) connection lost; failing closed until it is back");
+                    on_lost();
                 }
                 Err(e) => {
                     store.healthy.store(false, Ordering::Release);
