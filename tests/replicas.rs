@@ -618,3 +618,30 @@ async fn a_websocket_closes_when_its_replica_loses_redis() {
         "the websocket outlived the replica's connection to Redis"
     );
 }
+
+#[tokio::test]
+async fn a_websocket_lives_on_while_its_session_is_busy_on_another_replica() {
+    let up = websocket_upstream().await;
+    let r = replicas_in_front_of(Some(up), r#"idle_timeout = "2s""#).await;
+    let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
+    let b = login(&r.idp, pa).await;
+    let (id, _) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
+    let mut ws = websocket_through(pa, &id).await;
+    // Busy on B for twice the idle timeout: Redis keeps the session alive,
+    // and A's websocket with it.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(4) {
+        // (Answered by unigate itself: this module speaks only websocket.)
+        assert_eq!(status(&b, &url(pb, "/_unigate/launcher")).await, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !websocket_ends_within(&mut ws, Duration::from_millis(100)).await,
+        "closed on A while the session was busy on B"
+    );
+    // Left alone, the session idles out, and the websocket goes with it.
+    assert!(
+        websocket_ends_within(&mut ws, Duration::from_secs(4)).await,
+        "the websocket outlived its idle session"
+    );
+}

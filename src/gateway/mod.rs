@@ -152,13 +152,72 @@ fn streamed(head: bool, resp: &ResponseHeader) -> bool {
     status == 101 || !(bodiless || resp.headers.contains_key(http::header::CONTENT_LENGTH))
 }
 
-/// A task that ends with the request that started it.
-pub struct Watcher(tokio::task::JoinHandle<()>);
+/// A task that ends with the request that started it; `fired` once it
+/// has closed the response.
+pub struct Watcher {
+    task: tokio::task::JoinHandle<()>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
+}
+
+/// A socket's two addresses: they tell it from another socket that was
+/// given its file descriptor number after it was closed.
+type SocketEnds = (nix::sys::socket::SockaddrStorage, nix::sys::socket::SockaddrStorage);
+
+fn socket_ends(fd: std::os::unix::io::RawFd) -> Option<SocketEnds> {
+    use nix::sys::socket::{getpeername, getsockname};
+    Some((getsockname(fd).ok()?, getpeername(fd).ok()?))
+}
+
+/// Closes the upstream socket of a long-lived response once its session is
+/// revoked, or past its absolute or idle timeout, whichever comes first.
+/// With Redis (`idle`: the timeout, the store, the session's id hash) the
+/// idle timeout is the one Redis keeps, asked before closing.
+async fn watch(
+    s: Arc<Session>,
+    (fd, ends): (std::os::unix::io::RawFd, SocketEnds),
+    idle: Option<(u64, Arc<crate::session::redis::RedisStore>, [u8; 32])>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+    label: String,
+) {
+    let absolute = if s.expires_at > 0 { s.expires_at } else { u64::MAX };
+    let mut idle_until = 0u64;
+    loop {
+        let now = unix_now();
+        let mut deadline = absolute;
+        if let Some((secs, _, _)) = &idle {
+            idle_until = idle_until.max(s.touched.load(Ordering::Relaxed).saturating_add(*secs));
+            deadline = deadline.min(idle_until);
+        }
+        if now >= deadline {
+            // Idle here, but perhaps busy on another replica.
+            if deadline < absolute
+                && let Some((_, shared, h)) = &idle
+                && let Ok(Some(left)) = shared.ttl(h).await
+            {
+                idle_until = now + left.as_secs().max(1);
+                continue;
+            }
+            break;
+        }
+        let wait = Duration::from_secs(deadline.saturating_sub(now).min(86_400));
+        tokio::select! {
+            _ = s.revoked() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    fired.store(true, Ordering::Release);
+    // Only the socket it was started for: after an error Pingora may have
+    // closed it, and its number may belong to another socket by now.
+    if socket_ends(fd).is_some_and(|now| now == ends) {
+        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+    }
+    tracing::info!(module.name = %label, user.sub = %s.identity.sub, "long-lived response closed: its session ended");
 }
 
 /// What the module session cookies of a request say.
@@ -1183,32 +1242,31 @@ impl Gateway {
             // feeds, camera streams) may outlive its session: it is closed
             // within moments of the session ending.
             let long_lived = streamed(session.req_header().method == http::Method::HEAD, resp);
-            if long_lived && let Some(fd) = ctx.upstream_fd {
-                let s = s.clone();
-                let label = module.label().to_string();
-                // With the shared store an idle session expires in Redis,
-                // not here: its idle deadline is watched too.
-                let idle = self.shared.as_ref().map(|_| self.cfg.session.idle_timeout.as_secs());
-                ctx.watcher = Some(Watcher(tokio::spawn(async move {
-                    // Revoked, or past its absolute or idle timeout, whichever first.
-                    loop {
-                        let now = unix_now();
-                        let mut deadline = if s.expires_at > 0 { s.expires_at } else { u64::MAX };
-                        if let Some(idle) = idle {
-                            deadline = deadline.min(s.touched.load(Ordering::Relaxed).saturating_add(idle));
-                        }
-                        if now >= deadline {
-                            break;
-                        }
-                        let wait = Duration::from_secs(deadline.saturating_sub(now).min(86_400));
-                        tokio::select! {
-                            _ = s.revoked() => break,
-                            _ = tokio::time::sleep(wait) => {}
-                        }
-                    }
-                    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
-                    tracing::info!(module.name = %label, user.sub = %s.identity.sub, "long-lived response closed: its session ended");
-                })));
+            if long_lived
+                && let Some(fd) = ctx.upstream_fd
+                && let Some(ends) = socket_ends(fd)
+            {
+                // With the shared store an idle session expires in Redis
+                // (requests on other replicas push that out), not here.
+                let idle = match &self.shared {
+                    Some(shared) => self.cookie(session.req_header(), self.session_cookie).map(|id| {
+                        (
+                            self.cfg.session.idle_timeout.as_secs(),
+                            shared.clone(),
+                            crate::session::redis::id_hash(id),
+                        )
+                    }),
+                    None => None,
+                };
+                let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let task = tokio::spawn(watch(
+                    s.clone(),
+                    (fd, ends),
+                    idle,
+                    fired.clone(),
+                    module.label().to_string(),
+                ));
+                ctx.watcher = Some(Watcher { task, fired });
             }
         }
         let snippet = match (&ctx.session, ctx.local) {
@@ -1245,9 +1303,17 @@ impl Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
-        if end_of_stream {
+        if end_of_stream
             // Before the upstream connection can go back to the pool.
-            ctx.watcher = None;
+            && let Some(w) = ctx.watcher.take()
+            && w.fired.load(Ordering::Acquire)
+        {
+            // Closed because its session ended: a body without a declared
+            // length would otherwise look complete to the client.
+            return Err(Error::explain(
+                ErrorType::ConnectionClosed,
+                "the session ended: the response was cut short",
+            ));
         }
         if let Some(inj) = &ctx.inject {
             inj.lock()
@@ -1258,7 +1324,12 @@ impl Gateway {
     }
 
     pub async fn fail_to_proxy(&self, session: &mut PSession, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // The upstream connection is gone: nothing left to watch.
+        ctx.watcher = None;
         let code = match e.esource() {
+            // A response under way cannot turn into an error page: the
+            // connection just ends, and the client sees it cut short.
+            _ if session.response_written().is_some() => 0,
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => 0,
             _ => 500,
@@ -1278,6 +1349,7 @@ impl Gateway {
     /// at `debug` for requests let through or answered by unigate itself,
     /// at `info` for every refusal and login redirect.
     pub async fn logging(&self, session: &mut PSession, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.watcher = None;
         use crate::metrics::Outcome;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();

@@ -163,6 +163,20 @@ impl Gateway {
         if old.is_revoked() {
             return Ok(false);
         }
+        // A refresh of `old` under way would write its rotated tokens to
+        // `old` alone: wait for it (a second or two at most), then carry
+        // the current tokens over.
+        for _ in 0..40 {
+            if !old.refreshing.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        {
+            let current = old.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            new.access_exp.store(current.access_exp, Ordering::Release);
+            *new.tokens.lock().unwrap_or_else(|p| p.into_inner()) = current;
+        }
         let Some(shared) = &self.shared else {
             return Ok(self.sessions.replace(id, old, new));
         };
@@ -251,15 +265,13 @@ impl Gateway {
     /// themselves stay in Redis and serve again once it is back.
     pub fn end_held_sessions(&self) {
         self.local.invalidate_all();
-        let held: Vec<([u8; 32], std::sync::Weak<Session>)> = self.held.iter().map(|(h, w)| (*h, w)).collect();
-        self.held.invalidate_all();
-        let mut ended = 0;
-        for (_, w) in held {
-            if let Some(s) = w.upgrade() {
-                s.revoke();
-                ended += 1;
-            }
+        // Entry by entry: one held from now on is checked on reconnection.
+        let mut held = Vec::new();
+        for (h, w) in self.held.iter() {
+            self.held.invalidate(&*h);
+            held.extend(w.upgrade());
         }
+        let ended = Session::revoke_all(held.iter().map(|s| &**s));
         if ended > 0 {
             tracing::warn!(
                 ended,

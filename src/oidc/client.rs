@@ -274,7 +274,10 @@ impl OidcClient {
                 // provider is asked to retry. A fresh JWKS without the key
                 // refuses it.
                 Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey)) if attempt == 0 => {
-                    if !self.refresh_keys().await {
+                    // (Another request may have fetched the keys meanwhile.)
+                    let fresh =
+                        self.refresh_keys().await || self.loaded().is_some_and(|now| !Arc::ptr_eq(&now, &loaded));
+                    if !fresh {
                         return Err(LogoutTokenRejected::KeysUnavailable);
                     }
                 }

@@ -245,6 +245,18 @@ impl Session {
         }
     }
 
+    /// Ends many sessions, waking the waiters once rather than once each.
+    pub fn revoke_all<'a>(sessions: impl IntoIterator<Item = &'a Session>) -> usize {
+        let ended = sessions
+            .into_iter()
+            .filter(|s| !s.revoked.swap(true, Ordering::AcqRel))
+            .count();
+        if ended > 0 {
+            REVOCATIONS.notify_waiters();
+        }
+        ended
+    }
+
     pub fn is_revoked(&self) -> bool {
         self.revoked.load(Ordering::Acquire)
     }

@@ -396,6 +396,14 @@ impl RedisStore {
         Ok(())
     }
 
+    /// How long a session has left before it idles out in Redis (None:
+    /// not stored).
+    pub async fn ttl(&self, h: &[u8; 32]) -> Result<Option<Duration>, StoreError> {
+        let mut c = self.conn().await?;
+        let ms: i64 = c.pttl(self.session_key(h)).await?;
+        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
+    }
+
     /// Whether a session is still stored.
     pub async fn exists(&self, h: &[u8; 32]) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
@@ -437,9 +445,10 @@ impl RedisStore {
     /// Claims a logout token's `jti`, on any replica: true unless a logout
     /// with it is done (a replay). A claim whose logout never finished (the
     /// store failed half-way) stays claimable, so the IdP's retry works.
+    /// (`1` is what versions before the claim wrote for a used `jti`.)
     pub async fn claim_jti(&self, jti: &str, ttl: Duration) -> Result<bool, StoreError> {
         const CLAIM: &str = r"local v = redis.call('GET', KEYS[1])
-            if v == 'done' then return 0 end
+            if v == 'done' or v == '1' then return 0 end
             if not v then redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1]) end
             return 1";
         let key = self.k(&["jti", &hex(&id_hash(jti))]);

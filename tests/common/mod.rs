@@ -692,8 +692,9 @@ pub async fn websocket_upstream() -> std::net::SocketAddr {
 }
 
 /// A module whose every answer is endless: `/events` an event stream,
-/// anything else an NDJSON feed, both chunked. Each sends one item, then
-/// holds its connection until the other side goes away.
+/// `/download` a body delimited by closing the connection, anything else
+/// an NDJSON feed (chunked). Each sends one item, then holds its
+/// connection until the other side goes away.
 pub async fn stream_upstream() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -704,15 +705,20 @@ pub async fn stream_upstream() -> std::net::SocketAddr {
                 let Some(head) = request_head(&mut s).await else {
                     return;
                 };
-                let (ct, item) = if head.starts_with(b"GET /events ") {
-                    ("text/event-stream", "data: hello\n\n")
+                let start = if head.starts_with(b"GET /download ") {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\nconnection: close\r\n\r\nPART1"
+                        .to_string()
                 } else {
-                    ("application/x-ndjson", "{\"n\":1}\n")
+                    let (ct, item) = if head.starts_with(b"GET /events ") {
+                        ("text/event-stream", "data: hello\n\n")
+                    } else {
+                        ("application/x-ndjson", "{\"n\":1}\n")
+                    };
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{item}\r\n",
+                        item.len()
+                    )
                 };
-                let start = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{item}\r\n",
-                    item.len()
-                );
                 if s.write_all(start.as_bytes()).await.is_ok() {
                     let _ = s.read(&mut [0u8; 64]).await;
                 }
