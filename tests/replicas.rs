@@ -146,6 +146,26 @@ async fn replicas_in_front_of(upstream: Option<SocketAddr>, extra: &str) -> Repl
     }
 }
 
+/// Two replicas in front of a websocket module (with `extra` `[session]`
+/// settings), alice logged in on A, and a websocket open through A: the
+/// replicas, her browser, her session (id and A's object) and the socket.
+async fn websocket_on_a(
+    extra: &str,
+) -> (
+    Replicas,
+    reqwest::Client,
+    String,
+    std::sync::Arc<unigate::session::Session>,
+    Ws,
+) {
+    let up = websocket_upstream().await;
+    let r = replicas_in_front_of(Some(up), extra).await;
+    let b = login(&r.idp, r.a.addr.port()).await;
+    let (id, session) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
+    let ws = websocket_through(r.a.addr.port(), &id).await;
+    (r, b, id, session, ws)
+}
+
 /// Logs alice in through the replica on `port`; returns the browser.
 async fn login(idp: &unigate::idp::IdpServer, port: u16) -> reqwest::Client {
     login_as(idp, port, "alice", browser()).await
@@ -436,12 +456,8 @@ async fn the_master_is_found_through_redis_sentinel() {
 
 #[tokio::test]
 async fn an_admin_revoke_on_one_replica_closes_a_websocket_on_the_other() {
-    let up = websocket_upstream().await;
-    let r = replicas_in_front_of(Some(up), "").await;
+    let (r, b, _, session, mut ws) = websocket_on_a("").await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
-    let b = login(&r.idp, pa).await;
-    let (id, session) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
-    let mut ws = websocket_through(pa, &id).await;
     // The operator revokes alice on B, by email.
     let res = reqwest::Client::new()
         .post(format!("http://{}/admin/revoke", r.b.admin_addr.unwrap()))
@@ -462,13 +478,9 @@ async fn an_admin_revoke_on_one_replica_closes_a_websocket_on_the_other() {
 
 #[tokio::test]
 async fn a_websocket_held_past_the_local_cache_still_closes_on_a_revoke_elsewhere() {
-    let up = websocket_upstream().await;
     // Replicas trust their local copy of a session for one second only.
-    let r = replicas_in_front_of(Some(up), r#"redis_local_cache = "1s""#).await;
+    let (r, b, id, session, mut ws) = websocket_on_a(r#"redis_local_cache = "1s""#).await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
-    let b = login(&r.idp, pa).await;
-    let (id, session) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
-    let mut ws = websocket_through(pa, &id).await;
     // The local copy lapses and a new request reloads the session from
     // Redis: the websocket's copy must still hear of the revocation.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -604,12 +616,7 @@ async fn a_logout_tokens_jti_is_a_replay_only_once_its_logout_is_done() {
 
 #[tokio::test]
 async fn a_websocket_closes_when_its_replica_loses_redis() {
-    let up = websocket_upstream().await;
-    let mut r = replicas_in_front_of(Some(up), "").await;
-    let pa = r.a.addr.port();
-    let _b = login(&r.idp, pa).await;
-    let (id, _) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
-    let mut ws = websocket_through(pa, &id).await;
+    let (mut r, _b, _, _, mut ws) = websocket_on_a("").await;
     // Cut off from Redis, A would not hear of a revocation elsewhere: the
     // websocket does not go on unchecked (noticed within a second).
     r.redis.kill();
@@ -621,12 +628,8 @@ async fn a_websocket_closes_when_its_replica_loses_redis() {
 
 #[tokio::test]
 async fn a_websocket_lives_on_while_its_session_is_busy_on_another_replica() {
-    let up = websocket_upstream().await;
-    let r = replicas_in_front_of(Some(up), r#"idle_timeout = "2s""#).await;
-    let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
-    let b = login(&r.idp, pa).await;
-    let (id, _) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
-    let mut ws = websocket_through(pa, &id).await;
+    let (r, b, _, _, mut ws) = websocket_on_a(r#"idle_timeout = "2s""#).await;
+    let pb = r.b.addr.port();
     // Busy on B for twice the idle timeout: Redis keeps the session alive,
     // and A's websocket with it.
     let t = Instant::now();
