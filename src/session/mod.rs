@@ -174,11 +174,12 @@ impl HeaderSet {
     }
 }
 
-/// Wakes whatever waits on a session's end (`Session::revoked`) whenever
-/// any session ends; each waiter checks its own. One for the process
-/// rather than one per session: sessions are many, waiters (websockets,
-/// event streams) few, and revocations rare.
-static REVOCATIONS: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Wakes whatever waits on a session's end (`Session::revoked`) when a
+/// session of its shard (serial modulo 64) ends; each waiter checks its
+/// own. Shared by the sessions of a shard rather than one per session:
+/// sessions are many and hold none, while a revocation wakes only about a
+/// 64th of the long-lived responses in flight.
+static REVOCATIONS: [tokio::sync::Notify; 64] = [const { tokio::sync::Notify::const_new() }; 64];
 
 #[derive(Debug)]
 pub struct Session {
@@ -238,21 +239,31 @@ impl Session {
         self
     }
 
+    fn revocations(&self) -> &'static tokio::sync::Notify {
+        &REVOCATIONS[(self.serial % 64) as usize]
+    }
+
     /// Ends the session for everything still holding it.
     pub fn revoke(&self) {
         if !self.revoked.swap(true, Ordering::AcqRel) {
-            REVOCATIONS.notify_waiters();
+            self.revocations().notify_waiters();
         }
     }
 
-    /// Ends many sessions, waking the waiters once rather than once each.
+    /// Ends many sessions, waking each shard's waiters once rather than
+    /// once per session.
     pub fn revoke_all<'a>(sessions: impl IntoIterator<Item = &'a Session>) -> usize {
-        let ended = sessions
-            .into_iter()
-            .filter(|s| !s.revoked.swap(true, Ordering::AcqRel))
-            .count();
-        if ended > 0 {
-            REVOCATIONS.notify_waiters();
+        let (mut ended, mut shards) = (0, 0u64);
+        for s in sessions {
+            if !s.revoked.swap(true, Ordering::AcqRel) {
+                ended += 1;
+                shards |= 1 << (s.serial % 64);
+            }
+        }
+        for (i, n) in REVOCATIONS.iter().enumerate() {
+            if shards & (1 << i) != 0 {
+                n.notify_waiters();
+            }
         }
         ended
     }
@@ -264,7 +275,7 @@ impl Session {
     /// Resolves once the session is revoked.
     pub async fn revoked(&self) {
         loop {
-            let wait = REVOCATIONS.notified();
+            let wait = self.revocations().notified();
             tokio::pin!(wait);
             wait.as_mut().enable();
             if self.is_revoked() {
@@ -948,6 +959,35 @@ mod tests {
         let o = CookieOwner::of(&parse("s=v; Secure"), "a", true, day, now).in_login(Some("sid-1"));
         let json = serde_json::to_string(&o).unwrap();
         assert_eq!(serde_json::from_str::<CookieOwner>(&json).unwrap(), o);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_wakes_the_waiters_of_its_sessions() {
+        let sessions: Vec<Arc<Session>> = (0..3).map(|i| bare_session(&format!("u-{i}"), "s", "e")).collect();
+        let waiters: Vec<_> = sessions
+            .iter()
+            .map(|s| {
+                let s = s.clone();
+                tokio::spawn(async move { s.revoked().await })
+            })
+            .collect();
+        let mut waiters = waiters.into_iter();
+        let first = waiters.next().unwrap();
+        tokio::task::yield_now().await;
+        sessions[0].revoke();
+        tokio::time::timeout(Duration::from_secs(1), first)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            waiters.as_slice().iter().all(|w| !w.is_finished()),
+            "only its own waiter"
+        );
+        assert_eq!(Session::revoke_all(sessions.iter().map(|s| &**s)), 2);
+        for w in waiters {
+            tokio::time::timeout(Duration::from_secs(1), w).await.unwrap().unwrap();
+        }
     }
 
     #[test]
