@@ -6,15 +6,17 @@ shared machine (requests/s do, by several percent).
 Starts, on free loopback ports, `unigate demo --threads 1` and
 `unigate passthrough --threads 1` (in front of the same demo module), each
 under callgrind. Logs alice in, warms up, then for each path zeroes the
-counters, sends --requests keep-alive GETs of /ping one after another, and
-reads the process's instruction count:
+counters, sends --requests keep-alive GETs of --path (/ping; /ping/chunked
+is the same answer streamed without Content-Length, which unigate watches
+as a long-lived response) one after another, and reads the process's
+instruction count:
 
 - direct: to the module, in the demo process (the module's own cost);
 - passthrough: through the plain Pingora pass-through (its process only);
 - unigate: through unigate with the session (demo process: unigate plus
   the module, so the module's cost is subtracted).
 
-    scripts/instructions-per-request [--requests 2000]
+    scripts/instructions-per-request [--requests 2000] [--path /ping/chunked]
 """
 import argparse, os, re, subprocess, sys, time, tomllib
 import http.client
@@ -37,10 +39,10 @@ def instructions(pid):
     return total
 
 
-def run(port, host, headers, n):
+def run(port, host, headers, n, path="/ping"):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(n):
-        c.request("GET", "/ping", headers={"Host": host, **headers})
+        c.request("GET", path, headers={"Host": host, **headers})
         r = c.getresponse()
         r.read()
         if r.status != 200:
@@ -51,6 +53,7 @@ def run(port, host, headers, n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--path", default="/ping", help="the module path asked for (/ping or /ping/chunked)")
     a = ap.parse_args()
     out_dir = os.path.join(ROOT, "target", "callgrind")
     os.makedirs(out_dir, exist_ok=True)
@@ -81,16 +84,17 @@ def main():
         ]
         counts = {}
         for name, pid, p, h, hs in paths:
-            run(p, h, hs, 200)  # warm-up: connection pools, caches, the assertion
+            run(p, h, hs, 200, a.path)  # warm-up: connection pools, caches, the assertion
             subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
             time.sleep(0.5)
             subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-            run(p, h, hs, a.requests)
+            run(p, h, hs, a.requests, a.path)
             counts[name] = instructions(pid) / a.requests
             # A profile of just these requests, for callgrind_annotate.
-            subprocess.run(["callgrind_control", f"--dump={name}", str(pid)], check=True, capture_output=True)
+            dump = name + a.path.replace("/", "-").removeprefix("-ping")
+            subprocess.run(["callgrind_control", f"--dump={dump}", str(pid)], check=True, capture_output=True)
         own = counts["unigate"] - counts["direct"]
-        print(f"\ninstructions per /ping request, {a.requests} sequential keep-alive requests (callgrind)\n")
+        print(f"\ninstructions per {a.path} request, {a.requests} sequential keep-alive requests (callgrind)\n")
         print("| path | instructions per request |\n|---|---|")
         print(f"| the module itself (direct) | {counts['direct']:,.0f} |")
         print(f"| plain Pingora pass-through (its process) | {counts['passthrough']:,.0f} |")

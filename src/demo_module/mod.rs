@@ -363,6 +363,15 @@ pub fn router(m: Arc<DemoModule>) -> Router {
         .route("/logout", get(logout).post(logout))
         // A cheap page for load runs: what the proxy adds is what is measured.
         .route("/ping", get(|| async { "pong" }))
+        // The same, streamed (chunked, no Content-Length): what unigate
+        // watches as a long-lived response.
+        .route(
+            "/ping/chunked",
+            get(|| async {
+                let chunk = Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"pong"));
+                axum::body::Body::from_stream(futures_util::stream::iter([chunk]))
+            }),
+        )
         .route("/scim/v2/Users", get(scim_list).post(scim_create))
         // A 64 KiB legacy page, as HTML and (the same bytes) as text: the
         // load run's injection comparison.
