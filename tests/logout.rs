@@ -717,6 +717,24 @@ async fn an_event_stream_a_chunked_feed_and_a_download_are_cut_within_a_second_o
 }
 
 #[tokio::test]
+async fn a_watched_streamed_response_that_ends_by_itself_is_complete() {
+    let s = stack().await;
+    let (b, _) = s.browser();
+    s.login(&b, "alice", "/").await;
+    for _ in 0..3 {
+        let r = b.get(s.url("/ping/chunked")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("content-length").is_none(), "streamed");
+        assert_eq!(r.text().await.unwrap(), "pong", "whole, and cleanly ended");
+    }
+    assert_eq!(
+        b.get(s.url("/ping")).send().await.unwrap().status(),
+        200,
+        "the session lives on"
+    );
+}
+
+#[tokio::test]
 async fn a_websocket_is_closed_when_its_session_expires() {
     let up = websocket_upstream().await;
     // The session idles out one second after its last request.
