@@ -51,9 +51,7 @@ fn authorized(a: &Admin, headers: &HeaderMap) -> bool {
 /// One line of the audit log for an admin call: who called (address and
 /// user agent), what they asked, and how it ended.
 fn audit(peer: SocketAddr, headers: &HeaderMap, outcome: &'static str, what: Option<&Revoke>, revoked: usize) {
-    let agent = headers
-        .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let agent = user_agent(headers);
     let what = what.map(|w| format!("{w:?}"));
     macro_rules! line {
         ($level:ident, $msg:literal) => {
@@ -76,6 +74,13 @@ fn audit(peer: SocketAddr, headers: &HeaderMap, outcome: &'static str, what: Opt
     }
 }
 
+/// The caller's `User-Agent`, for the audit log.
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
 /// Marks a response whose call has its own audit line.
 #[derive(Clone, Copy)]
 struct Audited;
@@ -89,10 +94,7 @@ async fn audit_every_call(
     next: axum::middleware::Next,
 ) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let agent = user_agent(req.headers());
     let res = next.run(req).await;
     if res.extensions().get::<Audited>().is_none() {
         let status = res.status().as_u16().to_string();

@@ -410,10 +410,15 @@ impl RedisStore {
         Ok(c.exists(self.session_key(h)).await?)
     }
 
+    /// Where a logout token's `jti` is kept (by its hash).
+    fn jti_key(&self, jti: &str) -> String {
+        self.k(&["jti", &hex(&id_hash(jti))])
+    }
+
     /// Marks a logout token's `jti` done: its logout happened, and from now
     /// on the token is a replay.
     pub async fn finish_jti(&self, jti: &str) -> Result<(), StoreError> {
-        let key = self.k(&["jti", &hex(&id_hash(jti))]);
+        let key = self.jti_key(jti);
         let mut c = self.conn().await?;
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)
@@ -451,7 +456,7 @@ impl RedisStore {
             if v == 'done' or v == '1' then return 0 end
             if not v then redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1]) end
             return 1";
-        let key = self.k(&["jti", &hex(&id_hash(jti))]);
+        let key = self.jti_key(jti);
         let mut c = self.conn().await?;
         let claimed: i64 = redis::cmd("EVAL")
             .arg(CLAIM)
