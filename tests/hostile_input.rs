@@ -13,6 +13,8 @@ use unigate::oidc::id_token::{Expected, ProviderKeys, validate_id_token, verify_
 use unigate::oidc::return_url::safe_return_path;
 use unigate::session::cookie_value;
 
+mod path_readers;
+
 fn keys() -> ProviderKeys {
     static KEYS: std::sync::OnceLock<ProviderKeys> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
@@ -68,6 +70,16 @@ proptest! {
     }
 
     #[test]
+    fn no_server_reads_a_canonical_path_as_leaving_its_public_prefix(raw in path_readers::attack_paths()) {
+        prop_assert_eq!(path_readers::check(&raw), Ok(()));
+    }
+
+    #[test]
+    fn any_string_as_a_request_path_never_panics(raw in any::<String>()) {
+        prop_assert_eq!(path_readers::check(&format!("/{raw}")), Ok(()));
+    }
+
+    #[test]
     fn config_text_never_panics(text in any::<String>()) {
         let _ = unigate::gateway::config::GatewayConfig::from_toml(&text, Path::new("."));
         let _ = unigate::idp::IdpConfig::from_toml(&text, Path::new("."));
@@ -78,5 +90,39 @@ proptest! {
         let cfg = unigate::idp::IdpConfig::from_toml("", Path::new(".")).unwrap();
         let dir = unigate::idp::directory::Directory::new(&cfg);
         let _ = unigate::idp::oauth::check_authorize(&dir, pairs);
+    }
+}
+
+#[test]
+fn the_open_redirect_corpus_as_request_paths() {
+    let corpus = include_str!("data/openredirects.txt");
+    let mut canonical = 0;
+    for line in corpus.lines() {
+        for raw in [line.to_string(), format!("/{line}"), format!("/static/{line}")] {
+            assert_eq!(path_readers::check(&raw), Ok(()));
+            if let Ok(c) = unigate::policy::path::canonicalize(&raw) {
+                canonical += 1;
+                assert!(!c.starts_with("//") && !c.contains('\\'), "{raw:?} -> {c:?}");
+            }
+        }
+    }
+    // Some are plain enough to be paths; most hold something refused.
+    assert!(canonical > 100, "{canonical}");
+}
+
+#[test]
+fn the_server_models_read_the_attacks_as_those_servers_do() {
+    use path_readers::*;
+    assert_eq!(tomcat("/static/..;/admin"), "/admin");
+    assert_eq!(spring("/static/..%3b/admin"), "/admin");
+    assert_eq!(nginx("/static/%2e%2e/admin"), "/admin");
+    assert_eq!(nginx("/static//../admin"), "/admin");
+    assert_eq!(iis("/static/..\\admin"), "/admin");
+    assert_eq!(iis("/Static./x"), "/static/x");
+    assert_eq!(whatwg("/static/%2e%2e/admin"), "/admin");
+    // And `check` flags a path that would escape if forwarded raw.
+    for escape in ["/static/..;/admin", "/static/%2e%2e/admin"] {
+        let c = unigate::policy::path::canonicalize(escape).unwrap();
+        assert!(!unigate::policy::path::under("/static", &c), "{escape} -> {c}");
     }
 }

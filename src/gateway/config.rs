@@ -184,10 +184,19 @@ pub struct ModuleFile {
     pub upstream_verify: Option<bool>,
     #[serde(default)]
     pub access_groups: Vec<String>,
+    /// The module's logout paths: unigate logs out there (the module's
+    /// session and the KaseyaOne session). Matched on the canonical path,
+    /// ignoring `;` parameters and a trailing `/`.
     #[serde(default)]
     pub logout_paths: Vec<String>,
+    /// Match `logout_paths`, `login_paths` and `exception_path` ignoring
+    /// case, for modules on servers that ignore it (IIS); default false.
+    pub logout_paths_case_insensitive: Option<bool>,
     #[serde(default)]
     pub session_cookies: Vec<String>,
+    /// Path prefixes passed to the module without a login, matched on the
+    /// canonical path by whole segments (`/static` takes `/static/x`, not
+    /// `/static-admin`).
     #[serde(default)]
     pub public_paths: Vec<String>,
     /// Origins whose XHRs get CORS headers on unigate's 401.
@@ -361,6 +370,8 @@ pub struct ModuleConfig {
     pub health_check_interval: Duration,
     pub access_groups: Vec<String>,
     pub logout_paths: Vec<String>,
+    /// `logout_paths`, `login_paths` and `exception_path` ignore case.
+    pub paths_case_insensitive: bool,
     pub session_cookies: Vec<String>,
     pub public_paths: Vec<String>,
     pub cors_origins: Vec<String>,
@@ -413,6 +424,30 @@ impl ModuleConfig {
     /// The module's name with its instance, as sessions and logs know it.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Whether canonical `path` is under one of the public path prefixes.
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| crate::policy::path::under(p, path))
+    }
+
+    /// Whether canonical `path` is one of the module's logout paths.
+    pub fn is_logout(&self, path: &str) -> bool {
+        self.logout_paths
+            .iter()
+            .any(|p| crate::policy::path::names(p, path, self.paths_case_insensitive))
+    }
+
+    /// Whether canonical `path` is one of the module's login pages.
+    pub fn is_login(&self, path: &str) -> bool {
+        self.login_paths
+            .iter()
+            .any(|p| crate::policy::path::names(p, path, self.paths_case_insensitive))
+    }
+
+    /// Whether canonical `path` is where local exceptions sign in.
+    pub fn is_exception(&self, path: &str) -> bool {
+        crate::policy::path::names(&self.exception_path, path, self.paths_case_insensitive)
     }
 }
 
@@ -640,6 +675,8 @@ impl GatewayConfig {
                 for p in paths {
                     if !p.starts_with('/') || p.starts_with("/_unigate/") {
                         errs.push(key(k), format!("`{p}` must start with `/` and not be under /_unigate/"));
+                    } else if let Err(e) = crate::policy::path::check_configured(p) {
+                        errs.push(key(k), e);
                     }
                 }
             }
@@ -666,6 +703,8 @@ impl GatewayConfig {
             let exception_path = m.exception_path.clone().unwrap_or_else(|| "/local-login".into());
             if !exception_path.starts_with('/') || exception_path.starts_with("/_unigate/") {
                 errs.push(key("exception_path"), "must start with `/` and not be under /_unigate/");
+            } else if let Err(e) = crate::policy::path::check_configured(&exception_path) {
+                errs.push(key("exception_path"), e);
             }
             if require_kaseyaone && !m.local_exceptions.is_empty() && m.login_paths.is_empty() {
                 errs.push(
@@ -735,6 +774,7 @@ impl GatewayConfig {
                 health_check_interval,
                 access_groups: m.access_groups.clone(),
                 logout_paths: m.logout_paths,
+                paths_case_insensitive: m.logout_paths_case_insensitive.unwrap_or(false),
                 session_cookies: m.session_cookies,
                 public_paths: m.public_paths,
                 cors_origins: m.cors_origins,

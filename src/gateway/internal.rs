@@ -916,8 +916,8 @@ pub async fn required(
     let module = g.module(mi);
     let req = session.req_header();
     let path = req.uri.path();
-    let at_exception = path == module.exception_path;
-    let at_login = module.login_paths.iter().any(|p| p == path);
+    let at_exception = module.is_exception(path);
+    let at_login = module.is_login(path);
     if req.method == http::Method::POST && (at_exception || at_login) {
         return exception_login(g, session, mi, host, at_exception)
             .await

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::idp::store::RateCounter;
 use crate::oidc::client::OidcClient;
 use crate::pages;
+use crate::policy::path::{PathRefusal, canonicalize};
 use crate::policy::{ClientKind, classify, may_access};
 use crate::session::{
     CookieOwner, IdToken, Identity, LinkStore, MemoryStore, ModuleCookies, Session, TxnStore, cookie_value,
@@ -39,6 +40,7 @@ use identity::{ASSERTION_HEADER, AssertionSigner, headers, strip_identity_header
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
+use std::borrow::Cow;
 
 pub const PREFIX: &str = "/_unigate/";
 
@@ -836,6 +838,43 @@ pub fn client_kind(req: &RequestHeader) -> ClientKind {
     )
 }
 
+/// Makes the request's path canonical (`policy::path`) in place, so that
+/// what unigate decides on is what the module is sent: also a target that
+/// Pingora would forward verbatim (absolute-form, or not UTF-8).
+fn canonical_target(req: &mut RequestHeader) -> std::result::Result<(), PathRefusal> {
+    if !req.raw_path_is_utf8() {
+        return Err(PathRefusal::NotUtf8);
+    }
+    let verbatim = req
+        .uri
+        .path_and_query()
+        .is_none_or(|pq| pq.as_str().as_bytes() != req.raw_path());
+    let path = match canonicalize(req.uri.path())? {
+        Cow::Borrowed(_) if !verbatim => return Ok(()),
+        Cow::Borrowed(p) => p.to_string(),
+        Cow::Owned(p) => p,
+    };
+    let target = match req.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = Some(target.parse().map_err(|_| PathRefusal::BadEscape)?);
+    let uri = http::Uri::from_parts(parts).map_err(|_| PathRefusal::BadEscape)?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+/// A path unigate will not guess the meaning of: 400, and why.
+async fn bad_path(session: &mut PSession, why: PathRefusal) -> Result<bool> {
+    tracing::info!(reason = %why, decision = "deny", "request path refused");
+    if client_kind(session.req_header()) == ClientKind::Api {
+        let body = serde_json::json!({"error": "invalid_request", "error_description": why.to_string()});
+        return respond(session, 400, "application/json", &[], body.to_string()).await;
+    }
+    respond_page(session, 400, pages::bad_path(&why.to_string())).await
+}
+
 /// The shared session store is down: fail closed, clearly.
 pub async fn store_down(session: &mut PSession) -> Result<bool> {
     let headers = [("retry-after", "5".to_string())];
@@ -869,6 +908,10 @@ impl Gateway {
 
     pub async fn request_filter(&self, session: &mut PSession, ctx: &mut Ctx) -> Result<bool> {
         ensure_request_id(session);
+        // Every decision below, and the module, see one canonical path.
+        if let Err(why) = canonical_target(session.req_header_mut()) {
+            return bad_path(session, why).await;
+        }
         // Health and keys answer on every host.
         if session.req_header().uri.path().starts_with(PREFIX)
             && let Some(done) = internal::host_independent(self, session).await?
@@ -896,11 +939,11 @@ impl Gateway {
             let host = host.into_owned();
             return internal::handle(self, session, mi, &host).await;
         }
-        if module.logout_paths.iter().any(|p| p == path) {
+        if module.is_logout(path) {
             let host = host.into_owned();
             return internal::logout(self, session, mi, &host, true).await;
         }
-        if module.public_paths.iter().any(|p| path.starts_with(p.as_str())) {
+        if module.is_public(path) {
             return self.proceed(session, ctx, mi).await;
         }
         let now = unix_now();
@@ -1013,7 +1056,7 @@ impl Gateway {
             // Module credentials keep working: the module's own login and
             // session decide; no identity headers go with the request.
             ctx.local = true;
-            ctx.login_page = module.login_paths.iter().any(|p| p == path);
+            ctx.login_page = module.is_login(path);
             return self.proceed(session, ctx, mi).await;
         }
         let req = session.req_header();

@@ -39,6 +39,17 @@ pub fn unknown_host(host: &str) -> String {
     )
 }
 
+/// A request path that could mean two different pages: refused, not guessed.
+pub fn bad_path(why: &str) -> String {
+    page(
+        "Bad address",
+        html! {
+            h1 { "This address cannot be opened" }
+            p { "Its path could be read in more than one way (" (why) "), so it was refused. Check the link, or go to the " a href="/" { "start page" } "." }
+        },
+    )
+}
+
 pub fn forbidden(module: &str, groups: &[String]) -> String {
     page(
         "No access",

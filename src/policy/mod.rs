@@ -1,5 +1,7 @@
-//! Pure decisions over plain data: what kind of client sent a request, and
-//! whether a user may use a module.
+//! Pure decisions over plain data: what kind of client sent a request,
+//! whether a user may use a module, and the canonical request path.
+
+pub mod path;
 
 /// Who is asking: a person's browser navigating, or a script/XHR that must
 /// get a 401 rather than a redirect it cannot follow.

@@ -1,0 +1,347 @@
+//! The canonical request path: the one form of a request's path that every
+//! decision is made on (public paths, logout and login paths, local
+//! exceptions, `/_unigate/`) and that the module is sent, so that unigate
+//! and the module can never disagree about which resource was asked for.
+//!
+//! A path is either made canonical or refused. Made canonical:
+//! percent-encoded unreserved characters (`%41`, `%2e`, `%7E`) are decoded,
+//! other percent-escapes are written with upper-case hex, empty segments
+//! (`//`) are dropped, and dot segments are resolved — also the ones that a
+//! server would read as dot segments after decoding or after removing `;`
+//! path parameters (`%2e%2e`, `..;x`, `.%2e%3b`), since Tomcat and Spring
+//! treat `/static/..;/admin` as `/admin`. Other `;` parameters stay where
+//! they are (`;jsessionid=…`). Refused, because servers disagree on what
+//! they mean: an encoded `/` or `\` (`%2f`, `%5c`), a raw `\` (IIS and
+//! some Java servers read it as `/`), a control character or NUL, an
+//! escape that is not two hex digits, bytes that are not UTF-8 once
+//! decoded, a double-encoded dot, slash or backslash (`%252e`), a segment
+//! of only dots and spaces other than `.` and `..` (Windows trims them),
+//! and `..` above the root.
+
+use std::borrow::Cow;
+
+/// Why a request path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathRefusal {
+    #[error("the path does not start with `/`")]
+    NotAbsolute,
+    #[error("the path holds an encoded `/` (%2F)")]
+    EncodedSlash,
+    #[error("the path holds a backslash")]
+    Backslash,
+    #[error("the path holds a control character")]
+    ControlCharacter,
+    #[error("the path holds a `%` that is not followed by two hex digits")]
+    BadEscape,
+    #[error("the path is not UTF-8 once decoded")]
+    NotUtf8,
+    #[error("the path holds a double-encoded dot, slash or backslash")]
+    DoubleEncoded,
+    #[error("the path holds a segment of only dots and spaces")]
+    DotsOnly,
+    #[error("the path climbs above the root with `..`")]
+    AboveRoot,
+}
+
+/// True for the bytes that never need a second look: nothing to decode,
+/// no separator a server might read differently.
+fn plain(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && !matches!(b, b'%' | b'\\' | b';')
+}
+
+/// The canonical form of a request path (the part before `?`): borrowed
+/// when the path already is canonical, which is the common case.
+pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathRefusal> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathRefusal::NotAbsolute);
+    }
+    let simple = bytes.iter().all(|&b| plain(b)) && !bytes.windows(2).any(|w| w == b"//" || w == b"/.");
+    if simple {
+        return Ok(Cow::Borrowed(raw));
+    }
+    slow(raw).map(Cow::Owned)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn slow(raw: &str) -> Result<String, PathRefusal> {
+    let mut kept: Vec<String> = Vec::new();
+    // Whether the path ends in `/` (or in a dot segment, which names the
+    // directory it leads to).
+    let mut trailing = false;
+    for seg in raw[1..].split('/') {
+        let (written, decoded) = segment(seg)?;
+        let decoded = std::str::from_utf8(&decoded).map_err(|_| PathRefusal::NotUtf8)?;
+        // Double encoding: what a server that decodes twice would see.
+        let lower = decoded.to_ascii_lowercase();
+        if ["%2e", "%2f", "%5c", "%00"].iter().any(|e| lower.contains(e)) {
+            return Err(PathRefusal::DoubleEncoded);
+        }
+        // The segment's name without `;` parameters, as Tomcat reads it.
+        let name = decoded.split(';').next().unwrap_or_default();
+        match name {
+            // An empty segment (`//`), or one of parameters only (`/;x/`),
+            // which Tomcat reads as empty: dropped.
+            "" | "." => trailing = true,
+            ".." => {
+                if kept.pop().is_none() {
+                    return Err(PathRefusal::AboveRoot);
+                }
+                trailing = true;
+            }
+            _ if name.trim_end_matches(['.', ' ']).is_empty() => return Err(PathRefusal::DotsOnly),
+            _ => {
+                kept.push(written);
+                trailing = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(raw.len());
+    for s in &kept {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing || kept.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// One segment: as it is forwarded (unreserved characters decoded, other
+/// escapes upper-case) and fully decoded (for the checks).
+fn segment(seg: &str) -> Result<(String, Vec<u8>), PathRefusal> {
+    let b = seg.as_bytes();
+    let mut written = String::with_capacity(b.len());
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&x| hex(x)), b.get(i + 2).and_then(|&x| hex(x))) else {
+                return Err(PathRefusal::BadEscape);
+            };
+            let v = h << 4 | l;
+            match v {
+                b'/' => return Err(PathRefusal::EncodedSlash),
+                b'\\' => return Err(PathRefusal::Backslash),
+                0..=0x1f | 0x7f => return Err(PathRefusal::ControlCharacter),
+                _ if unreserved(v) => written.push(v as char),
+                _ => {
+                    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                    written.push('%');
+                    written.push(HEX[usize::from(v >> 4)] as char);
+                    written.push(HEX[usize::from(v & 15)] as char);
+                }
+            }
+            decoded.push(v);
+            i += 3;
+            continue;
+        }
+        match c {
+            b'\\' => return Err(PathRefusal::Backslash),
+            0..=0x1f | 0x7f => return Err(PathRefusal::ControlCharacter),
+            _ => {}
+        }
+        // Whole characters: `seg` is a `str`, and `%`-free runs stay UTF-8.
+        let end = (i + 1..=b.len())
+            .find(|&e| e == b.len() || b[e] == b'%' || seg.is_char_boundary(e))
+            .unwrap_or(b.len());
+        let run = &seg[i..end];
+        if run.chars().any(char::is_control) {
+            return Err(PathRefusal::ControlCharacter);
+        }
+        written.push_str(run);
+        decoded.extend_from_slice(run.as_bytes());
+        i = end;
+    }
+    Ok((written, decoded))
+}
+
+/// Whether canonical `path` lies under `prefix`, segment by segment:
+/// `/static` and `/static/` both take `/static` and `/static/x`, and
+/// neither takes `/staticX`, `/static-admin` or `/static;x/…`.
+pub fn under(prefix: &str, path: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    if p.is_empty() {
+        return true;
+    }
+    match path.strip_prefix(p) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Whether canonical `path` names the resource `configured` names, the
+/// way a module reads it: `;` parameters and a trailing `/` do not count,
+/// and with `case_insensitive` neither does case. For paths unigate takes
+/// over (logout, login forms), where matching more is the safe side.
+pub fn names(configured: &str, path: &str, case_insensitive: bool) -> bool {
+    fn segments(p: &str) -> impl Iterator<Item = &str> {
+        p.split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.split(';').next().unwrap_or_default())
+    }
+    let (mut a, mut b) = (segments(configured), segments(path));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == y || (case_insensitive && x.eq_ignore_ascii_case(y)) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether a configured path (`public_paths`, `logout_paths`, …) is
+/// written canonically, so that it can match requests at all.
+pub fn check_configured(p: &str) -> Result<(), String> {
+    match canonicalize(p) {
+        Ok(c) if c == p && !p.contains(';') => Ok(()),
+        Ok(c) if !p.contains(';') => Err(format!("`{p}` is not canonical: write it as `{c}`")),
+        Ok(_) => Err(format!("`{p}` holds a `;` path parameter")),
+        Err(e) => Err(format!("`{p}`: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PathRefusal::*;
+
+    #[test]
+    fn canonical_forms() {
+        let ok = [
+            ("/", "/"),
+            ("/ping", "/ping"),
+            ("/a/b/", "/a/b/"),
+            ("/static/../admin", "/admin"),
+            ("/static/%2e%2e/admin", "/admin"),
+            ("/static/%2E%2E/admin", "/admin"),
+            ("/static/.%2e/admin", "/admin"),
+            ("/static/..;/admin", "/admin"),
+            ("/static/..;x=1/admin", "/admin"),
+            ("/static/..%3b/admin", "/admin"),
+            ("/static/.;/admin", "/static/admin"),
+            ("/static;x/../admin", "/admin"),
+            ("/static/./file.css", "/static/file.css"),
+            ("//logout", "/logout"),
+            ("/a//b///c", "/a/b/c"),
+            ("/a/;x/b", "/a/b"),
+            ("/;x", "/"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/./", "/a/"),
+            ("/..a/b", "/..a/b"),
+            ("/a/.b", "/a/.b"),
+            ("/.well-known/x", "/.well-known/x"),
+            ("/%7Euser/%41", "/~user/A"),
+            ("/a%20b/%c3%a9", "/a%20b/%C3%A9"),
+            ("/a%3fb", "/a%3Fb"),
+            ("/x;jsessionid=1/y", "/x;jsessionid=1/y"),
+            ("/logout;x", "/logout;x"),
+            ("/caf\u{e9}", "/caf\u{e9}"),
+            ("/_unigate/../admin", "/admin"),
+            ("/x/../_unigate/healthz", "/_unigate/healthz"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(canonicalize(raw).as_deref(), Ok(want), "{raw}");
+            // Canonical is a fixed point.
+            assert_eq!(canonicalize(want).as_deref(), Ok(want), "{want} again");
+        }
+        assert!(
+            matches!(canonicalize("/ping"), Ok(Cow::Borrowed(_))),
+            "no copy when canonical"
+        );
+        let refused = [
+            ("", NotAbsolute),
+            ("*", NotAbsolute),
+            ("static/x", NotAbsolute),
+            ("/static/..%2fadmin", EncodedSlash),
+            ("/static/..%2Fadmin", EncodedSlash),
+            ("/static/..\\admin", Backslash),
+            ("/static/..%5cadmin", Backslash),
+            ("/a%00b", ControlCharacter),
+            ("/a%0d%0aSet-Cookie:x", ControlCharacter),
+            ("/a\u{7f}", ControlCharacter),
+            ("/a%zz", BadEscape),
+            ("/a%2", BadEscape),
+            ("/a%", BadEscape),
+            ("/a%ff", NotUtf8),
+            ("/a%c3", NotUtf8),
+            ("/static/%252e%252e/admin", DoubleEncoded),
+            ("/static/..%252fadmin", DoubleEncoded),
+            ("/static/.../admin", DotsOnly),
+            ("/static/..%20/admin", DotsOnly),
+            ("/static/. ./admin", DotsOnly),
+            ("/..", AboveRoot),
+            ("/../admin", AboveRoot),
+            ("/static/../../admin", AboveRoot),
+            ("/%2e%2e/admin", AboveRoot),
+        ];
+        for (raw, want) in refused {
+            assert_eq!(canonicalize(raw), Err(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_whole_segments() {
+        for (prefix, path, want) in [
+            ("/static/", "/static/x.css", true),
+            ("/static/", "/static/", true),
+            ("/static/", "/static", true),
+            ("/static/", "/staticX", false),
+            ("/static/", "/staticX/y", false),
+            ("/static", "/static/a/b", true),
+            ("/static", "/static", true),
+            ("/static", "/static-admin", false),
+            ("/static", "/static;x/admin", false),
+            ("/static", "/Static/x", false),
+            ("/", "/anything", true),
+            ("/a/b", "/a/b/c", true),
+            ("/a/b", "/a/bc", false),
+            ("/a/b", "/a", false),
+        ] {
+            assert_eq!(under(prefix, path), want, "{prefix} {path}");
+        }
+    }
+
+    #[test]
+    fn taken_over_paths_match_as_the_module_reads_them() {
+        for (configured, path, ci, want) in [
+            ("/logout", "/logout", false, true),
+            ("/logout", "/logout/", false, true),
+            ("/logout", "/logout;x", false, true),
+            ("/logout", "/logout;x/", false, true),
+            ("/logout", "/LOGOUT", false, false),
+            ("/logout", "/LOGOUT", true, true),
+            ("/logout", "/Logout;a=b", true, true),
+            ("/logout", "/logout/x", false, false),
+            ("/logout", "/logoutx", false, false),
+            ("/logout", "/", false, false),
+            ("/account/logout", "/account;s=1/logout", false, true),
+            ("/", "/", false, true),
+        ] {
+            assert_eq!(names(configured, path, ci), want, "{configured} {path} {ci}");
+        }
+    }
+
+    #[test]
+    fn configured_paths_must_be_canonical() {
+        assert!(check_configured("/static/").is_ok());
+        assert!(check_configured("/logout").is_ok());
+        for bad in ["/static/../x", "//x", "/a%2fb", "/x;y", "/a/./b", "/%7Ex"] {
+            assert!(check_configured(bad).is_err(), "{bad}");
+        }
+    }
+}
