@@ -777,6 +777,8 @@ mod tests {
             backchannel_logout_uri: None,
             frontchannel_logout_uri: None,
             id_token_alg: Algorithm::ES256,
+            api_audience: None,
+            opaque_access_tokens: false,
         });
         Directory::new(&cfg)
     }
