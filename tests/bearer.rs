@@ -198,7 +198,11 @@ async fn an_admin_revoke_refuses_the_users_bearer_tokens() {
     assert_eq!(get(s.port, portal, bob).await.status(), 200);
     admin_revoke(&s.gw, json!({"sub": claims(access)["sub"]})).await;
     assert_invalid_token(get(s.port, portal, access).await, "after the admin revoke").await;
-    assert_eq!(get(s.port, portal, bob).await.status(), 200, "another user is untouched");
+    assert_eq!(
+        get(s.port, portal, bob).await.status(),
+        200,
+        "another user is untouched"
+    );
     // By email too (any case).
     admin_revoke(&s.gw, json!({"email": "BOB@acme-msp.example"})).await;
     assert_invalid_token(get(s.port, portal, bob).await, "after the revoke by email").await;

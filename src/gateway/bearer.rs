@@ -208,7 +208,12 @@ impl Gateway {
     }
 }
 
-async fn json(session: &mut PSession, status: u16, body: serde_json::Value, headers: &[(&str, String)]) -> Result<bool> {
+async fn json(
+    session: &mut PSession,
+    status: u16,
+    body: serde_json::Value,
+    headers: &[(&str, String)],
+) -> Result<bool> {
     respond(session, status, "application/json", headers, body.to_string()).await
 }
 

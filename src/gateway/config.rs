@@ -490,7 +490,10 @@ impl GatewayConfig {
         {
             errs.push("identity_provider.post_logout_redirect_uri", "not a URL");
         }
-        if p.api_audience.as_deref().is_some_and(|a| a.is_empty() || *a == *p.client_id) {
+        if p.api_audience
+            .as_deref()
+            .is_some_and(|a| a.is_empty() || *a == *p.client_id)
+        {
             // The client_id is the audience of ID tokens: never an API's.
             errs.push(
                 "identity_provider.api_audience",

@@ -180,7 +180,11 @@ pub fn validate_access_jwt(
     }
     for k in ["events", "nonce"] {
         if c.get(k).is_some() {
-            return Err(AccessRejected::ForeignClaim(if k == "events" { "events" } else { "nonce" }));
+            return Err(AccessRejected::ForeignClaim(if k == "events" {
+                "events"
+            } else {
+                "nonce"
+            }));
         }
     }
     if c.get("iss").and_then(Value::as_str) != Some(expected.issuer) {
@@ -313,7 +317,12 @@ mod tests {
             "jti": "j", "sid": "s-1", "events": {"http://schemas.openid.net/event/backchannel-logout": {}}
         });
         let cases: Vec<(&str, String, Option<&str>, AccessRejected)> = vec![
-            ("an ID token", sign("JWT", id_token.clone()), Some(API), AccessRejected::Type),
+            (
+                "an ID token",
+                sign("JWT", id_token.clone()),
+                Some(API),
+                AccessRejected::Type,
+            ),
             (
                 "an ID token with the client as api_audience",
                 sign("JWT", id_token.clone()),
@@ -321,7 +330,12 @@ mod tests {
                 AccessRejected::Type,
             ),
             ("no typ", sign("", good()), Some(API), AccessRejected::Type),
-            ("a logout token", sign("logout+jwt", logout.clone()), Some(API), AccessRejected::Type),
+            (
+                "a logout token",
+                sign("logout+jwt", logout.clone()),
+                Some(API),
+                AccessRejected::Type,
+            ),
             (
                 "a logout token typed at+jwt",
                 sign("at+jwt", with(logout, "aud", json!(API))),
@@ -429,7 +443,12 @@ mod tests {
         // Signed by someone else: not the provider's key.
         let other = SigningKey::generate(Algorithm::ES256).unwrap();
         assert_eq!(
-            validate_access_jwt(&other.sign("at+jwt", &good()).unwrap(), &keys, &expected(Some(API)), now()),
+            validate_access_jwt(
+                &other.sign("at+jwt", &good()).unwrap(),
+                &keys,
+                &expected(Some(API)),
+                now()
+            ),
             Err(TokenRejected::UnknownKey.into())
         );
     }
@@ -499,11 +518,7 @@ mod tests {
             ),
         ];
         for (name, answer, api, want) in cases {
-            assert_eq!(
-                from_introspection(&answer, &expected(api), now()),
-                Err(want),
-                "{name}"
-            );
+            assert_eq!(from_introspection(&answer, &expected(api), now()), Err(want), "{name}");
         }
     }
 

@@ -315,7 +315,11 @@ impl OidcClient {
         let r = self.introspect_untimed(token).await;
         self.metrics.idp_call("introspection", r.is_ok(), started.elapsed());
         let loaded = self.loaded().ok_or(OidcError::NotReady)?;
-        Ok(super::access_token::from_introspection(&r?, &self.access_expected(&loaded), now)?)
+        Ok(super::access_token::from_introspection(
+            &r?,
+            &self.access_expected(&loaded),
+            now,
+        )?)
     }
 
     async fn introspect_untimed(&self, token: &str) -> Result<serde_json::Value, OidcError> {
