@@ -180,11 +180,7 @@ pub fn validate_access_jwt(
     }
     for k in ["events", "nonce"] {
         if c.get(k).is_some() {
-            return Err(AccessRejected::ForeignClaim(if k == "events" {
-                "events"
-            } else {
-                "nonce"
-            }));
+            return Err(AccessRejected::ForeignClaim(k));
         }
     }
     if c.get("iss").and_then(Value::as_str) != Some(expected.issuer) {
@@ -195,8 +191,8 @@ pub fn validate_access_jwt(
         return Err(TokenRejected::Audience.into());
     }
     for k in ["client_id", "jti"] {
-        if !c.get(k).and_then(Value::as_str).is_some_and(|v| !v.is_empty()) {
-            return Err(AccessRejected::Claim(if k == "jti" { "jti" } else { "client_id" }));
+        if c.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
+            return Err(AccessRejected::Claim(k));
         }
     }
     let now = unix(now);
