@@ -48,6 +48,9 @@ pub struct Verified {
 pub struct BearerCache {
     verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
     marks: moka::sync::Cache<String, u64>,
+    /// Opaque tokens the IdP called inactive lately: the same token sent
+    /// again does not cost another introspection.
+    refused: moka::sync::Cache<[u8; 32], ()>,
 }
 
 struct UntilExpiry;
@@ -68,6 +71,10 @@ impl Default for BearerCache {
             marks: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(MARK_TTL)
+                .build(),
+            refused: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(INTROSPECTION_CACHE))
                 .build(),
         }
     }
@@ -171,6 +178,8 @@ impl Gateway {
         let jwt = is_jwt_shaped(token);
         let checked = if jwt {
             self.oidc.validate_access_token(token, SystemTime::now()).await
+        } else if self.bearer.refused.contains_key(&key) {
+            return Checked::Invalid;
         } else if self.oidc.can_introspect() {
             self.oidc.introspect(token, SystemTime::now()).await
         } else {
@@ -202,6 +211,9 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::info!(error = %e, "bearer token refused");
+                if !jwt {
+                    self.bearer.refused.insert(key, ());
+                }
                 Checked::Invalid
             }
         }
