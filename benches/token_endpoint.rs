@@ -29,6 +29,8 @@ fn provider() -> Provider {
             backchannel_logout_uri: None,
             frontchannel_logout_uri: None,
             id_token_alg: alg,
+            api_audience: None,
+            opaque_access_tokens: false,
         });
     }
     Provider::new(cfg, "http://127.0.0.1:9000").expect("provider")

@@ -379,8 +379,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             })
         }
         Command::Check { config } => {
-            load_gateway(&config)?;
+            let cfg = load_gateway(&config)?;
             println!("{}: ok", config.display());
+            if cfg.idp.api_audience.is_none() {
+                println!(
+                    "note: identity_provider.api_audience is not set: `Authorization: Bearer` JWT access tokens are refused"
+                );
+            }
             Ok(())
         }
         Command::Demo {

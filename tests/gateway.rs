@@ -183,6 +183,14 @@ async fn bearer_access_tokens_are_validated() {
             .unwrap()
             .contains("invalid_token")
     );
+    // The ID token of the same login is not a bearer token.
+    let r = b
+        .get(s.url("/api/whoami"))
+        .bearer_auth(t["id_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // A valid token of a user outside the access groups is forbidden.
     let p = pkce();
     let back = login(&s.idp, &browser(), "carol", &p, &[]).await;

@@ -128,9 +128,15 @@ async fn full_login_with_password_and_totp() {
     for k in ["exp", "iat", "auth_time", "sid"] {
         assert!(!c[k].is_null(), "{k}");
     }
-    let (ac, atyp) = verify(&iss, access, CLIENT).await;
+    // RFC 9068: an access token for the API (its own audience), not the client.
+    let (ac, atyp) = verify(&iss, access, API_AUDIENCE).await;
     assert_eq!(atyp.as_deref(), Some("at+jwt"));
     assert_eq!(ac["sub"], c["sub"]);
+    assert_eq!(ac["aud"], API_AUDIENCE);
+    assert_eq!(ac["client_id"], CLIENT);
+    for k in ["iss", "exp", "iat", "jti", "scope", "sid", "groups"] {
+        assert!(!ac[k].is_null(), "{k}");
+    }
     let info: Value = reqwest::Client::new()
         .get(format!("{iss}/userinfo"))
         .bearer_auth(access)

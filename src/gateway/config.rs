@@ -88,6 +88,10 @@ pub struct IdentityProviderFile {
     #[serde(default, with = "humantime_serde")]
     #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub timeout: Option<Duration>,
+    /// The audience (`aud`) an access token presented as `Authorization:
+    /// Bearer` must be issued for: this deployment's API identifier at the
+    /// IdP. Without it, JWT bearer tokens are refused.
+    pub api_audience: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,6 +319,9 @@ pub struct IdpSettings {
     pub scopes: Vec<String>,
     pub post_logout_redirect_uri: Option<String>,
     pub timeout: Duration,
+    /// The `aud` bearer access tokens must carry; `None`: JWT bearer
+    /// tokens are refused.
+    pub api_audience: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -517,6 +524,16 @@ impl GatewayConfig {
             && Url::parse(u).is_err()
         {
             errs.push("identity_provider.post_logout_redirect_uri", "not a URL");
+        }
+        if p.api_audience
+            .as_deref()
+            .is_some_and(|a| a.is_empty() || *a == *p.client_id)
+        {
+            // The client_id is the audience of ID tokens: never an API's.
+            errs.push(
+                "identity_provider.api_audience",
+                "must be the API's own audience, not empty and not the client_id",
+            );
         }
 
         let redis = match file.session.store.as_deref() {
@@ -929,6 +946,7 @@ impl GatewayConfig {
                 scopes,
                 post_logout_redirect_uri: p.post_logout_redirect_uri.clone(),
                 timeout: p.timeout.unwrap_or(Duration::from_secs(5)),
+                api_audience: p.api_audience.clone(),
             },
             session,
             identity: IdentitySettings {

@@ -551,7 +551,12 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
                     ("post_logout_redirect_uri", &post_logout),
                 ],
             );
-            redirect(session, &url, cookies).await
+            // The URL carries the ID token: no Referer takes it to the
+            // IdP's pages' resources, and no cache keeps it (`respond`
+            // sets `Cache-Control: no-store`).
+            let mut headers: Vec<(&str, String)> = vec![("location", url), ("referrer-policy", "no-referrer".into())];
+            headers.extend(cookies.into_iter().map(|c| ("set-cookie", c)));
+            respond(session, 302, "text/plain; charset=utf-8", &headers, bytes::Bytes::new()).await
         }
         _ => {
             let mut headers: Vec<(&str, String)> = cookies.into_iter().map(|c| ("set-cookie", c)).collect();
@@ -1101,6 +1106,13 @@ async fn backchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool>
             return respond(session, 400, "application/json", &[], bad(&e.to_string())).await;
         }
     };
+    // Bearer tokens of that user that name no IdP session cannot be told
+    // apart from this session's: they end with it.
+    if let (Some(_), Some(sub)) = (&claims.sid, &claims.sub)
+        && let Err(e) = g.mark_bearer_revoked(&super::bearer::sidless_mark(sub)).await
+    {
+        return store_down_json(session, &e).await;
+    }
     let ended = match g.revoke(&what).await {
         Ok(n) => n,
         // Not done, and the jti not marked done: the IdP's retry works.

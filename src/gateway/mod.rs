@@ -6,6 +6,7 @@
 //! gathers their inputs from the request and writes their results.
 
 pub mod admin;
+pub mod bearer;
 pub mod config;
 pub mod identity;
 pub mod inject;
@@ -24,7 +25,6 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session as PSession};
-use sha2::{Digest, Sha256};
 
 use crate::idp::store::RateCounter;
 use crate::oidc::client::OidcClient;
@@ -51,7 +51,8 @@ pub struct Gateway {
     pub oidc: Arc<OidcClient>,
     pub sessions: MemoryStore,
     txns: TxnStore,
-    bearer: moka::sync::Cache<[u8; 32], Arc<(Identity, u64)>>,
+    /// Checked bearer tokens and bearer revocation markers.
+    bearer: bearer::BearerCache,
     pub signer: Arc<AssertionSigner>,
     login_starts: RateCounter<std::net::IpAddr>,
     /// Link attempts per KaseyaOne user: the link page checks passwords.
@@ -387,10 +388,7 @@ impl Gateway {
                 .unwrap_or_default(),
             sessions: MemoryStore::new(&cfg.session),
             txns: TxnStore::new(100_000, Duration::from_secs(600)),
-            bearer: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(600))
-                .build(),
+            bearer: bearer::BearerCache::default(),
             login_starts: RateCounter::new(cfg.session.login_starts_per_minute, Duration::from_secs(60)),
             http,
             session_cookie: if cfg.tls { "__Host-unigate" } else { "unigate" },
@@ -717,34 +715,6 @@ impl Gateway {
             s.refreshing.store(false, Ordering::Release);
         });
     }
-
-    async fn bearer_identity(&self, token: &str) -> Option<Identity> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let now = unix_now();
-        if let Some(hit) = self.bearer.get(&key) {
-            return (hit.1 > now).then(|| hit.0.clone());
-        }
-        match self.oidc.validate_access_token(token, SystemTime::now()).await {
-            Ok(c) => {
-                let id = Identity {
-                    sub: c.sub.into(),
-                    sid: c.sid.map(Into::into),
-                    email: c.email.unwrap_or_default().into(),
-                    name: c.name.unwrap_or_default().into(),
-                    username: c.preferred_username.unwrap_or_default().into(),
-                    company: c.company.unwrap_or_default().into(),
-                    groups: c.groups,
-                    module_user: None,
-                };
-                self.bearer.insert(key, Arc::new((id.clone(), c.exp)));
-                Some(id)
-            }
-            Err(e) => {
-                tracing::info!(error = %e, "bearer token refused");
-                None
-            }
-        }
-    }
 }
 
 /// Whether a Cookie header may hold one of unigate's own cookies.
@@ -1014,36 +984,7 @@ impl Gateway {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim().to_string());
         if let Some(token) = bearer {
-            return match self.bearer_identity(&token).await {
-                Some(id) if may_access(&id.groups, &module.access_groups) => {
-                    ctx.identity = Some(Arc::new(id));
-                    self.proceed(session, ctx, mi).await
-                }
-                Some(_) => {
-                    respond(
-                        session,
-                        403,
-                        "application/json",
-                        &[],
-                        r#"{"error":"forbidden","error_description":"not in the module's access groups"}"#,
-                    )
-                    .await
-                }
-                None => {
-                    let headers = [(
-                        "www-authenticate",
-                        "Bearer realm=\"unigate\", error=\"invalid_token\"".to_string(),
-                    )];
-                    respond(
-                        session,
-                        401,
-                        "application/json",
-                        &headers,
-                        r#"{"error":"invalid_token"}"#,
-                    )
-                    .await
-                }
-            };
+            return bearer::handle(self, session, ctx, mi, &token).await;
         }
         if module.require_kaseyaone {
             let host = host.into_owned();

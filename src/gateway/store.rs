@@ -227,8 +227,10 @@ impl Gateway {
         Ok(s)
     }
 
-    /// Ends every session `what` names, on every replica.
+    /// Ends every session `what` names, on every replica, and refuses the
+    /// bearer tokens it names from now on.
     pub async fn revoke(&self, what: &Revoke) -> Result<usize, StoreError> {
+        self.mark_bearer_revoked(&super::bearer::mark_of(what)).await?;
         let Some(shared) = &self.shared else {
             return Ok(self.sessions.revoke(what));
         };

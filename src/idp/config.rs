@@ -166,6 +166,12 @@ pub struct ClientFile {
     pub frontchannel_logout_uri: Option<String>,
     /// `ES256` or `RS256`; default the server's algorithm.
     pub id_token_signed_response_alg: Option<String>,
+    /// The `aud` of this client's access tokens (RFC 9068): the API they
+    /// are for; default the issuer + `/api`.
+    pub api_audience: Option<String>,
+    /// `jwt` (RFC 9068, default) or `opaque` (a random string, checked by
+    /// introspection, RFC 7662).
+    pub access_token_format: Option<String>,
 }
 
 // ------------------------------------------------------------ checked config
@@ -254,6 +260,10 @@ pub struct Client {
     pub backchannel_logout_uri: Option<Url>,
     pub frontchannel_logout_uri: Option<Url>,
     pub id_token_alg: Algorithm,
+    /// The `aud` of its access tokens; `None`: the issuer + `/api`.
+    pub api_audience: Option<String>,
+    /// Opaque access tokens (introspection) instead of RFC 9068 JWTs.
+    pub opaque_access_tokens: bool,
 }
 
 impl IdpConfig {
@@ -547,7 +557,20 @@ impl IdpConfig {
                 &format!("{p}.id_token_signed_response_alg"),
                 &mut errs,
             );
+            if c.api_audience.as_deref().is_some_and(str::is_empty) {
+                errs.push(format!("{p}.api_audience"), "must not be empty");
+            }
+            let opaque_access_tokens = match c.access_token_format.as_deref() {
+                None | Some("jwt") => false,
+                Some("opaque") => true,
+                Some(_) => {
+                    errs.push(format!("{p}.access_token_format"), "must be `jwt` or `opaque`");
+                    false
+                }
+            };
             clients.push(Client {
+                api_audience: c.api_audience,
+                opaque_access_tokens,
                 client_id: c.client_id,
                 client_secret: secret.unwrap_or_else(|| Secret::new("")),
                 redirect_uris: c.redirect_uris,

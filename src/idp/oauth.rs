@@ -575,7 +575,7 @@ impl Provider {
         let access = AccessTokenClaims {
             iss: self.issuer.clone(),
             sub: sub.clone(),
-            aud: client.client_id.clone(),
+            aud: self.api_audience(client),
             client_id: client.client_id.clone(),
             exp: iat + t.access_token_ttl.as_secs(),
             iat,
@@ -585,7 +585,13 @@ impl Provider {
             profile: profile.clone(),
         };
         let key = self.keys.current(client.id_token_alg);
-        let access_token = key.sign("at+jwt", &access).map_err(server_error)?;
+        let access_token = if client.opaque_access_tokens {
+            let t = random_token();
+            self.stores.opaque.insert(token_key(&t), Arc::new(access));
+            t
+        } else {
+            key.sign("at+jwt", &access).map_err(server_error)?
+        };
         self.stores.access.insert(jti, grant_id.to_string());
         let id = IdTokenClaims {
             iss: self.issuer.clone(),
@@ -650,15 +656,58 @@ impl Provider {
         serde_json::from_value(data.claims).ok()
     }
 
+    /// The `aud` of a client's access tokens: its `api_audience`, or the
+    /// issuer + `/api`.
+    pub fn api_audience(&self, client: &Client) -> String {
+        client
+            .api_audience
+            .clone()
+            .unwrap_or_else(|| format!("{}/api", self.issuer))
+    }
+
+    /// The claims of a live access token (a JWT or an opaque one) whose
+    /// grant is not revoked.
+    fn live_access_token(&self, token: &str, now: SystemTime) -> Option<(AccessTokenClaims, Arc<Grant>)> {
+        let claims: AccessTokenClaims = if token.split('.').count() == 3 {
+            self.verify_own(token, "at+jwt", false, now)?
+        } else {
+            let c = self.stores.opaque.get(&token_key(token))?;
+            if c.exp <= unix(now) {
+                return None;
+            }
+            (*c).clone()
+        };
+        let grant_id = self.stores.access.get(&claims.jti)?;
+        let grant = self.stores.grants.get(&grant_id)?;
+        (!grant.is_revoked()).then_some((claims, grant))
+    }
+
+    /// Token introspection (RFC 7662) for an authenticated client: the
+    /// token's claims with `active: true`, or only `active: false` for a
+    /// token that is unknown, expired, revoked, or not an access token.
+    pub fn introspect(
+        &self,
+        auth: &ClientAuth,
+        form: &HashMap<String, String>,
+        now: SystemTime,
+    ) -> Result<serde_json::Value, TokenError> {
+        self.authenticate_client(auth)?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| TokenError::new("invalid_request", "token is missing"))?;
+        let Some((claims, _)) = self.live_access_token(token, now) else {
+            return Ok(serde_json::json!({ "active": false }));
+        };
+        let mut v = serde_json::to_value(&claims).unwrap_or_default();
+        v["active"] = true.into();
+        v["token_type"] = "Bearer".into();
+        Ok(v)
+    }
+
     /// The userinfo response for a bearer access token, or `None` when the
     /// token is invalid, expired or revoked.
     pub fn userinfo(&self, access_token: &str, now: SystemTime) -> Option<serde_json::Value> {
-        let claims: AccessTokenClaims = self.verify_own(access_token, "at+jwt", false, now)?;
-        let grant_id = self.stores.access.get(&claims.jti)?;
-        let grant = self.stores.grants.get(&grant_id)?;
-        if grant.is_revoked() {
-            return None;
-        }
+        let (claims, grant) = self.live_access_token(access_token, now)?;
         let user = self.dir.user(grant.user);
         let has = |s: &str| claims.scope.split(' ').any(|x| x == s);
         let mut info = serde_json::json!({
@@ -728,6 +777,8 @@ mod tests {
             backchannel_logout_uri: None,
             frontchannel_logout_uri: None,
             id_token_alg: Algorithm::ES256,
+            api_audience: None,
+            opaque_access_tokens: false,
         });
         Directory::new(&cfg)
     }

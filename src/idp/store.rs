@@ -130,6 +130,8 @@ pub struct Stores {
     pub refresh: Cache<String, Arc<RefreshRecord>>,
     /// access-token jti → grant id.
     pub access: Cache<String, String>,
+    /// Opaque access token (by `token_key`) → its claims.
+    pub opaque: Cache<String, Arc<crate::idp::oauth::AccessTokenClaims>>,
     pub reset_links: Cache<String, UserId>,
     /// user → the last TOTP time step accepted.
     pub totp_steps: Cache<UserId, u64>,
@@ -163,6 +165,7 @@ impl Stores {
             grants: cache(1_000_000, t.refresh_token_ttl),
             refresh: cache(2_000_000, t.refresh_token_ttl),
             access: cache(2_000_000, t.access_token_ttl),
+            opaque: cache(2_000_000, t.access_token_ttl),
             reset_links: cache(10_000, cfg.login.reset_link_ttl),
             totp_steps: cache(1_000_000, Duration::from_secs(120)),
             logout_csrf: cache(100_000, Duration::from_secs(900)),

@@ -46,6 +46,7 @@ pub fn router(p: Arc<Provider>) -> Router {
         .route("/login", get(login_get).post(login_post))
         .route("/token", post(token))
         .route("/userinfo", get(userinfo).post(userinfo))
+        .route("/introspect", post(introspect))
         .route("/logout", get(end_session).post(end_session))
         .route("/logout/confirm", post(logout_confirm))
         .route("/", get(home))
@@ -199,6 +200,8 @@ async fn discovery(State(p): P) -> Response {
         "authorization_endpoint": p.url("/authorize"),
         "token_endpoint": p.url("/token"),
         "userinfo_endpoint": p.url("/userinfo"),
+        "introspection_endpoint": p.url("/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "jwks_uri": p.url("/.well-known/jwks.json"),
         "end_session_endpoint": p.url("/logout"),
         "response_types_supported": ["code"],
@@ -632,6 +635,31 @@ async fn token(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRejecti
             tracing::info!(error = e.error, "token request refused");
             token_error(e)
         }
+    }
+}
+
+/// Token introspection (RFC 7662), for registered clients (Basic or
+/// form credentials, as at the token endpoint).
+async fn introspect(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let invalid = |d: &str| TokenError {
+        status: 400,
+        error: "invalid_request",
+        description: d.to_string(),
+        basic_challenge: false,
+    };
+    let Ok(body) = body else {
+        return token_error(invalid("the request body could not be read"));
+    };
+    let form = match params_map(pairs(&body)) {
+        Ok(f) => f,
+        Err(e) => return token_error(invalid(&e)),
+    };
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("invalid"));
+    match ClientAuth::from_request(auth, &form).and_then(|auth| p.introspect(&auth, &form, SystemTime::now())) {
+        Ok(v) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(v)).into_response(),
+        Err(e) => token_error(e),
     }
 }
 

@@ -10,9 +10,7 @@ use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
-use super::id_token::{
-    ASYMMETRIC, Expected, IdClaims, ProviderKeys, TokenRejected, validate_id_token, verify_signature,
-};
+use super::id_token::{ASYMMETRIC, Expected, IdClaims, ProviderKeys, TokenRejected, validate_id_token};
 use crate::gateway::config::IdpSettings;
 
 /// Largest IdP response read.
@@ -34,6 +32,9 @@ pub struct Discovery {
     pub end_session_endpoint: Option<String>,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
+    /// RFC 7662 / RFC 8414: where opaque access tokens are introspected.
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub enum OidcError {
     NotReady,
     #[error("token rejected: {0}")]
     Token(#[from] TokenRejected),
+    #[error("access token rejected: {0}")]
+    Access(#[from] super::access_token::AccessRejected),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,24 +64,7 @@ pub struct TokenSet {
     pub expires_in: Option<u64>,
 }
 
-/// Claims of a bearer access token that unigate uses.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AccessClaims {
-    pub sub: String,
-    pub exp: u64,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub preferred_username: Option<String>,
-    #[serde(default)]
-    pub company: Option<String>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub sid: Option<String>,
-}
+pub use super::access_token::AccessClaims;
 
 pub struct Loaded {
     pub discovery: Discovery,
@@ -287,40 +273,82 @@ impl OidcClient {
         Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey))
     }
 
-    /// Validates a JWT access token (signature, iss, aud, exp) for
-    /// `Authorization: Bearer` requests.
+    /// What a bearer token must be for this deployment.
+    fn access_expected<'a>(&'a self, loaded: &'a Loaded) -> super::access_token::AccessExpected<'a> {
+        super::access_token::AccessExpected {
+            issuer: &self.settings.issuer,
+            api_audience: self.settings.api_audience.as_deref(),
+            client_id: &self.settings.client_id,
+            algorithms: &loaded.algorithms,
+            leeway: LEEWAY,
+        }
+    }
+
+    /// Validates a JWT bearer token as an RFC 9068 access token for
+    /// `api_audience` (see `access_token`), re-fetching the JWKS once for a
+    /// key not seen yet.
     pub async fn validate_access_token(&self, token: &str, now: SystemTime) -> Result<AccessClaims, OidcError> {
+        use super::access_token::{AccessRejected, validate_access_jwt};
         for attempt in 0..2 {
             let loaded = self.loaded().ok_or(OidcError::NotReady)?;
-            match verify_signature(token, &loaded.keys, &loaded.algorithms) {
-                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys().await => continue,
-                Err(e) => return Err(e.into()),
-                Ok((_, payload)) => {
-                    if payload["iss"].as_str() != Some(self.settings.issuer.as_str()) {
-                        return Err(TokenRejected::Issuer.into());
-                    }
-                    let aud_ok = match &payload["aud"] {
-                        serde_json::Value::String(a) => a == &self.settings.client_id,
-                        serde_json::Value::Array(v) => v.iter().any(|a| a.as_str() == Some(&self.settings.client_id)),
-                        _ => false,
-                    };
-                    if !aud_ok {
-                        return Err(TokenRejected::Audience.into());
-                    }
-                    let claims: AccessClaims =
-                        serde_json::from_value(payload).map_err(|_| OidcError::Token(TokenRejected::Malformed))?;
-                    let now = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                    if claims.exp + LEEWAY <= now {
-                        return Err(TokenRejected::Expired.into());
-                    }
-                    if claims.sub.is_empty() {
-                        return Err(TokenRejected::Subject.into());
-                    }
-                    return Ok(claims);
+            match validate_access_jwt(token, &loaded.keys, &self.access_expected(&loaded), now) {
+                Err(AccessRejected::Token(TokenRejected::UnknownKey)) if attempt == 0 && self.refresh_keys().await => {
+                    continue;
                 }
+                other => return Ok(other?),
             }
         }
         Err(TokenRejected::UnknownKey.into())
+    }
+
+    /// Whether the provider offers token introspection (RFC 7662).
+    pub fn can_introspect(&self) -> bool {
+        self.loaded()
+            .is_some_and(|l| l.discovery.introspection_endpoint.is_some())
+    }
+
+    /// Asks the provider about an opaque bearer token (RFC 7662), with
+    /// this client's credentials as at the token endpoint, and reads the
+    /// answer (see `access_token::from_introspection`).
+    pub async fn introspect(&self, token: &str, now: SystemTime) -> Result<AccessClaims, OidcError> {
+        let started = Instant::now();
+        let r = self.introspect_untimed(token).await;
+        self.metrics.idp_call("introspection", r.is_ok(), started.elapsed());
+        let loaded = self.loaded().ok_or(OidcError::NotReady)?;
+        Ok(super::access_token::from_introspection(
+            &r?,
+            &self.access_expected(&loaded),
+            now,
+        )?)
+    }
+
+    async fn introspect_untimed(&self, token: &str) -> Result<serde_json::Value, OidcError> {
+        let loaded = self.loaded().ok_or(OidcError::NotReady)?;
+        let endpoint = loaded
+            .discovery
+            .introspection_endpoint
+            .as_deref()
+            .ok_or_else(|| OidcError::Invalid("the provider has no introspection_endpoint".into()))?;
+        let r = self
+            .http
+            .post(endpoint)
+            .basic_auth(
+                form_encode(&self.settings.client_id),
+                Some(form_encode(self.settings.client_secret.expose())),
+            )
+            .header("accept", "application/json")
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let status = r.status().as_u16();
+        if status != 200 {
+            return Err(OidcError::Refused {
+                status,
+                error: "introspection".into(),
+            });
+        }
+        read_json(r).await
     }
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<TokenSet, OidcError> {

@@ -2,6 +2,7 @@
 //! validation and return-URL safety. The proxy (`unigate run`) builds on
 //! these; time and keys are parameters so every rule is tested by table.
 
+pub mod access_token;
 pub mod client;
 pub mod id_token;
 pub mod logout_token;

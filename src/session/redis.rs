@@ -516,6 +516,45 @@ impl RedisStore {
         Ok(c.get(&key).await?)
     }
 
+    /// Where a bearer revocation marker is kept (by the hash of its name,
+    /// e.g. `sub:…`).
+    fn bearer_mark_key(&self, mark: &str) -> String {
+        self.k(&["brev", &hex(&id_hash(mark))])
+    }
+
+    /// Records that bearer tokens named by `mark` and issued at or before
+    /// `at` (Unix seconds) are revoked, for `ttl`; a later mark wins.
+    pub async fn mark_bearer_revoked(&self, mark: &str, at: u64, ttl: Duration) -> Result<(), StoreError> {
+        const MARK: &str = r"local v = tonumber(redis.call('GET', KEYS[1]))
+            if (not v) or v < tonumber(ARGV[1]) then
+              redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+            else
+              redis.call('PEXPIRE', KEYS[1], ARGV[2])
+            end
+            return 1";
+        let mut c = self.conn().await?;
+        let _: i64 = redis::cmd("EVAL")
+            .arg(MARK)
+            .arg(1)
+            .arg(self.bearer_mark_key(mark))
+            .arg(at)
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// The latest revocation time among `marks`, if any is marked.
+    pub async fn bearer_revoked_at(&self, marks: &[String]) -> Result<Option<u64>, StoreError> {
+        if marks.is_empty() {
+            return Ok(None);
+        }
+        let keys: Vec<String> = marks.iter().map(|m| self.bearer_mark_key(m)).collect();
+        let mut c = self.conn().await?;
+        let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+        Ok(values.into_iter().flatten().max())
+    }
+
     pub async fn put_link(&self, sub: &str, route: &str, module_user: &str) -> Result<(), StoreError> {
         let key = self.k(&["link", route, &hex(&id_hash(sub))]);
         let mut c = self.conn().await?;

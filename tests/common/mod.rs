@@ -26,6 +26,9 @@ pub const SECRET: &str = "test-client-secret-0123456789";
 pub const CLIENT: &str = "test-app";
 pub const REDIRECT: &str = "http://127.0.0.1:1/cb";
 pub const POST_LOGOUT: &str = "http://127.0.0.1:1/logged-out";
+/// The `aud` of the test client's access tokens, and unigate's
+/// `api_audience` in every test stack.
+pub const API_AUDIENCE: &str = "https://api.unigate.test";
 
 /// Demo passwords, as the README lists them.
 pub fn password(user: &str) -> String {
@@ -50,6 +53,8 @@ pub fn test_client(backchannel: Option<&str>, frontchannel: Option<&str>) -> Cli
         backchannel_logout_uri: backchannel.map(|u| Url::parse(u).unwrap()),
         frontchannel_logout_uri: frontchannel.map(|u| Url::parse(u).unwrap()),
         id_token_alg: jsonwebtoken::Algorithm::ES256,
+        api_audience: Some(API_AUDIENCE.into()),
+        opaque_access_tokens: false,
     }
 }
 
@@ -586,6 +591,7 @@ pub fn gateway_toml(port: u16, issuer: &str, listen: &str, rest: &str) -> String
         issuer = "{issuer}"
         client_id = "{CLIENT}"
         client_secret = "file:secret"
+        api_audience = "{API_AUDIENCE}"
         {rest}
         "#
     )

@@ -1,0 +1,373 @@
+//! `Authorization: Bearer` requests: an access token for this deployment's
+//! API (an RFC 9068 JWT for `api_audience`, or an opaque token the IdP
+//! vouches for by introspection), never an ID token or a logout token; and
+//! then every check a session gets: not revoked (admin revoke, back- and
+//! front-channel logout, on every replica), the module's access groups,
+//! `link_required`, and account matching.
+//!
+//! Revocation: a revoke of a `sub`, `email` or `sid` leaves a marker "bearer
+//! tokens of this user (or IdP session) issued up to time T are refused",
+//! kept in memory and, with the shared store, in Redis, for longer than any
+//! accepted token lives (`access_token::MAX_LIFETIME_SECS`). Every bearer
+//! request compares its token's `iat` with the markers — the cache of
+//! verified tokens never skips that comparison.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use pingora::prelude::*;
+use pingora::proxy::Session as PSession;
+use sha2::{Digest, Sha256};
+
+use super::{Ctx, Gateway, respond, store_down, unix_now};
+use crate::oidc::access_token::{AccessClaims, MAX_LIFETIME_SECS, MAX_TOKEN_LEN, is_jwt_shaped};
+use crate::oidc::client::{LEEWAY, OidcError};
+use crate::policy::may_access;
+use crate::session::{Identity, Revoke};
+
+/// How long a verified JWT is trusted without checking it again (its
+/// expiry comes first when sooner).
+const JWT_CACHE: u64 = 600;
+/// How long an introspection answer is trusted: the IdP's own revocation
+/// of an opaque token shows within this time (its expiry comes first).
+const INTROSPECTION_CACHE: u64 = 60;
+/// How long a revocation marker lives: past the longest token it refuses.
+const MARK_TTL: Duration = Duration::from_secs(MAX_LIFETIME_SECS + 4 * LEEWAY);
+
+/// A token checked once: who it is for, when it was issued, and until when
+/// the check holds.
+pub struct Verified {
+    identity: Identity,
+    iat: Option<u64>,
+    until: u64,
+}
+
+/// Verified tokens by SHA-256 (bounded, each entry expiring at its
+/// `until`), and this process's revocation markers (mark → Unix time).
+#[derive(Clone)]
+pub struct BearerCache {
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    marks: moka::sync::Cache<String, u64>,
+    /// Opaque tokens the IdP called inactive lately: the same token sent
+    /// again does not cost another introspection.
+    refused: moka::sync::Cache<[u8; 32], ()>,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExpiry {
+    fn expire_after_create(&self, _: &[u8; 32], v: &Arc<Verified>, _: std::time::Instant) -> Option<Duration> {
+        Some(Duration::from_secs(v.until.saturating_sub(unix_now())))
+    }
+}
+
+impl Default for BearerCache {
+    fn default() -> Self {
+        BearerCache {
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(UntilExpiry)
+                .build(),
+            marks: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(MARK_TTL)
+                .build(),
+            refused: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(INTROSPECTION_CACHE))
+                .build(),
+        }
+    }
+}
+
+/// The marker a revocation leaves.
+pub fn mark_of(what: &Revoke) -> String {
+    match what {
+        Revoke::Sub(v) => format!("sub:{v}"),
+        Revoke::Sid(v) => format!("sid:{v}"),
+        Revoke::Email(v) => format!("email:{}", v.to_lowercase()),
+    }
+}
+
+/// The marker for tokens of `sub` that name no IdP session: a logout of
+/// one of the user's sessions refuses them too (they cannot be told apart).
+pub fn sidless_mark(sub: &str) -> String {
+    format!("nosid:{sub}")
+}
+
+/// Every marker that refuses a token of this identity.
+pub fn marks_of(id: &Identity) -> Vec<String> {
+    let mut marks = vec![format!("sub:{}", id.sub)];
+    if !id.email.is_empty() {
+        marks.push(format!("email:{}", id.email.to_lowercase()));
+    }
+    marks.push(match &id.sid {
+        Some(sid) => format!("sid:{sid}"),
+        None => sidless_mark(&id.sub),
+    });
+    marks
+}
+
+/// Whether a token issued at `iat` is refused by a marker set at
+/// `marked`: issued at or before it (no `iat`: always).
+pub fn revoked(iat: Option<u64>, marked: Option<u64>) -> bool {
+    marked.is_some_and(|t| iat.is_none_or(|i| i <= t))
+}
+
+/// The identity a checked token stands for (no module account yet).
+fn identity_of(c: AccessClaims) -> Identity {
+    Identity {
+        sub: c.sub.into(),
+        sid: c.sid.map(Into::into),
+        email: c.email.unwrap_or_default().into(),
+        name: c.name.unwrap_or_default().into(),
+        username: c.preferred_username.unwrap_or_default().into(),
+        company: c.company.unwrap_or_default().into(),
+        groups: c.groups,
+        module_user: None,
+    }
+}
+
+/// What a bearer token turned out to be.
+enum Checked {
+    Ok(Arc<Verified>),
+    Invalid,
+    /// The IdP could not be asked (introspection, discovery not loaded).
+    Unavailable,
+}
+
+impl Gateway {
+    /// Marks bearer tokens named by `mark` as revoked from now on, here
+    /// and (shared store) for every replica. The time is pushed a leeway
+    /// ahead: a token the IdP issued just before the revocation with a
+    /// clock ahead of ours is refused too.
+    pub async fn mark_bearer_revoked(&self, mark: &str) -> Result<(), crate::session::redis::StoreError> {
+        let at = unix_now() + LEEWAY;
+        let t = self.bearer.marks.get(mark).map_or(at, |t| t.max(at));
+        self.bearer.marks.insert(mark.to_string(), t);
+        if let Some(shared) = &self.shared {
+            shared.mark_bearer_revoked(mark, at, MARK_TTL).await?;
+        }
+        Ok(())
+    }
+
+    /// The latest revocation time among `marks`: this process's markers,
+    /// and with the shared store the other replicas' too.
+    async fn bearer_revoked_at(&self, marks: &[String]) -> Result<Option<u64>, crate::session::redis::StoreError> {
+        let local = marks.iter().filter_map(|m| self.bearer.marks.get(m)).max();
+        let Some(shared) = &self.shared else {
+            return Ok(local);
+        };
+        if !shared.healthy() {
+            return Err(crate::session::redis::StoreError::Down("not connected".into()));
+        }
+        Ok(shared.bearer_revoked_at(marks).await?.max(local))
+    }
+
+    /// Checks a bearer token, or finds it checked in the cache.
+    async fn check_bearer(&self, token: &str, now: u64) -> Checked {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.bearer.verified.get(&key)
+            && hit.until > now
+        {
+            return Checked::Ok(hit);
+        }
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Checked::Invalid;
+        }
+        let jwt = is_jwt_shaped(token);
+        let checked = if jwt {
+            self.oidc.validate_access_token(token, SystemTime::now()).await
+        } else if self.bearer.refused.contains_key(&key) {
+            return Checked::Invalid;
+        } else if self.oidc.can_introspect() {
+            self.oidc.introspect(token, SystemTime::now()).await
+        } else {
+            tracing::info!("bearer token refused: opaque, and the identity provider offers no introspection");
+            return Checked::Invalid;
+        };
+        match checked {
+            Ok(c) => {
+                // A JWT stays valid within the leeway past its expiry; an
+                // introspected token is the IdP's to judge after its `exp`.
+                let (exp, cache_for) = match (c.exp, jwt) {
+                    (Some(exp), true) => (exp + LEEWAY, JWT_CACHE),
+                    (Some(exp), false) => (exp, INTROSPECTION_CACHE),
+                    (None, _) => (u64::MAX, INTROSPECTION_CACHE),
+                };
+                let v = Arc::new(Verified {
+                    iat: c.iat,
+                    until: exp.min(now + cache_for),
+                    identity: identity_of(c),
+                });
+                if v.until > now {
+                    self.bearer.verified.insert(key, v.clone());
+                }
+                Checked::Ok(v)
+            }
+            Err(e @ (OidcError::Unreachable(_) | OidcError::Refused { .. } | OidcError::NotReady)) => {
+                tracing::warn!(error = %e, "bearer token cannot be checked now");
+                Checked::Unavailable
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "bearer token refused");
+                if !jwt {
+                    self.bearer.refused.insert(key, ());
+                }
+                Checked::Invalid
+            }
+        }
+    }
+}
+
+async fn json(
+    session: &mut PSession,
+    status: u16,
+    body: serde_json::Value,
+    headers: &[(&str, String)],
+) -> Result<bool> {
+    respond(session, status, "application/json", headers, body.to_string()).await
+}
+
+async fn invalid_token(session: &mut PSession, why: &str) -> Result<bool> {
+    let headers = [(
+        "www-authenticate",
+        "Bearer realm=\"unigate\", error=\"invalid_token\"".to_string(),
+    )];
+    json(
+        session,
+        401,
+        serde_json::json!({"error": "invalid_token", "error_description": why}),
+        &headers,
+    )
+    .await
+}
+
+/// Answers a request to route `mi` that carries `Authorization: Bearer`:
+/// lets it through with the token's identity, or refuses it (401 for a
+/// token that is not a valid, unrevoked access token for this API; 403
+/// for a user this module does not admit; 503 when something needed for
+/// the decision cannot be reached).
+pub(super) async fn handle(g: &Gateway, session: &mut PSession, ctx: &mut Ctx, mi: usize, token: &str) -> Result<bool> {
+    let module = g.module(mi);
+    let now = unix_now();
+    let v = match g.check_bearer(token, now).await {
+        Checked::Ok(v) => v,
+        Checked::Invalid => return invalid_token(session, "not a valid access token for this API").await,
+        Checked::Unavailable => {
+            let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": "the identity provider cannot check this token now"});
+            return json(session, 503, body, &[("retry-after", "5".to_string())]).await;
+        }
+    };
+    let sub = &v.identity.sub;
+    match g.bearer_revoked_at(&marks_of(&v.identity)).await {
+        Ok(marked) if revoked(v.iat, marked) => {
+            tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer token revoked");
+            return invalid_token(session, "the token has been revoked").await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "session store unavailable; failing closed");
+            return store_down(session).await;
+        }
+    }
+    if !may_access(&v.identity.groups, &module.access_groups) {
+        tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer access group check");
+        let body = serde_json::json!({"error": "forbidden", "error_description": "not in the module's access groups"});
+        return json(session, 403, body, &[]).await;
+    }
+    let mut identity = v.identity.clone();
+    if module.link_required {
+        match g.link_of(sub, module.label()).await {
+            Ok(Some(u)) => identity.module_user = Some(u.into()),
+            Ok(None) => {
+                tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer without a linked module account");
+                let body = serde_json::json!({
+                    "error": "link_required",
+                    "error_description": "link your module account first (log in with a browser)",
+                    "link_url": format!("{}link", super::PREFIX),
+                });
+                return json(session, 403, body, &[]).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "session store unavailable; failing closed");
+                return store_down(session).await;
+            }
+        }
+    } else if let Some(accounts) = &g.accounts[mi] {
+        let base = match g.pick(mi, &[]) {
+            Some(addr) => format!("http://{addr}/scim/v2"),
+            None => String::new(),
+        };
+        match accounts.check(&identity, &base).await {
+            Ok(crate::accounts::Outcome::Ok(a)) => identity.module_user = Some(a.username.into()),
+            Ok(crate::accounts::Outcome::Provisioned(a)) => {
+                tracing::info!(module.name = %module.label(), user.sub = %sub, module.user = %a.username, "module account provisioned");
+                identity.module_user = Some(a.username.into());
+            }
+            Ok(crate::accounts::Outcome::Refused(r)) => {
+                tracing::info!(module.name = %module.label(), user.sub = %sub, refusal = ?r, decision = "deny", "bearer module account check");
+                let body = serde_json::json!({"error": "account_refused", "error_description": "no matching module account for this user"});
+                return json(session, 403, body, &[]).await;
+            }
+            Err(e) => {
+                tracing::warn!(module.name = %module.label(), error = %e, "module account lookup failed");
+                let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": "the module's accounts cannot be checked now"});
+                return json(session, 503, body, &[("retry-after", "5".to_string())]).await;
+            }
+        }
+    }
+    ctx.identity = Some(Arc::new(identity));
+    g.proceed(session, ctx, mi).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(sid: Option<&str>, email: &str) -> Identity {
+        Identity {
+            sub: "u-1".into(),
+            sid: sid.map(Into::into),
+            email: email.into(),
+            name: "".into(),
+            username: "".into(),
+            company: "".into(),
+            groups: vec![],
+            module_user: None,
+        }
+    }
+
+    #[test]
+    fn revocation_markers_table() {
+        // (token iat, marker time, refused)
+        for (iat, marked, want) in [
+            (Some(100), None, false),
+            (Some(100), Some(100), true),
+            (Some(100), Some(160), true),
+            (Some(161), Some(160), false),
+            (None, Some(1), true),
+            (None, None, false),
+        ] {
+            assert_eq!(revoked(iat, marked), want, "iat {iat:?}, marked {marked:?}");
+        }
+        // Which revocations reach which tokens.
+        let with_sid = marks_of(&id(Some("s-1"), "Alice@Example.com"));
+        let without_sid = marks_of(&id(None, ""));
+        for (what, hits_with_sid, hits_without_sid) in [
+            (Revoke::Sub("u-1".into()), true, true),
+            (Revoke::Sub("u-2".into()), false, false),
+            (Revoke::Email("ALICE@example.COM".into()), true, false),
+            (Revoke::Sid("s-1".into()), true, false),
+            (Revoke::Sid("s-2".into()), false, false),
+        ] {
+            let m = mark_of(&what);
+            assert_eq!(with_sid.contains(&m), hits_with_sid, "{what:?}");
+            assert_eq!(without_sid.contains(&m), hits_without_sid, "{what:?}");
+        }
+        // A back-channel logout of one of the user's sessions also reaches
+        // tokens that name no session.
+        assert!(without_sid.contains(&sidless_mark("u-1")));
+        assert!(!with_sid.contains(&sidless_mark("u-1")));
+    }
+}
