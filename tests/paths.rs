@@ -151,6 +151,7 @@ async fn an_ambiguous_path_is_refused_with_400() {
         b"/static/..\\admin",
         b"/static/..%5cadmin",
         b"/static/%252e%252e/admin",
+        b"/static/%25252e%25252e/admin",
         b"/static/.../admin",
         b"/static/..%20/admin",
         b"/../admin",
@@ -289,17 +290,22 @@ async fn logout_paths_match_every_spelling_the_module_reads_as_logout() {
         "/logout/",
         "//logout",
         "/logout;x",
+        "/logout%3bx",
         "/x/../logout",
         "/%6cogout",
+        // Where PHP, ASP.NET or Spring would still run the logout.
+        "/logout/x",
+        "/logout.json",
     ] {
         assert!(logs_out(&stack, target).await, "{target} must log out");
     }
-    for target in ["/LOGOUT", "/logout/x", "/logoutx"] {
+    for target in ["/LOGOUT", "/logoutx", "/x/logout"] {
         assert!(!logs_out(&stack, target).await, "{target} is not a logout path");
     }
-    // Case matters only where the module says it does not.
+    // Case, and the trailing dots and spaces Windows trims, matter only
+    // where the module says case does not.
     let ci = stack_full(|_| {}, "", None, "logout_paths_case_insensitive = true").await;
-    for target in ["/LOGOUT", "/Logout;x/"] {
+    for target in ["/LOGOUT", "/Logout;x/", "/logout.", "/LogOut%20"] {
         assert!(
             logs_out(&ci, target).await,
             "{target} must log out when case does not matter"

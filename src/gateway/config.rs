@@ -438,15 +438,25 @@ impl ModuleConfig {
         self.public_paths.iter().any(|p| crate::policy::path::under(p, path))
     }
 
-    /// Whether canonical `path` is one of the module's logout paths.
+    /// Whether a request for canonical `path` may reach one of the
+    /// module's logout paths (`policy::path::reaches`).
     pub fn is_logout(&self, path: &str) -> bool {
         self.logout_paths
             .iter()
-            .any(|p| crate::policy::path::names(p, path, self.paths_case_insensitive))
+            .any(|p| crate::policy::path::reaches(p, path, self.paths_case_insensitive))
     }
 
-    /// Whether canonical `path` is one of the module's login pages.
+    /// Whether a request for canonical `path` may reach the module's login
+    /// form handler: where module credentials are posted.
     pub fn is_login(&self, path: &str) -> bool {
+        self.login_paths
+            .iter()
+            .any(|p| crate::policy::path::reaches(p, path, self.paths_case_insensitive))
+    }
+
+    /// Whether canonical `path` is exactly one of the module's login pages
+    /// (the ones that get the "Log In with KaseyaOne" button).
+    pub fn is_login_page(&self, path: &str) -> bool {
         self.login_paths
             .iter()
             .any(|p| crate::policy::path::names(p, path, self.paths_case_insensitive))

@@ -997,7 +997,7 @@ impl Gateway {
             // Module credentials keep working: the module's own login and
             // session decide; no identity headers go with the request.
             ctx.local = true;
-            ctx.login_page = module.is_login(path);
+            ctx.login_page = module.is_login_page(path);
             return self.proceed(session, ctx, mi).await;
         }
         let req = session.req_header();

@@ -14,7 +14,7 @@
 //! they mean: an encoded `/` or `\` (`%2f`, `%5c`), a raw `\` (IIS and
 //! some Java servers read it as `/`), a control character or NUL, an
 //! escape that is not two hex digits, bytes that are not UTF-8 once
-//! decoded, a double-encoded dot, slash or backslash (`%252e`), a segment
+//! decoded, a double-encoded character (`%252e`, `%2541`), a segment
 //! of only dots and spaces other than `.` and `..` (Windows trims them),
 //! and `..` above the root.
 
@@ -35,7 +35,7 @@ pub enum PathRefusal {
     BadEscape,
     #[error("the path is not UTF-8 once decoded")]
     NotUtf8,
-    #[error("the path holds a double-encoded dot, slash or backslash")]
+    #[error("the path holds a double-encoded character (`%25` followed by two hex digits)")]
     DoubleEncoded,
     #[error("the path holds a segment of only dots and spaces")]
     DotsOnly,
@@ -84,9 +84,13 @@ fn slow(raw: &str) -> Result<String, PathRefusal> {
     for seg in raw[1..].split('/') {
         let (written, decoded) = segment(seg)?;
         let decoded = std::str::from_utf8(&decoded).map_err(|_| PathRefusal::NotUtf8)?;
-        // Double encoding: what a server that decodes twice would see.
-        let lower = decoded.to_ascii_lowercase();
-        if ["%2e", "%2f", "%5c", "%00"].iter().any(|e| lower.contains(e)) {
+        // Double encoding: a server that decodes twice would see
+        // something else (`%252e` is `.` to it, `%25252e` to one that
+        // decodes three times).
+        let d = decoded.as_bytes();
+        if d.windows(3)
+            .any(|w| w[0] == b'%' && hex(w[1]).is_some() && hex(w[2]).is_some())
+        {
             return Err(PathRefusal::DoubleEncoded);
         }
         // The segment's name without `;` parameters, as Tomcat reads it.
@@ -183,32 +187,84 @@ pub fn under(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// Whether canonical `path` names the resource `configured` names, the
-/// way a module reads it: `;` parameters and a trailing `/` do not count,
-/// and with `case_insensitive` neither does case. For paths unigate takes
-/// over (logout, login forms), where matching more is the safe side.
-pub fn names(configured: &str, path: &str, case_insensitive: bool) -> bool {
-    fn segments(p: &str) -> impl Iterator<Item = &str> {
-        p.split('/')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.split(';').next().unwrap_or_default())
+/// A segment's name as servers read it: without `;` parameters (Tomcat)
+/// or `%3B` ones (Spring decodes first); for servers that ignore case
+/// (IIS), also without the trailing dots and spaces Windows trims.
+fn segment_name(s: &str, case_insensitive: bool) -> &str {
+    let cut = [s.find(';'), s.find("%3B")].into_iter().flatten().min();
+    let name = cut.map_or(s, |i| &s[..i]);
+    if !case_insensitive {
+        return name;
     }
-    let (mut a, mut b) = (segments(configured), segments(path));
+    let mut n = name;
     loop {
-        match (a.next(), b.next()) {
-            (None, None) => return true,
-            (Some(x), Some(y)) if x == y || (case_insensitive && x.eq_ignore_ascii_case(y)) => {}
+        let trimmed = n.trim_end_matches(['.', ' ']);
+        match trimmed.strip_suffix("%20") {
+            Some(t) => n = t,
+            None => return trimmed,
+        }
+    }
+}
+
+/// Whether canonical `path` names exactly the resource `configured`
+/// names: `;` parameters and a trailing `/` do not count, and with
+/// `case_insensitive` neither does case.
+pub fn names(configured: &str, path: &str, case_insensitive: bool) -> bool {
+    let same = |x: &str, y: &str| x == y || (case_insensitive && x.eq_ignore_ascii_case(y));
+    let mut b = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| segment_name(s, case_insensitive));
+    for x in configured.split('/').filter(|s| !s.is_empty()) {
+        match b.next() {
+            Some(y) if same(x, y) => {}
             _ => return false,
         }
     }
+    b.next().is_none()
+}
+
+/// Whether a request for canonical `path` may reach the code behind the
+/// configured path `configured`, the way common servers dispatch: as
+/// `names`, and also with more segments after it (PHP and ASP.NET path
+/// info: `/login.php/x`), with an extension added to its last segment
+/// (Spring's suffix match: `/login.json`), and, for Tomcat's form login
+/// (`…/j_security_check`), under any path. For paths unigate takes over
+/// (logout, module login forms), where matching more is the safe side.
+pub fn reaches(configured: &str, path: &str, case_insensitive: bool) -> bool {
+    let same = |x: &str, y: &str| x == y || (case_insensitive && x.eq_ignore_ascii_case(y));
+    let mut b = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| segment_name(s, case_insensitive));
+    let want: Vec<&str> = configured.split('/').filter(|s| !s.is_empty()).collect();
+    if want.last().is_some_and(|l| same(l, "j_security_check")) {
+        return path
+            .split('/')
+            .rfind(|s| !s.is_empty())
+            .is_some_and(|l| same(segment_name(l, case_insensitive), "j_security_check"));
+    }
+    for (i, x) in want.iter().enumerate() {
+        let Some(y) = b.next() else { return false };
+        let last = i + 1 == want.len();
+        let extended = last
+            && y.len() > x.len()
+            && y.is_char_boundary(x.len())
+            && same(x, &y[..x.len()])
+            && y.as_bytes()[x.len()] == b'.';
+        if !(same(x, y) || extended) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether a configured path (`public_paths`, `logout_paths`, …) is
 /// written canonically, so that it can match requests at all.
 pub fn check_configured(p: &str) -> Result<(), String> {
     match canonicalize(p) {
-        Ok(c) if c == p && !p.contains(';') => Ok(()),
-        Ok(c) if !p.contains(';') => Err(format!("`{p}` is not canonical: write it as `{c}`")),
+        Ok(c) if c == p && !p.contains(';') && !p.contains("%3B") => Ok(()),
+        Ok(c) if !p.contains(';') && !p.contains("%3B") => Err(format!("`{p}` is not canonical: write it as `{c}`")),
         Ok(_) => Err(format!("`{p}` holds a `;` path parameter")),
         Err(e) => Err(format!("`{p}`: {e}")),
     }
@@ -280,7 +336,9 @@ mod tests {
             ("/a%ff", NotUtf8),
             ("/a%c3", NotUtf8),
             ("/static/%252e%252e/admin", DoubleEncoded),
+            ("/static/%25252e%25252e/admin", DoubleEncoded),
             ("/static/..%252fadmin", DoubleEncoded),
+            ("/a%2541", DoubleEncoded),
             ("/static/.../admin", DotsOnly),
             ("/static/..%20/admin", DotsOnly),
             ("/static/. ./admin", DotsOnly),
@@ -318,21 +376,38 @@ mod tests {
 
     #[test]
     fn taken_over_paths_match_as_the_module_reads_them() {
-        for (configured, path, ci, want) in [
-            ("/logout", "/logout", false, true),
-            ("/logout", "/logout/", false, true),
-            ("/logout", "/logout;x", false, true),
-            ("/logout", "/logout;x/", false, true),
-            ("/logout", "/LOGOUT", false, false),
-            ("/logout", "/LOGOUT", true, true),
-            ("/logout", "/Logout;a=b", true, true),
-            ("/logout", "/logout/x", false, false),
-            ("/logout", "/logoutx", false, false),
-            ("/logout", "/", false, false),
-            ("/account/logout", "/account;s=1/logout", false, true),
-            ("/", "/", false, true),
+        // (configured, path, case-insensitive, names, reaches)
+        for (configured, path, ci, exact, reach) in [
+            ("/logout", "/logout", false, true, true),
+            ("/logout", "/logout/", false, true, true),
+            ("/logout", "/logout;x", false, true, true),
+            ("/logout", "/logout;x/", false, true, true),
+            ("/logout", "/logout%3Bx", false, true, true),
+            ("/logout", "/LOGOUT", false, false, false),
+            ("/logout", "/LOGOUT", true, true, true),
+            ("/logout", "/Logout;a=b", true, true, true),
+            ("/logout", "/logout.", false, false, true),
+            ("/logout", "/logout.", true, true, true),
+            ("/logout", "/logout%20", true, true, true),
+            ("/logout", "/logout%20.%20", true, true, true),
+            ("/logout", "/logout%20", false, false, false),
+            ("/logout", "/logout/x", false, false, true),
+            ("/logout", "/logout.json", false, false, true),
+            ("/logout", "/logoutx", false, false, false),
+            ("/logout", "/", false, false, false),
+            ("/login.php", "/login.php/x", false, false, true),
+            ("/login.php", "/login.php", false, true, true),
+            ("/login.php", "/login", false, false, false),
+            ("/Login.aspx", "/login.aspx/x", true, false, true),
+            ("/j_security_check", "/app/j_security_check", false, false, true),
+            ("/j_security_check", "/app/j_security_check;x", false, false, true),
+            ("/j_security_check", "/app/j_security_checkx", false, false, false),
+            ("/account/logout", "/account;s=1/logout", false, true, true),
+            ("/account/logout", "/account/other", false, false, false),
+            ("/", "/", false, true, true),
         ] {
-            assert_eq!(names(configured, path, ci), want, "{configured} {path} {ci}");
+            assert_eq!(names(configured, path, ci), exact, "names {configured} {path} {ci}");
+            assert_eq!(reaches(configured, path, ci), reach, "reaches {configured} {path} {ci}");
         }
     }
 

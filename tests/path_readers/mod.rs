@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use proptest::prelude::*;
-use unigate::policy::path::{canonicalize, under};
+use unigate::policy::path::{canonicalize, reaches, under};
 
 fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
@@ -103,8 +103,31 @@ pub fn check(raw: &str) -> Result<(), String> {
             return Err(format!("{raw:?} -> {c:?} is under {prefix}, but IIS reads {read:?}"));
         }
     }
+    // A path a server dispatches to a logout or login handler is one
+    // unigate takes over (for IIS, with case ignored).
+    for taken in TAKEN_OVER {
+        let dispatched = |read: &str| read == taken || read.starts_with(&format!("{taken}/"));
+        for (name, read) in [
+            ("whatwg", whatwg(&c)),
+            ("tomcat", tomcat(&c)),
+            ("spring", spring(&c)),
+            ("nginx", nginx(&c)),
+        ] {
+            if dispatched(&read) && !reaches(taken, &c, false) {
+                return Err(format!(
+                    "{raw:?} -> {c:?}: {name} reaches {taken} ({read:?}), unigate does not"
+                ));
+            }
+        }
+        if dispatched(&iis(&c)) && !reaches(taken, &c, true) {
+            return Err(format!("{raw:?} -> {c:?}: IIS reaches {taken}, unigate does not"));
+        }
+    }
     Ok(())
 }
+
+/// Paths unigate takes over in the checks above (configured lower-case).
+pub const TAKEN_OVER: [&str; 2] = ["/logout", "/login.php"];
 
 /// Paths built from the pieces attacks are made of.
 pub fn attack_paths() -> impl Strategy<Value = String> {
@@ -133,6 +156,13 @@ pub fn attack_paths() -> impl Strategy<Value = String> {
         Just("%c3%a9".to_string()),
         Just("%ff".to_string()),
         Just("st%61tic".to_string()),
+        Just("logout".to_string()),
+        Just("LogOut".to_string()),
+        Just("logout.".to_string()),
+        Just("logout%20".to_string()),
+        Just("logout;x".to_string()),
+        Just("logout%3bx".to_string()),
+        Just("login.php".to_string()),
         "[a-z.;%0-9A-F\\\\ ~]{0,6}",
     ];
     proptest::collection::vec(piece, 0..8).prop_map(|v| format!("/{}", v.join("/")))
