@@ -207,9 +207,11 @@ pub fn validate_access_jwt(
 }
 
 /// Reads an RFC 7662 introspection answer about an opaque bearer token:
-/// `active` must be `true`; `iss`, `aud` and `exp`, when present, must be
-/// this issuer, contain this deployment's audience (`api_audience`, else
-/// the client id), and lie ahead; a refresh token is refused.
+/// `active` must be `true`, `aud` must contain this deployment's
+/// `api_audience` (none configured: refused); `iss` and `exp`, when
+/// present, must be this issuer and lie ahead; a token the answer calls
+/// anything but an access token (`token_type`, Keycloak's `typ`) or that
+/// carries an ID or logout token's claims is refused.
 pub fn from_introspection(
     answer: &Value,
     expected: &AccessExpected<'_>,
@@ -218,21 +220,47 @@ pub fn from_introspection(
     if answer.get("active") != Some(&Value::Bool(true)) {
         return Err(AccessRejected::Inactive);
     }
-    if let Some(t) = answer.get("token_type").and_then(Value::as_str)
-        && t.to_ascii_lowercase().contains("refresh")
-    {
-        return Err(AccessRejected::TokenType(t.chars().take(32).collect()));
+    // Without an API audience nothing tells an access token for this API
+    // from an ID token (whose audience is the client) that a provider
+    // will also introspect.
+    let Some(api_audience) = expected.api_audience else {
+        return Err(AccessRejected::NoAudienceConfigured);
+    };
+    match answer.get("token_type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("access_token") => {}
+        Some(t) => {
+            let t = t.as_str().unwrap_or("?");
+            return Err(AccessRejected::TokenType(t.chars().take(32).collect()));
+        }
+    }
+    // Keycloak names the kind of token in `typ`: `Bearer`, `ID`, `Refresh`.
+    match answer.get("typ") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t))
+            if t.eq_ignore_ascii_case("bearer")
+                || t.eq_ignore_ascii_case("at+jwt")
+                || t.eq_ignore_ascii_case("application/at+jwt") => {}
+        Some(_) => return Err(AccessRejected::Type),
+    }
+    for foreign in ["nonce", "events", "at_hash", "c_hash"] {
+        if answer.get(foreign).is_some() {
+            return Err(AccessRejected::ForeignClaim(foreign));
+        }
     }
     if let Some(iss) = answer.get("iss")
         && iss.as_str() != Some(expected.issuer)
     {
         return Err(TokenRejected::Issuer.into());
     }
-    if let Some(aud) = answer.get("aud") {
-        let want = expected.api_audience.unwrap_or(expected.client_id);
-        if !audiences(aud).is_some_and(|a| a.contains(&want)) {
-            return Err(TokenRejected::Audience.into());
-        }
+    // The audience must be named: an answer that names none could be
+    // about a token for any audience.
+    if !answer
+        .get("aud")
+        .and_then(audiences)
+        .is_some_and(|a| a.contains(&api_audience))
+    {
+        return Err(TokenRejected::Audience.into());
     }
     let now = unix(now);
     let claims = claims_of(answer, now, expected.leeway)?;
@@ -456,13 +484,11 @@ mod tests {
             from_introspection(&active, &expected(Some(API)), now()).unwrap().exp,
             Some(NOW + 60)
         );
-        // Without iss, aud, exp and iat the IdP's word is enough.
-        let bare = json!({"active": true, "sub": "user-1"});
+        // Without iss, exp and iat the IdP's word is enough; not without aud.
+        let bare = json!({"active": true, "sub": "user-1", "aud": API, "token_type": "Bearer", "typ": "Bearer"});
         let c = from_introspection(&bare, &expected(Some(API)), now()).unwrap();
         assert_eq!((c.exp, c.iat), (None, None));
-        // Without api_audience the client is the audience asked for.
         let for_client = with(active.clone(), "aud", json!([CLIENT]));
-        assert!(from_introspection(&for_client, &expected(None), now()).is_ok());
         let cases: Vec<(&str, Value, Option<&str>, AccessRejected)> = vec![
             (
                 "inactive",
@@ -511,6 +537,42 @@ mod tests {
                 with(active.clone(), "token_type", json!("refresh_token")),
                 Some(API),
                 AccessRejected::TokenType("refresh_token".into()),
+            ),
+            (
+                "an unknown token type",
+                with(active.clone(), "token_type", json!("N_A")),
+                Some(API),
+                AccessRejected::TokenType("N_A".into()),
+            ),
+            (
+                "no audience named",
+                with(active.clone(), "aud", Value::Null),
+                Some(API),
+                TokenRejected::Audience.into(),
+            ),
+            (
+                "no api_audience configured (an ID token for the client would pass)",
+                for_client.clone(),
+                None,
+                AccessRejected::NoAudienceConfigured,
+            ),
+            (
+                "an ID token, as Keycloak names it",
+                with(active.clone(), "typ", json!("ID")),
+                Some(API),
+                AccessRejected::Type,
+            ),
+            (
+                "an ID token's nonce",
+                with(active.clone(), "nonce", json!("n-1")),
+                Some(API),
+                AccessRejected::ForeignClaim("nonce"),
+            ),
+            (
+                "a logout token's events",
+                with(active.clone(), "events", json!({})),
+                Some(API),
+                AccessRejected::ForeignClaim("events"),
             ),
         ];
         for (name, answer, api, want) in cases {
