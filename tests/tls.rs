@@ -439,10 +439,9 @@ fn plain_requests(front: &TlsFront) -> usize {
 }
 
 #[tokio::test]
-async fn logout_link_exception_login_and_scim_reach_a_tls_only_module_over_tls() {
+async fn a_tls_only_module_is_told_of_a_logout_over_tls() {
     let ca = test_ca();
     let dir = tempfile::tempdir().unwrap();
-
     // Module logout: the module's session ends, told over TLS.
     let (s, front) = tls_module_stack(&ca, dir.path(), "").await;
     let (b, _) = s.browser();
@@ -455,7 +454,12 @@ async fn logout_link_exception_login_and_scim_reach_a_tls_only_module_over_tls()
     assert!(r.status() == 302 || r.status() == 200, "{}", r.status());
     assert_eq!(s.module.module.live_sessions(), 0, "the module was told of the logout");
     assert_eq!(plain_requests(&front), 0, "nothing was sent in clear");
+}
 
+#[tokio::test]
+async fn a_tls_only_module_checks_link_credentials_over_tls() {
+    let ca = test_ca();
+    let dir = tempfile::tempdir().unwrap();
     // Link: the module credentials are checked over TLS.
     let (s, front) = tls_instance_stack(&ca, dir.path()).await;
     let (b, _) = s.browser();
@@ -481,7 +485,12 @@ async fn logout_link_exception_login_and_scim_reach_a_tls_only_module_over_tls()
     let who: serde_json::Value = b.get(s.url("/api/whoami")).send().await.unwrap().json().await.unwrap();
     assert_eq!(who["headers"]["x-kaseyaone-module-user"], "localuser", "{who}");
     assert_eq!(plain_requests(&front), 0, "no password sent in clear");
+}
 
+#[tokio::test]
+async fn a_tls_only_module_gets_a_local_exceptions_login_over_tls() {
+    let ca = test_ca();
+    let dir = tempfile::tempdir().unwrap();
     // A local exception's login is forwarded over TLS.
     let (s, front) = tls_module_stack(
         &ca,
@@ -499,7 +508,12 @@ async fn logout_link_exception_login_and_scim_reach_a_tls_only_module_over_tls()
     assert_eq!(r.status(), 303, "the module's own answer");
     assert!(r.headers()["set-cookie"].to_str().unwrap().starts_with("portal_session="));
     assert_eq!(plain_requests(&front), 0, "no password sent in clear");
+}
 
+#[tokio::test]
+async fn a_tls_only_module_answers_scim_over_tls() {
+    let ca = test_ca();
+    let dir = tempfile::tempdir().unwrap();
     // SCIM at the module's default base: looked up and provisioned over TLS.
     let (s, front) = tls_module_stack(
         &ca,
