@@ -69,19 +69,17 @@ async fn no_unigate_cookie_reaches_the_module_proxied_public_or_at_logout() {
         .build()
         .unwrap();
     for path in ["/page", "/static/app.css", "/logout"] {
-        let r = raw
-            .get(s.url(path))
-            .header("cookie", &cookies)
-            .send()
-            .await
-            .unwrap();
+        let r = raw.get(s.url(path)).header("cookie", &cookies).send().await.unwrap();
         assert!(r.status().as_u16() < 400, "{path}: {}", r.status());
         let sent = cookie_sent_for(&seen, path);
         assert!(
             !sent.to_ascii_lowercase().contains("unigate"),
             "{path}: the module got `{sent}`"
         );
-        assert!(sent.contains("portal_session=module-1") && sent.contains("theme=dark"), "{path}: `{sent}`");
+        assert!(
+            sent.contains("portal_session=module-1") && sent.contains("theme=dark"),
+            "{path}: `{sent}`"
+        );
     }
 }
 
@@ -153,11 +151,7 @@ async fn modules_get_a_per_module_session_handle_that_logs_nobody_out() {
         .unwrap();
         anon.get(url).send().await.unwrap();
     }
-    let r = b
-        .get(s.url("portal.localhost", "/api/whoami"))
-        .send()
-        .await
-        .unwrap();
+    let r = b.get(s.url("portal.localhost", "/api/whoami")).send().await.unwrap();
     assert_eq!(r.status(), 200, "still logged in");
     assert_eq!(r.json::<Value>().await.unwrap()["assertion_verified"], true);
     assert_eq!(s.gw.gateway.sessions.sids(), sids, "nobody was logged out");
@@ -244,14 +238,24 @@ async fn a_cross_site_logout_is_confirmed_first_and_a_forged_one_refused() {
         assert!(logged_in(&s, &b).await, "{site:?} {tok:?}: still logged in");
     }
     // The confirmation itself (a browser that sends no Sec-Fetch-Site): out.
-    let r = b.post(s.url(&action)).form(&[("token", token.as_str())]).send().await.unwrap();
+    let r = b
+        .post(s.url(&action))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert!(r.status() == 302 || r.status() == 200, "{}", r.status());
     assert!(!logged_in(&s, &b).await, "logged out");
 }
 
 #[tokio::test]
 async fn a_logout_from_the_module_itself_happens_at_once() {
-    for (method, site) in [("GET", Some("same-origin")), ("GET", None), ("GET", Some("none")), ("POST", Some("same-origin"))] {
+    for (method, site) in [
+        ("GET", Some("same-origin")),
+        ("GET", None),
+        ("GET", Some("none")),
+        ("POST", Some("same-origin")),
+    ] {
         let s = stack().await;
         let (b, _) = s.browser();
         assert_eq!(s.login(&b, "alice", "/").await.status(), 302);
@@ -264,7 +268,11 @@ async fn a_logout_from_the_module_itself_happens_at_once() {
             rb = rb.header("sec-fetch-site", site);
         }
         let r = rb.send().await.unwrap();
-        assert!(r.status() == 302 || r.status() == 200, "{method} {site:?}: {}", r.status());
+        assert!(
+            r.status() == 302 || r.status() == 200,
+            "{method} {site:?}: {}",
+            r.status()
+        );
         assert!(!logged_in(&s, &b).await, "{method} {site:?}: logged out");
     }
 }

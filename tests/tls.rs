@@ -366,9 +366,13 @@ async fn tls_front(leaf: &Leaf) -> TlsFront {
                     }
                     _ => return,
                 }
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let Some(to) = target.get().copied() else { return };
-                let Ok(mut up) = tokio::net::TcpStream::connect(to).await else { return };
+                let Ok(mut up) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
             });
         }
@@ -506,7 +510,12 @@ async fn a_tls_only_module_gets_a_local_exceptions_login_over_tls() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "the module's own answer");
-    assert!(r.headers()["set-cookie"].to_str().unwrap().starts_with("portal_session="));
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("portal_session=")
+    );
     assert_eq!(plain_requests(&front), 0, "no password sent in clear");
 }
 
@@ -573,12 +582,7 @@ async fn under_tls_the_login_binding_is_host_prefixed_and_a_sibling_cannot_plant
     let url = |p: &str| format!("https://portal.localhost:{port}{p}");
     // A login start: the binding cookie, and the callback URL the IdP sends back.
     let start = async || {
-        let r = gate
-            .get(url("/"))
-            .header("accept", "text/html")
-            .send()
-            .await
-            .unwrap();
+        let r = gate.get(url("/")).header("accept", "text/html").send().await.unwrap();
         assert_eq!(r.status(), 302);
         let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
         let r = idp_browser.get(location(&r)).send().await.unwrap();
@@ -604,7 +608,11 @@ async fn under_tls_the_login_binding_is_host_prefixed_and_a_sibling_cannot_plant
     assert!(set.starts_with("__Host-unigate_login="), "{set}");
     assert!(set.contains("; Secure") && set.contains("Path=/;"), "{set}");
     assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
-    let binding = set["__Host-unigate_login=".len()..].split(';').next().unwrap().to_string();
+    let binding = set["__Host-unigate_login=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     // The same value under the plain name, as a sibling subdomain can set
     // it: not a binding.
     let r = gate
@@ -623,7 +631,11 @@ async fn under_tls_the_login_binding_is_host_prefixed_and_a_sibling_cannot_plant
     );
     // The real one works.
     let (set, callback) = start().await;
-    let binding = set["__Host-unigate_login=".len()..].split(';').next().unwrap().to_string();
+    let binding = set["__Host-unigate_login=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let r = gate
         .get(&callback)
         .header("cookie", format!("__Host-unigate_login={binding}"))

@@ -87,7 +87,10 @@ pub fn without_unigate_cookies<'a>(
     also: impl Fn(&str) -> bool,
 ) -> Option<String> {
     let mut kept = String::new();
-    let pairs = values.flat_map(|v| v.split(';')).map(str::trim).filter(|p| !p.is_empty());
+    let pairs = values
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
     for pair in pairs {
         let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
         if is_unigate_cookie(name) || also(name) {
@@ -125,7 +128,14 @@ mod tests {
             assert!(is_unigate_cookie(n), "{n}");
             assert!(may_hold_unigate_cookie(n.as_bytes()), "{n}");
         }
-        for n in ["portal_session", "unigated", "my_unigate", "__Host-portal", "", "__Host-"] {
+        for n in [
+            "portal_session",
+            "unigated",
+            "my_unigate",
+            "__Host-portal",
+            "",
+            "__Host-",
+        ] {
             assert!(!is_unigate_cookie(n), "{n}");
         }
         for own in [Own::Session, Own::Login, Own::Instance, Own::Logout] {
@@ -140,7 +150,10 @@ mod tests {
         for own in [Own::Session, Own::Login, Own::Instance, Own::Logout] {
             let c = own.set_cookie(true, "v", Some(60));
             assert!(c.starts_with("__Host-"), "{c}");
-            assert!(c.contains("; Secure") && c.contains("; Path=/;") && !c.contains("Domain"), "{c}");
+            assert!(
+                c.contains("; Secure") && c.contains("; Path=/;") && !c.contains("Domain"),
+                "{c}"
+            );
             let c = own.set_cookie(false, "v", None);
             assert!(!c.starts_with("__Host-") && !c.contains("Secure"), "{c}");
         }

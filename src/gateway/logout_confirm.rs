@@ -122,9 +122,15 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
                 ("content-security-policy", "frame-ancestors 'none'".to_string()),
                 ("x-frame-options", "DENY".to_string()),
             ];
-            respond(session, 200, "text/html; charset=utf-8", &headers, confirm_page(&action, &token))
-                .await
-                .map(Some)
+            respond(
+                session,
+                200,
+                "text/html; charset=utf-8",
+                &headers,
+                confirm_page(&action, &token),
+            )
+            .await
+            .map(Some)
         }
         Gate::Refuse => {
             tracing::warn!(fetch_site = ?fetch_site, "logout POST without a valid confirmation refused");
@@ -135,7 +141,9 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
                     p { "The request did not come from this site's logout page. You are still logged in." }
                 },
             );
-            respond(session, 403, "text/html; charset=utf-8", &[], page).await.map(Some)
+            respond(session, 403, "text/html; charset=utf-8", &[], page)
+                .await
+                .map(Some)
         }
     }
 }
