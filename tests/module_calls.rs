@@ -276,3 +276,43 @@ async fn a_logout_from_the_module_itself_happens_at_once() {
         assert!(!logged_in(&s, &b).await, "{method} {site:?}: logged out");
     }
 }
+
+#[tokio::test]
+async fn replicas_sharing_the_assertion_key_give_a_module_the_same_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    std::fs::write(dir.path().join("assertion.pem"), key).unwrap();
+    let load = |identity: &str| {
+        let text = gateway_toml(
+            1,
+            "http://127.0.0.1:9",
+            "",
+            &format!(
+                "{identity}\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"127.0.0.1:9\"\naccess_groups = [\"x\"]"
+            ),
+        );
+        let path = dir.path().join("unigate.toml");
+        std::fs::write(&path, text).unwrap();
+        unigate::gateway::config::GatewayConfig::load(&path).unwrap()
+    };
+    let id = unigate::session::Identity {
+        sub: "s".into(),
+        sid: Some("idp-sid".into()),
+        email: "a@x.example".into(),
+        name: "A".into(),
+        username: "a".into(),
+        company: "C".into(),
+        groups: vec![],
+        module_user: None,
+    };
+    let shared = "[identity]\nassertion_key = \"file:assertion.pem\"";
+    let a = unigate::gateway::server::build(load(shared)).await.unwrap();
+    let b = unigate::gateway::server::build(load(shared)).await.unwrap();
+    let handle = a.signer.session_handle("portal", &id);
+    assert_eq!(handle, b.signer.session_handle("portal", &id), "replicas agree");
+    assert_ne!(handle, "idp-sid");
+    // Without a shared key, each process has its own.
+    let c = unigate::gateway::server::build(load("")).await.unwrap();
+    assert_ne!(handle, c.signer.session_handle("portal", &id));
+}
