@@ -282,7 +282,9 @@ async fn replicas_sharing_the_assertion_key_give_a_module_the_same_handle() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
-    std::fs::write(dir.path().join("assertion.pem"), key).unwrap();
+    std::fs::write(dir.path().join("assertion.pem"), &key).unwrap();
+    // The same key, written on another system.
+    std::fs::write(dir.path().join("assertion-crlf.pem"), key.replace('\n', "\r\n")).unwrap();
     let load = |identity: &str| {
         let text = gateway_toml(
             1,
@@ -308,11 +310,30 @@ async fn replicas_sharing_the_assertion_key_give_a_module_the_same_handle() {
     };
     let shared = "[identity]\nassertion_key = \"file:assertion.pem\"";
     let a = unigate::gateway::server::build(load(shared)).await.unwrap();
-    let b = unigate::gateway::server::build(load(shared)).await.unwrap();
+    let b = unigate::gateway::server::build(load("[identity]\nassertion_key = \"file:assertion-crlf.pem\""))
+        .await
+        .unwrap();
     let handle = a.signer.session_handle("portal", &id);
     assert_eq!(handle, b.signer.session_handle("portal", &id), "replicas agree");
     assert_ne!(handle, "idp-sid");
     // Without a shared key, each process has its own.
     let c = unigate::gateway::server::build(load("")).await.unwrap();
     assert_ne!(handle, c.signer.session_handle("portal", &id));
+}
+
+#[tokio::test]
+async fn a_prefetched_logout_link_logs_nobody_out() {
+    let s = stack().await;
+    let (b, _) = s.browser();
+    assert_eq!(s.login(&b, "alice", "/").await.status(), 302);
+    let r = b
+        .get(s.url("/logout"))
+        .header("sec-fetch-site", "same-origin")
+        .header("sec-purpose", "prefetch")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Log out of KaseyaOne?"));
+    assert!(logged_in(&s, &b).await, "still logged in");
 }

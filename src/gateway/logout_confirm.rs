@@ -38,6 +38,9 @@ pub struct LogoutRequest<'a> {
     pub has_session: bool,
     /// A POST with the confirmation token of this browser's cookie.
     pub token_ok: bool,
+    /// A prefetch or prerender (`Sec-Purpose`/`Purpose: prefetch`): the
+    /// browser guessing at a link, not the user following it.
+    pub prefetch: bool,
 }
 
 pub fn decide(r: LogoutRequest<'_>) -> Gate {
@@ -57,7 +60,7 @@ pub fn decide(r: LogoutRequest<'_>) -> Gate {
             Gate::Refuse
         };
     }
-    if !r.has_session {
+    if !r.has_session || r.prefetch {
         return Gate::Confirm;
     }
     match r.fetch_site {
@@ -94,6 +97,11 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
         .cookie(req, Own::Logout.name(tls))
         .filter(|v| crate::session::is_session_id(v))
         .map(str::to_string);
+    let prefetch = ["sec-purpose", "purpose", "x-moz", "x-purpose"].iter().any(|n| {
+        req.headers
+            .get(*n)
+            .is_some_and(|v| v.as_bytes().windows(8).any(|w| w.eq_ignore_ascii_case(b"prefetch")))
+    });
     let token_ok = match (&nonce, post) {
         (Some(n), true) => match read_token(session).await? {
             Some(t) => g.signer.deployment.logout_token_ok(n, &t),
@@ -107,6 +115,7 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
         same_origin,
         has_session,
         token_ok,
+        prefetch,
     });
     match gate {
         Gate::Now => Ok(None),
@@ -189,6 +198,11 @@ mod tests {
             same_origin,
             has_session,
             token_ok,
+            prefetch: false,
+        };
+        let prefetched = |fetch_site| LogoutRequest {
+            prefetch: true,
+            ..r(false, fetch_site, false, true, false)
         };
         for (req, want) in [
             // GET with a session: at once unless from another site.
@@ -202,6 +216,9 @@ mod tests {
             (r(false, Some("same-origin"), true, false, false), Confirm),
             (r(false, None, false, false, false), Confirm),
             (r(false, Some("cross-site"), false, false, true), Confirm),
+            // A browser prefetching the module's logout link.
+            (prefetched(Some("same-origin")), Confirm),
+            (prefetched(None), Confirm),
             // POST: the token, or the module's own form with a session.
             (r(true, Some("same-origin"), true, true, true), Now),
             (r(true, Some("cross-site"), false, false, true), Now),

@@ -154,9 +154,13 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
     };
     let mut signer = AssertionSigner::new(key, "unigate", cfg.identity.assertion_ttl, cfg.identity.assertion_cache);
     // Session handles (and logout form tokens) must agree on every replica:
-    // keyed by the assertion key they all share.
+    // keyed by the assertion key they all share (its DER bytes, whatever
+    // the PEM file's line endings).
     if let Some(pem) = &cfg.identity.assertion_key {
-        signer = signer.with_deployment_key(super::handles::DeploymentKey::derived_from(pem.expose().as_bytes()));
+        let der = jsonwebtoken::EncodingKey::from_ec_pem(pem.expose().as_bytes())
+            .map(|k| k.as_bytes().to_vec())
+            .unwrap_or_else(|_| pem.expose().as_bytes().to_vec());
+        signer = signer.with_deployment_key(super::handles::DeploymentKey::derived_from(&der));
     }
     let oidc = Arc::new(OidcClient::new(cfg.idp.clone()).map_err(|e| StartError::Setup(e.to_string()))?);
     if let Err(e) = oidc.load().await {
