@@ -383,9 +383,19 @@ async fn tls_front(leaf: &Leaf) -> TlsFront {
 /// The portal stack behind a TLS-only front whose certificate is for
 /// `module.internal` from the test CA; `extra` goes into the module.
 async fn tls_module_stack(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path, extra: &str) -> (Stack, TlsFront) {
+    tls_module_stack_trusting(ca, &ca.pem(), dir, extra).await
+}
+
+/// The same, with `trusted` (PEM) as the module's `upstream_ca`.
+async fn tls_module_stack_trusting(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    trusted: &str,
+    dir: &Path,
+    extra: &str,
+) -> (Stack, TlsFront) {
     let front = tls_front(&leaf(ca, &["module.internal"], |_| {})).await;
     let ca_file = dir.join("module-ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&ca_file, trusted).unwrap();
     let module = format!(
         "upstream_tls = true\nupstream_sni = \"module.internal\"\nupstream_ca = \"{}\"\n{extra}",
         ca_file.display()
@@ -646,4 +656,24 @@ async fn under_tls_the_login_binding_is_host_prefixed_and_a_sibling_cannot_plant
     let session = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(session.starts_with("__Host-unigate="), "{session}");
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_module_certificate_that_does_not_verify_gets_nothing_unless_verification_is_off() {
+    let (ca, other) = (test_ca(), test_ca());
+    let dir = tempfile::tempdir().unwrap();
+    let exception = "require_kaseyaone = true\nlocal_exceptions = [\"localuser\"]\nexception_path = \"/local-login\"\nlogin_paths = [\"/login\"]";
+    for (verify, want) in [("", 502), ("upstream_verify = false", 303)] {
+        let (s, front) =
+            tls_module_stack_trusting(&ca, &other.pem(), dir.path(), &format!("{exception}\n{verify}")).await;
+        let (b, _) = s.browser();
+        let r = b
+            .post(s.url("/local-login"))
+            .form(&[("username", "localuser"), ("password", "local-pass")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{verify:?}");
+        assert_eq!(plain_requests(&front), 0, "{verify:?}: never in clear");
+    }
 }
