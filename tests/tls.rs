@@ -331,6 +331,8 @@ struct TlsFront {
     addr: SocketAddr,
     plain: Arc<std::sync::atomic::AtomicUsize>,
     target: Arc<std::sync::OnceLock<SocketAddr>>,
+    /// The SNI name of each TLS connection.
+    sni: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 async fn tls_front(leaf: &Leaf) -> TlsFront {
@@ -349,11 +351,12 @@ async fn tls_front(leaf: &Leaf) -> TlsFront {
         addr: l.local_addr().unwrap(),
         plain: Arc::default(),
         target: Arc::default(),
+        sni: Arc::default(),
     };
-    let (plain, target) = (front.plain.clone(), front.target.clone());
+    let (plain, target, sni) = (front.plain.clone(), front.target.clone(), front.sni.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = l.accept().await {
-            let (acceptor, plain, target) = (acceptor.clone(), plain.clone(), target.clone());
+            let (acceptor, plain, target, sni) = (acceptor.clone(), plain.clone(), target.clone(), sni.clone());
             tokio::spawn(async move {
                 let mut first = [0u8; 1];
                 // 0x16: a TLS handshake record. Health checks connect and
@@ -369,6 +372,8 @@ async fn tls_front(leaf: &Leaf) -> TlsFront {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let name = tls.get_ref().1.server_name().unwrap_or_default().to_string();
+                sni.lock().unwrap().push(name);
                 let Some(to) = target.get().copied() else { return };
                 let Ok(mut up) = tokio::net::TcpStream::connect(to).await else {
                     return;
@@ -468,6 +473,11 @@ async fn a_tls_only_module_is_told_of_a_logout_over_tls() {
     assert!(r.status() == 302 || r.status() == 200, "{}", r.status());
     assert_eq!(s.module.module.live_sessions(), 0, "the module was told of the logout");
     assert_eq!(plain_requests(&front), 0, "nothing was sent in clear");
+    let names = front.sni.lock().unwrap().clone();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "module.internal"),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]
