@@ -58,7 +58,7 @@ fn gateway() -> Gateway {
         groups: vec!["portal-users".into(), "bms-users".into()],
         module_user: None,
     };
-    let headers = header_set(&identity, g.module(0).headers, 4096);
+    let headers = header_set(&identity, g.module(0).headers, 4096, "session-handle");
     g.sessions.insert(
         ID.into(),
         Arc::new(Session::new(

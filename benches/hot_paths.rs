@@ -112,7 +112,7 @@ fn bench(c: &mut Criterion) {
 
     let id = identity();
     g.bench_function("header_build", |b| {
-        b.iter(|| header_set(&id, HeaderPreset::KaseyaOne, 4096))
+        b.iter(|| header_set(&id, HeaderPreset::KaseyaOne, 4096, "session-handle"))
     });
 
     // ID tokens as the IdP signs them, validated as unigate does at login.

@@ -323,3 +323,367 @@ async fn bad_certificates_are_named_at_check_time() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A TLS-only front for a plain module (`target`, set once the module
+/// runs): TLS connections are relayed to it; anything else (a plain-HTTP
+/// request) is counted in `plain` and closed, unanswered.
+struct TlsFront {
+    addr: SocketAddr,
+    plain: Arc<std::sync::atomic::AtomicUsize>,
+    target: Arc<std::sync::OnceLock<SocketAddr>>,
+    /// The SNI name of each TLS connection.
+    sni: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn tls_front(leaf: &Leaf) -> TlsFront {
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![rustls::pki_types::CertificateDer::from(leaf.der.clone())];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = TlsFront {
+        addr: l.local_addr().unwrap(),
+        plain: Arc::default(),
+        target: Arc::default(),
+        sni: Arc::default(),
+    };
+    let (plain, target, sni) = (front.plain.clone(), front.target.clone(), front.sni.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let (acceptor, plain, target, sni) = (acceptor.clone(), plain.clone(), target.clone(), sni.clone());
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                // 0x16: a TLS handshake record. Health checks connect and
+                // close without a byte: not a request.
+                match tcp.peek(&mut first).await {
+                    Ok(1) if first[0] == 0x16 => {}
+                    Ok(1) => {
+                        plain.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                    _ => return,
+                }
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let name = tls.get_ref().1.server_name().unwrap_or_default().to_string();
+                sni.lock().unwrap().push(name);
+                let Some(to) = target.get().copied() else { return };
+                let Ok(mut up) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    front
+}
+
+/// The portal stack behind a TLS-only front whose certificate is for
+/// `module.internal` from the test CA; `extra` goes into the module.
+async fn tls_module_stack(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path, extra: &str) -> (Stack, TlsFront) {
+    tls_module_stack_trusting(ca, &ca.pem(), dir, extra).await
+}
+
+/// The same, with `trusted` (PEM) as the module's `upstream_ca`.
+async fn tls_module_stack_trusting(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    trusted: &str,
+    dir: &Path,
+    extra: &str,
+) -> (Stack, TlsFront) {
+    let front = tls_front(&leaf(ca, &["module.internal"], |_| {})).await;
+    let ca_file = dir.join("module-ca.pem");
+    std::fs::write(&ca_file, trusted).unwrap();
+    let module = format!(
+        "upstream_tls = true\nupstream_sni = \"module.internal\"\nupstream_ca = \"{}\"\n{extra}",
+        ca_file.display()
+    );
+    let s = stack_full(|_| {}, "", Some(front.addr), &module).await;
+    front.target.set(s.module.addr).unwrap();
+    (s, front)
+}
+
+/// The same for a module with an instance (on the portal's host) whose
+/// first login links the module account.
+async fn tls_instance_stack(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path) -> (Stack, TlsFront) {
+    let front = tls_front(&leaf(ca, &["module.internal"], |_| {})).await;
+    let ca_file = dir.join("module-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let port = free_port().unwrap();
+    let mut idp_cfg = demo_config();
+    let mut client = test_client(None, None);
+    client
+        .redirect_uris
+        .push(format!("http://{HOST}:{port}/_unigate/callback"));
+    idp_cfg.clients.push(client);
+    let idp = start_idp(idp_cfg).await;
+    let module = portal_module(port).await;
+    front.target.set(module.addr).unwrap();
+    let text = format!(
+        r#"
+        [session]
+        store = "memory"
+        [[module]]
+        name = "bms"
+        hosts = ["bms.localhost"]
+        access_groups = ["portal-users"]
+        logout_paths = ["/logout"]
+        session_cookies = ["portal_session"]
+        login_paths = ["/login"]
+        upstream_tls = true
+        upstream_sni = "module.internal"
+        upstream_ca = "{ca}"
+        [[module.instance]]
+        name = "west"
+        hosts = ["{HOST}"]
+        upstream = "{up}"
+        link_required = true
+        "#,
+        ca = ca_file.display(),
+        up = front.addr,
+    );
+    let gw = start_gateway(port, idp.issuer(), &text).await;
+    (Stack { idp, module, gw, port }, front)
+}
+
+fn plain_requests(front: &TlsFront) -> usize {
+    front.plain.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn a_tls_only_module_is_told_of_a_logout_over_tls() {
+    let ca = test_ca();
+    let dir = tempfile::tempdir().unwrap();
+    // Module logout: the module's session ends, told over TLS.
+    let (s, front) = tls_module_stack(&ca, dir.path(), "").await;
+    let (b, _) = s.browser();
+    assert_eq!(s.login(&b, "alice", "/").await.status(), 302);
+    let r = b.get(s.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "proxied over TLS");
+    assert!(r.text().await.unwrap().contains("Welcome, alice"));
+    assert_eq!(s.module.module.live_sessions(), 1, "the module opened its session");
+    let r = b.get(s.url("/logout")).send().await.unwrap();
+    assert!(r.status() == 302 || r.status() == 200, "{}", r.status());
+    assert_eq!(s.module.module.live_sessions(), 0, "the module was told of the logout");
+    assert_eq!(plain_requests(&front), 0, "nothing was sent in clear");
+    let names = front.sni.lock().unwrap().clone();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "module.internal"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_only_module_checks_link_credentials_over_tls() {
+    let ca = test_ca();
+    let dir = tempfile::tempdir().unwrap();
+    // Link: the module credentials are checked over TLS.
+    let (s, front) = tls_instance_stack(&ca, dir.path()).await;
+    let (b, _) = s.browser();
+    s.login(&b, "alice", "/").await;
+    let r = b
+        .get(s.url("/api/whoami"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "not linked yet");
+    let r = b
+        .post(s.url("/_unigate/link"))
+        .form(&[
+            ("module_username", "localuser"),
+            ("module_password", "local-pass"),
+            ("return_to", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "linked: {}", r.text().await.unwrap_or_default());
+    let who: serde_json::Value = b.get(s.url("/api/whoami")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(who["headers"]["x-kaseyaone-module-user"], "localuser", "{who}");
+    assert_eq!(plain_requests(&front), 0, "no password sent in clear");
+}
+
+#[tokio::test]
+async fn a_tls_only_module_gets_a_local_exceptions_login_over_tls() {
+    let ca = test_ca();
+    let dir = tempfile::tempdir().unwrap();
+    // A local exception's login is forwarded over TLS.
+    let (s, front) = tls_module_stack(
+        &ca,
+        dir.path(),
+        "require_kaseyaone = true\nlocal_exceptions = [\"localuser\"]\nexception_path = \"/local-login\"\nlogin_paths = [\"/login\"]",
+    )
+    .await;
+    let (b, _) = s.browser();
+    let r = b
+        .post(s.url("/local-login"))
+        .form(&[("username", "localuser"), ("password", "local-pass")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the module's own answer");
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("portal_session=")
+    );
+    assert_eq!(plain_requests(&front), 0, "no password sent in clear");
+}
+
+#[tokio::test]
+async fn a_tls_only_module_answers_scim_over_tls() {
+    let ca = test_ca();
+    let dir = tempfile::tempdir().unwrap();
+    // SCIM at the module's default base: looked up and provisioned over TLS.
+    let (s, front) = tls_module_stack(
+        &ca,
+        dir.path(),
+        r#"accounts = { source = "scim", match = "both", provisioning = true, default_role = "viewer" }"#,
+    )
+    .await;
+    let (b, _) = s.browser();
+    let r = s.login(&b, "alice", "/").await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    assert!(
+        s.module.module.accounts().iter().any(|a| a.username == "alice"),
+        "provisioned by SCIM"
+    );
+    assert!(s.module.module.scim_requests.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(plain_requests(&front), 0, "no SCIM request in clear");
+}
+
+#[tokio::test]
+async fn under_tls_the_login_binding_is_host_prefixed_and_a_sibling_cannot_plant_it() {
+    let ca = test_ca();
+    let cert = leaf(&ca, &["portal.localhost"], |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &cert.key_pem).unwrap();
+    let port = free_port().unwrap();
+    let mut idp_cfg = demo_config();
+    let mut client = test_client(None, None);
+    client
+        .redirect_uris
+        .push(format!("https://portal.localhost:{port}/_unigate/callback"));
+    idp_cfg.clients.push(client);
+    let idp = start_idp(idp_cfg).await;
+    let module = portal_module(port).await;
+    let path = write_config(
+        dir.path(),
+        port,
+        "https",
+        "tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"",
+        &format!(
+            "[[module]]\nname = \"portal\"\nhosts = [\"portal.localhost\"]\nupstream = \"{}\"\naccess_groups = [\"portal-users\"]",
+            module.addr
+        ),
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("http://127.0.0.1:9", idp.issuer());
+    std::fs::write(&path, text).unwrap();
+    let gw = GatewayServer::start(GatewayConfig::load(&path).unwrap()).await.unwrap();
+    let gate = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()])
+        .resolve("portal.localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let idp_browser = browser();
+    let url = |p: &str| format!("https://portal.localhost:{port}{p}");
+    // A login start: the binding cookie, and the callback URL the IdP sends back.
+    let start = async || {
+        let r = gate.get(url("/")).header("accept", "text/html").send().await.unwrap();
+        assert_eq!(r.status(), 302);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        let r = idp_browser.get(location(&r)).send().await.unwrap();
+        let mut next = location(&r);
+        if next.starts_with("/login?flow=") {
+            let code = current_code(&totp_secret(&idp, "alice"));
+            let r = post_login(
+                &idp_browser,
+                idp.issuer(),
+                &next,
+                "alice",
+                &company(&idp, "alice"),
+                &password("alice"),
+                &code,
+            )
+            .await;
+            next = location(&r);
+        }
+        assert!(next.starts_with(&url("/_unigate/callback?")), "{next}");
+        (set, next)
+    };
+    let (set, callback) = start().await;
+    assert!(set.starts_with("__Host-unigate_login="), "{set}");
+    assert!(set.contains("; Secure") && set.contains("Path=/;"), "{set}");
+    assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+    let binding = set["__Host-unigate_login=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // The same value under the plain name, as a sibling subdomain can set
+    // it: not a binding.
+    let r = gate
+        .get(&callback)
+        .header("cookie", format!("unigate_login={binding}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a planted binding is ignored");
+    assert!(
+        !r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().contains("unigate=")),
+        "no session"
+    );
+    // The real one works.
+    let (set, callback) = start().await;
+    let binding = set["__Host-unigate_login=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = gate
+        .get(&callback)
+        .header("cookie", format!("__Host-unigate_login={binding}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let session = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(session.starts_with("__Host-unigate="), "{session}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_module_certificate_that_does_not_verify_gets_nothing_unless_verification_is_off() {
+    let (ca, other) = (test_ca(), test_ca());
+    let dir = tempfile::tempdir().unwrap();
+    let exception = "require_kaseyaone = true\nlocal_exceptions = [\"localuser\"]\nexception_path = \"/local-login\"\nlogin_paths = [\"/login\"]";
+    for (verify, want) in [("", 502), ("upstream_verify = false", 303)] {
+        let (s, front) =
+            tls_module_stack_trusting(&ca, &other.pem(), dir.path(), &format!("{exception}\n{verify}")).await;
+        let (b, _) = s.browser();
+        let r = b
+            .post(s.url("/local-login"))
+            .form(&[("username", "localuser"), ("password", "local-pass")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{verify:?}");
+        assert_eq!(plain_requests(&front), 0, "{verify:?}: never in clear");
+    }
+}

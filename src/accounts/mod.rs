@@ -112,6 +112,9 @@ enum Field {
     Email,
 }
 
+/// A SCIM API's base URL and the client that reaches it.
+type ScimBase<'a> = (&'a str, &'a reqwest::Client);
+
 /// Account lookups for one module route, cached for `cache_ttl`.
 pub struct Accounts {
     pub cfg: Arc<AccountsConfig>,
@@ -141,8 +144,15 @@ impl Accounts {
     }
 
     /// Checks the user's module account; `scim_base` is the SCIM API of the
-    /// instance (used when no `scim_url` is configured).
-    pub async fn check(&self, user: &Identity, scim_base: &str) -> Result<Outcome, LookupError> {
+    /// instance and `module_http` the client that reaches it (TLS when the
+    /// module's upstream is), used when no `scim_url` is configured.
+    pub async fn check(
+        &self,
+        user: &Identity,
+        scim_base: &str,
+        module_http: &reqwest::Client,
+    ) -> Result<Outcome, LookupError> {
+        let scim_base = (scim_base, module_http);
         let by_username = match self.cfg.match_on {
             MatchOn::Email => None,
             _ => self.find(Field::Username, &user.username, scim_base).await?,
@@ -163,7 +173,16 @@ impl Accounts {
         }
     }
 
-    async fn find(&self, field: Field, value: &str, scim_base: &str) -> Result<Option<Account>, LookupError> {
+    /// The SCIM base URL and client: the configured `scim_url` with the
+    /// shared client, else the module's own.
+    fn scim<'a>(&'a self, url: &'a Option<String>, module: ScimBase<'a>) -> ScimBase<'a> {
+        match url.as_deref() {
+            Some(u) => (u, &self.http),
+            None => module,
+        }
+    }
+
+    async fn find(&self, field: Field, value: &str, scim_base: ScimBase<'_>) -> Result<Option<Account>, LookupError> {
         if value.is_empty() {
             return Ok(None);
         }
@@ -180,7 +199,7 @@ impl Accounts {
                 })
                 .cloned(),
             AccountSource::Scim { url, token } => {
-                let base = url.as_deref().unwrap_or(scim_base);
+                let (base, http) = self.scim(url, scim_base);
                 let attr = match field {
                     Field::Username => "userName",
                     Field::Email => "emails.value",
@@ -190,8 +209,7 @@ impl Accounts {
                     .append_pair("filter", &filter)
                     .append_pair("count", "2")
                     .finish();
-                let mut rb = self
-                    .http
+                let mut rb = http
                     .get(format!("{base}/Users?{query}"))
                     .header("accept", "application/scim+json");
                 if let Some(t) = token {
@@ -210,11 +228,11 @@ impl Accounts {
     }
 
     /// Automatic User Provisioning: SCIM `POST /Users` with the default role.
-    async fn provision(&self, user: &Identity, scim_base: &str) -> Result<Account, LookupError> {
+    async fn provision(&self, user: &Identity, scim_base: ScimBase<'_>) -> Result<Account, LookupError> {
         let AccountSource::Scim { url, token } = &self.cfg.source else {
             return Err(LookupError::Malformed("provisioning needs SCIM".into()));
         };
-        let base = url.as_deref().unwrap_or(scim_base);
+        let (base, http) = self.scim(url, scim_base);
         let role = self.cfg.default_role.clone().unwrap_or_default();
         let body = serde_json::json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
@@ -226,8 +244,7 @@ impl Accounts {
             "roles": [{"value": role, "primary": true}],
             "externalId": user.sub,
         });
-        let mut rb = self
-            .http
+        let mut rb = http
             .post(format!("{base}/Users"))
             .header("content-type", "application/scim+json")
             .header("accept", "application/scim+json")

@@ -2,6 +2,9 @@
 //! (all case and `_`/`-` spellings), then unigate's own are set from the
 //! session, with a signed assertion (`X-Unigate-Assertion`, ES256, ≤ 60 s)
 //! that a module can verify with the keys at `/_unigate/jwks.json`.
+//! The KaseyaOne session id (`sid`) is never among them: a module gets an
+//! opaque per-module session handle instead (`X-KaseyaOne-Session`), which
+//! no logout endpoint accepts.
 
 use std::time::{Duration, SystemTime};
 
@@ -83,6 +86,7 @@ const KASEYAONE_HEADERS: [&str; 7] = [
     "x-kaseyaone-name",
     "x-kaseyaone-groups",
     "x-kaseyaone-company",
+    // The module's session handle (see `handles`), never the `sid`.
     "x-kaseyaone-session",
     "x-kaseyaone-module-user",
 ];
@@ -95,8 +99,14 @@ const FORWARDED_HEADERS: [&str; 4] = [
 ];
 const _: () = assert!(KASEYAONE_HEADERS.len() <= crate::session::HeaderSet::MAX);
 
-/// The names and sanitised values of a preset's identity headers.
-fn header_values(id: &Identity, preset: HeaderPreset, max: usize) -> (&'static [&'static str], Vec<String>) {
+/// The names and sanitised values of a preset's identity headers;
+/// `session` is the module's session handle (empty without a `sid`).
+fn header_values(
+    id: &Identity,
+    preset: HeaderPreset,
+    max: usize,
+    session: &str,
+) -> (&'static [&'static str], Vec<String>) {
     let groups = id.groups.join(",");
     let v = |s: &str| sanitize(s, max);
     match preset {
@@ -107,7 +117,7 @@ fn header_values(id: &Identity, preset: HeaderPreset, max: usize) -> (&'static [
                 v(&id.name),
                 v(&groups),
                 v(&id.company),
-                v(id.sid.as_deref().unwrap_or("")),
+                v(session),
             ];
             if let Some(u) = &id.module_user {
                 values.push(v(u));
@@ -126,15 +136,16 @@ fn header_values(id: &Identity, preset: HeaderPreset, max: usize) -> (&'static [
     }
 }
 
-/// The identity headers of a preset, values sanitised.
-pub fn headers(id: &Identity, preset: HeaderPreset, max: usize) -> Vec<(&'static str, String)> {
-    let (names, values) = header_values(id, preset, max);
+/// The identity headers of a preset, values sanitised; `session`: the
+/// module's session handle (`AssertionSigner::session_handle`).
+pub fn headers(id: &Identity, preset: HeaderPreset, max: usize, session: &str) -> Vec<(&'static str, String)> {
+    let (names, values) = header_values(id, preset, max, session);
     names.iter().copied().zip(values).collect()
 }
 
 /// The headers of a preset as ready-to-send values.
-pub fn header_set(id: &Identity, preset: HeaderPreset, max: usize) -> crate::session::HeaderSet {
-    let (names, values) = header_values(id, preset, max);
+pub fn header_set(id: &Identity, preset: HeaderPreset, max: usize, session: &str) -> crate::session::HeaderSet {
+    let (names, values) = header_values(id, preset, max, session);
     crate::session::HeaderSet::new(names, values)
 }
 
@@ -163,6 +174,8 @@ pub struct AssertionSigner {
     /// lifetime, and only for the most recently used sessions, so that
     /// memory does not grow with idle sessions.
     cache: moka::sync::Cache<u64, http::HeaderValue>,
+    /// Derives the session handles modules get (and logout form tokens).
+    pub deployment: super::handles::DeploymentKey,
 }
 
 impl AssertionSigner {
@@ -176,6 +189,22 @@ impl AssertionSigner {
                 .max_capacity(cached)
                 .time_to_live((ttl / 2).max(Duration::from_secs(1)))
                 .build(),
+            deployment: super::handles::DeploymentKey::random(),
+        }
+    }
+
+    /// The same, with the deployment key every replica shares.
+    pub fn with_deployment_key(mut self, key: super::handles::DeploymentKey) -> AssertionSigner {
+        self.deployment = key;
+        self
+    }
+
+    /// What module `label` gets as `X-KaseyaOne-Session` for this identity:
+    /// a keyed hash of its `sid`, or nothing without one.
+    pub fn session_handle(&self, label: &str, id: &Identity) -> String {
+        match id.sid.as_deref().filter(|s| !s.is_empty()) {
+            Some(sid) => self.deployment.session_handle(label, sid),
+            None => String::new(),
         }
     }
 
@@ -256,7 +285,7 @@ mod tests {
             groups: vec!["g1".into(), "g2".into()],
             module_user: None,
         };
-        let k: Vec<_> = headers(&id, HeaderPreset::KaseyaOne, 100);
+        let k: Vec<_> = headers(&id, HeaderPreset::KaseyaOne, 100, "handle");
         assert_eq!(
             k,
             vec![
@@ -265,10 +294,11 @@ mod tests {
                 ("x-kaseyaone-name", "AB".to_string()),
                 ("x-kaseyaone-groups", "g1,g2".to_string()),
                 ("x-kaseyaone-company", "Acme".to_string()),
-                ("x-kaseyaone-session", "sid".to_string()),
+                ("x-kaseyaone-session", "handle".to_string()),
             ]
         );
-        let f: Vec<_> = headers(&id, HeaderPreset::Forwarded, 100);
+        assert!(k.iter().all(|(_, v)| v != "sid"), "the sid itself never goes");
+        let f: Vec<_> = headers(&id, HeaderPreset::Forwarded, 100, "handle");
         assert_eq!(
             f,
             vec![
@@ -278,11 +308,45 @@ mod tests {
                 ("x-forwarded-preferred-username", "a".to_string()),
             ]
         );
-        let set: Vec<_> = header_set(&id, HeaderPreset::Forwarded, 100).iter().collect();
+        let set: Vec<_> = header_set(&id, HeaderPreset::Forwarded, 100, "handle").iter().collect();
         assert_eq!(set.len(), 4);
         assert_eq!(set[1].0, "x-forwarded-email");
         assert_eq!(set[1].1, "a@x.example");
         assert_eq!(set[3].1, "a");
+    }
+
+    #[test]
+    fn neither_the_headers_nor_the_assertion_carry_the_sid() {
+        let sid = "idp-session-id-0123456789";
+        let id = Identity {
+            sub: "s-1".into(),
+            sid: Some(sid.into()),
+            email: "a@x.example".into(),
+            name: "A".into(),
+            username: "a".into(),
+            company: "Acme".into(),
+            groups: vec!["g".into()],
+            module_user: Some("m".into()),
+        };
+        let key = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
+        let signer = AssertionSigner::new(key, "unigate", Duration::from_secs(60), 10);
+        let handle = signer.session_handle("portal", &id);
+        assert!(!handle.is_empty() && handle != sid);
+        assert_ne!(handle, signer.session_handle("crm", &id), "per module");
+        for preset in [HeaderPreset::KaseyaOne, HeaderPreset::Forwarded] {
+            for (n, v) in headers(&id, preset, 4096, &handle) {
+                assert!(!v.contains(sid), "{n}: {v}");
+            }
+        }
+        let jwt = signer.sign(&id, "portal", SystemTime::now()).unwrap();
+        use base64::Engine;
+        for part in jwt.split('.').take(2) {
+            let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap();
+            let text = String::from_utf8(text).unwrap();
+            assert!(!text.contains(sid) && !text.contains("\"sid\""), "{text}");
+        }
+        let none = Identity { sid: None, ..id };
+        assert_eq!(signer.session_handle("portal", &none), "");
     }
 
     #[test]

@@ -8,15 +8,13 @@ use std::time::SystemTime;
 use pingora::prelude::*;
 use pingora::proxy::Session as PSession;
 
+use super::cookies::{Own, without_unigate_cookies};
 use super::{Gateway, PREFIX, redirect, respond, respond_page, unix_now};
 use crate::idp::oauth::{pkce_s256, with_params};
 use crate::idp::store::{random_token, token_key};
 use crate::oidc::return_url::safe_return_path;
 use crate::pages;
 use crate::session::{IdToken, Identity, LoginTxn, Session, Tokens};
-
-/// The cookie binding login transactions to one browser.
-pub const LOGIN_COOKIE: &str = "unigate_login";
 
 fn query_param(req: &pingora::http::RequestHeader, name: &str) -> Option<String> {
     let q = req.uri.query()?;
@@ -204,16 +202,17 @@ async fn start_login_setting(
         let html = pages::unavailable("Too many logins were started from your network.");
         return respond(session, 429, "text/html; charset=utf-8", &headers, html).await;
     }
+    // The cookie binding login transactions to one browser (`__Host-`
+    // under TLS: a sibling subdomain cannot plant one).
     let existing = g
-        .cookie(session.req_header(), LOGIN_COOKIE)
+        .cookie(session.req_header(), Own::Login.name(g.cfg.tls))
         .filter(|v| crate::session::is_session_id(v))
         .map(str::to_string);
     let (binding, set_cookie) = match existing {
         Some(b) => (b, None),
         None => {
             let b = random_token();
-            let secure = if g.cfg.tls { "; Secure" } else { "" };
-            let c = format!("{LOGIN_COOKIE}={b}; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age=3600");
+            let c = Own::Login.set_cookie(g.cfg.tls, &b, Some(3600));
             (b, Some(c))
         }
     };
@@ -280,7 +279,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         "{PREFIX}login?return_to={}",
         form_urlencoded::byte_serialize(txn.return_path.as_bytes()).collect::<String>()
     );
-    let bound = g.cookie(req, LOGIN_COOKIE).map(token_key);
+    let bound = g.cookie(req, Own::Login.name(g.cfg.tls)).map(token_key);
     if bound.as_deref() != Some(txn.binding.as_str()) || txn.module != mi || txn.host != host {
         tracing::warn!("callback from a browser or host that did not start this login");
         g.login_failed(mi, "state");
@@ -392,11 +391,10 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
             }
         }
     } else if let Some(accounts) = &g.accounts[mi] {
-        let base = match g.pick(mi, &[]) {
-            Some(addr) => format!("http://{addr}/scim/v2"),
-            None => String::new(),
-        };
-        match accounts.check(&identity, &base).await {
+        let call = g.module_call(mi);
+        let base = call.as_ref().map(|c| c.url("/scim/v2")).unwrap_or_default();
+        let client = call.as_ref().map_or(&g.http, |c| c.client);
+        match accounts.check(&identity, &base, client).await {
             Ok(crate::accounts::Outcome::Ok(a)) => identity.module_user = Some(a.username.into()),
             Ok(crate::accounts::Outcome::Provisioned(a)) => {
                 tracing::info!(module.name = %module.label(), user.sub = %identity.sub, module.user = %a.username, "module account provisioned");
@@ -464,6 +462,10 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
 /// the browser's cookies), expires the module's and unigate's cookies, and
 /// sends the browser to the IdP's end_session_endpoint.
 pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, module_path: bool) -> Result<bool> {
+    // A logout the browser's user may not have asked for is confirmed first.
+    if let Some(done) = super::logout_confirm::guard(g, session, host).await? {
+        return Ok(done);
+    }
     let module = g.module(mi);
     let req = session.req_header();
     let ended = match g.cookie(req, g.session_cookie).map(str::to_string) {
@@ -483,18 +485,20 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
         module.logout_paths.first().cloned()
     };
     if let Some(path) = logout_path
-        && let Some(upstream) = g.pick(mi, &[])
+        && let Some(call) = g.module_call(mi)
     {
-        let cookies: Vec<String> = req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        let url = format!("http://{upstream}{path}");
-        let mut rb = g.http.get(&url).header("host", host);
-        if !cookies.is_empty() {
-            rb = rb.header("cookie", cookies.join("; "));
+        // The module's own cookies only: never unigate's.
+        let cookies = without_unigate_cookies(
+            req.headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            |_| false,
+        );
+        let url = call.url(&path);
+        let mut rb = call.client.get(&url).header("host", host);
+        if let Some(cookies) = cookies {
+            rb = rb.header("cookie", cookies);
         }
         match rb.send().await {
             Ok(r) => tracing::debug!(module.name = %module.name, status = r.status().as_u16(), "module told of logout"),
@@ -604,8 +608,6 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
     form.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
 }
 
-const INSTANCE_COOKIE: &str = "unigate_instance";
-
 /// A module with instances, at its own host: straight to the only instance
 /// the user may open, or to the remembered one, else Choose an Instance.
 pub async fn chooser(g: &Gateway, session: &mut PSession, mi: usize, host: &str, s: &Session) -> Result<bool> {
@@ -619,7 +621,7 @@ pub async fn chooser(g: &Gateway, session: &mut PSession, mi: usize, host: &str,
     let req = session.req_header();
     let wanted = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let path = safe_return_path(wanted).unwrap_or("/").to_string();
-    let remembered = g.cookie(req, INSTANCE_COOKIE).and_then(|name| {
+    let remembered = g.cookie(req, Own::Instance.name(g.cfg.tls)).and_then(|name| {
         open.iter()
             .copied()
             .find(|&r| g.module(r).instance.as_ref().is_some_and(|i| i.name == name))
@@ -719,11 +721,7 @@ async fn instances(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -
             let (Some(h), Some(i)) = (inst.hosts.first(), inst.instance.as_ref()) else {
                 return show_chooser(g, session, mi, host, &open, &path).await;
             };
-            let secure = if g.cfg.tls { "; Secure" } else { "" };
-            let cookie = format!(
-                "{INSTANCE_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age=31536000",
-                i.name
-            );
+            let cookie = Own::Instance.set_cookie(g.cfg.tls, &i.name, Some(31_536_000));
             tracing::info!(module.name = %module.name, instance = %i.name, user.sub = %s.identity.sub, "instance chosen");
             redirect(session, &format!("{}{path}", g.cfg.origin_for(h)), vec![cookie]).await
         }
@@ -857,15 +855,15 @@ async fn module_login(
     password: &str,
 ) -> std::result::Result<bool, String> {
     let module = g.module(mi);
-    let upstream = g.pick(mi, &[]).ok_or("no healthy upstream")?;
+    let call = g.module_call(mi).ok_or("no healthy upstream")?;
     let path = module.login_paths.first().ok_or("no login path")?;
     let body: String = form_urlencoded::Serializer::new(String::new())
         .append_pair(&module.username_field, user)
         .append_pair(&module.password_field, password)
         .finish();
-    let resp = g
-        .http
-        .post(format!("http://{upstream}{path}"))
+    let resp = call
+        .client
+        .post(call.url(path))
         .header("host", host)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
@@ -889,9 +887,9 @@ async fn module_login(
     if !opened.is_empty()
         && let Some(logout) = module.logout_paths.first()
     {
-        let _ = g
-            .http
-            .get(format!("http://{upstream}{logout}"))
+        let _ = call
+            .client
+            .get(call.url(logout))
             .header("host", host)
             .header("cookie", opened.join("; "))
             .send()
@@ -983,10 +981,14 @@ async fn exception_login(
     let pass: Vec<(String, String)> = ["content-type", "cookie", "user-agent", "accept", "accept-language"]
         .iter()
         .filter_map(|n| {
-            req.headers
-                .get(*n)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| (n.to_string(), v.to_string()))
+            let v = req.headers.get(*n).and_then(|v| v.to_str().ok())?;
+            // unigate's own cookies never reach the module.
+            let v = if *n == "cookie" {
+                without_unigate_cookies(std::iter::once(v), |_| false)?
+            } else {
+                v.to_string()
+            };
+            Some((n.to_string(), v))
         })
         .collect();
     let Some(form) = read_form(session, 64 * 1024).await? else {
@@ -1004,17 +1006,13 @@ async fn exception_login(
         let login = format!("{PREFIX}login?login_hint={hint}");
         return respond_page(session, 403, pages::kaseyaone_required(&module.display_name, &login)).await;
     }
-    let Some(upstream) = g.pick(mi, &[]) else {
+    let Some(call) = g.module_call(mi) else {
         return respond_page(session, 503, pages::no_healthy_upstream(&module.display_name)).await;
     };
     let body: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter())
         .finish();
-    let mut rb = g
-        .http
-        .post(format!("http://{upstream}{target}"))
-        .header("host", host)
-        .body(body);
+    let mut rb = call.client.post(call.url(&target)).header("host", host).body(body);
     for (n, v) in &pass {
         rb = rb.header(n.as_str(), v.as_str());
     }

@@ -8,9 +8,13 @@
 pub mod admin;
 pub mod bearer;
 pub mod config;
+pub mod cookies;
+pub mod handles;
 pub mod identity;
 pub mod inject;
 mod internal;
+mod logout_confirm;
+pub mod module_calls;
 pub mod passthrough;
 pub mod server;
 pub mod store;
@@ -88,8 +92,11 @@ pub struct Gateway {
     kaseyaone_snippet: Arc<str>,
     /// The "Log In with KaseyaOne" button for module login pages.
     login_button_snippet: Arc<str>,
-    /// For telling a module about a logout.
+    /// For calls to plain-HTTP modules (and SCIM at a configured URL).
     http: reqwest::Client,
+    /// Per route: the clients for calls to its upstreams (logout, link
+    /// check, exception login, SCIM), over TLS when its upstream is.
+    calls: Vec<module_calls::RouteClients>,
     session_cookie: &'static str,
     /// Draining (SIGTERM) and requests in flight: one for the process,
     /// kept across reloads.
@@ -259,11 +266,12 @@ impl Gateway {
                 hosts.insert(h.clone(), i);
             }
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = module_calls::plain_client()?;
+        let calls = cfg
+            .modules
+            .iter()
+            .map(|m| module_calls::RouteClients::build(m, &http))
+            .collect::<Result<Vec<_>, String>>()?;
         let mut lbs = Vec::new();
         for m in &cfg.modules {
             if m.upstreams.is_empty() {
@@ -320,6 +328,7 @@ impl Gateway {
                 bearer: p.bearer.clone(),
                 login_starts: p.login_starts.clone(),
                 http,
+                calls,
                 session_cookie: p.session_cookie,
                 lifecycle: p.lifecycle.clone(),
                 launchers: p.launchers.clone(),
@@ -391,7 +400,8 @@ impl Gateway {
             bearer: bearer::BearerCache::default(),
             login_starts: RateCounter::new(cfg.session.login_starts_per_minute, Duration::from_secs(60)),
             http,
-            session_cookie: if cfg.tls { "__Host-unigate" } else { "unigate" },
+            calls,
+            session_cookie: cookies::Own::Session.name(cfg.tls),
             lifecycle: Arc::default(),
             launchers: moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -633,17 +643,7 @@ impl Gateway {
     /// The session cookie's attributes: `__Host-` with TLS (Secure, Path=/,
     /// no Domain), always HttpOnly and SameSite=Lax.
     fn session_cookie_header(&self, value: &str, max_age: Option<u64>) -> String {
-        let secure = if self.cfg.tls { "; Secure" } else { "" };
-        match max_age {
-            Some(a) => format!(
-                "{}={value}; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age={a}",
-                self.session_cookie
-            ),
-            None => format!(
-                "{}={value}; Path=/; HttpOnly; SameSite=Lax{secure}",
-                self.session_cookie
-            ),
-        }
+        cookies::Own::Session.set_cookie(self.cfg.tls, value, max_age)
     }
 
     /// Starts a background refresh when the access token is about to
@@ -715,11 +715,6 @@ impl Gateway {
             s.refreshing.store(false, Ordering::Release);
         });
     }
-}
-
-/// Whether a Cookie header may hold one of unigate's own cookies.
-fn memchr_unigate(h: &[u8]) -> bool {
-    h.windows(7).any(|w| w == b"unigate")
 }
 
 pub fn unix_now() -> u64 {
@@ -1084,38 +1079,26 @@ impl Gateway {
             .headers
             .get_all(http::header::COOKIE)
             .iter()
-            .any(|v| memchr_unigate(v.as_bytes()));
+            .any(|v| cookies::may_hold_unigate_cookie(v.as_bytes()));
         if (ctx.strip_cookies != 0 || ours)
             && let Some(mi) = ctx.module
         {
             let module = self.module(mi);
-            let mut kept = String::new();
-            let pairs = up
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .map(str::trim)
-                .filter(|pair| !pair.is_empty());
-            for pair in pairs {
-                let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-                let strip = name == self.session_cookie
-                    || name == internal::LOGIN_COOKIE
-                    || module
+            let kept = cookies::without_unigate_cookies(
+                up.headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+                |name| {
+                    module
                         .session_cookies
                         .iter()
                         .enumerate()
-                        .any(|(i, c)| ctx.strip_cookies & (1 << i) != 0 && c == name);
-                if !strip {
-                    if !kept.is_empty() {
-                        kept.push_str("; ");
-                    }
-                    kept.push_str(pair);
-                }
-            }
+                        .any(|(i, c)| ctx.strip_cookies & (1 << i) != 0 && c == name)
+                },
+            );
             up.remove_header(&http::header::COOKIE);
-            if !kept.is_empty() {
+            if let Some(kept) = kept {
                 up.insert_header(http::header::COOKIE, kept)?;
             }
         }
@@ -1148,7 +1131,8 @@ impl Gateway {
             }
         } else if let (Some(id), Some(mi)) = (&ctx.identity, ctx.module) {
             let module = self.module(mi);
-            for (name, value) in headers(id, module.headers, self.cfg.identity.max_header_value) {
+            let handle = self.signer.session_handle(module.label(), id);
+            for (name, value) in headers(id, module.headers, self.cfg.identity.max_header_value, &handle) {
                 up.insert_header(name, value)?;
             }
             match self.signer.sign(id, module.label(), SystemTime::now()) {

@@ -152,7 +152,16 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
         Some(pem) => SigningKey::from_pem(pem, jsonwebtoken::Algorithm::ES256)?,
         None => SigningKey::generate(jsonwebtoken::Algorithm::ES256)?,
     };
-    let signer = AssertionSigner::new(key, "unigate", cfg.identity.assertion_ttl, cfg.identity.assertion_cache);
+    let mut signer = AssertionSigner::new(key, "unigate", cfg.identity.assertion_ttl, cfg.identity.assertion_cache);
+    // Session handles (and logout form tokens) must agree on every replica:
+    // keyed by the assertion key they all share (its DER bytes, whatever
+    // the PEM file's line endings).
+    if let Some(pem) = &cfg.identity.assertion_key {
+        let der = jsonwebtoken::EncodingKey::from_ec_pem(pem.expose().as_bytes())
+            .map(|k| k.as_bytes().to_vec())
+            .unwrap_or_else(|_| pem.expose().as_bytes().to_vec());
+        signer = signer.with_deployment_key(super::handles::DeploymentKey::derived_from(&der));
+    }
     let oidc = Arc::new(OidcClient::new(cfg.idp.clone()).map_err(|e| StartError::Setup(e.to_string()))?);
     if let Err(e) = oidc.load().await {
         tracing::warn!(error = %e, "identity provider not reachable yet; retrying in the background");

@@ -30,7 +30,9 @@ impl Gateway {
     pub fn build_session(&self, mi: usize, identity: Identity, tokens: Tokens, expires_at: u64) -> Session {
         let module = self.module(mi);
         let launcher = self.shared_launcher(crate::pages::launcher_snippet(&self.launcher_tiles(&identity)));
-        let headers = super::identity::header_set(&identity, module.headers, self.cfg.identity.max_header_value);
+        let handle = self.signer.session_handle(module.label(), &identity);
+        let headers =
+            super::identity::header_set(&identity, module.headers, self.cfg.identity.max_header_value, &handle);
         Session::new(module.label.clone(), identity, headers, tokens)
             .with_launcher(launcher)
             .with_expiry(expires_at)
