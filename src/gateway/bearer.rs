@@ -295,11 +295,7 @@ pub(super) async fn handle(g: &Gateway, session: &mut PSession, ctx: &mut Ctx, m
             }
         }
     } else if let Some(accounts) = &g.accounts[mi] {
-        let base = match g.pick(mi, &[]) {
-            Some(addr) => format!("http://{addr}/scim/v2"),
-            None => String::new(),
-        };
-        match accounts.check(&identity, &base).await {
+        match g.check_account(mi, accounts, &identity).await {
             Ok(crate::accounts::Outcome::Ok(a)) => identity.module_user = Some(a.username.into()),
             Ok(crate::accounts::Outcome::Provisioned(a)) => {
                 tracing::info!(module.name = %module.label(), user.sub = %sub, module.user = %a.username, "module account provisioned");

@@ -391,10 +391,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
             }
         }
     } else if let Some(accounts) = &g.accounts[mi] {
-        let call = g.module_call(mi);
-        let base = call.as_ref().map(|c| c.url("/scim/v2")).unwrap_or_default();
-        let client = call.as_ref().map_or(&g.http, |c| c.client);
-        match accounts.check(&identity, &base, client).await {
+        match g.check_account(mi, accounts, &identity).await {
             Ok(crate::accounts::Outcome::Ok(a)) => identity.module_user = Some(a.username.into()),
             Ok(crate::accounts::Outcome::Provisioned(a)) => {
                 tracing::info!(module.name = %module.label(), user.sub = %identity.sub, module.user = %a.username, "module account provisioned");

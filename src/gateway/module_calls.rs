@@ -128,6 +128,21 @@ impl super::Gateway {
         let addr = self.pick(mi, &[])?;
         self.calls.get(mi)?.to(addr)
     }
+
+    /// The user's module account on route `mi`, looked up (and, with
+    /// provisioning, created) by SCIM at the module's own upstream unless
+    /// a `scim_url` is configured.
+    pub async fn check_account(
+        &self,
+        mi: usize,
+        accounts: &crate::accounts::Accounts,
+        identity: &crate::session::Identity,
+    ) -> Result<crate::accounts::Outcome, crate::accounts::LookupError> {
+        let call = self.module_call(mi);
+        let base = call.as_ref().map(|c| c.url("/scim/v2")).unwrap_or_default();
+        let client = call.as_ref().map_or(&self.http, |c| c.client);
+        accounts.check(identity, &base, client).await
+    }
 }
 
 #[cfg(test)]
