@@ -10,6 +10,7 @@ pub mod config;
 pub mod identity;
 pub mod inject;
 mod internal;
+pub mod logins;
 pub mod passthrough;
 pub mod server;
 pub mod store;

@@ -233,6 +233,12 @@ impl<K: std::hash::Hash + Eq + Send + Sync + Clone + 'static> RateCounter<K> {
         });
         None
     }
+
+    /// How many keys are counted now.
+    pub fn entry_count(&self) -> u64 {
+        self.counts.run_pending_tasks();
+        self.counts.entry_count()
+    }
 }
 
 /// Failed-login counters per username+company and per client address, and

@@ -812,6 +812,11 @@ impl TxnStore {
     pub fn take(&self, state: &str) -> Option<Arc<LoginTxn>> {
         self.txns.remove(state)
     }
+
+    pub fn entry_count(&self) -> u64 {
+        self.txns.run_pending_tasks();
+        self.txns.entry_count()
+    }
 }
 
 /// The value of cookie `name` in `Cookie` header values, without allocating
