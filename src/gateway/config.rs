@@ -71,6 +71,12 @@ pub struct ListenFile {
     pub tls_key: Option<String>,
     /// With TLS: offer HTTP/2 to clients (ALPN); default true.
     pub http2: Option<bool>,
+    /// The proxies in front of unigate (an ingress, a load balancer), as
+    /// networks like `10.0.0.0/8` or `::1/128`: only from these peers are
+    /// `X-Forwarded-*`, `Forwarded`, `X-Real-IP` and `X-Request-Id` passed
+    /// on, and the client address read from `X-Forwarded-For`. Default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +291,8 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     pub tls: bool,
     pub public_port: Option<u16>,
+    /// `[listen] trusted_proxies`.
+    pub trusted_proxies: super::forwarded::TrustedProxies,
     pub idp: IdpSettings,
     pub session: SessionSettings,
     pub identity: IdentitySettings,
@@ -861,6 +869,13 @@ impl GatewayConfig {
                 "unigate serves TLS (`tls_cert`): browsers reach it with https://",
             );
         }
+        let trusted_proxies = super::forwarded::TrustedProxies::parse(&file.listen.trusted_proxies)
+            .unwrap_or_else(|bad| {
+                for (i, why) in bad {
+                    errs.push(format!("listen.trusted_proxies[{i}]"), why);
+                }
+                Default::default()
+            });
         let drain_delay = file.listen.drain_delay.unwrap_or(Duration::from_secs(2));
         let shutdown_grace = file.listen.shutdown_grace.unwrap_or(Duration::from_secs(5));
         for (key, d) in [
@@ -882,6 +897,7 @@ impl GatewayConfig {
             shutdown_grace,
             tls,
             public_port,
+            trusted_proxies,
             idp: IdpSettings {
                 issuer: p.issuer.trim_end_matches('/').to_string(),
                 client_id: p.client_id.clone(),
