@@ -270,3 +270,36 @@ async fn the_login_start_limit_counts_the_client_unigate_trusts() {
     assert_eq!(start(&s, Some("198.51.100.2")).await, 302);
     assert_eq!(start(&s, Some("198.51.100.3")).await, 429);
 }
+
+#[test]
+fn unigate_check_names_each_bad_trusted_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let text = gateway_toml(
+        8080,
+        "http://127.0.0.1:1",
+        r#"trusted_proxies = ["10.0.0.0/8", "10.0.0.300/8", "proxy.internal", "10.1.2.3/8", "0.0.0.0/0", "::1/128"]"#,
+        "",
+    );
+    let err = unigate::gateway::config::GatewayConfig::from_toml(&text, dir.path()).unwrap_err();
+    let text = err.to_string();
+    let bad: Vec<&str> = err
+        .0
+        .iter()
+        .map(|e| e.path.as_str())
+        .filter(|p| p.starts_with("listen.trusted_proxies"))
+        .collect();
+    assert_eq!(
+        bad,
+        [
+            "listen.trusted_proxies[1]",
+            "listen.trusted_proxies[2]",
+            "listen.trusted_proxies[3]",
+            "listen.trusted_proxies[4]"
+        ],
+        "{text}"
+    );
+    assert!(text.contains("`10.0.0.300/8` is not a network"), "{text}");
+    assert!(text.contains("did you mean `10.0.0.0/8`"), "{text}");
+    assert!(text.contains("trusts every address"), "{text}");
+}

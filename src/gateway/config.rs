@@ -112,7 +112,8 @@ pub struct SessionFile {
     #[serde(default, with = "humantime_serde")]
     #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub refresh_before: Option<Duration>,
-    /// Logins one client address may start per minute; default 120.
+    /// Logins one client address (IPv6: one /64) may start per minute;
+    /// default 600 (an office behind one NAT logging in at 9 am).
     pub login_starts_per_minute: Option<u32>,
     /// With `store = "redis"`: `redis://[:password@]host:port/db` (or
     /// `rediss://` for TLS), as a secret reference (it may hold a password).
@@ -559,7 +560,7 @@ impl GatewayConfig {
             absolute_timeout: file.session.absolute_timeout.unwrap_or(Duration::from_secs(12 * 3600)),
             max_sessions: file.session.max_sessions.unwrap_or(1_000_000),
             refresh_before: file.session.refresh_before.unwrap_or(Duration::from_secs(60)),
-            login_starts_per_minute: file.session.login_starts_per_minute.unwrap_or(120).max(1),
+            login_starts_per_minute: file.session.login_starts_per_minute.unwrap_or(600).max(1),
             module_cookie_ttl: file
                 .session
                 .module_cookie_ttl

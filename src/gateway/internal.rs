@@ -195,7 +195,8 @@ async fn start_login_setting(
     let client = g.client_addr(session);
     let start = match g.begin_login(session.req_header(), client, mi, host, return_path, unix_now()) {
         Ok(s) => s,
-        Err(wait) => {
+        Err(super::logins::Refused::StoreDown) => return super::store_down(session).await,
+        Err(super::logins::Refused::TooMany(wait)) => {
             tracing::info!(module.name = %g.module(mi).label(), client.ip = ?client, "login start refused: too many from this address");
             let headers = [("retry-after", wait.as_secs().max(1).to_string())];
             let html = pages::unavailable("Too many logins were started from your network.");

@@ -68,6 +68,16 @@ pub struct LoginStart {
     pub set_cookies: Vec<String>,
 }
 
+/// Why a login cannot start now.
+#[derive(Debug)]
+pub enum Refused {
+    /// This client address started too many: wait this long.
+    TooMany(Duration),
+    /// The shared store is down: the callback could not be checked, so
+    /// the user is not sent to the IdP for nothing.
+    StoreDown,
+}
+
 /// The sealing key and the used `state`s.
 pub struct LoginTxns {
     prk: Prk,
@@ -224,10 +234,9 @@ pub struct LoginStateSizes {
 }
 
 impl Gateway {
-    /// Starts a login from `client`: the per-address limit (how long to
-    /// wait when over it), then a new transaction sealed into a cookie,
-    /// with the expiries that keep the browser's transaction cookies
-    /// within `MAX_PENDING`.
+    /// Starts a login from `client`: the per-address limit, then a new
+    /// transaction sealed into a cookie, with the expiries that keep the
+    /// browser's transaction cookies within `MAX_PENDING`.
     pub fn begin_login(
         &self,
         req: &RequestHeader,
@@ -236,13 +245,16 @@ impl Gateway {
         host: &str,
         return_path: &str,
         now: u64,
-    ) -> Result<LoginStart, Duration> {
+    ) -> Result<LoginStart, Refused> {
+        if self.shared.as_ref().is_some_and(|s| !s.healthy()) {
+            return Err(Refused::StoreDown);
+        }
         if let Some(ip) = client
             && let Some(wait) = self
                 .login_starts
                 .hit(crate::idp::store::client_key(ip), Instant::now())
         {
-            return Err(wait);
+            return Err(Refused::TooMany(wait));
         }
         let (state, nonce, verifier) = (random_token(), random_token(), random_token());
         let pending = PendingLogin {
@@ -311,7 +323,7 @@ impl Gateway {
         let req = RequestHeader::build("GET", return_path.as_bytes(), None).map_err(|e| e.to_string())?;
         self.begin_login(&req, Some(client), mi, host, return_path, super::unix_now())
             .map(|_| ())
-            .map_err(|wait| format!("limited for {wait:?}"))
+            .map_err(|why| format!("refused: {why:?}"))
     }
 
     #[doc(hidden)]
