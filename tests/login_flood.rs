@@ -93,3 +93,79 @@ async fn a_login_started_before_a_flood_of_starts_completes_after_it() {
     let r = b.get(&callback).send().await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// The `unigate_login_*` cookies the browser holds for the stack.
+fn txn_cookies(s: &Stack, jar: &reqwest::cookie::Jar) -> usize {
+    use reqwest::cookie::CookieStore;
+    let url = url::Url::parse(&s.url("/")).unwrap();
+    jar.cookies(&url).map_or(0, |h| {
+        h.to_str()
+            .unwrap()
+            .split("; ")
+            .filter(|kv| kv.starts_with("unigate_login_"))
+            .count()
+    })
+}
+
+/// The IdP's answer to an authorization request: the callback URL, after
+/// logging in at the IdP when it asks.
+async fn through_idp(s: &Stack, b: &reqwest::Client, authorize: &str) -> String {
+    let r = b.get(authorize).send().await.unwrap();
+    let next = location(&r);
+    if !next.starts_with("/login?flow=") {
+        return next;
+    }
+    let code = current_code(&totp_secret(&s.idp, "alice"));
+    let r = post_login(
+        b,
+        s.idp.issuer(),
+        &next,
+        "alice",
+        &company(&s.idp, "alice"),
+        &password("alice"),
+        &code,
+    )
+    .await;
+    location(&r)
+}
+
+#[tokio::test]
+async fn several_tabs_log_in_at_once_and_their_cookies_stay_capped() {
+    let s = stack().await;
+    let (b, jar) = s.browser();
+    let mut authorize = Vec::new();
+    for tab in ["/a", "/b", "/c"] {
+        let r = b.get(s.url(tab)).header("accept", "text/html").send().await.unwrap();
+        assert_eq!(r.status(), 302);
+        authorize.push((tab, location(&r)));
+    }
+    assert_eq!(txn_cookies(&s, &jar), 3);
+    // Finished in any order, each tab lands where it started.
+    for (tab, a) in authorize.iter().rev() {
+        let callback = through_idp(&s, &b, a).await;
+        let r = b.get(&callback).send().await.unwrap();
+        assert_eq!(r.status(), 302, "{tab}");
+        assert_eq!(location(&r), *tab);
+    }
+    assert_eq!(txn_cookies(&s, &jar), 0, "spent cookies are expired");
+    // Logins started and never finished do not pile up.
+    let (b, jar) = s.browser();
+    let mut last = String::new();
+    for i in 0..20 {
+        let r = b
+            .get(s.url(&format!("/tab{i}")))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        last = location(&r);
+        assert!(txn_cookies(&s, &jar) <= unigate::gateway::logins::MAX_PENDING);
+    }
+    assert_eq!(txn_cookies(&s, &jar), unigate::gateway::logins::MAX_PENDING);
+    // The newest still completes.
+    let callback = through_idp(&s, &b, &last).await;
+    let r = b.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/tab19");
+}
