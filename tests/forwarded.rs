@@ -12,13 +12,21 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 
-/// The request heads a module received, lowercased header names.
+/// One request head: its headers, names lowercased.
+type Head = Vec<(String, String)>;
+
+/// The request heads a module received.
 #[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<Vec<Vec<(String, String)>>>>);
+struct Recorded(Arc<Mutex<Vec<Head>>>);
 
 impl Recorded {
-    fn last(&self) -> Vec<(String, String)> {
-        self.0.lock().unwrap().last().cloned().expect("the module got a request")
+    fn last(&self) -> Head {
+        self.0
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the module got a request")
     }
 }
 

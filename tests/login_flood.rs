@@ -23,7 +23,7 @@ const COUNTER_BOUND: u64 = 100_000;
 /// The `i`th of 50,000 addresses: half IPv4, half the /64s of one IPv6 /48.
 fn address(i: u32) -> IpAddr {
     let a = i % 50_000;
-    if a % 2 == 0 {
+    if a.is_multiple_of(2) {
         IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + a))
     } else {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 7, (a / 2) as u16, 0, 0, 0, 1))

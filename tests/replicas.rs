@@ -654,12 +654,7 @@ async fn a_login_callback_works_once_across_replicas() {
     let r = replicas().await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
     let (b, jar) = browser_with_jar();
-    let res = b
-        .get(url(pa, "/"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let res = b.get(url(pa, "/")).header("accept", "text/html").send().await.unwrap();
     assert_eq!(res.status(), 302);
     let res = b.get(location(&res)).send().await.unwrap();
     let code = current_code(&totp_secret(&r.idp, "alice"));

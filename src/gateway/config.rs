@@ -870,8 +870,8 @@ impl GatewayConfig {
                 "unigate serves TLS (`tls_cert`): browsers reach it with https://",
             );
         }
-        let trusted_proxies = super::forwarded::TrustedProxies::parse(&file.listen.trusted_proxies)
-            .unwrap_or_else(|bad| {
+        let trusted_proxies =
+            super::forwarded::TrustedProxies::parse(&file.listen.trusted_proxies).unwrap_or_else(|bad| {
                 for (i, why) in bad {
                     errs.push(format!("listen.trusted_proxies[{i}]"), why);
                 }

@@ -77,7 +77,11 @@ impl TrustedProxies {
                 Err(why) => errs.push((i, why)),
             }
         }
-        if errs.is_empty() { Ok(TrustedProxies(nets)) } else { Err(errs) }
+        if errs.is_empty() {
+            Ok(TrustedProxies(nets))
+        } else {
+            Err(errs)
+        }
     }
 }
 
@@ -86,7 +90,11 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
         Ok(n) => n,
         Err(_) => match s.parse::<IpAddr>() {
             Ok(ip) => IpNet::from(ip),
-            Err(_) => return Err(format!("`{s}` is not a network like 10.0.0.0/8 or ::1/128, nor an address")),
+            Err(_) => {
+                return Err(format!(
+                    "`{s}` is not a network like 10.0.0.0/8 or ::1/128, nor an address"
+                ));
+            }
         },
     };
     if net.prefix_len() == 0 {
@@ -95,7 +103,10 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
         ));
     }
     if net.trunc() != net {
-        return Err(format!("`{s}` has bits set past its prefix; did you mean `{}`?", net.trunc()));
+        return Err(format!(
+            "`{s}` has bits set past its prefix; did you mean `{}`?",
+            net.trunc()
+        ));
     }
     Ok(net)
 }
@@ -123,7 +134,10 @@ pub fn parse_hop(s: &str) -> Option<IpAddr> {
     }
     // `[v6]` without a port.
     let inner = s.strip_prefix('[')?.strip_suffix(']')?;
-    inner.parse::<std::net::Ipv6Addr>().ok().map(|v6| IpAddr::V6(v6).to_canonical())
+    inner
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(|v6| IpAddr::V6(v6).to_canonical())
 }
 
 /// The `for=` values of `Forwarded` header values (RFC 7239), in order.
@@ -186,12 +200,7 @@ pub fn client_ip<'a>(
 
 /// The client address of a request arriving from `peer`.
 pub fn client_of(req: &RequestHeader, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
-    let values = |name: &'static str| {
-        req.headers
-            .get_all(name)
-            .into_iter()
-            .filter_map(|v| v.to_str().ok())
-    };
+    let values = |name: &'static str| req.headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok());
     client_ip(peer, values("x-forwarded-for"), values("forwarded"), trusted)
 }
 
@@ -320,7 +329,8 @@ mod tests {
         let ingress = trusted(&["10.0.0.0/8", "fd00::/8", "::1/128"]);
         let none = TrustedProxies::default();
         // (peer, X-Forwarded-For values, Forwarded values, trusted, client)
-        let cases: &[(&str, &[&str], &[&str], &TrustedProxies, &str)] = &[
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a TrustedProxies, &'a str);
+        let cases: &[Case] = &[
             // No trusted proxies: the peer, whatever the headers say.
             ("198.51.100.9", &["1.2.3.4"], &["for=1.2.3.4"], &none, "198.51.100.9"),
             // An untrusted peer: the peer.
@@ -331,7 +341,13 @@ mod tests {
             ("10.0.0.2", &["6.6.6.6, 203.0.113.7"], &[], &ingress, "203.0.113.7"),
             ("10.0.0.2", &["6.6.6.6", "203.0.113.7"], &[], &ingress, "203.0.113.7"),
             // Several trusted hops.
-            ("10.0.0.2", &["6.6.6.6, 203.0.113.7, 10.9.9.9, 10.1.1.1"], &[], &ingress, "203.0.113.7"),
+            (
+                "10.0.0.2",
+                &["6.6.6.6, 203.0.113.7, 10.9.9.9, 10.1.1.1"],
+                &[],
+                &ingress,
+                "203.0.113.7",
+            ),
             // Spoofed trusted-looking entries left of the client change nothing.
             ("10.0.0.2", &["10.6.6.6, 203.0.113.7"], &[], &ingress, "203.0.113.7"),
             // Only trusted hops: the leftmost.
@@ -353,15 +369,57 @@ mod tests {
             ("::1", &["2001:db8::7, fd00::1"], &[], &ingress, "2001:db8::7"),
             ("fd00::2", &["::ffff:203.0.113.7"], &[], &ingress, "203.0.113.7"),
             ("::ffff:10.0.0.2", &["203.0.113.7"], &[], &ingress, "203.0.113.7"),
-            ("10.0.0.2", &["::ffff:10.0.0.9, 2001:db8::1"], &[], &ingress, "2001:db8::1"),
+            (
+                "10.0.0.2",
+                &["::ffff:10.0.0.9, 2001:db8::1"],
+                &[],
+                &ingress,
+                "2001:db8::1",
+            ),
             // Forwarded, when there is no X-Forwarded-For.
-            ("10.0.0.2", &[], &["for=203.0.113.7;proto=https"], &ingress, "203.0.113.7"),
-            ("10.0.0.2", &[], &["for=6.6.6.6, for=203.0.113.7;by=10.0.0.2"], &ingress, "203.0.113.7"),
-            ("10.0.0.2", &[], &[r#"for="[2001:db8:cafe::17]:4711""#], &ingress, "2001:db8:cafe::17"),
-            ("10.0.0.2", &[], &[r#"for="203.0.113.7:80";proto=http"#], &ingress, "203.0.113.7"),
-            ("10.0.0.2", &[], &["For=203.0.113.7", "for=10.0.0.9"], &ingress, "203.0.113.7"),
+            (
+                "10.0.0.2",
+                &[],
+                &["for=203.0.113.7;proto=https"],
+                &ingress,
+                "203.0.113.7",
+            ),
+            (
+                "10.0.0.2",
+                &[],
+                &["for=6.6.6.6, for=203.0.113.7;by=10.0.0.2"],
+                &ingress,
+                "203.0.113.7",
+            ),
+            (
+                "10.0.0.2",
+                &[],
+                &[r#"for="[2001:db8:cafe::17]:4711""#],
+                &ingress,
+                "2001:db8:cafe::17",
+            ),
+            (
+                "10.0.0.2",
+                &[],
+                &[r#"for="203.0.113.7:80";proto=http"#],
+                &ingress,
+                "203.0.113.7",
+            ),
+            (
+                "10.0.0.2",
+                &[],
+                &["For=203.0.113.7", "for=10.0.0.9"],
+                &ingress,
+                "203.0.113.7",
+            ),
             ("10.0.0.2", &[], &["for=_hidden"], &ingress, "10.0.0.2"),
-            ("10.0.0.2", &[], &[r#"for="a,b;c", for=203.0.113.7"#], &ingress, "203.0.113.7"),
+            (
+                "10.0.0.2",
+                &[],
+                &[r#"for="a,b;c", for=203.0.113.7"#],
+                &ingress,
+                "203.0.113.7",
+            ),
             // Both: X-Forwarded-For wins (what proxies append to).
             ("10.0.0.2", &["203.0.113.7"], &["for=6.6.6.6"], &ingress, "203.0.113.7"),
         ];
@@ -389,10 +447,18 @@ mod tests {
         assert!(ok.contains(ip("::ffff:10.0.0.1")));
         assert!(!ok.contains(ip("192.168.1.8")));
         assert!(!ok.contains(ip("11.0.0.1")));
-        let bad: Vec<String> = ["10.0.0.0/8", "10.0.0.300/8", "nonsense", "10.1.2.3/8", "0.0.0.0/0", "::/0", "::1/129"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let bad: Vec<String> = [
+            "10.0.0.0/8",
+            "10.0.0.300/8",
+            "nonsense",
+            "10.1.2.3/8",
+            "0.0.0.0/0",
+            "::/0",
+            "::1/129",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let errs = TrustedProxies::parse(&bad).unwrap_err();
         let at: Vec<usize> = errs.iter().map(|(i, _)| *i).collect();
         assert_eq!(at, vec![1, 2, 3, 4, 5, 6], "{errs:?}");
@@ -448,7 +514,10 @@ mod tests {
         assert_eq!(all(&r, "x-forwarded-host"), ["portal.example:8443"]);
         let mut left: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
         left.sort();
-        assert_eq!(left, ["accept", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]);
+        assert_eq!(
+            left,
+            ["accept", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]
+        );
     }
 
     #[test]
@@ -469,7 +538,13 @@ mod tests {
         assert_eq!(all(&r, "forwarded"), ["for=1.2.3.4"]);
         assert_eq!(all(&r, "x-real-ip"), ["1.2.3.4"]);
         assert_eq!(all(&r, "x-request-id"), ["ingress-1"]);
-        for gone in ["x_forwarded_for", "x_real_ip", "x_request_id", "x-original-url", "x_rewrite_url"] {
+        for gone in [
+            "x_forwarded_for",
+            "x_real_ip",
+            "x_request_id",
+            "x-original-url",
+            "x_rewrite_url",
+        ] {
             assert!(all(&r, gone).is_empty(), "{gone}");
         }
         // A trusted proxy that sends nothing: unigate's own.
@@ -496,6 +571,9 @@ mod tests {
         }
         assert!(!same_name("x-forwarded-fo", "x-forwarded-for"));
         assert!(!same_name("x-forwarded-user", "x-forwarded-for"));
-        assert!(!same_name("x-forwarded_for", "x_forwarded_for"), "patterns are `-` spelt");
+        assert!(
+            !same_name("x-forwarded_for", "x_forwarded_for"),
+            "patterns are `-` spelt"
+        );
     }
 }

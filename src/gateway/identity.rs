@@ -308,7 +308,8 @@ mod tests {
             .split('-')
             .map(|w| {
                 let mut c = w.chars();
-                c.next().map_or(String::new(), |f| f.to_ascii_uppercase().to_string() + c.as_str())
+                c.next()
+                    .map_or(String::new(), |f| f.to_ascii_uppercase().to_string() + c.as_str())
             })
             .collect::<Vec<_>>()
             .join("-");

@@ -88,7 +88,9 @@ pub struct LoginTxns {
 /// Any of unigate's login cookies (also the single `unigate_login` of
 /// earlier versions): never passed to a module.
 pub fn is_login_cookie(name: &str) -> bool {
-    name.strip_prefix("__Host-").unwrap_or(name).starts_with("unigate_login")
+    name.strip_prefix("__Host-")
+        .unwrap_or(name)
+        .starts_with("unigate_login")
 }
 
 fn state_hash(state: &str) -> [u8; 32] {
@@ -250,9 +252,7 @@ impl Gateway {
             return Err(Refused::StoreDown);
         }
         if let Some(ip) = client
-            && let Some(wait) = self
-                .login_starts
-                .hit(crate::idp::store::client_key(ip), Instant::now())
+            && let Some(wait) = self.login_starts.hit(crate::idp::store::client_key(ip), Instant::now())
         {
             return Err(Refused::TooMany(wait));
         }
@@ -383,7 +383,15 @@ mod tests {
         let mut bytes = B64.decode(sealed).unwrap();
         bytes[0] ^= 1;
         let tampered = format!("{}.{}", now + 600, B64.encode(&bytes));
-        for bad in [tampered.as_str(), "", ".", "x.y", "1.", &v[..v.len() - 4], "99999999999999999999999.AAAA"] {
+        for bad in [
+            tampered.as_str(),
+            "",
+            ".",
+            "x.y",
+            "1.",
+            &v[..v.len() - 4],
+            "99999999999999999999999.AAAA",
+        ] {
             assert_eq!(t.open("state-1", bad, now), None, "{bad}");
         }
         // A far-future expiry is refused even if sealed.
@@ -412,7 +420,8 @@ mod tests {
         let t = txns();
         let now = 5_000;
         // (cookies in the request, names expired by a new start)
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        type Cookies<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Cookies, &[&str])] = &[
             (&[], &[]),
             (&[("unigate_login_a", "5100.x"), ("unigate_login_b", "5200.x")], &[]),
             (

@@ -33,8 +33,8 @@ use crate::oidc::client::OidcClient;
 use crate::pages;
 use crate::policy::{ClientKind, classify, may_access};
 use crate::session::{
-    CookieOwner, IdToken, Identity, LinkStore, MemoryStore, ModuleCookies, Session, cookie_value,
-    cookie_values, is_session_id,
+    CookieOwner, IdToken, Identity, LinkStore, MemoryStore, ModuleCookies, Session, cookie_value, cookie_values,
+    is_session_id,
 };
 use config::{GatewayConfig, ModuleConfig};
 use identity::{ASSERTION_HEADER, AssertionSigner, headers, strip_identity_headers};
