@@ -429,6 +429,36 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Whatever a client writes, nothing panics, and no address it
+        /// wrote left of the hop the trusted proxy appended is believed.
+        #[test]
+        fn any_chain_never_panics_and_the_appended_hop_wins(
+            xff in "[0-9a-f.:\\[\\], _\"=;]{0,80}",
+            fwd in proptest::prelude::any::<String>(),
+            client in proptest::prelude::any::<[u8; 4]>(),
+        ) {
+            let t = trusted(&["10.0.0.0/8"]);
+            let none = TrustedProxies::default();
+            let peer = ip("10.0.0.2");
+            let _ = client_ip(peer, std::iter::once(xff.as_str()), std::iter::once(fwd.as_str()), &t);
+            proptest::prop_assert_eq!(
+                client_ip(peer, std::iter::once(xff.as_str()), std::iter::once(fwd.as_str()), &none),
+                peer
+            );
+            let real = IpAddr::from(client);
+            if !t.contains(real) {
+                let appended = format!("{xff}, {real}");
+                proptest::prop_assert_eq!(
+                    client_ip(peer, std::iter::once(appended.as_str()), std::iter::empty(), &t),
+                    real
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_long_chain_is_walked_only_so_far() {
         let t = trusted(&["10.0.0.0/8"]);

@@ -399,6 +399,16 @@ mod tests {
         assert_eq!(t.open("state-1", &v, now), None);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_cookie_value_is_refused_without_panic(value in proptest::prelude::any::<String>(), state in "[A-Za-z0-9_-]{0,60}") {
+            proptest::prop_assert_eq!(txns().open(&state, &value, 1_000), None);
+            let _ = txns().make_room(std::iter::once(("unigate_login_x", value.as_str())), 1_000);
+        }
+    }
+
     #[test]
     fn names_differ_per_state_and_tls_uses_host_prefix() {
         let t = txns();
