@@ -193,11 +193,12 @@ async fn start_login_setting(
         .await;
     };
     let client = g.client_addr(session);
+    let client_ip = client.map(|ip| ip.to_string()).unwrap_or_default();
     let start = match g.begin_login(session.req_header(), client, mi, host, return_path, unix_now()) {
         Ok(s) => s,
         Err(super::logins::Refused::StoreDown) => return super::store_down(session).await,
         Err(super::logins::Refused::TooMany(wait)) => {
-            tracing::info!(module.name = %g.module(mi).label(), client.ip = ?client, "login start refused: too many from this address");
+            tracing::info!(module.name = %g.module(mi).label(), client.ip = %client_ip, "login start refused: too many from this address");
             let headers = [("retry-after", wait.as_secs().max(1).to_string())];
             let html = pages::unavailable("Too many logins were started from your network.");
             return respond(session, 429, "text/html; charset=utf-8", &headers, html).await;
@@ -221,7 +222,7 @@ async fn start_login_setting(
         params.push(("login_hint", h));
     }
     let url = with_params(&loaded.discovery.authorization_endpoint, &params);
-    tracing::info!(module.name = %g.module(mi).name, client.ip = ?client, "login started");
+    tracing::info!(module.name = %g.module(mi).name, client.ip = %client_ip, "login started");
     g.metrics
         .logins_started
         .with_label_values(&[g.module(mi).label()])
