@@ -155,6 +155,15 @@ async fn forwarding_headers_and_the_request_id_from_a_client_are_replaced() {
     assert_eq!(r.status(), 200);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_replaced(&rec.last(), s.port, &id);
+    // A port the client wrote into `Host` is not the host modules are told.
+    let r = spoofed(b.get(s.url("/static/app.js")))
+        .header("host", "PORTAL.localhost:6666")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_replaced(&rec.last(), s.port, &id);
     // A logged-in request.
     let r = s.login(&b, "alice", "/").await;
     assert_eq!(r.status(), 302);

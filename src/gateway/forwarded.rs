@@ -3,7 +3,7 @@
 //! unigate passes those on only from a peer in `[listen] trusted_proxies`;
 //! from anyone else they are removed and unigate sets its own
 //! `X-Forwarded-For` (the peer), `-Proto` (from `public_url`) and `-Host`
-//! (the request's `Host`). The client address used for rate limits and logs
+//! (the request's host, with `public_url`'s port). The client address used for rate limits and logs
 //! is found the same way: the TCP peer, or, behind trusted proxies, the
 //! first untrusted hop walking `X-Forwarded-For` from the right.
 
@@ -212,7 +212,7 @@ pub struct Origin<'a> {
     pub trusted: bool,
     /// `http` or `https`, from `[listen] public_url`.
     pub proto: &'static str,
-    /// The request's `Host`.
+    /// The request's host, with the port browsers use.
     pub host: Option<&'a str>,
 }
 
@@ -296,12 +296,11 @@ impl super::Gateway {
     /// The forwarding headers of a request bound for the module.
     pub fn forwarding_headers(&self, session: &pingora::proxy::Session, up: &mut RequestHeader) {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| session.req_header().uri.authority().map(|a| a.as_str()));
+        // The host the request was routed by, with the port browsers use
+        // (`public_url`), not whatever port the client wrote after it: a
+        // module that builds links (or caches pages) from it gets unigate's.
+        let host = super::Gateway::host_of(session.req_header()).map(|h| self.cfg.origin_for(&h));
+        let host = host.as_deref().map(|o| o.split_once("://").map_or(o, |(_, h)| h));
         let origin = Origin {
             peer,
             trusted: peer.is_some_and(|p| self.cfg.trusted_proxies.contains(p)),
