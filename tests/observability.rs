@@ -1,7 +1,7 @@
 //! What operators watch: Prometheus metrics on the admin listener, checked
-//! after a login, a refused callback and a logout; `X-Request-Id` kept or
-//! generated and passed to the module; and the JSON log format with one
-//! structured event per auth decision, from the real binary.
+//! after a login, a refused callback and a logout; `X-Request-Id` made
+//! (or a trusted proxy's kept) and passed to the module; and the JSON log
+//! format with one structured event per auth decision, from the real binary.
 
 mod common;
 
@@ -139,18 +139,9 @@ async fn a_request_id_is_kept_or_made_and_reaches_the_module() {
     let s = stack().await;
     let (b, _jar) = s.browser();
     s.login(&b, "alice", "/").await;
-    // Kept: the client's own id, to the module and back.
-    let r = b
-        .get(s.url("/api/whoami"))
-        .header("x-request-id", "trace-abc-123")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.headers()["x-request-id"], "trace-abc-123");
-    let who: Value = r.json().await.unwrap();
-    assert_eq!(who["headers"]["x-request-id"], "trace-abc-123");
-    // Made: none, or one that is not sane (spaces), gets a fresh one.
-    for sent in [None, Some("has spaces in it")] {
+    // Made: none, one a client chose (only a trusted proxy's is kept; see
+    // tests/forwarded.rs), or one that is not sane (spaces) gets a fresh one.
+    for sent in [None, Some("trace-abc-123"), Some("has spaces in it")] {
         let mut rb = b.get(s.url("/api/whoami"));
         if let Some(v) = sent {
             rb = rb.header("x-request-id", v);
@@ -213,7 +204,8 @@ async fn json_logs_carry_one_event_per_auth_decision() {
     });
     let c = reqwest::Client::new();
     let t = std::time::Instant::now();
-    loop {
+    // A client's own id is replaced: the log names the one unigate made.
+    let id = loop {
         if let Ok(r) = c
             .get(format!("http://127.0.0.1:{port}/whatever?secret=not-logged"))
             .header("host", "nobody.localhost")
@@ -222,11 +214,11 @@ async fn json_logs_carry_one_event_per_auth_decision() {
             .await
         {
             assert_eq!(r.status(), 404);
-            break;
+            break r.headers()["x-request-id"].to_str().unwrap().to_string();
         }
         assert!(t.elapsed() < Duration::from_secs(10), "unigate did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
     let mut found = None;
     let t = std::time::Instant::now();
     while found.is_none() && t.elapsed() < Duration::from_secs(5) {
@@ -236,7 +228,8 @@ async fn json_logs_carry_one_event_per_auth_decision() {
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             panic!("a log line that is not JSON: {line}");
         };
-        if v["request_id"] == "json-log-test-1" {
+        assert_ne!(v["request_id"], "json-log-test-1", "{line}");
+        if v["request_id"] == id.as_str() {
             found = Some(v);
         }
     }
@@ -248,6 +241,7 @@ async fn json_logs_carry_one_event_per_auth_decision() {
     assert_eq!(v["decision"], "rejected");
     assert_eq!(v["status"], 404);
     assert_eq!(v["module"], "-");
+    assert_eq!(v["client.ip"], "127.0.0.1", "{v}");
     assert_eq!(v["path"], "/whatever", "the path without its query");
     assert!(!v.to_string().contains("not-logged"), "no query strings in logs");
 }

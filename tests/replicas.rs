@@ -648,3 +648,51 @@ async fn a_websocket_lives_on_while_its_session_is_busy_on_another_replica() {
         "the websocket outlived its idle session"
     );
 }
+
+#[tokio::test]
+async fn a_login_callback_works_once_across_replicas() {
+    let r = replicas().await;
+    let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
+    let (b, jar) = browser_with_jar();
+    let res = b.get(url(pa, "/")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(res.status(), 302);
+    let res = b.get(location(&res)).send().await.unwrap();
+    let code = current_code(&totp_secret(&r.idp, "alice"));
+    let res = post_login(
+        &b,
+        r.idp.issuer(),
+        &location(&res),
+        "alice",
+        &company(&r.idp, "alice"),
+        &password("alice"),
+        &code,
+    )
+    .await;
+    let callback = location(&res);
+    // The browser's login transaction cookie, as an attacker who copied
+    // it would replay it.
+    use reqwest::cookie::CookieStore;
+    let cookies = jar
+        .cookies(&url::Url::parse(&url(pa, "/")).unwrap())
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookies.contains("unigate_login_"), "{cookies}");
+    assert_eq!(b.get(&callback).send().await.unwrap().status(), 302, "logged in on A");
+    // The same callback on B, with the cookie: the state is spent on every
+    // replica (not a code exchange the IdP refuses: 502).
+    let on_b = callback.replace(&format!(":{pa}/"), &format!(":{pb}/"));
+    assert_ne!(on_b, callback);
+    let res = reqwest::Client::builder()
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap()
+        .get(&on_b)
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("/_unigate/login"));
+}

@@ -71,6 +71,12 @@ pub struct ListenFile {
     pub tls_key: Option<String>,
     /// With TLS: offer HTTP/2 to clients (ALPN); default true.
     pub http2: Option<bool>,
+    /// The proxies in front of unigate (an ingress, a load balancer), as
+    /// networks like `10.0.0.0/8` or `::1/128`: only from these peers are
+    /// `X-Forwarded-*`, `Forwarded`, `X-Real-IP` and `X-Request-Id` passed
+    /// on, and the client address read from `X-Forwarded-For`. Default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,7 +116,8 @@ pub struct SessionFile {
     #[serde(default, with = "humantime_serde")]
     #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub refresh_before: Option<Duration>,
-    /// Logins one client address may start per minute; default 120.
+    /// Logins one client address (IPv6: one /64) may start per minute;
+    /// default 600 (an office behind one NAT logging in at 9 am).
     pub login_starts_per_minute: Option<u32>,
     /// With `store = "redis"`: `redis://[:password@]host:port/db` (or
     /// `rediss://` for TLS), as a secret reference (it may hold a password).
@@ -298,6 +305,8 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     pub tls: bool,
     pub public_port: Option<u16>,
+    /// `[listen] trusted_proxies`.
+    pub trusted_proxies: super::forwarded::TrustedProxies,
     pub idp: IdpSettings,
     pub session: SessionSettings,
     pub identity: IdentitySettings,
@@ -613,7 +622,7 @@ impl GatewayConfig {
             absolute_timeout: file.session.absolute_timeout.unwrap_or(Duration::from_secs(12 * 3600)),
             max_sessions: file.session.max_sessions.unwrap_or(1_000_000),
             refresh_before: file.session.refresh_before.unwrap_or(Duration::from_secs(60)),
-            login_starts_per_minute: file.session.login_starts_per_minute.unwrap_or(120).max(1),
+            login_starts_per_minute: file.session.login_starts_per_minute.unwrap_or(600).max(1),
             module_cookie_ttl: file
                 .session
                 .module_cookie_ttl
@@ -928,6 +937,13 @@ impl GatewayConfig {
                 "unigate serves TLS (`tls_cert`): browsers reach it with https://",
             );
         }
+        let trusted_proxies =
+            super::forwarded::TrustedProxies::parse(&file.listen.trusted_proxies).unwrap_or_else(|bad| {
+                for (i, why) in bad {
+                    errs.push(format!("listen.trusted_proxies[{i}]"), why);
+                }
+                Default::default()
+            });
         let drain_delay = file.listen.drain_delay.unwrap_or(Duration::from_secs(2));
         let shutdown_grace = file.listen.shutdown_grace.unwrap_or(Duration::from_secs(5));
         for (key, d) in [
@@ -949,6 +965,7 @@ impl GatewayConfig {
             shutdown_grace,
             tls,
             public_port,
+            trusted_proxies,
             idp: IdpSettings {
                 issuer: p.issuer.trim_end_matches('/').to_string(),
                 client_id: p.client_id.clone(),

@@ -9,16 +9,15 @@
 pub enum Own {
     /// The session id.
     Session,
-    /// Binds a login transaction to the browser that started it.
-    Login,
     /// The remembered instance of a module with instances.
     Instance,
     /// Binds a logout confirmation form to the browser it was shown to.
     Logout,
 }
 
-/// Every cookie name unigate uses, without prefix.
-const BASE_NAMES: [&str; 4] = ["unigate", "unigate_login", "unigate_instance", "unigate_logout"];
+/// Every cookie name unigate uses, without prefix, but the login
+/// transactions' (`unigate_login_<tag>`, see `logins`).
+const BASE_NAMES: [&str; 3] = ["unigate", "unigate_instance", "unigate_logout"];
 
 impl Own {
     /// The cookie's name: `__Host-` prefixed under TLS.
@@ -26,8 +25,6 @@ impl Own {
         match (self, tls) {
             (Own::Session, false) => "unigate",
             (Own::Session, true) => "__Host-unigate",
-            (Own::Login, false) => "unigate_login",
-            (Own::Login, true) => "__Host-unigate_login",
             (Own::Instance, false) => "unigate_instance",
             (Own::Instance, true) => "__Host-unigate_instance",
             (Own::Logout, false) => "unigate_logout",
@@ -66,7 +63,9 @@ pub fn is_unigate_cookie(name: &str) -> bool {
     let bare = strip_prefix_ci(name, "__Host-")
         .or_else(|| strip_prefix_ci(name, "__Secure-"))
         .unwrap_or(name);
-    BASE_NAMES.iter().any(|n| n.eq_ignore_ascii_case(bare))
+    // Login transaction cookies are `unigate_login_<tag>` (`logins`).
+    let login = bare.get(..13).is_some_and(|h| h.eq_ignore_ascii_case("unigate_login"));
+    login || BASE_NAMES.iter().any(|n| n.eq_ignore_ascii_case(bare))
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -122,6 +121,8 @@ mod tests {
             "__Secure-unigate",
             "UNIGATE",
             "Unigate_Login",
+            "unigate_login_3fA9",
+            "__Host-unigate_login_3fA9",
             "__host-unigate_instance",
             " unigate ",
         ] {
@@ -138,7 +139,7 @@ mod tests {
         ] {
             assert!(!is_unigate_cookie(n), "{n}");
         }
-        for own in [Own::Session, Own::Login, Own::Instance, Own::Logout] {
+        for own in [Own::Session, Own::Instance, Own::Logout] {
             for tls in [false, true] {
                 assert!(is_unigate_cookie(own.name(tls)), "{own:?} {tls}");
             }
@@ -147,7 +148,7 @@ mod tests {
 
     #[test]
     fn under_tls_every_cookie_is_host_prefixed() {
-        for own in [Own::Session, Own::Login, Own::Instance, Own::Logout] {
+        for own in [Own::Session, Own::Instance, Own::Logout] {
             let c = own.set_cookie(true, "v", Some(60));
             assert!(c.starts_with("__Host-"), "{c}");
             assert!(
@@ -158,7 +159,7 @@ mod tests {
             assert!(!c.starts_with("__Host-") && !c.contains("Secure"), "{c}");
         }
         assert!(Own::Logout.set_cookie(true, "v", Some(1)).contains("SameSite=Strict"));
-        assert!(Own::Login.set_cookie(true, "v", Some(1)).contains("SameSite=Lax"));
+        assert!(Own::Instance.set_cookie(true, "v", Some(1)).contains("SameSite=Lax"));
     }
 
     #[test]

@@ -18,15 +18,66 @@ pub const ASSERTION_HEADER: &str = "x-unigate-assertion";
 
 /// Header names (lowercase, `-` separated) that carry identity beyond the
 /// presets' own (`FORWARDED_HEADERS`; every `x-kaseyaone-` name is a
-/// prefix below), and the prefixes of whole families of them.
-const IDENTITY_HEADERS: &[&str] = &[
+/// prefix below), and the prefixes of whole families of them: what other
+/// authenticating proxies (oauth2-proxy, Authelia, Authentik, Grafana's
+/// auth proxy, Azure App Service, Cloudflare Access, Google IAP, AWS ALB,
+/// Pomerium, Vouch, mod_auth_openidc, Envoy's client certificates) hand to
+/// the applications behind them. A module written for one of them would
+/// believe a client that sent one. The one list: `is_identity_header`.
+pub const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-access-token",
     "x-remote-user",
+    "x-remote-email",
+    "x-remote-name",
+    "x-remote-group",
+    "x-remote-groups",
     "remote-user",
+    "remote-email",
+    "remote-name",
+    "remote-group",
+    "remote-groups",
     "x-user",
     "x-email",
+    "x-username",
+    "x-user-id",
+    "x-user-email",
+    "x-user-name",
+    "x-user-groups",
+    "x-authenticated-user",
+    "x-authenticated-userid",
+    "x-authenticated-email",
+    "x-authenticated-groups",
+    "x-auth-user",
+    "x-auth-email",
+    "x-auth-groups",
+    "x-auth-username",
+    "x-goog-iap-jwt-assertion",
+    "x-forwarded-client-cert",
+    "x-client-cert",
+    "x-client-dn",
+    "x-client-verify",
+    "ssl-client-cert",
+    "ssl-client-verify",
 ];
-const IDENTITY_PREFIXES: &[&str] = &["x-kaseyaone-", "x-unigate-", "x-auth-request-"];
+pub const IDENTITY_PREFIXES: &[&str] = &[
+    "x-kaseyaone-",
+    "x-unigate-",
+    "x-auth-request-",
+    "x-webauth-",
+    "x-ms-client-principal",
+    "x-ms-token-",
+    "cf-access-",
+    "x-goog-authenticated-user-",
+    "x-amzn-oidc-",
+    "x-pomerium-",
+    "x-vouch-",
+    "oidc-claim-",
+    "oidc-access-token",
+    "oidc-id-token",
+    "x-ssl-client-",
+    "authentik-",
+    "x-authentik-",
+];
 
 /// Takes every identity header, in any spelling, out of a request bound
 /// for a module (no `Vec` unless there is one).
@@ -44,22 +95,24 @@ pub fn strip_identity_headers(up: &mut pingora::http::RequestHeader) {
     }
 }
 
-/// True for any spelling of an identity header: case and `_`/`-` do not matter.
+/// `name` begins like `pattern` (lowercase, `-`): case and `_`/`-` do not
+/// matter.
+fn starts_like(name: &[u8], pattern: &str) -> bool {
+    name.len() >= pattern.len()
+        && name
+            .iter()
+            .zip(pattern.bytes())
+            .all(|(&a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
+/// True for any spelling of an identity header, of any length: case and
+/// `_`/`-` do not matter.
 pub fn is_identity_header(name: &str) -> bool {
-    if name.len() > 64 {
-        return false;
-    }
-    let mut buf = [0u8; 64];
-    let n = name.len();
-    for (i, b) in name.bytes().enumerate() {
-        buf[i] = if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
-    }
-    let Ok(norm) = std::str::from_utf8(&buf[..n]) else {
-        return false;
-    };
-    IDENTITY_HEADERS.contains(&norm)
-        || FORWARDED_HEADERS.contains(&norm)
-        || IDENTITY_PREFIXES.iter().any(|p| norm.starts_with(p))
+    let n = name.as_bytes();
+    let exact = |p: &str| n.len() == p.len() && starts_like(n, p);
+    IDENTITY_HEADERS.iter().any(|p| exact(p))
+        || FORWARDED_HEADERS.iter().any(|p| exact(p))
+        || IDENTITY_PREFIXES.iter().any(|p| starts_like(n, p))
 }
 
 /// A header value safe to forward: no control characters (CR, LF, NUL…),
@@ -268,6 +321,92 @@ mod tests {
             "cookie",
             "accept",
             "x-request-id",
+        ] {
+            assert!(!is_identity_header(n), "{n}");
+        }
+    }
+
+    /// Each spelling a client (or a CGI-style framework) could use.
+    fn spellings(name: &str) -> Vec<String> {
+        let mixed: String = name
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c })
+            .collect();
+        let title: String = name
+            .split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map_or(String::new(), |f| f.to_ascii_uppercase().to_string() + c.as_str())
+            })
+            .collect::<Vec<_>>()
+            .join("-");
+        vec![
+            name.to_string(),
+            name.to_ascii_uppercase(),
+            name.replace('-', "_"),
+            title.replace('-', "_"),
+            mixed.clone(),
+            mixed.replace('-', "_"),
+            title,
+        ]
+    }
+
+    #[test]
+    fn the_strip_list_in_every_spelling() {
+        let named = [
+            "remote-groups",
+            "x-webauth-user",
+            "x-webauth-groups",
+            "x-webauth-email",
+            "remote-email",
+            "remote-name",
+            "x-remote-group",
+            "x-remote-groups",
+            "x-authenticated-user",
+            "x-auth-user",
+            "x-ms-client-principal",
+            "x-ms-client-principal-name",
+            "x-ms-client-principal-id",
+            "cf-access-jwt-assertion",
+            "cf-access-authenticated-user-email",
+            "x-goog-authenticated-user-email",
+            "x-amzn-oidc-identity",
+            "x-pomerium-jwt-assertion",
+            "oidc-claim-email",
+        ];
+        let prefixed = IDENTITY_PREFIXES.iter().map(|p| format!("{p}anything"));
+        let all: Vec<String> = IDENTITY_HEADERS
+            .iter()
+            .chain(FORWARDED_HEADERS.iter())
+            .chain(KASEYAONE_HEADERS.iter())
+            .chain(named.iter())
+            .map(|s| s.to_string())
+            .chain(prefixed)
+            .collect();
+        for name in &all {
+            for n in spellings(name) {
+                assert!(is_identity_header(&n), "{n}");
+            }
+        }
+        // No length limit: a long name of a family is still one.
+        let long = format!("x-kaseyaone-{}", "a".repeat(200));
+        assert!(is_identity_header(&long));
+        assert!(is_identity_header(&long.to_ascii_uppercase().replace('-', "_")));
+        // Forwarding headers are `forwarded`'s, and ordinary headers pass.
+        for n in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "cookie",
+            "accept",
+            "x-request-id",
+            "authorization",
+            "x-auth-token",
+            "user-agent",
+            "x-use",
+            "remote",
+            "x-kaseyaone",
         ] {
             assert!(!is_identity_header(n), "{n}");
         }

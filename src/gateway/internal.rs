@@ -11,10 +11,10 @@ use pingora::proxy::Session as PSession;
 use super::cookies::{Own, without_unigate_cookies};
 use super::{Gateway, PREFIX, redirect, respond, respond_page, unix_now};
 use crate::idp::oauth::{pkce_s256, with_params};
-use crate::idp::store::{random_token, token_key};
+use crate::idp::store::random_token;
 use crate::oidc::return_url::safe_return_path;
 use crate::pages;
-use crate::session::{IdToken, Identity, LoginTxn, Session, Tokens};
+use crate::session::{IdToken, Identity, Session, Tokens};
 
 fn query_param(req: &pingora::http::RequestHeader, name: &str) -> Option<String> {
     let q = req.uri.query()?;
@@ -151,7 +151,7 @@ pub async fn unauthenticated_api(g: &Gateway, session: &mut PSession, mi: usize)
 }
 
 /// Sends the browser to the IdP: state, nonce and PKCE S256, the return
-/// path kept server-side, the transaction bound to this browser's cookie.
+/// path sealed into this browser's login transaction cookie (`logins`).
 pub async fn start_login(
     g: &Gateway,
     session: &mut PSession,
@@ -193,40 +193,29 @@ async fn start_login_setting(
         )
         .await;
     };
-    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
-        && let Some(wait) = g
-            .login_starts
-            .hit(crate::idp::store::client_key(addr), std::time::Instant::now())
-    {
-        let headers = [("retry-after", wait.as_secs().max(1).to_string())];
-        let html = pages::unavailable("Too many logins were started from your network.");
-        return respond(session, 429, "text/html; charset=utf-8", &headers, html).await;
-    }
-    // The cookie binding login transactions to one browser (`__Host-`
-    // under TLS: a sibling subdomain cannot plant one).
-    let existing = g
-        .cookie(session.req_header(), Own::Login.name(g.cfg.tls))
-        .filter(|v| crate::session::is_session_id(v))
-        .map(str::to_string);
-    let (binding, set_cookie) = match existing {
-        Some(b) => (b, None),
-        None => {
-            let b = random_token();
-            let c = Own::Login.set_cookie(g.cfg.tls, &b, Some(3600));
-            (b, Some(c))
+    let client = g.client_addr(session);
+    let client_ip = client.map(|ip| ip.to_string()).unwrap_or_default();
+    let start = match g.begin_login(session.req_header(), client, mi, host, return_path, unix_now()) {
+        Ok(s) => s,
+        Err(super::logins::Refused::StoreDown) => return super::store_down(session).await,
+        Err(super::logins::Refused::TooMany(wait)) => {
+            tracing::info!(module.name = %g.module(mi).label(), client.ip = %client_ip, "login start refused: too many from this address");
+            let headers = [("retry-after", wait.as_secs().max(1).to_string())];
+            let html = pages::unavailable("Too many logins were started from your network.");
+            return respond(session, 429, "text/html; charset=utf-8", &headers, html).await;
         }
     };
-    let (state, nonce, verifier) = (random_token(), random_token(), random_token());
+    let (state, nonce) = (&start.state, &start.nonce);
     let redirect_uri = format!("{}{PREFIX}callback", g.cfg.origin_for(host));
     let scope = g.oidc.settings.scopes.join(" ");
-    let challenge = pkce_s256(&verifier);
+    let challenge = pkce_s256(&start.verifier);
     let mut params = vec![
         ("response_type", "code"),
         ("client_id", g.oidc.settings.client_id.as_str()),
         ("redirect_uri", &redirect_uri),
         ("scope", &scope),
-        ("state", &state),
-        ("nonce", &nonce),
+        ("state", state),
+        ("nonce", nonce),
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
     ];
@@ -234,29 +223,12 @@ async fn start_login_setting(
         params.push(("login_hint", h));
     }
     let url = with_params(&loaded.discovery.authorization_endpoint, &params);
-    let stored = g
-        .put_txn(
-            state,
-            LoginTxn {
-                binding: token_key(&binding),
-                nonce,
-                verifier,
-                return_path: return_path.to_string(),
-                module: mi,
-                host: host.to_string(),
-            },
-        )
-        .await;
-    if let Err(e) = stored {
-        tracing::error!(error = %e, "cannot store a login transaction");
-        return super::store_down(session).await;
-    }
-    tracing::info!(module.name = %g.module(mi).name, "login started");
+    tracing::info!(module.name = %g.module(mi).name, client.ip = %client_ip, "login started");
     g.metrics
         .logins_started
         .with_label_values(&[g.module(mi).label()])
         .inc();
-    cookies.extend(set_cookie);
+    cookies.extend(start.set_cookies);
     redirect(session, &url, cookies).await
 }
 
@@ -264,7 +236,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
     let req = session.req_header();
     let retry = format!("{PREFIX}login");
     let state = query_param(req, "state").unwrap_or_default();
-    let txn = match g.take_txn(&state).await {
+    let (txn, spent) = match g.finish_login(req, &state, unix_now()).await {
         Ok(Some(t)) => t,
         Ok(None) => {
             g.login_failed(mi, "state");
@@ -279,8 +251,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         "{PREFIX}login?return_to={}",
         form_urlencoded::byte_serialize(txn.return_path.as_bytes()).collect::<String>()
     );
-    let bound = g.cookie(req, Own::Login.name(g.cfg.tls)).map(token_key);
-    if bound.as_deref() != Some(txn.binding.as_str()) || txn.module != mi || txn.host != host {
+    if txn.route != g.module(mi).label() || txn.host != host {
         tracing::warn!("callback from a browser or host that did not start this login");
         g.login_failed(mi, "state");
         return respond_page(session, 400, pages::login_expired(&retry)).await;
@@ -452,7 +423,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         .with_label_values(&[module.label(), "succeeded", ""])
         .inc();
     let cookie = g.session_cookie_header(&id, None);
-    redirect(session, &txn.return_path, vec![cookie]).await
+    redirect(session, &txn.return_path, vec![cookie, spent]).await
 }
 
 /// Ends the unigate session, tells the module (its own logout path, with

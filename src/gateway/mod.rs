@@ -9,10 +9,12 @@ pub mod admin;
 pub mod bearer;
 pub mod config;
 pub mod cookies;
+pub mod forwarded;
 pub mod handles;
 pub mod identity;
 pub mod inject;
 mod internal;
+pub mod logins;
 mod logout_confirm;
 pub mod module_calls;
 pub mod passthrough;
@@ -36,8 +38,8 @@ use crate::pages;
 use crate::policy::path::{PathRefusal, canonicalize};
 use crate::policy::{ClientKind, classify, may_access};
 use crate::session::{
-    CookieOwner, IdToken, Identity, LinkStore, MemoryStore, ModuleCookies, Session, TxnStore, cookie_value,
-    cookie_values, is_session_id,
+    CookieOwner, IdToken, Identity, LinkStore, MemoryStore, ModuleCookies, Session, cookie_value, cookie_values,
+    is_session_id,
 };
 use config::{GatewayConfig, ModuleConfig};
 use identity::{ASSERTION_HEADER, AssertionSigner, headers, strip_identity_headers};
@@ -54,7 +56,8 @@ pub struct Gateway {
     hosts: HashMap<String, usize>,
     pub oidc: Arc<OidcClient>,
     pub sessions: MemoryStore,
-    txns: TxnStore,
+    /// Login transactions: their sealing key and the used `state`s.
+    logins: Arc<logins::LoginTxns>,
     /// Checked bearer tokens and bearer revocation markers.
     bearer: bearer::BearerCache,
     pub signer: Arc<AssertionSigner>,
@@ -324,7 +327,7 @@ impl Gateway {
                 jtis: p.jtis.clone(),
                 idp_origin: p.idp_origin.clone(),
                 sessions: p.sessions.clone(),
-                txns: p.txns.clone(),
+                logins: p.logins.clone(),
                 bearer: p.bearer.clone(),
                 login_starts: p.login_starts.clone(),
                 http,
@@ -396,9 +399,13 @@ impl Gateway {
                 .map(|u| u.origin().ascii_serialization())
                 .unwrap_or_default(),
             sessions: MemoryStore::new(&cfg.session),
-            txns: TxnStore::new(100_000, Duration::from_secs(600)),
+            logins: logins::login_txns(&cfg),
             bearer: bearer::BearerCache::default(),
-            login_starts: RateCounter::new(cfg.session.login_starts_per_minute, Duration::from_secs(60)),
+            login_starts: RateCounter::with_capacity(
+                cfg.session.login_starts_per_minute,
+                Duration::from_secs(60),
+                logins::LOGIN_COUNTER_CAP,
+            ),
             http,
             calls,
             session_cookie: cookies::Own::Session.name(cfg.tls),
@@ -749,20 +756,21 @@ pub async fn respond(
     Ok(true)
 }
 
-/// The request id header: kept when the client (or a proxy before
-/// unigate) sent a sane one, else generated; passed to the module and
-/// returned to the client.
+/// The request id header: kept when a trusted proxy before unigate sent a
+/// sane one, else generated; passed to the module and returned to the
+/// client.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Makes sure the request carries an `X-Request-Id`.
-fn ensure_request_id(session: &mut PSession) {
+/// Makes sure the request carries an `X-Request-Id` of unigate's own, or
+/// of a `trusted` proxy.
+fn ensure_request_id(session: &mut PSession, trusted: bool) {
     let sane = |v: &http::HeaderValue| {
         let b = v.as_bytes();
         !b.is_empty() && b.len() <= 200 && b.iter().all(|c| (0x21..=0x7e).contains(c))
     };
     let req = session.req_header_mut();
     match req.headers.get(REQUEST_ID) {
-        Some(v) if sane(v) => {}
+        Some(v) if trusted && sane(v) && req.headers.get_all(REQUEST_ID).iter().count() == 1 => {}
         // Replaced.
         Some(_) => {
             let _ = req.insert_header(REQUEST_ID, new_request_id());
@@ -872,7 +880,7 @@ impl Gateway {
     }
 
     pub async fn request_filter(&self, session: &mut PSession, ctx: &mut Ctx) -> Result<bool> {
-        ensure_request_id(session);
+        ensure_request_id(session, self.peer_trusted(session));
         // Every decision below, and the module, see one canonical path.
         if let Err(why) = canonical_target(session.req_header_mut()) {
             return bad_path(session, why).await;
@@ -1102,8 +1110,9 @@ impl Gateway {
                 up.insert_header(http::header::COOKIE, kept)?;
             }
         }
-        // Nothing a client sends may pose as identity.
+        // Nothing a client sends may pose as identity, or as a proxy.
         strip_identity_headers(up);
+        self.forwarding_headers(_session, up);
         if let Some(s) = &ctx.session {
             // A page that may get the App Launcher: ask the module for it
             // uncompressed, and undo compression it applies anyway.
@@ -1359,10 +1368,12 @@ impl Gateway {
         let id = req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
         let method = req.method.as_str();
         let decision = outcome.as_str();
+        let client = self.client_addr(session).map(|ip| ip.to_string()).unwrap_or_default();
+        let client = client.as_str();
         if quiet {
-            tracing::debug!(target: "unigate::auth", request_id = id, module, method, path, status, decision, user.sub = user, "auth decision");
+            tracing::debug!(target: "unigate::auth", request_id = id, module, method, path, status, decision, user.sub = user, client.ip = client, "auth decision");
         } else {
-            tracing::info!(target: "unigate::auth", request_id = id, module, method, path, status, decision, user.sub = user, "auth decision");
+            tracing::info!(target: "unigate::auth", request_id = id, module, method, path, status, decision, user.sub = user, client.ip = client, "auth decision");
         }
     }
 }

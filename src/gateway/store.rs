@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{Gateway, unix_now};
 use crate::session::redis::{IndexKind, Record, StoreError, id_hash};
-use crate::session::{CookieOwner, IdToken, Identity, LoginTxn, ModuleCookies, Revoke, Session, Tokens};
+use crate::session::{CookieOwner, IdToken, Identity, ModuleCookies, Revoke, Session, Tokens};
 
 /// A session as the shared store keeps it.
 pub fn record_of(s: &Session, tokens: &Tokens) -> Record {
@@ -317,23 +317,6 @@ impl Gateway {
         self.module_cookies.remove(key);
         if let Some(shared) = &self.shared {
             let _ = shared.delete_module_cookie(key).await;
-        }
-    }
-
-    pub async fn put_txn(&self, state: String, t: LoginTxn) -> Result<(), StoreError> {
-        match &self.shared {
-            None => {
-                self.txns.insert(state, t);
-                Ok(())
-            }
-            Some(shared) => shared.put_txn(&state, &t, Duration::from_secs(600)).await,
-        }
-    }
-
-    pub async fn take_txn(&self, state: &str) -> Result<Option<LoginTxn>, StoreError> {
-        match &self.shared {
-            None => Ok(self.txns.take(state).map(|t| (*t).clone())),
-            Some(shared) => shared.take_txn(state).await,
         }
     }
 

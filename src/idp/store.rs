@@ -212,8 +212,15 @@ pub struct RateCounter<K> {
 
 impl<K: std::hash::Hash + Eq + Send + Sync + Clone + 'static> RateCounter<K> {
     pub fn new(max: u32, window: Duration) -> Self {
+        Self::with_capacity(max, window, 1_000_000)
+    }
+
+    /// Counting at most `capacity` keys at once: beyond them the least
+    /// recently seen are forgotten, so a flood from many addresses costs
+    /// bounded memory.
+    pub fn with_capacity(max: u32, window: Duration, capacity: u64) -> Self {
         RateCounter {
-            counts: cache(1_000_000, window),
+            counts: cache(capacity, window),
             max,
             window,
         }
@@ -235,6 +242,12 @@ impl<K: std::hash::Hash + Eq + Send + Sync + Clone + 'static> RateCounter<K> {
             _ => (1, now),
         });
         None
+    }
+
+    /// How many keys are counted now.
+    pub fn entry_count(&self) -> u64 {
+        self.counts.run_pending_tasks();
+        self.counts.entry_count()
     }
 }
 
@@ -365,6 +378,16 @@ mod rate_tests {
         assert_eq!(r.hit("a", t + Duration::from_secs(10)), Some(Duration::from_secs(50)));
         assert_eq!(r.hit("b", t), None);
         assert_eq!(r.hit("a", t + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn rate_counter_memory_is_capped() {
+        let r = RateCounter::with_capacity(3, Duration::from_secs(60), 1_000);
+        let t = Instant::now();
+        for i in 0..20_000u32 {
+            assert_eq!(r.hit(i, t), None);
+        }
+        assert!(r.entry_count() <= 1_000, "{}", r.entry_count());
     }
 
     #[test]

@@ -775,45 +775,6 @@ impl ModuleCookies {
     }
 }
 
-/// A login in progress, from the redirect to the IdP to the callback.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LoginTxn {
-    /// SHA-256 of the browser's login cookie: only that browser may finish it.
-    pub binding: String,
-    pub nonce: String,
-    pub verifier: String,
-    pub return_path: String,
-    pub module: usize,
-    pub host: String,
-}
-
-/// Login transactions: bounded, short-lived, each used once.
-#[derive(Clone)]
-pub struct TxnStore {
-    txns: Cache<String, Arc<LoginTxn>>,
-}
-
-impl TxnStore {
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
-        TxnStore {
-            txns: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .build(),
-        }
-    }
-
-    pub fn insert(&self, state: String, t: LoginTxn) {
-        self.txns.insert(state, Arc::new(t));
-    }
-
-    /// Takes the transaction out: a state works once.
-    pub fn take(&self, state: &str) -> Option<Arc<LoginTxn>> {
-        self.txns.remove(state)
-    }
-}
-
 /// The value of cookie `name` in `Cookie` header values, without allocating
 /// (this runs on every request). The first occurrence wins.
 pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
@@ -870,24 +831,6 @@ mod tests {
         assert!(is_session_id(&"a".repeat(43)));
         assert!(!is_session_id(&"a".repeat(42)));
         assert!(!is_session_id(&format!("{}=", "a".repeat(42))));
-    }
-
-    #[test]
-    fn txn_is_single_use() {
-        let s = TxnStore::new(10, Duration::from_secs(60));
-        s.insert(
-            "st".into(),
-            LoginTxn {
-                binding: "b".into(),
-                nonce: "n".into(),
-                verifier: "v".into(),
-                return_path: "/".into(),
-                module: 0,
-                host: "h".into(),
-            },
-        );
-        assert!(s.take("st").is_some());
-        assert!(s.take("st").is_none());
     }
 
     #[test]

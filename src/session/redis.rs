@@ -1,5 +1,5 @@
-//! The Redis session store, for several unigate replicas: sessions, login
-//! transactions, the logout-token `jti` replay cache, account links and
+//! The Redis session store, for several unigate replicas: sessions, used
+//! login `state`s, the logout-token `jti` replay cache, account links and
 //! revocations live in one Redis; each replica keeps a local cache of the
 //! sessions it serves, and revocations reach every replica within moments
 //! by pub/sub. Session records are sealed with AES-256-GCM (key derived by
@@ -21,7 +21,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
-use super::{Identity, LoginTxn};
+use super::Identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -468,25 +468,21 @@ impl RedisStore {
         Ok(claimed == 1)
     }
 
-    pub async fn put_txn(&self, state: &str, t: &LoginTxn, ttl: Duration) -> Result<(), StoreError> {
-        let key = self.k(&["txn", &hex(&id_hash(state))]);
-        let plain = serde_json::to_vec(t).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let sealed = self.seal(&key, &plain)?;
+    /// Claims a login's `state` (by hash), on any replica: true the first
+    /// time, false for a replayed callback. Kept as long as the login's
+    /// cookie could be valid.
+    pub async fn claim_login_state(&self, h: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.k(&["login", &hex(h)]);
         let mut c = self.conn().await?;
-        let _: () = c.pset_ex(&key, sealed, ttl.as_millis() as u64).await?;
-        Ok(())
-    }
-
-    /// Takes a login transaction out: a state works once, on any replica.
-    pub async fn take_txn(&self, state: &str) -> Result<Option<LoginTxn>, StoreError> {
-        let key = self.k(&["txn", &hex(&id_hash(state))]);
-        let mut c = self.conn().await?;
-        let sealed: Option<Vec<u8>> = redis::cmd("GETDEL").arg(&key).query_async(&mut c).await?;
-        let Some(sealed) = sealed else { return Ok(None) };
-        let plain = self.open(&key, &sealed)?;
-        serde_json::from_slice(&plain)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut c)
+            .await?;
+        Ok(set.is_some())
     }
 
     /// Who a module session cookie (by hash) was issued to; the record

@@ -1,0 +1,497 @@
+//! Login transactions, kept in the browser rather than on the server: a
+//! login start seals its nonce, PKCE verifier, return path, route and host
+//! (AES-256-GCM, under a key derived from unigate's secret and the `state`)
+//! into a short-lived cookie named after the `state`. Only that browser can
+//! finish the login, and unauthenticated traffic stores nothing on the
+//! server: a flood of login starts pushes no one's pending login out. Each
+//! tab logging in has its own cookie, and at most `MAX_PENDING` of them are
+//! kept (the oldest are expired at the next start), so they cannot pile up
+//! into a `Cookie` header too large to send. A `state` works once: the
+//! callback claims it in a set (in memory, or `SET NX` in Redis so every
+//! replica agrees) that only real callbacks with a valid cookie reach.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::hkdf::{HKDF_SHA256, Prk, Salt};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use pingora::http::RequestHeader;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Gateway;
+use crate::idp::store::random_token;
+use crate::session::redis::StoreError;
+
+/// How long a login may take, from the start to the callback.
+pub const TXN_TTL: Duration = Duration::from_secs(600);
+/// Transaction cookies a browser keeps at most: logins in that many tabs
+/// at once work; a start beyond them expires the oldest.
+pub const MAX_PENDING: usize = 4;
+/// The longest return path a transaction carries: with its query cut off
+/// beyond this, or `/`. Keeps `MAX_PENDING` cookies within a few KiB.
+pub const MAX_RETURN_PATH: usize = 512;
+/// The most client addresses the login-start limit counts at once (the
+/// least recently seen are forgotten first).
+pub const LOGIN_COUNTER_CAP: u64 = 100_000;
+/// The most `state`s remembered as used (each for `TXN_TTL`).
+pub const USED_CAP: u64 = 1_000_000;
+
+const COOKIE: &str = "unigate_login_";
+const COOKIE_TLS: &str = "__Host-unigate_login_";
+const AAD: &[u8] = b"unigate login transaction v1";
+
+/// A login on its way, as its cookie carries it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingLogin {
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "v")]
+    pub verifier: String,
+    #[serde(rename = "r")]
+    pub return_path: String,
+    /// The route's label (`module` or `module/instance`).
+    #[serde(rename = "m")]
+    pub route: String,
+    #[serde(rename = "h")]
+    pub host: String,
+}
+
+/// A started login: what goes to the IdP, and the cookies to set.
+pub struct LoginStart {
+    pub state: String,
+    pub nonce: String,
+    pub verifier: String,
+    pub set_cookies: Vec<String>,
+}
+
+/// Why a login cannot start now.
+#[derive(Debug)]
+pub enum Refused {
+    /// This client address started too many: wait this long.
+    TooMany(Duration),
+    /// The shared store is down: the callback could not be checked, so
+    /// the user is not sent to the IdP for nothing.
+    StoreDown,
+}
+
+/// The sealing key and the used `state`s.
+pub struct LoginTxns {
+    prk: Prk,
+    used: moka::sync::Cache<[u8; 32], ()>,
+    tls: bool,
+}
+
+/// Any of unigate's login cookies (also the single `unigate_login` of
+/// earlier versions): never passed to a module.
+pub fn is_login_cookie(name: &str) -> bool {
+    name.strip_prefix("__Host-")
+        .unwrap_or(name)
+        .starts_with("unigate_login")
+}
+
+fn state_hash(state: &str) -> [u8; 32] {
+    Sha256::digest(state.as_bytes()).into()
+}
+
+/// A return path short enough for a cookie.
+fn fitted(return_path: &str) -> &str {
+    if return_path.len() <= MAX_RETURN_PATH {
+        return return_path;
+    }
+    match return_path.split_once('?') {
+        Some((path, _)) if path.len() <= MAX_RETURN_PATH => path,
+        _ => "/",
+    }
+}
+
+impl LoginTxns {
+    /// `secret`: the key material every replica shares (with Redis); a
+    /// random one otherwise (one replica: a restart ends pending logins).
+    pub fn new(secret: Option<&[u8]>, tls: bool) -> LoginTxns {
+        let random;
+        let ikm = match secret {
+            Some(s) => s,
+            None => {
+                random = random_token();
+                random.as_bytes()
+            }
+        };
+        LoginTxns {
+            prk: Salt::new(HKDF_SHA256, b"unigate login transactions").extract(ikm),
+            used: moka::sync::Cache::builder()
+                .max_capacity(USED_CAP)
+                .time_to_live(TXN_TTL + Duration::from_secs(60))
+                .build(),
+            tls,
+        }
+    }
+
+    fn prefix(&self) -> &'static str {
+        if self.tls { COOKIE_TLS } else { COOKIE }
+    }
+
+    /// The cookie of the login with this `state`.
+    pub fn cookie_name(&self, state: &str) -> String {
+        let tag = B64.encode(&state_hash(state)[..12]);
+        format!("{}{tag}", self.prefix())
+    }
+
+    /// A key for one transaction: each `state` has its own, so a nonce of
+    /// zeros is never reused under a key, and a cookie opens only with
+    /// its own `state`.
+    fn key(&self, state: &str) -> Option<LessSafeKey> {
+        let info: &[&[u8]] = &[b"aes-256-gcm", state.as_bytes()];
+        let okm = self.prk.expand(info, &AES_256_GCM).ok()?;
+        Some(LessSafeKey::new(UnboundKey::from(okm)))
+    }
+
+    /// The cookie value: `<expiry>.<sealed>`, the expiry (unix seconds) in
+    /// the clear, for the oldest-first cap, and authenticated.
+    pub fn seal(&self, state: &str, p: &PendingLogin, expires: u64) -> Option<String> {
+        let key = self.key(state)?;
+        let mut buf = serde_json::to_vec(p).ok()?;
+        let aad = [AAD, expires.to_string().as_bytes()].concat();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from(&aad), &mut buf)
+            .ok()?;
+        Some(format!("{expires}.{}", B64.encode(buf)))
+    }
+
+    /// The transaction a cookie value holds, if it is this `state`'s and
+    /// has not expired.
+    pub fn open(&self, state: &str, value: &str, now: u64) -> Option<PendingLogin> {
+        let (exp, sealed) = value.split_once('.')?;
+        let expires: u64 = exp.parse().ok()?;
+        if expires <= now || expires > now + TXN_TTL.as_secs() + 60 {
+            return None;
+        }
+        let mut buf = B64.decode(sealed).ok()?;
+        let key = self.key(state)?;
+        let aad = [AAD, exp.as_bytes()].concat();
+        let plain = key
+            .open_in_place(Nonce::assume_unique_for_key([0; 12]), Aad::from(&aad), &mut buf)
+            .ok()?;
+        serde_json::from_slice(plain).ok()
+    }
+
+    /// The `Set-Cookie` values that make room for one more transaction:
+    /// every one of the request's transaction cookies but the newest
+    /// `MAX_PENDING - 1` is expired (so are unreadable ones).
+    pub fn make_room<'a>(&self, cookies: impl Iterator<Item = (&'a str, &'a str)>, now: u64) -> Vec<String> {
+        let mut pending: Vec<(u64, &str)> = Vec::new();
+        let mut expire: Vec<&str> = Vec::new();
+        for (name, value) in cookies.take(64) {
+            if !name.starts_with(self.prefix()) || name.len() > 64 {
+                continue;
+            }
+            match value.split_once('.').and_then(|(e, _)| e.parse::<u64>().ok()) {
+                Some(exp) if exp > now => pending.push((exp, name)),
+                _ => expire.push(name),
+            }
+        }
+        pending.sort_unstable_by(|a, b| b.cmp(a));
+        pending.dedup_by(|a, b| a.1 == b.1);
+        expire.extend(pending.iter().skip(MAX_PENDING - 1).map(|(_, n)| *n));
+        expire.sort_unstable();
+        expire.dedup();
+        expire.into_iter().map(|n| self.set_cookie(n, "", 0)).collect()
+    }
+
+    pub fn set_cookie(&self, name: &str, value: &str, max_age: u64) -> String {
+        let secure = if self.tls { "; Secure" } else { "" };
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age={max_age}")
+    }
+
+    /// Marks a `state` used in this process: false if it already was.
+    fn claim_here(&self, h: [u8; 32]) -> bool {
+        self.used.entry(h).or_insert(()).is_fresh()
+    }
+}
+
+/// `name=value` pairs of the request's `Cookie` headers.
+fn cookie_pairs(req: &RequestHeader) -> impl Iterator<Item = (&str, &str)> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .map(|(n, v)| (n.trim(), v.trim()))
+}
+
+/// Entry counts of the server-side state login starts and callbacks
+/// create, for tests.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct LoginStateSizes {
+    /// Client addresses the login-start limit counts.
+    pub rate_counter: u64,
+    /// Login transactions kept on the server (none: they are in cookies).
+    pub pending: u64,
+    /// `state`s remembered as used (in this process).
+    pub used: u64,
+}
+
+impl Gateway {
+    /// Starts a login from `client`: the per-address limit, then a new
+    /// transaction sealed into a cookie, with the expiries that keep the
+    /// browser's transaction cookies within `MAX_PENDING`.
+    pub fn begin_login(
+        &self,
+        req: &RequestHeader,
+        client: Option<IpAddr>,
+        mi: usize,
+        host: &str,
+        return_path: &str,
+        now: u64,
+    ) -> Result<LoginStart, Refused> {
+        if self.shared.as_ref().is_some_and(|s| !s.healthy()) {
+            return Err(Refused::StoreDown);
+        }
+        if let Some(ip) = client
+            && let Some(wait) = self.login_starts.hit(crate::idp::store::client_key(ip), Instant::now())
+        {
+            return Err(Refused::TooMany(wait));
+        }
+        let (state, nonce, verifier) = (random_token(), random_token(), random_token());
+        let pending = PendingLogin {
+            nonce: nonce.clone(),
+            verifier: verifier.clone(),
+            return_path: fitted(return_path).to_string(),
+            route: self.module(mi).label().to_string(),
+            host: host.to_string(),
+        };
+        let mut set_cookies = self.logins.make_room(cookie_pairs(req), now);
+        let expires = now + TXN_TTL.as_secs();
+        // Sealing fails only without memory: the login then fails at the
+        // callback with a page that offers to try again.
+        if let Some(value) = self.logins.seal(&state, &pending, expires) {
+            let name = self.logins.cookie_name(&state);
+            set_cookies.push(self.logins.set_cookie(&name, &value, TXN_TTL.as_secs()));
+        }
+        Ok(LoginStart {
+            state,
+            nonce,
+            verifier,
+            set_cookies,
+        })
+    }
+
+    /// The login a callback with `state` finishes, taken once: its cookie
+    /// must be in this browser, unexpired, and its `state` not used
+    /// before. With it, the `Set-Cookie` value that expires its cookie.
+    pub async fn finish_login(
+        &self,
+        req: &RequestHeader,
+        state: &str,
+        now: u64,
+    ) -> Result<Option<(PendingLogin, String)>, StoreError> {
+        if state.is_empty() || state.len() > 256 {
+            return Ok(None);
+        }
+        let name = self.logins.cookie_name(state);
+        let found = cookie_pairs(req)
+            .filter(|(n, _)| *n == name)
+            .take(4)
+            .find_map(|(_, v)| self.logins.open(state, v, now));
+        let Some(p) = found else { return Ok(None) };
+        let h = state_hash(state);
+        let first = match &self.shared {
+            None => self.logins.claim_here(h),
+            Some(shared) => shared.claim_login_state(&h, TXN_TTL + Duration::from_secs(60)).await?,
+        };
+        if !first {
+            tracing::warn!("login callback replayed");
+            return Ok(None);
+        }
+        Ok(Some((p, self.logins.set_cookie(&name, "", 0))))
+    }
+
+    /// A login start from `client` without HTTP (a fresh browser each
+    /// time), as `start_login` does it; for tests that start many.
+    #[doc(hidden)]
+    pub async fn login_start_from(
+        &self,
+        client: IpAddr,
+        mi: usize,
+        host: &str,
+        return_path: &str,
+    ) -> Result<(), String> {
+        let req = RequestHeader::build("GET", return_path.as_bytes(), None).map_err(|e| e.to_string())?;
+        self.begin_login(&req, Some(client), mi, host, return_path, super::unix_now())
+            .map(|_| ())
+            .map_err(|why| format!("refused: {why:?}"))
+    }
+
+    #[doc(hidden)]
+    pub fn login_state_sizes(&self) -> LoginStateSizes {
+        self.logins.used.run_pending_tasks();
+        LoginStateSizes {
+            rate_counter: self.login_starts.entry_count(),
+            pending: 0,
+            used: self.logins.used.entry_count(),
+        }
+    }
+}
+
+/// The key material of login transaction cookies for a gateway: with
+/// Redis, derived from its encryption key (every replica opens every
+/// replica's cookies).
+pub fn login_txns(cfg: &super::config::GatewayConfig) -> Arc<LoginTxns> {
+    let secret = cfg.session.redis.as_ref().map(|r| r.encryption_key.expose().as_bytes());
+    Arc::new(LoginTxns::new(secret, cfg.tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn txns() -> LoginTxns {
+        LoginTxns::new(Some(b"a secret of at least thirty-two characters"), false)
+    }
+
+    fn pending(path: &str) -> PendingLogin {
+        PendingLogin {
+            nonce: "n".repeat(43),
+            verifier: "v".repeat(43),
+            return_path: path.into(),
+            route: "portal".into(),
+            host: "portal.localhost".into(),
+        }
+    }
+
+    #[test]
+    fn a_transaction_opens_only_with_its_state_key_and_time() {
+        let t = txns();
+        let now = 1_000_000;
+        let p = pending("/reports?x=1");
+        let v = t.seal("state-1", &p, now + 600).unwrap();
+        assert!(!v.contains("reports") && !v.contains("nnnn"), "sealed: {v}");
+        assert_eq!(t.open("state-1", &v, now), Some(p.clone()));
+        assert_eq!(t.open("state-1", &v, now + 599), Some(p.clone()));
+        assert_eq!(t.open("state-1", &v, now + 600), None, "expired");
+        assert_eq!(t.open("state-2", &v, now), None, "another state");
+        let other = LoginTxns::new(Some(b"another secret of thirty-two characters!"), false);
+        assert_eq!(other.open("state-1", &v, now), None, "another key");
+        // The expiry is authenticated: pushing it out breaks the seal.
+        let (_, sealed) = v.split_once('.').unwrap();
+        assert_eq!(t.open("state-1", &format!("{}.{sealed}", now + 601), now), None);
+        // Tampering, truncation, garbage.
+        let mut bytes = B64.decode(sealed).unwrap();
+        bytes[0] ^= 1;
+        let tampered = format!("{}.{}", now + 600, B64.encode(&bytes));
+        for bad in [
+            tampered.as_str(),
+            "",
+            ".",
+            "x.y",
+            "1.",
+            &v[..v.len() - 4],
+            "99999999999999999999999.AAAA",
+        ] {
+            assert_eq!(t.open("state-1", bad, now), None, "{bad}");
+        }
+        // A far-future expiry is refused even if sealed.
+        let v = t.seal("state-1", &p, now + 100_000).unwrap();
+        assert_eq!(t.open("state-1", &v, now), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_cookie_value_is_refused_without_panic(value in proptest::prelude::any::<String>(), state in "[A-Za-z0-9_-]{0,60}") {
+            proptest::prop_assert_eq!(txns().open(&state, &value, 1_000), None);
+            let _ = txns().make_room(std::iter::once(("unigate_login_x", value.as_str())), 1_000);
+        }
+    }
+
+    #[test]
+    fn names_differ_per_state_and_tls_uses_host_prefix() {
+        let t = txns();
+        assert_ne!(t.cookie_name("a"), t.cookie_name("b"));
+        assert!(t.cookie_name("a").starts_with("unigate_login_"));
+        let tls = LoginTxns::new(None, true);
+        assert!(tls.cookie_name("a").starts_with("__Host-unigate_login_"));
+        assert!(tls.set_cookie("n", "v", 600).contains("; Secure"));
+        for n in ["unigate_login", "unigate_login_abc", "__Host-unigate_login_abc"] {
+            assert!(is_login_cookie(n), "{n}");
+        }
+        for n in ["unigate", "__Host-unigate", "portal_session", "login"] {
+            assert!(!is_login_cookie(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn at_most_max_pending_cookies_the_oldest_go_first() {
+        let t = txns();
+        let now = 5_000;
+        // (cookies in the request, names expired by a new start)
+        type Cookies<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Cookies, &[&str])] = &[
+            (&[], &[]),
+            (&[("unigate_login_a", "5100.x"), ("unigate_login_b", "5200.x")], &[]),
+            (
+                &[
+                    ("unigate_login_a", "5100.x"),
+                    ("unigate_login_b", "5500.x"),
+                    ("unigate_login_c", "5300.x"),
+                    ("unigate_login_d", "5400.x"),
+                ],
+                &["unigate_login_a"],
+            ),
+            (
+                &[
+                    ("unigate_login_a", "5100.x"),
+                    ("unigate_login_b", "5500.x"),
+                    ("unigate_login_c", "5300.x"),
+                    ("unigate_login_d", "5400.x"),
+                    ("unigate_login_e", "5450.x"),
+                    ("unigate_login_f", "5050.x"),
+                ],
+                &["unigate_login_a", "unigate_login_c", "unigate_login_f"],
+            ),
+            // Expired or unreadable ones go too; other cookies are not ours.
+            (
+                &[
+                    ("unigate_login_a", "4000.x"),
+                    ("unigate_login_b", "junk"),
+                    ("unigate", "5100.x"),
+                    ("portal_session", "x"),
+                ],
+                &["unigate_login_a", "unigate_login_b"],
+            ),
+        ];
+        for (cookies, want) in cases {
+            let got = t.make_room(cookies.iter().copied(), now);
+            let want: Vec<String> = want.iter().map(|n| t.set_cookie(n, "", 0)).collect();
+            assert_eq!(got, want, "{cookies:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_return_path_is_fitted() {
+        assert_eq!(fitted("/a?b=c"), "/a?b=c");
+        let long_query = format!("/reports?{}", "q".repeat(1000));
+        assert_eq!(fitted(&long_query), "/reports");
+        let long_path = format!("/{}", "p".repeat(1000));
+        assert_eq!(fitted(&long_path), "/");
+        // A worst-case cookie stays small.
+        let t = txns();
+        let p = pending(fitted(&format!("/{}", "p".repeat(MAX_RETURN_PATH - 1))));
+        let v = t.seal("s", &p, 100).unwrap();
+        assert!(t.cookie_name("s").len() + v.len() < 1024, "{}", v.len());
+    }
+
+    #[test]
+    fn a_state_is_claimed_once() {
+        let t = txns();
+        let h = state_hash("s");
+        assert!(t.claim_here(h));
+        assert!(!t.claim_here(h));
+        assert!(t.claim_here(state_hash("t")));
+    }
+}
