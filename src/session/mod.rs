@@ -11,6 +11,7 @@ use moka::sync::Cache;
 
 use crate::gateway::config::SessionSettings;
 
+pub mod cookie_forms;
 pub mod redis;
 
 /// Who the user is, as unigate passes it to modules.
