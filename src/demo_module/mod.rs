@@ -151,15 +151,51 @@ impl DemoModule {
         (fresh && ours).then_some(claims)
     }
 
+    /// The portal's own session, read as leniently as the frameworks
+    /// legacy portals are built on: any value of the cookie (PHP and Rack
+    /// read the first, Django the last), its name as PHP mangles it
+    /// (`portal.session`, `portal%5fsession`), its value quoted, with
+    /// Python's octal escapes, or percent-encoded. unigate's checks must
+    /// hold against the most lenient reader.
     fn local_session(&self, headers: &HeaderMap) -> Option<(String, Who)> {
-        let id = crate::session::cookie_value(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()), COOKIE)?;
-        let who = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()?;
-        Some((id.to_string(), who))
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let pairs = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .filter_map(|pair| {
+                let pair = String::from_utf8_lossy(pair).into_owned();
+                let (n, v) = pair.split_once('=')?;
+                Some((n.trim().to_string(), v.trim().to_string()))
+            });
+        for (name, value) in pairs {
+            let name = lenient_decode(&name).replace(['.', ' '], "_");
+            if !name.eq_ignore_ascii_case(COOKIE) {
+                continue;
+            }
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .map(python_unescape);
+            // Express: a leading quote drops the first and last characters.
+            let express = value
+                .strip_prefix('"')
+                .and_then(|v| v.char_indices().last().map(|(i, _)| v[..i].to_string()));
+            let candidates = [
+                Some(value.clone()),
+                unquoted.clone(),
+                Some(lenient_decode(&value)),
+                unquoted.as_deref().map(lenient_decode),
+                express.clone(),
+                express.as_deref().map(lenient_decode),
+            ];
+            for id in candidates.into_iter().flatten() {
+                if let Some(who) = sessions.get(&id) {
+                    return Some((id, who.clone()));
+                }
+            }
+        }
+        None
     }
 
     fn open_session(&self, who: Who) -> String {
@@ -178,6 +214,36 @@ impl DemoModule {
     pub fn live_sessions(&self) -> usize {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+}
+
+/// Percent-decoding as PHP's `urldecode` (`+` is a space).
+fn lenient_decode(v: &str) -> String {
+    let plus = v.replace('+', " ");
+    form_urlencoded::parse(format!("x={}", plus.replace('&', "%26").replace('=', "%3D")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or(plus)
+}
+
+/// Python's `http.cookies._unquote` escapes: `\ooo` octal, `\c` is `c`.
+fn python_unescape(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.len() >= i + 4 && b[i] == b'\\' && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c));
+        if octal {
+            out.push((b[i + 1] - b'0').wrapping_mul(64).wrapping_add((b[i + 2] - b'0') * 8 + (b[i + 3] - b'0')));
+            i += 4;
+        } else if b[i] == b'\\' && i + 1 < b.len() {
+            out.push(b[i + 1]);
+            i += 2;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn layout(m: &DemoModule, title: &str, body: Markup) -> Html<String> {

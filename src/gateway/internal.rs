@@ -466,6 +466,9 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
 pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, module_path: bool) -> Result<bool> {
     let module = g.module(mi);
     let req = session.req_header();
+    let Ok(readings) = g.module_cookie_readings(req, module) else {
+        return super::module_cookies::too_many(session, module).await;
+    };
     let ended = match g.cookie(req, g.session_cookie).map(str::to_string) {
         Some(id) => match g.end_session(&id).await {
             Ok(s) => s,
@@ -502,24 +505,26 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
         }
     }
     let mut cookies = vec![g.session_cookie_header("", Some(0))];
-    for c in &module.session_cookies {
+    for (i, c) in module.session_cookies.iter().enumerate() {
         // A local exception's record ends with the logout; a KaseyaOne
         // session's stays, so the cookie is refused if it turns up again.
-        // Expired wherever it was set (its recorded path and domain).
-        let mut owners = Vec::new();
-        for v in g.cookies(req, c).filter(|v| !v.is_empty()).take(16) {
-            if let Ok(Some(o)) = g.module_cookie_owner(v).await {
+        // Expired wherever it was set (its recorded path and domain), and
+        // under the name it was sent with.
+        let mut set = crate::session::CookieOwner::expiry(c, None);
+        for r in readings.iter().filter(|r| r.name == i) {
+            set.extend(super::module_cookies::raw_name_expiry(r, c, None));
+            for o in g.reading_owners(r).await.unwrap_or_default() {
                 if !o.kaseyaone {
-                    g.forget_module_cookie(&crate::session::ModuleCookies::key(v)).await;
+                    for f in &r.forms {
+                        g.forget_module_cookie(&crate::session::ModuleCookies::key(f)).await;
+                    }
                 }
-                owners.push(o);
+                set.extend(crate::session::CookieOwner::expiry(c, Some(&o)));
+                set.extend(super::module_cookies::raw_name_expiry(r, c, Some(&o)));
             }
         }
-        let mut set = crate::session::CookieOwner::expiry(c, None);
-        for o in &owners {
-            set.extend(crate::session::CookieOwner::expiry(c, Some(o)));
-        }
-        set.dedup();
+        let mut seen = std::collections::HashSet::new();
+        set.retain(|v| seen.insert(v.clone()));
         cookies.extend(set);
     }
     let post_logout = g
@@ -934,26 +939,24 @@ pub async fn required(
         ctx.login_page = true;
         return Ok(Required::Proceed);
     }
-    let values: Vec<String> = module
-        .session_cookies
-        .iter()
-        .flat_map(|name| g.cookies(req, name).filter(|v| !v.is_empty()).take(16))
-        .map(str::to_string)
-        .collect();
-    {
-        for v in &values {
-            match g.module_cookie_owner(v).await {
-                Ok(Some(o)) if !o.kaseyaone => {
-                    ctx.local = true;
-                    return Ok(Required::Proceed);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "session store unavailable; failing closed");
-                    return super::store_down(session).await.map(Required::Done);
-                }
+    // A local exception's module session passes only when every value the
+    // module could read as its session cookie is one: it may read any.
+    let Ok(readings) = g.module_cookie_readings(req, module) else {
+        return super::module_cookies::too_many(session, module).await.map(Required::Done);
+    };
+    let mut local = !readings.is_empty();
+    for r in &readings {
+        match g.reading_owners(r).await {
+            Ok(owners) => local &= !owners.is_empty() && owners.iter().all(|o| !o.kaseyaone),
+            Err(e) => {
+                tracing::error!(error = %e, "session store unavailable; failing closed");
+                return super::store_down(session).await.map(Required::Done);
             }
         }
+    }
+    if local {
+        ctx.local = true;
+        return Ok(Required::Proceed);
     }
     Ok(Required::Login)
 }

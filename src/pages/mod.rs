@@ -354,3 +354,15 @@ pub fn no_healthy_upstream(module: &str) -> String {
         },
     )
 }
+
+/// A request with more values of a module's session cookies than a
+/// browser sends.
+pub fn too_many_cookies(module: &str) -> String {
+    page(
+        "Too many cookies",
+        html! {
+            h1 { "Too many " (module) " session cookies" }
+            p { "Your browser sent more copies of " (module) "'s session cookie than unigate accepts. Clear this site's cookies in your browser, then open " (module) " again." }
+        },
+    )
+}

@@ -181,7 +181,8 @@ fn php_name(n: &[u8]) -> Vec<u8> {
 }
 
 /// Every value frameworks decode `raw` to: itself, without one pair of
-/// quotes, with backslash and octal escapes undone, percent-decoded
+/// quotes (or, as Express does, without the first and last character when
+/// the first is a quote), with backslash and octal escapes undone, percent-decoded
 /// (with and without `+` as space), and those combined, in two rounds.
 pub fn value_forms(raw: &[u8]) -> Vec<Vec<u8>> {
     let mut forms = vec![raw.to_vec()];
@@ -194,6 +195,7 @@ pub fn value_forms(raw: &[u8]) -> Vec<Vec<u8>> {
         for f in &frontier {
             for g in [
                 unquote(f),
+                express_unquote(f),
                 unescape(f),
                 unescape(&unquote(f)),
                 percent_decode(f, false),
@@ -211,6 +213,15 @@ pub fn value_forms(raw: &[u8]) -> Vec<Vec<u8>> {
         frontier = next;
     }
     forms
+}
+
+/// Express (`cookie`): a value starting with a quote loses its first and
+/// last characters, whatever the last is.
+fn express_unquote(v: &[u8]) -> Vec<u8> {
+    match v {
+        [b'"', inner @ .., _] => inner.to_vec(),
+        _ => v.to_vec(),
+    }
 }
 
 fn unquote(v: &[u8]) -> Vec<u8> {
@@ -300,6 +311,7 @@ mod tests {
             ("PHP, Rack, Express: percent-encoding", "portal_session=%61bc", "abc"),
             ("PHP, Rack: + is a space", "portal_session=a+bc", "a bc"),
             ("Rack: %2B is +", "portal_session=a%2Bbc", "a+bc"),
+            ("Express: a leading quote drops the last character", r#"portal_session="abc!"#, "abc"),
             ("Express: quoted then percent-decoded", r#"portal_session="%61bc""#, "abc"),
             ("percent-encoded quotes", "portal_session=%22abc%22", "abc"),
             ("PHP: name percent-decoded", "portal%5fsession=abc", "abc"),
