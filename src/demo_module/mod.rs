@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -378,7 +378,36 @@ struct LoginForm {
     password: String,
 }
 
-async fn login_post(State(m): S, Form(f): Form<LoginForm>) -> Response {
+/// The login form, read as leniently as legacy portals do: JSON or a
+/// urlencoded form; a field given several times is read last-wins (PHP),
+/// and a username in the query string wins over the body's.
+fn lenient_login(uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8]) -> Option<LoginForm> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    let mut f = if json {
+        serde_json::from_slice::<LoginForm>(body).ok()?
+    } else {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        let last = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        LoginForm {
+            username: last("username").unwrap_or_default(),
+            password: last("password")?,
+        }
+    };
+    if let Some(q) = uri.query()
+        && let Some((_, u)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "username")
+    {
+        f.username = u.into_owned();
+    }
+    Some(f)
+}
+
+async fn login_post(State(m): S, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let Some(f) = lenient_login(&uri, &headers, &body) else {
+        return (StatusCode::BAD_REQUEST, "bad login form").into_response();
+    };
     let ok = m.accounts().iter().any(|a| {
         a.active
             && a.username == f.username

@@ -923,6 +923,28 @@ pub async fn required(
     let path = req.uri.path();
     let at_exception = path == module.exception_path;
     let at_login = module.login_paths.iter().any(|p| p == path);
+    use super::local_credentials as lc;
+    if (at_exception || at_login)
+        && lc::writes(&req.method)
+        && req.method != http::Method::POST
+    {
+        // Only a POSTed form is read (and checked) as a login.
+        let headers = [("allow", "GET, HEAD, POST".to_string())];
+        let page = pages::bad_module_login(&module.display_name, "Log in with the login form.");
+        return respond(session, 405, "text/html; charset=utf-8", &headers, page)
+            .await
+            .map(Required::Done);
+    }
+    // The exception's login page shows the module's form; credentials in
+    // its query string would be read by a module that accepts them there.
+    if at_exception
+        && !lc::writes(&req.method)
+        && lc::the_username(&[], req.uri.query(), &module.username_field).is_err()
+    {
+        return lc::refuse_bad_login(session, module, lc::BadLogin::Ambiguous)
+            .await
+            .map(Required::Done);
+    }
     if req.method == http::Method::POST && (at_exception || at_login) {
         return exception_login(g, session, mi, host, at_exception)
             .await
@@ -987,6 +1009,12 @@ async fn exception_login(
                 .map(|v| (n.to_string(), v.to_string()))
         })
         .collect();
+    let content_type = req.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !super::local_credentials::form_encoded(content_type) {
+        return super::local_credentials::refuse_bad_login(session, module, super::local_credentials::BadLogin::Encoding)
+            .await;
+    }
+    let query = req.uri.query().map(str::to_string);
     let Some(form) = read_form(session, 64 * 1024).await? else {
         return respond_page(
             session,
@@ -995,7 +1023,12 @@ async fn exception_login(
         )
         .await;
     };
-    let user = field(&form, &module.username_field).trim().to_string();
+    // The one username the module can read: every spelling of the field
+    // in the body and the query string counts.
+    let user = match super::local_credentials::the_username(&form, query.as_deref(), &module.username_field) {
+        Ok(u) => u.trim().to_string(),
+        Err(why) => return super::local_credentials::refuse_bad_login(session, module, why).await,
+    };
     if !module.local_exceptions.iter().any(|u| u == &user) {
         tracing::info!(module.name = %module.label(), decision = "deny", "module credentials refused: Log In with KaseyaOne is required");
         let hint: String = form_urlencoded::byte_serialize(user.as_bytes()).collect();

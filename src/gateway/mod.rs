@@ -10,6 +10,7 @@ pub mod config;
 pub mod identity;
 pub mod inject;
 mod internal;
+mod local_credentials;
 mod module_cookies;
 pub mod passthrough;
 pub mod server;
@@ -928,6 +929,9 @@ impl Gateway {
             if !module.chooser.is_empty() {
                 let host = host.into_owned();
                 return internal::chooser(self, session, mi, &host, &s).await;
+            }
+            if local_credentials::writes(&req.method) && local_credentials::login_page(module, req.uri.path()) {
+                return local_credentials::refuse_beside_session(session, module, &s.identity.email).await;
             }
             if !module.session_cookies.is_empty() {
                 match self.check_module_cookies(req, module, Some(&s)).await {

@@ -366,3 +366,26 @@ pub fn too_many_cookies(module: &str) -> String {
         },
     )
 }
+
+/// Module credentials posted while a KaseyaOne session is live.
+pub fn module_login_beside_kaseyaone(module: &str, user: &str, logout: &str) -> String {
+    page(
+        "Already logged in with KaseyaOne",
+        html! {
+            h1 { "You are logged in to " (module) " with KaseyaOne" }
+            p { "You are logged in as " b { (user) } " with KaseyaOne, so module credentials cannot be used in this browser now. To sign in with module credentials, log out first." }
+            p { a #kaseyaone-logout href=(logout) { "Log out" } " · " a href="/" { "Back to " (module) } }
+        },
+    )
+}
+
+/// A module login unigate cannot read exactly as the module would.
+pub fn bad_module_login(module: &str, why: &str) -> String {
+    page(
+        "Login not accepted",
+        html! {
+            h1 { "This login to " (module) " was not accepted" }
+            p { (why) }
+        },
+    )
+}

@@ -254,7 +254,8 @@ fn unescape(v: &[u8]) -> Vec<u8> {
     out
 }
 
-fn percent_decode(v: &[u8], plus: bool) -> Vec<u8> {
+/// `%XX` decoded (and `+` as a space when `plus`); a stray `%` stays.
+pub fn percent_decode(v: &[u8], plus: bool) -> Vec<u8> {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
