@@ -176,3 +176,107 @@ async fn module_credentials_beside_a_kaseyaone_session_are_refused() {
         assert_ne!(who["local_session_user"], "admin", "{portal}: {who}");
     }
 }
+
+/// BMS, whose West instance links accounts at a PHP-style login page
+/// (`/php/login`: a failed login sets the session cookie and redirects),
+/// with `link_success` set to `rule` (empty: the default).
+async fn php_link_stack(rule: &str) -> Multi {
+    let modules = format!(
+        r#"
+        [[module]]
+        name = "bms"
+        display_name = "BMS"
+        hosts = ["bms.localhost"]
+        access_groups = ["bms-users"]
+        logout_paths = ["/logout"]
+        session_cookies = ["portal_session"]
+        login_paths = ["/php/login"]
+        {rule}
+
+        [[module.instance]]
+        name = "west"
+        display_name = "Acme West"
+        hosts = ["bms-west.localhost"]
+        upstream = "{{up:bms/west}}"
+        link_required = true
+        "#
+    );
+    multi(ALL_HOSTS, unigate::demo_module::demo_accounts, "", &modules).await
+}
+
+/// The link form's CSRF token on this page.
+fn csrf(page: &str) -> String {
+    let Some(at) = page.find(r#"name="csrf_token" value=""#).map(|i| i + 25) else {
+        return String::new();
+    };
+    page[at..at + page[at..].find('"').unwrap()].to_string()
+}
+
+/// alice at West's link page: her browser and the form's token.
+async fn at_link_page(s: &Multi) -> (reqwest::Client, String) {
+    let b = s.browser();
+    let (url, r) = s.walk(&b, "alice", &s.url("bms-west.localhost", "/reports")).await;
+    assert_eq!(r.status(), 200);
+    assert!(url.contains("/_unigate/link"), "{url}");
+    let token = csrf(&r.text().await.unwrap());
+    (b, token)
+}
+
+async fn post_link(s: &Multi, b: &reqwest::Client, password: &str, token: Option<&str>) -> reqwest::Response {
+    let mut form = vec![
+        ("module_username", "a.admin"),
+        ("module_password", password),
+        ("return_to", "/reports"),
+    ];
+    if let Some(t) = token {
+        form.push(("csrf_token", t));
+    }
+    b.post(s.url("bms-west.localhost", "/_unigate/link"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_wrong_password_never_links_at_a_php_style_login() {
+    let rules = [
+        "",
+        r#"link_success = { redirect_not_to = "/php/login" }"#,
+        r#"link_success = { new_cookie = "portal_session" }"#,
+        r#"link_success = { probe = "/reports" }"#,
+    ];
+    for rule in rules {
+        let s = php_link_stack(rule).await;
+        let (b, token) = at_link_page(&s).await;
+        let r = post_link(&s, &b, "wrong", Some(&token)).await;
+        assert_eq!(r.status(), 200, "[{rule}] a wrong password");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("Invalid username/password"), "[{rule}] {page}");
+        // Still not linked: the link page again.
+        let r = b.get(s.url("bms-west.localhost", "/reports")).send().await.unwrap();
+        assert!(location(&r).contains("/_unigate/link"), "[{rule}] linked with a wrong password");
+        // The right password links.
+        let r = post_link(&s, &b, "west-demo-pass", Some(&token)).await;
+        assert_eq!(r.status(), 302, "[{rule}] the right password");
+        assert_eq!(location(&r), "/reports");
+        let page = b.get(s.url("bms-west.localhost", "/reports")).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("Reports for a.admin"), "[{rule}] {page}");
+    }
+}
+
+#[tokio::test]
+async fn the_link_form_needs_this_sessions_token() {
+    let s = php_link_stack("").await;
+    let (b, token) = at_link_page(&s).await;
+    let (_, other_token) = at_link_page(&s).await;
+    for (what, t) in [("no token", None), ("another session's token", Some(other_token.as_str())), ("a made-up token", Some("00"))] {
+        let r = post_link(&s, &b, "west-demo-pass", t).await;
+        assert_eq!(r.status(), 403, "{what}");
+        let r = b.get(s.url("bms-west.localhost", "/reports")).send().await.unwrap();
+        assert!(location(&r).contains("/_unigate/link"), "{what}: linked");
+    }
+    assert!(!token.is_empty() && token != other_token, "each session has its own token");
+    let r = post_link(&s, &b, "west-demo-pass", Some(&token)).await;
+    assert_eq!(r.status(), 302);
+}

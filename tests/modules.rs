@@ -464,6 +464,8 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
         page.contains("Link your Acme West account") || page.contains("Link your BMS account"),
         "{page}"
     );
+    let at = page.find(r#"name="csrf_token" value=""#).expect("a CSRF token") + 25;
+    let token = page[at..at + page[at..].find('"').unwrap()].to_string();
     // Nothing reaches the module before the link.
     let r = b
         .get(s.url(west, "/api/whoami"))
@@ -481,6 +483,7 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
             ("module_username", "a.admin"),
             ("module_password", "wrong"),
             ("return_to", "/reports"),
+            ("csrf_token", &token),
         ])
         .send()
         .await
@@ -494,6 +497,7 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
             ("module_username", "a.admin"),
             ("module_password", "west-demo-pass"),
             ("return_to", "/reports"),
+            ("csrf_token", &token),
         ])
         .send()
         .await

@@ -434,6 +434,65 @@ async fn login_post(State(m): S, uri: axum::http::Uri, headers: HeaderMap, body:
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
+/// A PHP-style login page at `/php/login`: every visit starts a session
+/// (its cookie is set when the browser has none), and a failed login sets
+/// the session cookie again and redirects back to the form — so neither
+/// "a cookie was set" nor "a redirect came back" tells a good password.
+/// A good one opens a new session and redirects to `/`.
+async fn php_login_form(State(m): S, headers: HeaderMap) -> Response {
+    let page = layout(
+        &m,
+        "Log in",
+        html! {
+            h1 { "Log in to " (m.cfg.title) }
+            form method="post" action="/php/login" {
+                p { label { "Username " input name="username"; } }
+                p { label { "Password " input type="password" name="password"; } }
+                button type="submit" { "Log in" }
+            }
+        },
+    );
+    match php_session(&headers) {
+        Some(_) => page.into_response(),
+        None => with_cookie(Some(format!("{COOKIE}={}; Path=/; HttpOnly", random_token())), page),
+    }
+}
+
+/// The session id the browser sent, logged in or not.
+fn php_session(headers: &HeaderMap) -> Option<String> {
+    crate::session::cookie_value(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()), COOKIE)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+async fn php_login_post(State(m): S, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let f = lenient_login(&uri, &headers, &body);
+    let ok = f.as_ref().is_some_and(|f| {
+        m.accounts().iter().any(|a| {
+            a.active
+                && a.username == f.username
+                && a.password
+                    .as_ref()
+                    .is_some_and(|p| subtle::ConstantTimeEq::ct_eq(p.as_bytes(), f.password.as_bytes()).into())
+        })
+    });
+    match f.filter(|_| ok) {
+        Some(f) => {
+            let cookie = m.open_session(Who {
+                username: f.username,
+                email: String::new(),
+                via_kaseyaone: false,
+            });
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        None => {
+            let anon = php_session(&headers).unwrap_or_else(random_token);
+            let cookie = format!("{COOKIE}={anon}; Path=/; HttpOnly");
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/php/login?error=1")).into_response()
+        }
+    }
+}
+
 async fn logout(State(m): S, headers: HeaderMap) -> Response {
     if let Some((id, _)) = m.local_session(&headers) {
         m.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -455,6 +514,7 @@ pub fn router(m: Arc<DemoModule>) -> Router {
         .route("/reports", get(reports))
         .route("/api/whoami", get(api_whoami))
         .route("/login", get(login_form).post(login_post))
+        .route("/php/login", get(php_login_form).post(php_login_post))
         .route("/logout", get(logout).post(logout))
         // A cheap page for load runs: what the proxy adds is what is measured.
         .route("/ping", get(|| async { "pong" }))

@@ -770,18 +770,34 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
         return redirect(session, &path, vec![]).await;
     }
     let who = s.identity.email.clone();
+    let csrf = link_csrf_token(&id);
     if !post {
         let path = safe_return_path(&return_to).unwrap_or("/");
-        return respond_page(session, 200, pages::link_form(&module.display_name, &who, None, path)).await;
+        return respond_page(session, 200, pages::link_form(&module.display_name, &who, None, path, &csrf)).await;
     }
     let Some(form) = read_form(session, 16 * 1024).await? else {
         return respond_page(
             session,
             413,
-            pages::link_form(&module.display_name, &who, Some("That was too long."), "/"),
+            pages::link_form(&module.display_name, &who, Some("That was too long."), "/", &csrf),
         )
         .await;
     };
+    // Only this session's own link page may post: nothing is checked at
+    // the module for a forged or another session's form.
+    let sent = form.iter().filter(|(k, _)| k == "csrf_token").map(|(_, v)| v.as_bytes());
+    let genuine = {
+        let sent: Vec<&[u8]> = sent.collect();
+        sent.len() == 1 && bool::from(subtle::ConstantTimeEq::ct_eq(sent[0], csrf.as_bytes()))
+    };
+    if !genuine {
+        tracing::warn!(module.name = %module.label(), user.sub = %s.identity.sub, decision = "deny", "link form without this session's token");
+        let page = pages::page(
+            "Link refused",
+            maud::html! { h1 { "This link request did not come from your link page" } p { a href={ (PREFIX) "link" } { "Open the link page again" } } },
+        );
+        return respond_page(session, 403, page).await;
+    }
     let path = safe_return_path(field(&form, "return_to")).unwrap_or("/").to_string();
     let (user, password) = (field(&form, "module_username").trim(), field(&form, "module_password"));
     if user.is_empty() || password.is_empty() || user.len() > 256 || password.len() > 1024 {
@@ -790,6 +806,7 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
             &who,
             Some("Enter your module username and password."),
             &path,
+            &csrf,
         );
         return respond_page(session, 400, page).await;
     }
@@ -802,7 +819,7 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
             "Too many attempts. Try again in {} minutes.",
             wait.as_secs().div_ceil(60)
         );
-        let page = pages::link_form(&module.display_name, &who, Some(&msg), &path);
+        let page = pages::link_form(&module.display_name, &who, Some(&msg), &path, &csrf);
         return respond(session, 429, "text/html; charset=utf-8", &headers, page).await;
     }
     match module_login(g, mi, host, user, password).await {
@@ -835,6 +852,7 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
                 &who,
                 Some("Invalid username/password. The module did not accept these credentials."),
                 &path,
+                &csrf,
             );
             respond_page(session, 200, page).await
         }
@@ -845,10 +863,23 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
     }
 }
 
-/// Checks module credentials at the module's own login page: they are good
-/// when the module answers by opening its session (a cookie named in
-/// `session_cookies`; without those, a redirect). The session opened for
-/// the check is ended at once. The credentials are not kept or logged.
+/// The link form's CSRF token: a hash of the session id (secret, in an
+/// HttpOnly cookie), so only a page served to this session carries it.
+fn link_csrf_token(session_id: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"unigate link form\0");
+    h.update(session_id.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks module credentials at the module's own login page, as a browser
+/// would: the login page first (a pre-login session comes with it), then
+/// the form with its cookies. Whether they were good is `link_success`'s
+/// call (see `link_check`): never "a cookie was set" or "a redirect came
+/// back" alone, which is how many modules answer a wrong password too.
+/// The session opened for the check is ended at once. The credentials are
+/// not kept or logged.
 async fn module_login(
     g: &Gateway,
     mi: usize,
@@ -856,48 +887,88 @@ async fn module_login(
     user: &str,
     password: &str,
 ) -> std::result::Result<bool, String> {
+    use super::link_check::{Verdict, jar_after, judge};
     let module = g.module(mi);
     let upstream = g.pick(mi, &[]).ok_or("no healthy upstream")?;
     let path = module.login_paths.first().ok_or("no login path")?;
+    let cookie_header = |jar: &[(String, String)]| jar.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ");
+    let page = g
+        .http
+        .get(format!("http://{upstream}{path}"))
+        .header("host", host)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let before = jar_after(&[], &login_answer(&page));
     let body: String = form_urlencoded::Serializer::new(String::new())
         .append_pair(&module.username_field, user)
         .append_pair(&module.password_field, password)
         .finish();
-    let resp = g
+    let mut rb = g
         .http
         .post(format!("http://{upstream}{path}"))
         .header("host", host)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.without_url().to_string())?;
-    let opened: Vec<String> = resp
-        .headers()
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|c| cookie::Cookie::parse(c.to_string()).ok())
-        .filter(|c| !c.value().is_empty() && module.session_cookies.iter().any(|n| n == c.name()))
-        .map(|c| format!("{}={}", c.name(), c.value()))
-        .collect();
-    let ok = if module.session_cookies.is_empty() {
-        resp.status().is_redirection()
-    } else {
-        !opened.is_empty()
+        .header("content-type", "application/x-www-form-urlencoded");
+    if !before.is_empty() {
+        rb = rb.header("cookie", cookie_header(&before));
+    }
+    let resp = rb.body(body).send().await.map_err(|e| e.without_url().to_string())?;
+    let answer = login_answer(&resp);
+    let jar = jar_after(&before, &answer);
+    let mut login_pages: Vec<&str> = module.login_paths.iter().map(String::as_str).collect();
+    if module.require_kaseyaone {
+        login_pages.push(&module.exception_path);
+    }
+    let ok = match judge(&module.link_success, &login_pages, &before, &answer) {
+        Verdict::Refused => false,
+        Verdict::Accepted => true,
+        Verdict::Probe(probe) => {
+            let mut rb = g.http.get(format!("http://{upstream}{probe}")).header("host", host);
+            if !jar.is_empty() {
+                rb = rb.header("cookie", cookie_header(&jar));
+            }
+            // Without cookies from the login, a 200 proves nothing.
+            let r = rb.send().await.map_err(|e| e.without_url().to_string())?;
+            !jar.is_empty() && r.status() == 200
+        }
     };
-    if !opened.is_empty()
+    if !jar.is_empty()
         && let Some(logout) = module.logout_paths.first()
     {
         let _ = g
             .http
             .get(format!("http://{upstream}{logout}"))
             .header("host", host)
-            .header("cookie", opened.join("; "))
+            .header("cookie", cookie_header(&jar))
             .send()
             .await;
     }
     Ok(ok)
+}
+
+/// The parts of a module's answer that tell whether a login worked.
+fn login_answer(resp: &reqwest::Response) -> super::link_check::LoginAnswer {
+    let set_cookies = resp
+        .headers()
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| cookie::Cookie::parse(c.to_string()).ok())
+        .map(|c| {
+            let expired = c.max_age().is_some_and(|a| a.is_zero() || a.is_negative())
+                || c.expires_datetime().is_some_and(|t| t <= cookie::time::OffsetDateTime::now_utc());
+            (c.name().to_string(), c.value_trimmed().to_string(), expired)
+        })
+        .collect();
+    super::link_check::LoginAnswer {
+        status: resp.status().as_u16(),
+        location: resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        set_cookies,
+    }
 }
 
 /// What a module that requires KaseyaOne does with a request that has no

@@ -10,6 +10,7 @@ pub mod config;
 pub mod identity;
 pub mod inject;
 mod internal;
+mod link_check;
 mod local_credentials;
 mod module_cookies;
 pub mod passthrough;

@@ -303,7 +303,7 @@ pub fn accounts_unavailable(module: &str) -> String {
 }
 
 /// The link page: module credentials, asked once per instance.
-pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str) -> String {
+pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str, csrf: &str) -> String {
     page(
         "Link your module account",
         html! {
@@ -312,6 +312,7 @@ pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str)
             @if let Some(e) = error { p #link-error style="color:#b3261e" { (e) } }
             form method="post" action="/_unigate/link" {
                 input type="hidden" name="return_to" value=(return_to);
+                input type="hidden" name="csrf_token" value=(csrf);
                 label for="module_username" { "Module username" }
                 input #module_username name="module_username" autocomplete="username" required style="width:100%;padding:8px";
                 label for="module_password" { "Module password" }
