@@ -135,16 +135,19 @@ mod tests {
         let failed = answer(302, Some("/login?error=1"), &[("sid", "anon")]);
         let failed_abs = answer(302, Some("http://portal.example/LOGIN/"), &[("sid", "fresh")]);
         let ok = answer(302, Some("/"), &[("sid", "new")]);
+        let unauthorized = answer(401, None, &[]);
+        let page_with_cookie = answer(200, None, &[("sid", "x")]);
+        let no_cookie = answer(302, Some("/"), &[]);
         let cases: Vec<(&str, &LinkSuccessFile, &LoginAnswer, Verdict)> = vec![
             ("default, failure", &default, &failed, Verdict::Refused),
             ("default, failure to another spelling", &default, &failed_abs, Verdict::Refused),
-            ("default, 401", &default, &answer(401, None, &[]), Verdict::Refused),
-            ("default, 200 with a cookie", &default, &answer(200, None, &[("sid", "x")]), Verdict::Refused),
+            ("default, 401", &default, &unauthorized, Verdict::Refused),
+            ("default, 200 with a cookie", &default, &page_with_cookie, Verdict::Refused),
             ("default, success", &default, &ok, Verdict::Probe("/".into())),
             ("redirect_not_to, failure", &not_login, &failed, Verdict::Refused),
             ("redirect_not_to, success", &not_login, &ok, Verdict::Accepted),
             ("new_cookie, the same value again", &new_cookie, &failed, Verdict::Refused),
-            ("new_cookie, none", &new_cookie, &answer(302, Some("/"), &[]), Verdict::Refused),
+            ("new_cookie, none", &new_cookie, &no_cookie, Verdict::Refused),
             ("new_cookie, success", &new_cookie, &ok, Verdict::Accepted),
             ("probe, anything", &probe, &failed, Verdict::Probe("/account".into())),
         ];

@@ -147,18 +147,21 @@ mod tests {
     #[test]
     fn one_username_in_the_body_or_none() {
         let u = "username";
+        // PHP reads `user.name` as `user_name`: another field.
+        assert_eq!(the_username(&form(&[("username", "a"), ("user.name", "b")]), None, "user_name"), Ok("b"));
+        assert_eq!(the_username(&form(&[("username", "a"), ("user.name", "b")]), None, u), Ok("a"));
         assert_eq!(the_username(&form(&[("username", "admin"), ("password", "x")]), None, u), Ok("admin"));
         assert_eq!(the_username(&form(&[("password", "x")]), None, u), Ok(""));
         assert_eq!(the_username(&form(&[("username", "admin")]), Some("next=/"), u), Ok("admin"));
         let ambiguous: [(&[(&str, &str)], Option<&str>); 8] = [
             (&[("username", "admin"), ("username", "root")], None),
             (&[("username", "admin")], Some("username=root")),
-            (&[("username", "admin")], Some("user.name=root")),
+            (&[("username", "admin")], Some("username%5B%5D=root")),
             (&[], Some("username=root")),
-            (&[("username", "admin"), ("user.name", "root")], None),
+            (&[("username", "admin"), (" username", "root")], None),
             (&[("username", "admin"), ("USERNAME", "root")], None),
             (&[("username", "admin"), ("username[]", "root")], None),
-            (&[("username", "admin"), ("user%5fname", "root")], None),
+            (&[("username", "admin"), ("%75sername", "root")], None),
         ];
         for (f, q) in ambiguous {
             assert_eq!(the_username(&form(f), q, u), Err(BadLogin::Ambiguous), "{f:?} {q:?}");
