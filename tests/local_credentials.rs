@@ -92,7 +92,11 @@ async fn a_local_exception_login_has_one_username_the_module_reads() {
         }
         let r = rb.send().await.unwrap();
         if r.status().as_u16() != want || opened(&r) {
-            wrong.push(format!("{what}: {} (opened a module session: {})", r.status(), opened(&r)));
+            wrong.push(format!(
+                "{what}: {} (opened a module session: {})",
+                r.status(),
+                opened(&r)
+            ));
         }
     }
     // The exception's login page with credentials in its query string.
@@ -130,7 +134,11 @@ async fn a_local_exception_login_has_one_username_the_module_reads() {
 
 #[tokio::test]
 async fn module_credentials_beside_a_kaseyaone_session_are_refused() {
-    for portal in ["", "local_login = true", "require_kaseyaone = true\nlocal_exceptions = [\"admin\"]"] {
+    for portal in [
+        "",
+        "local_login = true",
+        "require_kaseyaone = true\nlocal_exceptions = [\"admin\"]",
+    ] {
         let s = multi(
             ALL_HOSTS,
             unigate::demo_module::demo_accounts,
@@ -255,12 +263,22 @@ async fn a_wrong_password_never_links_at_a_php_style_login() {
         assert!(page.contains("Invalid username/password"), "[{rule}] {page}");
         // Still not linked: the link page again.
         let r = b.get(s.url("bms-west.localhost", "/reports")).send().await.unwrap();
-        assert!(location(&r).contains("/_unigate/link"), "[{rule}] linked with a wrong password");
+        assert!(
+            location(&r).contains("/_unigate/link"),
+            "[{rule}] linked with a wrong password"
+        );
         // The right password links.
         let r = post_link(&s, &b, "west-demo-pass", Some(&token)).await;
         assert_eq!(r.status(), 302, "[{rule}] the right password");
         assert_eq!(location(&r), "/reports");
-        let page = b.get(s.url("bms-west.localhost", "/reports")).send().await.unwrap().text().await.unwrap();
+        let page = b
+            .get(s.url("bms-west.localhost", "/reports"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(page.contains("Reports for a.admin"), "[{rule}] {page}");
     }
 }
@@ -270,13 +288,20 @@ async fn the_link_form_needs_this_sessions_token() {
     let s = php_link_stack("").await;
     let (b, token) = at_link_page(&s).await;
     let (_, other_token) = at_link_page(&s).await;
-    for (what, t) in [("no token", None), ("another session's token", Some(other_token.as_str())), ("a made-up token", Some("00"))] {
+    for (what, t) in [
+        ("no token", None),
+        ("another session's token", Some(other_token.as_str())),
+        ("a made-up token", Some("00")),
+    ] {
         let r = post_link(&s, &b, "west-demo-pass", t).await;
         assert_eq!(r.status(), 403, "{what}");
         let r = b.get(s.url("bms-west.localhost", "/reports")).send().await.unwrap();
         assert!(location(&r).contains("/_unigate/link"), "{what}: linked");
     }
-    assert!(!token.is_empty() && token != other_token, "each session has its own token");
+    assert!(
+        !token.is_empty() && token != other_token,
+        "each session has its own token"
+    );
     let r = post_link(&s, &b, "west-demo-pass", Some(&token)).await;
     assert_eq!(r.status(), 302);
 }

@@ -66,10 +66,22 @@ fn spellings(value: &str) -> Vec<(&'static str, String)> {
     let decoys: Vec<String> = (0..16).map(|i| format!("portal_session=decoy{i}")).collect();
     vec![
         (DECOYS, format!("{}; portal_session={value}", decoys.join("; "))),
-        ("after 3 decoys", format!("{}; portal_session={value}", decoys[..3].join("; "))),
-        ("quoted (Express drops the last character)", format!("portal_session=\"{value}!")),
-        ("one character octal-escaped", format!("portal_session=\"\\{first:03o}{rest}\"")),
-        ("one character percent-encoded", format!("portal_session=%{first:02X}{rest}")),
+        (
+            "after 3 decoys",
+            format!("{}; portal_session={value}", decoys[..3].join("; ")),
+        ),
+        (
+            "quoted (Express drops the last character)",
+            format!("portal_session=\"{value}!"),
+        ),
+        (
+            "one character octal-escaped",
+            format!("portal_session=\"\\{first:03o}{rest}\""),
+        ),
+        (
+            "one character percent-encoded",
+            format!("portal_session=%{first:02X}{rest}"),
+        ),
         ("a name PHP mangles", format!("portal.session={value}")),
         ("a percent-encoded name", format!("portal%5Fsession={value}")),
     ]
@@ -131,7 +143,10 @@ async fn after_logout_the_module_session_is_refused_in_every_spelling() {
             .map(|c| c.to_str().unwrap().to_string())
             .collect();
         let name = cookie.rsplit("; ").next().unwrap().split('=').next().unwrap();
-        if !set.iter().any(|c| c.starts_with(&format!("{name}=;")) && c.contains("Max-Age=0")) {
+        if !set
+            .iter()
+            .any(|c| c.starts_with(&format!("{name}=;")) && c.contains("Max-Age=0"))
+        {
             through.push(format!("{what}: not expired: {status} {set:?}"));
         }
         let body = r.text().await.unwrap();
@@ -170,5 +185,8 @@ async fn another_users_module_session_stays_out_in_every_spelling() {
             through.push(format!("{what}: {status} {who}"));
         }
     }
-    assert!(through.is_empty(), "alice's module session reached the module beside bob's: {through:#?}");
+    assert!(
+        through.is_empty(),
+        "alice's module session reached the module beside bob's: {through:#?}"
+    );
 }

@@ -233,7 +233,11 @@ fn python_unescape(v: &str) -> String {
     while i < b.len() {
         let octal = b.len() >= i + 4 && b[i] == b'\\' && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c));
         if octal {
-            out.push((b[i + 1] - b'0').wrapping_mul(64).wrapping_add((b[i + 2] - b'0') * 8 + (b[i + 3] - b'0')));
+            out.push(
+                (b[i + 1] - b'0')
+                    .wrapping_mul(64)
+                    .wrapping_add((b[i + 2] - b'0') * 8 + (b[i + 3] - b'0')),
+            );
             i += 4;
         } else if b[i] == b'\\' && i + 1 < b.len() {
             out.push(b[i + 1]);

@@ -690,7 +690,10 @@ impl GatewayConfig {
                     "name at least one of `redirect_not_to`, `new_cookie`, `probe` (or leave it out for the default)",
                 );
             }
-            for (k, p) in [("redirect_not_to", &link_success.redirect_not_to), ("probe", &link_success.probe)] {
+            for (k, p) in [
+                ("redirect_not_to", &link_success.redirect_not_to),
+                ("probe", &link_success.probe),
+            ] {
                 if p.as_ref().is_some_and(|p| !p.starts_with('/') || p.starts_with("//")) {
                     errs.push(key(&format!("link_success.{k}")), "must be a path starting with `/`");
                 }

@@ -773,7 +773,12 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
     let csrf = link_csrf_token(&id);
     if !post {
         let path = safe_return_path(&return_to).unwrap_or("/");
-        return respond_page(session, 200, pages::link_form(&module.display_name, &who, None, path, &csrf)).await;
+        return respond_page(
+            session,
+            200,
+            pages::link_form(&module.display_name, &who, None, path, &csrf),
+        )
+        .await;
     }
     let Some(form) = read_form(session, 16 * 1024).await? else {
         return respond_page(
@@ -785,7 +790,10 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
     };
     // Only this session's own link page may post: nothing is checked at
     // the module for a forged or another session's form.
-    let sent = form.iter().filter(|(k, _)| k == "csrf_token").map(|(_, v)| v.as_bytes());
+    let sent = form
+        .iter()
+        .filter(|(k, _)| k == "csrf_token")
+        .map(|(_, v)| v.as_bytes());
     let genuine = {
         let sent: Vec<&[u8]> = sent.collect();
         sent.len() == 1 && bool::from(subtle::ConstantTimeEq::ct_eq(sent[0], csrf.as_bytes()))
@@ -891,7 +899,12 @@ async fn module_login(
     let module = g.module(mi);
     let upstream = g.pick(mi, &[]).ok_or("no healthy upstream")?;
     let path = module.login_paths.first().ok_or("no login path")?;
-    let cookie_header = |jar: &[(String, String)]| jar.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ");
+    let cookie_header = |jar: &[(String, String)]| {
+        jar.iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     let page = g
         .http
         .get(format!("http://{upstream}{path}"))
@@ -956,7 +969,8 @@ fn login_answer(resp: &reqwest::Response) -> super::link_check::LoginAnswer {
         .filter_map(|c| cookie::Cookie::parse(c.to_string()).ok())
         .map(|c| {
             let expired = c.max_age().is_some_and(|a| a.is_zero() || a.is_negative())
-                || c.expires_datetime().is_some_and(|t| t <= cookie::time::OffsetDateTime::now_utc());
+                || c.expires_datetime()
+                    .is_some_and(|t| t <= cookie::time::OffsetDateTime::now_utc());
             (c.name().to_string(), c.value_trimmed().to_string(), expired)
         })
         .collect();
@@ -995,10 +1009,7 @@ pub async fn required(
     let at_exception = path == module.exception_path;
     let at_login = module.login_paths.iter().any(|p| p == path);
     use super::local_credentials as lc;
-    if (at_exception || at_login)
-        && lc::writes(&req.method)
-        && req.method != http::Method::POST
-    {
+    if (at_exception || at_login) && lc::writes(&req.method) && req.method != http::Method::POST {
         // Only a POSTed form is read (and checked) as a login.
         let headers = [("allow", "GET, HEAD, POST".to_string())];
         let page = pages::bad_module_login(&module.display_name, "Log in with the login form.");
@@ -1035,7 +1046,9 @@ pub async fn required(
     // A local exception's module session passes only when every value the
     // module could read as its session cookie is one: it may read any.
     let Ok(readings) = g.module_cookie_readings(req, module) else {
-        return super::module_cookies::too_many(session, module).await.map(Required::Done);
+        return super::module_cookies::too_many(session, module)
+            .await
+            .map(Required::Done);
     };
     let mut local = !readings.is_empty();
     for r in &readings {
@@ -1080,10 +1093,17 @@ async fn exception_login(
                 .map(|v| (n.to_string(), v.to_string()))
         })
         .collect();
-    let content_type = req.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     if !super::local_credentials::form_encoded(content_type) {
-        return super::local_credentials::refuse_bad_login(session, module, super::local_credentials::BadLogin::Encoding)
-            .await;
+        return super::local_credentials::refuse_bad_login(
+            session,
+            module,
+            super::local_credentials::BadLogin::Encoding,
+        )
+        .await;
     }
     let query = req.uri.query().map(str::to_string);
     let Some(form) = read_form(session, 64 * 1024).await? else {

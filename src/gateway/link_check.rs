@@ -67,7 +67,7 @@ pub fn judge(
         };
     }
     if let Some(not_to) = &rule.redirect_not_to
-        && !to.as_deref().is_some_and(|t| canon(t) != canon(not_to))
+        && to.as_deref().is_none_or(|t| canon(t) == canon(not_to))
     {
         return Verdict::Refused;
     }
@@ -110,7 +110,10 @@ mod tests {
         LoginAnswer {
             status,
             location: location.map(str::to_string),
-            set_cookies: cookies.iter().map(|(n, v)| (n.to_string(), v.to_string(), false)).collect(),
+            set_cookies: cookies
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string(), false))
+                .collect(),
         }
     }
 
@@ -140,13 +143,28 @@ mod tests {
         let no_cookie = answer(302, Some("/"), &[]);
         let cases: Vec<(&str, &LinkSuccessFile, &LoginAnswer, Verdict)> = vec![
             ("default, failure", &default, &failed, Verdict::Refused),
-            ("default, failure to another spelling", &default, &failed_abs, Verdict::Refused),
+            (
+                "default, failure to another spelling",
+                &default,
+                &failed_abs,
+                Verdict::Refused,
+            ),
             ("default, 401", &default, &unauthorized, Verdict::Refused),
-            ("default, 200 with a cookie", &default, &page_with_cookie, Verdict::Refused),
+            (
+                "default, 200 with a cookie",
+                &default,
+                &page_with_cookie,
+                Verdict::Refused,
+            ),
             ("default, success", &default, &ok, Verdict::Probe("/".into())),
             ("redirect_not_to, failure", &not_login, &failed, Verdict::Refused),
             ("redirect_not_to, success", &not_login, &ok, Verdict::Accepted),
-            ("new_cookie, the same value again", &new_cookie, &failed, Verdict::Refused),
+            (
+                "new_cookie, the same value again",
+                &new_cookie,
+                &failed,
+                Verdict::Refused,
+            ),
             ("new_cookie, none", &new_cookie, &no_cookie, Verdict::Refused),
             ("new_cookie, success", &new_cookie, &ok, Verdict::Accepted),
             ("probe, anything", &probe, &failed, Verdict::Probe("/account".into())),

@@ -52,11 +52,7 @@ pub fn form_encoded(content_type: Option<&str>) -> bool {
 /// The one username of a login form: every body value and query value a
 /// framework could read as `field` counts; more than one, or any in the
 /// query string, is ambiguous. `Ok("")` when there is none.
-pub fn the_username<'a>(
-    form: &'a [(String, String)],
-    query: Option<&str>,
-    field: &str,
-) -> Result<&'a str, BadLogin> {
+pub fn the_username<'a>(form: &'a [(String, String)], query: Option<&str>, field: &str) -> Result<&'a str, BadLogin> {
     if let Some(q) = query
         && form_urlencoded::parse(q.as_bytes()).any(|(k, _)| is_field(&k, field))
     {
@@ -128,10 +124,7 @@ pub async fn refuse_bad_login(session: &mut PSession, module: &ModuleConfig, why
             415,
             "Send the login form as application/x-www-form-urlencoded (UTF-8); other encodings are not accepted here.",
         ),
-        BadLogin::Ambiguous => (
-            400,
-            "The username must be sent once, in the form body only.",
-        ),
+        BadLogin::Ambiguous => (400, "The username must be sent once, in the form body only."),
     };
     respond_page(session, status, pages::bad_module_login(&module.display_name, text)).await
 }
@@ -139,6 +132,9 @@ pub async fn refuse_bad_login(session: &mut PSession, module: &ModuleConfig, why
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A form's pairs and a query string.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
 
     fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -148,12 +144,24 @@ mod tests {
     fn one_username_in_the_body_or_none() {
         let u = "username";
         // PHP reads `user.name` as `user_name`: another field.
-        assert_eq!(the_username(&form(&[("username", "a"), ("user.name", "b")]), None, "user_name"), Ok("b"));
-        assert_eq!(the_username(&form(&[("username", "a"), ("user.name", "b")]), None, u), Ok("a"));
-        assert_eq!(the_username(&form(&[("username", "admin"), ("password", "x")]), None, u), Ok("admin"));
+        assert_eq!(
+            the_username(&form(&[("username", "a"), ("user.name", "b")]), None, "user_name"),
+            Ok("b")
+        );
+        assert_eq!(
+            the_username(&form(&[("username", "a"), ("user.name", "b")]), None, u),
+            Ok("a")
+        );
+        assert_eq!(
+            the_username(&form(&[("username", "admin"), ("password", "x")]), None, u),
+            Ok("admin")
+        );
         assert_eq!(the_username(&form(&[("password", "x")]), None, u), Ok(""));
-        assert_eq!(the_username(&form(&[("username", "admin")]), Some("next=/"), u), Ok("admin"));
-        let ambiguous: [(&[(&str, &str)], Option<&str>); 8] = [
+        assert_eq!(
+            the_username(&form(&[("username", "admin")]), Some("next=/"), u),
+            Ok("admin")
+        );
+        let ambiguous: [Case; 8] = [
             (&[("username", "admin"), ("username", "root")], None),
             (&[("username", "admin")], Some("username=root")),
             (&[("username", "admin")], Some("username%5B%5D=root")),

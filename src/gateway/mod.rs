@@ -1123,14 +1123,10 @@ impl Gateway {
                 let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
                 let strip = name == self.session_cookie
                     || name == internal::LOGIN_COOKIE
-                    || module
-                        .session_cookies
-                        .iter()
-                        .enumerate()
-                        .any(|(i, c)| {
-                            ctx.strip_cookies & module_cookies::strip_bit(i) != 0
-                                && crate::session::cookie_forms::chunk_has_name(pair.as_bytes(), c)
-                        });
+                    || module.session_cookies.iter().enumerate().any(|(i, c)| {
+                        ctx.strip_cookies & module_cookies::strip_bit(i) != 0
+                            && crate::session::cookie_forms::chunk_has_name(pair.as_bytes(), c)
+                    });
                 if !strip {
                     if !kept.is_empty() {
                         kept.push_str("; ");

@@ -142,7 +142,9 @@ fn pairs(chunk: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
             i += 1;
         }
     }
-    primary.into_iter().chain(extra.into_iter().filter(move |p| Some(*p) != primary))
+    primary
+        .into_iter()
+        .chain(extra.into_iter().filter(move |p| Some(*p) != primary))
 }
 
 /// Whether a framework could read the cookie name `raw` as `configured`:
@@ -289,7 +291,11 @@ mod tests {
     use super::*;
 
     fn read(header: &str) -> Result<Vec<Reading>, TooMany> {
-        readings([header.as_bytes()].into_iter(), &["portal_session".to_string()], MAX_READINGS)
+        readings(
+            [header.as_bytes()].into_iter(),
+            &["portal_session".to_string()],
+            MAX_READINGS,
+        )
     }
 
     /// Whether some framework could read `header`'s portal_session as `want`.
@@ -306,14 +312,30 @@ mod tests {
         let cases = [
             ("any", "portal_session=abc", "abc"),
             ("Go, Java, Express: quotes stripped", r#"portal_session="abc""#, "abc"),
-            ("Python http.cookies, Django: octal escape", r#"portal_session="\141bc""#, "abc"),
-            ("Python http.cookies: backslash escape", r#"portal_session="a\bc""#, "abc"),
+            (
+                "Python http.cookies, Django: octal escape",
+                r#"portal_session="\141bc""#,
+                "abc",
+            ),
+            (
+                "Python http.cookies: backslash escape",
+                r#"portal_session="a\bc""#,
+                "abc",
+            ),
             ("octal escape without quotes", r"portal_session=\141bc", "abc"),
             ("PHP, Rack, Express: percent-encoding", "portal_session=%61bc", "abc"),
             ("PHP, Rack: + is a space", "portal_session=a+bc", "a bc"),
             ("Rack: %2B is +", "portal_session=a%2Bbc", "a+bc"),
-            ("Express: a leading quote drops the last character", r#"portal_session="abc!"#, "abc"),
-            ("Express: quoted then percent-decoded", r#"portal_session="%61bc""#, "abc"),
+            (
+                "Express: a leading quote drops the last character",
+                r#"portal_session="abc!"#,
+                "abc",
+            ),
+            (
+                "Express: quoted then percent-decoded",
+                r#"portal_session="%61bc""#,
+                "abc",
+            ),
             ("percent-encoded quotes", "portal_session=%22abc%22", "abc"),
             ("PHP: name percent-decoded", "portal%5fsession=abc", "abc"),
             ("PHP: name with . mangled", "portal.session=abc", "abc"),
@@ -322,10 +344,22 @@ mod tests {
             ("PHP: lone [ mangled", "portal[session=abc", "abc"),
             ("PHP: array cookie", "portal_session[x]=abc", "abc"),
             ("ASP.NET: names without case", "PORTAL_SESSION=abc", "abc"),
-            ("Django: last of duplicates", "portal_session=d1; portal_session=d2; portal_session=abc", "abc"),
-            ("Python http.cookies: whitespace splits", "x=1 portal_session=abc", "abc"),
+            (
+                "Django: last of duplicates",
+                "portal_session=d1; portal_session=d2; portal_session=abc",
+                "abc",
+            ),
+            (
+                "Python http.cookies: whitespace splits",
+                "x=1 portal_session=abc",
+                "abc",
+            ),
             ("RFC 2109: comma splits", "x=1, portal_session=abc", "abc"),
-            ("Python http.cookies: spaces around =", "x=1 portal_session = abc", "abc"),
+            (
+                "Python http.cookies: spaces around =",
+                "x=1 portal_session = abc",
+                "abc",
+            ),
             ("Python: after a quoted value", r#"x="a b" portal_session=abc"#, "abc"),
             ("second Cookie header line", "x=1;portal_session=abc;y=2", "abc"),
         ];
@@ -336,7 +370,13 @@ mod tests {
 
     #[test]
     fn other_names_and_plain_values_stay_what_they_are() {
-        for header in ["portal_sessionx=abc", "xportal_session=abc", "portal=abc", "session=abc", "portal_session="] {
+        for header in [
+            "portal_sessionx=abc",
+            "xportal_session=abc",
+            "portal=abc",
+            "session=abc",
+            "portal_session=",
+        ] {
             assert_eq!(read(header).unwrap(), vec![], "{header}");
         }
         let r = read("a=1; portal_session=Zm9vYmFy-_; b=2").unwrap();
@@ -353,7 +393,12 @@ mod tests {
 
     #[test]
     fn more_than_the_bound_is_refused_not_cut() {
-        let many = |n: usize| (0..n).map(|i| format!("portal_session=v{i}")).collect::<Vec<_>>().join("; ");
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| format!("portal_session=v{i}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         assert_eq!(read(&many(MAX_READINGS)).unwrap().len(), MAX_READINGS);
         assert_eq!(read(&many(MAX_READINGS + 1)), Err(TooMany));
         // The same pair twice counts once; other cookies do not count.
@@ -371,7 +416,12 @@ mod tests {
 
     #[test]
     fn stripping_finds_the_name_in_any_piece() {
-        for chunk in ["portal_session=a", " portal.session=a", "x=1, portal_session=a", "PORTAL_SESSION=a"] {
+        for chunk in [
+            "portal_session=a",
+            " portal.session=a",
+            "x=1, portal_session=a",
+            "PORTAL_SESSION=a",
+        ] {
             assert!(chunk_has_name(chunk.as_bytes(), "portal_session"), "{chunk}");
         }
         for chunk in ["x=1", "portal_sessions=a", "x=portal_session"] {
@@ -381,7 +431,20 @@ mod tests {
 
     #[test]
     fn hostile_values_do_not_panic() {
-        for v in ["\"", "\\", "%", "%4", "%zz", "\\3", "\\777", "\"\\\"", "\u{ff}%ff\\0", "=", "= =", "\"a=b"] {
+        for v in [
+            "\"",
+            "\\",
+            "%",
+            "%4",
+            "%zz",
+            "\\3",
+            "\\777",
+            "\"\\\"",
+            "\u{ff}%ff\\0",
+            "=",
+            "= =",
+            "\"a=b",
+        ] {
             let _ = value_forms(v.as_bytes());
             let _ = read(&format!("portal_session={v}"));
             let _ = read(v);
