@@ -14,13 +14,32 @@ use serde_json::Value;
 /// The portal with the module's own login allowed (so that a request
 /// without a KaseyaOne session reaches the module, with its cookies).
 async fn portal_stack() -> Multi {
+    portal_stack_on("").await
+}
+
+/// `portal_stack` with these `[session]` keys.
+async fn portal_stack_on(session: &str) -> Multi {
     multi(
         ALL_HOSTS,
         unigate::demo_module::demo_accounts,
-        "",
+        session,
         &demo_modules("local_login = true", "", ""),
     )
     .await
+}
+
+/// A Redis for one test, and the `[session]` keys that use it.
+async fn redis_store() -> (Redis, String) {
+    let redis = Redis::start(unigate::gateway::server::free_port().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    std::fs::write(dir.join("key"), "a-test-key-of-more-than-32-characters!").unwrap();
+    let keys = format!(
+        "[session]\nstore = \"redis\"\nredis_url = \"file:{}\"\nencryption_key = \"file:{}\"\n",
+        dir.join("redis_url").display(),
+        dir.join("key").display()
+    );
+    (redis, keys)
 }
 
 /// A client with no cookie jar that does not follow redirects.
@@ -89,7 +108,16 @@ fn spellings(value: &str) -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn after_logout_the_module_session_is_refused_in_every_spelling() {
-    let s = portal_stack().await;
+    after_logout(portal_stack().await).await;
+}
+
+#[tokio::test]
+async fn after_logout_the_module_session_is_refused_in_every_spelling_with_redis() {
+    let (_redis, keys) = redis_store().await;
+    after_logout(portal_stack_on(&keys).await).await;
+}
+
+async fn after_logout(s: Multi) {
     let (value, header) = log_in(&s, "alice").await;
     // Logged out with unigate's cookie only: the module is not told with
     // its cookie, so alice's module session stays live at the module.
