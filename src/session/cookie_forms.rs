@@ -32,7 +32,13 @@ pub struct Reading {
     pub forms: Vec<Vec<u8>>,
 }
 
-/// More readings than [`MAX_READINGS`]: the request is refused.
+/// Decoded forms one value may have. Real session ids have one (or a
+/// few); a value crafted to have more is refused rather than looked up
+/// without end.
+pub const MAX_FORMS: usize = 24;
+
+/// More readings than [`MAX_READINGS`] (or a value with more forms than
+/// [`MAX_FORMS`]): the request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooMany;
 
@@ -60,10 +66,14 @@ pub fn readings<'a>(
                     return Err(TooMany);
                 }
                 seen.push((i, n, v));
+                let forms = value_forms(v);
+                if forms.len() > MAX_FORMS {
+                    return Err(TooMany);
+                }
                 out.push(Reading {
                     name: i,
                     raw_name: String::from_utf8_lossy(n).into_owned(),
-                    forms: value_forms(v),
+                    forms,
                 });
             }
         }
@@ -451,5 +461,28 @@ mod tests {
             let _ = name_matches(v.as_bytes(), "portal_session");
         }
         assert!(value_forms(b"%25%25%25%25%25").len() < 64, "bounded");
+        // A value crafted for many decodings is refused, not looked up.
+        let mut worst = 0;
+        let alphabet = [b'"', b'\\', b'%', b'+', b'2', b'5', b'B', b'a', b'0'];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2000 {
+            let v: Vec<u8> = (0..12)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let n = value_forms(&v).len();
+            worst = worst.max(n);
+            let header = format!("portal_session={}", String::from_utf8_lossy(&v));
+            assert_eq!(read(&header).is_err(), n > MAX_FORMS, "{header}");
+        }
+        assert!(worst < 500, "value_forms stays small: {worst}");
+        // Plain session ids of common frameworks have one form.
+        for id in ["0123abcd", "Zm9v-_", "s%3Aabc.def", "a+b"] {
+            assert!(read(&format!("portal_session={id}")).is_ok(), "{id}");
+        }
     }
 }
