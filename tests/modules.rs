@@ -472,6 +472,8 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
         page.contains("Link your Acme West account") || page.contains("Link your BMS account"),
         "{page}"
     );
+    let token = link_form_token(&page);
+    assert!(!token.is_empty(), "a CSRF token: {page}");
     // Nothing reaches the module before the link.
     let r = b
         .get(s.url(west, "/api/whoami"))
@@ -489,6 +491,7 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
             ("module_username", "a.admin"),
             ("module_password", "wrong"),
             ("return_to", "/reports"),
+            ("csrf_token", &token),
         ])
         .send()
         .await
@@ -502,6 +505,7 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
             ("module_username", "a.admin"),
             ("module_password", "west-demo-pass"),
             ("return_to", "/reports"),
+            ("csrf_token", &token),
         ])
         .send()
         .await

@@ -495,12 +495,22 @@ async fn a_tls_only_module_checks_link_credentials_over_tls() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "not linked yet");
+    let page = b
+        .get(s.url("/_unigate/link"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = link_form_token(&page);
     let r = b
         .post(s.url("/_unigate/link"))
         .form(&[
             ("module_username", "localuser"),
             ("module_password", "local-pass"),
             ("return_to", "/"),
+            ("csrf_token", &token),
         ])
         .send()
         .await

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -151,15 +151,51 @@ impl DemoModule {
         (fresh && ours).then_some(claims)
     }
 
+    /// The portal's own session, read as leniently as the frameworks
+    /// legacy portals are built on: any value of the cookie (PHP and Rack
+    /// read the first, Django the last), its name as PHP mangles it
+    /// (`portal.session`, `portal%5fsession`), its value quoted, with
+    /// Python's octal escapes, or percent-encoded. unigate's checks must
+    /// hold against the most lenient reader.
     fn local_session(&self, headers: &HeaderMap) -> Option<(String, Who)> {
-        let id = crate::session::cookie_value(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()), COOKIE)?;
-        let who = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()?;
-        Some((id.to_string(), who))
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let pairs = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .filter_map(|pair| {
+                let pair = String::from_utf8_lossy(pair).into_owned();
+                let (n, v) = pair.split_once('=')?;
+                Some((n.trim().to_string(), v.trim().to_string()))
+            });
+        for (name, value) in pairs {
+            let name = lenient_decode(&name).replace(['.', ' '], "_");
+            if !name.eq_ignore_ascii_case(COOKIE) {
+                continue;
+            }
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .map(python_unescape);
+            // Express: a leading quote drops the first and last characters.
+            let express = value
+                .strip_prefix('"')
+                .and_then(|v| v.char_indices().last().map(|(i, _)| v[..i].to_string()));
+            let candidates = [
+                Some(value.clone()),
+                unquoted.clone(),
+                Some(lenient_decode(&value)),
+                unquoted.as_deref().map(lenient_decode),
+                express.clone(),
+                express.as_deref().map(lenient_decode),
+            ];
+            for id in candidates.into_iter().flatten() {
+                if let Some(who) = sessions.get(&id) {
+                    return Some((id, who.clone()));
+                }
+            }
+        }
+        None
     }
 
     fn open_session(&self, who: Who) -> String {
@@ -178,6 +214,40 @@ impl DemoModule {
     pub fn live_sessions(&self) -> usize {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+}
+
+/// Percent-decoding as PHP's `urldecode` (`+` is a space).
+fn lenient_decode(v: &str) -> String {
+    let plus = v.replace('+', " ");
+    form_urlencoded::parse(format!("x={}", plus.replace('&', "%26").replace('=', "%3D")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or(plus)
+}
+
+/// Python's `http.cookies._unquote` escapes: `\ooo` octal, `\c` is `c`.
+fn python_unescape(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.len() >= i + 4 && b[i] == b'\\' && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c));
+        if octal {
+            out.push(
+                (b[i + 1] - b'0')
+                    .wrapping_mul(64)
+                    .wrapping_add((b[i + 2] - b'0') * 8 + (b[i + 3] - b'0')),
+            );
+            i += 4;
+        } else if b[i] == b'\\' && i + 1 < b.len() {
+            out.push(b[i + 1]);
+            i += 2;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn layout(m: &DemoModule, title: &str, body: Markup) -> Html<String> {
@@ -312,7 +382,36 @@ struct LoginForm {
     password: String,
 }
 
-async fn login_post(State(m): S, Form(f): Form<LoginForm>) -> Response {
+/// The login form, read as leniently as legacy portals do: JSON or a
+/// urlencoded form; a field given several times is read last-wins (PHP),
+/// and a username in the query string wins over the body's.
+fn lenient_login(uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8]) -> Option<LoginForm> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    let mut f = if json {
+        serde_json::from_slice::<LoginForm>(body).ok()?
+    } else {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        let last = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        LoginForm {
+            username: last("username").unwrap_or_default(),
+            password: last("password")?,
+        }
+    };
+    if let Some(q) = uri.query()
+        && let Some((_, u)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "username")
+    {
+        f.username = u.into_owned();
+    }
+    Some(f)
+}
+
+async fn login_post(State(m): S, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let Some(f) = lenient_login(&uri, &headers, &body) else {
+        return (StatusCode::BAD_REQUEST, "bad login form").into_response();
+    };
     let ok = m.accounts().iter().any(|a| {
         a.active
             && a.username == f.username
@@ -339,6 +438,65 @@ async fn login_post(State(m): S, Form(f): Form<LoginForm>) -> Response {
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
+/// A PHP-style login page at `/php/login`: every visit starts a session
+/// (its cookie is set when the browser has none), and a failed login sets
+/// the session cookie again and redirects back to the form — so neither
+/// "a cookie was set" nor "a redirect came back" tells a good password.
+/// A good one opens a new session and redirects to `/`.
+async fn php_login_form(State(m): S, headers: HeaderMap) -> Response {
+    let page = layout(
+        &m,
+        "Log in",
+        html! {
+            h1 { "Log in to " (m.cfg.title) }
+            form method="post" action="/php/login" {
+                p { label { "Username " input name="username"; } }
+                p { label { "Password " input type="password" name="password"; } }
+                button type="submit" { "Log in" }
+            }
+        },
+    );
+    match php_session(&headers) {
+        Some(_) => page.into_response(),
+        None => with_cookie(Some(format!("{COOKIE}={}; Path=/; HttpOnly", random_token())), page),
+    }
+}
+
+/// The session id the browser sent, logged in or not.
+fn php_session(headers: &HeaderMap) -> Option<String> {
+    crate::session::cookie_value(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()), COOKIE)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+async fn php_login_post(State(m): S, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let f = lenient_login(&uri, &headers, &body);
+    let ok = f.as_ref().is_some_and(|f| {
+        m.accounts().iter().any(|a| {
+            a.active
+                && a.username == f.username
+                && a.password
+                    .as_ref()
+                    .is_some_and(|p| subtle::ConstantTimeEq::ct_eq(p.as_bytes(), f.password.as_bytes()).into())
+        })
+    });
+    match f.filter(|_| ok) {
+        Some(f) => {
+            let cookie = m.open_session(Who {
+                username: f.username,
+                email: String::new(),
+                via_kaseyaone: false,
+            });
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        None => {
+            let anon = php_session(&headers).unwrap_or_else(random_token);
+            let cookie = format!("{COOKIE}={anon}; Path=/; HttpOnly");
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/php/login?error=1")).into_response()
+        }
+    }
+}
+
 async fn logout(State(m): S, headers: HeaderMap) -> Response {
     if let Some((id, _)) = m.local_session(&headers) {
         m.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -360,6 +518,7 @@ pub fn router(m: Arc<DemoModule>) -> Router {
         .route("/reports", get(reports))
         .route("/api/whoami", get(api_whoami))
         .route("/login", get(login_form).post(login_post))
+        .route("/php/login", get(php_login_form).post(php_login_post))
         .route("/logout", get(logout).post(logout))
         // A cheap page for load runs: what the proxy adds is what is measured.
         .route("/ping", get(|| async { "pong" }))

@@ -244,6 +244,24 @@ pub struct ModuleFile {
     /// Tenants of this module, each with its own upstream(s) and hosts.
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstanceFile>,
+    /// How linking tells that the module accepted the credentials; every
+    /// condition given must hold. Default: a redirect away from the login
+    /// pages whose target then answers 200 with the cookies the login set.
+    pub link_success: Option<LinkSuccessFile>,
+}
+
+/// `[[module]] link_success = { redirect_not_to = "/login", new_cookie = "sid", probe = "/account" }`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct LinkSuccessFile {
+    /// The module answers with a redirect whose target path is not this one.
+    pub redirect_not_to: Option<String>,
+    /// The module sets this cookie to a new, non-empty value.
+    pub new_cookie: Option<String>,
+    /// A GET of this path with the cookies the login set answers 200
+    /// (a page only a logged-in user gets).
+    pub probe: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,6 +420,8 @@ pub struct ModuleConfig {
     pub password_field: String,
     pub accounts: Option<Arc<AccountsConfig>>,
     pub link_required: bool,
+    /// Explicit link success conditions; all unset: the default rule.
+    pub link_success: LinkSuccessFile,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -736,6 +756,24 @@ impl GatewayConfig {
                     "contradicts `require_kaseyaone = true`; list the users who keep module credentials in `local_exceptions`",
                 );
             }
+            let link_success = m.link_success.clone().unwrap_or_default();
+            if m.link_success.as_ref() == Some(&LinkSuccessFile::default()) {
+                errs.push(
+                    key("link_success"),
+                    "name at least one of `redirect_not_to`, `new_cookie`, `probe` (or leave it out for the default)",
+                );
+            }
+            for (k, p) in [
+                ("redirect_not_to", &link_success.redirect_not_to),
+                ("probe", &link_success.probe),
+            ] {
+                if p.as_ref().is_some_and(|p| !p.starts_with('/') || p.starts_with("//")) {
+                    errs.push(key(&format!("link_success.{k}")), "must be a path starting with `/`");
+                }
+            }
+            if link_success.new_cookie.as_ref().is_some_and(|c| c.is_empty()) {
+                errs.push(key("link_success.new_cookie"), "must name a cookie");
+            }
             let exception_path = m.exception_path.clone().unwrap_or_else(|| "/local-login".into());
             if !exception_path.starts_with('/') || exception_path.starts_with("/_unigate/") {
                 errs.push(key("exception_path"), "must start with `/` and not be under /_unigate/");
@@ -825,6 +863,7 @@ impl GatewayConfig {
                 password_field: m.password_field.unwrap_or_else(|| "password".into()),
                 accounts,
                 link_required: false,
+                link_success,
             };
             if m.instances.is_empty() {
                 let upstreams = check_upstreams(m.upstream.as_deref(), &m.upstreams, &key(""), &mut errs);
@@ -1219,7 +1258,8 @@ mod tests {
             .map(|(s, k)| {
                 let s = s
                     .replace("[[[[module]].instance]]", "[[module.instance]]")
-                    .replace("[[[module]].accounts]", "[module.accounts]");
+                    .replace("[[[module]].accounts]", "[module.accounts]")
+                    .replace("[[[module]].link_success]", "[module.link_success]");
                 (s, k)
             })
             .collect()

@@ -79,8 +79,8 @@ pub fn may_hold_unigate_cookie(h: &[u8]) -> bool {
     h.windows(7).any(|w| w.eq_ignore_ascii_case(b"unigate"))
 }
 
-/// Cookie header values with unigate's cookies (and those `also` names)
-/// left out, joined into one header value; `None` when nothing is left.
+/// Cookie header values with unigate's cookies (and the `name=value`
+/// pairs `also` picks) left out, joined into one header value; `None` when nothing is left.
 pub fn without_unigate_cookies<'a>(
     values: impl Iterator<Item = &'a str>,
     also: impl Fn(&str) -> bool,
@@ -92,7 +92,7 @@ pub fn without_unigate_cookies<'a>(
         .filter(|p| !p.is_empty());
     for pair in pairs {
         let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-        if is_unigate_cookie(name) || also(name) {
+        if is_unigate_cookie(name) || also(pair) {
             continue;
         }
         if !kept.is_empty() {
@@ -173,7 +173,7 @@ mod tests {
             Some("portal_session=1; other=2")
         );
         assert_eq!(
-            without_unigate_cookies(h.iter().copied(), |n| n == "other").as_deref(),
+            without_unigate_cookies(h.iter().copied(), |pair| pair.starts_with("other=")).as_deref(),
             Some("portal_session=1")
         );
         assert_eq!(without_unigate_cookies(["unigate=1"].into_iter(), |_| false), None);

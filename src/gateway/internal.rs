@@ -436,6 +436,9 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
     }
     let module = g.module(mi);
     let req = session.req_header();
+    let Ok(readings) = g.module_cookie_readings(req, module) else {
+        return super::module_cookies::too_many(session, module).await;
+    };
     let ended = match g.cookie(req, g.session_cookie).map(str::to_string) {
         Some(id) => match g.end_session(&id).await {
             Ok(s) => s,
@@ -474,24 +477,26 @@ pub async fn logout(g: &Gateway, session: &mut PSession, mi: usize, host: &str, 
         }
     }
     let mut cookies = vec![g.session_cookie_header("", Some(0))];
-    for c in &module.session_cookies {
+    for (i, c) in module.session_cookies.iter().enumerate() {
         // A local exception's record ends with the logout; a KaseyaOne
         // session's stays, so the cookie is refused if it turns up again.
-        // Expired wherever it was set (its recorded path and domain).
-        let mut owners = Vec::new();
-        for v in g.cookies(req, c).filter(|v| !v.is_empty()).take(16) {
-            if let Ok(Some(o)) = g.module_cookie_owner(v).await {
+        // Expired wherever it was set (its recorded path and domain), and
+        // under the name it was sent with.
+        let mut set = crate::session::CookieOwner::expiry(c, None);
+        for r in readings.iter().filter(|r| r.name == i) {
+            set.extend(super::module_cookies::raw_name_expiry(r, c, None));
+            for o in g.reading_owners(r).await.unwrap_or_default() {
                 if !o.kaseyaone {
-                    g.forget_module_cookie(&crate::session::ModuleCookies::key(v)).await;
+                    for f in &r.forms {
+                        g.forget_module_cookie(&crate::session::ModuleCookies::key(f)).await;
+                    }
                 }
-                owners.push(o);
+                set.extend(crate::session::CookieOwner::expiry(c, Some(&o)));
+                set.extend(super::module_cookies::raw_name_expiry(r, c, Some(&o)));
             }
         }
-        let mut set = crate::session::CookieOwner::expiry(c, None);
-        for o in &owners {
-            set.extend(crate::session::CookieOwner::expiry(c, Some(o)));
-        }
-        set.dedup();
+        let mut seen = std::collections::HashSet::new();
+        set.retain(|v| seen.insert(v.clone()));
         cookies.extend(set);
     }
     let post_logout = g
@@ -736,18 +741,42 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
         return redirect(session, &path, vec![]).await;
     }
     let who = s.identity.email.clone();
+    let csrf = link_csrf_token(&id);
     if !post {
         let path = safe_return_path(&return_to).unwrap_or("/");
-        return respond_page(session, 200, pages::link_form(&module.display_name, &who, None, path)).await;
+        return respond_page(
+            session,
+            200,
+            pages::link_form(&module.display_name, &who, None, path, &csrf),
+        )
+        .await;
     }
     let Some(form) = read_form(session, 16 * 1024).await? else {
         return respond_page(
             session,
             413,
-            pages::link_form(&module.display_name, &who, Some("That was too long."), "/"),
+            pages::link_form(&module.display_name, &who, Some("That was too long."), "/", &csrf),
         )
         .await;
     };
+    // Only this session's own link page may post: nothing is checked at
+    // the module for a forged or another session's form.
+    let sent = form
+        .iter()
+        .filter(|(k, _)| k == "csrf_token")
+        .map(|(_, v)| v.as_bytes());
+    let genuine = {
+        let sent: Vec<&[u8]> = sent.collect();
+        sent.len() == 1 && bool::from(subtle::ConstantTimeEq::ct_eq(sent[0], csrf.as_bytes()))
+    };
+    if !genuine {
+        tracing::warn!(module.name = %module.label(), user.sub = %s.identity.sub, decision = "deny", "link form without this session's token");
+        let page = pages::page(
+            "Link refused",
+            maud::html! { h1 { "This link request did not come from your link page" } p { a href={ (PREFIX) "link" } { "Open the link page again" } } },
+        );
+        return respond_page(session, 403, page).await;
+    }
     let path = safe_return_path(field(&form, "return_to")).unwrap_or("/").to_string();
     let (user, password) = (field(&form, "module_username").trim(), field(&form, "module_password"));
     if user.is_empty() || password.is_empty() || user.len() > 256 || password.len() > 1024 {
@@ -756,6 +785,7 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
             &who,
             Some("Enter your module username and password."),
             &path,
+            &csrf,
         );
         return respond_page(session, 400, page).await;
     }
@@ -768,7 +798,7 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
             "Too many attempts. Try again in {} minutes.",
             wait.as_secs().div_ceil(60)
         );
-        let page = pages::link_form(&module.display_name, &who, Some(&msg), &path);
+        let page = pages::link_form(&module.display_name, &who, Some(&msg), &path, &csrf);
         return respond(session, 429, "text/html; charset=utf-8", &headers, page).await;
     }
     match module_login(g, mi, host, user, password).await {
@@ -801,6 +831,7 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
                 &who,
                 Some("Invalid username/password. The module did not accept these credentials."),
                 &path,
+                &csrf,
             );
             respond_page(session, 200, page).await
         }
@@ -811,10 +842,23 @@ async fn link(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Res
     }
 }
 
-/// Checks module credentials at the module's own login page: they are good
-/// when the module answers by opening its session (a cookie named in
-/// `session_cookies`; without those, a redirect). The session opened for
-/// the check is ended at once. The credentials are not kept or logged.
+/// The link form's CSRF token: a hash of the session id (secret, in an
+/// HttpOnly cookie), so only a page served to this session carries it.
+fn link_csrf_token(session_id: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"unigate link form\0");
+    h.update(session_id.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks module credentials at the module's own login page, as a browser
+/// would: the login page first (a pre-login session comes with it), then
+/// the form with its cookies. Whether they were good is `link_success`'s
+/// call (see `link_check`): never "a cookie was set" or "a redirect came
+/// back" alone, which is how many modules answer a wrong password too.
+/// The session opened for the check is ended at once. The credentials are
+/// not kept or logged.
 async fn module_login(
     g: &Gateway,
     mi: usize,
@@ -822,48 +866,94 @@ async fn module_login(
     user: &str,
     password: &str,
 ) -> std::result::Result<bool, String> {
+    use super::link_check::{Verdict, jar_after, judge};
     let module = g.module(mi);
     let call = g.module_call(mi).ok_or("no healthy upstream")?;
     let path = module.login_paths.first().ok_or("no login path")?;
+    let cookie_header = |jar: &[(String, String)]| {
+        jar.iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let page = call
+        .client
+        .get(call.url(path))
+        .header("host", host)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let before = jar_after(&[], &login_answer(&page));
     let body: String = form_urlencoded::Serializer::new(String::new())
         .append_pair(&module.username_field, user)
         .append_pair(&module.password_field, password)
         .finish();
-    let resp = call
+    let mut rb = call
         .client
         .post(call.url(path))
         .header("host", host)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.without_url().to_string())?;
-    let opened: Vec<String> = resp
-        .headers()
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|c| cookie::Cookie::parse(c.to_string()).ok())
-        .filter(|c| !c.value().is_empty() && module.session_cookies.iter().any(|n| n == c.name()))
-        .map(|c| format!("{}={}", c.name(), c.value()))
-        .collect();
-    let ok = if module.session_cookies.is_empty() {
-        resp.status().is_redirection()
-    } else {
-        !opened.is_empty()
+        .header("content-type", "application/x-www-form-urlencoded");
+    if !before.is_empty() {
+        rb = rb.header("cookie", cookie_header(&before));
+    }
+    let resp = rb.body(body).send().await.map_err(|e| e.without_url().to_string())?;
+    let answer = login_answer(&resp);
+    let jar = jar_after(&before, &answer);
+    let mut login_pages: Vec<&str> = module.login_paths.iter().map(String::as_str).collect();
+    if module.require_kaseyaone {
+        login_pages.push(&module.exception_path);
+    }
+    let ok = match judge(&module.link_success, &login_pages, &before, &answer) {
+        Verdict::Refused => false,
+        Verdict::Accepted => true,
+        Verdict::Probe(probe) => {
+            let mut rb = call.client.get(call.url(&probe)).header("host", host);
+            if !jar.is_empty() {
+                rb = rb.header("cookie", cookie_header(&jar));
+            }
+            // Without cookies from the login, a 200 proves nothing.
+            let r = rb.send().await.map_err(|e| e.without_url().to_string())?;
+            !jar.is_empty() && r.status() == 200
+        }
     };
-    if !opened.is_empty()
+    if !jar.is_empty()
         && let Some(logout) = module.logout_paths.first()
     {
         let _ = call
             .client
             .get(call.url(logout))
             .header("host", host)
-            .header("cookie", opened.join("; "))
+            .header("cookie", cookie_header(&jar))
             .send()
             .await;
     }
     Ok(ok)
+}
+
+/// The parts of a module's answer that tell whether a login worked.
+fn login_answer(resp: &reqwest::Response) -> super::link_check::LoginAnswer {
+    let set_cookies = resp
+        .headers()
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| cookie::Cookie::parse(c.to_string()).ok())
+        .map(|c| {
+            let expired = c.max_age().is_some_and(|a| a.is_zero() || a.is_negative())
+                || c.expires_datetime()
+                    .is_some_and(|t| t <= cookie::time::OffsetDateTime::now_utc());
+            (c.name().to_string(), c.value_trimmed().to_string(), expired)
+        })
+        .collect();
+    super::link_check::LoginAnswer {
+        status: resp.status().as_u16(),
+        location: resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        set_cookies,
+    }
 }
 
 /// What a module that requires KaseyaOne does with a request that has no
@@ -889,6 +979,25 @@ pub async fn required(
     let path = req.uri.path();
     let at_exception = module.is_exception(path);
     let at_login = module.is_login(path);
+    use super::local_credentials as lc;
+    if (at_exception || at_login) && lc::writes(&req.method) && req.method != http::Method::POST {
+        // Only a POSTed form is read (and checked) as a login.
+        let headers = [("allow", "GET, HEAD, POST".to_string())];
+        let page = pages::bad_module_login(&module.display_name, "Log in with the login form.");
+        return respond(session, 405, "text/html; charset=utf-8", &headers, page)
+            .await
+            .map(Required::Done);
+    }
+    // The exception's login page shows the module's form; credentials in
+    // its query string would be read by a module that accepts them there.
+    if at_exception
+        && !lc::writes(&req.method)
+        && lc::the_username(&[], req.uri.query(), &module.username_field).is_err()
+    {
+        return lc::refuse_bad_login(session, module, lc::BadLogin::Ambiguous)
+            .await
+            .map(Required::Done);
+    }
     if req.method == http::Method::POST && (at_exception || at_login) {
         return exception_login(g, session, mi, host, at_exception)
             .await
@@ -905,26 +1014,26 @@ pub async fn required(
         ctx.login_page = true;
         return Ok(Required::Proceed);
     }
-    let values: Vec<String> = module
-        .session_cookies
-        .iter()
-        .flat_map(|name| g.cookies(req, name).filter(|v| !v.is_empty()).take(16))
-        .map(str::to_string)
-        .collect();
-    {
-        for v in &values {
-            match g.module_cookie_owner(v).await {
-                Ok(Some(o)) if !o.kaseyaone => {
-                    ctx.local = true;
-                    return Ok(Required::Proceed);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "session store unavailable; failing closed");
-                    return super::store_down(session).await.map(Required::Done);
-                }
+    // A local exception's module session passes only when every value the
+    // module could read as its session cookie is one: it may read any.
+    let Ok(readings) = g.module_cookie_readings(req, module) else {
+        return super::module_cookies::too_many(session, module)
+            .await
+            .map(Required::Done);
+    };
+    let mut local = !readings.is_empty();
+    for r in &readings {
+        match g.reading_owners(r).await {
+            Ok(owners) => local &= !owners.is_empty() && owners.iter().all(|o| !o.kaseyaone),
+            Err(e) => {
+                tracing::error!(error = %e, "session store unavailable; failing closed");
+                return super::store_down(session).await.map(Required::Done);
             }
         }
+    }
+    if local {
+        ctx.local = true;
+        return Ok(Required::Proceed);
     }
     Ok(Required::Login)
 }
@@ -959,6 +1068,19 @@ async fn exception_login(
             Some((n.to_string(), v))
         })
         .collect();
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !super::local_credentials::form_encoded(content_type) {
+        return super::local_credentials::refuse_bad_login(
+            session,
+            module,
+            super::local_credentials::BadLogin::Encoding,
+        )
+        .await;
+    }
+    let query = req.uri.query().map(str::to_string);
     let Some(form) = read_form(session, 64 * 1024).await? else {
         return respond_page(
             session,
@@ -967,7 +1089,12 @@ async fn exception_login(
         )
         .await;
     };
-    let user = field(&form, &module.username_field).trim().to_string();
+    // The one username the module can read: every spelling of the field
+    // in the body and the query string counts.
+    let user = match super::local_credentials::the_username(&form, query.as_deref(), &module.username_field) {
+        Ok(u) => u.trim().to_string(),
+        Err(why) => return super::local_credentials::refuse_bad_login(session, module, why).await,
+    };
     if !module.local_exceptions.iter().any(|u| u == &user) {
         tracing::info!(module.name = %module.label(), decision = "deny", "module credentials refused: Log In with KaseyaOne is required");
         let hint: String = form_urlencoded::byte_serialize(user.as_bytes()).collect();

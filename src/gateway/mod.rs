@@ -14,9 +14,12 @@ pub mod handles;
 pub mod identity;
 pub mod inject;
 mod internal;
+mod link_check;
+mod local_credentials;
 pub mod logins;
 mod logout_confirm;
 pub mod module_calls;
+mod module_cookies;
 pub mod passthrough;
 pub mod server;
 pub mod store;
@@ -38,8 +41,7 @@ use crate::pages;
 use crate::policy::path::{PathRefusal, canonicalize};
 use crate::policy::{ClientKind, classify, may_access};
 use crate::session::{
-    CookieOwner, IdToken, Identity, LinkStore, MemoryStore, ModuleCookies, Session, cookie_value, cookie_values,
-    is_session_id,
+    CookieOwner, IdToken, Identity, LinkStore, MemoryStore, ModuleCookies, Session, cookie_value, is_session_id,
 };
 use config::{GatewayConfig, ModuleConfig};
 use identity::{ASSERTION_HEADER, AssertionSigner, headers, strip_identity_headers};
@@ -242,6 +244,8 @@ enum ModuleCookieCheck {
     /// Issued under a KaseyaOne session that has ended: these `Set-Cookie`
     /// values expire them.
     Expire(Vec<String>),
+    /// More values than a browser sends: the request is refused.
+    TooMany,
 }
 
 impl Gateway {
@@ -479,20 +483,23 @@ impl Gateway {
 
     /// Module session cookies against the session (if any) of the request.
     /// Every value of each configured name counts (a browser sends one per
-    /// path and domain); with Redis down an unknown one is an error.
+    /// path and domain), in every spelling a framework reads as that name
+    /// and in every form it decodes the value to; more than a browser
+    /// sends is refused. With Redis down an unknown one is an error.
     async fn check_module_cookies(
         &self,
         req: &RequestHeader,
         module: &ModuleConfig,
         s: Option<&Session>,
     ) -> Result<ModuleCookieCheck, crate::session::redis::StoreError> {
+        let Ok(readings) = self.module_cookie_readings(req, module) else {
+            return Ok(ModuleCookieCheck::TooMany);
+        };
         let mut strip = 0u64;
         let mut expire = Vec::new();
-        for (i, name) in module.session_cookies.iter().enumerate().take(64) {
-            for v in self.cookies(req, name).filter(|v| !v.is_empty()).take(16) {
-                let Some(owner) = self.module_cookie_owner(v).await? else {
-                    continue;
-                };
+        for r in &readings {
+            let name = module.session_cookies[r.name].as_str();
+            for owner in self.reading_owners(r).await? {
                 match s {
                     // Beside a KaseyaOne session only that user's own
                     // module session gets through: not another user's, and
@@ -504,10 +511,13 @@ impl Gateway {
                             || *owner.user != *s.identity.sub
                             || !owner.same_login(s.identity.sid.as_deref()) =>
                     {
-                        strip |= 1 << i
+                        strip |= module_cookies::strip_bit(r.name)
                     }
                     Some(_) => {}
-                    None if owner.kaseyaone => expire.extend(CookieOwner::expiry(name, Some(&owner))),
+                    None if owner.kaseyaone => {
+                        expire.extend(CookieOwner::expiry(name, Some(&owner)));
+                        expire.extend(module_cookies::raw_name_expiry(r, name, Some(&owner)));
+                    }
                     None => {} // a local exception's own module session
                 }
             }
@@ -614,17 +624,6 @@ impl Gateway {
         } else {
             std::borrow::Cow::Borrowed(host)
         })
-    }
-
-    /// Every value of the cookie `name` the request carries.
-    fn cookies<'a, 'n>(&self, req: &'a RequestHeader, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
-    where
-        'a: 'n,
-    {
-        cookie_values(
-            req.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()),
-            name,
-        )
     }
 
     fn cookie<'a>(&self, req: &'a RequestHeader, name: &str) -> Option<&'a str> {
@@ -947,8 +946,12 @@ impl Gateway {
                 let host = host.into_owned();
                 return internal::chooser(self, session, mi, &host, &s).await;
             }
+            if local_credentials::writes(&req.method) && local_credentials::login_page(module, req.uri.path()) {
+                return local_credentials::refuse_beside_session(session, module, &s.identity.email).await;
+            }
             if !module.session_cookies.is_empty() {
                 match self.check_module_cookies(req, module, Some(&s)).await {
+                    Ok(ModuleCookieCheck::TooMany) => return module_cookies::too_many(session, module).await,
                     Ok(ModuleCookieCheck::Strip(bits)) => {
                         tracing::info!(module.name = %module.label(), user.sub = %s.identity.sub, "module cookie of another user kept from the module");
                         ctx.strip_cookies = bits;
@@ -972,6 +975,7 @@ impl Gateway {
                 Ok(ModuleCookieCheck::Expire(set_cookies)) => {
                     return internal::expire_module_cookies(self, session, mi, set_cookies).await;
                 }
+                Ok(ModuleCookieCheck::TooMany) => return module_cookies::too_many(session, module).await,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "session store unavailable; failing closed");
@@ -1097,12 +1101,11 @@ impl Gateway {
                     .get_all(http::header::COOKIE)
                     .iter()
                     .filter_map(|v| v.to_str().ok()),
-                |name| {
-                    module
-                        .session_cookies
-                        .iter()
-                        .enumerate()
-                        .any(|(i, c)| ctx.strip_cookies & (1 << i) != 0 && c == name)
+                |pair| {
+                    module.session_cookies.iter().enumerate().any(|(i, c)| {
+                        ctx.strip_cookies & module_cookies::strip_bit(i) != 0
+                            && crate::session::cookie_forms::chunk_has_name(pair.as_bytes(), c)
+                    })
                 },
             );
             up.remove_header(&http::header::COOKIE);

@@ -360,19 +360,25 @@ impl Gateway {
     /// learns it before the browser can come back). An error means the
     /// other replicas would not know it: the caller must not let the
     /// cookie out.
+    ///
+    /// Recorded in every form a framework could decode it to (see
+    /// `session::cookie_forms`), so that a request carrying it in another
+    /// spelling that decodes the same is still recognised.
     pub async fn record_module_cookie(&self, value: &str, owner: CookieOwner) -> Result<(), StoreError> {
-        let key = ModuleCookies::key(value);
-        if let Some(shared) = &self.shared {
-            shared.put_module_cookie(&key, &owner).await?;
+        for form in crate::session::cookie_forms::value_forms(value.as_bytes()) {
+            let key = ModuleCookies::key(&form);
+            if let Some(shared) = &self.shared {
+                shared.put_module_cookie(&key, &owner).await?;
+            }
+            self.module_cookies.insert(key, owner.clone());
         }
-        self.module_cookies.insert(key, owner);
         Ok(())
     }
 
     /// Who a module session cookie was issued to, if unigate saw it issued
     /// (here or, with the shared store, on any replica). With Redis down
     /// an unknown cookie is an error, not "unknown": the caller fails closed.
-    pub async fn module_cookie_owner(&self, value: &str) -> Result<Option<Arc<CookieOwner>>, StoreError> {
+    pub async fn module_cookie_owner(&self, value: impl AsRef<[u8]>) -> Result<Option<Arc<CookieOwner>>, StoreError> {
         let key = ModuleCookies::key(value);
         if let Some(o) = self.module_cookies.get(&key) {
             return Ok(Some(o));

@@ -314,7 +314,7 @@ pub fn accounts_unavailable(module: &str) -> String {
 }
 
 /// The link page: module credentials, asked once per instance.
-pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str) -> String {
+pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str, csrf: &str) -> String {
     page(
         "Link your module account",
         html! {
@@ -323,6 +323,7 @@ pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str)
             @if let Some(e) = error { p #link-error style="color:#b3261e" { (e) } }
             form method="post" action="/_unigate/link" {
                 input type="hidden" name="return_to" value=(return_to);
+                input type="hidden" name="csrf_token" value=(csrf);
                 label for="module_username" { "Module username" }
                 input #module_username name="module_username" autocomplete="username" required style="width:100%;padding:8px";
                 label for="module_password" { "Module password" }
@@ -362,6 +363,41 @@ pub fn no_healthy_upstream(module: &str) -> String {
         html! {
             h1 { (module) " is unavailable" }
             p { "Every server of this module is failing its health checks. unigate will send you through as soon as one recovers; try again in a minute." }
+        },
+    )
+}
+
+/// A request with more values of a module's session cookies than a
+/// browser sends.
+pub fn too_many_cookies(module: &str) -> String {
+    page(
+        "Too many cookies",
+        html! {
+            h1 { "Too many " (module) " session cookies" }
+            p { "Your browser sent more copies of " (module) "'s session cookie than unigate accepts. Clear this site's cookies in your browser, then open " (module) " again." }
+        },
+    )
+}
+
+/// Module credentials posted while a KaseyaOne session is live.
+pub fn module_login_beside_kaseyaone(module: &str, user: &str, logout: &str) -> String {
+    page(
+        "Already logged in with KaseyaOne",
+        html! {
+            h1 { "You are logged in to " (module) " with KaseyaOne" }
+            p { "You are logged in as " b { (user) } " with KaseyaOne, so module credentials cannot be used in this browser now. To sign in with module credentials, log out first." }
+            p { a #kaseyaone-logout href=(logout) { "Log out" } " · " a href="/" { "Back to " (module) } }
+        },
+    )
+}
+
+/// A module login unigate cannot read exactly as the module would.
+pub fn bad_module_login(module: &str, why: &str) -> String {
+    page(
+        "Login not accepted",
+        html! {
+            h1 { "This login to " (module) " was not accepted" }
+            p { (why) }
         },
     )
 }

@@ -11,6 +11,7 @@ use moka::sync::Cache;
 
 use crate::gateway::config::SessionSettings;
 
+pub mod cookie_forms;
 pub mod redis;
 
 /// Who the user is, as unigate passes it to modules.
@@ -748,9 +749,9 @@ impl ModuleCookies {
         }
     }
 
-    pub fn key(value: &str) -> [u8; 32] {
+    pub fn key(value: impl AsRef<[u8]>) -> [u8; 32] {
         use sha2::Digest;
-        sha2::Sha256::digest(value.as_bytes()).into()
+        sha2::Sha256::digest(value.as_ref()).into()
     }
 
     pub fn insert(&self, key: [u8; 32], owner: CookieOwner) {

@@ -852,3 +852,11 @@ pub fn portal_cookie(r: &reqwest::Response) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The link form's CSRF token on this page ("" when there is none).
+pub fn link_form_token(page: &str) -> String {
+    let Some(at) = page.find(r#"name="csrf_token" value=""#).map(|i| i + 25) else {
+        return String::new();
+    };
+    page[at..at + page[at..].find('"').unwrap()].to_string()
+}
