@@ -28,20 +28,6 @@ async fn portal_stack_on(session: &str) -> Multi {
     .await
 }
 
-/// A Redis for one test, and the `[session]` keys that use it.
-async fn redis_store() -> (Redis, String) {
-    let redis = Redis::start(unigate::gateway::server::free_port().unwrap()).await;
-    let dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
-    std::fs::write(dir.join("key"), "a-test-key-of-more-than-32-characters!").unwrap();
-    let keys = format!(
-        "[session]\nstore = \"redis\"\nredis_url = \"file:{}\"\nencryption_key = \"file:{}\"\n",
-        dir.join("redis_url").display(),
-        dir.join("key").display()
-    );
-    (redis, keys)
-}
-
 /// A client with no cookie jar that does not follow redirects.
 fn plain(s: &Multi) -> reqwest::Client {
     reqwest::Client::builder()

@@ -67,8 +67,8 @@ fn write_config(dir: &Path, port: u16, scheme: &str, listen: &str, rest: &str) -
     path
 }
 
-/// An upstream serving HTTPS with `leaf`, answering every request.
-async fn tls_upstream(leaf: &Leaf) -> SocketAddr {
+/// A TLS acceptor serving `leaf`.
+fn acceptor(leaf: &Leaf) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     let chain = vec![rustls::pki_types::CertificateDer::from(leaf.der.clone())];
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
@@ -78,7 +78,12 @@ async fn tls_upstream(leaf: &Leaf) -> SocketAddr {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
+
+/// An upstream serving HTTPS with `leaf`, answering every request.
+async fn tls_upstream(leaf: &Leaf) -> SocketAddr {
+    let acceptor = acceptor(leaf);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -336,16 +341,7 @@ struct TlsFront {
 }
 
 async fn tls_front(leaf: &Leaf) -> TlsFront {
-    use rustls::pki_types::pem::PemObject;
-    let chain = vec![rustls::pki_types::CertificateDer::from(leaf.der.clone())];
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = acceptor(leaf);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let front = TlsFront {
         addr: l.local_addr().unwrap(),

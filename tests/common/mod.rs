@@ -860,3 +860,17 @@ pub fn link_form_token(page: &str) -> String {
     };
     page[at..at + page[at..].find('"').unwrap()].to_string()
 }
+
+/// A Redis for one test, and the `[session]` keys that use it.
+pub async fn redis_store() -> (Redis, String) {
+    let redis = Redis::start(unigate::gateway::server::free_port().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    std::fs::write(dir.join("key"), "a-test-key-of-more-than-32-characters!").unwrap();
+    let keys = format!(
+        "[session]\nstore = \"redis\"\nredis_url = \"file:{}\"\nencryption_key = \"file:{}\"\n",
+        dir.join("redis_url").display(),
+        dir.join("key").display()
+    );
+    (redis, keys)
+}
