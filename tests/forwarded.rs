@@ -255,6 +255,36 @@ async fn identity_looking_headers_never_reach_the_module() {
     check(head);
 }
 
+#[tokio::test]
+async fn no_other_credential_goes_along_with_a_kaseyaone_identity() {
+    let (up, rec) = recording_upstream().await;
+    let s = stack_listen("", "", up).await;
+    let (b, _) = s.browser();
+    // Another account's Basic credentials: without a session they are the
+    // module's business (its own login keeps working)…
+    let basic = "Basic YWRtaW46YWRtaW4tZGVtby1wYXNz";
+    let r = b
+        .get(s.url("/static/app.js"))
+        .header("authorization", basic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(one(&rec.last(), "authorization"), Some(basic));
+    // …beside alice's KaseyaOne session the module must not read them.
+    s.login(&b, "alice", "/").await;
+    let r = b
+        .get(s.url("/reports"))
+        .header("authorization", basic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let head = rec.last();
+    assert_eq!(one(&head, "x-kaseyaone-user"), Some("alice"), "{head:?}");
+    assert_eq!(one(&head, "authorization"), None, "{head:?}");
+}
+
 /// A login start, as a browser navigation: 302 to the IdP, or 429.
 async fn start(s: &Stack, xff: Option<&str>) -> u16 {
     let (b, _) = s.browser();

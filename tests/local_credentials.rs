@@ -120,6 +120,32 @@ async fn a_local_exception_login_has_one_username_the_module_reads() {
     if r.status() != 405 || opened(&r) {
         wrong.push(format!("PUT: {}", r.status()));
     }
+    // A GET with a form body (Express and Werkzeug read it).
+    let r = b
+        .get(s.url(host, "/local-login"))
+        .header("content-type", form)
+        .body("username=localuser&password=local-demo-pass")
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 405 || opened(&r) {
+        wrong.push(format!("GET with a body: {}", r.status()));
+    }
+    // The exception's username in the form, another in a cookie (PHP's
+    // `$_REQUEST` reads the cookie): the module never gets that cookie.
+    let r = b
+        .post(s.url(host, "/local-login"))
+        .header("cookie", "username=localuser")
+        .form(&[("username", "admin"), ("password", "local-demo-pass")])
+        .send()
+        .await
+        .unwrap();
+    if opened(&r) {
+        wrong.push(format!(
+            "a username cookie beside the form: {} opened a session",
+            r.status()
+        ));
+    }
     assert!(wrong.is_empty(), "{wrong:#?}");
     // The exception still signs in.
     let r = b

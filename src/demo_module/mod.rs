@@ -384,7 +384,8 @@ struct LoginForm {
 
 /// The login form, read as leniently as legacy portals do: JSON or a
 /// urlencoded form; a field given several times is read last-wins (PHP),
-/// and a username in the query string wins over the body's.
+/// a username in the query string wins over the body's, and one in a
+/// cookie wins over both (PHP's `$_REQUEST` without a php.ini).
 fn lenient_login(uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8]) -> Option<LoginForm> {
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -404,6 +405,10 @@ fn lenient_login(uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8]) -> Opt
         && let Some((_, u)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "username")
     {
         f.username = u.into_owned();
+    }
+    let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    if let Some(u) = crate::session::cookie_values(cookies.map(str::as_bytes), "username").next() {
+        f.username = u.to_string();
     }
     Some(f)
 }

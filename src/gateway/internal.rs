@@ -980,7 +980,8 @@ pub async fn required(
     let at_exception = module.is_exception(path);
     let at_login = module.is_login(path);
     use super::local_credentials as lc;
-    if (at_exception || at_login) && lc::writes(&req.method) && req.method != http::Method::POST {
+    if (at_exception || at_login) && (lc::writes(&req.method) || lc::has_body(req)) && req.method != http::Method::POST
+    {
         // Only a POSTed form is read (and checked) as a login.
         let headers = [("allow", "GET, HEAD, POST".to_string())];
         let page = pages::bad_module_login(&module.display_name, "Log in with the login form.");
@@ -1055,19 +1056,29 @@ async fn exception_login(
     } else {
         req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string()
     };
-    let pass: Vec<(String, String)> = ["content-type", "cookie", "user-agent", "accept", "accept-language"]
+    let mut pass: Vec<(String, String)> = ["content-type", "user-agent", "accept", "accept-language"]
         .iter()
         .filter_map(|n| {
             let v = req.headers.get(*n).and_then(|v| v.to_str().ok())?;
-            // unigate's own cookies never reach the module.
-            let v = if *n == "cookie" {
-                without_unigate_cookies(std::iter::once(v), |_| false)?
-            } else {
-                v.to_string()
-            };
-            Some((n.to_string(), v))
+            Some((n.to_string(), v.to_string()))
         })
         .collect();
+    // Every Cookie line, without unigate's own cookies and without any
+    // cookie a framework could read as the username or password (PHP's
+    // `$_REQUEST` lets a cookie win over the form field unigate checked).
+    let fields = [module.username_field.as_str(), module.password_field.as_str()];
+    let cookies = without_unigate_cookies(
+        req.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        |pair| {
+            fields
+                .iter()
+                .any(|f| crate::session::cookie_forms::chunk_has_name(pair.as_bytes(), f))
+        },
+    );
+    pass.extend(cookies.map(|c| ("cookie".to_string(), c)));
     let content_type = req
         .headers
         .get(http::header::CONTENT_TYPE)

@@ -78,6 +78,25 @@ pub fn login_page(module: &ModuleConfig, path: &str) -> bool {
         .any(|p| crate::policy::path::reaches(p, path, true))
 }
 
+/// Whether a request beside a KaseyaOne session tries module credentials:
+/// anything but a plain read of a login page, or a read that carries a
+/// username in its query string.
+pub fn beside_session(req: &pingora::http::RequestHeader, module: &ModuleConfig) -> bool {
+    if !login_page(module, req.uri.path()) {
+        return false;
+    }
+    writes(&req.method) || has_body(req) || the_username(&[], req.uri.query(), &module.username_field).is_err()
+}
+
+/// Whether a request declares a body (which some frameworks read on GET too).
+pub fn has_body(req: &pingora::http::RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// A method that may carry credentials (anything but a plain read).
 pub fn writes(method: &http::Method) -> bool {
     !matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)

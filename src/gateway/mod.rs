@@ -946,7 +946,7 @@ impl Gateway {
                 let host = host.into_owned();
                 return internal::chooser(self, session, mi, &host, &s).await;
             }
-            if local_credentials::writes(&req.method) && local_credentials::login_page(module, req.uri.path()) {
+            if local_credentials::beside_session(req, module) {
                 return local_credentials::refuse_beside_session(session, module, &s.identity.email).await;
             }
             if !module.session_cookies.is_empty() {
@@ -1116,6 +1116,18 @@ impl Gateway {
         // Nothing a client sends may pose as identity, or as a proxy.
         strip_identity_headers(up);
         self.forwarding_headers(_session, up);
+        // With a KaseyaOne identity (a session or a bearer token), or where
+        // KaseyaOne is required, no other credential goes along for the
+        // module to read instead: not the bearer token (it would let the
+        // module act as the user elsewhere), not another account's Basic
+        // credentials (a user switch, or a way around the requirement).
+        if (ctx.session.is_some()
+            || ctx.identity.is_some()
+            || ctx.module.is_some_and(|mi| self.module(mi).require_kaseyaone))
+            && up.headers.contains_key(http::header::AUTHORIZATION)
+        {
+            up.remove_header(&http::header::AUTHORIZATION);
+        }
         if let Some(s) = &ctx.session {
             // A page that may get the App Launcher: ask the module for it
             // uncompressed, and undo compression it applies anyway.

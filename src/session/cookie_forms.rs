@@ -37,8 +37,17 @@ pub struct Reading {
 /// without end.
 pub const MAX_FORMS: usize = 24;
 
-/// More readings than [`MAX_READINGS`] (or a value with more forms than
-/// [`MAX_FORMS`]): the request is refused.
+/// The longest value of a module session cookie: a browser keeps at most
+/// 4,096 bytes of name and value.
+pub const MAX_VALUE: usize = 4096;
+
+/// Forms looked up for one request, all readings together: each is a
+/// store lookup, before any login.
+pub const MAX_LOOKUPS: usize = 48;
+
+/// More readings than [`MAX_READINGS`], a value longer than [`MAX_VALUE`]
+/// or with more forms than [`MAX_FORMS`], or more than [`MAX_LOOKUPS`]
+/// forms in all: the request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooMany;
 
@@ -50,6 +59,7 @@ pub fn readings<'a>(
 ) -> Result<Vec<Reading>, TooMany> {
     let mut out: Vec<Reading> = Vec::new();
     let mut seen: Vec<(usize, &[u8], &[u8])> = Vec::new();
+    let mut lookups = 0;
     for h in headers {
         for chunk in h.split(|b| *b == b';') {
             for (n, v) in pairs(chunk) {
@@ -62,12 +72,13 @@ pub fn readings<'a>(
                 if seen.iter().any(|&(si, sn, sv)| si == i && sn == n && sv == v) {
                     continue;
                 }
-                if seen.len() >= max {
+                if seen.len() >= max || v.len() > MAX_VALUE {
                     return Err(TooMany);
                 }
                 seen.push((i, n, v));
                 let forms = value_forms(v);
-                if forms.len() > MAX_FORMS {
+                lookups += forms.len();
+                if forms.len() > MAX_FORMS || lookups > MAX_LOOKUPS {
                     return Err(TooMany);
                 }
                 out.push(Reading {
@@ -106,6 +117,13 @@ fn pairs(chunk: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let lenient = chunk.iter().any(|b| is_sep(*b) || *b == b'"');
     let mut extra = Vec::new();
     if lenient {
+        // Where the separator run that ends an unquoted value starting at
+        // each position begins: one pass, so that a piece of many `=`
+        // costs linear time, not quadratic.
+        let mut next_sep = vec![chunk.len(); chunk.len() + 1];
+        for j in (0..chunk.len()).rev() {
+            next_sep[j] = if is_sep(chunk[j]) { j } else { next_sep[j + 1] };
+        }
         let mut i = 0;
         let mut quoted = false;
         while i < chunk.len() {
@@ -141,9 +159,7 @@ fn pairs(chunk: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
                     }
                     ve = (ve + 1).min(chunk.len());
                 } else {
-                    while ve < chunk.len() && !is_sep(chunk[ve]) {
-                        ve += 1;
-                    }
+                    ve = next_sep[ve];
                 }
                 if start < end {
                     extra.push((&chunk[start..end], &chunk[vs..ve]));
@@ -216,6 +232,10 @@ pub fn value_forms(raw: &[u8]) -> Vec<Vec<u8>> {
                 if !forms.contains(&g) {
                     forms.push(g.clone());
                     next.push(g);
+                    if forms.len() > MAX_FORMS {
+                        // Refused by the caller: no need to go on.
+                        return forms;
+                    }
                 }
             }
         }
@@ -299,6 +319,37 @@ pub fn percent_decode(v: &[u8], plus: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_cookie_headers_cost_linear_time_and_are_bounded() {
+        // A piece of many `=` and no `;`: every `=` is a lenient pair.
+        let mut h = b"a,".to_vec();
+        h.extend(std::iter::repeat_n(b"x=".as_slice(), 200_000).flatten());
+        let started = std::time::Instant::now();
+        let names = ["portal_session".to_string()];
+        assert!(readings(std::iter::once(h.as_slice()), &names, MAX_READINGS).is_ok());
+        // Quadratic was minutes; linear is milliseconds, even unoptimised.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // A value longer than a browser keeps is refused.
+        let long = format!("portal_session={}", "%41".repeat(MAX_VALUE));
+        assert_eq!(
+            readings(std::iter::once(long.as_bytes()), &names, MAX_READINGS),
+            Err(TooMany)
+        );
+        // So are more forms in all than the lookups allowed.
+        let many: String = (0..MAX_READINGS - 1)
+            .map(|i| format!("portal_session=\"%25{i:02}\\141+b\""))
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert_eq!(
+            readings(std::iter::once(many.as_bytes()), &names, MAX_READINGS),
+            Err(TooMany)
+        );
+    }
 
     fn read(header: &str) -> Result<Vec<Reading>, TooMany> {
         readings(
