@@ -314,7 +314,7 @@ async fn logout_paths_match_every_spelling_the_module_reads_as_logout() {
 }
 
 #[test]
-fn configured_paths_that_are_not_canonical_are_errors() {
+fn configured_paths_that_are_not_canonical_or_open_a_login_page_are_errors() {
     let text = |paths: &str| {
         format!(
             r#"
@@ -340,10 +340,14 @@ fn configured_paths_that_are_not_canonical_are_errors() {
         r#"logout_paths = ["/log%6fut"]"#,
         r#"login_paths = ["/login;x"]"#,
         r#"exception_path = "/a/./b""#,
+        "public_paths = [\"/account\"]\nlogin_paths = [\"/account/login\"]",
     ] {
         let err = unigate::gateway::config::GatewayConfig::from_toml(&text(bad), std::path::Path::new("."))
             .expect_err(bad)
             .to_string();
-        assert!(err.contains("canonical") || err.contains("parameter"), "{bad}: {err}");
+        assert!(
+            err.contains("canonical") || err.contains("parameter") || err.contains("covers the login page"),
+            "{bad}: {err}"
+        );
     }
 }

@@ -780,6 +780,24 @@ impl GatewayConfig {
             } else if let Err(e) = crate::policy::path::check_configured(&exception_path) {
                 errs.push(key("exception_path"), e);
             }
+            // A public path is forwarded before any login-page rule runs.
+            let taken_over = m.login_paths.iter().chain(require_kaseyaone.then_some(&exception_path));
+            for l in taken_over {
+                if let Some(p) = m.public_paths.iter().find(|p| crate::policy::path::under(p, l)) {
+                    errs.push(
+                        key("public_paths"),
+                        format!("`{p}` covers the login page `{l}`: module logins there would skip every check"),
+                    );
+                }
+            }
+            for c in &m.session_cookies {
+                if super::cookies::is_unigate_cookie(c) {
+                    errs.push(
+                        key("session_cookies"),
+                        format!("`{c}` is one of unigate's own cookie names"),
+                    );
+                }
+            }
             if require_kaseyaone && !m.local_exceptions.is_empty() && m.login_paths.is_empty() {
                 errs.push(
                     key("login_paths"),

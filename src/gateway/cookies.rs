@@ -73,6 +73,16 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
+/// Whether a module's `Set-Cookie` value sets one of unigate's cookies: a
+/// module must not plant or toss a session or login cookie (`__Host-`
+/// keeps out sibling hosts, not the origin itself).
+pub fn sets_unigate_cookie(set_cookie: &[u8]) -> bool {
+    may_hold_unigate_cookie(set_cookie) && {
+        let name = set_cookie.split(|b| *b == b'=').next().unwrap_or_default();
+        std::str::from_utf8(name).is_ok_and(is_unigate_cookie)
+    }
+}
+
 /// Whether a Cookie header may hold one of unigate's cookies: every name
 /// `is_unigate_cookie` accepts contains `unigate` (in some letter case).
 pub fn may_hold_unigate_cookie(h: &[u8]) -> bool {
@@ -160,6 +170,21 @@ mod tests {
         }
         assert!(Own::Logout.set_cookie(true, "v", Some(1)).contains("SameSite=Strict"));
         assert!(Own::Instance.set_cookie(true, "v", Some(1)).contains("SameSite=Lax"));
+    }
+
+    #[test]
+    fn a_module_cannot_set_unigates_cookies() {
+        for ours in [
+            "unigate=x; Path=/",
+            "__Host-unigate=x; Secure; Path=/",
+            "__Host-unigate_login_ab12=x",
+            " Unigate_Instance=east",
+        ] {
+            assert!(sets_unigate_cookie(ours.as_bytes()), "{ours}");
+        }
+        for theirs in ["portal_session=1; Path=/", "x=unigate", "my_unigate=1"] {
+            assert!(!sets_unigate_cookie(theirs.as_bytes()), "{theirs}");
+        }
     }
 
     #[test]

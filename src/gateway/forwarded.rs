@@ -213,7 +213,26 @@ pub struct Origin<'a> {
     /// `http` or `https`, from `[listen] public_url`.
     pub proto: &'static str,
     /// The request's host, with the port browsers use.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a http::HeaderValue>,
+}
+
+const XFF: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+const XFP: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+const XFH: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+
+/// Whether a client's header `name` (lower-case, as `HeaderName`s are)
+/// is one the forwarding rules take out.
+fn taken_out(name: &str, trusted: bool) -> bool {
+    if !super::identity::may_be_special(name.as_bytes()) {
+        return false;
+    }
+    if PATH_OVERRIDE_HEADERS.iter().any(|p| same_name(name, p)) {
+        return true;
+    }
+    let canonical = !name.contains('_');
+    FORWARDING_HEADERS
+        .iter()
+        .any(|p| same_name(name, p) && (!canonical || (!trusted && *p != "x-request-id")))
 }
 
 /// Sets the forwarding headers of a request bound for a module: the
@@ -222,21 +241,16 @@ pub struct Origin<'a> {
 /// peer), `X-Forwarded-Proto` and `X-Forwarded-Host` (a trusted proxy's
 /// own, else unigate's). `X-Request-Id` is left to `ensure_request_id`.
 pub fn set_forwarding_headers(up: &mut RequestHeader, o: &Origin<'_>) {
-    let remove: Vec<http::header::HeaderName> = up
-        .headers
-        .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            if PATH_OVERRIDE_HEADERS.iter().any(|p| same_name(n, p)) {
-                return true;
-            }
-            let canonical = !n.contains('_');
-            FORWARDING_HEADERS
-                .iter()
-                .any(|p| same_name(n, p) && (!canonical || (!o.trusted && *p != "x-request-id")))
-        })
-        .cloned()
-        .collect();
+    // Most requests carry none: no `Vec` then.
+    let remove: Vec<http::header::HeaderName> = if up.headers.keys().any(|n| taken_out(n.as_str(), o.trusted)) {
+        up.headers
+            .keys()
+            .filter(|n| taken_out(n.as_str(), o.trusted))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
     let chain = if o.trusted {
         let parts: Vec<&str> = up
             .headers
@@ -261,19 +275,19 @@ pub fn set_forwarding_headers(up: &mut RequestHeader, o: &Origin<'_>) {
             } else {
                 format!("{chain}, {peer}")
             };
-            let _ = up.insert_header("x-forwarded-for", xff);
+            let _ = up.insert_header(XFF, xff);
         }
         None => {
-            up.remove_header("x-forwarded-for");
+            up.remove_header(&XFF);
         }
     }
-    if !(o.trusted && up.headers.contains_key("x-forwarded-proto")) {
-        let _ = up.insert_header("x-forwarded-proto", o.proto);
+    if !(o.trusted && up.headers.contains_key(&XFP)) {
+        let _ = up.insert_header(XFP, http::HeaderValue::from_static(o.proto));
     }
-    if !(o.trusted && up.headers.contains_key("x-forwarded-host"))
+    if !(o.trusted && up.headers.contains_key(&XFH))
         && let Some(h) = o.host
     {
-        let _ = up.insert_header("x-forwarded-host", h);
+        let _ = up.insert_header(XFH, h.clone());
     }
 }
 
@@ -294,13 +308,16 @@ impl super::Gateway {
     }
 
     /// The forwarding headers of a request bound for the module.
-    pub fn forwarding_headers(&self, session: &pingora::proxy::Session, up: &mut RequestHeader) {
+    /// `host`: the host the request was routed by, with the port browsers
+    /// use (`public_url`), not whatever port the client wrote after it: a
+    /// module that builds links (or caches pages) from it gets unigate's.
+    pub fn forwarding_headers(
+        &self,
+        session: &pingora::proxy::Session,
+        up: &mut RequestHeader,
+        host: Option<&http::HeaderValue>,
+    ) {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        // The host the request was routed by, with the port browsers use
-        // (`public_url`), not whatever port the client wrote after it: a
-        // module that builds links (or caches pages) from it gets unigate's.
-        let host = super::Gateway::host_of(session.req_header()).map(|h| self.cfg.origin_for(&h));
-        let host = host.as_deref().map(|o| o.split_once("://").map_or(o, |(_, h)| h));
         let origin = Origin {
             peer,
             trusted: peer.is_some_and(|p| self.cfg.trusted_proxies.contains(p)),
@@ -535,7 +552,7 @@ mod tests {
             peer: Some(ip("::ffff:198.51.100.9")),
             trusted: false,
             proto: "https",
-            host: Some("portal.example:8443"),
+            host: Some(&http::HeaderValue::from_static("portal.example:8443")),
         };
         set_forwarding_headers(&mut r, &o);
         assert_eq!(all(&r, "x-forwarded-for"), ["198.51.100.9"]);
@@ -557,7 +574,7 @@ mod tests {
             peer: Some(ip("10.0.0.2")),
             trusted: true,
             proto: "http",
-            host: Some("portal.example"),
+            host: Some(&http::HeaderValue::from_static("portal.example")),
         };
         set_forwarding_headers(&mut r, &o);
         assert_eq!(all(&r, "x-forwarded-for"), ["1.2.3.4, 5.6.7.8, 10.0.0.2"]);

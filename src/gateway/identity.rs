@@ -109,10 +109,35 @@ fn starts_like(name: &[u8], pattern: &str) -> bool {
 /// `_`/`-` do not matter.
 pub fn is_identity_header(name: &str) -> bool {
     let n = name.as_bytes();
+    if !may_be_special(n) {
+        return false;
+    }
     let exact = |p: &str| n.len() == p.len() && starts_like(n, p);
     IDENTITY_HEADERS.iter().any(|p| exact(p))
         || FORWARDED_HEADERS.iter().any(|p| exact(p))
         || IDENTITY_PREFIXES.iter().any(|p| starts_like(n, p))
+}
+
+/// Whether a header name could be one unigate takes out of a client's
+/// request (identity, forwarding, path override), judged by its first two
+/// bytes: the common headers (host, accept, cookie, user-agent,
+/// content-*, sec-*, authorization) are let through at once, since this
+/// runs for every header of every request. Every listed name and prefix
+/// passes it (a unit test keeps it so).
+pub fn may_be_special(name: &[u8]) -> bool {
+    let [a, b, ..] = name else { return false };
+    let b = if *b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    matches!(
+        (a.to_ascii_lowercase(), b),
+        (b'x', b'-')
+            | (b'r', b'e')
+            | (b'f', _)
+            | (b't', b'r')
+            | (b'c', b'f')
+            | (b'a', b'u')
+            | (b'o', b'i')
+            | (b's', b's')
+    ) && !name.eq_ignore_ascii_case(b"authorization")
 }
 
 /// A header value safe to forward: no control characters (CR, LF, NUL…),
@@ -298,6 +323,38 @@ impl AssertionSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quick_filter_lets_every_listed_name_through_and_few_others() {
+        let lists = [
+            IDENTITY_HEADERS,
+            IDENTITY_PREFIXES,
+            &FORWARDED_HEADERS[..],
+            &KASEYAONE_HEADERS[..],
+            super::super::forwarded::FORWARDING_HEADERS,
+            super::super::forwarded::PATH_OVERRIDE_HEADERS,
+        ];
+        for name in lists.iter().flat_map(|l| l.iter()) {
+            assert!(may_be_special(name.as_bytes()), "{name}");
+            assert!(
+                may_be_special(name.replace('-', "_").to_uppercase().as_bytes()),
+                "{name}"
+            );
+        }
+        for common in [
+            "host",
+            "accept",
+            "accept-encoding",
+            "cookie",
+            "user-agent",
+            "content-type",
+            "authorization",
+            "sec-fetch-mode",
+            "connection",
+        ] {
+            assert!(!may_be_special(common.as_bytes()), "{common}");
+        }
+    }
 
     #[test]
     fn every_spelling_is_an_identity_header() {

@@ -1140,6 +1140,7 @@ async fn exception_login(
     for (n, v) in resp.headers() {
         let Ok(v) = v.to_str() else { continue };
         match n.as_str() {
+            "set-cookie" if super::cookies::sets_unigate_cookie(v.as_bytes()) => {}
             "set-cookie" => {
                 if let Ok(c) = cookie::Cookie::parse(v.to_string())
                     && !c.value_trimmed().is_empty()

@@ -1,7 +1,9 @@
 //! Logout only when the user asked for it. A logout ends the KaseyaOne
 //! session everywhere, so another site must not trigger one with a link,
 //! an image or a form: a GET from another site (`Sec-Fetch-Site:
-//! cross-site`) or without unigate's session cookie gets a confirmation
+//! cross-site`), one that is not a top-level navigation (an image or frame
+//! on the module's own pages), or one without unigate's session cookie
+//! gets a confirmation
 //! page whose form POSTs a token bound to this browser (an HMAC of a
 //! random value kept in a short-lived SameSite=Strict cookie), as the
 //! embedded IdP asks before a logout without `id_token_hint`. A POST
@@ -41,6 +43,11 @@ pub struct LogoutRequest<'a> {
     /// A prefetch or prerender (`Sec-Purpose`/`Purpose: prefetch`): the
     /// browser guessing at a link, not the user following it.
     pub prefetch: bool,
+    /// Not a top-level navigation, by the browser's word
+    /// (`Sec-Fetch-Mode` other than `navigate`, or `Sec-Fetch-Dest` other
+    /// than `document`): an image, a script, a frame or a fetch, which
+    /// a page on the module or a sibling site can make without the user.
+    pub subresource: bool,
 }
 
 pub fn decide(r: LogoutRequest<'_>) -> Gate {
@@ -60,7 +67,7 @@ pub fn decide(r: LogoutRequest<'_>) -> Gate {
             Gate::Refuse
         };
     }
-    if !r.has_session || r.prefetch {
+    if !r.has_session || r.prefetch || r.subresource {
         return Gate::Confirm;
     }
     match r.fetch_site {
@@ -102,6 +109,9 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
             .get(*n)
             .is_some_and(|v| v.as_bytes().windows(8).any(|w| w.eq_ignore_ascii_case(b"prefetch")))
     });
+    let fetch = |n: &str| req.headers.get(n).map(|v| v.as_bytes().to_ascii_lowercase());
+    let subresource = fetch("sec-fetch-mode").is_some_and(|m| m != b"navigate")
+        || fetch("sec-fetch-dest").is_some_and(|d| d != b"document");
     let token_ok = match (&nonce, post) {
         (Some(n), true) => match read_token(session).await? {
             Some(t) => g.signer.deployment.logout_token_ok(n, &t),
@@ -116,6 +126,7 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
         has_session,
         token_ok,
         prefetch,
+        subresource,
     });
     match gate {
         Gate::Now => Ok(None),
@@ -199,6 +210,11 @@ mod tests {
             has_session,
             token_ok,
             prefetch: false,
+            subresource: false,
+        };
+        let embedded = |fetch_site| LogoutRequest {
+            subresource: true,
+            ..r(false, fetch_site, false, true, false)
         };
         let prefetched = |fetch_site| LogoutRequest {
             prefetch: true,
@@ -219,6 +235,9 @@ mod tests {
             // A browser prefetching the module's logout link.
             (prefetched(Some("same-origin")), Confirm),
             (prefetched(None), Confirm),
+            // An image or frame on the module's own pages or a sibling's.
+            (embedded(Some("same-origin")), Confirm),
+            (embedded(Some("same-site")), Confirm),
             // POST: the token, or the module's own form with a session.
             (r(true, Some("same-origin"), true, true, true), Now),
             (r(true, Some("cross-site"), false, false, true), Now),

@@ -55,7 +55,8 @@ pub const PREFIX: &str = "/_unigate/";
 /// Everything the proxy needs, shared by all requests.
 pub struct Gateway {
     pub cfg: Arc<GatewayConfig>,
-    hosts: HashMap<String, usize>,
+    /// Route by host, and the `X-Forwarded-Host` for that host.
+    hosts: HashMap<String, (usize, http::HeaderValue)>,
     pub oidc: Arc<OidcClient>,
     pub sessions: MemoryStore,
     /// Login transactions: their sealing key and the used `state`s.
@@ -144,6 +145,8 @@ pub struct Ctx {
     tried: Vec<std::net::SocketAddr>,
     /// The path and query to ask the upstream for instead of the request's.
     rewrite: Option<String>,
+    /// `X-Forwarded-Host` for the module: the routed host, public port.
+    forwarded_host: Option<http::HeaderValue>,
     /// Module cookies (bits: indexes into `session_cookies`) issued to
     /// another user: kept from the module (user switch).
     strip_cookies: u64,
@@ -270,7 +273,13 @@ impl Gateway {
         let mut hosts = HashMap::new();
         for (i, m) in cfg.modules.iter().enumerate() {
             for h in &m.hosts {
-                hosts.insert(h.clone(), i);
+                // `X-Forwarded-Host` for requests routed by this host: the
+                // host with the port browsers use, built once.
+                let origin = cfg.origin_for(h);
+                let forwarded = origin.split_once("://").map_or(origin.as_str(), |(_, h)| h);
+                let value = http::HeaderValue::from_str(forwarded)
+                    .map_err(|_| format!("module {}: `{h}` is not a valid host", m.label()))?;
+                hosts.insert(h.clone(), (i, value));
             }
         }
         let http = module_calls::plain_client()?;
@@ -895,10 +904,12 @@ impl Gateway {
         let Some(host) = Self::host_of(req) else {
             return respond_page(session, 400, pages::unknown_host("(none)")).await;
         };
-        let Some(&mi) = self.hosts.get(host.as_ref()) else {
+        let Some((mi, forwarded_host)) = self.hosts.get(host.as_ref()) else {
             return respond_page(session, 404, pages::unknown_host(&host)).await;
         };
+        let mi = *mi;
         ctx.module = Some(mi);
+        ctx.forwarded_host = Some(forwarded_host.clone());
         let module = self.module(mi);
         if !module.unified_login {
             // Unified Login off: the module's own login only, untouched.
@@ -1115,7 +1126,7 @@ impl Gateway {
         }
         // Nothing a client sends may pose as identity, or as a proxy.
         strip_identity_headers(up);
-        self.forwarding_headers(_session, up);
+        self.forwarding_headers(_session, up, ctx.forwarded_host.as_ref());
         // With a KaseyaOne identity (a session or a bearer token), or where
         // KaseyaOne is required, no other credential goes along for the
         // module to read instead: not the bearer token (it would let the
@@ -1193,6 +1204,30 @@ impl Gateway {
     ) -> Result<()> {
         if let Some(id) = session.req_header().headers.get(REQUEST_ID) {
             resp.insert_header(REQUEST_ID, id.clone())?;
+        }
+        // unigate's cookies are unigate's: a module cannot set them.
+        if resp.headers.contains_key(http::header::SET_COOKIE)
+            && resp
+                .headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .any(|v| cookies::sets_unigate_cookie(v.as_bytes()))
+        {
+            let kept: Vec<http::HeaderValue> = resp
+                .headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .filter(|v| !cookies::sets_unigate_cookie(v.as_bytes()))
+                .cloned()
+                .collect();
+            tracing::warn!(
+                module = ctx.module.map_or("-", |m| self.module(m).label()),
+                "the module set one of unigate's cookies: dropped"
+            );
+            resp.remove_header(&http::header::SET_COOKIE);
+            for v in kept {
+                resp.append_header(http::header::SET_COOKIE, v)?;
+            }
         }
         if let (Some(s), Some(mi)) = (&ctx.session, ctx.module) {
             let module = self.module(mi);

@@ -49,6 +49,10 @@ fn builder() -> reqwest::ClientBuilder {
         // As the proxied traffic: HTTP/1.1, so that the `Host` unigate
         // sets is the one the module reads.
         .http1_only()
+        // Straight to the upstream, as the proxied traffic goes: never
+        // through an `HTTP(S)_PROXY` from the environment, which would see
+        // passwords and cookies (and bypass the upstream's address).
+        .no_proxy()
 }
 
 /// The base URL for `addr` under `tls`, and the names to resolve to it.
