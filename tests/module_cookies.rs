@@ -204,3 +204,51 @@ async fn another_users_module_session_stays_out_in_every_spelling() {
         "alice's module session reached the module beside bob's: {through:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_module_session_opened_with_module_credentials_stays_out_beside_a_kaseyaone_session() {
+    let s = multi(
+        ALL_HOSTS,
+        unigate::demo_module::demo_accounts,
+        "",
+        &demo_modules("local_login = true", "", ""),
+    )
+    .await;
+    let host = "portal.localhost";
+    // Someone signs in with module credentials: unigate records nothing.
+    let r = s
+        .browser()
+        .post(s.url(host, "/login"))
+        .form(&[("username", "localuser"), ("password", "local-demo-pass")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let theirs = portal_cookie(&r);
+    // alice logs in with KaseyaOne; her browser then carries that module
+    // session beside her unigate session.
+    let (b, jar) = s.browser_with_jar();
+    let (_, r) = s.walk(&b, "alice", &s.url(host, "/_unigate/login")).await;
+    assert_eq!(r.status(), 200);
+    let url = url::Url::parse(&s.url(host, "/")).unwrap();
+    let ours = reqwest::cookie::CookieStore::cookies(&*jar, &url).unwrap();
+    let unigate = ours
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .find(|c| c.starts_with("unigate="))
+        .unwrap()
+        .to_string();
+    let who: Value = s
+        .browser()
+        .get(s.url(host, "/api/whoami"))
+        .header("cookie", format!("{unigate}; {theirs}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["headers"]["x-kaseyaone-user"], "alice", "{who}");
+    assert_ne!(who["local_session_user"], "localuser", "{who}");
+}

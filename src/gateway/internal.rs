@@ -906,14 +906,22 @@ async fn module_login(
     let ok = match judge(&module.link_success, &login_pages, &before, &answer) {
         Verdict::Refused => false,
         Verdict::Accepted => true,
+        // Without a cookie from the login, a 200 proves nothing; nor does a
+        // page that answers 200 with the cookies of before the login.
+        Verdict::Probe(_) if !super::link_check::login_set_cookie(&before, &answer) => false,
         Verdict::Probe(probe) => {
-            let mut rb = call.client.get(call.url(&probe)).header("host", host);
-            if !jar.is_empty() {
-                rb = rb.header("cookie", cookie_header(&jar));
-            }
-            // Without cookies from the login, a 200 proves nothing.
-            let r = rb.send().await.map_err(|e| e.without_url().to_string())?;
-            !jar.is_empty() && r.status() == 200
+            let status = async |jar: &[(String, String)]| {
+                let mut rb = call.client.get(call.url(&probe)).header("host", host);
+                if !jar.is_empty() {
+                    rb = rb.header("cookie", cookie_header(jar));
+                }
+                rb.send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.without_url().to_string())
+            };
+            let with_login = status(&jar).await?;
+            with_login == 200 && super::link_check::probe_proves(with_login, status(&before).await?)
         }
     };
     if !jar.is_empty()

@@ -102,9 +102,41 @@ pub fn jar_after(before: &[(String, String)], answer: &LoginAnswer) -> Vec<(Stri
     jar
 }
 
+/// Whether the login's answer set a cookie the browser did not have
+/// before (a new name, or a new value): a module that opened a session.
+pub fn login_set_cookie(before: &[(String, String)], answer: &LoginAnswer) -> bool {
+    answer
+        .set_cookies
+        .iter()
+        .any(|(n, v, expired)| !expired && !v.is_empty() && !before.iter().any(|(bn, bv)| bn == n && bv == v))
+}
+
+/// Whether a probe proves a login: the page answers 200 with the login's
+/// cookies and not with the cookies the browser had before it (a page
+/// anyone may see proves nothing).
+pub fn probe_proves(with_login: u16, before_login: u16) -> bool {
+    with_login == 200 && before_login != 200
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_proves_a_login_only_against_the_anonymous_answer() {
+        let before = vec![("PHPSESSID".to_string(), "pre".to_string())];
+        let same = answer(302, Some("/"), &[("PHPSESSID", "pre")]);
+        let renewed = answer(302, Some("/"), &[("PHPSESSID", "post")]);
+        let added = answer(302, Some("/"), &[("remember", "1")]);
+        assert!(!login_set_cookie(&before, &same), "the same session again");
+        assert!(login_set_cookie(&before, &renewed));
+        assert!(login_set_cookie(&before, &added));
+        assert!(!login_set_cookie(&before, &answer(302, Some("/"), &[])));
+        assert!(probe_proves(200, 302));
+        assert!(probe_proves(200, 403));
+        assert!(!probe_proves(200, 200), "a page anyone may see");
+        assert!(!probe_proves(302, 302));
+    }
 
     fn answer(status: u16, location: Option<&str>, cookies: &[(&str, &str)]) -> LoginAnswer {
         LoginAnswer {

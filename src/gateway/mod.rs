@@ -508,7 +508,14 @@ impl Gateway {
         let mut expire = Vec::new();
         for r in &readings {
             let name = module.session_cookies[r.name].as_str();
-            for owner in self.reading_owners(r).await? {
+            let owners = self.reading_owners(r).await?;
+            // Beside a KaseyaOne session, a module session unigate never saw
+            // issued (opened with module credentials, or before unigate)
+            // could be anyone's: it stays out too.
+            if owners.is_empty() && s.is_some() {
+                strip |= module_cookies::strip_bit(r.name);
+            }
+            for owner in owners {
                 match s {
                     // Beside a KaseyaOne session only that user's own
                     // module session gets through: not another user's, and
