@@ -216,9 +216,35 @@ pub struct Origin<'a> {
     pub host: Option<&'a http::HeaderValue>,
 }
 
-const XFF: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
-const XFP: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
-const XFH: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+// Pingora parses a header name from its bytes on every insert, and a
+// `&'static str` is the cheapest way in (a `HeaderName` is titled first).
+const XFF: &str = "x-forwarded-for";
+const XFP: &str = "x-forwarded-proto";
+const XFH: &str = "x-forwarded-host";
+
+/// An address as `X-Forwarded-For` writes it; IPv4 without the
+/// formatting machinery (this runs for every request).
+fn hop_value(peer: IpAddr) -> String {
+    match peer {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if *o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if *o >= 10 {
+                    out.push(char::from(b'0' + o / 10 % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
+            }
+            out
+        }
+        IpAddr::V6(_) => peer.to_string(),
+    }
+}
 
 /// Whether a client's header `name` (lower-case, as `HeaderName`s are)
 /// is one the forwarding rules take out.
@@ -271,20 +297,20 @@ pub fn set_forwarding_headers(up: &mut RequestHeader, o: &Origin<'_>) {
         Some(peer) => {
             let peer = peer.to_canonical();
             let xff = if chain.is_empty() {
-                peer.to_string()
+                hop_value(peer)
             } else {
                 format!("{chain}, {peer}")
             };
             let _ = up.insert_header(XFF, xff);
         }
         None => {
-            up.remove_header(&XFF);
+            up.remove_header(XFF);
         }
     }
-    if !(o.trusted && up.headers.contains_key(&XFP)) {
+    if !(o.trusted && up.headers.contains_key(XFP)) {
         let _ = up.insert_header(XFP, http::HeaderValue::from_static(o.proto));
     }
-    if !(o.trusted && up.headers.contains_key(&XFH))
+    if !(o.trusted && up.headers.contains_key(XFH))
         && let Some(h) = o.host
     {
         let _ = up.insert_header(XFH, h.clone());
@@ -331,6 +357,21 @@ impl super::Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hops_are_written_as_addresses_are() {
+        for a in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.168.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            assert_eq!(hop_value(a.parse().unwrap()), a);
+        }
+    }
 
     fn trusted(nets: &[&str]) -> TrustedProxies {
         TrustedProxies::parse(&nets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()

@@ -237,16 +237,21 @@ pub fn reaches(configured: &str, path: &str, case_insensitive: bool) -> bool {
         .split('/')
         .filter(|s| !s.is_empty())
         .map(|s| segment_name(s, case_insensitive));
-    let want: Vec<&str> = configured.split('/').filter(|s| !s.is_empty()).collect();
-    if want.last().is_some_and(|l| same(l, "j_security_check")) {
+    if configured
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .is_some_and(|l| same(l, "j_security_check"))
+    {
         return path
             .split('/')
             .rfind(|s| !s.is_empty())
             .is_some_and(|l| same(segment_name(l, case_insensitive), "j_security_check"));
     }
-    for (i, x) in want.iter().enumerate() {
+    // No allocation: this runs for every request, per configured path.
+    let mut want = configured.split('/').filter(|s| !s.is_empty()).peekable();
+    while let Some(x) = want.next() {
         let Some(y) = b.next() else { return false };
-        let last = i + 1 == want.len();
+        let last = want.peek().is_none();
         let extended = last
             && y.len() > x.len()
             && y.is_char_boundary(x.len())
