@@ -82,10 +82,10 @@ pub fn login_page(module: &ModuleConfig, path: &str) -> bool {
 /// anything but a plain read of a login page, or a read that carries a
 /// username in its query string.
 pub fn beside_session(req: &pingora::http::RequestHeader, module: &ModuleConfig) -> bool {
-    if !login_page(module, req.uri.path()) {
-        return false;
-    }
-    writes(&req.method) || has_body(req) || the_username(&[], req.uri.query(), &module.username_field).is_err()
+    // The cheap questions first: most requests are plain reads.
+    let credentials =
+        writes(&req.method) || has_body(req) || the_username(&[], req.uri.query(), &module.username_field).is_err();
+    credentials && login_page(module, req.uri.path())
 }
 
 /// Whether a request declares a body (which some frameworks read on GET too).

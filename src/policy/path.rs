@@ -191,7 +191,9 @@ pub fn under(prefix: &str, path: &str) -> bool {
 /// or `%3B` ones (Spring decodes first); for servers that ignore case
 /// (IIS), also without the trailing dots and spaces Windows trims.
 fn segment_name(s: &str, case_insensitive: bool) -> &str {
-    let cut = [s.find(';'), s.find("%3B")].into_iter().flatten().min();
+    // One byte scan (this runs for every request): `;`, or `%3B`.
+    let b = s.as_bytes();
+    let cut = (0..b.len()).find(|&i| b[i] == b';' || (b[i] == b'%' && b.get(i + 1..i + 3) == Some(b"3B")));
     let name = cut.map_or(s, |i| &s[..i]);
     if !case_insensitive {
         return name;
