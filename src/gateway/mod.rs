@@ -826,6 +826,18 @@ pub fn client_kind(req: &RequestHeader) -> ClientKind {
     )
 }
 
+/// Drops Pingora's record of the case of each header name from a request
+/// bound for the module, and makes room for `room` more headers: appends
+/// then cost a third. HTTP/1.1 header names are case-insensitive; the
+/// module gets the standard ones title-cased and the rest lower-case. The
+/// request target survives: `canonical_target` made it one the URI holds.
+fn without_case(up: &mut RequestHeader, room: usize) {
+    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts: http::request::Parts = std::mem::replace(up, empty).into();
+    parts.headers.reserve(room);
+    *up = RequestHeader::from(parts);
+}
+
 /// Makes the request's path canonical (`policy::path`) in place, so that
 /// what unigate decides on is what the module is sent: also a target that
 /// Pingora would forward verbatim (absolute-form, or not UTF-8).
@@ -1102,6 +1114,12 @@ impl Gateway {
             && let Ok(uri) = target.parse::<http::Uri>()
         {
             up.set_uri(uri);
+        }
+        if ctx.session.is_some() || ctx.identity.is_some() {
+            // A dozen headers go in below: without room made first, and with
+            // Pingora's second map of each header name's case, that is half
+            // of unigate's cost per request.
+            without_case(up, 16);
         }
         // unigate's own cookies never reach the module, nor module cookies
         // issued to another user (a user switch).
