@@ -239,11 +239,21 @@ pub fn reaches(configured: &str, path: &str, case_insensitive: bool) -> bool {
         .split('/')
         .filter(|s| !s.is_empty())
         .map(|s| segment_name(s, case_insensitive));
-    if configured
-        .rsplit('/')
-        .find(|s| !s.is_empty())
-        .is_some_and(|l| same(l, "j_security_check"))
+    let c = configured.trim_end_matches('/').as_bytes();
+    let tomcat = c.len() >= 17
+        && c[c.len() - 17] == b'/'
+        && (c.ends_with(b"j_security_check")
+            || (case_insensitive && c[c.len() - 16..].eq_ignore_ascii_case(b"j_security_check")));
+    // Quick reject, as this runs for every request: the first letters of
+    // the first segments differ.
+    let (p1, c1) = (path.as_bytes().get(1), c.get(1));
+    if !tomcat
+        && c1.is_some()
+        && !(p1 == c1 || (case_insensitive && p1.zip(c1).is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))))
     {
+        return false;
+    }
+    if tomcat {
         return path
             .split('/')
             .rfind(|s| !s.is_empty())
