@@ -82,10 +82,10 @@ pub fn login_page(module: &ModuleConfig, path: &str) -> bool {
 /// anything but a plain read of a login page, or a read that carries a
 /// username in its query string.
 pub fn beside_session(req: &pingora::http::RequestHeader, module: &ModuleConfig) -> bool {
-    // The cheap questions first: most requests are plain reads.
-    let credentials =
-        writes(&req.method) || has_body(req) || the_username(&[], req.uri.query(), &module.username_field).is_err();
-    credentials && login_page(module, req.uri.path())
+    // The path first: most requests are for other pages, and a login
+    // page is ruled out on the first letter (`policy::path::reaches`).
+    login_page(module, req.uri.path())
+        && (writes(&req.method) || has_body(req) || the_username(&[], req.uri.query(), &module.username_field).is_err())
 }
 
 /// Whether a request declares a body (which some frameworks read on GET too).
