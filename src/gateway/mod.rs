@@ -827,15 +827,25 @@ pub fn client_kind(req: &RequestHeader) -> ClientKind {
 }
 
 /// Drops Pingora's record of the case of each header name from a request
-/// bound for the module, and makes room for `room` more headers: appends
-/// then cost a third. HTTP/1.1 header names are case-insensitive; the
-/// module gets the standard ones title-cased and the rest lower-case. The
-/// request target survives: `canonical_target` made it one the URI holds.
-fn without_case(up: &mut RequestHeader, room: usize) {
+/// (the one the module will be sent is made from it), and makes room for
+/// `room` more headers: appends then cost a third. HTTP/1.1 header names
+/// are case-insensitive; the module gets the standard ones title-cased and
+/// the rest lower-case. The request target is kept as Pingora keeps it.
+fn without_case(req: &mut RequestHeader, room: usize) {
+    // A target the URI does not hold (absolute-form, not UTF-8) is left to
+    // `canonical_target` with its case map: it is rewritten or refused.
+    if !req.has_case()
+        || req
+            .uri
+            .path_and_query()
+            .is_none_or(|pq| pq.as_str().as_bytes() != req.raw_path())
+    {
+        return;
+    }
     let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
-    let mut parts: http::request::Parts = std::mem::replace(up, empty).into();
+    let mut parts: http::request::Parts = std::mem::replace(req, empty).into();
     parts.headers.reserve(room);
-    *up = RequestHeader::from(parts);
+    *req = RequestHeader::from(parts);
 }
 
 /// Makes the request's path canonical (`policy::path`) in place, so that
@@ -907,6 +917,10 @@ impl Gateway {
     }
 
     pub async fn request_filter(&self, session: &mut PSession, ctx: &mut Ctx) -> Result<bool> {
+        // A dozen headers go in on the way to the module: without room made
+        // first, and with Pingora's second map of each header name's case,
+        // that was half of unigate's cost per request.
+        without_case(session.req_header_mut(), 16);
         ensure_request_id(session, self.peer_trusted(session));
         // Every decision below, and the module, see one canonical path.
         if let Err(why) = canonical_target(session.req_header_mut()) {
@@ -1114,12 +1128,6 @@ impl Gateway {
             && let Ok(uri) = target.parse::<http::Uri>()
         {
             up.set_uri(uri);
-        }
-        if ctx.session.is_some() || ctx.identity.is_some() {
-            // A dozen headers go in below: without room made first, and with
-            // Pingora's second map of each header name's case, that is half
-            // of unigate's cost per request.
-            without_case(up, 16);
         }
         // unigate's own cookies never reach the module, nor module cookies
         // issued to another user (a user switch).
