@@ -595,6 +595,21 @@ fn token_error(e: TokenError) -> Response {
     r
 }
 
+/// The form and the client's credentials (Basic or in the form) of a
+/// request to the token or introspection endpoint.
+fn client_form(headers: &HeaderMap, body: &[u8]) -> Result<(ClientAuth, HashMap<String, String>), TokenError> {
+    let form = params_map(pairs(body)).map_err(|e| TokenError {
+        status: 400,
+        error: "invalid_request",
+        description: e,
+        basic_challenge: false,
+    })?;
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("invalid"));
+    Ok((ClientAuth::from_request(auth, &form)?, form))
+}
+
 async fn token(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let invalid = |d: &str| TokenError {
         status: 400,
@@ -617,14 +632,7 @@ async fn token(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRejecti
     if !form_type {
         return token_error(invalid("the body must be application/x-www-form-urlencoded"));
     }
-    let form = match params_map(pairs(&body)) {
-        Ok(f) => f,
-        Err(e) => return token_error(invalid(&e)),
-    };
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("invalid"));
-    let result = ClientAuth::from_request(auth, &form).and_then(|auth| p.token(&auth, &form, SystemTime::now()));
+    let result = client_form(&headers, &body).and_then(|(auth, form)| p.token(&auth, &form, SystemTime::now()));
     match result {
         Ok(t) => (
             [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
@@ -650,14 +658,7 @@ async fn introspect(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRe
     let Ok(body) = body else {
         return token_error(invalid("the request body could not be read"));
     };
-    let form = match params_map(pairs(&body)) {
-        Ok(f) => f,
-        Err(e) => return token_error(invalid(&e)),
-    };
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("invalid"));
-    match ClientAuth::from_request(auth, &form).and_then(|auth| p.introspect(&auth, &form, SystemTime::now())) {
+    match client_form(&headers, &body).and_then(|(auth, form)| p.introspect(&auth, &form, SystemTime::now())) {
         Ok(v) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(v)).into_response(),
         Err(e) => token_error(e),
     }
