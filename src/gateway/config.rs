@@ -1283,10 +1283,10 @@ mod tests {
             .collect()
     }
 
-    /// `(section, key)` pairs named in the README's key table.
+    /// `(section, key)` pairs named in the key table of docs/configuration.md.
     fn readme_keys() -> std::collections::BTreeSet<(String, String)> {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-        let start = readme.find("| key | meaning |").expect("the README's key table");
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+        let start = readme.find("| key | meaning |").expect("the key table of docs/configuration.md");
         let mut out = std::collections::BTreeSet::new();
         for line in readme[start..].lines().skip(2).take_while(|l| l.starts_with('|')) {
             let cell = line.split('|').nth(1).unwrap().replace('`', "");
@@ -1320,10 +1320,10 @@ mod tests {
         let undocumented: Vec<_> = types.difference(&readme).collect();
         assert!(
             undocumented.is_empty(),
-            "keys missing from the README's table: {undocumented:?}"
+            "keys missing from the table in docs/configuration.md: {undocumented:?}"
         );
         let stale: Vec<_> = readme.difference(&types).collect();
-        assert!(stale.is_empty(), "README keys that do not exist: {stale:?}");
+        assert!(stale.is_empty(), "keys in docs/configuration.md that do not exist: {stale:?}");
         let example =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/unigate.example.toml")).unwrap();
         let mentioned = |key: &str| {
