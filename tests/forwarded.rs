@@ -8,27 +8,8 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use common::*;
-
-/// One request head: its headers, names lowercased.
-type Head = Vec<(String, String)>;
-
-/// The request heads a module received.
-#[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<Vec<Head>>>);
-
-impl Recorded {
-    fn last(&self) -> Head {
-        self.0
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("the module got a request")
-    }
-}
 
 fn values<'a>(head: &'a [(String, String)], name: &str) -> Vec<&'a str> {
     head.iter()
@@ -41,38 +22,6 @@ fn one<'a>(head: &'a [(String, String)], name: &str) -> Option<&'a str> {
     let v = values(head, name);
     assert!(v.len() <= 1, "{name} sent {} times: {head:?}", v.len());
     v.first().copied()
-}
-
-/// A module that records every request head and answers `200 ok`
-/// (keep-alive: unigate may reuse the connection).
-async fn recording_upstream() -> (SocketAddr, Recorded) {
-    use tokio::io::AsyncWriteExt;
-    let rec = Recorded::default();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let r = rec.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let r = r.clone();
-            tokio::spawn(async move {
-                while let Some(head) = request_head(&mut s).await {
-                    let text = String::from_utf8_lossy(&head).into_owned();
-                    let headers = text
-                        .lines()
-                        .skip(1)
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-                        .collect();
-                    r.0.lock().unwrap().push(headers);
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
-                    if s.write_all(ok).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, rec)
 }
 
 /// The test stack (IdP, unigate, module `portal` on `upstream`) with extra
@@ -146,7 +95,7 @@ fn assert_replaced(head: &[(String, String)], port: u16, answered_id: &str) {
 
 #[tokio::test]
 async fn forwarding_headers_and_the_request_id_from_a_client_are_replaced() {
-    let (up, rec) = recording_upstream().await;
+    let (up, rec) = recording_upstream("ok").await;
     // A trusted range that does not hold the peer changes nothing.
     let s = stack_listen(r#"trusted_proxies = ["10.0.0.0/8"]"#, "", up).await;
     let (b, _) = s.browser();
@@ -154,7 +103,7 @@ async fn forwarding_headers_and_the_request_id_from_a_client_are_replaced() {
     let r = spoofed(b.get(s.url("/static/app.js"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
-    assert_replaced(&rec.last(), s.port, &id);
+    assert_replaced(&rec.last_headers(), s.port, &id);
     // A port the client wrote into `Host` is not the host modules are told.
     let r = spoofed(b.get(s.url("/static/app.js")))
         .header("host", "PORTAL.localhost:6666")
@@ -163,21 +112,21 @@ async fn forwarding_headers_and_the_request_id_from_a_client_are_replaced() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
-    assert_replaced(&rec.last(), s.port, &id);
+    assert_replaced(&rec.last_headers(), s.port, &id);
     // A logged-in request.
     let r = s.login(&b, "alice", "/").await;
     assert_eq!(r.status(), 302);
     let r = spoofed(b.get(s.url("/reports"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
-    let head = rec.last();
+    let head = rec.last_headers();
     assert_replaced(&head, s.port, &id);
     assert_eq!(one(&head, "x-kaseyaone-user"), Some("alice"), "{head:?}");
 }
 
 #[tokio::test]
 async fn a_trusted_proxy_keeps_its_chain_and_the_peer_is_appended() {
-    let (up, rec) = recording_upstream().await;
+    let (up, rec) = recording_upstream("ok").await;
     let s = stack_listen(r#"trusted_proxies = ["127.0.0.0/8", "::1/128"]"#, "", up).await;
     let (b, _) = s.browser();
     let r = b
@@ -192,7 +141,7 @@ async fn a_trusted_proxy_keeps_its_chain_and_the_peer_is_appended() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-request-id"], "ingress-trace-1");
-    let head = rec.last();
+    let head = rec.last_headers();
     assert_eq!(
         one(&head, "x-forwarded-for"),
         Some("203.0.113.7, 10.1.2.3, 127.0.0.1"),
@@ -205,7 +154,7 @@ async fn a_trusted_proxy_keeps_its_chain_and_the_peer_is_appended() {
     // A proxy that sends none of them: unigate's own.
     let r = b.get(s.url("/static/app.js")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let head = rec.last();
+    let head = rec.last_headers();
     assert_eq!(one(&head, "x-forwarded-for"), Some("127.0.0.1"), "{head:?}");
     assert_eq!(one(&head, "x-forwarded-proto"), Some("http"), "{head:?}");
     assert_eq!(
@@ -216,7 +165,7 @@ async fn a_trusted_proxy_keeps_its_chain_and_the_peer_is_appended() {
 
 #[tokio::test]
 async fn identity_looking_headers_never_reach_the_module() {
-    let (up, rec) = recording_upstream().await;
+    let (up, rec) = recording_upstream("ok").await;
     let s = stack_listen("", "", up).await;
     let (b, _) = s.browser();
     let spoof = [
@@ -247,17 +196,17 @@ async fn identity_looking_headers_never_reach_the_module() {
         }
     };
     assert_eq!(send("/static/app.js").send().await.unwrap().status(), 200);
-    check(rec.last());
+    check(rec.last_headers());
     s.login(&b, "alice", "/").await;
     assert_eq!(send("/reports").send().await.unwrap().status(), 200);
-    let head = rec.last();
+    let head = rec.last_headers();
     assert_eq!(one(&head, "x-kaseyaone-user"), Some("alice"), "{head:?}");
     check(head);
 }
 
 #[tokio::test]
 async fn no_other_credential_goes_along_with_a_kaseyaone_identity() {
-    let (up, rec) = recording_upstream().await;
+    let (up, rec) = recording_upstream("ok").await;
     let s = stack_listen("", "", up).await;
     let (b, _) = s.browser();
     // Another account's Basic credentials: without a session they are the
@@ -270,7 +219,7 @@ async fn no_other_credential_goes_along_with_a_kaseyaone_identity() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(one(&rec.last(), "authorization"), Some(basic));
+    assert_eq!(one(&rec.last_headers(), "authorization"), Some(basic));
     // …beside alice's KaseyaOne session the module must not read them.
     s.login(&b, "alice", "/").await;
     let r = b
@@ -280,7 +229,7 @@ async fn no_other_credential_goes_along_with_a_kaseyaone_identity() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let head = rec.last();
+    let head = rec.last_headers();
     assert_eq!(one(&head, "x-kaseyaone-user"), Some("alice"), "{head:?}");
     assert_eq!(one(&head, "authorization"), None, "{head:?}");
 }
@@ -297,7 +246,7 @@ async fn start(s: &Stack, xff: Option<&str>) -> u16 {
 
 #[tokio::test]
 async fn the_login_start_limit_counts_the_client_unigate_trusts() {
-    let (up, _) = recording_upstream().await;
+    let (up, _) = recording_upstream("ok").await;
     // Behind a trusted proxy: each client has its own allowance, and a
     // spoofed leftmost entry does not give it a new one.
     let s = stack_listen(

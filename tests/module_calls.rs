@@ -7,33 +7,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use common::*;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-
-/// A module that records every request head it gets and answers 200.
-async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let Some(head) = request_head(&mut s).await else { return };
-                log.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-                    .await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    (addr, seen)
-}
 
 /// The Cookie header of the last request the recorder saw for `path`.
 fn cookie_sent_for(seen: &Mutex<Vec<String>>, path: &str) -> String {
@@ -52,7 +29,7 @@ fn cookie_sent_for(seen: &Mutex<Vec<String>>, path: &str) -> String {
 
 #[tokio::test]
 async fn no_unigate_cookie_reaches_the_module_proxied_public_or_at_logout() {
-    let (up, seen) = recording_upstream().await;
+    let (up, seen) = recording_upstream("ok").await;
     let s = stack_full(|_| {}, "", Some(up), "").await;
     let (b, jar) = s.browser();
     assert_eq!(s.login(&b, "alice", "/").await.status(), 302);
@@ -71,7 +48,7 @@ async fn no_unigate_cookie_reaches_the_module_proxied_public_or_at_logout() {
     for path in ["/page", "/static/app.css", "/logout"] {
         let r = raw.get(s.url(path)).header("cookie", &cookies).send().await.unwrap();
         assert!(r.status().as_u16() < 400, "{path}: {}", r.status());
-        let sent = cookie_sent_for(&seen, path);
+        let sent = cookie_sent_for(&seen.0, path);
         assert!(
             !sent.to_ascii_lowercase().contains("unigate"),
             "{path}: the module got `{sent}`"

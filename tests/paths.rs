@@ -8,38 +8,7 @@
 mod common;
 
 use common::*;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A module that records the request line of everything it is sent and
-/// answers 200.
-async fn recorder() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                while let Some(head) = request_head(&mut s).await {
-                    let line = String::from_utf8_lossy(&head)
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    log.lock().unwrap().push(line);
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n\r\nmodule";
-                    if s.write_all(ok).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
-}
 
 /// The status, the `Location` (if any) and the body of a request written
 /// by hand, with `target` exactly as given.
@@ -83,7 +52,7 @@ async fn raw_full(port: u16, target: &[u8], cookie: Option<&str>) -> (u16, Strin
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_path_walking_out_of_a_public_prefix_gets_a_login_not_the_module() {
-    let (up, seen) = recorder().await;
+    let (up, seen) = recording_upstream("module").await;
     let stack = stack_with_upstream(|_| {}, "", Some(up)).await;
     let authorize = format!("{}/authorize?", stack.idp.issuer());
     let absolute = format!("http://{HOST}:{}/static/../admin", stack.port);
@@ -105,11 +74,7 @@ async fn a_path_walking_out_of_a_public_prefix_gets_a_login_not_the_module() {
         assert_eq!(status, 302, "{shown}");
         assert!(location.starts_with(&authorize), "{shown} -> {location}");
     }
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "the module saw: {:?}",
-        seen.lock().unwrap()
-    );
+    assert!(seen.lines().is_empty(), "the module saw: {:?}", seen.lines());
     // The login it started returns to the canonical path, not to the trick.
     let (b, jar) = stack.browser();
     let (_, authorize_url, set_cookies) = raw_with_cookies(stack.port, b"/static/%2e%2e/admin").await;
@@ -143,7 +108,7 @@ async fn raw_with_cookies(port: u16, target: &[u8]) -> (u16, String, Vec<String>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ambiguous_path_is_refused_with_400() {
-    let (up, seen) = recorder().await;
+    let (up, seen) = recording_upstream("module").await;
     let stack = stack_with_upstream(|_| {}, "", Some(up)).await;
     let refused: Vec<&[u8]> = vec![
         b"/static/..%2fadmin",
@@ -172,29 +137,25 @@ async fn an_ambiguous_path_is_refused_with_400() {
     // Raw bytes that are not UTF-8: refused, whether by Pingora or unigate.
     let (status, _, _) = raw(stack.port, b"/static/\xff/../admin", None).await;
     assert!(status == 400, "non-UTF-8 path: {status}");
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "the module saw: {:?}",
-        seen.lock().unwrap()
-    );
+    assert!(seen.lines().is_empty(), "the module saw: {:?}", seen.lines());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_module_is_sent_the_path_unigate_decided_on() {
-    let (up, seen) = recorder().await;
+    let (up, seen) = recording_upstream("module").await;
     let stack = stack_with_upstream(|_| {}, "", Some(up)).await;
     // Public: no login; the module sees the canonical path.
     let (status, _, body) = raw(stack.port, b"/static/./css//app.css?v=1", None).await;
     assert_eq!((status, body.as_str()), (200, "module"));
     assert_eq!(
-        seen.lock().unwrap().pop().as_deref(),
+        seen.lines().pop().as_deref(),
         Some("GET /static/css/app.css?v=1 HTTP/1.1")
     );
     // Absolute-form: forwarded in origin-form, canonical.
     let absolute = format!("http://{HOST}:{}/static/a/./b", stack.port);
     let (status, _, _) = raw(stack.port, absolute.as_bytes(), None).await;
     assert_eq!(status, 200);
-    assert_eq!(seen.lock().unwrap().pop().as_deref(), Some("GET /static/a/b HTTP/1.1"));
+    assert_eq!(seen.lines().pop().as_deref(), Some("GET /static/a/b HTTP/1.1"));
     // Logged in: the same.
     let (b, jar) = stack.browser();
     stack.login(&b, "alice", "/").await;
@@ -203,7 +164,7 @@ async fn the_module_is_sent_the_path_unigate_decided_on() {
     let (status, _, _) = raw(stack.port, b"/a/./b//c/%7Euser;jsessionid=1/x/..", Some(&cookie)).await;
     assert_eq!(status, 200);
     assert_eq!(
-        seen.lock().unwrap().pop().as_deref(),
+        seen.lines().pop().as_deref(),
         Some("GET /a/b/c/~user;jsessionid=1/ HTTP/1.1")
     );
     // unigate's own paths are found by their canonical form too.
@@ -212,8 +173,8 @@ async fn the_module_is_sent_the_path_unigate_decided_on() {
 }
 
 /// A module with `public_paths = [prefix]` behind unigate, and its recorder.
-async fn public_prefix_module(prefix: &str) -> (Multi, Arc<Mutex<Vec<String>>>) {
-    let (up, seen) = recorder().await;
+async fn public_prefix_module(prefix: &str) -> (Multi, Recorded) {
+    let (up, seen) = recording_upstream("module").await;
     let m = multi(
         &[HOST],
         |_| vec![],
@@ -247,14 +208,14 @@ async fn public_prefixes_match_whole_segments() {
             ("/static;x/admin", false),
             ("/Static/app.css", false),
         ] {
-            seen.lock().unwrap().clear();
+            seen.clear();
             let (status, _, _) = raw(m.port, target.as_bytes(), None).await;
             if public {
                 assert_eq!(status, 200, "{prefix}: {target}");
-                assert_eq!(seen.lock().unwrap().len(), 1, "{prefix}: {target}");
+                assert_eq!(seen.lines().len(), 1, "{prefix}: {target}");
             } else {
                 assert_eq!(status, 302, "{prefix}: {target} needs a login");
-                assert!(seen.lock().unwrap().is_empty(), "{prefix}: {target} reached the module");
+                assert!(seen.lines().is_empty(), "{prefix}: {target} reached the module");
             }
         }
     }

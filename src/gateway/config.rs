@@ -1286,7 +1286,9 @@ mod tests {
     /// `(section, key)` pairs named in the key table of docs/configuration.md.
     fn readme_keys() -> std::collections::BTreeSet<(String, String)> {
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
-        let start = readme.find("| key | meaning |").expect("the key table of docs/configuration.md");
+        let start = readme
+            .find("| key | meaning |")
+            .expect("the key table of docs/configuration.md");
         let mut out = std::collections::BTreeSet::new();
         for line in readme[start..].lines().skip(2).take_while(|l| l.starts_with('|')) {
             let cell = line.split('|').nth(1).unwrap().replace('`', "");
@@ -1323,7 +1325,10 @@ mod tests {
             "keys missing from the table in docs/configuration.md: {undocumented:?}"
         );
         let stale: Vec<_> = readme.difference(&types).collect();
-        assert!(stale.is_empty(), "keys in docs/configuration.md that do not exist: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "keys in docs/configuration.md that do not exist: {stale:?}"
+        );
         let example =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/unigate.example.toml")).unwrap();
         let mentioned = |key: &str| {

@@ -874,3 +874,61 @@ pub async fn redis_store() -> (Redis, String) {
     );
     (redis, keys)
 }
+
+/// The request heads a test module received, in order.
+#[derive(Clone, Default)]
+pub struct Recorded(pub Arc<Mutex<Vec<String>>>);
+
+impl Recorded {
+    /// The request lines received (`GET /x HTTP/1.1`).
+    pub fn lines(&self) -> Vec<String> {
+        let heads = self.0.lock().unwrap();
+        heads
+            .iter()
+            .map(|h| h.lines().next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+
+    /// The headers of the last request, names lower-cased.
+    pub fn last_headers(&self) -> Vec<(String, String)> {
+        let heads = self.0.lock().unwrap();
+        let head = heads.last().expect("the module got a request");
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect()
+    }
+}
+
+/// A module that records every request head and answers `200` with
+/// `body` (keep-alive: unigate may reuse the connection).
+pub async fn recording_upstream(body: &'static str) -> (SocketAddr, Recorded) {
+    use tokio::io::AsyncWriteExt;
+    let rec = Recorded::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let r = rec.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let r = r.clone();
+            tokio::spawn(async move {
+                while let Some(head) = request_head(&mut s).await {
+                    r.0.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rec)
+}
