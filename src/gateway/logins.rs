@@ -85,14 +85,6 @@ pub struct LoginTxns {
     tls: bool,
 }
 
-/// Any of unigate's login cookies (also the single `unigate_login` of
-/// earlier versions): never passed to a module.
-pub fn is_login_cookie(name: &str) -> bool {
-    name.strip_prefix("__Host-")
-        .unwrap_or(name)
-        .starts_with("unigate_login")
-}
-
 fn state_hash(state: &str) -> [u8; 32] {
     Sha256::digest(state.as_bytes()).into()
 }
@@ -417,11 +409,12 @@ mod tests {
         let tls = LoginTxns::new(None, true);
         assert!(tls.cookie_name("a").starts_with("__Host-unigate_login_"));
         assert!(tls.set_cookie("n", "v", 600).contains("; Secure"));
+        // Login cookies are unigate's own: never passed to a module.
         for n in ["unigate_login", "unigate_login_abc", "__Host-unigate_login_abc"] {
-            assert!(is_login_cookie(n), "{n}");
+            assert!(super::super::cookies::is_unigate_cookie(n), "{n}");
         }
-        for n in ["unigate", "__Host-unigate", "portal_session", "login"] {
-            assert!(!is_login_cookie(n), "{n}");
+        for n in ["portal_session", "login"] {
+            assert!(!super::super::cookies::is_unigate_cookie(n), "{n}");
         }
     }
 
