@@ -56,11 +56,8 @@ proptest! {
         raw in any::<String>(),
     ) {
         let expected = Expected {
-            issuer: "https://idp.example",
-            client_id: "c",
             nonce: Some("n"),
-            algorithms: &[Algorithm::ES256, Algorithm::RS256],
-            leeway: 60,
+            ..Expected::new("https://idp.example", "c", &[Algorithm::ES256, Algorithm::RS256], 60)
         };
         let k = keys();
         let dotted = [a, b, c].join(".");

@@ -116,16 +116,7 @@ pub fn revoked(iat: Option<u64>, marked: Option<u64>) -> bool {
 
 /// The identity a checked token stands for (no module account yet).
 fn identity_of(c: AccessClaims) -> Identity {
-    Identity {
-        sub: c.sub.into(),
-        sid: c.sid.map(Into::into),
-        email: c.email.unwrap_or_default().into(),
-        name: c.name.unwrap_or_default().into(),
-        username: c.preferred_username.unwrap_or_default().into(),
-        company: c.company.unwrap_or_default().into(),
-        groups: c.groups,
-        module_user: None,
-    }
+    Identity::from_profile(&c.sub, c.sid.as_deref(), c.profile)
 }
 
 /// What a bearer token turned out to be.

@@ -98,6 +98,32 @@ pub struct IdentityProviderFile {
     /// Bearer` must be issued for: this deployment's API identifier at the
     /// IdP. Without it, JWT bearer tokens are refused.
     pub api_audience: Option<String>,
+    /// When to ask the UserInfo endpoint: `auto` (default: when the ID
+    /// token lacks a mapped claim), `always`, or `never`.
+    pub userinfo: Option<String>,
+    /// Oldest ID token accepted, by its `iat`; default `10m`.
+    #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
+    pub max_id_token_age: Option<Duration>,
+    /// Which claims hold the user's attributes.
+    pub claims: Option<ClaimsFile>,
+}
+
+/// `[identity_provider.claims]`: a claim name, or a dotted path into nested
+/// claims (`realm_access.roles`); `""`: not used.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ClaimsFile {
+    /// Default `preferred_username`.
+    pub username: Option<String>,
+    /// Default `email`.
+    pub email: Option<String>,
+    /// Default `name`.
+    pub name: Option<String>,
+    /// Default `company`.
+    pub company: Option<String>,
+    /// Default `groups`.
+    pub groups: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,8 +219,15 @@ pub struct ModuleFile {
     /// Verify the upstream's certificate and name; default true. `false`
     /// is for a lab only: anyone on the path can then read everything.
     pub upstream_verify: Option<bool>,
+    /// The groups whose members may use the module; `["*"]`: every user
+    /// who signs in.
     #[serde(default)]
     pub access_groups: Vec<String>,
+    /// Ask the identity provider for a login at most this old (`max_age`),
+    /// for modules that need a recent login; its `auth_time` is checked.
+    #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
+    pub max_age: Option<Duration>,
     /// The module's logout paths: unigate logs out there (the module's
     /// session and the KaseyaOne session). Matched on the canonical path,
     /// ignoring `;` parameters and a trailing `/`.
@@ -349,6 +382,10 @@ pub struct IdpSettings {
     /// The `aud` bearer access tokens must carry; `None`: JWT bearer
     /// tokens are refused.
     pub api_audience: Option<String>,
+    /// `[identity_provider.claims]`.
+    pub claims: crate::oidc::claims::ClaimMap,
+    pub userinfo: crate::oidc::claims::UserinfoMode,
+    pub max_id_token_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -402,7 +439,10 @@ pub struct ModuleConfig {
     pub hosts: Vec<String>,
     pub upstreams: Vec<SocketAddr>,
     pub health_check_interval: Duration,
+    /// `["*"]`: every signed-in user.
     pub access_groups: Vec<String>,
+    /// `max_age` for the logins of this route.
+    pub max_age: Option<Duration>,
     pub logout_paths: Vec<String>,
     /// `logout_paths`, `login_paths` and `exception_path` ignore case.
     pub paths_case_insensitive: bool,
@@ -575,6 +615,22 @@ impl GatewayConfig {
             );
         }
 
+        let userinfo = match p.userinfo.as_deref() {
+            None => crate::oidc::claims::UserinfoMode::Auto,
+            Some(v) => crate::oidc::claims::UserinfoMode::parse(v).unwrap_or_else(|| {
+                errs.push(
+                    "identity_provider.userinfo",
+                    format!("`{v}` is not a choice; use `auto`, `always` or `never`"),
+                );
+                Default::default()
+            }),
+        };
+        let max_id_token_age = p.max_id_token_age.unwrap_or(Duration::from_secs(600));
+        if max_id_token_age < Duration::from_secs(10) || max_id_token_age > Duration::from_secs(86_400) {
+            errs.push("identity_provider.max_id_token_age", "must be between 10s and 24h");
+        }
+        let claims = claim_map(p.claims.as_ref(), &mut errs);
+
         let redis = match file.session.store.as_deref() {
             None | Some("memory") => None,
             Some("redis") => {
@@ -736,11 +792,11 @@ impl GatewayConfig {
                     }
                 }
             }
-            if m.access_groups.is_empty() {
-                errs.push(
-                    key("access_groups"),
-                    "name at least one group; a module open to every user is a mistake waiting to happen",
-                );
+            check_access_groups(Some(&m.access_groups), &key("access_groups"), &mut errs);
+            if let Some(a) = m.max_age
+                && (a < Duration::from_secs(60) || a > Duration::from_secs(30 * 86_400))
+            {
+                errs.push(key("max_age"), "must be between 1m and 30 days");
             }
             let unified_login = m.unified_login.unwrap_or(true);
             let require_kaseyaone = m.require_kaseyaone.unwrap_or(false);
@@ -865,6 +921,7 @@ impl GatewayConfig {
                 upstreams: Vec::new(),
                 health_check_interval,
                 access_groups: m.access_groups.clone(),
+                max_age: m.max_age,
                 logout_paths: m.logout_paths,
                 paths_case_insensitive: m.logout_paths_case_insensitive.unwrap_or(false),
                 session_cookies: m.session_cookies,
@@ -909,6 +966,7 @@ impl GatewayConfig {
                 }
                 let hosts = check_hosts(&inst.hosts, &ikey("hosts"), &mut hosts_seen, &mut errs);
                 let upstreams = check_upstreams(inst.upstream.as_deref(), &inst.upstreams, &ikey(""), &mut errs);
+                check_access_groups(inst.access_groups.as_ref(), &ikey("access_groups"), &mut errs);
                 let link_required = inst.link_required.unwrap_or(false);
                 if link_required && base_route.login_paths.is_empty() {
                     errs.push(
@@ -1031,6 +1089,9 @@ impl GatewayConfig {
                 post_logout_redirect_uri: p.post_logout_redirect_uri.clone(),
                 timeout: p.timeout.unwrap_or(Duration::from_secs(5)),
                 api_audience: p.api_audience.clone(),
+                claims,
+                userinfo,
+                max_id_token_age,
             },
             session,
             identity: IdentitySettings {
@@ -1042,6 +1103,44 @@ impl GatewayConfig {
             modules,
         })
     }
+}
+
+/// `access_groups`: at least one group, or `["*"]` alone for every user
+/// who signs in. `None`: an instance that inherits its module's.
+fn check_access_groups(groups: Option<&Vec<String>>, key: &str, errs: &mut ConfigErrors) {
+    let Some(groups) = groups else { return };
+    if groups.is_empty() {
+        errs.push(
+            key,
+            "name at least one group, or `[\"*\"]` to let every user who signs in use the module",
+        );
+    } else if groups.iter().any(|g| g == "*") && groups.len() > 1 {
+        errs.push(key, "`*` already lets every user in: list it alone, or name groups");
+    } else if groups.iter().any(|g| g.trim().is_empty()) {
+        errs.push(key, "a group name is empty");
+    }
+}
+
+/// `[identity_provider.claims]`, each path checked.
+fn claim_map(file: Option<&ClaimsFile>, errs: &mut ConfigErrors) -> crate::oidc::claims::ClaimMap {
+    use crate::oidc::claims::{ClaimMap, ClaimPath};
+    let mut map = ClaimMap::default();
+    let Some(file) = file else { return map };
+    for (name, given, slot) in [
+        ("username", &file.username, &mut map.username),
+        ("email", &file.email, &mut map.email),
+        ("name", &file.name, &mut map.name),
+        ("company", &file.company, &mut map.company),
+        ("groups", &file.groups, &mut map.groups),
+    ] {
+        if let Some(path) = given {
+            match ClaimPath::new(path) {
+                Ok(p) => *slot = p,
+                Err(e) => errs.push(format!("identity_provider.claims.{name}"), e),
+            }
+        }
+    }
+    map
 }
 
 fn check_hosts(raw: &[String], key: &str, seen: &mut HashSet<String>, errs: &mut ConfigErrors) -> Vec<String> {
@@ -1277,7 +1376,8 @@ mod tests {
                 let s = s
                     .replace("[[[[module]].instance]]", "[[module.instance]]")
                     .replace("[[[module]].accounts]", "[module.accounts]")
-                    .replace("[[[module]].link_success]", "[module.link_success]");
+                    .replace("[[[module]].link_success]", "[module.link_success]")
+                    .replace("[[identity_provider].claims]", "[identity_provider.claims]");
                 (s, k)
             })
             .collect()

@@ -222,6 +222,10 @@ async fn start_login_setting(
     if let Some(h) = login_hint.filter(|h| !h.is_empty()) {
         params.push(("login_hint", h));
     }
+    let max_age = g.module(mi).max_age.map(|a| a.as_secs().to_string());
+    if let Some(a) = &max_age {
+        params.push(("max_age", a));
+    }
     let url = with_params(&loaded.discovery.authorization_endpoint, &params);
     tracing::info!(module.name = %g.module(mi).name, client.ip = %client_ip, "login started");
     g.metrics
@@ -233,10 +237,45 @@ async fn start_login_setting(
 }
 
 async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) -> Result<bool> {
+    use crate::oidc::callback::{Answer, Refused, read};
     let req = session.req_header();
+    // Before anything is looked up or redeemed: the response must be one
+    // the code flow can give, from the provider this login used.
+    let iss_required = g
+        .oidc
+        .loaded()
+        .is_some_and(|l| l.discovery.authorization_response_iss_parameter_supported);
+    let response = match read(
+        req.uri.query().unwrap_or_default(),
+        &g.oidc.settings.issuer,
+        iss_required,
+    ) {
+        Ok(r) => r,
+        Err(refused) => {
+            tracing::warn!(module.name = %g.module(mi).label(), reason = %refused, "callback refused before the token request");
+            let (metric, code, text) = match refused {
+                Refused::WrongIssuer | Refused::IssuerMissing => (
+                    "issuer",
+                    "wrong_issuer",
+                    "The answer came from an identity provider this login did not use.",
+                ),
+                Refused::Repeated(_) | Refused::Unexpected(_) => (
+                    "callback",
+                    "invalid_callback",
+                    "The answer that reached this page was not one a login gives.",
+                ),
+            };
+            g.login_failed(mi, metric);
+            return respond_page(
+                session,
+                400,
+                pages::idp_error(code, Some(text), &format!("{PREFIX}login")),
+            )
+            .await;
+        }
+    };
     let retry = format!("{PREFIX}login");
-    let state = query_param(req, "state").unwrap_or_default();
-    let (txn, spent) = match g.finish_login(req, &state, unix_now()).await {
+    let (txn, spent) = match g.finish_login(req, &response.state, unix_now()).await {
         Ok(Some(t)) => t,
         Ok(None) => {
             g.login_failed(mi, "state");
@@ -256,34 +295,17 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         g.login_failed(mi, "state");
         return respond_page(session, 400, pages::login_expired(&retry)).await;
     }
-    // RFC 9207: when the IdP names itself, it must be the one we asked.
-    if let Some(iss) = query_param(req, "iss")
-        && iss != g.oidc.settings.issuer
-    {
-        tracing::warn!("callback names another issuer (mix-up attack?)");
-        g.login_failed(mi, "issuer");
-        return respond_page(
-            session,
-            400,
-            pages::idp_error(
-                "wrong_issuer",
-                Some("The answer came from an identity provider this login did not use."),
-                &retry,
-            ),
-        )
-        .await;
-    }
-    if let Some(error) = query_param(req, "error") {
-        let description = query_param(req, "error_description");
-        let error: String = error.chars().take(64).collect();
-        let description: Option<String> = description.map(|d| d.chars().take(300).collect());
-        tracing::info!(module.name = %g.module(mi).name, error = %error, "identity provider returned an error");
-        g.login_failed(mi, "idp_error");
-        return respond_page(session, 403, pages::idp_error(&error, description.as_deref(), &retry)).await;
-    }
-    let Some(code) = query_param(req, "code") else {
-        g.login_failed(mi, "state");
-        return respond_page(session, 400, pages::login_expired(&retry)).await;
+    let code = match response.answer {
+        Answer::Code(code) => code,
+        Answer::Error { error, description } => {
+            tracing::info!(module.name = %g.module(mi).name, error = %error, "identity provider returned an error");
+            g.login_failed(mi, "idp_error");
+            return respond_page(session, 403, pages::idp_error(&error, description.as_deref(), &retry)).await;
+        }
+        Answer::Nothing => {
+            g.login_failed(mi, "state");
+            return respond_page(session, 400, pages::login_expired(&retry)).await;
+        }
     };
     let redirect_uri = format!("{}{PREFIX}callback", g.cfg.origin_for(host));
     let tokens = match g.oidc.exchange(&code, &txn.verifier, &redirect_uri).await {
@@ -307,9 +329,16 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         g.login_failed(mi, "id_token");
         return respond_page(session, 502, pages::idp_error("no_id_token", None, &retry)).await;
     };
+    let module = g.module(mi);
+    let issued_with = crate::oidc::client::IssuedWith {
+        nonce: Some(&txn.nonce),
+        access_token: Some(&tokens.access_token),
+        code: Some(&code),
+        max_age: module.max_age.map(|a| a.as_secs()),
+    };
     let claims = match g
         .oidc
-        .validate_id_token(&id_token, Some(&txn.nonce), SystemTime::now())
+        .validate_id_token(&id_token, &issued_with, SystemTime::now())
         .await
     {
         Ok(c) => c,
@@ -328,8 +357,25 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
             .await;
         }
     };
-    let module = g.module(mi);
-    if !crate::policy::may_access(&claims.groups, &module.access_groups) {
+    let profile = match g.oidc.profile(&claims, &tokens.access_token).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(module.name = %module.label(), user.sub = %claims.sub, error = %e, "the user's claims could not be read");
+            g.login_failed(mi, "userinfo");
+            return respond_page(
+                session,
+                502,
+                pages::idp_error(
+                    "userinfo_failed",
+                    Some("The identity provider's information about your account could not be read."),
+                    &retry,
+                ),
+            )
+            .await;
+        }
+    };
+    let mut identity = Identity::from_profile(&claims.sub, claims.sid.as_deref(), profile);
+    if !crate::policy::may_access(&identity.groups, &module.access_groups) {
         tracing::info!(module.name = %module.label(), user.sub = %claims.sub, decision = "deny", "access group check at login");
         g.login_failed(mi, "forbidden");
         return respond_page(
@@ -339,16 +385,6 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         )
         .await;
     }
-    let mut identity = Identity {
-        sub: claims.sub.as_str().into(),
-        sid: claims.sid.as_deref().map(Into::into),
-        email: claims.email.as_deref().unwrap_or_default().into(),
-        name: claims.name.as_deref().unwrap_or_default().into(),
-        username: claims.preferred_username.as_deref().unwrap_or_default().into(),
-        company: claims.company.as_deref().unwrap_or_default().into(),
-        groups: claims.groups.clone(),
-        module_user: None,
-    };
     // The seed's account conditions: a linked account, or a module account
     // whose email and/or username match (created when provisioning is on).
     let mut link_pending = false;

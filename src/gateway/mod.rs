@@ -21,6 +21,7 @@ mod logout_confirm;
 pub mod module_calls;
 mod module_cookies;
 pub mod passthrough;
+mod refresh;
 pub mod server;
 pub mod store;
 pub mod tls;
@@ -41,7 +42,7 @@ use crate::pages;
 use crate::policy::path::{PathRefusal, canonicalize};
 use crate::policy::{ClientKind, classify, may_access};
 use crate::session::{
-    CookieOwner, IdToken, Identity, LinkStore, MemoryStore, ModuleCookies, Session, cookie_value, is_session_id,
+    CookieOwner, Identity, LinkStore, MemoryStore, ModuleCookies, Session, cookie_value, is_session_id,
 };
 use config::{GatewayConfig, ModuleConfig};
 use identity::{ASSERTION_HEADER, AssertionSigner, headers, strip_identity_headers};
@@ -667,76 +668,6 @@ impl Gateway {
     fn session_cookie_header(&self, value: &str, max_age: Option<u64>) -> String {
         cookies::Own::Session.set_cookie(self.cfg.tls, value, max_age)
     }
-
-    /// Starts a background refresh when the access token is about to
-    /// expire: one per session at a time; a failure makes the next
-    /// navigation log in again.
-    fn maybe_refresh(&self, req: &RequestHeader, s: &Arc<Session>, now: u64) {
-        let exp = s.access_exp.load(Ordering::Relaxed);
-        if exp > now + self.cfg.session.refresh_before.as_secs() {
-            return;
-        }
-        let Some(id) = self.cookie(req, self.session_cookie) else {
-            return;
-        };
-        if s.refreshing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let refresh_token = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).refresh_token.clone();
-        let Some(rt) = refresh_token else {
-            s.refreshing.store(false, Ordering::Release);
-            if exp <= now {
-                s.needs_login.store(true, Ordering::Release);
-            }
-            return;
-        };
-        let s = s.clone();
-        let oidc = self.oidc.clone();
-        let shared = self
-            .shared
-            .clone()
-            .map(|r| (r, crate::session::redis::id_hash(id), self.cfg.session.idle_timeout));
-        tokio::spawn(async move {
-            let refreshed = oidc.refresh(&rt).await;
-            let result = if refreshed.is_ok() { "succeeded" } else { "failed" };
-            oidc.metrics.refreshes.with_label_values(&[result]).inc();
-            match refreshed {
-                Ok(t) => {
-                    let now = unix_now();
-                    let exp = now + t.expires_in.unwrap_or(300);
-                    let record = {
-                        let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(rt) = t.refresh_token {
-                            tokens.refresh_token = Some(rt.into());
-                        }
-                        if let Some(jwt) = t.id_token {
-                            tokens.id_token = Some(IdToken::new(&jwt));
-                        }
-                        tokens.access_exp = exp;
-                        s.access_exp.store(exp, Ordering::Release);
-                        store::record_of(&s, &tokens)
-                    };
-                    // Every replica must use the rotated refresh token.
-                    // Only while it is still stored: a session revoked
-                    // meanwhile is not brought back, and ends here too.
-                    if let Some((shared, h, idle)) = shared.filter(|_| !s.is_revoked()) {
-                        let left = Duration::from_secs(s.expires_at.saturating_sub(now).max(1));
-                        match shared.save(&h, &record, idle.min(left), true).await {
-                            Ok(true) => {}
-                            Ok(false) => s.revoke(),
-                            Err(e) => tracing::error!(error = %e, "cannot store a refreshed session"),
-                        }
-                    }
-                    tracing::debug!(user.sub = %s.identity.sub, "session refreshed");
-                }
-                Err(e) => {
-                    tracing::info!(user.sub = %s.identity.sub, error = %e, "refresh failed; the next navigation logs in again");
-                    s.needs_login.store(true, Ordering::Release);
-                }
-            }
-            s.refreshing.store(false, Ordering::Release);
-        });
-    }
 }
 
 pub fn unix_now() -> u64 {
@@ -916,7 +847,7 @@ impl Gateway {
         Ctx::default()
     }
 
-    pub async fn request_filter(&self, session: &mut PSession, ctx: &mut Ctx) -> Result<bool> {
+    pub async fn request_filter(self: &Arc<Self>, session: &mut PSession, ctx: &mut Ctx) -> Result<bool> {
         // A dozen headers go in on the way to the module: without room made
         // first, and with Pingora's second map of each header name's case,
         // that was half of unigate's cost per request.
@@ -1007,7 +938,7 @@ impl Gateway {
                     }
                 }
             }
-            self.maybe_refresh(req, &s, now);
+            self.maybe_refresh(req, &s, mi, now);
             ctx.session = Some(s);
             return self.proceed(session, ctx, mi).await;
         }

@@ -150,7 +150,13 @@ impl SigningKey {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
         header.typ = Some(typ.to_string());
-        let mut out = B64.encode(serde_json::to_vec(&header)?);
+        self.sign_with_header(&header, claims)
+    }
+
+    /// Signs `claims` under any JOSE `header` (which should name this
+    /// key's algorithm): for tests of what a relying party must refuse.
+    pub fn sign_with_header<H: Serialize, T: Serialize>(&self, header: &H, claims: &T) -> Result<String, KeyError> {
+        let mut out = B64.encode(serde_json::to_vec(header)?);
         out.push('.');
         B64.encode_string(serde_json::to_vec(claims)?, &mut out);
         let rng = SystemRandom::new();

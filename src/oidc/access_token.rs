@@ -19,6 +19,7 @@ use std::time::SystemTime;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
+use super::claims::{ClaimMap, Profile};
 use super::id_token::{ProviderKeys, TokenRejected, verify_signature};
 
 /// The longest lifetime (`exp - iat`) of an accepted access token; bearer
@@ -60,6 +61,8 @@ pub struct AccessExpected<'a> {
     pub client_id: &'a str,
     pub algorithms: &'a [Algorithm],
     pub leeway: u64,
+    /// Where the user's attributes are (`[identity_provider.claims]`).
+    pub claims: &'a ClaimMap,
 }
 
 /// The claims of an accepted bearer token that unigate uses.
@@ -72,11 +75,8 @@ pub struct AccessClaims {
     /// revocation of its user refuses it.
     pub iat: Option<u64>,
     pub sid: Option<String>,
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub preferred_username: Option<String>,
-    pub company: Option<String>,
-    pub groups: Vec<String>,
+    /// The user's attributes, read with the deployment's claim mapping.
+    pub profile: Profile,
 }
 
 /// Whether a bearer token is a JWT (three base64url segments, the first
@@ -115,7 +115,7 @@ fn opt_time(c: &Value, k: &'static str) -> Result<Option<u64>, AccessRejected> {
 }
 
 /// The identity claims, the times checked (`exp` given, `nbf`, `iat`).
-fn claims_of(c: &Value, now: u64, leeway: u64) -> Result<AccessClaims, AccessRejected> {
+fn claims_of(c: &Value, now: u64, leeway: u64, map: &ClaimMap) -> Result<AccessClaims, AccessRejected> {
     let sub = match c.get("sub") {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => s.clone(),
         _ => return Err(AccessRejected::Claim("sub")),
@@ -131,25 +131,13 @@ fn claims_of(c: &Value, now: u64, leeway: u64) -> Result<AccessClaims, AccessRej
     if iat.is_some_and(|iat| iat > now + leeway) {
         return Err(TokenRejected::IssuedInFuture.into());
     }
-    let groups = match c.get("groups") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|g| g.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or(AccessRejected::Claim("groups"))?,
-        Some(_) => return Err(AccessRejected::Claim("groups")),
-    };
+    let profile = map.profile(c).map_err(|e| AccessRejected::Claim(e.attribute))?;
     Ok(AccessClaims {
         sub,
         exp,
         iat,
         sid: opt_string(c, "sid")?.filter(|s| !s.is_empty()),
-        email: opt_string(c, "email")?,
-        name: opt_string(c, "name")?,
-        preferred_username: opt_string(c, "preferred_username")?,
-        company: opt_string(c, "company")?,
-        groups,
+        profile,
     })
 }
 
@@ -196,7 +184,7 @@ pub fn validate_access_jwt(
         }
     }
     let now = unix(now);
-    let claims = claims_of(&c, now, expected.leeway)?;
+    let claims = claims_of(&c, now, expected.leeway, expected.claims)?;
     let (Some(exp), Some(iat)) = (claims.exp, claims.iat) else {
         return Err(AccessRejected::Claim(if claims.exp.is_none() { "exp" } else { "iat" }));
     };
@@ -263,7 +251,7 @@ pub fn from_introspection(
         return Err(TokenRejected::Audience.into());
     }
     let now = unix(now);
-    let claims = claims_of(answer, now, expected.leeway)?;
+    let claims = claims_of(answer, now, expected.leeway, expected.claims)?;
     if let (Some(exp), Some(iat)) = (claims.exp, claims.iat)
         && exp.saturating_sub(iat) > MAX_LIFETIME_SECS
     {
@@ -306,6 +294,8 @@ mod tests {
         v
     }
 
+    static DEFAULT_MAP: std::sync::LazyLock<ClaimMap> = std::sync::LazyLock::new(ClaimMap::default);
+
     fn expected(api: Option<&str>) -> AccessExpected<'_> {
         AccessExpected {
             issuer: ISS,
@@ -313,6 +303,7 @@ mod tests {
             client_id: CLIENT,
             algorithms: &[Algorithm::ES256, Algorithm::RS256],
             leeway: 30,
+            claims: &DEFAULT_MAP,
         }
     }
 
@@ -325,7 +316,7 @@ mod tests {
         let sign = |typ: &str, c: Value| key.sign(typ, &c).unwrap();
         let ok = validate_access_jwt(&sign("at+jwt", good()), &keys, &expected(Some(API)), now()).unwrap();
         assert_eq!(ok.sub, "user-1");
-        assert_eq!(ok.groups, vec!["g"]);
+        assert_eq!(ok.profile.groups, Some(vec!["g".to_string()]));
         assert_eq!(ok.iat, Some(NOW - 10));
         for typ in ["application/at+jwt", "AT+JWT"] {
             assert!(validate_access_jwt(&sign(typ, good()), &keys, &expected(Some(API)), now()).is_ok());

@@ -3,11 +3,10 @@
 //! and refresh at the token endpoint. Every call has a timeout and a bounded
 //! response body; nothing here is on the authenticated hot path.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use jsonwebtoken::Algorithm;
-use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
 use super::id_token::{ASYMMETRIC, Expected, IdClaims, ProviderKeys, TokenRejected, validate_id_token};
@@ -15,7 +14,8 @@ use crate::gateway::config::IdpSettings;
 
 /// Largest IdP response read.
 const MAX_BODY: usize = 1024 * 1024;
-/// Least time between two JWKS fetches caused by unknown `kid`s.
+/// Least time after a JWKS fetch caused by an unknown `kid` before the
+/// next such fetch (a flood of made-up `kid`s must not flood the provider).
 const JWKS_COOLDOWN: Duration = Duration::from_secs(30);
 /// Clock skew tolerated in token times.
 pub const LEEWAY: u64 = 60;
@@ -35,6 +35,13 @@ pub struct Discovery {
     /// RFC 7662 / RFC 8414: where opaque access tokens are introspected.
     #[serde(default)]
     pub introspection_endpoint: Option<String>,
+    /// RFC 9207: the provider names itself (`iss`) in every authorization
+    /// response; one without is then refused.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    /// Algorithms a signed UserInfo answer may use.
+    #[serde(default)]
+    pub userinfo_signing_alg_values_supported: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,9 @@ pub enum OidcError {
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenSet {
     pub access_token: String,
+    /// RFC 6749 §5.1: required; unigate uses only `Bearer` tokens.
+    #[serde(default)]
+    pub token_type: Option<String>,
     #[serde(default)]
     pub id_token: Option<String>,
     #[serde(default)]
@@ -65,6 +75,34 @@ pub struct TokenSet {
 }
 
 pub use super::access_token::AccessClaims;
+
+/// What an ID token was issued with, for the checks that tie it to them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IssuedWith<'a> {
+    /// The nonce of the authorization request (none for a refresh).
+    pub nonce: Option<&'a str>,
+    /// The access token of the same token response (`at_hash`).
+    pub access_token: Option<&'a str>,
+    /// The authorization code redeemed (`c_hash`).
+    pub code: Option<&'a str>,
+    /// The `max_age` of the authorization request (`auth_time`).
+    pub max_age: Option<u64>,
+}
+
+impl TokenSet {
+    /// RFC 6749 §5.1, §7.1: the type is required, and unigate can use only
+    /// `Bearer` tokens (a DPoP or MAC token would need a key it never had).
+    pub fn check_type(&self) -> Result<(), OidcError> {
+        match self.token_type.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case("bearer") => Ok(()),
+            Some(t) => Err(OidcError::Invalid(format!(
+                "token_type `{}` is not `Bearer`",
+                t.chars().take(32).collect::<String>()
+            ))),
+            None => Err(OidcError::Invalid("the token response has no token_type".into())),
+        }
+    }
+}
 
 pub struct Loaded {
     pub discovery: Discovery,
@@ -76,13 +114,15 @@ pub struct OidcClient {
     http: reqwest::Client,
     pub settings: IdpSettings,
     loaded: RwLock<Option<Arc<Loaded>>>,
-    last_jwks_fetch: Mutex<Option<Instant>>,
+    /// When a token with an unknown `kid` last caused a JWKS fetch; held
+    /// across the fetch, so that concurrent unknown `kid`s share one.
+    kid_refetch: tokio::sync::Mutex<Option<Instant>>,
     /// IdP call latencies and JWKS refreshes (and the rest of unigate's
     /// metrics, which live as long as this client: across reloads).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(mut r: reqwest::Response) -> Result<T, OidcError> {
+async fn read_body(mut r: reqwest::Response) -> Result<Vec<u8>, OidcError> {
     let mut body = Vec::new();
     while let Some(chunk) = r.chunk().await.map_err(|e| OidcError::Unreachable(e.to_string()))? {
         if body.len() + chunk.len() > MAX_BODY {
@@ -90,7 +130,11 @@ async fn read_json<T: serde::de::DeserializeOwned>(mut r: reqwest::Response) -> 
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| OidcError::Invalid(e.to_string()))
+    Ok(body)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(r: reqwest::Response) -> Result<T, OidcError> {
+    serde_json::from_slice(&read_body(r).await?).map_err(|e| OidcError::Invalid(e.to_string()))
 }
 
 fn parse_alg(s: &str) -> Option<Algorithm> {
@@ -108,7 +152,7 @@ impl OidcClient {
             http,
             settings,
             loaded: RwLock::new(None),
-            last_jwks_fetch: Mutex::new(None),
+            kid_refetch: tokio::sync::Mutex::new(None),
             metrics: Arc::default(),
         })
     }
@@ -157,7 +201,7 @@ impl OidcClient {
                 discovery.issuer, self.settings.issuer
             )));
         }
-        let set: JwkSet = self.get_json("jwks", &discovery.jwks_uri).await?;
+        let keys = self.fetch_keys(&discovery.jwks_uri).await?;
         let mut algorithms: Vec<Algorithm> = discovery
             .id_token_signing_alg_values_supported
             .iter()
@@ -168,35 +212,51 @@ impl OidcClient {
             algorithms.push(Algorithm::RS256);
         }
         let loaded = Loaded {
-            keys: ProviderKeys::from_jwks(&set),
+            keys,
             discovery,
             algorithms,
         };
         tracing::info!(keys = loaded.keys.len(), issuer = %self.settings.issuer, "identity provider discovery and JWKS loaded");
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(loaded));
-        *self.last_jwks_fetch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(())
     }
 
-    /// Re-fetches the JWKS unless one was fetched within the cooldown.
-    async fn refresh_keys(&self) -> bool {
-        {
-            let mut last = self.last_jwks_fetch.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < JWKS_COOLDOWN) {
-                return false;
-            }
-            *last = Some(Instant::now());
+    /// The signing keys of the JWKS at `uri`; entries that cannot be used
+    /// are skipped (and logged), not fatal.
+    async fn fetch_keys(&self, uri: &str) -> Result<ProviderKeys, OidcError> {
+        let doc: serde_json::Value = self.get_json("jwks", uri).await?;
+        let (keys, skipped) =
+            ProviderKeys::from_json(&doc).ok_or_else(|| OidcError::Invalid("the JWKS has no `keys` list".into()))?;
+        if skipped > 0 {
+            tracing::info!(skipped, "JWKS entries that are not usable signing keys were skipped");
         }
-        let Some(current) = self.loaded() else { return false };
-        let fetched = self.get_json::<JwkSet>("jwks", &current.discovery.jwks_uri).await;
+        Ok(keys)
+    }
+
+    /// Re-fetches the JWKS for a token naming a key not seen in `seen`
+    /// (the provider rotated): at once, however recently the keys were
+    /// loaded, and one fetch for all the requests that need it. After such
+    /// a fetch, the next one waits for the cooldown. True when keys newer
+    /// than `seen` are loaded.
+    async fn refresh_keys(&self, seen: &Arc<Loaded>) -> bool {
+        let mut last = self.kid_refetch.lock().await;
+        // Someone fetched while this request waited: try those keys.
+        if self.loaded().is_some_and(|now| !Arc::ptr_eq(&now, seen)) {
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < JWKS_COOLDOWN) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        let fetched = self.fetch_keys(&seen.discovery.jwks_uri).await;
         let result = if fetched.is_ok() { "succeeded" } else { "failed" };
         self.metrics.jwks_refreshes.with_label_values(&[result]).inc();
         match fetched {
-            Ok(set) => {
+            Ok(keys) => {
                 let next = Loaded {
-                    discovery: current.discovery.clone(),
-                    keys: ProviderKeys::from_jwks(&set),
-                    algorithms: current.algorithms.clone(),
+                    discovery: seen.discovery.clone(),
+                    keys,
+                    algorithms: seen.algorithms.clone(),
                 };
                 tracing::info!(keys = next.keys.len(), "JWKS re-fetched");
                 *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(next));
@@ -210,24 +270,31 @@ impl OidcClient {
     }
 
     /// Validates an ID token, re-fetching the JWKS once if it names a key
-    /// not seen yet (the provider rotated).
+    /// not seen yet (the provider rotated). `login` says what the token
+    /// was issued with; `max_id_token_age` bounds its `iat`.
     pub async fn validate_id_token(
         &self,
         token: &str,
-        nonce: Option<&str>,
+        login: &IssuedWith<'_>,
         now: SystemTime,
     ) -> Result<IdClaims, OidcError> {
         for attempt in 0..2 {
             let loaded = self.loaded().ok_or(OidcError::NotReady)?;
             let expected = Expected {
-                issuer: &self.settings.issuer,
-                client_id: &self.settings.client_id,
-                nonce,
-                algorithms: &loaded.algorithms,
-                leeway: LEEWAY,
+                nonce: login.nonce,
+                access_token: login.access_token,
+                code: login.code,
+                max_age: login.max_age,
+                max_iat_age: Some(self.settings.max_id_token_age.as_secs()),
+                ..Expected::new(
+                    &self.settings.issuer,
+                    &self.settings.client_id,
+                    &loaded.algorithms,
+                    LEEWAY,
+                )
             };
             match validate_id_token(token, &loaded.keys, &expected, now) {
-                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys().await => continue,
+                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys(&loaded).await => continue,
                 other => return Ok(other?),
             }
         }
@@ -246,13 +313,12 @@ impl OidcClient {
             let Some(loaded) = self.loaded() else {
                 return Err(LogoutTokenRejected::KeysUnavailable);
             };
-            let expected = Expected {
-                issuer: &self.settings.issuer,
-                client_id: &self.settings.client_id,
-                nonce: None,
-                algorithms: &loaded.algorithms,
-                leeway: LEEWAY,
-            };
+            let expected = Expected::new(
+                &self.settings.issuer,
+                &self.settings.client_id,
+                &loaded.algorithms,
+                LEEWAY,
+            );
             match validate_logout_token(token, &loaded.keys, &expected, now) {
                 // A key not seen yet: the provider may have rotated. When
                 // the JWKS cannot be fetched now (cooldown, provider down)
@@ -260,10 +326,7 @@ impl OidcClient {
                 // provider is asked to retry. A fresh JWKS without the key
                 // refuses it.
                 Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey)) if attempt == 0 => {
-                    // (Another request may have fetched the keys meanwhile.)
-                    let fresh =
-                        self.refresh_keys().await || self.loaded().is_some_and(|now| !Arc::ptr_eq(&now, &loaded));
-                    if !fresh {
+                    if !self.refresh_keys(&loaded).await {
                         return Err(LogoutTokenRejected::KeysUnavailable);
                     }
                 }
@@ -281,6 +344,7 @@ impl OidcClient {
             client_id: &self.settings.client_id,
             algorithms: &loaded.algorithms,
             leeway: LEEWAY,
+            claims: &self.settings.claims,
         }
     }
 
@@ -292,7 +356,9 @@ impl OidcClient {
         for attempt in 0..2 {
             let loaded = self.loaded().ok_or(OidcError::NotReady)?;
             match validate_access_jwt(token, &loaded.keys, &self.access_expected(&loaded), now) {
-                Err(AccessRejected::Token(TokenRejected::UnknownKey)) if attempt == 0 && self.refresh_keys().await => {
+                Err(AccessRejected::Token(TokenRejected::UnknownKey))
+                    if attempt == 0 && self.refresh_keys(&loaded).await =>
+                {
                     continue;
                 }
                 other => return Ok(other?),
@@ -379,7 +445,142 @@ impl OidcClient {
                 error: body["error"].as_str().unwrap_or("unknown").chars().take(64).collect(),
             });
         }
-        read_json(r).await
+        let tokens: TokenSet = read_json(r).await?;
+        tokens.check_type()?;
+        Ok(tokens)
+    }
+
+    /// Asks the UserInfo endpoint (OIDC Core §5.3) about the user the
+    /// access token was issued for; the answer's `sub` must be `sub`, the
+    /// ID token's (§5.3.2). A signed answer (`application/jwt`) is
+    /// verified with the provider's keys, and its `iss` and `aud`, when
+    /// present, must be the provider and this client. Any other answer
+    /// than a 200 with a JSON object (or such a JWT) is an error.
+    pub async fn userinfo(&self, access_token: &str, sub: &str) -> Result<serde_json::Value, OidcError> {
+        let started = Instant::now();
+        let r = self.userinfo_untimed(access_token, sub).await;
+        self.metrics.idp_call("userinfo", r.is_ok(), started.elapsed());
+        r
+    }
+
+    async fn userinfo_untimed(&self, access_token: &str, sub: &str) -> Result<serde_json::Value, OidcError> {
+        let loaded = self.loaded().ok_or(OidcError::NotReady)?;
+        let endpoint = loaded
+            .discovery
+            .userinfo_endpoint
+            .as_deref()
+            .ok_or_else(|| OidcError::Invalid("the provider has no userinfo_endpoint".into()))?;
+        let r = self
+            .http
+            .get(endpoint)
+            .bearer_auth(access_token)
+            .header("accept", "application/json, application/jwt")
+            .send()
+            .await
+            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let status = r.status().as_u16();
+        if status != 200 {
+            return Err(OidcError::Refused {
+                status,
+                error: "userinfo".into(),
+            });
+        }
+        let jwt = r
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("application/jwt"));
+        let body = read_body(r).await?;
+        let claims = if jwt {
+            let token = std::str::from_utf8(&body)
+                .map_err(|_| OidcError::Invalid("the signed UserInfo is not text".into()))?
+                .trim();
+            self.verify_userinfo_jwt(token).await?
+        } else {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .map_err(|_| OidcError::Invalid("the UserInfo answer is not JSON".into()))?
+        };
+        if !claims.is_object() {
+            return Err(OidcError::Invalid("the UserInfo answer is not a JSON object".into()));
+        }
+        if claims.get("sub").and_then(|s| s.as_str()) != Some(sub) {
+            return Err(OidcError::Invalid("the UserInfo `sub` is not the ID token's".into()));
+        }
+        Ok(claims)
+    }
+
+    /// A signed UserInfo answer's claims (encrypted ones are refused).
+    async fn verify_userinfo_jwt(&self, token: &str) -> Result<serde_json::Value, OidcError> {
+        if token.split('.').count() == 5 {
+            return Err(OidcError::Invalid(
+                "encrypted UserInfo answers are not supported".into(),
+            ));
+        }
+        for attempt in 0..2 {
+            let loaded = self.loaded().ok_or(OidcError::NotReady)?;
+            let mut algorithms: Vec<Algorithm> = loaded
+                .discovery
+                .userinfo_signing_alg_values_supported
+                .iter()
+                .filter_map(|a| parse_alg(a))
+                .collect();
+            algorithms.extend(loaded.algorithms.iter().copied());
+            match super::id_token::verify_signature(token, &loaded.keys, &algorithms) {
+                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys(&loaded).await => continue,
+                Err(e) => return Err(e.into()),
+                Ok((_, claims)) => {
+                    if claims
+                        .get("iss")
+                        .is_some_and(|i| i.as_str() != Some(self.settings.issuer.as_str()))
+                    {
+                        return Err(TokenRejected::Issuer.into());
+                    }
+                    let aud_ok = match claims.get("aud") {
+                        None => true,
+                        Some(serde_json::Value::String(a)) => *a == self.settings.client_id,
+                        Some(serde_json::Value::Array(v)) => {
+                            v.iter().any(|a| a.as_str() == Some(&self.settings.client_id))
+                        }
+                        Some(_) => false,
+                    };
+                    if !aud_ok {
+                        return Err(TokenRejected::Audience.into());
+                    }
+                    return Ok(claims);
+                }
+            }
+        }
+        Err(TokenRejected::UnknownKey.into())
+    }
+
+    /// The user's attributes (`[identity_provider.claims]`): from the ID
+    /// token, completed by UserInfo when it lacks a mapped claim (or
+    /// updated by it with `userinfo = "always"`). A mistyped claim, or a
+    /// UserInfo answer that fails, fails the whole: nothing is guessed.
+    pub async fn profile(&self, id: &IdClaims, access_token: &str) -> Result<super::claims::Profile, OidcError> {
+        let map = &self.settings.claims;
+        let from_id = map.profile(&id.all).map_err(|e| OidcError::Invalid(e.to_string()))?;
+        let missing = map.missing(&from_id);
+        let has_endpoint = self.loaded().is_some_and(|l| l.discovery.userinfo_endpoint.is_some());
+        let profile = if self.settings.userinfo.ask(&missing)
+            && (has_endpoint || self.settings.userinfo == super::claims::UserinfoMode::Always)
+        {
+            let answer = self.userinfo(access_token, &id.sub).await?;
+            let from_userinfo = map
+                .profile(&answer)
+                .map_err(|e| OidcError::Invalid(format!("UserInfo: {e}")))?;
+            from_id.updated_by(from_userinfo)
+        } else {
+            from_id
+        };
+        if profile.groups.is_none() && !map.groups.is_unused() {
+            tracing::warn!(
+                claim = map.groups.as_str(),
+                user.sub = %id.sub,
+                "the groups claim is in neither the ID token nor UserInfo: the user has no groups (check [identity_provider.claims] groups and the scopes asked for)"
+            );
+        }
+        Ok(profile)
     }
 
     /// Redeems an authorization code (client_secret_basic, PKCE verifier).

@@ -53,6 +53,20 @@ pub enum TokenRejected {
     Nonce,
     #[error("sub is missing")]
     Subject,
+    #[error("the header names critical extensions (`crit`) unigate does not implement")]
+    CriticalHeader,
+    #[error("`typ` says this is not an ID token")]
+    Type,
+    #[error("issued longer ago than max_id_token_age")]
+    TooOld,
+    #[error("at_hash does not match the access token")]
+    AccessTokenHash,
+    #[error("c_hash does not match the code")]
+    CodeHash,
+    #[error("auth_time is missing but max_age was asked for")]
+    AuthTimeMissing,
+    #[error("the user authenticated longer ago than max_age allows")]
+    AuthTooOld,
 }
 
 /// What the login that asked for this token expects of it.
@@ -67,6 +81,33 @@ pub struct Expected<'a> {
     pub algorithms: &'a [Algorithm],
     /// Clock skew allowed, in seconds.
     pub leeway: u64,
+    /// Oldest `iat` accepted, in seconds before now (beyond `leeway`);
+    /// `None`: no bound (logout tokens have their own).
+    pub max_iat_age: Option<u64>,
+    /// The access token issued with it: `at_hash`, when present, must match.
+    pub access_token: Option<&'a str>,
+    /// The code it was redeemed for: `c_hash`, when present, must match.
+    pub code: Option<&'a str>,
+    /// The `max_age` sent with the authorization request: `auth_time` is
+    /// then required and must be that recent.
+    pub max_age: Option<u64>,
+}
+
+impl<'a> Expected<'a> {
+    /// The base checks only (issuer, audience, algorithms, times).
+    pub fn new(issuer: &'a str, client_id: &'a str, algorithms: &'a [Algorithm], leeway: u64) -> Self {
+        Expected {
+            issuer,
+            client_id,
+            nonce: None,
+            algorithms,
+            leeway,
+            max_iat_age: None,
+            access_token: None,
+            code: None,
+            max_age: None,
+        }
+    }
 }
 
 /// The claims unigate uses.
@@ -87,15 +128,12 @@ pub struct IdClaims {
     #[serde(default)]
     pub sid: Option<String>,
     #[serde(default)]
-    pub email: Option<String>,
+    pub at_hash: Option<String>,
     #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub preferred_username: Option<String>,
-    #[serde(default)]
-    pub company: Option<String>,
-    #[serde(default)]
-    pub groups: Vec<String>,
+    pub c_hash: Option<String>,
+    /// Every claim, for the claim mapping (`claims`).
+    #[serde(skip)]
+    pub all: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -146,21 +184,57 @@ impl ProviderKeys {
     pub fn from_jwks(set: &JwkSet) -> ProviderKeys {
         let mut out = ProviderKeys::default();
         for jwk in &set.keys {
-            if matches!(
-                jwk.common.public_key_use,
-                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
-            ) {
-                continue;
-            }
-            let kind = match &jwk.algorithm {
-                AlgorithmParameters::EllipticCurve(_) => KeyKind::Ec,
-                AlgorithmParameters::RSA(_) => KeyKind::Rsa,
-                AlgorithmParameters::OctetKeyPair(_) => KeyKind::Okp,
-                // Symmetric keys, and whatever a future JWK type is: not for us.
-                _ => continue,
+            out.add(jwk);
+        }
+        out
+    }
+
+    /// The usable signature keys of a JWKS document, entry by entry (OIDC
+    /// Core §10.1): an entry that cannot be read (a key type or curve
+    /// unigate does not know, a broken key), an encryption key (`use:
+    /// enc`) or a key whose `key_ops` exclude `verify` is skipped, never
+    /// fatal to the others. `None` when the document has no `keys` list.
+    pub fn from_json(doc: &serde_json::Value) -> Option<(ProviderKeys, usize)> {
+        let entries = doc.get("keys")?.as_array()?;
+        let mut out = ProviderKeys::default();
+        let mut skipped = 0;
+        for entry in entries {
+            let ops_ok = match entry.get("key_ops") {
+                None => true,
+                Some(ops) => ops
+                    .as_array()
+                    .is_some_and(|ops| ops.iter().any(|o| o.as_str() == Some("verify"))),
             };
-            let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
-            let alg = jwk.common.key_algorithm.and_then(|a| match a {
+            let jwk = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(entry.clone()).ok();
+            match jwk {
+                Some(jwk) if ops_ok && out.add(&jwk) => {}
+                _ => skipped += 1,
+            }
+        }
+        Some((out, skipped))
+    }
+
+    /// Adds one key if it is a usable signature key.
+    fn add(&mut self, jwk: &jsonwebtoken::jwk::Jwk) -> bool {
+        if matches!(
+            jwk.common.public_key_use,
+            Some(jsonwebtoken::jwk::PublicKeyUse::Encryption | jsonwebtoken::jwk::PublicKeyUse::Other(_))
+        ) {
+            return false;
+        }
+        let kind = match &jwk.algorithm {
+            AlgorithmParameters::EllipticCurve(_) => KeyKind::Ec,
+            AlgorithmParameters::RSA(_) => KeyKind::Rsa,
+            AlgorithmParameters::OctetKeyPair(_) => KeyKind::Okp,
+            // Symmetric keys, and whatever a future JWK type is: not for us.
+            _ => return false,
+        };
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            return false;
+        };
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(a) => match a {
                 KeyAlgorithm::ES256 => Some(Algorithm::ES256),
                 KeyAlgorithm::ES384 => Some(Algorithm::ES384),
                 KeyAlgorithm::RS256 => Some(Algorithm::RS256),
@@ -170,16 +244,17 @@ impl ProviderKeys {
                 KeyAlgorithm::PS384 => Some(Algorithm::PS384),
                 KeyAlgorithm::PS512 => Some(Algorithm::PS512),
                 KeyAlgorithm::EdDSA => Some(Algorithm::EdDSA),
-                _ => None,
-            });
-            match &jwk.common.key_id {
-                Some(kid) => {
-                    out.keys.insert(kid.clone(), (key, kind, alg));
-                }
-                None => out.anonymous.push((key, kind, alg)),
+                // An encryption algorithm (RSA-OAEP…): not a signing key.
+                _ => return false,
+            },
+        };
+        match &jwk.common.key_id {
+            Some(kid) => {
+                self.keys.insert(kid.clone(), (key, kind, alg));
             }
+            None => self.anonymous.push((key, kind, alg)),
         }
-        out
+        true
     }
 
     pub fn len(&self) -> usize {
@@ -208,6 +283,11 @@ pub fn verify_signature(
 ) -> Result<(jsonwebtoken::Header, serde_json::Value), TokenRejected> {
     if token.len() > 16 * 1024 || token.split('.').count() != 3 {
         return Err(TokenRejected::Malformed);
+    }
+    // RFC 7515 §4.1.11: a `crit` extension must be understood; unigate
+    // implements none, so any `crit` refuses the token.
+    if raw_header(token)?.get("crit").is_some() {
+        return Err(TokenRejected::CriticalHeader);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejected::Malformed)?;
     let alg = header.alg;
@@ -247,6 +327,35 @@ pub fn verify_signature(
     Err(TokenRejected::Signature)
 }
 
+/// The JOSE header as JSON (for what `jsonwebtoken::Header` does not keep).
+fn raw_header(token: &str) -> Result<serde_json::Value, TokenRejected> {
+    use base64::Engine;
+    let first = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(first)
+        .map_err(|_| TokenRejected::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenRejected::Malformed)
+}
+
+/// `at_hash` / `c_hash` (OIDC Core §3.1.3.6, §3.3.2.11): the left half of
+/// the hash of `value` with the hash of the token's algorithm.
+pub fn left_half_hash(alg: Algorithm, value: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest: Vec<u8> = match alg {
+        Algorithm::ES384 | Algorithm::RS384 | Algorithm::PS384 => sha2::Sha384::digest(value).to_vec(),
+        // Ed25519: SHA-512 (OIDC Core errata).
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::EdDSA => sha2::Sha512::digest(value).to_vec(),
+        _ => sha2::Sha256::digest(value).to_vec(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+fn hash_matches(alg: Algorithm, claimed: &str, value: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(left_half_hash(alg, value).as_bytes().ct_eq(claimed.as_bytes()))
+}
+
 /// Validates an ID token completely; returns its claims.
 pub fn validate_id_token(
     token: &str,
@@ -254,9 +363,19 @@ pub fn validate_id_token(
     expected: &Expected<'_>,
     now: SystemTime,
 ) -> Result<IdClaims, TokenRejected> {
-    let (_, payload) = verify_signature(token, keys, expected.algorithms)?;
+    let (header, payload) = verify_signature(token, keys, expected.algorithms)?;
+    // RFC 8725 §3.11: an explicitly typed token of another kind (a logout
+    // token, an access token) is not an ID token.
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("JWT") && !t.eq_ignore_ascii_case("application/jwt"))
+    {
+        return Err(TokenRejected::Type);
+    }
     let aud: WithAud = serde_json::from_value(payload.clone()).map_err(|_| TokenRejected::Audience)?;
-    let claims: IdClaims = serde_json::from_value(payload).map_err(|_| TokenRejected::Malformed)?;
+    let mut claims: IdClaims = serde_json::from_value(payload.clone()).map_err(|_| TokenRejected::Malformed)?;
+    claims.all = payload;
     if claims.iss != expected.issuer {
         return Err(TokenRejected::Issuer);
     }
@@ -283,6 +402,28 @@ pub fn validate_id_token(
     }
     if claims.nbf.is_some_and(|nbf| nbf > now + expected.leeway) {
         return Err(TokenRejected::NotYetValid);
+    }
+    if expected
+        .max_iat_age
+        .is_some_and(|age| claims.iat + age + expected.leeway < now)
+    {
+        return Err(TokenRejected::TooOld);
+    }
+    if let Some(max_age) = expected.max_age {
+        let auth_time = claims.auth_time.ok_or(TokenRejected::AuthTimeMissing)?;
+        if auth_time + max_age + expected.leeway < now {
+            return Err(TokenRejected::AuthTooOld);
+        }
+    }
+    if let (Some(claimed), Some(at)) = (&claims.at_hash, expected.access_token)
+        && !hash_matches(header.alg, claimed, at)
+    {
+        return Err(TokenRejected::AccessTokenHash);
+    }
+    if let (Some(claimed), Some(code)) = (&claims.c_hash, expected.code)
+        && !hash_matches(header.alg, claimed, code)
+    {
+        return Err(TokenRejected::CodeHash);
     }
     if let Some(nonce) = expected.nonce {
         use subtle::ConstantTimeEq;
@@ -351,11 +492,9 @@ mod tests {
 
     fn expected<'a>() -> Expected<'a> {
         Expected {
-            issuer: ISS,
-            client_id: CLIENT,
             nonce: Some("n-1"),
-            algorithms: &[Algorithm::ES256, Algorithm::RS256],
-            leeway: 30,
+            max_iat_age: Some(600),
+            ..Expected::new(ISS, CLIENT, &[Algorithm::ES256, Algorithm::RS256], 30)
         }
     }
 
@@ -375,7 +514,7 @@ mod tests {
             let t = key.sign("JWT", &good_claims()).unwrap();
             let c = validate_id_token(&t, &f.keys, &expected(), now()).unwrap();
             assert_eq!(c.sub, "user-1");
-            assert_eq!(c.groups, vec!["g"]);
+            assert_eq!(c.all["groups"], json!(["g"]));
         }
         // Several audiences with azp = this client are fine.
         let t =
@@ -542,5 +681,144 @@ mod tests {
             validate_id_token(&forged, &f.keys, &expected(), now()),
             Err(TokenRejected::Signature)
         );
+    }
+
+    /// A token signed by `key` with `header` as its JOSE header.
+    fn with_header(key: &SigningKey, header: Value, claims: &Value) -> String {
+        key.sign_with_header(&header, claims).unwrap()
+    }
+
+    #[test]
+    fn header_rules_crit_and_typ() {
+        let f = fixture();
+        let c = good_claims();
+        let ok = |h: Value| validate_id_token(&with_header(&f.es, h, &c), &f.keys, &expected(), now());
+        assert!(ok(json!({"alg": "ES256", "kid": f.es.kid})).is_ok(), "no typ");
+        assert!(ok(json!({"alg": "ES256", "kid": f.es.kid, "typ": "jwt"})).is_ok());
+        assert!(ok(json!({"alg": "ES256", "kid": f.es.kid, "typ": "application/JWT"})).is_ok());
+        for typ in ["logout+jwt", "at+jwt", "application/at+jwt", "secevent+jwt", "JOSE"] {
+            assert_eq!(
+                ok(json!({"alg": "ES256", "kid": f.es.kid, "typ": typ})),
+                Err(TokenRejected::Type),
+                "{typ}"
+            );
+        }
+        for crit in [json!(["exp"]), json!(["b64"]), json!([]), json!("x")] {
+            assert_eq!(
+                ok(json!({"alg": "ES256", "kid": f.es.kid, "crit": crit, "exp": 1})),
+                Err(TokenRejected::CriticalHeader),
+                "{crit}"
+            );
+        }
+    }
+
+    #[test]
+    fn iat_age_hashes_and_auth_time() {
+        let f = fixture();
+        let at = "the-access-token";
+        let code = "the-code";
+        let claims = with(
+            with(good_claims(), "at_hash", json!(left_half_hash(Algorithm::ES256, at))),
+            "c_hash",
+            json!(left_half_hash(Algorithm::ES256, code)),
+        );
+        let sign = |c: &Value| f.es.sign("JWT", c).unwrap();
+        let e = Expected {
+            access_token: Some(at),
+            code: Some(code),
+            max_age: Some(300),
+            ..expected()
+        };
+        assert!(validate_id_token(&sign(&claims), &f.keys, &e, now()).is_ok());
+        // With RS256 the hash is also SHA-256; the RSA key signs here.
+        let rs_claims = with(claims.clone(), "at_hash", json!(left_half_hash(Algorithm::RS256, at)));
+        assert!(validate_id_token(&f.rs.sign("JWT", &rs_claims).unwrap(), &f.keys, &e, now()).is_ok());
+        let cases: Vec<(&str, Value, TokenRejected)> = vec![
+            (
+                "iat older than max_id_token_age and leeway",
+                with(claims.clone(), "iat", json!(NOW - 600 - 31)),
+                TokenRejected::TooOld,
+            ),
+            (
+                "at_hash of another access token",
+                with(
+                    claims.clone(),
+                    "at_hash",
+                    json!(left_half_hash(Algorithm::ES256, "other")),
+                ),
+                TokenRejected::AccessTokenHash,
+            ),
+            (
+                "at_hash with the wrong hash length",
+                with(claims.clone(), "at_hash", json!(left_half_hash(Algorithm::ES384, at))),
+                TokenRejected::AccessTokenHash,
+            ),
+            (
+                "c_hash of another code",
+                with(
+                    claims.clone(),
+                    "c_hash",
+                    json!(left_half_hash(Algorithm::ES256, "other")),
+                ),
+                TokenRejected::CodeHash,
+            ),
+            (
+                "max_age asked, auth_time missing",
+                with(claims.clone(), "auth_time", Value::Null),
+                TokenRejected::AuthTimeMissing,
+            ),
+            (
+                "auth_time older than max_age",
+                with(claims.clone(), "auth_time", json!(NOW - 300 - 31)),
+                TokenRejected::AuthTooOld,
+            ),
+        ];
+        for (name, c, want) in cases {
+            assert_eq!(validate_id_token(&sign(&c), &f.keys, &e, now()), Err(want), "{name}");
+        }
+        // Within the bounds (leeway included), and hashes absent: fine.
+        let edge = with(
+            with(claims.clone(), "iat", json!(NOW - 630)),
+            "auth_time",
+            json!(NOW - 330),
+        );
+        assert!(validate_id_token(&sign(&edge), &f.keys, &e, now()).is_ok());
+        let bare = with(with(claims, "at_hash", Value::Null), "c_hash", Value::Null);
+        assert!(validate_id_token(&sign(&bare), &f.keys, &e, now()).is_ok());
+        // Without max_age asked, a missing auth_time is fine.
+        let no_auth_time = with(good_claims(), "auth_time", Value::Null);
+        assert!(validate_id_token(&sign(&no_auth_time), &f.keys, &expected(), now()).is_ok());
+    }
+
+    #[test]
+    fn jwks_entries_that_cannot_be_used_are_skipped_not_fatal() {
+        let f = fixture();
+        let es = serde_json::to_value(&f.es.jwk).unwrap();
+        let rs = serde_json::to_value(&f.rs.jwk).unwrap();
+        let mut enc = rs.clone();
+        enc["kid"] = json!("enc-key");
+        enc["use"] = json!("enc");
+        let mut wrap = es.clone();
+        wrap["kid"] = json!("wrap-key");
+        wrap["key_ops"] = json!(["wrapKey"]);
+        let doc = json!({"keys": [
+            {"kty": "AKP", "alg": "ML-DSA-44", "kid": "pq", "pub": "AAAA"},
+            {"kty": "EC", "crv": "P-256", "kid": "broken", "x": "!!", "y": "??"},
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kid": "no-kty"},
+            "not even an object",
+            enc,
+            wrap,
+            es,
+            rs,
+        ]});
+        let (keys, skipped) = ProviderKeys::from_json(&doc).unwrap();
+        assert_eq!(skipped, 7);
+        assert_eq!(keys.len(), 2);
+        assert!(keys.has_kid(&f.es.kid) && keys.has_kid(&f.rs.kid));
+        assert!(!keys.has_kid("enc-key") && !keys.has_kid("wrap-key"));
+        let t = f.es.sign("JWT", &good_claims()).unwrap();
+        assert!(validate_id_token(&t, &keys, &expected(), now()).is_ok());
+        assert!(ProviderKeys::from_json(&json!({"nokeys": []})).is_none());
     }
 }

@@ -155,13 +155,7 @@ mod tests {
             keys: vec![key.jwk.clone()],
         };
         let keys = ProviderKeys::from_jwks(&set);
-        let expected = Expected {
-            issuer: ISS,
-            client_id: CLIENT,
-            nonce: None,
-            algorithms: &[Algorithm::ES256, Algorithm::RS256],
-            leeway: 60,
-        };
+        let expected = Expected::new(ISS, CLIENT, &[Algorithm::ES256, Algorithm::RS256], 60);
         validate_logout_token(&token, &keys, &expected, now())
     }
 
@@ -221,13 +215,7 @@ mod tests {
         let set = jsonwebtoken::jwk::JwkSet {
             keys: vec![key.jwk.clone()],
         };
-        let expected = Expected {
-            issuer: ISS,
-            client_id: CLIENT,
-            nonce: None,
-            algorithms: &[Algorithm::ES256],
-            leeway: 60,
-        };
+        let expected = Expected::new(ISS, CLIENT, &[Algorithm::ES256], 60);
         assert!(validate_logout_token(&token, &ProviderKeys::from_jwks(&set), &expected, now()).is_err());
     }
 }

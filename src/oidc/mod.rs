@@ -1,8 +1,11 @@
 //! The relying-party side of OpenID Connect, as pure functions: ID token
-//! validation and return-URL safety. The proxy (`unigate run`) builds on
+//! validation, the callback's parameters, claim mapping and return-URL
+//! safety. The proxy (`unigate run`) builds on
 //! these; time and keys are parameters so every rule is tested by table.
 
 pub mod access_token;
+pub mod callback;
+pub mod claims;
 pub mod client;
 pub mod id_token;
 pub mod logout_token;

@@ -28,9 +28,17 @@ pub fn classify(accept: Option<&str>, x_requested_with: bool, sec_fetch_mode: Op
     }
 }
 
-/// The user may use a module when one of their groups is one of its access groups.
+/// The group list that lets every signed-in user in: `access_groups = ["*"]`.
+pub const EVERY_USER: &str = "*";
+
+/// The user may use a module when one of their groups is one of its access
+/// groups, or when its access groups are `["*"]` (every signed-in user). A
+/// user group literally named `*` matches nothing.
 pub fn may_access(user_groups: &[String], access_groups: &[String]) -> bool {
-    user_groups.iter().any(|g| access_groups.contains(g))
+    if access_groups.len() == 1 && access_groups[0] == EVERY_USER {
+        return true;
+    }
+    user_groups.iter().any(|g| g != EVERY_USER && access_groups.contains(g))
 }
 
 #[cfg(test)]
@@ -60,5 +68,10 @@ mod tests {
         assert!(may_access(&g(&["a", "b"]), &g(&["b"])));
         assert!(!may_access(&g(&["a"]), &g(&["b"])));
         assert!(!may_access(&g(&[]), &g(&["b"])));
+        // `["*"]`: every signed-in user, with groups or none.
+        assert!(may_access(&g(&[]), &g(&["*"])));
+        assert!(may_access(&g(&["x"]), &g(&["*"])));
+        // A user group named `*` opens nothing.
+        assert!(!may_access(&g(&["*"]), &g(&["b"])));
     }
 }

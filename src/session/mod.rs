@@ -30,6 +30,23 @@ pub struct Identity {
     pub module_user: Option<Box<str>>,
 }
 
+impl Identity {
+    /// The identity of user `sub` with the attributes the provider gave
+    /// (no module account yet).
+    pub fn from_profile(sub: &str, sid: Option<&str>, p: crate::oidc::claims::Profile) -> Identity {
+        Identity {
+            sub: sub.into(),
+            sid: sid.map(Into::into),
+            email: p.email.unwrap_or_default().into(),
+            name: p.name.unwrap_or_default().into(),
+            username: p.username.unwrap_or_default().into(),
+            company: p.company.unwrap_or_default().into(),
+            groups: p.groups.unwrap_or_default(),
+            module_user: None,
+        }
+    }
+}
+
 /// Tokens kept server-side for refresh and logout.
 #[derive(Debug, Clone)]
 pub struct Tokens {

@@ -1,0 +1,225 @@
+//! Refreshing a session's tokens before its access token expires, in the
+//! background of the request that noticed: one refresh per session at a
+//! time. A refreshed ID token is checked like the first one and must be
+//! the same user from the same provider (OIDC Core §12.2); the user's
+//! attributes are read again (ID token, UserInfo), so that a user removed
+//! from a group loses access at the next refresh. Anything wrong ends the
+//! session: the next request logs in again.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use pingora::http::RequestHeader;
+
+use super::{Gateway, store, unix_now};
+use crate::oidc::claims::Profile;
+use crate::oidc::client::{IssuedWith, TokenSet};
+use crate::session::{IdToken, Identity, Session};
+
+/// Why a refreshed session cannot go on.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("the refresh failed: {0}")]
+    Refresh(crate::oidc::client::OidcError),
+    #[error("the refreshed ID token was refused: {0}")]
+    IdToken(crate::oidc::client::OidcError),
+    #[error("the refreshed ID token is about another user")]
+    OtherUser,
+    #[error("the user's claims could not be read: {0}")]
+    Claims(crate::oidc::client::OidcError),
+    #[error("the user's email or username changed: the module account is checked again at login")]
+    AccountChanged,
+}
+
+impl Gateway {
+    /// Starts a background refresh when the access token of session `s`
+    /// (route `mi`) is about to expire. Without a refresh token, an
+    /// expired access token makes the next navigation log in again.
+    pub(super) fn maybe_refresh(self: &Arc<Self>, req: &RequestHeader, s: &Arc<Session>, mi: usize, now: u64) {
+        let exp = s.access_exp.load(Ordering::Relaxed);
+        if exp > now + self.cfg.session.refresh_before.as_secs() {
+            return;
+        }
+        let Some(id) = self.cookie(req, self.session_cookie).map(str::to_string) else {
+            return;
+        };
+        if s.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let refresh_token = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).refresh_token.clone();
+        let Some(rt) = refresh_token else {
+            s.refreshing.store(false, Ordering::Release);
+            if exp <= now {
+                s.needs_login.store(true, Ordering::Release);
+            }
+            return;
+        };
+        let (g, s) = (self.clone(), s.clone());
+        tokio::spawn(async move {
+            let outcome = g.refresh(&id, &s, &rt).await;
+            s.refreshing.store(false, Ordering::Release);
+            match outcome {
+                Ok(None) => tracing::debug!(user.sub = %s.identity.sub, "session refreshed"),
+                Ok(Some(identity)) => g.replace_identity(&id, &s, mi, identity).await,
+                Err(e) => {
+                    tracing::info!(user.sub = %s.identity.sub, reason = %e, "session ended at refresh; the next request logs in again");
+                    s.needs_login.store(true, Ordering::Release);
+                    if matches!(e, Ended::Refresh(_)) {
+                        return; // the provider may be down: the session's own record stays
+                    }
+                    if let Err(e) = g.end_session(&id).await {
+                        tracing::error!(error = %e, "cannot end a session in the shared store");
+                    }
+                }
+            }
+        });
+    }
+
+    /// One refresh: new tokens stored (every replica must use a rotated
+    /// refresh token), and the user's identity as the provider now gives
+    /// it when that differs from the session's.
+    async fn refresh(&self, id: &str, s: &Arc<Session>, rt: &str) -> Result<Option<Identity>, Ended> {
+        let refreshed = self.oidc.refresh(rt).await;
+        let result = if refreshed.is_ok() { "succeeded" } else { "failed" };
+        self.oidc.metrics.refreshes.with_label_values(&[result]).inc();
+        let t = refreshed.map_err(Ended::Refresh)?;
+        let identity = self.refreshed_identity(s, &t).await?;
+        self.store_tokens(id, s, t).await;
+        Ok(identity.filter(|i| *i != s.identity))
+    }
+
+    /// The identity the refresh response gives: from its ID token (checked
+    /// as at login, the same `sub`) and UserInfo, or from UserInfo alone
+    /// when it carries no ID token; `None` when nothing can be read again.
+    async fn refreshed_identity(&self, s: &Session, t: &TokenSet) -> Result<Option<Identity>, Ended> {
+        let old = &s.identity;
+        let (profile, sid) = match &t.id_token {
+            Some(jwt) => {
+                let with = IssuedWith {
+                    access_token: Some(&t.access_token),
+                    ..IssuedWith::default()
+                };
+                let claims = self
+                    .oidc
+                    .validate_id_token(jwt, &with, SystemTime::now())
+                    .await
+                    .map_err(Ended::IdToken)?;
+                if *claims.sub != *old.sub {
+                    return Err(Ended::OtherUser);
+                }
+                let profile = self
+                    .oidc
+                    .profile(&claims, &t.access_token)
+                    .await
+                    .map_err(Ended::Claims)?;
+                (profile, claims.sid.map(Into::into).or_else(|| old.sid.clone()))
+            }
+            None => {
+                use crate::oidc::claims::UserinfoMode;
+                let has_endpoint = self
+                    .oidc
+                    .loaded()
+                    .is_some_and(|l| l.discovery.userinfo_endpoint.is_some());
+                if self.oidc.settings.userinfo == UserinfoMode::Never || !has_endpoint {
+                    return Ok(None);
+                }
+                let answer = self
+                    .oidc
+                    .userinfo(&t.access_token, &old.sub)
+                    .await
+                    .map_err(Ended::Claims)?;
+                let fresh = self
+                    .oidc
+                    .settings
+                    .claims
+                    .profile(&answer)
+                    .map_err(|e| Ended::Claims(crate::oidc::client::OidcError::Invalid(e.to_string())))?;
+                (profile_of(old).updated_by(fresh), old.sid.clone())
+            }
+        };
+        let mut identity = Identity::from_profile(&old.sub, sid.as_deref(), profile);
+        identity.module_user = old.module_user.clone();
+        Ok(Some(identity))
+    }
+
+    /// Keeps the refreshed tokens in the session, and in the shared store
+    /// while the session is still there (a session revoked meanwhile is
+    /// not brought back, and ends here too).
+    async fn store_tokens(&self, id: &str, s: &Arc<Session>, t: TokenSet) {
+        let now = unix_now();
+        let exp = now + t.expires_in.unwrap_or(300);
+        let record = {
+            let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(rt) = t.refresh_token {
+                tokens.refresh_token = Some(rt.into());
+            }
+            if let Some(jwt) = t.id_token {
+                tokens.id_token = Some(IdToken::new(&jwt));
+            }
+            tokens.access_exp = exp;
+            s.access_exp.store(exp, Ordering::Release);
+            store::record_of(s, &tokens)
+        };
+        if let Some(shared) = self.shared.as_ref().filter(|_| !s.is_revoked()) {
+            let h = crate::session::redis::id_hash(id);
+            let left = Duration::from_secs(s.expires_at.saturating_sub(now).max(1));
+            match shared
+                .save(&h, &record, self.cfg.session.idle_timeout.min(left), true)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => s.revoke(),
+                Err(e) => tracing::error!(error = %e, "cannot store a refreshed session"),
+            }
+        }
+    }
+
+    /// Puts a session with the user's new attributes in the place of `s`;
+    /// the module's access groups are then checked against the new groups
+    /// at the next request. A changed email or username where a module
+    /// account was matched or linked by them ends the session instead.
+    async fn replace_identity(&self, id: &str, s: &Arc<Session>, mi: usize, identity: Identity) {
+        let route = self.module(mi);
+        let account_bound = route.link_required || self.accounts[mi].is_some();
+        if account_bound && (identity.email != s.identity.email || identity.username != s.identity.username) {
+            tracing::info!(user.sub = %s.identity.sub, reason = %Ended::AccountChanged, "session ended at refresh");
+            s.needs_login.store(true, Ordering::Release);
+            if let Err(e) = self.end_session(id).await {
+                tracing::error!(error = %e, "cannot end a session in the shared store");
+            }
+            return;
+        }
+        tracing::info!(
+            user.sub = %s.identity.sub,
+            groups.before = ?s.identity.groups,
+            groups.after = ?identity.groups,
+            "the user's attributes changed at refresh"
+        );
+        let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let next = self
+            .build_session(mi, identity, tokens, s.expires_at)
+            .with_link_pending(s.link_pending);
+        match self.replace_session(id, s, Arc::new(next)).await {
+            Ok(true) => {}
+            Ok(false) => {}
+            Err(e) => {
+                // The old attributes must not outlive a failed update.
+                tracing::error!(error = %e, "cannot store a refreshed identity; ending the session");
+                s.needs_login.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// A session's identity as a profile (what UserInfo then updates).
+fn profile_of(id: &Identity) -> Profile {
+    let some = |s: &str| Some(s.to_string());
+    Profile {
+        username: some(&id.username),
+        email: some(&id.email),
+        name: some(&id.name),
+        company: some(&id.company),
+        groups: Some(id.groups.clone()),
+    }
+}
