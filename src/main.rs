@@ -386,6 +386,26 @@ fn run(command: Command) -> anyhow::Result<()> {
                     "note: identity_provider.api_audience is not set: `Authorization: Bearer` JWT access tokens are refused"
                 );
             }
+            let discovery = match fetch_discovery(&cfg.idp.issuer) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    println!("note: the identity provider's discovery could not be read ({e}); claims and scopes not checked against it");
+                    None
+                }
+            };
+            let mut problems = 0;
+            for n in unigate::gateway::check::notes(&cfg, discovery.as_ref()) {
+                match n {
+                    unigate::gateway::check::Note::Info(t) => println!("note: {t}"),
+                    unigate::gateway::check::Note::Problem(t) => {
+                        problems += 1;
+                        println!("problem: {t}");
+                    }
+                }
+            }
+            if problems > 0 {
+                anyhow::bail!("{problems} problem(s) with the identity provider");
+            }
             Ok(())
         }
         Command::Demo {
@@ -398,6 +418,24 @@ fn run(command: Command) -> anyhow::Result<()> {
             redis_url,
         } => demo(&idp_config, &config, idp_port, port, module_port, threads, redis_url),
     }
+}
+
+/// The provider's discovery document, for `check` (3 s at most).
+fn fetch_discovery(issuer: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{issuer}/.well-known/openid-configuration");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let r = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?
+                .get(&url)
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(r.json::<serde_json::Value>().await?)
+        })
 }
 
 fn load_gateway(path: &std::path::Path) -> anyhow::Result<GatewayConfig> {

@@ -998,6 +998,19 @@ impl GatewayConfig {
             }
         }
 
+        if claims.groups.is_unused()
+            && let Some(m) = modules
+                .iter()
+                .find(|m| !(m.access_groups.len() == 1 && m.access_groups[0] == crate::policy::EVERY_USER))
+        {
+            errs.push(
+                "identity_provider.claims.groups",
+                format!(
+                    "is \"\" (no groups), but module `{}` admits only members of groups: nobody could use it; map the groups claim, or give it access_groups = [\"*\"]",
+                    m.label()
+                ),
+            );
+        }
         let threads = file
             .listen
             .threads
@@ -1309,6 +1322,62 @@ mod tests {
         ] {
             assert!(paths.contains(&want), "missing {want}: {err}");
         }
+    }
+
+    #[test]
+    fn identity_provider_claims_and_access_group_rules() {
+        let base = |idp: &str, groups: &str, module: &str| {
+            format!(
+                r#"
+                [listen]
+                address = "127.0.0.1:8080"
+                public_url = "http://localhost:8080"
+                [identity_provider]
+                issuer = "https://idp.example"
+                client_id = "unigate"
+                client_secret = "env:PATH"
+                {idp}
+                [[module]]
+                name = "portal"
+                hosts = ["portal.localhost"]
+                upstream = "127.0.0.1:8081"
+                access_groups = {groups}
+                {module}
+                "#
+            )
+        };
+        let cases = [
+            ("", r#"["*", "admins"]"#, "", "module[0].access_groups", "list it alone"),
+            ("", r#"[" "]"#, "", "module[0].access_groups", "empty"),
+            ("", "[]", "", "module[0].access_groups", "[\"*\"]"),
+            ("userinfo = \"sometimes\"", r#"["a"]"#, "", "identity_provider.userinfo", "auto"),
+            ("max_id_token_age = \"1s\"", r#"["a"]"#, "", "identity_provider.max_id_token_age", "10s"),
+            (
+                "[identity_provider.claims]\ngroups = \"realm_access..roles\"",
+                r#"["a"]"#,
+                "",
+                "identity_provider.claims.groups",
+                "empty segment",
+            ),
+            (
+                "[identity_provider.claims]\ngroups = \"\"",
+                r#"["a"]"#,
+                "",
+                "identity_provider.claims.groups",
+                "nobody could use it",
+            ),
+            ("", r#"["a"]"#, "max_age = \"5s\"", "module[0].max_age", "1m"),
+        ];
+        for (idp, groups, module, key, words) in cases {
+            let err = GatewayConfig::from_toml(&base(idp, groups, module), Path::new(".")).unwrap_err();
+            let e = err.0.iter().find(|e| e.path == key).unwrap_or_else(|| panic!("{key}: {err}"));
+            assert!(e.message.contains(words), "{key}: {e:?}");
+        }
+        // No groups mapped is fine where every module is open to every user.
+        let ok = base("[identity_provider.claims]\ngroups = \"\"", r#"["*"]"#, "max_age = \"15m\"");
+        let cfg = GatewayConfig::from_toml(&ok, Path::new(".")).unwrap();
+        assert!(cfg.idp.claims.groups.is_unused());
+        assert_eq!(cfg.modules[0].max_age, Some(Duration::from_secs(900)));
     }
 
     /// Every `(section, key)` of the file format, from the types: a section

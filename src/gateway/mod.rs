@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod bearer;
+pub mod check;
 pub mod config;
 pub mod cookies;
 pub mod forwarded;

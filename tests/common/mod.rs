@@ -3,6 +3,8 @@
 //! real forms, and a small server that records back-channel logout tokens.
 #![allow(dead_code)]
 
+pub mod fake_op;
+
 use reqwest::cookie::{CookieStore, Jar};
 use std::net::SocketAddr;
 use std::path::Path;

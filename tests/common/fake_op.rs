@@ -1,0 +1,188 @@
+#![allow(dead_code)]
+//! A scriptable OpenID Provider on loopback, for what an honest provider
+//! never does: each test sets the token, UserInfo and JWKS answers, and
+//! reads what unigate asked. The authorization step is the test's: it reads
+//! `state` and `nonce` from unigate's redirect and calls the callback.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use unigate::idp::keys::SigningKey;
+
+/// One scripted answer: status, content type, body.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(v: Value) -> Answer {
+        Answer {
+            status: 200,
+            content_type: "application/json",
+            body: v.to_string(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Script {
+    /// Discovery's `authorization_response_iss_parameter_supported`.
+    pub iss_supported: bool,
+    /// The JWKS document.
+    pub jwks: Value,
+    /// Answers of the token endpoint by grant type.
+    pub on_code: Option<Answer>,
+    pub on_refresh: Option<Answer>,
+    pub userinfo: Option<Answer>,
+    /// What was asked: `token:<grant>`, `userinfo:<bearer>`, `jwks`.
+    pub calls: Vec<String>,
+}
+
+pub struct FakeOp {
+    pub addr: SocketAddr,
+    pub issuer: String,
+    pub key: SigningKey,
+    pub script: Arc<Mutex<Script>>,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+impl FakeOp {
+    pub async fn start() -> FakeOp {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let issuer = format!("http://127.0.0.1:{}", addr.port());
+        let key = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
+        let script = Arc::new(Mutex::new(Script {
+            iss_supported: true,
+            jwks: json!({ "keys": [key.jwk] }),
+            ..Script::default()
+        }));
+        let app = axum::Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .route("/token", post(token))
+            .route("/userinfo", get(userinfo))
+            .with_state((issuer.clone(), script.clone()));
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        FakeOp {
+            addr,
+            issuer,
+            key,
+            script,
+        }
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.script.lock().unwrap().calls.clone()
+    }
+
+    pub fn count(&self, prefix: &str) -> usize {
+        self.calls().iter().filter(|c| c.starts_with(prefix)).count()
+    }
+
+    /// The claims of a good ID token for `sub` of the test client.
+    pub fn id_claims(&self, sub: &str, nonce: Option<&str>) -> Value {
+        let t = now();
+        let mut c = json!({
+            "iss": self.issuer, "sub": sub, "aud": super::CLIENT,
+            "exp": t + 300, "iat": t, "auth_time": t,
+        });
+        if let Some(n) = nonce {
+            c["nonce"] = json!(n);
+        }
+        c
+    }
+
+    pub fn sign(&self, claims: &Value) -> String {
+        self.key.sign("JWT", claims).unwrap()
+    }
+
+    /// A token response with this ID token (and a refresh token).
+    pub fn tokens(&self, id_token: &str, access_token: &str) -> Value {
+        json!({
+            "access_token": access_token, "token_type": "Bearer", "expires_in": 300,
+            "id_token": id_token, "refresh_token": "rt-1",
+        })
+    }
+
+    pub fn set(&self, f: impl FnOnce(&mut Script)) {
+        f(&mut self.script.lock().unwrap())
+    }
+}
+
+type S = State<(String, Arc<Mutex<Script>>)>;
+
+async fn discovery(State((issuer, script)): S) -> Response {
+    let iss_supported = script.lock().unwrap().iss_supported;
+    axum::Json(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "end_session_endpoint": format!("{issuer}/logout"),
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "authorization_response_iss_parameter_supported": iss_supported,
+    }))
+    .into_response()
+}
+
+async fn jwks(State((_, script)): S) -> Response {
+    let mut s = script.lock().unwrap();
+    s.calls.push("jwks".into());
+    axum::Json(s.jwks.clone()).into_response()
+}
+
+fn answer(a: Option<Answer>) -> Response {
+    match a {
+        Some(a) => (
+            StatusCode::from_u16(a.status).unwrap(),
+            [(header::CONTENT_TYPE, a.content_type)],
+            a.body,
+        )
+            .into_response(),
+        None => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"}))).into_response(),
+    }
+}
+
+async fn token(State((_, script)): S, body: String) -> Response {
+    let grant = form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "grant_type")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let mut s = script.lock().unwrap();
+    s.calls.push(format!("token:{grant}"));
+    let a = match grant.as_str() {
+        "authorization_code" => s.on_code.clone(),
+        "refresh_token" => s.on_refresh.clone(),
+        _ => None,
+    };
+    answer(a)
+}
+
+async fn userinfo(State((_, script)): S, headers: HeaderMap) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
+    let mut s = script.lock().unwrap();
+    s.calls.push(format!("userinfo:{bearer}"));
+    match s.userinfo.clone() {
+        Some(a) => answer(Some(a)),
+        None => (StatusCode::UNAUTHORIZED, "").into_response(),
+    }
+}
