@@ -389,7 +389,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             let discovery = match fetch_discovery(&cfg.idp.issuer) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    println!("note: the identity provider's discovery could not be read ({e}); claims and scopes not checked against it");
+                    println!(
+                        "note: the identity provider's discovery could not be read ({e}); claims and scopes not checked against it"
+                    );
                     None
                 }
             };
@@ -422,7 +424,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 /// The provider's discovery document, for `check` (3 s at most).
 fn fetch_discovery(issuer: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{issuer}/.well-known/openid-configuration");
+    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

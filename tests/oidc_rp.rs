@@ -51,7 +51,7 @@ async fn start_rp_with(op: FakeOp, idp_extra: &str, session_extra: &str, module_
     } else {
         format!("{rest}\naccess_groups = [\"portal-users\"]\n")
     };
-    let gw = start_gateway(port, &op.issuer, &rest).await;
+    let gw = start_gateway(port, &op.base, &rest).await;
     Rp {
         op,
         _gw: gw,
@@ -80,14 +80,20 @@ impl Rp {
         let r = b.get(self.url("/")).send().await.unwrap();
         assert_eq!(r.status(), 302);
         let authorize = location(&r);
-        assert!(authorize.starts_with(&format!("{}/authorize?", self.op.issuer)), "{authorize}");
+        assert!(
+            authorize.starts_with(&format!("{}/authorize?", self.op.base)),
+            "{authorize}"
+        );
         let state = query_param(&authorize, "state").unwrap();
         let nonce = query_param(&authorize, "nonce").unwrap();
         (authorize, state, nonce)
     }
 
     async fn callback(&self, b: &reqwest::Client, query: &str) -> reqwest::Response {
-        b.get(self.url(&format!("/_unigate/callback?{query}"))).send().await.unwrap()
+        b.get(self.url(&format!("/_unigate/callback?{query}")))
+            .send()
+            .await
+            .unwrap()
     }
 
     fn iss(&self) -> String {
@@ -104,7 +110,8 @@ impl Rp {
         let id_token = self.op.sign(&claims);
         let tokens = self.op.tokens(&id_token, "at-1");
         self.op.set(|s| s.on_code = Some(Answer::json(tokens)));
-        self.callback(b, &format!("code=c-1&state={state}&iss={}", self.iss())).await
+        self.callback(b, &format!("code=c-1&state={state}&iss={}", self.iss()))
+            .await
     }
 
     /// The module's page through unigate: its status, and the identity
@@ -148,7 +155,11 @@ async fn claims_only_in_userinfo_log_the_user_in() {
     });
     let r = rp.login(&b, rp.op.id_claims("alice", None)).await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
-    assert!(rp.op.calls().contains(&"userinfo:at-1".to_string()), "{:?}", rp.op.calls());
+    assert!(
+        rp.op.calls().contains(&"userinfo:at-1".to_string()),
+        "{:?}",
+        rp.op.calls()
+    );
     let (status, h) = rp.page(&b).await;
     assert_eq!(status, 200);
     assert_eq!(header(&h, "x-kaseyaone-groups"), Some("portal-users,staff"));
@@ -166,7 +177,8 @@ async fn claims_in_the_id_token_need_no_userinfo_call() {
     // Asked anyway with `userinfo = "always"`, and it has the last word.
     let rp = rp_always().await;
     let b = rp.browser();
-    rp.op.set(|s| s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": "portal-users"}))));
+    rp.op
+        .set(|s| s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": "portal-users"}))));
     let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["staff"]))).await;
     assert_eq!(r.status(), 302);
     assert_eq!(rp.op.count("userinfo"), 1);
@@ -210,7 +222,10 @@ async fn a_userinfo_answer_that_is_wrong_fails_the_login_closed() {
             }),
         ),
         ("a JSON list", Some(Answer::json(json!([{"sub": "alice"}])))),
-        ("mistyped groups", Some(Answer::json(json!({"sub": "alice", "groups": 5})))),
+        (
+            "mistyped groups",
+            Some(Answer::json(json!({"sub": "alice", "groups": 5}))),
+        ),
         (
             "signed by a key the provider does not publish",
             Some(Answer {
@@ -257,7 +272,10 @@ async fn a_signed_userinfo_answer_is_verified_and_read() {
     let jwt = rp
         .op
         .key
-        .sign("JWT", &json!({"iss": rp.op.issuer, "aud": "someone-else", "sub": "alice", "groups": ["portal-users"]}))
+        .sign(
+            "JWT",
+            &json!({"iss": rp.op.issuer, "aud": "someone-else", "sub": "alice", "groups": ["portal-users"]}),
+        )
         .unwrap();
     rp.op.set(|s| {
         s.userinfo = Some(Answer {
@@ -321,14 +339,26 @@ async fn callback_rules_refuse_before_any_token_request() {
     let (_, state, nonce) = rp.start(&b).await;
     let iss = rp.iss();
     let cases = [
-        ("no iss from a provider that promises it", format!("code=c&state={state}")),
-        ("iss of another provider", format!("code=c&state={state}&iss=https%3A%2F%2Fevil.example")),
+        (
+            "no iss from a provider that promises it",
+            format!("code=c&state={state}"),
+        ),
+        (
+            "iss of another provider",
+            format!("code=c&state={state}&iss=https%3A%2F%2Fevil.example"),
+        ),
         ("two codes", format!("code=c&code=d&state={state}&iss={iss}")),
         ("two states", format!("code=c&state={state}&state=x&iss={iss}")),
         ("two iss", format!("code=c&state={state}&iss={iss}&iss={iss}")),
         ("an id_token", format!("code=c&state={state}&iss={iss}&id_token=a.b.c")),
-        ("an access_token", format!("code=c&state={state}&iss={iss}&access_token=t")),
-        ("a token_type", format!("code=c&state={state}&iss={iss}&token_type=Bearer")),
+        (
+            "an access_token",
+            format!("code=c&state={state}&iss={iss}&access_token=t"),
+        ),
+        (
+            "a token_type",
+            format!("code=c&state={state}&iss={iss}&token_type=Bearer"),
+        ),
     ];
     for (name, query) in &cases {
         let r = rp.callback(&b, query).await;
@@ -357,6 +387,22 @@ async fn a_provider_that_does_not_promise_iss_may_leave_it_out() {
     let tokens = rp.op.tokens(&rp.op.sign(&c), "at-1");
     rp.op.set(|s| s.on_code = Some(Answer::json(tokens)));
     assert_eq!(rp.callback(&b, &format!("code=c&state={state}")).await.status(), 302);
+}
+
+#[tokio::test]
+async fn an_issuer_ending_in_a_slash_is_named_exactly_as_discovery_spells_it() {
+    // Auth0's issuer is `https://tenant.auth0.com/`; an operator writes it
+    // with or without the slash.
+    let rp = start_rp_with(FakeOp::start_with(true).await, "", "", "").await;
+    assert!(rp.op.issuer.ends_with('/'));
+    let b = rp.browser();
+    let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    // Without the slash, the token names another issuer.
+    let b = rp.browser();
+    let mut c = all_claims(&rp.op, "alice", json!(["portal-users"]));
+    c["iss"] = json!(rp.op.base);
+    assert_eq!(rp.login(&b, c).await.status(), 502);
 }
 
 #[tokio::test]
@@ -424,14 +470,8 @@ async fn id_token_rules_at_the_callback() {
                 None
             }),
         ),
-        (
-            "a logout token",
-            Box::new(|c| Some(key.sign("logout+jwt", c).unwrap())),
-        ),
-        (
-            "an access token",
-            Box::new(|c| Some(key.sign("at+jwt", c).unwrap())),
-        ),
+        ("a logout token", Box::new(|c| Some(key.sign("logout+jwt", c).unwrap()))),
+        ("an access token", Box::new(|c| Some(key.sign("at+jwt", c).unwrap()))),
         (
             "a critical header extension",
             Box::new(move |c| {
@@ -449,7 +489,9 @@ async fn id_token_rules_at_the_callback() {
         let token = edit(&mut c).unwrap_or_else(|| rp.op.sign(&c));
         let tokens = rp.op.tokens(&token, "at-1");
         rp.op.set(|s| s.on_code = Some(Answer::json(tokens)));
-        let r = rp.callback(&b, &format!("code=c-1&state={state}&iss={}", rp.iss())).await;
+        let r = rp
+            .callback(&b, &format!("code=c-1&state={state}&iss={}", rp.iss()))
+            .await;
         let want = if name == "good" { 302 } else { 502 };
         assert_eq!(r.status(), want, "{name}");
     }
@@ -506,7 +548,12 @@ async fn many_logins_with_a_new_key_at_once_share_one_jwks_fetch() {
     for (b, state, token) in tasks {
         let tokens = rp.op.tokens(&token, "at-1");
         rp.op.set(|s| s.on_code = Some(Answer::json(tokens)));
-        if rp.callback(&b, &format!("code=c&state={state}&iss={}", rp.iss())).await.status() == 302 {
+        if rp
+            .callback(&b, &format!("code=c&state={state}&iss={}", rp.iss()))
+            .await
+            .status()
+            == 302
+        {
             ok += 1;
         }
     }
@@ -579,7 +626,8 @@ async fn a_refresh_updates_the_groups_and_access_follows() {
     assert_eq!(r.status(), 302);
     // The provider now says alice left portal-users.
     let refreshed = rp.op.sign(&all_claims(&rp.op, "alice", json!(["staff"])));
-    rp.op.set(|s| s.on_refresh = Some(Answer::json(rp.op.tokens(&refreshed, "at-2"))));
+    rp.op
+        .set(|s| s.on_refresh = Some(Answer::json(rp.op.tokens(&refreshed, "at-2"))));
     assert!(until_page(&rp, &b, 403).await, "access ends at the refresh");
     assert!(rp.op.count("token:refresh_token") >= 1);
 }
@@ -588,7 +636,8 @@ async fn a_refresh_updates_the_groups_and_access_follows() {
 async fn groups_from_userinfo_are_read_again_at_refresh() {
     let rp = start_rp("", REFRESH_ALWAYS, "").await;
     let b = rp.browser();
-    rp.op.set(|s| s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": ["portal-users"]}))));
+    rp.op
+        .set(|s| s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": ["portal-users"]}))));
     let r = rp.login(&b, rp.op.id_claims("alice", None)).await;
     assert_eq!(r.status(), 302);
     // The refresh carries no ID token; UserInfo says the group is gone.
@@ -599,7 +648,11 @@ async fn groups_from_userinfo_are_read_again_at_refresh() {
         s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": ["staff"]})));
     });
     assert!(until_page(&rp, &b, 403).await);
-    assert!(rp.op.calls().contains(&"userinfo:at-2".to_string()), "{:?}", rp.op.calls());
+    assert!(
+        rp.op.calls().contains(&"userinfo:at-2".to_string()),
+        "{:?}",
+        rp.op.calls()
+    );
 }
 
 #[tokio::test]

@@ -62,7 +62,7 @@ pub fn notes(cfg: &GatewayConfig, discovery: Option<&Value>) -> Vec<Note> {
     )));
     let Some(d) = discovery else { return out };
     let named = d.get("issuer").and_then(Value::as_str).unwrap_or_default();
-    if named.trim_end_matches('/') != idp.issuer {
+    if named.trim_end_matches('/') != idp.issuer.trim_end_matches('/') {
         out.push(Note::Problem(format!(
             "the provider's discovery names issuer `{named}`, not identity_provider.issuer `{}`: unigate would refuse to start its logins",
             idp.issuer
@@ -158,7 +158,10 @@ mod tests {
     #[test]
     fn access_and_attribute_sources_are_spelled_out() {
         let t = texts(&notes(&cfg("", r#"["*"]"#), None));
-        assert!(t.contains("module `portal`: open to every user who signs in (access_groups = [\"*\"])"), "{t}");
+        assert!(
+            t.contains("module `portal`: open to every user who signs in (access_groups = [\"*\"])"),
+            "{t}"
+        );
         assert!(t.contains("groups `groups`"), "{t}");
         let t = texts(&notes(&cfg("", r#"["a", "b"]"#), None));
         assert!(t.contains("open to members of a, b"), "{t}");
@@ -166,7 +169,10 @@ mod tests {
 
     #[test]
     fn a_mapping_the_provider_does_not_support_is_explained() {
-        let c = cfg("[identity_provider.claims]\ngroups = \"realm_access.roles\"", r#"["a"]"#);
+        let c = cfg(
+            "[identity_provider.claims]\ngroups = \"realm_access.roles\"",
+            r#"["a"]"#,
+        );
         let d = json!({"claims_supported": ["sub", "email", "name", "preferred_username", "groups"]});
         let t = texts(&notes(&c, Some(&d)));
         assert!(
@@ -186,9 +192,18 @@ mod tests {
         assert!(!texts(&notes(&with_scope, Some(&d))).contains("offers a"));
         let always = cfg(r#"userinfo = "always""#, r#"["a"]"#);
         let n = notes(&always, Some(&json!({"issuer": "https://idp.example"})));
-        assert!(!n.iter().any(|n| matches!(n, Note::Problem(t) if t.contains("names issuer"))));
+        assert!(
+            !n.iter()
+                .any(|n| matches!(n, Note::Problem(t) if t.contains("names issuer")))
+        );
         let n = notes(&always, Some(&json!({"issuer": "https://other.example"})));
-        assert!(n.iter().any(|n| matches!(n, Note::Problem(t) if t.contains("names issuer"))));
-        assert!(n.iter().any(|n| matches!(n, Note::Problem(t) if t.contains("no userinfo_endpoint"))));
+        assert!(
+            n.iter()
+                .any(|n| matches!(n, Note::Problem(t) if t.contains("names issuer")))
+        );
+        assert!(
+            n.iter()
+                .any(|n| matches!(n, Note::Problem(t) if t.contains("no userinfo_endpoint")))
+        );
     }
 }

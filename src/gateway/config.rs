@@ -1095,7 +1095,7 @@ impl GatewayConfig {
             public_port,
             trusted_proxies,
             idp: IdpSettings {
-                issuer: p.issuer.trim_end_matches('/').to_string(),
+                issuer: p.issuer.clone(),
                 client_id: p.client_id.clone(),
                 client_secret,
                 scopes,
@@ -1350,8 +1350,20 @@ mod tests {
             ("", r#"["*", "admins"]"#, "", "module[0].access_groups", "list it alone"),
             ("", r#"[" "]"#, "", "module[0].access_groups", "empty"),
             ("", "[]", "", "module[0].access_groups", "[\"*\"]"),
-            ("userinfo = \"sometimes\"", r#"["a"]"#, "", "identity_provider.userinfo", "auto"),
-            ("max_id_token_age = \"1s\"", r#"["a"]"#, "", "identity_provider.max_id_token_age", "10s"),
+            (
+                "userinfo = \"sometimes\"",
+                r#"["a"]"#,
+                "",
+                "identity_provider.userinfo",
+                "auto",
+            ),
+            (
+                "max_id_token_age = \"1s\"",
+                r#"["a"]"#,
+                "",
+                "identity_provider.max_id_token_age",
+                "10s",
+            ),
             (
                 "[identity_provider.claims]\ngroups = \"realm_access..roles\"",
                 r#"["a"]"#,
@@ -1370,11 +1382,19 @@ mod tests {
         ];
         for (idp, groups, module, key, words) in cases {
             let err = GatewayConfig::from_toml(&base(idp, groups, module), Path::new(".")).unwrap_err();
-            let e = err.0.iter().find(|e| e.path == key).unwrap_or_else(|| panic!("{key}: {err}"));
+            let e = err
+                .0
+                .iter()
+                .find(|e| e.path == key)
+                .unwrap_or_else(|| panic!("{key}: {err}"));
             assert!(e.message.contains(words), "{key}: {e:?}");
         }
         // No groups mapped is fine where every module is open to every user.
-        let ok = base("[identity_provider.claims]\ngroups = \"\"", r#"["*"]"#, "max_age = \"15m\"");
+        let ok = base(
+            "[identity_provider.claims]\ngroups = \"\"",
+            r#"["*"]"#,
+            "max_age = \"15m\"",
+        );
         let cfg = GatewayConfig::from_toml(&ok, Path::new(".")).unwrap();
         assert!(cfg.idp.claims.groups.is_unused());
         assert_eq!(cfg.modules[0].max_age, Some(Duration::from_secs(900)));

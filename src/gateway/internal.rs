@@ -245,11 +245,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
         .oidc
         .loaded()
         .is_some_and(|l| l.discovery.authorization_response_iss_parameter_supported);
-    let response = match read(
-        req.uri.query().unwrap_or_default(),
-        &g.oidc.settings.issuer,
-        iss_required,
-    ) {
+    let response = match read(req.uri.query().unwrap_or_default(), &g.oidc.issuer(), iss_required) {
         Ok(r) => r,
         Err(refused) => {
             tracing::warn!(module.name = %g.module(mi).label(), reason = %refused, "callback refused before the token request");
@@ -1299,7 +1295,7 @@ async fn frontchannel_logout(g: &Gateway, session: &mut PSession) -> Result<bool
     let (iss, sid) = (query_param(req, "iss"), query_param(req, "sid"));
     let frame = format!("frame-ancestors {}", g.idp_origin);
     let headers = [("content-security-policy", frame)];
-    let ok_iss = iss.as_deref() == Some(g.oidc.settings.issuer.as_str());
+    let ok_iss = iss.as_deref() == Some(g.oidc.issuer().as_str());
     let Some(sid) = sid.filter(|s| ok_iss && !s.is_empty() && s.len() <= 255) else {
         tracing::warn!("front-channel logout without this issuer and a sid");
         let page = pages::page(

@@ -190,12 +190,25 @@ impl OidcClient {
         read_json(r).await
     }
 
-    /// Fetches discovery and the JWKS. The discovered issuer must be exactly
-    /// the configured one (OIDC Discovery §4.3).
+    /// The provider's issuer exactly as its discovery spells it (tokens
+    /// must name it so, trailing `/` and all: Auth0's ends in one); the
+    /// configured one until discovery is loaded.
+    pub fn issuer(&self) -> String {
+        self.loaded()
+            .map_or_else(|| self.settings.issuer.clone(), |l| l.discovery.issuer.clone())
+    }
+
+    /// Fetches discovery and the JWKS. The discovered issuer must be the
+    /// configured one (OIDC Discovery §4.3), up to a trailing `/`, which
+    /// operators often add or leave out; from then on tokens must name the
+    /// issuer exactly as discovery does.
     pub async fn load(&self) -> Result<(), OidcError> {
-        let url = format!("{}/.well-known/openid-configuration", self.settings.issuer);
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.settings.issuer.trim_end_matches('/')
+        );
         let discovery: Discovery = self.get_json("discovery", &url).await?;
-        if discovery.issuer.trim_end_matches('/') != self.settings.issuer {
+        if discovery.issuer.trim_end_matches('/') != self.settings.issuer.trim_end_matches('/') {
             return Err(OidcError::Invalid(format!(
                 "discovery names issuer `{}`, not the configured `{}`",
                 discovery.issuer, self.settings.issuer
@@ -287,7 +300,7 @@ impl OidcClient {
                 max_age: login.max_age,
                 max_iat_age: Some(self.settings.max_id_token_age.as_secs()),
                 ..Expected::new(
-                    &self.settings.issuer,
+                    &loaded.discovery.issuer,
                     &self.settings.client_id,
                     &loaded.algorithms,
                     LEEWAY,
@@ -314,7 +327,7 @@ impl OidcClient {
                 return Err(LogoutTokenRejected::KeysUnavailable);
             };
             let expected = Expected::new(
-                &self.settings.issuer,
+                &loaded.discovery.issuer,
                 &self.settings.client_id,
                 &loaded.algorithms,
                 LEEWAY,
@@ -339,7 +352,7 @@ impl OidcClient {
     /// What a bearer token must be for this deployment.
     fn access_expected<'a>(&'a self, loaded: &'a Loaded) -> super::access_token::AccessExpected<'a> {
         super::access_token::AccessExpected {
-            issuer: &self.settings.issuer,
+            issuer: &loaded.discovery.issuer,
             api_audience: self.settings.api_audience.as_deref(),
             client_id: &self.settings.client_id,
             algorithms: &loaded.algorithms,
@@ -531,7 +544,7 @@ impl OidcClient {
                 Ok((_, claims)) => {
                     if claims
                         .get("iss")
-                        .is_some_and(|i| i.as_str() != Some(self.settings.issuer.as_str()))
+                        .is_some_and(|i| i.as_str() != Some(loaded.discovery.issuer.as_str()))
                     {
                         return Err(TokenRejected::Issuer.into());
                     }

@@ -49,6 +49,10 @@ pub struct Script {
 
 pub struct FakeOp {
     pub addr: SocketAddr,
+    /// Where it is: what unigate's config names.
+    pub base: String,
+    /// The issuer its discovery and tokens name: `base`, or `base/` for a
+    /// provider such as Auth0 whose issuer ends in a slash.
     pub issuer: String,
     pub key: SigningKey,
     pub script: Arc<Mutex<Script>>,
@@ -60,9 +64,15 @@ pub fn now() -> u64 {
 
 impl FakeOp {
     pub async fn start() -> FakeOp {
+        Self::start_with(false).await
+    }
+
+    /// `slash`: the issuer ends in `/`.
+    pub async fn start_with(slash: bool) -> FakeOp {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let issuer = format!("http://127.0.0.1:{}", addr.port());
+        let base = format!("http://127.0.0.1:{}", addr.port());
+        let issuer = if slash { format!("{base}/") } else { base.clone() };
         let key = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
         let script = Arc::new(Mutex::new(Script {
             iss_supported: true,
@@ -74,10 +84,11 @@ impl FakeOp {
             .route("/jwks", get(jwks))
             .route("/token", post(token))
             .route("/userinfo", get(userinfo))
-            .with_state((issuer.clone(), script.clone()));
+            .with_state((base.clone(), issuer.clone(), script.clone()));
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
         FakeOp {
             addr,
+            base,
             issuer,
             key,
             script,
@@ -122,24 +133,24 @@ impl FakeOp {
     }
 }
 
-type S = State<(String, Arc<Mutex<Script>>)>;
+type S = State<(String, String, Arc<Mutex<Script>>)>;
 
-async fn discovery(State((issuer, script)): S) -> Response {
+async fn discovery(State((base, issuer, script)): S) -> Response {
     let iss_supported = script.lock().unwrap().iss_supported;
     axum::Json(json!({
         "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/authorize"),
-        "token_endpoint": format!("{issuer}/token"),
-        "userinfo_endpoint": format!("{issuer}/userinfo"),
-        "jwks_uri": format!("{issuer}/jwks"),
-        "end_session_endpoint": format!("{issuer}/logout"),
+        "authorization_endpoint": format!("{base}/authorize"),
+        "token_endpoint": format!("{base}/token"),
+        "userinfo_endpoint": format!("{base}/userinfo"),
+        "jwks_uri": format!("{base}/jwks"),
+        "end_session_endpoint": format!("{base}/logout"),
         "id_token_signing_alg_values_supported": ["ES256"],
         "authorization_response_iss_parameter_supported": iss_supported,
     }))
     .into_response()
 }
 
-async fn jwks(State((_, script)): S) -> Response {
+async fn jwks(State((_, _, script)): S) -> Response {
     let mut s = script.lock().unwrap();
     s.calls.push("jwks".into());
     axum::Json(s.jwks.clone()).into_response()
@@ -157,7 +168,7 @@ fn answer(a: Option<Answer>) -> Response {
     }
 }
 
-async fn token(State((_, script)): S, body: String) -> Response {
+async fn token(State((_, _, script)): S, body: String) -> Response {
     let grant = form_urlencoded::parse(body.as_bytes())
         .find(|(k, _)| k == "grant_type")
         .map(|(_, v)| v.into_owned())
@@ -172,7 +183,7 @@ async fn token(State((_, script)): S, body: String) -> Response {
     answer(a)
 }
 
-async fn userinfo(State((_, script)): S, headers: HeaderMap) -> Response {
+async fn userinfo(State((_, _, script)): S, headers: HeaderMap) -> Response {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
