@@ -382,8 +382,10 @@ async fn callback_errors_are_pages_not_crashes() {
     // An error from the IdP, with hostile text: shown escaped, with a retry link.
     let r = b.get(s.url("/")).send().await.unwrap();
     let state = query_param(&location(&r), "state").unwrap();
+    // (The embedded IdP names itself in every answer, errors too: RFC 9207.)
+    let iss: String = form_urlencoded::byte_serialize(s.idp.issuer().as_bytes()).collect();
     let cb = format!(
-        "/_unigate/callback?error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={state}"
+        "/_unigate/callback?error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={state}&iss={iss}"
     );
     let r = b.get(s.url(&cb)).send().await.unwrap();
     assert_eq!(r.status(), 403);
@@ -402,7 +404,7 @@ async fn callback_errors_are_pages_not_crashes() {
     let state = query_param(&location(&r), "state").unwrap();
     let (other, _) = s.browser();
     let r = other
-        .get(s.url(&format!("/_unigate/callback?code=x&state={state}")))
+        .get(s.url(&format!("/_unigate/callback?code=x&state={state}&iss={iss}")))
         .send()
         .await
         .unwrap();

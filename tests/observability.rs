@@ -57,8 +57,9 @@ async fn metrics_count_logins_requests_and_logouts() {
         assert_eq!(r.status(), 200);
     }
     // A callback nobody started: a failed login, for a reason.
+    let iss: String = form_urlencoded::byte_serialize(s.idp.issuer().as_bytes()).collect();
     let r = b
-        .get(s.url("/_unigate/callback?state=forged&code=x"))
+        .get(s.url(&format!("/_unigate/callback?state=forged&code=x&iss={iss}")))
         .send()
         .await
         .unwrap();
