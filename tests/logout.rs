@@ -453,11 +453,17 @@ async fn invalid_logout_tokens(s: Multi) {
         assert_eq!(body["error"], "invalid_request", "{what}");
         assert_eq!(page(&b, &portal).await.0, 200, "{what}: the session survives");
     }
-    // Signed by a key the IdP does not publish, while its JWKS was fetched
-    // moments ago (at start): unigate cannot tell a forgery from a key
-    // rotated since, so the IdP is asked to retry (503, Retry-After), and
-    // nothing ends.
-    let r = post_logout_token(&s, &other_key.sign("logout+jwt", &edit("jti", Value::Null)).unwrap()).await;
+    // Signed by a key the IdP does not publish: unigate fetches the JWKS
+    // again at once (the IdP may have rotated, even right after start);
+    // the key is not there, so the token is refused.
+    let unknown = other_key.sign("logout+jwt", &edit("jti", Value::Null)).unwrap();
+    let r = post_logout_token(&s, &unknown).await;
+    assert_eq!(r.status(), 400, "unknown key, not in a fresh JWKS");
+    assert_eq!(page(&b, &portal).await.0, 200, "unknown key: the session survives");
+    // Again at once: within the cooldown after that fetch, unigate cannot
+    // tell a forgery from a key rotated since, so the IdP is asked to
+    // retry (503, Retry-After), and nothing ends.
+    let r = post_logout_token(&s, &unknown).await;
     assert_eq!(r.status(), 503, "unknown key within the JWKS cooldown");
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(r.headers()["cache-control"], "no-store");

@@ -8,7 +8,11 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use reqwest::cookie::{CookieStore, Jar};
+use url::Url;
 
 use common::fake_op::{Answer, FakeOp, now};
 use common::{HOST, Recorded, location, query_param, recording_upstream, start_gateway};
@@ -31,14 +35,26 @@ async fn start_rp(idp_extra: &str, session_extra: &str, module_extra: &str) -> R
 }
 
 async fn start_rp_with(op: FakeOp, idp_extra: &str, session_extra: &str, module_extra: &str) -> Rp {
-    let (up, module) = recording_upstream("the module's page").await;
+    let session = format!("[session]\nstore = \"memory\"\n{session_extra}");
+    start_rp_full(op, idp_extra, &session, module_extra, None).await
+}
+
+/// With the whole `[session]` table, and the module at `upstream` (else a
+/// recording one).
+async fn start_rp_full(
+    op: FakeOp,
+    idp_extra: &str,
+    session: &str,
+    module_extra: &str,
+    upstream: Option<SocketAddr>,
+) -> Rp {
+    let (recording, module) = recording_upstream("the module's page").await;
+    let up = upstream.unwrap_or(recording);
     let port = free_port().unwrap();
     let rest = format!(
         r#"
         {idp_extra}
-        [session]
-        store = "memory"
-        {session_extra}
+        {session}
         [[module]]
         name = "portal"
         hosts = ["{HOST}"]
@@ -66,12 +82,29 @@ impl Rp {
     }
 
     fn browser(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .cookie_store(true)
+        self.browser_with_jar().0
+    }
+
+    fn browser_with_jar(&self) -> (reqwest::Client, Arc<Jar>) {
+        let jar = Arc::new(Jar::default());
+        let b = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], self.port)))
             .build()
+            .unwrap();
+        (b, jar)
+    }
+
+    /// The unigate session id in `jar`.
+    fn session_id(&self, jar: &Jar) -> String {
+        let h = jar.cookies(&Url::parse(&self.url("/")).unwrap()).expect("cookies");
+        h.to_str()
             .unwrap()
+            .split("; ")
+            .find_map(|kv| kv.strip_prefix("unigate="))
+            .expect("a session cookie")
+            .to_string()
     }
 
     /// Starts a login; returns the authorization request's URL, `state`
@@ -513,7 +546,8 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
     let r = rp.callback(&b, &format!("code=c&state={state}&iss={}", rp.iss())).await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     assert_eq!(rp.op.count("jwks"), 2, "one re-fetch");
-    // A made-up kid right after that re-fetch: no new fetch (cooldown).
+    // An ID token comes from the provider itself: a kid it does not
+    // publish is looked up again at once (and still refused).
     let stranger = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     let b = rp.browser();
     let (_, state, nonce) = rp.start(&b).await;
@@ -522,43 +556,76 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
     rp.op.set(|s| s.on_code = Some(Answer::json(tokens)));
     let r = rp.callback(&b, &format!("code=c&state={state}&iss={}", rp.iss())).await;
     assert_eq!(r.status(), 502);
-    assert_eq!(rp.op.count("jwks"), 2, "no flood of fetches");
+    assert_eq!(rp.op.count("jwks"), 3);
+    // Bearer tokens anyone can send: one fetch, then the cooldown.
+    let bearer = |jti: &str| {
+        let t = now();
+        stranger
+            .sign(
+                "at+jwt",
+                &json!({"iss": rp.op.issuer, "sub": "x", "aud": common::API_AUDIENCE, "client_id": "c",
+                        "exp": t + 60, "iat": t, "jti": jti}),
+            )
+            .unwrap()
+    };
+    for (jti, fetches) in [("j1", 4), ("j2", 4), ("j3", 4)] {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/", rp.port))
+            .header("host", format!("{HOST}:{}", rp.port))
+            .header("accept", "application/json")
+            .bearer_auth(bearer(jti))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{jti}");
+        assert_eq!(rp.op.count("jwks"), fetches, "{jti}");
+    }
+    // And those made-up kids hold back no login after a real rotation.
+    let newest = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
+    rp.op.set(|s| s.jwks = json!({"keys": [newest.jwk]}));
+    let b = rp.browser();
+    let (_, state, nonce) = rp.start(&b).await;
+    c["nonce"] = json!(nonce);
+    let tokens = rp.op.tokens(&newest.sign("JWT", &c).unwrap(), "at-1");
+    rp.op.set(|s| s.on_code = Some(Answer::json(tokens)));
+    let r = rp.callback(&b, &format!("code=c&state={state}&iss={}", rp.iss())).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(rp.op.count("jwks"), 5);
 }
 
 #[tokio::test]
 async fn many_logins_with_a_new_key_at_once_share_one_jwks_fetch() {
     let rp = start_rp("", "", "").await;
     let next = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
-    rp.op.set(|s| s.jwks = json!({"keys": [next.jwk]}));
+    // The new key, served slowly: the callbacks overlap while it loads.
+    rp.op.set(|s| {
+        s.jwks = json!({"keys": [next.jwk]});
+        s.jwks_delay = Duration::from_millis(300);
+    });
     let mut logins = Vec::new();
-    for _ in 0..8 {
+    for i in 0..8 {
         let b = rp.browser();
         let (_, state, nonce) = rp.start(&b).await;
-        logins.push((b, state, nonce));
-    }
-    // One token response for all: each ID token carries its own nonce.
-    let mut tasks = Vec::new();
-    for (b, state, nonce) in logins {
+        // Each login its own code, with an ID token carrying its nonce.
         let mut c = all_claims(&rp.op, "alice", json!(["portal-users"]));
         c["nonce"] = json!(nonce);
-        let token = next.sign("JWT", &c).unwrap();
-        tasks.push((b, state, token));
+        let code = format!("code-{i}");
+        let tokens = rp.op.tokens(&next.sign("JWT", &c).unwrap(), "at-1");
+        rp.op.set(|s| {
+            s.by_code.insert(code.clone(), Answer::json(tokens));
+        });
+        logins.push((b, format!("code={code}&state={state}&iss={}", rp.iss())));
     }
-    let mut ok = 0;
-    for (b, state, token) in tasks {
-        let tokens = rp.op.tokens(&token, "at-1");
-        rp.op.set(|s| s.on_code = Some(Answer::json(tokens)));
-        if rp
-            .callback(&b, &format!("code=c&state={state}&iss={}", rp.iss()))
-            .await
-            .status()
-            == 302
-        {
-            ok += 1;
-        }
+    let started = std::time::Instant::now();
+    let answers = futures_util::future::join_all(logins.iter().map(|(b, q)| rp.callback(b, q))).await;
+    for r in &answers {
+        assert_eq!(r.status(), 302);
     }
-    assert_eq!(ok, 8);
-    assert_eq!(rp.op.count("jwks"), 2);
+    assert_eq!(rp.op.count("jwks"), 2, "one fetch at start, one for all eight");
+    assert!(
+        started.elapsed() < Duration::from_millis(8 * 300),
+        "the fetch was shared, not queued"
+    );
 }
 
 #[tokio::test]
@@ -676,18 +743,20 @@ async fn a_refresh_without_an_id_token_keeps_the_identity() {
 }
 
 #[tokio::test]
-async fn a_refreshed_id_token_that_fails_its_checks_ends_the_session() {
-    let cases: Vec<(&str, Box<dyn Fn(&FakeOp) -> Value>)> = vec![
+async fn a_refresh_that_fails_its_checks_ends_the_session_everywhere() {
+    let cases: Vec<(&str, Box<dyn Fn(&FakeOp) -> Answer>)> = vec![
         (
             "another user",
-            Box::new(|op| op.tokens(&op.sign(&all_claims(op, "mallory", json!(["portal-users"]))), "at-2")),
+            Box::new(|op| {
+                Answer::json(op.tokens(&op.sign(&all_claims(op, "mallory", json!(["portal-users"]))), "at-2"))
+            }),
         ),
         (
             "another audience",
             Box::new(|op| {
                 let mut c = all_claims(op, "alice", json!(["portal-users"]));
                 c["aud"] = json!("someone-else");
-                op.tokens(&op.sign(&c), "at-2")
+                Answer::json(op.tokens(&op.sign(&c), "at-2"))
             }),
         ),
         (
@@ -696,7 +765,7 @@ async fn a_refreshed_id_token_that_fails_its_checks_ends_the_session() {
                 let mut c = all_claims(op, "alice", json!(["portal-users"]));
                 c["exp"] = json!(now() - 3600);
                 c["iat"] = json!(now() - 3700);
-                op.tokens(&op.sign(&c), "at-2")
+                Answer::json(op.tokens(&op.sign(&c), "at-2"))
             }),
         ),
         (
@@ -704,16 +773,123 @@ async fn a_refreshed_id_token_that_fails_its_checks_ends_the_session() {
             Box::new(|op| {
                 let mut t = op.tokens(&op.sign(&all_claims(op, "alice", json!(["portal-users"]))), "at-2");
                 t["token_type"] = json!("DPoP");
-                t
+                Answer::json(t)
+            }),
+        ),
+        (
+            "the refresh token refused (a user disabled at the provider)",
+            Box::new(|_| Answer {
+                status: 400,
+                content_type: "application/json",
+                body: r#"{"error":"invalid_grant"}"#.into(),
             }),
         ),
     ];
     for (name, answer) in cases {
-        let rp = start_rp("", REFRESH_ALWAYS, "").await;
-        let b = rp.browser();
+        let rp = start_rp_full(
+            FakeOp::start().await,
+            "",
+            &format!("[session]\nstore = \"memory\"\n{REFRESH_ALWAYS}"),
+            "",
+            Some(common::websocket_upstream().await),
+        )
+        .await;
+        let (b, jar) = rp.browser_with_jar();
         let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
         assert_eq!(r.status(), 302, "{name}");
-        rp.op.set(|s| s.on_refresh = Some(Answer::json(answer(&rp.op))));
-        assert!(until_page(&rp, &b, 302).await, "{name}: the next request logs in again");
+        rp.op.set(|s| {
+            s.on_refresh = Some(answer(&rp.op));
+            s.refresh_delay = Duration::from_millis(400);
+        });
+        // A websocket opened under the session starts the refresh; the
+        // session's end closes it (what holds a session stops with it).
+        let mut ws = common::websocket_through(rp.port, &rp.session_id(&jar)).await;
+        assert!(
+            common::websocket_ends_within(&mut ws, Duration::from_secs(3)).await,
+            "{name}: the session ended"
+        );
     }
+}
+
+#[tokio::test]
+async fn a_provider_failing_at_refresh_asks_for_a_login_but_ends_nothing() {
+    let rp = start_rp_full(
+        FakeOp::start().await,
+        "",
+        &format!("[session]\nstore = \"memory\"\n{REFRESH_ALWAYS}"),
+        "",
+        Some(common::websocket_upstream().await),
+    )
+    .await;
+    let (b, jar) = rp.browser_with_jar();
+    let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
+    assert_eq!(r.status(), 302);
+    rp.op.set(|s| {
+        s.on_refresh = Some(Answer {
+            status: 503,
+            content_type: "text/plain",
+            body: "down".into(),
+        });
+        s.refresh_delay = Duration::from_millis(400);
+    });
+    let mut ws = common::websocket_through(rp.port, &rp.session_id(&jar)).await;
+    assert!(
+        !common::websocket_ends_within(&mut ws, Duration::from_secs(1)).await,
+        "a provider outage says nothing about the user"
+    );
+    assert!(rp.op.count("token:refresh_token") >= 1);
+    // The next navigation logs in again.
+    let r = b.get(rp.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+}
+
+#[tokio::test]
+async fn a_group_removed_at_a_refresh_on_one_replica_ends_access_on_the_other() {
+    let op = FakeOp::start().await;
+    let (_redis, session) = common::redis_store().await;
+    let a = start_rp_full(op, "", &format!("{session}{REFRESH_ALWAYS}"), "", None).await;
+    // Replica B refreshes only near expiry: what it learns, it learns from A.
+    let b_port = free_port().unwrap();
+    let (b_up, b_module) = recording_upstream("the module's page").await;
+    let _b = start_gateway(
+        b_port,
+        &a.op.base,
+        &format!(
+            "{session}\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"{b_up}\"\naccess_groups = [\"portal-users\"]\n"
+        ),
+    )
+    .await;
+    // One browser for both (cookies ignore ports).
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap();
+    let on_b = || async {
+        b_module.clear();
+        browser
+            .get(format!("http://{HOST}:{b_port}/"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let r = a
+        .login(&browser, all_claims(&a.op, "alice", json!(["portal-users"])))
+        .await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(on_b().await, 200, "B serves the session from Redis, and keeps a copy");
+    // The provider removes alice from portal-users; A refreshes.
+    let refreshed = a.op.sign(&all_claims(&a.op, "alice", json!(["staff"])));
+    a.op.set(|s| s.on_refresh = Some(Answer::json(a.op.tokens(&refreshed, "at-2"))));
+    assert!(until_page(&a, &browser, 403).await, "A: access ends at the refresh");
+    let t = std::time::Instant::now();
+    let mut status = on_b().await;
+    while status != 403 && t.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = on_b().await;
+    }
+    assert_eq!(status, 403, "B: within a second, not after its local copy expires");
 }

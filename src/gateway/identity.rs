@@ -177,6 +177,27 @@ const FORWARDED_HEADERS: [&str; 4] = [
 ];
 const _: () = assert!(KASEYAONE_HEADERS.len() <= crate::session::HeaderSet::MAX);
 
+/// The groups as one header value: names joined by `,`, and a `,` or `%`
+/// inside a name percent-encoded (`CN=Admins%2COU=IT`), so that a group
+/// named `x,admins` never reads as `admins` to a module that splits on
+/// commas. (The assertion carries them as a JSON list, unencoded.)
+pub fn groups_header(groups: &[String]) -> String {
+    let mut out = String::new();
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for c in g.chars() {
+            match c {
+                ',' => out.push_str("%2C"),
+                '%' => out.push_str("%25"),
+                c => out.push(c),
+            }
+        }
+    }
+    out
+}
+
 /// The names and sanitised values of a preset's identity headers;
 /// `session` is the module's session handle (empty without a `sid`).
 fn header_values(
@@ -185,7 +206,7 @@ fn header_values(
     max: usize,
     session: &str,
 ) -> (&'static [&'static str], Vec<String>) {
-    let groups = id.groups.join(",");
+    let groups = groups_header(&id.groups);
     let v = |s: &str| sanitize(s, max);
     match preset {
         HeaderPreset::KaseyaOne => {
@@ -550,5 +571,17 @@ mod tests {
         assert_eq!(sanitize("a\r\nSet-Cookie: x", 100), "aSet-Cookie: x");
         assert_eq!(sanitize("äöü", 4), "äö");
         assert_eq!(sanitize("abc\0", 10), "abc");
+    }
+
+    #[test]
+    fn a_comma_in_a_group_name_never_splits_it() {
+        let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(groups_header(&g(&["a", "b"])), "a,b");
+        assert_eq!(groups_header(&g(&["x,admins"])), "x%2Cadmins");
+        assert_eq!(
+            groups_header(&g(&["CN=Admins,OU=IT", "100%"])),
+            "CN=Admins%2COU=IT,100%25"
+        );
+        assert_eq!(groups_header(&[]), "");
     }
 }

@@ -32,6 +32,38 @@ enum Ended {
     AccountChanged,
 }
 
+impl Ended {
+    /// A failure that says nothing about the user: the provider could not
+    /// be reached, or answered with a server error. Anything else (a
+    /// refused refresh token, a token response or ID token that fails its
+    /// checks) ends the session everywhere.
+    fn is_transient(&self) -> bool {
+        use crate::oidc::client::OidcError;
+        matches!(
+            self,
+            Ended::Refresh(OidcError::Unreachable(_) | OidcError::NotReady)
+                | Ended::Refresh(OidcError::Refused { status: 500.., .. })
+                | Ended::Claims(OidcError::Unreachable(_) | OidcError::NotReady)
+                | Ended::Claims(OidcError::Refused { status: 500.., .. })
+        )
+    }
+}
+
+/// The same identity, groups compared as a set (a provider may list them
+/// in another order at each refresh).
+fn same_identity(a: &Identity, b: &Identity) -> bool {
+    fn set(i: &Identity) -> std::collections::BTreeSet<&String> {
+        i.groups.iter().collect()
+    }
+    Identity {
+        groups: Vec::new(),
+        ..a.clone()
+    } == Identity {
+        groups: Vec::new(),
+        ..b.clone()
+    } && set(a) == set(b)
+}
+
 impl Gateway {
     /// Starts a background refresh when the access token of session `s`
     /// (route `mi`) is about to expire. Without a refresh token, an
@@ -57,22 +89,28 @@ impl Gateway {
         };
         let (g, s) = (self.clone(), s.clone());
         tokio::spawn(async move {
-            let outcome = g.refresh(&id, &s, &rt).await;
-            s.refreshing.store(false, Ordering::Release);
-            match outcome {
+            // `refreshing` stays set until the new session is in place: no
+            // second refresh can write the old identity back meanwhile.
+            match g.refresh(&id, &s, &rt).await {
                 Ok(None) => tracing::debug!(user.sub = %s.identity.sub, "session refreshed"),
                 Ok(Some(identity)) => g.replace_identity(&id, &s, mi, identity).await,
+                Err(e) if e.is_transient() => {
+                    // The provider is down or failing: nothing says the user
+                    // lost access, but nothing confirms it either. The next
+                    // navigation logs in again; the record stays.
+                    tracing::info!(user.sub = %s.identity.sub, reason = %e, "refresh failed; the next navigation logs in again");
+                    s.needs_login.store(true, Ordering::Release);
+                }
                 Err(e) => {
                     tracing::info!(user.sub = %s.identity.sub, reason = %e, "session ended at refresh; the next request logs in again");
                     s.needs_login.store(true, Ordering::Release);
-                    if matches!(e, Ended::Refresh(_)) {
-                        return; // the provider may be down: the session's own record stays
-                    }
+                    // Everywhere: every replica's copy and what holds it.
                     if let Err(e) = g.end_session(&id).await {
                         tracing::error!(error = %e, "cannot end a session in the shared store");
                     }
                 }
             }
+            s.refreshing.store(false, Ordering::Release);
         });
     }
 
@@ -86,7 +124,7 @@ impl Gateway {
         let t = refreshed.map_err(Ended::Refresh)?;
         let identity = self.refreshed_identity(s, &t).await?;
         self.store_tokens(id, s, t).await;
-        Ok(identity.filter(|i| *i != s.identity))
+        Ok(identity.filter(|i| !same_identity(i, &s.identity)))
     }
 
     /// The identity the refresh response gives: from its ID token (checked
@@ -129,13 +167,16 @@ impl Gateway {
                     .userinfo(&t.access_token, &old.sub)
                     .await
                     .map_err(Ended::Claims)?;
-                let fresh = self
-                    .oidc
-                    .settings
-                    .claims
+                let map = &self.oidc.settings.claims;
+                let mut fresh = map
                     .profile(&answer)
                     .map_err(|e| Ended::Claims(crate::oidc::client::OidcError::Invalid(e.to_string())))?;
-                (profile_of(old).updated_by(fresh), old.sid.clone())
+                // Providers leave an empty group claim out: UserInfo that
+                // names no groups means none, not "as before".
+                if !map.groups.is_unused() && fresh.groups.is_none() {
+                    fresh.groups = Some(Vec::new());
+                }
+                (profile_of(old).updated_by(fresh).trusted(), old.sid.clone())
             }
         };
         let mut identity = Identity::from_profile(&old.sub, sid.as_deref(), profile);
@@ -190,19 +231,14 @@ impl Gateway {
             }
             return;
         }
-        tracing::info!(
-            user.sub = %s.identity.sub,
-            groups.before = ?s.identity.groups,
-            groups.after = ?identity.groups,
-            "the user's attributes changed at refresh"
-        );
+        tracing::info!(user.sub = %s.identity.sub, "the user's attributes changed at refresh");
+        tracing::debug!(user.sub = %s.identity.sub, groups.before = ?s.identity.groups, groups.after = ?identity.groups, "groups at refresh");
         let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let next = self
             .build_session(mi, identity, tokens, s.expires_at)
             .with_link_pending(s.link_pending);
-        match self.replace_session(id, s, Arc::new(next)).await {
-            Ok(true) => {}
-            Ok(false) => {}
+        match self.replace_session_now(id, s, Arc::new(next)).await {
+            Ok(_) => {}
             Err(e) => {
                 // The old attributes must not outlive a failed update.
                 tracing::error!(error = %e, "cannot store a refreshed identity; ending the session");
@@ -221,5 +257,48 @@ fn profile_of(id: &Identity) -> Profile {
         name: some(&id.name),
         company: some(&id.company),
         groups: Some(id.groups.clone()),
+        email_verified: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_in_another_order_are_the_same_identity() {
+        let a = Identity::from_profile(
+            "s",
+            None,
+            Profile {
+                groups: Some(vec!["a".into(), "b".into()]),
+                ..Profile::default()
+            },
+        );
+        let mut b = a.clone();
+        b.groups.reverse();
+        assert!(same_identity(&a, &b));
+        b.groups.pop();
+        assert!(!same_identity(&a, &b));
+        let mut c = a.clone();
+        c.email = "x@y".into();
+        assert!(!same_identity(&a, &c));
+    }
+
+    #[test]
+    fn only_an_unreachable_or_failing_provider_is_transient() {
+        use crate::oidc::client::OidcError;
+        let refused = |status| {
+            Ended::Refresh(OidcError::Refused {
+                status,
+                error: "invalid_grant".into(),
+            })
+        };
+        assert!(Ended::Refresh(OidcError::Unreachable("down".into())).is_transient());
+        assert!(refused(503).is_transient());
+        assert!(!refused(400).is_transient(), "a refused refresh token ends the session");
+        assert!(!refused(401).is_transient());
+        assert!(!Ended::Refresh(OidcError::Invalid("token_type".into())).is_transient());
+        assert!(!Ended::OtherUser.is_transient());
     }
 }

@@ -181,10 +181,16 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
     let gw = Arc::new(gw);
     if let Some(shared) = gw.shared.clone() {
         let (w1, w2, w3) = (Arc::downgrade(&gw), Arc::downgrade(&gw), Arc::downgrade(&gw));
+        let w4 = Arc::downgrade(&gw);
         tokio::spawn(shared.clone().run(
             move |h| {
                 if let Some(g) = w1.upgrade() {
                     g.forget(h);
+                }
+            },
+            move |h| {
+                if let Some(g) = w4.upgrade() {
+                    g.changed_elsewhere(h);
                 }
             },
             move || {

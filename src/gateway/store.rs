@@ -174,6 +174,21 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.replace_session_now(id, old, new).await
+    }
+
+    /// `replace_session` by the refresh of `old` itself (which holds
+    /// `old.refreshing`, so no other refresh can write in between). Other
+    /// replicas are told, so their copies of `old` go too.
+    pub async fn replace_session_now(
+        &self,
+        id: &str,
+        old: &Arc<Session>,
+        new: Arc<Session>,
+    ) -> Result<bool, StoreError> {
+        if old.is_revoked() {
+            return Ok(false);
+        }
         {
             let current = old.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
             new.access_exp.store(current.access_exp, Ordering::Release);
@@ -199,6 +214,11 @@ impl Gateway {
             // Revoked while being stored.
             self.forget(h);
             return Ok(false);
+        }
+        if let Err(e) = shared.publish_changed(&h).await {
+            // The others keep their copy until `redis_local_cache` ends
+            // (a held one until it is revoked or its holder ends).
+            tracing::warn!(error = %e, "cannot tell the other replicas that a session changed");
         }
         Ok(true)
     }
@@ -254,6 +274,20 @@ impl Gateway {
     pub fn forget(&self, h: [u8; 32]) {
         self.recently_revoked.insert(h, ());
         if let Some(id) = self.hash_ids.remove(&h)
+            && let Some(s) = self.local.remove(&id)
+        {
+            s.revoke();
+        }
+        if let Some(s) = self.held.remove(&h).and_then(|w| w.upgrade()) {
+            s.revoke();
+        }
+    }
+
+    /// Another replica stored session `h` anew with other attributes (a
+    /// refresh): the local copy goes, and whatever holds it stops; the next
+    /// request reads the new record.
+    pub fn changed_elsewhere(&self, h: [u8; 32]) {
+        if let Some(id) = self.hash_ids.get(&h)
             && let Some(s) = self.local.remove(&id)
         {
             s.revoke();

@@ -127,6 +127,8 @@ pub struct Profile {
     pub name: Option<String>,
     pub company: Option<String>,
     pub groups: Option<Vec<String>>,
+    /// `email_verified` (OIDC Core §5.1), when the source says.
+    pub email_verified: Option<bool>,
 }
 
 impl ClaimMap {
@@ -170,7 +172,15 @@ impl ClaimMap {
                 Some(_) => return Err(err("is neither a list of names nor one name")),
             }
         };
+        // Cognito sends the string "true".
+        let email_verified = match claims.get("email_verified") {
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(true),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        };
         Ok(Profile {
+            email_verified,
             username: text("username", &self.username)?,
             email: text("email", &self.email)?,
             name: text("name", &self.name)?,
@@ -205,7 +215,18 @@ impl Profile {
             name: fresher.name.or(self.name),
             company: fresher.company.or(self.company),
             groups: fresher.groups.or(self.groups),
+            email_verified: fresher.email_verified.or(self.email_verified),
         }
+    }
+
+    /// The profile with an email the provider says it has not verified
+    /// (`email_verified: false`) left out: anyone could have typed it, and
+    /// modules and account matching take an email for the person.
+    pub fn trusted(mut self) -> Profile {
+        if self.email_verified == Some(false) && self.email.take().is_some() {
+            tracing::info!("the provider says the user's email is not verified: it is not used");
+        }
+        self
     }
 }
 
@@ -313,6 +334,27 @@ mod tests {
         assert_eq!(p.email.as_deref(), Some("new@x"));
         assert_eq!(p.name.as_deref(), Some("Old"));
         assert_eq!(p.groups, Some(vec![]));
+    }
+
+    #[test]
+    fn an_unverified_email_is_not_used() {
+        let m = ClaimMap::default();
+        let p = |c: Value| m.profile(&c).unwrap().trusted().email;
+        assert_eq!(
+            p(json!({"email": "a@x", "email_verified": true})).as_deref(),
+            Some("a@x")
+        );
+        assert_eq!(p(json!({"email": "a@x"})).as_deref(), Some("a@x"), "not said: kept");
+        assert_eq!(p(json!({"email": "a@x", "email_verified": false})), None);
+        assert_eq!(
+            p(json!({"email": "a@x", "email_verified": "false"})),
+            None,
+            "Cognito's string"
+        );
+        // UserInfo saying "not verified" about the ID token's email wins.
+        let id = m.profile(&json!({"email": "a@x"})).unwrap();
+        let ui = m.profile(&json!({"email_verified": false})).unwrap();
+        assert_eq!(id.updated_by(ui).trusted().email, None);
     }
 
     #[test]

@@ -248,19 +248,25 @@ impl OidcClient {
 
     /// Re-fetches the JWKS for a token naming a key not seen in `seen`
     /// (the provider rotated): at once, however recently the keys were
-    /// loaded, and one fetch for all the requests that need it. After such
-    /// a fetch, the next one waits for the cooldown. True when keys newer
-    /// than `seen` are loaded.
-    async fn refresh_keys(&self, seen: &Arc<Loaded>) -> bool {
+    /// loaded, and one fetch for all the requests that need it. After a
+    /// fetch caused by a token anyone can send (a bearer or logout token),
+    /// the next such fetch waits for the cooldown; a token the provider
+    /// itself handed over (`from_provider`: an ID token from the token
+    /// endpoint, a signed UserInfo answer) is never held back by it, so
+    /// made-up `kid`s cannot block logins after a real rotation. True when
+    /// keys newer than `seen` are loaded.
+    async fn refresh_keys(&self, seen: &Arc<Loaded>, from_provider: bool) -> bool {
         let mut last = self.kid_refetch.lock().await;
         // Someone fetched while this request waited: try those keys.
         if self.loaded().is_some_and(|now| !Arc::ptr_eq(&now, seen)) {
             return true;
         }
-        if last.is_some_and(|t| t.elapsed() < JWKS_COOLDOWN) {
-            return false;
+        if !from_provider {
+            if last.is_some_and(|t| t.elapsed() < JWKS_COOLDOWN) {
+                return false;
+            }
+            *last = Some(Instant::now());
         }
-        *last = Some(Instant::now());
         let fetched = self.fetch_keys(&seen.discovery.jwks_uri).await;
         let result = if fetched.is_ok() { "succeeded" } else { "failed" };
         self.metrics.jwks_refreshes.with_label_values(&[result]).inc();
@@ -307,7 +313,7 @@ impl OidcClient {
                 )
             };
             match validate_id_token(token, &loaded.keys, &expected, now) {
-                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys(&loaded).await => continue,
+                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys(&loaded, true).await => continue,
                 other => return Ok(other?),
             }
         }
@@ -339,7 +345,7 @@ impl OidcClient {
                 // provider is asked to retry. A fresh JWKS without the key
                 // refuses it.
                 Err(LogoutTokenRejected::Token(TokenRejected::UnknownKey)) if attempt == 0 => {
-                    if !self.refresh_keys(&loaded).await {
+                    if !self.refresh_keys(&loaded, false).await {
                         return Err(LogoutTokenRejected::KeysUnavailable);
                     }
                 }
@@ -370,7 +376,7 @@ impl OidcClient {
             let loaded = self.loaded().ok_or(OidcError::NotReady)?;
             match validate_access_jwt(token, &loaded.keys, &self.access_expected(&loaded), now) {
                 Err(AccessRejected::Token(TokenRejected::UnknownKey))
-                    if attempt == 0 && self.refresh_keys(&loaded).await =>
+                    if attempt == 0 && self.refresh_keys(&loaded, false).await =>
                 {
                     continue;
                 }
@@ -539,7 +545,7 @@ impl OidcClient {
                 .collect();
             algorithms.extend(loaded.algorithms.iter().copied());
             match super::id_token::verify_signature(token, &loaded.keys, &algorithms) {
-                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys(&loaded).await => continue,
+                Err(TokenRejected::UnknownKey) if attempt == 0 && self.refresh_keys(&loaded, true).await => continue,
                 Err(e) => return Err(e.into()),
                 Ok((_, claims)) => {
                     if claims
@@ -587,13 +593,20 @@ impl OidcClient {
             from_id
         };
         if profile.groups.is_none() && !map.groups.is_unused() {
-            tracing::warn!(
-                claim = map.groups.as_str(),
-                user.sub = %id.sub,
-                "the groups claim is in neither the ID token nor UserInfo: the user has no groups (check [identity_provider.claims] groups and the scopes asked for)"
-            );
+            // Once loudly (a mapping or scope to fix), then quietly (users
+            // without groups are normal for some providers).
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    claim = map.groups.as_str(),
+                    user.sub = %id.sub,
+                    "the groups claim is in neither the ID token nor UserInfo: the user has no groups (check [identity_provider.claims] groups and the scopes asked for; said once)"
+                );
+            } else {
+                tracing::debug!(claim = map.groups.as_str(), user.sub = %id.sub, "no groups claim");
+            }
         }
-        Ok(profile)
+        Ok(profile.trusted())
     }
 
     /// Redeems an authorization code (client_secret_basic, PKCE verifier).

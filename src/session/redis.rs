@@ -95,7 +95,14 @@ pub struct RedisStore {
     prefix: String,
     healthy: Arc<AtomicBool>,
     rng: SystemRandom,
+    /// This replica, in the "changed" messages it publishes (and ignores).
+    origin: String,
 }
+
+/// The payload prefix of a "session changed" message (a refresh updated
+/// the user's attributes): replicas drop their copy, and whatever holds it
+/// stops, but the session itself lives on.
+const CHANGED: &str = "changed:";
 
 fn hex(h: &[u8; 32]) -> String {
     hex::encode(h)
@@ -158,6 +165,13 @@ impl RedisStore {
             key,
             prefix: prefix.to_string(),
             healthy: Arc::new(AtomicBool::new(false)),
+            origin: {
+                let mut b = [0u8; 16];
+                SystemRandom::new()
+                    .fill(&mut b)
+                    .map_err(|_| "no randomness for the replica id".to_string())?;
+                hex::encode(b)
+            },
             rng: SystemRandom::new(),
         }))
     }
@@ -195,10 +209,12 @@ impl RedisStore {
     /// connection, and the pub/sub subscription that delivers revocations
     /// (`on_revoked`, with the session's id hash) and decides `healthy`.
     /// `on_reconnect` runs each time the subscription comes back, `on_lost`
-    /// each time it is lost (noticed within a second).
+    /// each time it is lost (noticed within a second). `on_changed` gets
+    /// the sessions another replica changed (see `publish_changed`).
     pub async fn run(
         self: Arc<Self>,
         on_revoked: impl Fn([u8; 32]) + Send + Sync + 'static,
+        on_changed: impl Fn([u8; 32]) + Send + Sync + 'static,
         on_reconnect: impl Fn() + Send + Sync + 'static,
         on_lost: impl Fn() + Send + Sync + 'static,
     ) {
@@ -241,11 +257,20 @@ impl RedisStore {
                     store.healthy.store(true, Ordering::Release);
                     tracing::info!("session store (Redis) connected");
                     let mut messages = pubsub.into_on_message();
+                    let own_origin = store.origin.clone();
                     drop(store);
                     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                        if let Ok(payload) = msg.get_payload::<String>()
-                            && let Some(h) = unhex(&payload)
-                        {
+                        let Ok(payload) = msg.get_payload::<String>() else {
+                            continue;
+                        };
+                        if let Some(rest) = payload.strip_prefix(CHANGED) {
+                            let (origin, h) = rest.split_once(':').unwrap_or_default();
+                            if let Some(h) = unhex(h)
+                                && origin != own_origin
+                            {
+                                on_changed(h);
+                            }
+                        } else if let Some(h) = unhex(&payload) {
                             on_revoked(h);
                         }
                     }
@@ -362,6 +387,16 @@ impl RedisStore {
     pub async fn touch(&self, h: &[u8; 32], ttl: Duration) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let _: bool = c.pexpire(self.session_key(h), ttl.as_millis().max(1) as i64).await?;
+        Ok(())
+    }
+
+    /// Tells the other replicas that session `h` was stored anew with
+    /// other attributes: their copies (and what holds them) must go.
+    pub async fn publish_changed(&self, h: &[u8; 32]) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: () = c
+            .publish(self.revoke_channel(), format!("{CHANGED}{}:{}", self.origin, hex(h)))
+            .await?;
         Ok(())
     }
 

@@ -43,6 +43,12 @@ pub struct Script {
     pub on_code: Option<Answer>,
     pub on_refresh: Option<Answer>,
     pub userinfo: Option<Answer>,
+    /// Token answers for particular codes (else `on_code`).
+    pub by_code: std::collections::HashMap<String, Answer>,
+    /// How long the JWKS endpoint takes to answer.
+    pub jwks_delay: std::time::Duration,
+    /// How long a refresh takes to answer.
+    pub refresh_delay: std::time::Duration,
     /// What was asked: `token:<grant>`, `userinfo:<bearer>`, `jwks`.
     pub calls: Vec<String>,
 }
@@ -151,9 +157,13 @@ async fn discovery(State((base, issuer, script)): S) -> Response {
 }
 
 async fn jwks(State((_, _, script)): S) -> Response {
-    let mut s = script.lock().unwrap();
-    s.calls.push("jwks".into());
-    axum::Json(s.jwks.clone()).into_response()
+    let (doc, delay) = {
+        let mut s = script.lock().unwrap();
+        s.calls.push("jwks".into());
+        (s.jwks.clone(), s.jwks_delay)
+    };
+    tokio::time::sleep(delay).await;
+    axum::Json(doc).into_response()
 }
 
 fn answer(a: Option<Answer>) -> Response {
@@ -169,17 +179,25 @@ fn answer(a: Option<Answer>) -> Response {
 }
 
 async fn token(State((_, _, script)): S, body: String) -> Response {
-    let grant = form_urlencoded::parse(body.as_bytes())
-        .find(|(k, _)| k == "grant_type")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    let mut s = script.lock().unwrap();
-    s.calls.push(format!("token:{grant}"));
-    let a = match grant.as_str() {
-        "authorization_code" => s.on_code.clone(),
-        "refresh_token" => s.on_refresh.clone(),
-        _ => None,
+    let field = |name: &str| {
+        form_urlencoded::parse(body.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
     };
+    let (grant, code) = (field("grant_type"), field("code"));
+    let (a, delay) = {
+        let mut s = script.lock().unwrap();
+        s.calls.push(format!("token:{grant}"));
+        match grant.as_str() {
+            "authorization_code" => (s.by_code.get(&code).cloned().or_else(|| s.on_code.clone()), None),
+            "refresh_token" => (s.on_refresh.clone(), Some(s.refresh_delay)),
+            _ => (None, None),
+        }
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     answer(a)
 }
 
