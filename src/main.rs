@@ -431,12 +431,15 @@ fn fetch_discovery(issuer: &str) -> anyhow::Result<serde_json::Value> {
         .block_on(async {
             let r = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(3))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()?
                 .get(&url)
                 .send()
                 .await?
                 .error_for_status()?;
-            Ok(r.json::<serde_json::Value>().await?)
+            let body = r.bytes().await?;
+            anyhow::ensure!(body.len() <= 1024 * 1024, "the document is larger than 1 MiB");
+            Ok(serde_json::from_slice::<serde_json::Value>(&body)?)
         })
 }
 

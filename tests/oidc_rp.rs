@@ -744,7 +744,8 @@ async fn a_refresh_without_an_id_token_keeps_the_identity() {
 
 #[tokio::test]
 async fn a_refresh_that_fails_its_checks_ends_the_session_everywhere() {
-    let cases: Vec<(&str, Box<dyn Fn(&FakeOp) -> Answer>)> = vec![
+    type MakeAnswer = Box<dyn Fn(&FakeOp) -> Answer>;
+    let cases: Vec<(&str, MakeAnswer)> = vec![
         (
             "another user",
             Box::new(|op| {

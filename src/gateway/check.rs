@@ -82,22 +82,25 @@ pub fn notes(cfg: &GatewayConfig, discovery: Option<&Value>) -> Vec<Note> {
         });
     }
     if let Some(supported) = list("claims_supported") {
+        // Providers often leave custom claims out of claims_supported: a
+        // hint, not a verdict.
         for (attribute, path) in [
             ("groups", &map.groups),
             ("username", &map.username),
             ("email", &map.email),
             ("name", &map.name),
+            ("company", &map.company),
         ] {
             if path.is_unused() || supported.contains(&top_claim(path)) {
                 continue;
             }
-            let consequence = if attribute == "groups" {
-                "users will have no groups, and every module that names groups will refuse them"
-            } else {
-                "users' attribute will be empty"
+            let consequence = match attribute {
+                "groups" => "users will have no groups, and modules that name groups will refuse them",
+                "company" => "UserInfo is asked at every login for it; set `company = \"\"` if this provider has none",
+                _ => "the attribute will be empty",
             };
             out.push(Note::Info(format!(
-                "identity_provider.claims.{attribute} = `{}`: the provider's claims_supported does not list `{}`; unless its tokens carry it anyway, {consequence}",
+                "identity_provider.claims.{attribute} = `{}`: the provider's claims_supported does not list `{}` (custom claims are often left out of it); if its tokens and UserInfo lack it, {consequence}",
                 path.as_str(),
                 top_claim(path)
             )));
@@ -180,7 +183,14 @@ mod tests {
             "{t}"
         );
         let d = json!({"claims_supported": ["sub", "email", "name", "preferred_username", "realm_access"]});
-        assert!(!texts(&notes(&c, Some(&d))).contains("does not list"));
+        let t = texts(&notes(&c, Some(&d)));
+        assert!(!t.contains("does not list `realm_access`"), "{t}");
+        // The default `company` with a provider that has none: UserInfo at
+        // every login, and how to stop it.
+        assert!(
+            t.contains("does not list `company`") && t.contains("company = \"\""),
+            "{t}"
+        );
     }
 
     #[test]

@@ -281,7 +281,7 @@ pub fn verify_signature(
     keys: &ProviderKeys,
     algorithms: &[Algorithm],
 ) -> Result<(jsonwebtoken::Header, serde_json::Value), TokenRejected> {
-    if token.len() > 16 * 1024 || token.split('.').count() != 3 {
+    if token.len() > 64 * 1024 || token.split('.').count() != 3 {
         return Err(TokenRejected::Malformed);
     }
     // RFC 7515 §4.1.11: a `crit` extension must be understood; unigate
