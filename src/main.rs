@@ -437,8 +437,12 @@ fn fetch_discovery(issuer: &str) -> anyhow::Result<serde_json::Value> {
                 .send()
                 .await?
                 .error_for_status()?;
-            let body = r.bytes().await?;
-            anyhow::ensure!(body.len() <= 1024 * 1024, "the document is larger than 1 MiB");
+            let mut r = r;
+            let mut body = Vec::new();
+            while let Some(chunk) = r.chunk().await? {
+                body.extend_from_slice(&chunk);
+                anyhow::ensure!(body.len() <= 1024 * 1024, "the document is larger than 1 MiB");
+            }
             Ok(serde_json::from_slice::<serde_json::Value>(&body)?)
         })
 }

@@ -547,7 +547,9 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     assert_eq!(rp.op.count("jwks"), 2, "one re-fetch");
     // An ID token comes from the provider itself: a kid it does not
-    // publish is looked up again at once (and still refused).
+    // publish is looked up again (at most once a second), and still
+    // refused.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let stranger = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     let b = rp.browser();
     let (_, state, nonce) = rp.start(&b).await;
@@ -581,6 +583,7 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
         assert_eq!(rp.op.count("jwks"), fetches, "{jti}");
     }
     // And those made-up kids hold back no login after a real rotation.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let newest = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     rp.op.set(|s| s.jwks = json!({"keys": [newest.jwk]}));
     let b = rp.browser();
@@ -893,4 +896,45 @@ async fn a_group_removed_at_a_refresh_on_one_replica_ends_access_on_the_other() 
         status = on_b().await;
     }
     assert_eq!(status, 403, "B: within a second, not after its local copy expires");
+}
+
+#[tokio::test]
+async fn replicas_never_spend_a_rotated_refresh_token_twice() {
+    let op = FakeOp::start().await;
+    op.set(|s| s.rotate_refresh = true);
+    let (_redis, session) = common::redis_store().await;
+    let a = start_rp_full(op, "", &format!("{session}{REFRESH_ALWAYS}"), "", None).await;
+    let b_port = free_port().unwrap();
+    let (b_up, _b_module) = recording_upstream("the module's page").await;
+    let _b = start_gateway(
+        b_port,
+        &a.op.base,
+        &format!(
+            "{session}{REFRESH_ALWAYS}\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"{b_up}\"\naccess_groups = [\"portal-users\"]\n"
+        ),
+    )
+    .await;
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap();
+    let r = a
+        .login(&browser, all_claims(&a.op, "alice", json!(["portal-users"])))
+        .await;
+    assert_eq!(r.status(), 302);
+    let same = a.op.sign(&all_claims(&a.op, "alice", json!(["portal-users"])));
+    a.op.set(|s| s.on_refresh = Some(Answer::json(a.op.tokens(&same, "at-2"))));
+    // Requests alternate between the replicas, and each would refresh:
+    // each must use the refresh token the other stored last.
+    for i in 0..12 {
+        let port = if i % 2 == 0 { a.port } else { b_port };
+        let r = browser.get(format!("http://{HOST}:{port}/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = a.op.script.lock().unwrap().refreshes_refused;
+    assert_eq!(refused, 0, "a spent refresh token was used");
+    assert!(a.op.count("token:refresh_token") >= 2, "{:?}", a.op.calls());
 }

@@ -177,23 +177,37 @@ const FORWARDED_HEADERS: [&str; 4] = [
 ];
 const _: () = assert!(KASEYAONE_HEADERS.len() <= crate::session::HeaderSet::MAX);
 
-/// The groups as one header value: names joined by `,`, and a `,` or `%`
-/// inside a name percent-encoded (`CN=Admins%2COU=IT`), so that a group
-/// named `x,admins` never reads as `admins` to a module that splits on
-/// commas. (The assertion carries them as a JSON list, unencoded.)
-pub fn groups_header(groups: &[String]) -> String {
+/// The groups as one header value of at most `max` bytes: names joined by
+/// `,`, with a `,`, a `%` or a control character inside a name
+/// percent-encoded (`CN=Admins%2COU=IT`), so that no name ever reads as
+/// another to a module that splits on commas (`x,admins` is not `admins`,
+/// nor is `adm\u{7f}ins`). Groups that do not fit whole are left out,
+/// never cut. (The assertion carries them as a JSON list, unencoded.)
+pub fn groups_header(groups: &[String], max: usize) -> String {
     let mut out = String::new();
-    for (i, g) in groups.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    for g in groups {
+        let mut one = String::with_capacity(g.len());
         for c in g.chars() {
             match c {
-                ',' => out.push_str("%2C"),
-                '%' => out.push_str("%25"),
-                c => out.push(c),
+                ',' => one.push_str("%2C"),
+                '%' => one.push_str("%25"),
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        one.push_str(&format!("%{b:02X}"));
+                    }
+                }
+                c => one.push(c),
             }
         }
+        let sep = usize::from(!out.is_empty());
+        if out.len() + sep + one.len() > max {
+            continue;
+        }
+        if sep == 1 {
+            out.push(',');
+        }
+        out.push_str(&one);
     }
     out
 }
@@ -206,7 +220,7 @@ fn header_values(
     max: usize,
     session: &str,
 ) -> (&'static [&'static str], Vec<String>) {
-    let groups = groups_header(&id.groups);
+    let groups = groups_header(&id.groups, max);
     let v = |s: &str| sanitize(s, max);
     match preset {
         HeaderPreset::KaseyaOne => {
@@ -576,12 +590,19 @@ mod tests {
     #[test]
     fn a_comma_in_a_group_name_never_splits_it() {
         let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(groups_header(&g(&["a", "b"])), "a,b");
-        assert_eq!(groups_header(&g(&["x,admins"])), "x%2Cadmins");
+        assert_eq!(groups_header(&g(&["a", "b"]), 4096), "a,b");
+        assert_eq!(groups_header(&g(&["x,admins"]), 4096), "x%2Cadmins");
         assert_eq!(
-            groups_header(&g(&["CN=Admins,OU=IT", "100%"])),
+            groups_header(&g(&["CN=Admins,OU=IT", "100%"]), 4096),
             "CN=Admins%2COU=IT,100%25"
         );
-        assert_eq!(groups_header(&[]), "");
+        assert_eq!(
+            groups_header(&g(&["adm\u{7f}ins", "a\r\nb"]), 4096),
+            "adm%7Fins,a%0D%0Ab"
+        );
+        assert_eq!(groups_header(&[], 4096), "");
+        // Never cut inside a name: `admins-readonly` is not `admins`.
+        assert_eq!(groups_header(&g(&["staff", "admins-readonly", "x"]), 12), "staff,x");
+        assert_eq!(groups_header(&g(&["a%b"]), 4), "");
     }
 }

@@ -90,6 +90,11 @@ pub struct Gateway {
     /// Sessions revoked in the last minute, for a cache fill that raced
     /// the revocation.
     recently_revoked: moka::sync::Cache<[u8; 32], ()>,
+    /// Sessions another replica changed in the last minute, each with the
+    /// `changes` count when it was told: a cache fill that raced the
+    /// change reads the record again.
+    recently_changed: moka::sync::Cache<[u8; 32], u64>,
+    changes: Arc<std::sync::atomic::AtomicU64>,
     /// Module session cookies unigate saw issued, and to whom.
     pub module_cookies: ModuleCookies,
     /// Back-channel logout tokens already used (`jti`).
@@ -332,6 +337,8 @@ impl Gateway {
                 local: p.local.clone(),
                 hash_ids: p.hash_ids.clone(),
                 recently_revoked: p.recently_revoked.clone(),
+                recently_changed: p.recently_changed.clone(),
+                changes: p.changes.clone(),
                 held: p.held.clone(),
                 link_attempts: p.link_attempts.clone(),
                 lbs,
@@ -394,6 +401,11 @@ impl Gateway {
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
+            recently_changed: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            changes: Arc::default(),
             held: moka::sync::Cache::builder()
                 .max_capacity(cfg.session.max_sessions)
                 .time_to_live(cfg.session.absolute_timeout)

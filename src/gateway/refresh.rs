@@ -30,6 +30,10 @@ enum Ended {
     Claims(crate::oidc::client::OidcError),
     #[error("the user's email or username changed: the module account is checked again at login")]
     AccountChanged,
+    #[error("the session is no longer in the shared store")]
+    Gone,
+    #[error("the shared store failed: {0}")]
+    Store(crate::session::redis::StoreError),
 }
 
 impl Ended {
@@ -39,13 +43,22 @@ impl Ended {
     /// checks) ends the session everywhere.
     fn is_transient(&self) -> bool {
         use crate::oidc::client::OidcError;
-        matches!(
-            self,
-            Ended::Refresh(OidcError::Unreachable(_) | OidcError::NotReady)
-                | Ended::Refresh(OidcError::Refused { status: 500.., .. })
-                | Ended::Claims(OidcError::Unreachable(_) | OidcError::NotReady)
-                | Ended::Claims(OidcError::Refused { status: 500.., .. })
-        )
+        use crate::oidc::id_token::TokenRejected;
+        let provider_down = |e: &OidcError| {
+            matches!(
+                e,
+                OidcError::Unreachable(_)
+                    | OidcError::NotReady
+                    | OidcError::Refused { status: 429 | 500.., .. }
+                    // A kid still missing after a re-fetch (or none could be made).
+                    | OidcError::Token(TokenRejected::UnknownKey)
+            )
+        };
+        match self {
+            Ended::Refresh(e) | Ended::IdToken(e) | Ended::Claims(e) => provider_down(e),
+            Ended::Store(_) => true,
+            Ended::OtherUser | Ended::AccountChanged | Ended::Gone => false,
+        }
     }
 }
 
@@ -116,15 +129,56 @@ impl Gateway {
 
     /// One refresh: new tokens stored (every replica must use a rotated
     /// refresh token), and the user's identity as the provider now gives
-    /// it when that differs from the session's.
+    /// it when that differs from the session's. With the shared store, one
+    /// replica refreshes a session at a time, and a replica whose copy is
+    /// behind takes the tokens another one stored instead of spending an
+    /// already rotated refresh token.
     async fn refresh(&self, id: &str, s: &Arc<Session>, rt: &str) -> Result<Option<Identity>, Ended> {
+        let Some(shared) = &self.shared else {
+            return self.refresh_now(id, s, rt).await;
+        };
+        let h = crate::session::redis::id_hash(id);
+        match shared.load(&h).await.map_err(Ended::Store)? {
+            None => return Err(Ended::Gone),
+            Some(r) if adopt(s, &r) => return Ok(None),
+            Some(_) => {}
+        }
+        let timeout = self.oidc.settings.timeout * 3;
+        if !shared.lock_refresh(&h, timeout).await.map_err(Ended::Store)? {
+            return Ok(None); // another replica is at it; its tokens come through the record
+        }
+        let outcome = self.refresh_now(id, s, rt).await;
+        let outcome = match outcome {
+            // Refused: unless another replica rotated the token meanwhile.
+            Err(Ended::Refresh(crate::oidc::client::OidcError::Refused { status: 400..=499, .. })) if matches!(shared.load(&h).await, Ok(Some(r)) if r.refresh_token.as_deref() != Some(rt) && adopt(s, &r)) => {
+                Ok(None)
+            }
+            other => other,
+        };
+        if let Err(e) = shared.unlock_refresh(&h).await {
+            tracing::warn!(error = %e, "cannot release a refresh lock (it expires by itself)");
+        }
+        outcome
+    }
+
+    async fn refresh_now(&self, id: &str, s: &Arc<Session>, rt: &str) -> Result<Option<Identity>, Ended> {
         let refreshed = self.oidc.refresh(rt).await;
         let result = if refreshed.is_ok() { "succeeded" } else { "failed" };
         self.oidc.metrics.refreshes.with_label_values(&[result]).inc();
         let t = refreshed.map_err(Ended::Refresh)?;
-        let identity = self.refreshed_identity(s, &t).await?;
-        self.store_tokens(id, s, t).await;
-        Ok(identity.filter(|i| !same_identity(i, &s.identity)))
+        match self.refreshed_identity(s, &t).await {
+            Ok(identity) => {
+                self.store_tokens(id, s, t).await;
+                Ok(identity.filter(|i| !same_identity(i, &s.identity)))
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    // The old refresh token may be spent: keep the new one.
+                    self.store_tokens(id, s, t).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The identity the refresh response gives: from its ID token (checked
@@ -176,7 +230,7 @@ impl Gateway {
                 if !map.groups.is_unused() && fresh.groups.is_none() {
                     fresh.groups = Some(Vec::new());
                 }
-                (profile_of(old).updated_by(fresh).trusted(), old.sid.clone())
+                (map.trusted(profile_of(old).updated_by(fresh)), old.sid.clone())
             }
         };
         let mut identity = Identity::from_profile(&old.sub, sid.as_deref(), profile);
@@ -238,7 +292,15 @@ impl Gateway {
             .build_session(mi, identity, tokens, s.expires_at)
             .with_link_pending(s.link_pending);
         match self.replace_session_now(id, s, Arc::new(next)).await {
-            Ok(_) => {}
+            Ok(true) => {}
+            Ok(false) => {
+                // Replaced or ended meanwhile (a link, a logout): what is
+                // stored now may carry the old attributes. Log in again.
+                tracing::info!(user.sub = %s.identity.sub, "session changed during a refresh; ending it");
+                if let Err(e) = self.end_session(id).await {
+                    tracing::error!(error = %e, "cannot end a session in the shared store");
+                }
+            }
             Err(e) => {
                 // The old attributes must not outlive a failed update.
                 tracing::error!(error = %e, "cannot store a refreshed identity; ending the session");
@@ -246,6 +308,20 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Takes newer tokens from the shared record (another replica refreshed):
+/// true when it did.
+fn adopt(s: &Session, r: &crate::session::redis::Record) -> bool {
+    let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
+    if r.refresh_token.as_deref() == tokens.refresh_token.as_deref() && r.access_exp <= tokens.access_exp {
+        return false;
+    }
+    tokens.refresh_token = r.refresh_token.clone().map(Into::into);
+    tokens.id_token = r.id_token.as_deref().map(IdToken::new);
+    tokens.access_exp = r.access_exp;
+    s.access_exp.store(r.access_exp, Ordering::Release);
+    true
 }
 
 /// A session's identity as a profile (what UserInfo then updates).
@@ -296,6 +372,9 @@ mod tests {
         };
         assert!(Ended::Refresh(OidcError::Unreachable("down".into())).is_transient());
         assert!(refused(503).is_transient());
+        assert!(refused(429).is_transient(), "rate limited: says nothing about the user");
+        assert!(Ended::IdToken(OidcError::Token(crate::oidc::id_token::TokenRejected::UnknownKey)).is_transient());
+        assert!(!Ended::IdToken(OidcError::Token(crate::oidc::id_token::TokenRejected::Audience)).is_transient());
         assert!(!refused(400).is_transient(), "a refused refresh token ends the session");
         assert!(!refused(401).is_transient());
         assert!(!Ended::Refresh(OidcError::Invalid("token_type".into())).is_transient());

@@ -75,20 +75,40 @@ impl Gateway {
             return Ok(None);
         }
         let h = id_hash(id);
-        let Some(r) = shared.load(&h).await? else {
-            return Ok(None);
-        };
+        let seen = self.changes.load(Ordering::Acquire);
+        let mut r = shared.load(&h).await?;
+        // Another replica changed the session while it was being read: the
+        // record read may be the one from before (the new one is stored
+        // before the others are told).
+        if self.changed_since(&h, seen) {
+            r = shared.load(&h).await?;
+        }
+        let Some(r) = r else { return Ok(None) };
         if r.expires_at <= now {
             return Ok(None);
         }
         // The same session object for as long as anything (a websocket)
-        // holds it, so a revocation reaches that holder too.
+        // holds it, so a revocation reaches that holder too; as long as it
+        // is the same user with the same attributes (else a change from
+        // another replica went unheard, and the holder stops).
         if let Some(s) = self.held.get(&h).and_then(|w| w.upgrade())
             && !s.is_revoked()
         {
-            self.local.insert(id.to_string(), s.clone());
-            self.hash_ids.insert(h, id.to_string());
-            return Ok(Some(s));
+            if s.identity == r.identity && s.link_pending == r.link_pending {
+                // Tokens another replica refreshed since.
+                let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
+                if tokens.refresh_token.as_deref() != r.refresh_token.as_deref() || tokens.access_exp < r.access_exp {
+                    tokens.refresh_token = r.refresh_token.clone().map(Into::into);
+                    tokens.id_token = r.id_token.as_deref().map(IdToken::new);
+                    tokens.access_exp = r.access_exp;
+                    s.access_exp.store(r.access_exp, Ordering::Release);
+                }
+                drop(tokens);
+                self.local.insert(id.to_string(), s.clone());
+                self.hash_ids.insert(h, id.to_string());
+                return Ok(Some(s));
+            }
+            s.revoke();
         }
         let Some(mi) = self.cfg.modules.iter().position(|m| m.label() == r.module) else {
             return Ok(None);
@@ -112,6 +132,12 @@ impl Gateway {
             return Ok(None);
         }
         Ok(Some(s))
+    }
+
+    /// Whether another replica said it changed session `h` after the
+    /// `changes` count was `since`.
+    fn changed_since(&self, h: &[u8; 32], since: u64) -> bool {
+        self.recently_changed.get(h).is_some_and(|at| at > since)
     }
 
     /// Pushes a shared session's idle expiry out, at most every tenth of
@@ -287,6 +313,8 @@ impl Gateway {
     /// refresh): the local copy goes, and whatever holds it stops; the next
     /// request reads the new record.
     pub fn changed_elsewhere(&self, h: [u8; 32]) {
+        let n = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
+        self.recently_changed.insert(h, n);
         if let Some(id) = self.hash_ids.get(&h)
             && let Some(s) = self.local.remove(&id)
         {

@@ -131,10 +131,7 @@ fn claims_of(c: &Value, now: u64, leeway: u64, map: &ClaimMap) -> Result<AccessC
     if iat.is_some_and(|iat| iat > now + leeway) {
         return Err(TokenRejected::IssuedInFuture.into());
     }
-    let profile = map
-        .profile(c)
-        .map_err(|e| AccessRejected::Claim(e.attribute))?
-        .trusted();
+    let profile = map.trusted(map.profile(c).map_err(|e| AccessRejected::Claim(e.attribute))?);
     Ok(AccessClaims {
         sub,
         exp,

@@ -218,15 +218,31 @@ impl Profile {
             email_verified: fresher.email_verified.or(self.email_verified),
         }
     }
+}
 
-    /// The profile with an email the provider says it has not verified
+impl ClaimMap {
+    /// `p` with an email the provider says it has not verified
     /// (`email_verified: false`) left out: anyone could have typed it, and
-    /// modules and account matching take an email for the person.
-    pub fn trusted(mut self) -> Profile {
-        if self.email_verified == Some(false) && self.email.take().is_some() {
-            tracing::info!("the provider says the user's email is not verified: it is not used");
+    /// modules and account matching take an email for the person. Every
+    /// attribute read from the same claim as the email goes with it
+    /// (`username = "email"`).
+    pub fn trusted(&self, mut p: Profile) -> Profile {
+        if p.email_verified != Some(false) || self.email.is_unused() {
+            return p;
         }
-        self
+        let e = &self.email;
+        for (path, value) in [
+            (e, &mut p.email),
+            (&self.username, &mut p.username),
+            (&self.name, &mut p.name),
+            (&self.company, &mut p.company),
+        ] {
+            if path == e {
+                *value = None;
+            }
+        }
+        tracing::debug!("the provider says the user's email is not verified: it is not used");
+        p
     }
 }
 
@@ -339,7 +355,7 @@ mod tests {
     #[test]
     fn an_unverified_email_is_not_used() {
         let m = ClaimMap::default();
-        let p = |c: Value| m.profile(&c).unwrap().trusted().email;
+        let p = |c: Value| m.trusted(m.profile(&c).unwrap()).email;
         assert_eq!(
             p(json!({"email": "a@x", "email_verified": true})).as_deref(),
             Some("a@x")
@@ -354,7 +370,24 @@ mod tests {
         // UserInfo saying "not verified" about the ID token's email wins.
         let id = m.profile(&json!({"email": "a@x"})).unwrap();
         let ui = m.profile(&json!({"email_verified": false})).unwrap();
-        assert_eq!(id.updated_by(ui).trusted().email, None);
+        assert_eq!(m.trusted(id.updated_by(ui)).email, None);
+        // A username read from the email claim goes with it.
+        let by_email = ClaimMap {
+            username: ClaimPath::new("email").unwrap(),
+            ..ClaimMap::default()
+        };
+        let p = by_email.trusted(
+            by_email
+                .profile(&json!({"email": "a@x", "email_verified": false}))
+                .unwrap(),
+        );
+        assert_eq!((p.email, p.username), (None, None));
+        let p = by_email.trusted(
+            by_email
+                .profile(&json!({"email": "a@x", "email_verified": true}))
+                .unwrap(),
+        );
+        assert_eq!(p.username.as_deref(), Some("a@x"));
     }
 
     #[test]

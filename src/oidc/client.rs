@@ -104,6 +104,19 @@ impl TokenSet {
     }
 }
 
+/// When JWKS fetches for unknown `kid`s last happened.
+#[derive(Default)]
+struct KidRefetch {
+    /// For a token anyone can send (bearer, logout token).
+    by_anyone: Option<Instant>,
+    /// For a token the provider handed over (at most one a second, for a
+    /// provider that names keys it does not publish).
+    by_provider: Option<Instant>,
+}
+
+/// Least time between two JWKS fetches for tokens from the provider.
+const PROVIDER_REFETCH_FLOOR: Duration = Duration::from_secs(1);
+
 pub struct Loaded {
     pub discovery: Discovery,
     pub keys: ProviderKeys,
@@ -116,7 +129,7 @@ pub struct OidcClient {
     loaded: RwLock<Option<Arc<Loaded>>>,
     /// When a token with an unknown `kid` last caused a JWKS fetch; held
     /// across the fetch, so that concurrent unknown `kid`s share one.
-    kid_refetch: tokio::sync::Mutex<Option<Instant>>,
+    kid_refetch: tokio::sync::Mutex<KidRefetch>,
     /// IdP call latencies and JWKS refreshes (and the rest of unigate's
     /// metrics, which live as long as this client: across reloads).
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -152,7 +165,7 @@ impl OidcClient {
             http,
             settings,
             loaded: RwLock::new(None),
-            kid_refetch: tokio::sync::Mutex::new(None),
+            kid_refetch: tokio::sync::Mutex::new(KidRefetch::default()),
             metrics: Arc::default(),
         })
     }
@@ -261,12 +274,15 @@ impl OidcClient {
         if self.loaded().is_some_and(|now| !Arc::ptr_eq(&now, seen)) {
             return true;
         }
-        if !from_provider {
-            if last.is_some_and(|t| t.elapsed() < JWKS_COOLDOWN) {
-                return false;
-            }
-            *last = Some(Instant::now());
+        let (when, wait) = if from_provider {
+            (&mut last.by_provider, PROVIDER_REFETCH_FLOOR)
+        } else {
+            (&mut last.by_anyone, JWKS_COOLDOWN)
+        };
+        if when.is_some_and(|t| t.elapsed() < wait) {
+            return false;
         }
+        *when = Some(Instant::now());
         let fetched = self.fetch_keys(&seen.discovery.jwks_uri).await;
         let result = if fetched.is_ok() { "succeeded" } else { "failed" };
         self.metrics.jwks_refreshes.with_label_values(&[result]).inc();
@@ -606,7 +622,7 @@ impl OidcClient {
                 tracing::debug!(claim = map.groups.as_str(), user.sub = %id.sub, "no groups claim");
             }
         }
-        Ok(profile.trusted())
+        Ok(map.trusted(profile))
     }
 
     /// Redeems an authorization code (client_secret_basic, PKCE verifier).

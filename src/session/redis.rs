@@ -390,6 +390,26 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Takes the right to refresh session `h` for `ttl`: one replica at a
+    /// time, so that a rotated refresh token is never used twice. False
+    /// when another replica holds it.
+    pub async fn lock_refresh(&self, h: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let opts = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(ttl.as_millis().max(1) as u64));
+        let set: Option<String> = c
+            .set_options(self.k(&["refreshing", &hex(h)]), &self.origin, opts)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn unlock_refresh(&self, h: &[u8; 32]) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: () = c.del(self.k(&["refreshing", &hex(h)])).await?;
+        Ok(())
+    }
+
     /// Tells the other replicas that session `h` was stored anew with
     /// other attributes: their copies (and what holds them) must go.
     pub async fn publish_changed(&self, h: &[u8; 32]) -> Result<(), StoreError> {

@@ -49,6 +49,11 @@ pub struct Script {
     pub jwks_delay: std::time::Duration,
     /// How long a refresh takes to answer.
     pub refresh_delay: std::time::Duration,
+    /// Rotate refresh tokens: each refresh answers a new one, and a used
+    /// one is refused (`invalid_grant`), as strict providers do.
+    pub rotate_refresh: bool,
+    pub live_refresh: Option<String>,
+    pub refreshes_refused: usize,
     /// What was asked: `token:<grant>`, `userinfo:<bearer>`, `jwks`.
     pub calls: Vec<String>,
 }
@@ -191,6 +196,23 @@ async fn token(State((_, _, script)): S, body: String) -> Response {
         s.calls.push(format!("token:{grant}"));
         match grant.as_str() {
             "authorization_code" => (s.by_code.get(&code).cloned().or_else(|| s.on_code.clone()), None),
+            "refresh_token" if s.rotate_refresh => {
+                let used = field("refresh_token");
+                if s.live_refresh.as_deref().unwrap_or("rt-1") != used {
+                    s.refreshes_refused += 1;
+                    (None, None)
+                } else {
+                    let next = format!("rt-{}", s.calls.len());
+                    s.live_refresh = Some(next.clone());
+                    let a = s.on_refresh.clone().map(|mut a| {
+                        let mut v: Value = serde_json::from_str(&a.body).unwrap();
+                        v["refresh_token"] = json!(next);
+                        a.body = v.to_string();
+                        a
+                    });
+                    (a, Some(s.refresh_delay))
+                }
+            }
             "refresh_token" => (s.on_refresh.clone(), Some(s.refresh_delay)),
             _ => (None, None),
         }
