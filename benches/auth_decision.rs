@@ -66,6 +66,7 @@ fn gateway() -> Gateway {
             identity,
             headers,
             Tokens {
+                generation: 0,
                 id_token: None,
                 refresh_token: None,
                 access_exp: u64::MAX / 2,

@@ -156,6 +156,7 @@ fn bench(c: &mut Criterion) {
         )))
         .unwrap();
     let tokens = || Tokens {
+        generation: 0,
         id_token: Some(IdToken::new(&"x".repeat(800))),
         refresh_token: Some("r".repeat(43).into()),
         access_exp: now + 3600,

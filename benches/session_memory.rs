@@ -94,6 +94,7 @@ fn main() {
             module_user: None,
         };
         let tokens = Tokens {
+            generation: 0,
             id_token: Some(IdToken::new(&id_token(i, now))),
             refresh_token: Some(format!("{i:0>43}").into()),
             access_exp: now + 3600,

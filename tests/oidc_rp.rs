@@ -938,3 +938,63 @@ async fn replicas_never_spend_a_rotated_refresh_token_twice() {
     assert_eq!(refused, 0, "a spent refresh token was used");
     assert!(a.op.count("token:refresh_token") >= 2, "{:?}", a.op.calls());
 }
+
+#[tokio::test]
+async fn a_userinfo_outage_at_refresh_lengthens_no_replicas_trust() {
+    let op = FakeOp::start().await;
+    let (_redis, session) = common::redis_store().await;
+    let a = start_rp_full(op, "", &format!("{session}{REFRESH_ALWAYS}"), "", None).await;
+    // B refreshes five minutes ahead: at once for the login's 300 s token,
+    // not for a refreshed one of an hour.
+    let b_port = free_port().unwrap();
+    let (b_up, _b_module) = recording_upstream("the module's page").await;
+    let _b = start_gateway(
+        b_port,
+        &a.op.base,
+        &format!(
+            "{session}refresh_before = \"5m\"\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"{b_up}\"\naccess_groups = [\"portal-users\"]\n"
+        ),
+    )
+    .await;
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap();
+    a.op.set(|s| s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": ["portal-users"]}))));
+    let r = a.login(&browser, a.op.id_claims("alice", None)).await;
+    assert_eq!(r.status(), 302);
+    // The provider removes the group, and its UserInfo is down when A
+    // refreshes (an hour-long access token offered).
+    let mut refreshed = a.op.tokens(&a.op.sign(&a.op.id_claims("alice", None)), "at-2");
+    refreshed["expires_in"] = json!(3600);
+    a.op.set(|s| {
+        s.on_refresh = Some(Answer::json(refreshed));
+        s.userinfo = Some(Answer {
+            status: 503,
+            content_type: "text/plain",
+            body: "down".into(),
+        });
+    });
+    let _ = browser.get(format!("http://{HOST}:{}/", a.port)).send().await.unwrap();
+    for _ in 0..50 {
+        if a.op.count("userinfo:at-2") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // B must not take the unchecked hour: it checks the user itself, and
+    // with UserInfo down, asks for a login.
+    let mut served = 0;
+    for _ in 0..20 {
+        let r = browser.get(format!("http://{HOST}:{b_port}/")).send().await.unwrap();
+        if r.status() != 200 {
+            break;
+        }
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served < 20, "B kept serving the unchecked session");
+}

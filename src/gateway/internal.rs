@@ -435,6 +435,7 @@ async fn callback(g: &Gateway, session: &mut PSession, mi: usize, host: &str) ->
                     mi,
                     identity,
                     Tokens {
+                        generation: 0,
                         id_token: Some(IdToken::new(&id_token)),
                         refresh_token: tokens.refresh_token.map(Into::into),
                         access_exp,

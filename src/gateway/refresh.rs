@@ -32,8 +32,6 @@ enum Ended {
     AccountChanged,
     #[error("the session is no longer in the shared store")]
     Gone,
-    #[error("the shared store failed: {0}")]
-    Store(crate::session::redis::StoreError),
 }
 
 impl Ended {
@@ -56,7 +54,6 @@ impl Ended {
         };
         match self {
             Ended::Refresh(e) | Ended::IdToken(e) | Ended::Claims(e) => provider_down(e),
-            Ended::Store(_) => true,
             Ended::OtherUser | Ended::AccountChanged | Ended::Gone => false,
         }
     }
@@ -103,10 +100,9 @@ impl Gateway {
         let (g, s) = (self.clone(), s.clone());
         tokio::spawn(async move {
             // `refreshing` stays set until the new session is in place: no
-            // second refresh can write the old identity back meanwhile.
-            match g.refresh(&id, &s, &rt).await {
-                Ok(None) => tracing::debug!(user.sub = %s.identity.sub, "session refreshed"),
-                Ok(Some(identity)) => g.replace_identity(&id, &s, mi, identity).await,
+            // second refresh here can write the old identity back meanwhile.
+            match g.refresh(&id, &s, &rt, mi).await {
+                Ok(()) => tracing::debug!(user.sub = %s.identity.sub, "session refreshed"),
                 Err(e) if e.is_transient() => {
                     // The provider is down or failing: nothing says the user
                     // lost access, but nothing confirms it either. The next
@@ -127,40 +123,80 @@ impl Gateway {
         });
     }
 
-    /// One refresh: new tokens stored (every replica must use a rotated
-    /// refresh token), and the user's identity as the provider now gives
-    /// it when that differs from the session's. With the shared store, one
-    /// replica refreshes a session at a time, and a replica whose copy is
-    /// behind takes the tokens another one stored instead of spending an
-    /// already rotated refresh token.
-    async fn refresh(&self, id: &str, s: &Arc<Session>, rt: &str) -> Result<Option<Identity>, Ended> {
+    /// One refresh, and the new session in place when the user's
+    /// attributes changed. With the shared store, one replica refreshes a
+    /// session at a time (a lock in Redis, held until the new tokens and
+    /// identity are stored), and a replica whose copy is behind takes the
+    /// tokens another one stored instead of spending a rotated refresh
+    /// token twice.
+    async fn refresh(&self, id: &str, s: &Arc<Session>, rt: &str, mi: usize) -> Result<(), Ended> {
         let Some(shared) = &self.shared else {
-            return self.refresh_now(id, s, rt).await;
+            if let Some(identity) = self.refresh_now(id, s, rt).await? {
+                self.replace_identity(id, s, mi, identity).await;
+            }
+            return Ok(());
         };
         let h = crate::session::redis::id_hash(id);
-        match shared.load(&h).await.map_err(Ended::Store)? {
-            None => return Err(Ended::Gone),
-            Some(r) if adopt(s, &r) => return Ok(None),
-            Some(_) => {}
-        }
-        let timeout = self.oidc.settings.timeout * 3;
-        if !shared.lock_refresh(&h, timeout).await.map_err(Ended::Store)? {
-            return Ok(None); // another replica is at it; its tokens come through the record
-        }
-        let outcome = self.refresh_now(id, s, rt).await;
-        let outcome = match outcome {
-            // Refused: unless another replica rotated the token meanwhile.
-            Err(Ended::Refresh(crate::oidc::client::OidcError::Refused { status: 400..=499, .. })) if matches!(shared.load(&h).await, Ok(Some(r)) if r.refresh_token.as_deref() != Some(rt) && adopt(s, &r)) => {
-                Ok(None)
+        // Long enough for the token request, a JWKS fetch or two, UserInfo
+        // and the writes.
+        let ttl = self.oidc.settings.timeout * 6 + Duration::from_secs(5);
+        let lock = match shared.lock_refresh(&h, ttl).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Ok(()), // another replica is at it: its tokens come through the record
+            Err(e) => {
+                // The next request tries again (and fails closed while
+                // Redis is down).
+                tracing::warn!(error = %e, "cannot take a refresh lock");
+                return Ok(());
             }
-            other => other,
         };
-        if let Err(e) = shared.unlock_refresh(&h).await {
+        let outcome = self.refresh_locked(shared, &h, id, s, mi).await;
+        if let Err(e) = shared.unlock_refresh(&h, &lock).await {
             tracing::warn!(error = %e, "cannot release a refresh lock (it expires by itself)");
         }
         outcome
     }
 
+    async fn refresh_locked(
+        &self,
+        shared: &crate::session::redis::RedisStore,
+        h: &[u8; 32],
+        id: &str,
+        s: &Arc<Session>,
+        mi: usize,
+    ) -> Result<(), Ended> {
+        use crate::oidc::client::OidcError;
+        match shared.load(h).await {
+            Ok(None) => return Err(Ended::Gone),
+            Ok(Some(r)) if store::take_newer_tokens(s, &r) => return Ok(()),
+            Ok(Some(_)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a session to refresh");
+                return Ok(());
+            }
+        }
+        let rt = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).refresh_token.clone();
+        let Some(rt) = rt else { return Ok(()) };
+        match self.refresh_now(id, s, &rt).await {
+            Ok(Some(identity)) => {
+                self.replace_identity(id, s, mi, identity).await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            // Refused: unless another replica rotated the token after all
+            // (a lock that expired under a very slow provider).
+            Err(Ended::Refresh(OidcError::Refused { status: 400..=499, .. })) if matches!(shared.load(h).await, Ok(Some(r)) if store::take_newer_tokens(s, &r)) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The token request and the checks of its answer; the new tokens
+    /// stored. On a failure that says nothing about the user (UserInfo
+    /// down), the new refresh token is kept (the old one may be spent) but
+    /// the access token's expiry is not pushed out, so every replica
+    /// refreshes again soon and checks the user then.
     async fn refresh_now(&self, id: &str, s: &Arc<Session>, rt: &str) -> Result<Option<Identity>, Ended> {
         let refreshed = self.oidc.refresh(rt).await;
         let result = if refreshed.is_ok() { "succeeded" } else { "failed" };
@@ -168,13 +204,12 @@ impl Gateway {
         let t = refreshed.map_err(Ended::Refresh)?;
         match self.refreshed_identity(s, &t).await {
             Ok(identity) => {
-                self.store_tokens(id, s, t).await;
+                self.store_tokens(id, s, t, true).await;
                 Ok(identity.filter(|i| !same_identity(i, &s.identity)))
             }
             Err(e) => {
                 if e.is_transient() {
-                    // The old refresh token may be spent: keep the new one.
-                    self.store_tokens(id, s, t).await;
+                    self.store_tokens(id, s, t, false).await;
                 }
                 Err(e)
             }
@@ -241,9 +276,8 @@ impl Gateway {
     /// Keeps the refreshed tokens in the session, and in the shared store
     /// while the session is still there (a session revoked meanwhile is
     /// not brought back, and ends here too).
-    async fn store_tokens(&self, id: &str, s: &Arc<Session>, t: TokenSet) {
+    async fn store_tokens(&self, id: &str, s: &Arc<Session>, t: TokenSet, extend: bool) {
         let now = unix_now();
-        let exp = now + t.expires_in.unwrap_or(300);
         let record = {
             let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(rt) = t.refresh_token {
@@ -252,8 +286,12 @@ impl Gateway {
             if let Some(jwt) = t.id_token {
                 tokens.id_token = Some(IdToken::new(&jwt));
             }
-            tokens.access_exp = exp;
-            s.access_exp.store(exp, Ordering::Release);
+            if extend {
+                let exp = now + t.expires_in.unwrap_or(300);
+                tokens.access_exp = exp;
+                s.access_exp.store(exp, Ordering::Release);
+            }
+            tokens.generation += 1;
             store::record_of(s, &tokens)
         };
         if let Some(shared) = self.shared.as_ref().filter(|_| !s.is_revoked()) {
@@ -308,20 +346,6 @@ impl Gateway {
             }
         }
     }
-}
-
-/// Takes newer tokens from the shared record (another replica refreshed):
-/// true when it did.
-fn adopt(s: &Session, r: &crate::session::redis::Record) -> bool {
-    let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
-    if r.refresh_token.as_deref() == tokens.refresh_token.as_deref() && r.access_exp <= tokens.access_exp {
-        return false;
-    }
-    tokens.refresh_token = r.refresh_token.clone().map(Into::into);
-    tokens.id_token = r.id_token.as_deref().map(IdToken::new);
-    tokens.access_exp = r.access_exp;
-    s.access_exp.store(r.access_exp, Ordering::Release);
-    true
 }
 
 /// A session's identity as a profile (what UserInfo then updates).

@@ -12,6 +12,21 @@ use super::{Gateway, unix_now};
 use crate::session::redis::{IndexKind, Record, StoreError, id_hash};
 use crate::session::{CookieOwner, IdToken, Identity, ModuleCookies, Revoke, Session, Tokens};
 
+/// Takes the record's tokens into session `s` when they are newer (another
+/// replica refreshed): true when it did.
+pub fn take_newer_tokens(s: &Session, r: &Record) -> bool {
+    let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
+    if r.generation <= tokens.generation {
+        return false;
+    }
+    tokens.refresh_token = r.refresh_token.clone().map(Into::into);
+    tokens.id_token = r.id_token.as_deref().map(IdToken::new);
+    tokens.access_exp = r.access_exp;
+    tokens.generation = r.generation;
+    s.access_exp.store(r.access_exp, Ordering::Release);
+    true
+}
+
 /// A session as the shared store keeps it.
 pub fn record_of(s: &Session, tokens: &Tokens) -> Record {
     Record {
@@ -22,6 +37,7 @@ pub fn record_of(s: &Session, tokens: &Tokens) -> Record {
         access_exp: tokens.access_exp,
         link_pending: s.link_pending,
         expires_at: s.expires_at,
+        generation: tokens.generation,
     }
 }
 
@@ -95,15 +111,11 @@ impl Gateway {
             && !s.is_revoked()
         {
             if s.identity == r.identity && s.link_pending == r.link_pending {
-                // Tokens another replica refreshed since.
-                let mut tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner());
-                if tokens.refresh_token.as_deref() != r.refresh_token.as_deref() || tokens.access_exp < r.access_exp {
-                    tokens.refresh_token = r.refresh_token.clone().map(Into::into);
-                    tokens.id_token = r.id_token.as_deref().map(IdToken::new);
-                    tokens.access_exp = r.access_exp;
-                    s.access_exp.store(r.access_exp, Ordering::Release);
+                // Tokens another replica refreshed since (never older
+                // ones, nor under a refresh of its own here).
+                if !s.refreshing.load(Ordering::Acquire) {
+                    take_newer_tokens(&s, &r);
                 }
-                drop(tokens);
                 self.local.insert(id.to_string(), s.clone());
                 self.hash_ids.insert(h, id.to_string());
                 return Ok(Some(s));
@@ -117,6 +129,7 @@ impl Gateway {
             id_token: r.id_token.as_deref().map(IdToken::new),
             refresh_token: r.refresh_token.map(Into::into),
             access_exp: r.access_exp,
+            generation: r.generation,
         };
         let s = Arc::new(
             self.build_session(mi, r.identity, tokens, r.expires_at)
@@ -130,6 +143,11 @@ impl Gateway {
         if self.recently_revoked.contains_key(&h) {
             self.forget(h);
             return Ok(None);
+        }
+        // So may a change: the next request reads the record again (and
+        // lets this copy go if its attributes are not the record's).
+        if self.changed_since(&h, seen) {
+            self.local.invalidate(id);
         }
         Ok(Some(s))
     }

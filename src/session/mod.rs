@@ -54,6 +54,9 @@ pub struct Tokens {
     pub refresh_token: Option<Box<str>>,
     /// Unix time the access token expires.
     pub access_exp: u64,
+    /// How many refreshes these tokens are from the login: a replica takes
+    /// tokens from the shared record only when they are newer.
+    pub generation: u64,
 }
 
 /// An ID token kept for `id_token_hint` at logout, in three quarters of its
@@ -1009,6 +1012,7 @@ mod tests {
             id_token: None,
             refresh_token: None,
             access_exp: 0,
+            generation: 0,
         };
         Arc::new(Session::new("m".into(), id, HeaderSet::default(), tokens))
     }

@@ -48,6 +48,9 @@ pub struct Record {
     pub link_pending: bool,
     /// Unix time of the absolute timeout.
     pub expires_at: u64,
+    /// `Tokens::generation` (records written before it: 0).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Index kinds: which sessions belong to an IdP session, a user, an email.
@@ -391,22 +394,39 @@ impl RedisStore {
     }
 
     /// Takes the right to refresh session `h` for `ttl`: one replica at a
-    /// time, so that a rotated refresh token is never used twice. False
-    /// when another replica holds it.
-    pub async fn lock_refresh(&self, h: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
+    /// time, so that a rotated refresh token is never used twice. `Some`
+    /// with this attempt's own value when taken; `None` when another
+    /// replica holds it.
+    pub async fn lock_refresh(&self, h: &[u8; 32], ttl: Duration) -> Result<Option<String>, StoreError> {
+        let mut value = [0u8; 16];
+        self.rng
+            .fill(&mut value)
+            .map_err(|_| StoreError::Corrupt("no randomness".into()))?;
+        let value = hex::encode(value);
+        let key = self.k(&["refreshing", &hex(h)]);
         let mut c = self.conn().await?;
         let opts = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(redis::SetExpiry::PX(ttl.as_millis().max(1) as u64));
-        let set: Option<String> = c
-            .set_options(self.k(&["refreshing", &hex(h)]), &self.origin, opts)
-            .await?;
-        Ok(set.is_some())
+        let set: Option<String> = c.set_options(&key, &value, opts).await?;
+        if set.is_some() {
+            return Ok(Some(value));
+        }
+        // A SET retried after a lost answer finds its own first attempt.
+        let holder: Option<String> = c.get(&key).await?;
+        Ok((holder.as_deref() == Some(value.as_str())).then_some(value))
     }
 
-    pub async fn unlock_refresh(&self, h: &[u8; 32]) -> Result<(), StoreError> {
+    /// Gives the right back, unless it expired and another replica took it.
+    pub async fn unlock_refresh(&self, h: &[u8; 32], value: &str) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        let _: () = c.del(self.k(&["refreshing", &hex(h)])).await?;
+        let _: i64 = redis::cmd("EVAL")
+            .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
+            .arg(1)
+            .arg(self.k(&["refreshing", &hex(h)]))
+            .arg(value)
+            .query_async(&mut c)
+            .await?;
         Ok(())
     }
 
