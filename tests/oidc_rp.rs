@@ -672,6 +672,38 @@ async fn a_module_max_age_is_asked_for_and_auth_time_checked() {
     }
 }
 
+/// A second replica beside `a`, sharing its Redis (`session`, with the
+/// `[session]` keys it adds); and one browser for both (cookies ignore
+/// ports).
+async fn replica_b(a: &Rp, session: &str) -> (u16, GatewayServer, reqwest::Client) {
+    let port = free_port().unwrap();
+    let (up, _) = recording_upstream("the module's page").await;
+    let gw = start_gateway(
+        port,
+        &a.op.base,
+        &format!(
+            "{session}\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"{up}\"\naccess_groups = [\"portal-users\"]\n"
+        ),
+    )
+    .await;
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .build()
+        .unwrap();
+    (port, gw, browser)
+}
+
+async fn status_at(b: &reqwest::Client, port: u16) -> u16 {
+    b.get(format!("http://{HOST}:{port}/"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Waits until the module's page answers `want` (a refresh runs in the
 /// background of the request that started it).
 async fn until_page(rp: &Rp, b: &reqwest::Client, want: u16) -> bool {
@@ -745,9 +777,33 @@ async fn a_refresh_without_an_id_token_keeps_the_identity() {
     assert!(rp.op.count("token:refresh_token") >= 1);
 }
 
+type MakeAnswer = Box<dyn Fn(&FakeOp) -> Answer>;
+
+/// alice logged in (refreshing at every request, the module a websocket
+/// echo), the provider's next refresh answering `answer` after 400 ms, and
+/// a websocket open under the session (which starts that refresh).
+async fn websocket_at_refresh(answer: MakeAnswer) -> (Rp, reqwest::Client, common::Ws) {
+    let rp = start_rp_full(
+        FakeOp::start().await,
+        "",
+        &format!("[session]\nstore = \"memory\"\n{REFRESH_ALWAYS}"),
+        "",
+        Some(common::websocket_upstream().await),
+    )
+    .await;
+    let (b, jar) = rp.browser_with_jar();
+    let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
+    assert_eq!(r.status(), 302);
+    rp.op.set(|s| {
+        s.on_refresh = Some(answer(&rp.op));
+        s.refresh_delay = Duration::from_millis(400);
+    });
+    let ws = common::websocket_through(rp.port, &rp.session_id(&jar)).await;
+    (rp, b, ws)
+}
+
 #[tokio::test]
 async fn a_refresh_that_fails_its_checks_ends_the_session_everywhere() {
-    type MakeAnswer = Box<dyn Fn(&FakeOp) -> Answer>;
     let cases: Vec<(&str, MakeAnswer)> = vec![
         (
             "another user",
@@ -790,24 +846,9 @@ async fn a_refresh_that_fails_its_checks_ends_the_session_everywhere() {
         ),
     ];
     for (name, answer) in cases {
-        let rp = start_rp_full(
-            FakeOp::start().await,
-            "",
-            &format!("[session]\nstore = \"memory\"\n{REFRESH_ALWAYS}"),
-            "",
-            Some(common::websocket_upstream().await),
-        )
-        .await;
-        let (b, jar) = rp.browser_with_jar();
-        let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
-        assert_eq!(r.status(), 302, "{name}");
-        rp.op.set(|s| {
-            s.on_refresh = Some(answer(&rp.op));
-            s.refresh_delay = Duration::from_millis(400);
-        });
-        // A websocket opened under the session starts the refresh; the
-        // session's end closes it (what holds a session stops with it).
-        let mut ws = common::websocket_through(rp.port, &rp.session_id(&jar)).await;
+        let (_rp, _b, mut ws) = websocket_at_refresh(answer).await;
+        // The websocket started the refresh; the session's end closes it
+        // (what holds a session stops with it).
         assert!(
             common::websocket_ends_within(&mut ws, Duration::from_secs(3)).await,
             "{name}: the session ended"
@@ -817,26 +858,12 @@ async fn a_refresh_that_fails_its_checks_ends_the_session_everywhere() {
 
 #[tokio::test]
 async fn a_provider_failing_at_refresh_asks_for_a_login_but_ends_nothing() {
-    let rp = start_rp_full(
-        FakeOp::start().await,
-        "",
-        &format!("[session]\nstore = \"memory\"\n{REFRESH_ALWAYS}"),
-        "",
-        Some(common::websocket_upstream().await),
-    )
+    let (rp, b, mut ws) = websocket_at_refresh(Box::new(|_| Answer {
+        status: 503,
+        content_type: "text/plain",
+        body: "down".into(),
+    }))
     .await;
-    let (b, jar) = rp.browser_with_jar();
-    let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
-    assert_eq!(r.status(), 302);
-    rp.op.set(|s| {
-        s.on_refresh = Some(Answer {
-            status: 503,
-            content_type: "text/plain",
-            body: "down".into(),
-        });
-        s.refresh_delay = Duration::from_millis(400);
-    });
-    let mut ws = common::websocket_through(rp.port, &rp.session_id(&jar)).await;
     assert!(
         !common::websocket_ends_within(&mut ws, Duration::from_secs(1)).await,
         "a provider outage says nothing about the user"
@@ -853,33 +880,8 @@ async fn a_group_removed_at_a_refresh_on_one_replica_ends_access_on_the_other() 
     let (_redis, session) = common::redis_store().await;
     let a = start_rp_full(op, "", &format!("{session}{REFRESH_ALWAYS}"), "", None).await;
     // Replica B refreshes only near expiry: what it learns, it learns from A.
-    let b_port = free_port().unwrap();
-    let (b_up, b_module) = recording_upstream("the module's page").await;
-    let _b = start_gateway(
-        b_port,
-        &a.op.base,
-        &format!(
-            "{session}\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"{b_up}\"\naccess_groups = [\"portal-users\"]\n"
-        ),
-    )
-    .await;
-    // One browser for both (cookies ignore ports).
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .build()
-        .unwrap();
-    let on_b = || async {
-        b_module.clear();
-        browser
-            .get(format!("http://{HOST}:{b_port}/"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let (b_port, _b, browser) = replica_b(&a, &session).await;
+    let on_b = || status_at(&browser, b_port);
     let r = a
         .login(&browser, all_claims(&a.op, "alice", json!(["portal-users"])))
         .await;
@@ -904,22 +906,7 @@ async fn replicas_never_spend_a_rotated_refresh_token_twice() {
     op.set(|s| s.rotate_refresh = true);
     let (_redis, session) = common::redis_store().await;
     let a = start_rp_full(op, "", &format!("{session}{REFRESH_ALWAYS}"), "", None).await;
-    let b_port = free_port().unwrap();
-    let (b_up, _b_module) = recording_upstream("the module's page").await;
-    let _b = start_gateway(
-        b_port,
-        &a.op.base,
-        &format!(
-            "{session}{REFRESH_ALWAYS}\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"{b_up}\"\naccess_groups = [\"portal-users\"]\n"
-        ),
-    )
-    .await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .build()
-        .unwrap();
+    let (b_port, _b, browser) = replica_b(&a, &format!("{session}{REFRESH_ALWAYS}")).await;
     let r = a
         .login(&browser, all_claims(&a.op, "alice", json!(["portal-users"])))
         .await;
@@ -946,22 +933,7 @@ async fn a_userinfo_outage_at_refresh_lengthens_no_replicas_trust() {
     let a = start_rp_full(op, "", &format!("{session}{REFRESH_ALWAYS}"), "", None).await;
     // B refreshes five minutes ahead: at once for the login's 300 s token,
     // not for a refreshed one of an hour.
-    let b_port = free_port().unwrap();
-    let (b_up, _b_module) = recording_upstream("the module's page").await;
-    let _b = start_gateway(
-        b_port,
-        &a.op.base,
-        &format!(
-            "{session}refresh_before = \"5m\"\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"{b_up}\"\naccess_groups = [\"portal-users\"]\n"
-        ),
-    )
-    .await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .build()
-        .unwrap();
+    let (b_port, _b, browser) = replica_b(&a, &format!("{session}refresh_before = \"5m\"\n")).await;
     a.op.set(|s| s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": ["portal-users"]}))));
     let r = a.login(&browser, a.op.id_claims("alice", None)).await;
     assert_eq!(r.status(), 302);

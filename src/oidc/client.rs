@@ -423,13 +423,16 @@ impl OidcClient {
         )?)
     }
 
-    async fn introspect_untimed(&self, token: &str) -> Result<serde_json::Value, OidcError> {
+    /// An endpoint from discovery (`name` for the error when it has none).
+    fn endpoint(&self, name: &str, pick: impl Fn(&Discovery) -> Option<&String>) -> Result<String, OidcError> {
         let loaded = self.loaded().ok_or(OidcError::NotReady)?;
-        let endpoint = loaded
-            .discovery
-            .introspection_endpoint
-            .as_deref()
-            .ok_or_else(|| OidcError::Invalid("the provider has no introspection_endpoint".into()))?;
+        pick(&loaded.discovery)
+            .cloned()
+            .ok_or_else(|| OidcError::Invalid(format!("the provider has no {name}")))
+    }
+
+    async fn introspect_untimed(&self, token: &str) -> Result<serde_json::Value, OidcError> {
+        let endpoint = self.endpoint("introspection_endpoint", |d| d.introspection_endpoint.as_ref())?;
         let r = self
             .http
             .post(endpoint)
@@ -499,12 +502,7 @@ impl OidcClient {
     }
 
     async fn userinfo_untimed(&self, access_token: &str, sub: &str) -> Result<serde_json::Value, OidcError> {
-        let loaded = self.loaded().ok_or(OidcError::NotReady)?;
-        let endpoint = loaded
-            .discovery
-            .userinfo_endpoint
-            .as_deref()
-            .ok_or_else(|| OidcError::Invalid("the provider has no userinfo_endpoint".into()))?;
+        let endpoint = self.endpoint("userinfo_endpoint", |d| d.userinfo_endpoint.as_ref())?;
         let r = self
             .http
             .get(endpoint)
