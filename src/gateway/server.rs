@@ -488,7 +488,31 @@ fn reload_from(live: &Live, path: &std::path::Path) -> bool {
     }
 }
 
-/// A free loopback port: bound, read back, released.
+/// A free loopback port for a server started a moment later (tests, the
+/// demo). It is taken from just below the kernel's ephemeral range, checked
+/// free by binding it, and never handed out twice by this process: a port
+/// the kernel gave out for `bind(…:0)` and released could be given to the
+/// next `bind(…:0)` (another server of the same test) before the server it
+/// was meant for binds it. Falls back to the kernel's choice.
 pub fn free_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(1024).min(12_000);
+    if span > 0 {
+        // A different starting point per process (test binaries run one
+        // after another, but a developer may run two).
+        let _ = NEXT.compare_exchange(0, std::process::id() % span + 1, Ordering::AcqRel, Ordering::Relaxed);
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::AcqRel);
+            let port = (low - 1 - (n % span)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
