@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::gateway::config::{AccountSource, AccountsConfig, MatchOn};
+use crate::config::settings::{AccountSource, AccountsConfig, MatchOn};
 use crate::session::Identity;
 
 /// A module account, as the module's directory knows it.

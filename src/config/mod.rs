@@ -3,6 +3,8 @@
 //! module turns text into them and gathers every problem at once, each with
 //! its key path, so an operator fixes a file in one pass.
 
+pub mod settings;
+
 use std::fmt;
 use std::time::Duration;
 

@@ -20,7 +20,7 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::idp::store::random_token;
+use crate::crypto::random_token;
 use crate::oidc::id_token::{ProviderKeys, verify_signature};
 
 pub const COOKIE: &str = "portal_session";

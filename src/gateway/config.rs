@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+pub use crate::config::settings::{
+    AccountSource, AccountsConfig, IdpSettings, MatchOn, RedisSettings, SessionSettings,
+};
 use crate::config::{ConfigErrors, parse_toml};
 use crate::secret::{Secret, SecretRef};
 
@@ -372,47 +375,6 @@ pub struct AdminSettings {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct IdpSettings {
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub scopes: Vec<String>,
-    pub post_logout_redirect_uri: Option<String>,
-    pub timeout: Duration,
-    /// The `aud` bearer access tokens must carry; `None`: JWT bearer
-    /// tokens are refused.
-    pub api_audience: Option<String>,
-    /// `[identity_provider.claims]`.
-    pub claims: crate::oidc::claims::ClaimMap,
-    pub userinfo: crate::oidc::claims::UserinfoMode,
-    pub max_id_token_age: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionSettings {
-    /// The shared store; `None`: sessions in this process.
-    pub redis: Option<RedisSettings>,
-    pub idle_timeout: Duration,
-    pub absolute_timeout: Duration,
-    pub max_sessions: u64,
-    pub refresh_before: Duration,
-    pub login_starts_per_minute: u32,
-    pub module_cookie_ttl: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedisSettings {
-    /// The server, or (with sentinels) the data nodes' database and password.
-    pub url: Option<Secret>,
-    pub sentinels: Vec<String>,
-    pub sentinel_master: Option<String>,
-    pub encryption_key: Secret,
-    pub prefix: String,
-    /// How long a local copy of a shared session is trusted.
-    pub local_cache: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct IdentitySettings {
     pub assertion_key: Option<Secret>,
     pub assertion_ttl: Duration,
@@ -468,32 +430,6 @@ pub struct ModuleConfig {
 pub struct InstanceRef {
     pub name: String,
     pub display_name: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchOn {
-    Email,
-    Username,
-    Both,
-}
-
-#[derive(Debug, Clone)]
-pub enum AccountSource {
-    /// SCIM base URL; `None`: `/scim/v2` on the instance's upstream.
-    Scim {
-        url: Option<String>,
-        token: Option<Secret>,
-    },
-    File(Arc<Vec<crate::accounts::Account>>),
-}
-
-#[derive(Debug, Clone)]
-pub struct AccountsConfig {
-    pub source: AccountSource,
-    pub match_on: MatchOn,
-    pub cache_ttl: Duration,
-    pub provisioning: bool,
-    pub default_role: Option<String>,
 }
 
 impl ModuleConfig {
@@ -740,7 +676,7 @@ impl GatewayConfig {
             .and_then(|r| r.load(base).map_err(|e| errs.push("identity.assertion_key", e)).ok())
             .filter(|pem| {
                 // The key must be usable, as a start would find.
-                let usable = crate::idp::keys::SigningKey::from_pem(pem, jsonwebtoken::Algorithm::ES256);
+                let usable = crate::crypto::keys::SigningKey::from_pem(pem, jsonwebtoken::Algorithm::ES256);
                 if let Err(e) = &usable {
                     errs.push(
                         "identity.assertion_key",

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::config::HeaderPreset;
-use crate::idp::keys::{KeyError, SigningKey};
+use crate::crypto::keys::{KeyError, SigningKey};
 use crate::session::Identity;
 
 pub const ASSERTION_HEADER: &str = "x-unigate-assertion";

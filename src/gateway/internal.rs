@@ -10,9 +10,10 @@ use pingora::proxy::Session as PSession;
 
 use super::cookies::{Own, without_unigate_cookies};
 use super::{Gateway, PREFIX, redirect, respond, respond_page, unix_now};
-use crate::idp::oauth::{pkce_s256, with_params};
-use crate::idp::store::random_token;
+use crate::crypto::pkce_s256;
+use crate::crypto::random_token;
 use crate::oidc::return_url::safe_return_path;
+use crate::oidc::with_params;
 use crate::pages;
 use crate::session::{IdToken, Identity, Session, Tokens};
 

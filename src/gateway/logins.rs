@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Gateway;
-use crate::idp::store::random_token;
+use crate::crypto::random_token;
 use crate::session::redis::StoreError;
 
 /// How long a login may take, from the start to the callback.
@@ -244,7 +244,7 @@ impl Gateway {
             return Err(Refused::StoreDown);
         }
         if let Some(ip) = client
-            && let Some(wait) = self.login_starts.hit(crate::idp::store::client_key(ip), Instant::now())
+            && let Some(wait) = self.login_starts.hit(crate::rate::client_key(ip), Instant::now())
         {
             return Err(Refused::TooMany(wait));
         }

@@ -131,7 +131,7 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
     match gate {
         Gate::Now => Ok(None),
         Gate::Confirm => {
-            let nonce = nonce.unwrap_or_else(crate::idp::store::random_token);
+            let nonce = nonce.unwrap_or_else(crate::crypto::random_token);
             let token = g.signer.deployment.logout_token(&nonce);
             let req = session.req_header();
             let action = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();

@@ -37,11 +37,11 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session as PSession};
 
-use crate::idp::store::RateCounter;
 use crate::oidc::client::OidcClient;
 use crate::pages;
 use crate::policy::path::{PathRefusal, canonicalize};
 use crate::policy::{ClientKind, classify, may_access};
+use crate::rate::RateCounter;
 use crate::session::{
     CookieOwner, Identity, LinkStore, MemoryStore, ModuleCookies, Session, cookie_value, is_session_id,
 };
@@ -683,11 +683,7 @@ impl Gateway {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::clock::unix_now;
 
 /// Writes a whole response. `headers` may repeat names (`set-cookie`).
 pub async fn respond(

@@ -13,13 +13,13 @@ use tokio::sync::watch;
 use super::Gateway;
 use super::config::GatewayConfig;
 use super::identity::AssertionSigner;
-use crate::idp::keys::SigningKey;
+use crate::crypto::keys::SigningKey;
 use crate::oidc::client::OidcClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("assertion key: {0}")]
-    Key(#[from] crate::idp::keys::KeyError),
+    Key(#[from] crate::crypto::keys::KeyError),
     #[error("{0}")]
     Setup(String),
     #[error("unigate did not start listening on {0}")]

@@ -12,7 +12,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use url::Url;
 
 use super::Provider;
 use super::config::Client;
@@ -176,26 +175,8 @@ pub fn check_authorize(dir: &Directory, pairs: Vec<(String, String)>) -> Result<
     })
 }
 
-/// Appends query parameters to a redirect URI that may already have some.
-pub fn with_params(base: &str, params: &[(&str, &str)]) -> String {
-    match Url::parse(base) {
-        Ok(mut u) => {
-            {
-                let mut q = u.query_pairs_mut();
-                for (k, v) in params {
-                    q.append_pair(k, v);
-                }
-            }
-            u.to_string()
-        }
-        Err(_) => base.to_string(),
-    }
-}
-
-/// The RFC 7636 S256 transform.
-pub fn pkce_s256(verifier: &str) -> String {
-    B64.encode(Sha256::digest(verifier.as_bytes()))
-}
+pub use crate::crypto::pkce_s256;
+pub use crate::oidc::with_params;
 
 /// `at_hash`: the left half of the SHA-256 of the access token (OIDC Core §3.1.3.6).
 pub fn at_hash(access_token: &str) -> String {

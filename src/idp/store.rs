@@ -13,19 +13,14 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use moka::sync::Cache;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::config::{IdpConfig, LoginConfig};
 use super::directory::UserId;
 use super::oauth::AuthRequest;
 
-/// 256 random bits, base64url.
-pub fn random_token() -> String {
-    let mut b = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    B64.encode(b)
-}
+pub use crate::crypto::random_token;
+pub use crate::rate::{RateCounter, client_key};
 
 /// The key a secret token is stored under.
 pub fn token_key(token: &str) -> String {
@@ -184,70 +179,6 @@ impl Stores {
             }
         }
         Some(s)
-    }
-}
-
-/// The address a client is counted under: IPv4 as is, IPv6 by its /64
-/// (one host easily holds a whole /64).
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
-    }
-}
-
-/// Counts events per key in fixed windows.
-#[derive(Clone)]
-pub struct RateCounter<K> {
-    counts: Cache<K, (u32, Instant)>,
-    max: u32,
-    window: Duration,
-}
-
-impl<K: std::hash::Hash + Eq + Send + Sync + Clone + 'static> RateCounter<K> {
-    pub fn new(max: u32, window: Duration) -> Self {
-        Self::with_capacity(max, window, 1_000_000)
-    }
-
-    /// Counting at most `capacity` keys at once: beyond them the least
-    /// recently seen are forgotten, so a flood from many addresses costs
-    /// bounded memory.
-    pub fn with_capacity(max: u32, window: Duration, capacity: u64) -> Self {
-        RateCounter {
-            counts: cache(capacity, window),
-            max,
-            window,
-        }
-    }
-
-    /// Counts one event; returns how long to wait when `key` is over its
-    /// limit (the event is then not counted).
-    pub fn hit(&self, key: K, now: Instant) -> Option<Duration> {
-        if let Some((n, start)) = self.counts.get(&key)
-            && n >= self.max
-        {
-            let wait = (start + self.window).saturating_duration_since(now);
-            if !wait.is_zero() {
-                return Some(wait);
-            }
-        }
-        self.counts.entry(key).and_upsert_with(|e| match e.map(|e| *e.value()) {
-            Some((n, start)) if now.saturating_duration_since(start) < self.window => (n + 1, start),
-            _ => (1, now),
-        });
-        None
-    }
-
-    /// How many keys are counted now.
-    pub fn entry_count(&self) -> u64 {
-        self.counts.run_pending_tasks();
-        self.counts.entry_count()
     }
 }
 

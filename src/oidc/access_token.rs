@@ -263,7 +263,7 @@ pub fn from_introspection(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idp::keys::SigningKey;
+    use crate::crypto::keys::SigningKey;
     use jsonwebtoken::jwk::JwkSet;
     use serde_json::json;
     use std::time::Duration;

@@ -10,7 +10,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use super::id_token::{ASYMMETRIC, Expected, IdClaims, ProviderKeys, TokenRejected, validate_id_token};
-use crate::gateway::config::IdpSettings;
+use crate::config::settings::IdpSettings;
 
 /// Largest IdP response read.
 const MAX_BODY: usize = 1024 * 1024;

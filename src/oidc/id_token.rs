@@ -444,7 +444,7 @@ pub fn validate_id_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idp::keys::SigningKey;
+    use crate::crypto::keys::SigningKey;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use serde_json::{Value, json};

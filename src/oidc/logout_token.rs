@@ -128,7 +128,7 @@ pub fn validate_logout_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idp::keys::SigningKey;
+    use crate::crypto::keys::SigningKey;
     use jsonwebtoken::Algorithm;
     use serde_json::json;
     use std::time::Duration;

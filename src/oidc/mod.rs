@@ -10,3 +10,19 @@ pub mod client;
 pub mod id_token;
 pub mod logout_token;
 pub mod return_url;
+
+/// Appends query parameters to a redirect URI that may already have some.
+pub fn with_params(base: &str, params: &[(&str, &str)]) -> String {
+    match url::Url::parse(base) {
+        Ok(mut u) => {
+            {
+                let mut q = u.query_pairs_mut();
+                for (k, v) in params {
+                    q.append_pair(k, v);
+                }
+            }
+            u.to_string()
+        }
+        Err(_) => base.to_string(),
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::gateway::config::SessionSettings;
+use crate::config::settings::SessionSettings;
 
 pub mod cookie_forms;
 pub mod redis;
@@ -470,7 +470,7 @@ impl MemoryStore {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.get_at(id, crate::gateway::unix_now())
+        self.get_at(id, crate::clock::unix_now())
     }
 
     /// The session, if live at `now` (Unix seconds).

@@ -367,7 +367,7 @@ impl RedisStore {
         } else {
             pipe.atomic().set_options(&key, sealed, expiry).ignore();
         }
-        let index_ttl = r.expires_at.saturating_sub(crate::gateway::unix_now()).max(1) as i64;
+        let index_ttl = r.expires_at.saturating_sub(crate::clock::unix_now()).max(1) as i64;
         let mut add = |kind: IndexKind, v: &str| {
             if !v.is_empty() {
                 let ik = self.k(&[kind.tag(), &hex(&id_hash(v))]);
