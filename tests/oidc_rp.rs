@@ -18,6 +18,7 @@ use common::fake_op::{Answer, FakeOp, now};
 use common::{HOST, Recorded, location, query_param, recording_upstream, start_gateway};
 use serde_json::{Value, json};
 use unigate::gateway::server::{GatewayServer, free_port};
+use unigate::idp::keys::SigningKey;
 
 struct Rp {
     op: FakeOp,
@@ -137,10 +138,15 @@ impl Rp {
     /// `claims` (nonce added) and access token `at-1`; returns the
     /// callback's response.
     async fn login(&self, b: &reqwest::Client, claims: Value) -> reqwest::Response {
+        self.login_signed(b, claims, &self.op.key).await
+    }
+
+    /// `login`, the ID token signed by `key`.
+    async fn login_signed(&self, b: &reqwest::Client, claims: Value, key: &SigningKey) -> reqwest::Response {
         let (_, state, nonce) = self.start(b).await;
         let mut claims = claims;
         claims["nonce"] = json!(nonce);
-        let id_token = self.op.sign(&claims);
+        let id_token = key.sign("JWT", &claims).unwrap();
         let tokens = self.op.tokens(&id_token, "at-1");
         self.op.set(|s| s.on_code = Some(Answer::json(tokens)));
         self.callback(b, &format!("code=c-1&state={state}&iss={}", self.iss()))
@@ -227,7 +233,7 @@ async fn rp_always() -> Rp {
 #[tokio::test]
 async fn a_userinfo_answer_that_is_wrong_fails_the_login_closed() {
     let rp = start_rp("", "", "").await;
-    let other_key = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
+    let other_key = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     let signed_by_other = other_key
         .sign("JWT", &json!({"sub": "alice", "groups": ["portal-users"]}))
         .unwrap();
@@ -535,28 +541,18 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
     let rp = start_rp("", "", "").await;
     assert_eq!(rp.op.count("jwks"), 1, "loaded at start");
     // The provider rotates to a new key the moment unigate has started.
-    let next = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
+    let next = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     rp.op.set(|s| s.jwks = json!({"keys": [next.jwk]}));
-    let b = rp.browser();
-    let (_, state, nonce) = rp.start(&b).await;
-    let mut c = all_claims(&rp.op, "alice", json!(["portal-users"]));
-    c["nonce"] = json!(nonce);
-    let tokens = rp.op.tokens(&next.sign("JWT", &c).unwrap(), "at-1");
-    rp.op.set(|s| s.on_code = Some(Answer::json(tokens)));
-    let r = rp.callback(&b, &format!("code=c&state={state}&iss={}", rp.iss())).await;
+    let c = all_claims(&rp.op, "alice", json!(["portal-users"]));
+    let r = rp.login_signed(&rp.browser(), c.clone(), &next).await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     assert_eq!(rp.op.count("jwks"), 2, "one re-fetch");
     // An ID token comes from the provider itself: a kid it does not
     // publish is looked up again (at most once a second), and still
     // refused.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let stranger = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
-    let b = rp.browser();
-    let (_, state, nonce) = rp.start(&b).await;
-    c["nonce"] = json!(nonce);
-    let tokens = rp.op.tokens(&stranger.sign("JWT", &c).unwrap(), "at-1");
-    rp.op.set(|s| s.on_code = Some(Answer::json(tokens)));
-    let r = rp.callback(&b, &format!("code=c&state={state}&iss={}", rp.iss())).await;
+    let stranger = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
+    let r = rp.login_signed(&rp.browser(), c.clone(), &stranger).await;
     assert_eq!(r.status(), 502);
     assert_eq!(rp.op.count("jwks"), 3);
     // Bearer tokens anyone can send: one fetch, then the cooldown.
@@ -584,14 +580,9 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
     }
     // And those made-up kids hold back no login after a real rotation.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let newest = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
+    let newest = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     rp.op.set(|s| s.jwks = json!({"keys": [newest.jwk]}));
-    let b = rp.browser();
-    let (_, state, nonce) = rp.start(&b).await;
-    c["nonce"] = json!(nonce);
-    let tokens = rp.op.tokens(&newest.sign("JWT", &c).unwrap(), "at-1");
-    rp.op.set(|s| s.on_code = Some(Answer::json(tokens)));
-    let r = rp.callback(&b, &format!("code=c&state={state}&iss={}", rp.iss())).await;
+    let r = rp.login_signed(&rp.browser(), c, &newest).await;
     assert_eq!(r.status(), 302);
     assert_eq!(rp.op.count("jwks"), 5);
 }
@@ -599,7 +590,7 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
 #[tokio::test]
 async fn many_logins_with_a_new_key_at_once_share_one_jwks_fetch() {
     let rp = start_rp("", "", "").await;
-    let next = unigate::idp::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
+    let next = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     // The new key, served slowly: the callbacks overlap while it loads.
     rp.op.set(|s| {
         s.jwks = json!({"keys": [next.jwk]});

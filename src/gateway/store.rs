@@ -317,9 +317,13 @@ impl Gateway {
     /// holds it stops.
     pub fn forget(&self, h: [u8; 32]) {
         self.recently_revoked.insert(h, ());
-        if let Some(id) = self.hash_ids.remove(&h)
-            && let Some(s) = self.local.remove(&id)
-        {
+        self.let_go(h, self.hash_ids.remove(&h));
+    }
+
+    /// This replica's copies of session `h` (`id`'s local copy, the held
+    /// one) go, and whatever holds them stops.
+    fn let_go(&self, h: [u8; 32], id: Option<String>) {
+        if let Some(s) = id.and_then(|id| self.local.remove(&id)) {
             s.revoke();
         }
         if let Some(s) = self.held.remove(&h).and_then(|w| w.upgrade()) {
@@ -333,14 +337,7 @@ impl Gateway {
     pub fn changed_elsewhere(&self, h: [u8; 32]) {
         let n = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
         self.recently_changed.insert(h, n);
-        if let Some(id) = self.hash_ids.get(&h)
-            && let Some(s) = self.local.remove(&id)
-        {
-            s.revoke();
-        }
-        if let Some(s) = self.held.remove(&h).and_then(|w| w.upgrade()) {
-            s.revoke();
-        }
+        self.let_go(h, self.hash_ids.get(&h));
     }
 
     /// The shared store is unreachable: revocations elsewhere would go
