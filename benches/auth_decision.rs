@@ -1,7 +1,9 @@
 //! The authenticated request decision, as unigate makes it for every
-//! request: cookie parse → session lookup → access-group policy → identity
-//! headers and assertion on the upstream request. Also the uncached
-//! assertion signature, which a session pays at most every 30 s.
+//! request: `Gateway::decide` (route by host, cookie parse, session
+//! lookup, module cookies, `policy::request::decide`), then the identity
+//! headers and assertion on the upstream request (`Gateway::send_identity`).
+//! Also the uncached assertion signature, which a session pays at most
+//! every 30 s.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -10,11 +12,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use pingora::http::RequestHeader;
 use unigate::gateway::Gateway;
-use unigate::gateway::config::GatewayConfig;
-use unigate::gateway::identity::{ASSERTION_HEADER, AssertionSigner, header_set, strip_identity_headers};
+use unigate::gateway::config::{GatewayConfig, RouteId};
+use unigate::gateway::identity::{AssertionSigner, header_set, strip_identity_headers};
 use unigate::idp::keys::SigningKey;
 use unigate::oidc::client::OidcClient;
-use unigate::policy::may_access;
+use unigate::policy::request::Decision;
 use unigate::session::{Identity, Session, Tokens};
 
 const ID: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
@@ -58,8 +60,8 @@ fn gateway() -> Gateway {
         groups: vec!["portal-users".into(), "bms-users".into()],
         module_user: None,
     };
-    let headers = header_set(&identity, g.module(0).headers, 4096, "session-handle");
-    g.sessions.insert(
+    let headers = header_set(&identity, g.route(RouteId(0)).headers, 4096, "session-handle");
+    g.state.sessions.memory().unwrap().insert(
         ID.into(),
         Arc::new(Session::new(
             "portal".into(),
@@ -88,53 +90,37 @@ fn request() -> RequestHeader {
     r
 }
 
+/// The decision, as the proxy makes it (the memory store's lookup is
+/// ready at once): the request goes through with the session.
+fn decide(g: &Gateway, req: &RequestHeader) -> Arc<Session> {
+    let routed = g
+        .decide(req, unigate::gateway::unix_now())
+        .now_or_never()
+        .expect("the memory store answers at once")
+        .expect("routed");
+    assert_eq!(routed.decision, Decision::Forward { strip_cookies: 0 });
+    routed.session.expect("the session")
+}
+
 fn bench(c: &mut Criterion) {
     let g = gateway();
     let req = request();
-    let module = g.module(0).clone();
     let mut group = c.benchmark_group("auth_decision");
-    group.bench_function("cookie_session_policy", |b| {
-        b.iter(|| {
-            // Memory store: the lookup's future is ready at once.
-            let s = g
-                .session_for(&req, &module, unigate::gateway::unix_now())
-                .now_or_never()
-                .unwrap()
-                .unwrap()
-                .expect("session");
-            assert!(may_access(&s.identity.groups, &module.access_groups));
-            s
-        })
-    });
-    group.bench_function("full_with_headers", |b| {
+    group.bench_function("decide", |b| b.iter(|| decide(&g, &req)));
+    group.bench_function("decide_and_identity_headers", |b| {
         b.iter_batched_ref(
             || req.clone(),
             |up| {
-                let s = g
-                    .session_for(up, &module, unigate::gateway::unix_now())
-                    .now_or_never()
-                    .unwrap()
-                    .unwrap()
-                    .expect("session");
-                assert!(may_access(&s.identity.groups, &module.access_groups));
+                let s = decide(&g, up);
                 strip_identity_headers(up);
-                for (name, value) in s.headers.iter() {
-                    up.insert_header(name, value).unwrap();
-                }
-                let a = g.signer.for_session(&s, SystemTime::now()).unwrap();
-                up.insert_header(ASSERTION_HEADER, a).unwrap();
+                g.send_identity(up, &s).unwrap();
             },
             criterion::BatchSize::SmallInput,
         )
     });
-    let s = g
-        .session_for(&req, &module, unigate::gateway::unix_now())
-        .now_or_never()
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let s = decide(&g, &req);
     group.bench_function("assertion_sign_uncached", |b| {
-        b.iter(|| g.signer.sign(&s.identity, "portal", SystemTime::now()).unwrap())
+        b.iter(|| g.state.signer.sign(&s.identity, "portal", SystemTime::now()).unwrap())
     });
     group.finish();
 }

@@ -161,7 +161,8 @@ fn bench(c: &mut Criterion) {
         refresh_token: Some("r".repeat(43).into()),
         access_exp: now + 3600,
     };
-    let session = Arc::new(memory.build_session(0, identity(), tokens(), now + 3600));
+    let session =
+        Arc::new(memory.build_session(unigate::gateway::config::RouteId(0), identity(), tokens(), now + 3600));
     rt.block_on(memory.put_session(ID, session)).unwrap();
     g.bench_function("session_lookup_memory", |b| {
         // The proxy reads the clock once per request, before the lookup.
@@ -177,7 +178,8 @@ fn bench(c: &mut Criterion) {
             let shared = rt
                 .block_on(unigate::gateway::server::build(config(dir.path(), store)))
                 .unwrap();
-            let session = Arc::new(shared.build_session(0, identity(), tokens(), now + 3600));
+            let session =
+                Arc::new(shared.build_session(unigate::gateway::config::RouteId(0), identity(), tokens(), now + 3600));
             rt.block_on(shared.put_session(ID, session)).unwrap();
             // The replica's local copy: what nearly every request pays.
             g.bench_function("session_lookup_redis_cached", |b| {
@@ -186,7 +188,7 @@ fn bench(c: &mut Criterion) {
             });
             // A replica seeing the session first: a Redis round trip and
             // the record opened (AES-256-GCM).
-            let store = shared.shared.clone().unwrap();
+            let store = shared.state.sessions.redis().cloned().unwrap();
             let h = unigate::session::redis::id_hash(ID);
             g.bench_function("session_lookup_redis_uncached", |b| {
                 b.to_async(&rt)

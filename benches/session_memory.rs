@@ -99,25 +99,25 @@ fn main() {
             refresh_token: Some(format!("{i:0>43}").into()),
             access_exp: now + 3600,
         };
-        let s = Arc::new(g.build_session(0, identity, tokens, now + 3600));
+        let s = Arc::new(g.build_session(unigate::gateway::config::RouteId(0), identity, tokens, now + 3600));
         // It served a request: its identity headers were sent and its
         // assertion signed (and let go of later, as the session idles).
         assert!(s.headers.iter().count() >= 6);
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now);
-        g.signer.for_session(&s, at).expect("assertion signed");
+        g.state.signer.for_session(&s, at).expect("assertion signed");
         (format!("{i:0>43}"), s)
     };
     for i in 0..1000 {
         let (id, s) = make(usize::MAX - i);
         rt.block_on(g.put_session(&id, s)).unwrap();
     }
-    g.sessions.housekeeping();
+    g.state.sessions.housekeeping();
     let before = rss();
     for i in 0..n {
         let (id, s) = make(i);
         rt.block_on(g.put_session(&id, s)).unwrap();
     }
-    g.sessions.housekeeping();
+    g.state.sessions.housekeeping();
     let after = rss();
     assert_eq!(g.local_sessions(), (n + 1000) as u64, "every session kept");
     let per = (after.saturating_sub(before)) as f64 / n as f64;

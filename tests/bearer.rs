@@ -250,7 +250,12 @@ async fn a_bearer_gets_the_link_and_account_checks_of_a_session() {
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "link_required");
     // Linked: in, as the linked module account.
     let sub = claims(alice)["sub"].as_str().unwrap().to_string();
-    s.gw.gateway.put_link(&sub, "bms/west", "a.admin").await.unwrap();
+    s.gw.gateway
+        .state
+        .sessions
+        .put_link(&sub, "bms/west", "a.admin")
+        .await
+        .unwrap();
     let r = get(s.port, "bms-west.localhost", alice).await;
     assert_eq!(r.status(), 200);
     let w: Value = r.json().await.unwrap();
@@ -389,7 +394,7 @@ async fn a_revoke_on_one_replica_refuses_the_bearer_on_the_other() {
     let Replicas { idp, a, b, .. } = &two_replicas().await;
     let (pa, pb) = (a.addr.port(), b.addr.port());
     for _ in 0..100 {
-        if a.gateway.shared.as_ref().unwrap().healthy() && b.gateway.shared.as_ref().unwrap().healthy() {
+        if a.gateway.state.sessions.redis().unwrap().healthy() && b.gateway.state.sessions.redis().unwrap().healthy() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -219,7 +219,7 @@ async fn sessions_refresh_and_a_failed_refresh_logs_in_again() {
     let (b, jar) = s.browser();
     s.login(&b, "bob", "/").await;
     let id = s.session_id(&jar).unwrap();
-    let session = s.gw.gateway.sessions.get(&id).unwrap();
+    let session = s.gw.gateway.state.sessions.memory().unwrap().get(&id).unwrap();
     let first = session.tokens.lock().unwrap().refresh_token.clone().unwrap();
     assert_eq!(b.get(s.url("/")).send().await.unwrap().status(), 200);
     let mut rotated = false;

@@ -103,7 +103,16 @@ async fn the_launcher_goes_into_html_and_nothing_else_changes() {
     s.login(&b, "alice", "/page").await;
     // The user's App Launcher, built once at login.
     let id = s.session_id(&jar).unwrap();
-    let snippet = s.gw.gateway.sessions.get(&id).unwrap().launcher.to_string();
+    let snippet =
+        s.gw.gateway
+            .state
+            .sessions
+            .memory()
+            .unwrap()
+            .get(&id)
+            .unwrap()
+            .launcher
+            .to_string();
     assert!(snippet.contains(r#"data-module="portal""#), "{snippet}");
 
     let r = b

@@ -89,6 +89,7 @@ async fn a_graceful_stop_turns_readiness_off_and_finishes_requests_in_flight() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         gw.gateway
+            .state
             .lifecycle
             .in_flight
             .load(std::sync::atomic::Ordering::Acquire),
@@ -188,7 +189,7 @@ async fn a_reload_changes_access_groups_live_and_logs_no_one_out() {
         }
     };
     assert_eq!(status(b.clone()).await, 200);
-    let sessions = s.gw.gateway.sessions.len();
+    let sessions = s.gw.gateway.state.sessions.memory().unwrap().len();
     assert_eq!(sessions, 1);
 
     // The module is closed to alice's groups: within moments she gets 403,
@@ -213,7 +214,11 @@ async fn a_reload_changes_access_groups_live_and_logs_no_one_out() {
         }
     };
     until(403).await;
-    assert_eq!(s.gw.gateway.sessions.len(), 1, "no one was logged out");
+    assert_eq!(
+        s.gw.gateway.state.sessions.memory().unwrap().len(),
+        1,
+        "no one was logged out"
+    );
 
     // Opened again: the same session gets in, no new login.
     std::fs::write(

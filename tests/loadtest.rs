@@ -72,7 +72,7 @@ async fn every_scenario_runs_clean_against_a_real_stack() {
     let r = run(o).await.unwrap();
     assert!((45..=66).contains(&r.ok), "{} iterations at 40/s for 1.5 s", r.ok);
     // Sessions were made by logins through unigate, not by a back door.
-    assert!(s.gw.gateway.sessions.len() >= 8);
+    assert!(s.gw.gateway.state.sessions.memory().unwrap().len() >= 8);
 }
 
 #[tokio::test]

@@ -61,8 +61,16 @@ fn the_session(s: &Multi) -> (String, String) {
             session.identity.sub.to_string(),
         ),
         None => (
-            s.gw.gateway.sessions.sids().into_iter().next(),
-            s.gw.gateway.sessions.subs().into_iter().next().unwrap_or_default(),
+            s.gw.gateway.state.sessions.memory().unwrap().sids().into_iter().next(),
+            s.gw.gateway
+                .state
+                .sessions
+                .memory()
+                .unwrap()
+                .subs()
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
         ),
     };
     (sid.expect("a session with a sid"), sub)
@@ -197,7 +205,7 @@ async fn backchannel_everywhere(s: Multi) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        s.gw.gateway.sessions.is_empty() && s.gw.gateway.cached_sessions().is_empty(),
+        s.gw.gateway.local_sessions() == 0 && s.gw.gateway.cached_sessions().is_empty(),
         "both sessions ended"
     );
 }
@@ -282,8 +290,11 @@ async fn user_switch(s: Multi) {
     let value = alice_cookie.split_once('=').unwrap().1;
     assert!(
         s.gw.gateway
-            .module_cookies
-            .get(&unigate::session::ModuleCookies::key(value))
+            .state
+            .sessions
+            .module_cookie_owner(value)
+            .await
+            .unwrap()
             .is_some(),
         "unigate saw the module issue alice's cookie"
     );

@@ -96,7 +96,7 @@ async fn modules_get_a_per_module_session_handle_that_logs_nobody_out() {
     assert_eq!(r.status(), 200);
     let (_, r) = s.walk(&b, "alice", &s.url("bms-east.localhost", "/")).await;
     assert_eq!(r.status(), 200);
-    let sids = s.gw.gateway.sessions.sids();
+    let sids = s.gw.gateway.state.sessions.memory().unwrap().sids();
     let sid = sids.first().expect("a KaseyaOne sid").clone();
     assert_eq!(sids.len(), 1, "one login: {sids:?}");
     let portal = session_header(&s, &b, "portal.localhost").await;
@@ -135,7 +135,11 @@ async fn modules_get_a_per_module_session_handle_that_logs_nobody_out() {
     let r = b.get(s.url("portal.localhost", "/api/whoami")).send().await.unwrap();
     assert_eq!(r.status(), 200, "still logged in");
     assert_eq!(r.json::<Value>().await.unwrap()["assertion_verified"], true);
-    assert_eq!(s.gw.gateway.sessions.sids(), sids, "nobody was logged out");
+    assert_eq!(
+        s.gw.gateway.state.sessions.memory().unwrap().sids(),
+        sids,
+        "nobody was logged out"
+    );
     assert_eq!(session_header(&s, &b, "bms-east.localhost").await, east);
 }
 
@@ -294,12 +298,12 @@ async fn replicas_sharing_the_assertion_key_give_a_module_the_same_handle() {
     let b = unigate::gateway::server::build(load("[identity]\nassertion_key = \"file:assertion-crlf.pem\""))
         .await
         .unwrap();
-    let handle = a.signer.session_handle("portal", &id);
-    assert_eq!(handle, b.signer.session_handle("portal", &id), "replicas agree");
+    let handle = a.state.signer.session_handle("portal", &id);
+    assert_eq!(handle, b.state.signer.session_handle("portal", &id), "replicas agree");
     assert_ne!(handle, "idp-sid");
     // Without a shared key, each process has its own.
     let c = unigate::gateway::server::build(load("")).await.unwrap();
-    assert_ne!(handle, c.signer.session_handle("portal", &id));
+    assert_ne!(handle, c.state.signer.session_handle("portal", &id));
 }
 
 #[tokio::test]

@@ -589,10 +589,12 @@ async fn a_session_revoked_meanwhile_is_never_written_back() {
     // reached A yet, while A finishes a change (a link) to the session.
     let _: () = redis::cmd("DEL").arg(&keys[0]).query_async(&mut c).await.unwrap();
     let tokens = held.tokens.lock().unwrap().clone();
-    let successor = std::sync::Arc::new(
-        r.a.gateway
-            .build_session(0, held.identity.clone(), tokens, held.expires_at),
-    );
+    let successor = std::sync::Arc::new(r.a.gateway.build_session(
+        unigate::gateway::config::RouteId(0),
+        held.identity.clone(),
+        tokens,
+        held.expires_at,
+    ));
     let stored = r.a.gateway.replace_session(&id, &held, successor).await.unwrap();
     assert!(!stored, "the change was written over a revoked session");
     let keys: Vec<String> = redis::cmd("KEYS").arg("test:s:*").query_async(&mut c).await.unwrap();
@@ -604,14 +606,20 @@ async fn a_session_revoked_meanwhile_is_never_written_back() {
 async fn a_logout_tokens_jti_is_a_replay_only_once_its_logout_is_done() {
     let r = replicas().await;
     let (a, b) = (&r.a.gateway, &r.b.gateway);
-    assert!(a.claim_jti("j-1").await.unwrap(), "first sight");
+    assert!(a.state.sessions.claim_jti("j-1").await.unwrap(), "first sight");
     // Its logout failed half-way (the store went away): the IdP's retry,
     // on any replica, may carry it out.
-    assert!(b.claim_jti("j-1").await.unwrap(), "a claim whose logout never finished");
-    b.finish_jti("j-1").await;
-    assert!(!a.claim_jti("j-1").await.unwrap(), "done: a replay everywhere");
-    assert!(!b.claim_jti("j-1").await.unwrap());
-    assert!(a.claim_jti("j-2").await.unwrap(), "another jti");
+    assert!(
+        b.state.sessions.claim_jti("j-1").await.unwrap(),
+        "a claim whose logout never finished"
+    );
+    b.state.sessions.finish_jti("j-1").await;
+    assert!(
+        !a.state.sessions.claim_jti("j-1").await.unwrap(),
+        "done: a replay everywhere"
+    );
+    assert!(!b.state.sessions.claim_jti("j-1").await.unwrap());
+    assert!(a.state.sessions.claim_jti("j-2").await.unwrap(), "another jti");
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 //! module turns text into them and gathers every problem at once, each with
 //! its key path, so an operator fixes a file in one pass.
 
+pub mod route;
 pub mod settings;
+pub mod tls;
 
 use std::fmt;
 use std::time::Duration;

@@ -172,6 +172,7 @@ async fn revoke_call(
     };
     audit(peer, &headers, "ok", Some(&what), revoked);
     a.gateway
+        .state
         .metrics
         .logouts
         .with_label_values(&["admin"])
@@ -185,7 +186,7 @@ async fn revoke_call(
 
 /// Every metric, in the Prometheus text format.
 async fn metrics(State(a): S) -> Response {
-    let m = &a.gateway.metrics;
+    let m = &a.gateway.state.metrics;
     m.sessions.set(a.gateway.local_sessions() as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -19,7 +19,10 @@ use pingora::prelude::*;
 use pingora::proxy::Session as PSession;
 use sha2::{Digest, Sha256};
 
-use super::{Ctx, Gateway, respond, store_down, unix_now};
+use super::config::RouteId;
+use super::reject::Reject;
+use super::request::bearer_token;
+use super::{Account, Ctx, Gateway, down, unix_now};
 use crate::oidc::access_token::{AccessClaims, MAX_LIFETIME_SECS, MAX_TOKEN_LEN, is_jwt_shaped};
 use crate::oidc::client::{LEEWAY, OidcError};
 use crate::policy::may_access;
@@ -134,9 +137,9 @@ impl Gateway {
     /// clock ahead of ours is refused too.
     pub async fn mark_bearer_revoked(&self, mark: &str) -> Result<(), crate::session::redis::StoreError> {
         let at = unix_now() + LEEWAY;
-        let t = self.bearer.marks.get(mark).map_or(at, |t| t.max(at));
-        self.bearer.marks.insert(mark.to_string(), t);
-        if let Some(shared) = &self.shared {
+        let t = self.state.bearer.marks.get(mark).map_or(at, |t| t.max(at));
+        self.state.bearer.marks.insert(mark.to_string(), t);
+        if let Some(shared) = self.state.sessions.redis() {
             shared.mark_bearer_revoked(mark, at, MARK_TTL).await?;
         }
         Ok(())
@@ -145,8 +148,8 @@ impl Gateway {
     /// The latest revocation time among `marks`: this process's markers,
     /// and with the shared store the other replicas' too.
     async fn bearer_revoked_at(&self, marks: &[String]) -> Result<Option<u64>, crate::session::redis::StoreError> {
-        let local = marks.iter().filter_map(|m| self.bearer.marks.get(m)).max();
-        let Some(shared) = &self.shared else {
+        let local = marks.iter().filter_map(|m| self.state.bearer.marks.get(m)).max();
+        let Some(shared) = self.state.sessions.redis() else {
             return Ok(local);
         };
         if !shared.healthy() {
@@ -158,7 +161,7 @@ impl Gateway {
     /// Checks a bearer token, or finds it checked in the cache.
     async fn check_bearer(&self, token: &str, now: u64) -> Checked {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = self.bearer.verified.get(&key)
+        if let Some(hit) = self.state.bearer.verified.get(&key)
             && hit.until > now
         {
             return Checked::Ok(hit);
@@ -168,11 +171,11 @@ impl Gateway {
         }
         let jwt = is_jwt_shaped(token);
         let checked = if jwt {
-            self.oidc.validate_access_token(token, SystemTime::now()).await
-        } else if self.bearer.refused.contains_key(&key) {
+            self.state.oidc.validate_access_token(token, SystemTime::now()).await
+        } else if self.state.bearer.refused.contains_key(&key) {
             return Checked::Invalid;
-        } else if self.oidc.can_introspect() {
-            self.oidc.introspect(token, SystemTime::now()).await
+        } else if self.state.oidc.can_introspect() {
+            self.state.oidc.introspect(token, SystemTime::now()).await
         } else {
             tracing::info!("bearer token refused: opaque, and the identity provider offers no introspection");
             return Checked::Invalid;
@@ -192,7 +195,7 @@ impl Gateway {
                     identity: identity_of(c),
                 });
                 if v.until > now {
-                    self.bearer.verified.insert(key, v.clone());
+                    self.state.bearer.verified.insert(key, v.clone());
                 }
                 Checked::Ok(v)
             }
@@ -203,7 +206,7 @@ impl Gateway {
             Err(e) => {
                 tracing::info!(error = %e, "bearer token refused");
                 if !jwt {
-                    self.bearer.refused.insert(key, ());
+                    self.state.bearer.refused.insert(key, ());
                 }
                 Checked::Invalid
             }
@@ -211,101 +214,54 @@ impl Gateway {
     }
 }
 
-async fn json(
-    session: &mut PSession,
-    status: u16,
-    body: serde_json::Value,
-    headers: &[(&str, String)],
-) -> Result<bool> {
-    respond(session, status, "application/json", headers, body.to_string()).await
-}
-
-async fn invalid_token(session: &mut PSession, why: &str) -> Result<bool> {
-    let headers = [(
-        "www-authenticate",
-        "Bearer realm=\"unigate\", error=\"invalid_token\"".to_string(),
-    )];
-    json(
-        session,
-        401,
-        serde_json::json!({"error": "invalid_token", "error_description": why}),
-        &headers,
-    )
-    .await
-}
-
-/// Answers a request to route `mi` that carries `Authorization: Bearer`:
+/// Answers a request to route `id` that carries `Authorization: Bearer`:
 /// lets it through with the token's identity, or refuses it (401 for a
 /// token that is not a valid, unrevoked access token for this API; 403
 /// for a user this module does not admit; 503 when something needed for
 /// the decision cannot be reached).
-pub(super) async fn handle(g: &Gateway, session: &mut PSession, ctx: &mut Ctx, mi: usize, token: &str) -> Result<bool> {
-    let module = g.module(mi);
-    let now = unix_now();
-    let v = match g.check_bearer(token, now).await {
-        Checked::Ok(v) => v,
-        Checked::Invalid => return invalid_token(session, "not a valid access token for this API").await,
-        Checked::Unavailable => {
-            let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": "the identity provider cannot check this token now"});
-            return json(session, 503, body, &[("retry-after", "5".to_string())]).await;
-        }
+pub(super) async fn handle(g: &Gateway, session: &mut PSession, ctx: &mut Ctx, id: RouteId) -> Result<bool> {
+    let Some(token) = bearer_token(session.req_header()) else {
+        return g
+            .reject(session, Some(id), Reject::InvalidBearer("no bearer token"))
+            .await;
     };
-    let sub = &v.identity.sub;
-    match g.bearer_revoked_at(&marks_of(&v.identity)).await {
-        Ok(marked) if revoked(v.iat, marked) => {
+    match g.bearer_identity(id, token).await {
+        Ok(identity) => {
+            ctx.identity = Some(Arc::new(identity));
+            g.proceed(session, ctx, id).await
+        }
+        Err(r) => g.reject(session, Some(id), r).await,
+    }
+}
+
+impl Gateway {
+    /// The identity a bearer token stands for on route `id`, with every
+    /// check a session gets.
+    async fn bearer_identity(&self, id: RouteId, token: &str) -> std::result::Result<Identity, Reject> {
+        let module = self.route(id);
+        let v = match self.check_bearer(token, unix_now()).await {
+            Checked::Ok(v) => v,
+            Checked::Invalid => return Err(Reject::InvalidBearer("not a valid access token for this API")),
+            Checked::Unavailable => return Err(Reject::BearerUnchecked),
+        };
+        let sub = &v.identity.sub;
+        if revoked(
+            v.iat,
+            self.bearer_revoked_at(&marks_of(&v.identity)).await.map_err(down)?,
+        ) {
             tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer token revoked");
-            return invalid_token(session, "the token has been revoked").await;
+            return Err(Reject::InvalidBearer("the token has been revoked"));
         }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "session store unavailable; failing closed");
-            return store_down(session).await;
+        if !may_access(&v.identity.groups, &module.access_groups) {
+            return Err(Reject::Forbidden);
         }
-    }
-    if !may_access(&v.identity.groups, &module.access_groups) {
-        tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer access group check");
-        let body = serde_json::json!({"error": "forbidden", "error_description": "not in the module's access groups"});
-        return json(session, 403, body, &[]).await;
-    }
-    let mut identity = v.identity.clone();
-    if module.link_required {
-        match g.link_of(sub, module.label()).await {
-            Ok(Some(u)) => identity.module_user = Some(u.into()),
-            Ok(None) => {
-                tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer without a linked module account");
-                let body = serde_json::json!({
-                    "error": "link_required",
-                    "error_description": "link your module account first (log in with a browser)",
-                    "link_url": format!("{}link", super::PREFIX),
-                });
-                return json(session, 403, body, &[]).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "session store unavailable; failing closed");
-                return store_down(session).await;
-            }
-        }
-    } else if let Some(accounts) = &g.accounts[mi] {
-        match g.check_account(mi, accounts, &identity).await {
-            Ok(crate::accounts::Outcome::Ok(a)) => identity.module_user = Some(a.username.into()),
-            Ok(crate::accounts::Outcome::Provisioned(a)) => {
-                tracing::info!(module.name = %module.label(), user.sub = %sub, module.user = %a.username, "module account provisioned");
-                identity.module_user = Some(a.username.into());
-            }
-            Ok(crate::accounts::Outcome::Refused(r)) => {
-                tracing::info!(module.name = %module.label(), user.sub = %sub, refusal = ?r, decision = "deny", "bearer module account check");
-                let body = serde_json::json!({"error": "account_refused", "error_description": "no matching module account for this user"});
-                return json(session, 403, body, &[]).await;
-            }
-            Err(e) => {
-                tracing::warn!(module.name = %module.label(), error = %e, "module account lookup failed");
-                let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": "the module's accounts cannot be checked now"});
-                return json(session, 503, body, &[("retry-after", "5".to_string())]).await;
-            }
+        let mut identity = v.identity.clone();
+        match self.module_account(id, &mut identity).await? {
+            Account::Ready => Ok(identity),
+            // Linking needs a browser.
+            Account::LinkPending => Err(Reject::LinkRequired),
         }
     }
-    ctx.identity = Some(Arc::new(identity));
-    g.proceed(session, ctx, mi).await
 }
 
 #[cfg(test)]

@@ -320,17 +320,17 @@ pub fn set_forwarding_headers(up: &mut RequestHeader, o: &Origin<'_>) {
 impl super::Gateway {
     /// Whether the request's TCP peer is one of `[listen] trusted_proxies`.
     pub fn peer_trusted(&self, session: &pingora::proxy::Session) -> bool {
-        !self.cfg.trusted_proxies.is_empty()
+        !self.cfg().trusted_proxies.is_empty()
             && session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .is_some_and(|a| self.cfg.trusted_proxies.contains(a.ip()))
+                .is_some_and(|a| self.cfg().trusted_proxies.contains(a.ip()))
     }
 
     /// The client's address as unigate trusts it (see `client_ip`).
     pub fn client_addr(&self, session: &pingora::proxy::Session) -> Option<IpAddr> {
         let peer = session.client_addr()?.as_inet()?.ip();
-        Some(client_of(session.req_header(), peer, &self.cfg.trusted_proxies))
+        Some(client_of(session.req_header(), peer, &self.cfg().trusted_proxies))
     }
 
     /// The forwarding headers of a request bound for the module.
@@ -346,8 +346,8 @@ impl super::Gateway {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let origin = Origin {
             peer,
-            trusted: peer.is_some_and(|p| self.cfg.trusted_proxies.contains(p)),
-            proto: if self.cfg.tls { "https" } else { "http" },
+            trusted: peer.is_some_and(|p| self.cfg().trusted_proxies.contains(p)),
+            proto: if self.cfg().tls { "https" } else { "http" },
             host,
         };
         set_forwarding_headers(up, &origin);

@@ -22,8 +22,14 @@ use pingora::http::RequestHeader;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::Gateway;
-use crate::crypto::random_token;
+use pingora::prelude::*;
+use pingora::proxy::Session as PSession;
+
+use super::config::RouteId;
+use super::reject::{Reject, Reply};
+use super::{Gateway, PREFIX, unix_now};
+use crate::crypto::{pkce_s256, random_token};
+use crate::oidc::with_params;
 use crate::session::redis::StoreError;
 
 /// How long a login may take, from the start to the callback.
@@ -235,16 +241,16 @@ impl Gateway {
         &self,
         req: &RequestHeader,
         client: Option<IpAddr>,
-        mi: usize,
+        id: RouteId,
         host: &str,
         return_path: &str,
         now: u64,
     ) -> Result<LoginStart, Refused> {
-        if self.shared.as_ref().is_some_and(|s| !s.healthy()) {
+        if !self.state.sessions.healthy() {
             return Err(Refused::StoreDown);
         }
         if let Some(ip) = client
-            && let Some(wait) = self.login_starts.hit(crate::rate::client_key(ip), Instant::now())
+            && let Some(wait) = self.state.login_starts.hit(crate::rate::client_key(ip), Instant::now())
         {
             return Err(Refused::TooMany(wait));
         }
@@ -253,16 +259,16 @@ impl Gateway {
             nonce: nonce.clone(),
             verifier: verifier.clone(),
             return_path: fitted(return_path).to_string(),
-            route: self.module(mi).label().to_string(),
+            route: self.route(id).label().to_string(),
             host: host.to_string(),
         };
-        let mut set_cookies = self.logins.make_room(cookie_pairs(req), now);
+        let mut set_cookies = self.state.logins.make_room(cookie_pairs(req), now);
         let expires = now + TXN_TTL.as_secs();
         // Sealing fails only without memory: the login then fails at the
         // callback with a page that offers to try again.
-        if let Some(value) = self.logins.seal(&state, &pending, expires) {
-            let name = self.logins.cookie_name(&state);
-            set_cookies.push(self.logins.set_cookie(&name, &value, TXN_TTL.as_secs()));
+        if let Some(value) = self.state.logins.seal(&state, &pending, expires) {
+            let name = self.state.logins.cookie_name(&state);
+            set_cookies.push(self.state.logins.set_cookie(&name, &value, TXN_TTL.as_secs()));
         }
         Ok(LoginStart {
             state,
@@ -284,22 +290,22 @@ impl Gateway {
         if state.is_empty() || state.len() > 256 {
             return Ok(None);
         }
-        let name = self.logins.cookie_name(state);
+        let name = self.state.logins.cookie_name(state);
         let found = cookie_pairs(req)
             .filter(|(n, _)| *n == name)
             .take(4)
-            .find_map(|(_, v)| self.logins.open(state, v, now));
+            .find_map(|(_, v)| self.state.logins.open(state, v, now));
         let Some(p) = found else { return Ok(None) };
         let h = state_hash(state);
-        let first = match &self.shared {
-            None => self.logins.claim_here(h),
+        let first = match self.state.sessions.redis() {
+            None => self.state.logins.claim_here(h),
             Some(shared) => shared.claim_login_state(&h, TXN_TTL + Duration::from_secs(60)).await?,
         };
         if !first {
             tracing::warn!("login callback replayed");
             return Ok(None);
         }
-        Ok(Some((p, self.logins.set_cookie(&name, "", 0))))
+        Ok(Some((p, self.state.logins.set_cookie(&name, "", 0))))
     }
 
     /// A login start from `client` without HTTP (a fresh browser each
@@ -313,20 +319,90 @@ impl Gateway {
         return_path: &str,
     ) -> Result<(), String> {
         let req = RequestHeader::build("GET", return_path.as_bytes(), None).map_err(|e| e.to_string())?;
-        self.begin_login(&req, Some(client), mi, host, return_path, super::unix_now())
+        self.begin_login(&req, Some(client), RouteId(mi), host, return_path, super::unix_now())
             .map(|_| ())
             .map_err(|why| format!("refused: {why:?}"))
     }
 
     #[doc(hidden)]
     pub fn login_state_sizes(&self) -> LoginStateSizes {
-        self.logins.used.run_pending_tasks();
+        self.state.logins.used.run_pending_tasks();
         LoginStateSizes {
-            rate_counter: self.login_starts.entry_count(),
+            rate_counter: self.state.login_starts.entry_count(),
             pending: 0,
-            used: self.logins.used.entry_count(),
+            used: self.state.logins.used.entry_count(),
         }
     }
+}
+
+/// Sends the browser to the IdP to log in for route `id`: state, nonce
+/// and PKCE S256, the return path sealed into this browser's login
+/// transaction cookie; `login_hint` for the IdP (a username typed on the
+/// module's login page); also setting `cookies`.
+pub async fn start_login(
+    g: &Gateway,
+    session: &mut PSession,
+    id: RouteId,
+    host: &str,
+    return_path: &str,
+    login_hint: Option<&str>,
+    cookies: Vec<String>,
+) -> Result<bool> {
+    let r = login_redirect(g, session, id, host, return_path, login_hint, cookies);
+    g.answer(session, Some(id), r).await
+}
+
+fn login_redirect(
+    g: &Gateway,
+    session: &PSession,
+    id: RouteId,
+    host: &str,
+    return_path: &str,
+    login_hint: Option<&str>,
+    mut cookies: Vec<String>,
+) -> std::result::Result<Reply, Reject> {
+    let Some(loaded) = g.state.oidc.loaded() else {
+        return Err(Reject::IdpDown);
+    };
+    let route = g.route(id);
+    let client = g.client_addr(session);
+    let client_ip = client.map(|ip| ip.to_string()).unwrap_or_default();
+    let start = match g.begin_login(session.req_header(), client, id, host, return_path, unix_now()) {
+        Ok(s) => s,
+        Err(Refused::StoreDown) => return Err(Reject::StoreDown),
+        Err(Refused::TooMany(wait)) => {
+            tracing::info!(module.name = %route.label(), client.ip = %client_ip, "login start refused: too many from this address");
+            return Err(Reject::TooManyLogins {
+                retry_after: wait.as_secs(),
+            });
+        }
+    };
+    let oidc = &g.state.oidc;
+    let redirect_uri = format!("{}{PREFIX}callback", g.cfg().origin_for(host));
+    let scope = oidc.settings.scopes.join(" ");
+    let challenge = pkce_s256(&start.verifier);
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", oidc.settings.client_id.as_str()),
+        ("redirect_uri", &redirect_uri),
+        ("scope", &scope),
+        ("state", &start.state),
+        ("nonce", &start.nonce),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    if let Some(h) = login_hint.filter(|h| !h.is_empty()) {
+        params.push(("login_hint", h));
+    }
+    let max_age = route.max_age.map(|a| a.as_secs().to_string());
+    if let Some(a) = &max_age {
+        params.push(("max_age", a));
+    }
+    let url = with_params(&loaded.discovery.authorization_endpoint, &params);
+    tracing::info!(module.name = %route.name, client.ip = %client_ip, "login started");
+    g.state.metrics.logins_started.with_label_values(&[route.label()]).inc();
+    cookies.extend(start.set_cookies);
+    Ok(Reply::redirect(url).with_cookies(cookies))
 }
 
 /// The key material of login transaction cookies for a gateway: with

@@ -84,7 +84,7 @@ const CONFIRM_SECS: u64 = 600;
 /// Decides on a request to a logout path; `Some` when it was answered here
 /// (confirmation page or refusal), `None` when the logout goes ahead.
 pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Option<bool>> {
-    let tls = g.cfg.tls;
+    let tls = g.cfg().tls;
     let req = session.req_header();
     let post = req.method == http::Method::POST;
     let fetch_site = req
@@ -92,16 +92,13 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .map(str::to_ascii_lowercase);
-    let origin = g.cfg.origin_for(host);
+    let origin = g.cfg().origin_for(host);
     let same_origin = req
         .headers
         .get(http::header::ORIGIN)
         .is_some_and(|o| o.as_bytes() == origin.as_bytes());
-    let has_session = g
-        .cookie(req, g.session_cookie)
-        .is_some_and(crate::session::is_session_id);
-    let nonce = g
-        .cookie(req, Own::Logout.name(tls))
+    let has_session = super::request::cookie(req, g.state.session_cookie).is_some_and(crate::session::is_session_id);
+    let nonce = super::request::cookie(req, Own::Logout.name(tls))
         .filter(|v| crate::session::is_session_id(v))
         .map(str::to_string);
     let prefetch = ["sec-purpose", "purpose", "x-moz", "x-purpose"].iter().any(|n| {
@@ -114,7 +111,7 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
         || fetch("sec-fetch-dest").is_some_and(|d| d != b"document");
     let token_ok = match (&nonce, post) {
         (Some(n), true) => match read_token(session).await? {
-            Some(t) => g.signer.deployment.logout_token_ok(n, &t),
+            Some(t) => g.state.signer.deployment.logout_token_ok(n, &t),
             None => false,
         },
         _ => false,
@@ -132,7 +129,7 @@ pub async fn guard(g: &Gateway, session: &mut PSession, host: &str) -> Result<Op
         Gate::Now => Ok(None),
         Gate::Confirm => {
             let nonce = nonce.unwrap_or_else(crate::crypto::random_token);
-            let token = g.signer.deployment.logout_token(&nonce);
+            let token = g.state.signer.deployment.logout_token(&nonce);
             let req = session.req_header();
             let action = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
             tracing::info!(fetch_site = ?fetch_site, has_session, "logout to be confirmed");

@@ -8,8 +8,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::config::ModuleConfig;
+use super::config::{Route, RouteId};
+use super::reject::Reject;
 use super::tls::UpstreamTls;
+use crate::accounts::Outcome;
+use crate::session::Identity;
 
 /// How long any call to a module may take.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -75,7 +78,7 @@ pub fn base_url(addr: SocketAddr, tls: Option<&UpstreamTls>) -> (String, Option<
 impl RouteClients {
     /// Built once per gateway (and reload): `plain` is the shared client
     /// used for routes whose upstream speaks plain HTTP.
-    pub fn build(m: &ModuleConfig, plain: &reqwest::Client) -> Result<RouteClients, String> {
+    pub fn build(m: &Route, plain: &reqwest::Client) -> Result<RouteClients, String> {
         let mut upstreams = Vec::with_capacity(m.upstreams.len());
         for &addr in &m.upstreams {
             let (base, resolve) = base_url(addr, m.upstream_tls.as_ref());
@@ -126,26 +129,62 @@ pub fn plain_client() -> Result<reqwest::Client, String> {
     builder().build().map_err(|e| e.to_string())
 }
 
+/// Where a user stands with a route's module account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    /// Nothing to wait for: the account is found (or none is needed).
+    Ready,
+    /// The route requires a linked account, and none is linked yet.
+    LinkPending,
+}
+
 impl super::Gateway {
-    /// A healthy upstream of route `mi` to call, with its base URL and client.
-    pub fn module_call(&self, mi: usize) -> Option<ModuleCall<'_>> {
-        let addr = self.pick(mi, &[])?;
-        self.calls.get(mi)?.to(addr)
+    /// A healthy upstream of route `id` to call, with its base URL and client.
+    pub fn module_call(&self, id: RouteId) -> Option<ModuleCall<'_>> {
+        self.routes.module_call(id)
     }
 
-    /// The user's module account on route `mi`, looked up (and, with
-    /// provisioning, created) by SCIM at the module's own upstream unless
-    /// a `scim_url` is configured.
-    pub async fn check_account(
-        &self,
-        mi: usize,
-        accounts: &crate::accounts::Accounts,
-        identity: &crate::session::Identity,
-    ) -> Result<crate::accounts::Outcome, crate::accounts::LookupError> {
-        let call = self.module_call(mi);
+    /// The user's module account on route `id`: the linked one (with
+    /// `link_required`), or the one account matching finds — looked up
+    /// (and, with provisioning, created) by SCIM at the module's own
+    /// upstream unless a `scim_url` is configured. Sets
+    /// `identity.module_user` when found.
+    pub async fn module_account(&self, id: RouteId, identity: &mut Identity) -> Result<Account, Reject> {
+        let route = self.route(id);
+        if route.link_required {
+            return match self.link_of(&identity.sub, route.label()).await.map_err(super::down)? {
+                Some(u) => {
+                    identity.module_user = Some(u.into());
+                    Ok(Account::Ready)
+                }
+                None => Ok(Account::LinkPending),
+            };
+        }
+        let Some(accounts) = &self.routes.parts(id).accounts else {
+            return Ok(Account::Ready);
+        };
+        let call = self.module_call(id);
         let base = call.as_ref().map(|c| c.url("/scim/v2")).unwrap_or_default();
-        let client = call.as_ref().map_or(&self.http, |c| c.client);
-        accounts.check(identity, &base, client).await
+        let client = call.as_ref().map_or(&self.routes.http, |c| c.client);
+        match accounts.check(identity, &base, client).await {
+            Ok(Outcome::Ok(a)) => identity.module_user = Some(a.username.into()),
+            Ok(Outcome::Provisioned(a)) => {
+                tracing::info!(module.name = %route.label(), user.sub = %identity.sub, module.user = %a.username, "module account provisioned");
+                identity.module_user = Some(a.username.into());
+            }
+            Ok(Outcome::Refused(refusal)) => {
+                tracing::info!(module.name = %route.label(), user.sub = %identity.sub, refusal = ?refusal, decision = "deny", "module account check");
+                return Err(Reject::AccountRefused {
+                    identity: Box::new(identity.clone()),
+                    refusal,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(module.name = %route.label(), error = %e, "module account lookup failed");
+                return Err(Reject::AccountsUnavailable);
+            }
+        }
+        Ok(Account::Ready)
     }
 }
 

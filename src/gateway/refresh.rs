@@ -12,9 +12,11 @@ use std::time::{Duration, SystemTime};
 
 use pingora::http::RequestHeader;
 
-use super::{Gateway, store, unix_now};
+use super::config::RouteId;
+use super::{Gateway, unix_now};
 use crate::oidc::claims::Profile;
 use crate::oidc::client::{IssuedWith, TokenSet};
+use crate::session::store;
 use crate::session::{IdToken, Identity, Session};
 
 /// Why a refreshed session cannot go on.
@@ -76,14 +78,14 @@ fn same_identity(a: &Identity, b: &Identity) -> bool {
 
 impl Gateway {
     /// Starts a background refresh when the access token of session `s`
-    /// (route `mi`) is about to expire. Without a refresh token, an
+    /// (route `rid`) is about to expire. Without a refresh token, an
     /// expired access token makes the next navigation log in again.
-    pub(super) fn maybe_refresh(self: &Arc<Self>, req: &RequestHeader, s: &Arc<Session>, mi: usize, now: u64) {
+    pub(super) fn maybe_refresh(self: &Arc<Self>, req: &RequestHeader, s: &Arc<Session>, rid: RouteId, now: u64) {
         let exp = s.access_exp.load(Ordering::Relaxed);
-        if exp > now + self.cfg.session.refresh_before.as_secs() {
+        if exp > now + self.cfg().session.refresh_before.as_secs() {
             return;
         }
-        let Some(id) = self.cookie(req, self.session_cookie).map(str::to_string) else {
+        let Some(id) = self.session_id(req).map(str::to_string) else {
             return;
         };
         if s.refreshing.swap(true, Ordering::AcqRel) {
@@ -101,7 +103,7 @@ impl Gateway {
         tokio::spawn(async move {
             // `refreshing` stays set until the new session is in place: no
             // second refresh here can write the old identity back meanwhile.
-            match g.refresh(&id, &s, &rt, mi).await {
+            match g.refresh(&id, &s, &rt, rid).await {
                 Ok(()) => tracing::debug!(user.sub = %s.identity.sub, "session refreshed"),
                 Err(e) if e.is_transient() => {
                     // The provider is down or failing: nothing says the user
@@ -129,17 +131,17 @@ impl Gateway {
     /// identity are stored), and a replica whose copy is behind takes the
     /// tokens another one stored instead of spending a rotated refresh
     /// token twice.
-    async fn refresh(&self, id: &str, s: &Arc<Session>, rt: &str, mi: usize) -> Result<(), Ended> {
-        let Some(shared) = &self.shared else {
+    async fn refresh(&self, id: &str, s: &Arc<Session>, rt: &str, rid: RouteId) -> Result<(), Ended> {
+        let Some(shared) = self.state.sessions.redis() else {
             if let Some(identity) = self.refresh_now(id, s, rt).await? {
-                self.replace_identity(id, s, mi, identity).await;
+                self.replace_identity(id, s, rid, identity).await;
             }
             return Ok(());
         };
         let h = crate::session::redis::id_hash(id);
         // Long enough for the token request, a JWKS fetch or two, UserInfo
         // and the writes.
-        let ttl = self.oidc.settings.timeout * 6 + Duration::from_secs(5);
+        let ttl = self.state.oidc.settings.timeout * 6 + Duration::from_secs(5);
         let lock = match shared.lock_refresh(&h, ttl).await {
             Ok(Some(lock)) => lock,
             Ok(None) => return Ok(()), // another replica is at it: its tokens come through the record
@@ -150,7 +152,7 @@ impl Gateway {
                 return Ok(());
             }
         };
-        let outcome = self.refresh_locked(shared, &h, id, s, mi).await;
+        let outcome = self.refresh_locked(shared, &h, id, s, rid).await;
         if let Err(e) = shared.unlock_refresh(&h, &lock).await {
             tracing::warn!(error = %e, "cannot release a refresh lock (it expires by itself)");
         }
@@ -163,7 +165,7 @@ impl Gateway {
         h: &[u8; 32],
         id: &str,
         s: &Arc<Session>,
-        mi: usize,
+        rid: RouteId,
     ) -> Result<(), Ended> {
         use crate::oidc::client::OidcError;
         match shared.load(h).await {
@@ -179,7 +181,7 @@ impl Gateway {
         let Some(rt) = rt else { return Ok(()) };
         match self.refresh_now(id, s, &rt).await {
             Ok(Some(identity)) => {
-                self.replace_identity(id, s, mi, identity).await;
+                self.replace_identity(id, s, rid, identity).await;
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -198,9 +200,9 @@ impl Gateway {
     /// the access token's expiry is not pushed out, so every replica
     /// refreshes again soon and checks the user then.
     async fn refresh_now(&self, id: &str, s: &Arc<Session>, rt: &str) -> Result<Option<Identity>, Ended> {
-        let refreshed = self.oidc.refresh(rt).await;
+        let refreshed = self.state.oidc.refresh(rt).await;
         let result = if refreshed.is_ok() { "succeeded" } else { "failed" };
-        self.oidc.metrics.refreshes.with_label_values(&[result]).inc();
+        self.state.oidc.metrics.refreshes.with_label_values(&[result]).inc();
         let t = refreshed.map_err(Ended::Refresh)?;
         match self.refreshed_identity(s, &t).await {
             Ok(identity) => {
@@ -228,6 +230,7 @@ impl Gateway {
                     ..IssuedWith::default()
                 };
                 let claims = self
+                    .state
                     .oidc
                     .validate_id_token(jwt, &with, SystemTime::now())
                     .await
@@ -236,6 +239,7 @@ impl Gateway {
                     return Err(Ended::OtherUser);
                 }
                 let profile = self
+                    .state
                     .oidc
                     .profile(&claims, &t.access_token)
                     .await
@@ -245,18 +249,20 @@ impl Gateway {
             None => {
                 use crate::oidc::claims::UserinfoMode;
                 let has_endpoint = self
+                    .state
                     .oidc
                     .loaded()
                     .is_some_and(|l| l.discovery.userinfo_endpoint.is_some());
-                if self.oidc.settings.userinfo == UserinfoMode::Never || !has_endpoint {
+                if self.state.oidc.settings.userinfo == UserinfoMode::Never || !has_endpoint {
                     return Ok(None);
                 }
                 let answer = self
+                    .state
                     .oidc
                     .userinfo(&t.access_token, &old.sub)
                     .await
                     .map_err(Ended::Claims)?;
-                let map = &self.oidc.settings.claims;
+                let map = &self.state.oidc.settings.claims;
                 let mut fresh = map
                     .profile(&answer)
                     .map_err(|e| Ended::Claims(crate::oidc::client::OidcError::Invalid(e.to_string())))?;
@@ -294,11 +300,11 @@ impl Gateway {
             tokens.generation += 1;
             store::record_of(s, &tokens)
         };
-        if let Some(shared) = self.shared.as_ref().filter(|_| !s.is_revoked()) {
+        if let Some(shared) = self.state.sessions.redis().filter(|_| !s.is_revoked()) {
             let h = crate::session::redis::id_hash(id);
             let left = Duration::from_secs(s.expires_at.saturating_sub(now).max(1));
             match shared
-                .save(&h, &record, self.cfg.session.idle_timeout.min(left), true)
+                .save(&h, &record, self.cfg().session.idle_timeout.min(left), true)
                 .await
             {
                 Ok(true) => {}
@@ -312,9 +318,9 @@ impl Gateway {
     /// the module's access groups are then checked against the new groups
     /// at the next request. A changed email or username where a module
     /// account was matched or linked by them ends the session instead.
-    async fn replace_identity(&self, id: &str, s: &Arc<Session>, mi: usize, identity: Identity) {
-        let route = self.module(mi);
-        let account_bound = route.link_required || self.accounts[mi].is_some();
+    async fn replace_identity(&self, id: &str, s: &Arc<Session>, rid: RouteId, identity: Identity) {
+        let route = self.route(rid);
+        let account_bound = route.link_required || self.routes.parts(rid).accounts.is_some();
         if account_bound && (identity.email != s.identity.email || identity.username != s.identity.username) {
             tracing::info!(user.sub = %s.identity.sub, reason = %Ended::AccountChanged, "session ended at refresh");
             s.needs_login.store(true, Ordering::Release);
@@ -327,7 +333,7 @@ impl Gateway {
         tracing::debug!(user.sub = %s.identity.sub, groups.before = ?s.identity.groups, groups.after = ?identity.groups, "groups at refresh");
         let tokens = s.tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let next = self
-            .build_session(mi, identity, tokens, s.expires_at)
+            .build_session(rid, identity, tokens, s.expires_at)
             .with_link_pending(s.link_pending);
         match self.replace_session_now(id, s, Arc::new(next)).await {
             Ok(true) => {}

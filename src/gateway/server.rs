@@ -62,21 +62,21 @@ impl Live {
     /// setting only a restart can apply.
     pub fn reload(&self, cfg: GatewayConfig) -> Result<(), String> {
         let cur = self.get();
-        let needs = restart_needed(&cur.cfg, &cfg);
+        let needs = restart_needed(cur.cfg(), &cfg);
         if !needs.is_empty() {
-            cur.metrics.reloads.with_label_values(&["refused"]).inc();
+            cur.state.metrics.reloads.with_label_values(&["refused"]).inc();
             return Err(format!("not reloaded: {} change only with a restart", needs.join(", ")));
         }
         let next = match cur.reloaded(cfg) {
             Ok(n) => n,
             Err(e) => {
-                cur.metrics.reloads.with_label_values(&["failed"]).inc();
+                cur.state.metrics.reloads.with_label_values(&["failed"]).inc();
                 return Err(e);
             }
         };
         next.spawn_health_checks();
         self.current.store(Arc::new(next));
-        cur.metrics.reloads.with_label_values(&["succeeded"]).inc();
+        cur.state.metrics.reloads.with_label_values(&["succeeded"]).inc();
         Ok(())
     }
 }
@@ -124,6 +124,7 @@ pub struct LiveCtx {
 impl Drop for LiveCtx {
     fn drop(&mut self) {
         self.gw
+            .state
             .lifecycle
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
@@ -179,28 +180,29 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
     let gw = Gateway::new(cfg, oidc, signer).map_err(StartError::Setup)?;
     gw.spawn_health_checks();
     let gw = Arc::new(gw);
-    if let Some(shared) = gw.shared.clone() {
-        let (w1, w2, w3) = (Arc::downgrade(&gw), Arc::downgrade(&gw), Arc::downgrade(&gw));
-        let w4 = Arc::downgrade(&gw);
+    if let Some(shared) = gw.state.sessions.redis().cloned() {
+        // What pub/sub tells reaches the state every reloaded gateway shares.
+        let w = Arc::downgrade(&gw.state);
+        let (w1, w2, w3, w4) = (w.clone(), w.clone(), w.clone(), w);
         tokio::spawn(shared.clone().run(
             move |h| {
-                if let Some(g) = w1.upgrade() {
-                    g.forget(h);
+                if let Some(s) = w1.upgrade() {
+                    s.sessions.forget(h);
                 }
             },
             move |h| {
-                if let Some(g) = w4.upgrade() {
-                    g.changed_elsewhere(h);
+                if let Some(s) = w4.upgrade() {
+                    s.sessions.changed_elsewhere(h);
                 }
             },
             move || {
-                if let Some(g) = w2.upgrade() {
-                    g.drop_local_copies();
+                if let Some(s) = w2.upgrade() {
+                    s.sessions.drop_local_copies();
                 }
             },
             move || {
-                if let Some(g) = w3.upgrade() {
-                    g.end_held_sessions();
+                if let Some(s) = w3.upgrade() {
+                    s.sessions.end_held_sessions();
                 }
             },
         ));
@@ -215,7 +217,7 @@ pub async fn build(cfg: GatewayConfig) -> Result<Arc<Gateway>, StartError> {
     }
     // Expired sessions are noticed within a second: what they hold open
     // (websockets, event streams) closes then.
-    let weak = Arc::downgrade(&gw);
+    let weak = Arc::downgrade(&gw.state);
     tokio::spawn(async move {
         while let Some(g) = weak.upgrade() {
             g.sessions.housekeeping();
@@ -235,7 +237,10 @@ impl pingora::proxy::ProxyHttp for Shared {
     type CTX = LiveCtx;
     fn new_ctx(&self) -> Self::CTX {
         let gw = self.0.get();
-        gw.lifecycle.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        gw.state
+            .lifecycle
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         LiveCtx { ctx: gw.new_ctx(), gw }
     }
     async fn request_filter(&self, s: &mut pingora::proxy::Session, c: &mut Self::CTX) -> pingora::Result<bool> {
@@ -430,8 +435,8 @@ impl GatewayServer {
     /// notice), requests in flight get up to `shutdown_grace` to finish,
     /// then Pingora closes everything.
     pub async fn stop(mut self, drain: bool) {
-        let cfg = self.live.get().cfg.clone();
-        let life = self.gateway.lifecycle.clone();
+        let cfg = self.live.get().cfg().clone();
+        let life = self.gateway.state.lifecycle.clone();
         life.draining.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(
             drain_delay = ?cfg.drain_delay,

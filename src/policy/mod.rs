@@ -1,7 +1,13 @@
 //! Pure decisions over plain data: what kind of client sent a request,
-//! whether a user may use a module, and the canonical request path.
+//! whether a user may use a module, the canonical request path, what to
+//! do with a request (`request`), and why a request is refused (`reject`).
 
+pub mod credentials;
+pub mod module_cookies;
 pub mod path;
+pub mod reject;
+pub mod request;
+pub mod routes;
 
 /// Who is asking: a person's browser navigating, or a script/XHR that must
 /// get a 401 rather than a redirect it cannot follow.

@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::secret::SecretRef;
 
+pub use crate::config::route::LinkSuccessFile;
+
 #[derive(Debug, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct GatewayFile {
@@ -275,20 +277,6 @@ pub struct ModuleFile {
     /// condition given must hold. Default: a redirect away from the login
     /// pages whose target then answers 200 with the cookies the login set.
     pub link_success: Option<LinkSuccessFile>,
-}
-
-/// `[[module]] link_success = { redirect_not_to = "/login", new_cookie = "sid", probe = "/account" }`.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(test, derive(schemars::JsonSchema))]
-pub struct LinkSuccessFile {
-    /// The module answers with a redirect whose target path is not this one.
-    pub redirect_not_to: Option<String>,
-    /// The module sets this cookie to a new, non-empty value.
-    pub new_cookie: Option<String>,
-    /// A GET of this path with the cookies the login set answers 200
-    /// (a page only a logged-in user gets).
-    pub probe: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

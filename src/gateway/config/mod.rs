@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use url::Url;
 
+pub use crate::config::route::{HeaderPreset, InstanceRef, LinkSuccessFile, Route, RouteId};
 pub use crate::config::settings::{
     AccountSource, AccountsConfig, IdpSettings, MatchOn, RedisSettings, SessionSettings,
 };
@@ -21,12 +22,6 @@ pub use file::*;
 
 use crate::config::{ConfigErrors, parse_toml};
 use crate::secret::Secret;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderPreset {
-    KaseyaOne,
-    Forwarded,
-}
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -45,7 +40,7 @@ pub struct GatewayConfig {
     pub idp: IdpSettings,
     pub session: SessionSettings,
     pub identity: IdentitySettings,
-    pub modules: Vec<ModuleConfig>,
+    pub modules: Vec<Route>,
     pub admin: Option<AdminSettings>,
 }
 
@@ -61,97 +56,6 @@ pub struct IdentitySettings {
     pub assertion_ttl: Duration,
     pub assertion_cache: u64,
     pub max_header_value: usize,
-}
-
-/// One routable part of a module: the module itself, one of its
-/// instances, or (for a module with instances) its Choose an Instance host.
-#[derive(Debug, Clone)]
-pub struct ModuleConfig {
-    /// TLS to the upstreams, when on.
-    pub upstream_tls: Option<super::tls::UpstreamTls>,
-    pub name: String,
-    /// `name`, or `name/instance`: how sessions, logs and assertions know it.
-    /// Shared with every session of the route.
-    pub label: std::sync::Arc<str>,
-    pub display_name: String,
-    /// The instance this route serves, for modules with instances.
-    pub instance: Option<InstanceRef>,
-    /// Non-empty on a module's own hosts when it has instances: the routes
-    /// of its instances, for Choose an Instance. Such a route has no upstream.
-    pub chooser: Vec<usize>,
-    pub hosts: Vec<String>,
-    pub upstreams: Vec<SocketAddr>,
-    pub health_check_interval: Duration,
-    /// `["*"]`: every signed-in user.
-    pub access_groups: Vec<String>,
-    /// `max_age` for the logins of this route.
-    pub max_age: Option<Duration>,
-    pub logout_paths: Vec<String>,
-    /// `logout_paths`, `login_paths` and `exception_path` ignore case.
-    pub paths_case_insensitive: bool,
-    pub session_cookies: Vec<String>,
-    pub public_paths: Vec<String>,
-    pub cors_origins: Vec<String>,
-    pub headers: HeaderPreset,
-    pub local_login: bool,
-    pub login_paths: Vec<String>,
-    pub unified_login: bool,
-    pub require_kaseyaone: bool,
-    pub local_exceptions: Vec<String>,
-    pub exception_path: String,
-    pub username_field: String,
-    pub password_field: String,
-    pub accounts: Option<Arc<AccountsConfig>>,
-    pub link_required: bool,
-    /// Explicit link success conditions; all unset: the default rule.
-    pub link_success: LinkSuccessFile,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceRef {
-    pub name: String,
-    pub display_name: String,
-}
-
-impl ModuleConfig {
-    /// The module's name with its instance, as sessions and logs know it.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// Whether canonical `path` is under one of the public path prefixes.
-    pub fn is_public(&self, path: &str) -> bool {
-        self.public_paths.iter().any(|p| crate::policy::path::under(p, path))
-    }
-
-    /// Whether a request for canonical `path` may reach one of the
-    /// module's logout paths (`policy::path::reaches`).
-    pub fn is_logout(&self, path: &str) -> bool {
-        self.logout_paths
-            .iter()
-            .any(|p| crate::policy::path::reaches(p, path, self.paths_case_insensitive))
-    }
-
-    /// Whether a request for canonical `path` may reach the module's login
-    /// form handler: where module credentials are posted.
-    pub fn is_login(&self, path: &str) -> bool {
-        self.login_paths
-            .iter()
-            .any(|p| crate::policy::path::reaches(p, path, self.paths_case_insensitive))
-    }
-
-    /// Whether canonical `path` is exactly one of the module's login pages
-    /// (the ones that get the "Log In with KaseyaOne" button).
-    pub fn is_login_page(&self, path: &str) -> bool {
-        self.login_paths
-            .iter()
-            .any(|p| crate::policy::path::names(p, path, self.paths_case_insensitive))
-    }
-
-    /// Whether canonical `path` is where local exceptions sign in.
-    pub fn is_exception(&self, path: &str) -> bool {
-        crate::policy::path::names(&self.exception_path, path, self.paths_case_insensitive)
-    }
 }
 
 impl GatewayConfig {
@@ -527,7 +431,7 @@ impl GatewayConfig {
                     Some(super::tls::UpstreamTls { sni, ca, verify })
                 }
             };
-            let base_route = ModuleConfig {
+            let base_route = Route {
                 upstream_tls,
                 name: m.name.clone(),
                 label: m.name.as_str().into(),
@@ -559,7 +463,7 @@ impl GatewayConfig {
             };
             if m.instances.is_empty() {
                 let upstreams = check_upstreams(m.upstream.as_deref(), &m.upstreams, &key(""), &mut errs);
-                modules.push(ModuleConfig {
+                modules.push(Route {
                     upstreams,
                     ..base_route
                 });
@@ -573,7 +477,7 @@ impl GatewayConfig {
             }
             let first = modules.len() + 1;
             let mut chooser = base_route.clone();
-            chooser.chooser = (first..first + m.instances.len()).collect();
+            chooser.chooser = (first..first + m.instances.len()).map(RouteId).collect();
             modules.push(chooser);
             let mut inst_names = HashSet::new();
             for (j, inst) in m.instances.into_iter().enumerate() {
@@ -599,7 +503,7 @@ impl GatewayConfig {
                     }
                     t
                 });
-                modules.push(ModuleConfig {
+                modules.push(Route {
                     upstream_tls,
                     label: format!("{}/{}", base_route.name, inst.name).into(),
                     instance: Some(InstanceRef {

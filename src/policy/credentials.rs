@@ -5,12 +5,8 @@
 //! username the module could read differently (several values, one in the
 //! query string, a body encoding unigate does not parse) is refused.
 
-use pingora::prelude::*;
-use pingora::proxy::Session as PSession;
-
-use super::config::ModuleConfig;
-use super::{client_kind, respond, respond_page};
-use crate::pages;
+use crate::config::route::Route;
+use crate::policy::request::RequestFacts;
 use crate::session::cookie_forms::name_matches;
 
 /// Whether a form or query key could be read as `field` by a framework
@@ -27,6 +23,22 @@ pub enum BadLogin {
     Encoding,
     /// The username more than once, or in the query string.
     Ambiguous,
+    /// Anything but a POSTed form to a login page where credentials are
+    /// checked.
+    NotAForm,
+}
+
+impl BadLogin {
+    /// What the person is told.
+    pub fn explain(self) -> &'static str {
+        match self {
+            BadLogin::Encoding => {
+                "Send the login form as application/x-www-form-urlencoded (UTF-8); other encodings are not accepted here."
+            }
+            BadLogin::Ambiguous => "The username must be sent once, in the form body only.",
+            BadLogin::NotAForm => "Log in with the login form.",
+        }
+    }
 }
 
 /// The content type of a login form unigate reads exactly as the module
@@ -70,7 +82,7 @@ pub fn the_username<'a>(form: &'a [(String, String)], query: Option<&str>, field
 /// login pages (or, when KaseyaOne is required, its exception path), in
 /// any spelling a server dispatches there (`policy::path::reaches`), and
 /// in any case: refusing a login beside a session is the safe side.
-pub fn login_page(module: &ModuleConfig, path: &str) -> bool {
+pub fn login_page(module: &Route, path: &str) -> bool {
     module
         .login_paths
         .iter()
@@ -81,58 +93,16 @@ pub fn login_page(module: &ModuleConfig, path: &str) -> bool {
 /// Whether a request beside a KaseyaOne session tries module credentials:
 /// anything but a plain read of a login page, or a read that carries a
 /// username in its query string.
-pub fn beside_session(req: &pingora::http::RequestHeader, module: &ModuleConfig) -> bool {
+pub fn beside_session(facts: &RequestFacts<'_>, module: &Route) -> bool {
     // The path first: most requests are for other pages, and a login
     // page is ruled out on the first letter (`policy::path::reaches`).
-    login_page(module, req.uri.path())
-        && (writes(&req.method) || has_body(req) || the_username(&[], req.uri.query(), &module.username_field).is_err())
-}
-
-/// Whether a request declares a body (which some frameworks read on GET too).
-pub fn has_body(req: &pingora::http::RequestHeader) -> bool {
-    req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
+    login_page(module, facts.path)
+        && (writes(facts.method) || facts.has_body || the_username(&[], facts.query, &module.username_field).is_err())
 }
 
 /// A method that may carry credentials (anything but a plain read).
 pub fn writes(method: &http::Method) -> bool {
     !matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
-}
-
-/// Module credentials posted to a login page while a KaseyaOne session is
-/// live: refused, so that the browser is not switched to another module
-/// account behind the KaseyaOne identity.
-pub async fn refuse_beside_session(session: &mut PSession, module: &ModuleConfig, email: &str) -> Result<bool> {
-    tracing::info!(module.name = %module.label(), decision = "deny", "module credentials posted beside a KaseyaOne session");
-    if client_kind(session.req_header()) == crate::policy::ClientKind::Api {
-        let body = serde_json::json!({
-            "error": "kaseyaone_session",
-            "error_description": "logged in with KaseyaOne: log out before signing in with module credentials",
-        });
-        return respond(session, 409, "application/json", &[], body.to_string()).await;
-    }
-    respond_page(
-        session,
-        409,
-        pages::module_login_beside_kaseyaone(&module.display_name, email, "/_unigate/logout"),
-    )
-    .await
-}
-
-/// A module login unigate cannot read exactly as the module would.
-pub async fn refuse_bad_login(session: &mut PSession, module: &ModuleConfig, why: BadLogin) -> Result<bool> {
-    tracing::info!(module.name = %module.label(), decision = "deny", reason = ?why, "module login refused: ambiguous");
-    let (status, text) = match why {
-        BadLogin::Encoding => (
-            415,
-            "Send the login form as application/x-www-form-urlencoded (UTF-8); other encodings are not accepted here.",
-        ),
-        BadLogin::Ambiguous => (400, "The username must be sent once, in the form body only."),
-    };
-    respond_page(session, status, pages::bad_module_login(&module.display_name, text)).await
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! A route: one routable part of a module (the module, one of its
+//! instances, or its Choose an Instance host), as the proxy runs it after
+//! the configuration was checked. The pure decisions in `policy` read it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::settings::AccountsConfig;
+
+/// Which identity headers a module gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderPreset {
+    #[default]
+    KaseyaOne,
+    Forwarded,
+}
+
+/// A route's place in the configuration's list of routes. Per-route state
+/// (upstreams, counters, clients) is kept in the same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId(pub usize);
+
+impl RouteId {
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// One routable part of a module: the module itself, one of its
+/// instances, or (for a module with instances) its Choose an Instance host.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// TLS to the upstreams, when on.
+    pub upstream_tls: Option<crate::config::tls::UpstreamTls>,
+    pub name: String,
+    /// `name`, or `name/instance`: how sessions, logs and assertions know it.
+    /// Shared with every session of the route.
+    pub label: std::sync::Arc<str>,
+    pub display_name: String,
+    /// The instance this route serves, for modules with instances.
+    pub instance: Option<InstanceRef>,
+    /// Non-empty on a module's own hosts when it has instances: the routes
+    /// of its instances, for Choose an Instance. Such a route has no upstream.
+    pub chooser: Vec<RouteId>,
+    pub hosts: Vec<String>,
+    pub upstreams: Vec<SocketAddr>,
+    pub health_check_interval: Duration,
+    /// `["*"]`: every signed-in user.
+    pub access_groups: Vec<String>,
+    /// `max_age` for the logins of this route.
+    pub max_age: Option<Duration>,
+    pub logout_paths: Vec<String>,
+    /// `logout_paths`, `login_paths` and `exception_path` ignore case.
+    pub paths_case_insensitive: bool,
+    pub session_cookies: Vec<String>,
+    pub public_paths: Vec<String>,
+    pub cors_origins: Vec<String>,
+    pub headers: HeaderPreset,
+    pub local_login: bool,
+    pub login_paths: Vec<String>,
+    pub unified_login: bool,
+    pub require_kaseyaone: bool,
+    pub local_exceptions: Vec<String>,
+    pub exception_path: String,
+    pub username_field: String,
+    pub password_field: String,
+    pub accounts: Option<Arc<AccountsConfig>>,
+    pub link_required: bool,
+    /// Explicit link success conditions; all unset: the default rule.
+    pub link_success: LinkSuccessFile,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRef {
+    pub name: String,
+    pub display_name: String,
+}
+
+impl Route {
+    /// The module's name with its instance, as sessions and logs know it.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether canonical `path` is under one of the public path prefixes.
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| crate::policy::path::under(p, path))
+    }
+
+    /// Whether a request for canonical `path` may reach one of the
+    /// module's logout paths (`policy::path::reaches`).
+    pub fn is_logout(&self, path: &str) -> bool {
+        self.logout_paths
+            .iter()
+            .any(|p| crate::policy::path::reaches(p, path, self.paths_case_insensitive))
+    }
+
+    /// Whether a request for canonical `path` may reach the module's login
+    /// form handler: where module credentials are posted.
+    pub fn is_login(&self, path: &str) -> bool {
+        self.login_paths
+            .iter()
+            .any(|p| crate::policy::path::reaches(p, path, self.paths_case_insensitive))
+    }
+
+    /// Whether canonical `path` is exactly one of the module's login pages
+    /// (the ones that get the "Log In with KaseyaOne" button).
+    pub fn is_login_page(&self, path: &str) -> bool {
+        self.login_paths
+            .iter()
+            .any(|p| crate::policy::path::names(p, path, self.paths_case_insensitive))
+    }
+
+    /// Whether canonical `path` is where local exceptions sign in.
+    pub fn is_exception(&self, path: &str) -> bool {
+        crate::policy::path::names(&self.exception_path, path, self.paths_case_insensitive)
+    }
+}
+
+/// `[[module]] link_success = { redirect_not_to = "/login", new_cookie = "sid", probe = "/account" }`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct LinkSuccessFile {
+    /// The module answers with a redirect whose target path is not this one.
+    pub redirect_not_to: Option<String>,
+    /// The module sets this cookie to a new, non-empty value.
+    pub new_cookie: Option<String>,
+    /// A GET of this path with the cookies the login set answers 200
+    /// (a page only a logged-in user gets).
+    pub probe: Option<String>,
+}

@@ -1,0 +1,214 @@
+//! The request decision: what unigate does with a request for a route,
+//! from plain facts about the request and what the gateway found for it
+//! (the session, whom the module cookies were issued to). No I/O, no
+//! clock: the gateway gathers the facts, looks things up, calls
+//! `unguarded` and then `decide`, and carries out the `Decision`.
+
+use crate::config::route::Route;
+use crate::oidc::return_url::safe_return_path;
+use crate::policy::credentials::{self, BadLogin};
+use crate::policy::module_cookies::{self, Check, Cookies};
+use crate::policy::reject::Reject;
+use crate::policy::{ClientKind, may_access};
+use crate::session::Session;
+
+/// Where unigate answers itself, on every module host.
+pub const PREFIX: &str = "/_unigate/";
+
+/// What the decision needs to know about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// The canonical path (`policy::path`): what the module is sent.
+    pub path: &'a str,
+    /// The path and query as sent on.
+    pub target: &'a str,
+    pub query: Option<&'a str>,
+    pub method: &'a http::Method,
+    /// A browser navigating, or a script. A request with a bearer token
+    /// is a script's.
+    pub client: ClientKind,
+    /// The `Authorization: Bearer` token, if any.
+    pub bearer: Option<&'a str>,
+    /// Whether the request declares a body (some frameworks read one on
+    /// GET too).
+    pub has_body: bool,
+}
+
+/// What the gateway found for a guarded request.
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    /// The request's session for this route, if it is usable.
+    pub session: Option<&'a Session>,
+    /// The module session cookies and whom each was issued to.
+    pub cookies: &'a Cookies,
+}
+
+/// What unigate does with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// To the module as it is, with no identity: a public path, or a
+    /// module with Unified Login off.
+    Pass,
+    /// One of unigate's own pages (`/_unigate/…`).
+    Internal,
+    /// One of the module's logout paths: unigate logs out first.
+    Logout,
+    /// To the module with the session's identity, without the module
+    /// cookies whose bits are in `strip_cookies` (another user's).
+    Forward { strip_cookies: u64 },
+    /// To the module with no identity: the module's own login and session
+    /// decide. `login_page`: the "Log In with KaseyaOne" button goes on
+    /// the page; `rewrite`: the target asked of the module instead.
+    ForwardLocal { login_page: bool, rewrite: Option<String> },
+    /// The bearer token decides (checked by the gateway).
+    Bearer,
+    /// To KaseyaOne to log in, then back to `return_path`.
+    Login { return_path: String },
+    /// The session's module account is not linked yet: the link page first.
+    LinkFirst,
+    /// A module with instances, at its own host: to an instance, or
+    /// Choose an Instance.
+    Chooser,
+    /// Module cookies of a KaseyaOne session that has ended: these
+    /// `Set-Cookie` values expire them, and the request starts over.
+    ExpireCookies(Vec<String>),
+    /// Module credentials posted where Log In with KaseyaOne is required:
+    /// only a local exception's go on (`at_exception`: to the exception
+    /// path).
+    ExceptionLogin { at_exception: bool },
+    /// Refused.
+    Reject(Reject),
+}
+
+/// The decision for a request that needs no look-up: unigate's own
+/// paths, logout paths, public paths, and modules with Unified Login off.
+/// `None`: the request is guarded (look up, then `decide`).
+pub fn unguarded(facts: &RequestFacts<'_>, route: &Route) -> Option<Decision> {
+    let internal = facts.path.starts_with(PREFIX);
+    if !route.unified_login {
+        // Unified Login off: the module's own login only, untouched.
+        return Some(if internal {
+            Decision::Reject(Reject::UnifiedLoginOff)
+        } else {
+            Decision::Pass
+        });
+    }
+    if internal {
+        Some(Decision::Internal)
+    } else if route.is_logout(facts.path) {
+        Some(Decision::Logout)
+    } else if route.is_public(facts.path) {
+        Some(Decision::Pass)
+    } else {
+        None
+    }
+}
+
+/// The decision for a guarded request.
+pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Decision {
+    if let Some(s) = found.session {
+        if !may_access(&s.identity.groups, &route.access_groups) {
+            return Decision::Reject(Reject::Forbidden);
+        }
+        if s.link_pending {
+            return Decision::LinkFirst;
+        }
+        if !route.chooser.is_empty() {
+            return Decision::Chooser;
+        }
+        if credentials::beside_session(facts, route) {
+            return Decision::Reject(Reject::CredentialsBesideSession {
+                email: s.identity.email.to_string(),
+            });
+        }
+        return match module_cookies::check(route, found.cookies, Some(s)) {
+            Check::TooMany => Decision::Reject(Reject::TooManyCookies),
+            Check::Strip(bits) => Decision::Forward { strip_cookies: bits },
+            Check::Pass | Check::Expire(_) => Decision::Forward { strip_cookies: 0 },
+        };
+    }
+    // A module session opened under a KaseyaOne session that has ended
+    // (logout, back-/front-channel logout, expiry) never gets through: its
+    // cookies are expired and the request starts over.
+    match module_cookies::check(route, found.cookies, None) {
+        Check::Expire(set) => return Decision::ExpireCookies(set),
+        Check::TooMany => return Decision::Reject(Reject::TooManyCookies),
+        Check::Pass | Check::Strip(_) => {}
+    }
+    if facts.bearer.is_some() {
+        return Decision::Bearer;
+    }
+    if route.require_kaseyaone {
+        if let Some(d) = required(facts, route, found.cookies) {
+            return d;
+        }
+    } else if route.local_login {
+        // Module credentials keep working: the module's own login and
+        // session decide; no identity headers go with the request.
+        return Decision::ForwardLocal {
+            login_page: route.is_login_page(facts.path),
+            rewrite: None,
+        };
+    }
+    login_or_401(facts)
+}
+
+/// No KaseyaOne identity: a browser goes to log in (back to where it
+/// was going, if that stays on this origin), a script gets 401.
+pub fn login_or_401(facts: &RequestFacts<'_>) -> Decision {
+    match facts.client {
+        ClientKind::Api => Decision::Reject(Reject::Unauthenticated),
+        // The request target itself can be `//evil.example/…`: it goes
+        // through the same check as any return URL.
+        ClientKind::Navigation => Decision::Login {
+            return_path: safe_return_path(facts.target).unwrap_or("/").to_string(),
+        },
+    }
+}
+
+/// Require Log In with KaseyaOne, for a request without a KaseyaOne
+/// identity: module credentials only for the listed exceptions, who sign
+/// in at `exception_path` (which shows the module's login page); their
+/// module sessions are recognised by their cookies' records. `None`: to
+/// KaseyaOne.
+pub fn required(facts: &RequestFacts<'_>, route: &Route, cookies: &Cookies) -> Option<Decision> {
+    let at_exception = route.is_exception(facts.path);
+    let at_login = route.is_login(facts.path);
+    let post = facts.method == http::Method::POST;
+    if (at_exception || at_login) && (credentials::writes(facts.method) || facts.has_body) && !post {
+        // Only a POSTed form is read (and checked) as a login.
+        return Some(Decision::Reject(Reject::BadModuleLogin(BadLogin::NotAForm)));
+    }
+    // The exception's login page shows the module's form; credentials in
+    // its query string would be read by a module that accepts them there.
+    if at_exception
+        && !credentials::writes(facts.method)
+        && credentials::the_username(&[], facts.query, &route.username_field).is_err()
+    {
+        return Some(Decision::Reject(Reject::BadModuleLogin(BadLogin::Ambiguous)));
+    }
+    if post && (at_exception || at_login) {
+        return Some(Decision::ExceptionLogin { at_exception });
+    }
+    if at_exception && !route.local_exceptions.is_empty() {
+        let rewrite = route.login_paths.first().map(|login| match facts.query {
+            Some(q) => format!("{login}?{q}"),
+            None => login.clone(),
+        });
+        return Some(Decision::ForwardLocal {
+            login_page: true,
+            rewrite,
+        });
+    }
+    match cookies {
+        Cookies::TooMany => Some(Decision::Reject(Reject::TooManyCookies)),
+        c if module_cookies::all_local(c) => Some(Decision::ForwardLocal {
+            login_page: false,
+            rewrite: None,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,350 @@
+//! The request decision as tables: route × request × what was found →
+//! decision. No sockets, no store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::policy::module_cookies::strip_bit;
+use crate::session::cookie_forms::Reading;
+use crate::session::{CookieOwner, HeaderSet, Identity, Tokens};
+
+fn route() -> Route {
+    Route {
+        name: "portal".into(),
+        label: "portal".into(),
+        display_name: "Portal".into(),
+        unified_login: true,
+        access_groups: vec!["portal-users".into()],
+        logout_paths: vec!["/logout".into()],
+        public_paths: vec!["/static".into()],
+        login_paths: vec!["/login".into()],
+        exception_path: "/local-login".into(),
+        username_field: "username".into(),
+        password_field: "password".into(),
+        ..Route::default()
+    }
+}
+
+fn session(sub: &str, groups: &[&str]) -> Session {
+    let identity = Identity {
+        sub: sub.into(),
+        sid: Some("sid-1".into()),
+        email: format!("{sub}@acme.example").into(),
+        name: "".into(),
+        username: sub.into(),
+        company: "Acme".into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        module_user: None,
+    };
+    let tokens = Tokens {
+        id_token: None,
+        refresh_token: None,
+        access_exp: u64::MAX / 2,
+        generation: 0,
+    };
+    Session::new("portal".into(), identity, HeaderSet::default(), tokens)
+}
+
+struct Req {
+    path: &'static str,
+    target: &'static str,
+    method: http::Method,
+    client: ClientKind,
+    bearer: Option<&'static str>,
+    has_body: bool,
+}
+
+fn get(target: &'static str) -> Req {
+    let path = target.split('?').next().unwrap();
+    Req {
+        path,
+        target,
+        method: http::Method::GET,
+        client: ClientKind::Navigation,
+        bearer: None,
+        has_body: false,
+    }
+}
+
+impl Req {
+    fn api(mut self) -> Self {
+        self.client = ClientKind::Api;
+        self
+    }
+    fn post(mut self) -> Self {
+        self.method = http::Method::POST;
+        self.has_body = true;
+        self
+    }
+    fn bearer(mut self) -> Self {
+        self.bearer = Some("token");
+        self.client = ClientKind::Api;
+        self
+    }
+    fn facts(&self) -> RequestFacts<'_> {
+        RequestFacts {
+            path: self.path,
+            target: self.target,
+            query: self.target.split_once('?').map(|(_, q)| q),
+            method: &self.method,
+            client: self.client,
+            bearer: self.bearer,
+            has_body: self.has_body,
+        }
+    }
+}
+
+/// A module cookie reading (of the configured name at `name`) issued to
+/// `owner` (`None`: unigate never saw it issued).
+fn reading(name: usize, owner: Option<(&str, bool)>) -> (Reading, Vec<Arc<CookieOwner>>) {
+    let r = Reading {
+        name,
+        raw_name: "portal_session".into(),
+        forms: vec![b"v".to_vec()],
+    };
+    let owners = owner
+        .map(|(user, kaseyaone)| {
+            let c = cookie::Cookie::parse("portal_session=v").unwrap();
+            Arc::new(CookieOwner::of(&c, user, kaseyaone, Duration::from_secs(3600), 1_000).in_login(Some("sid-1")))
+        })
+        .into_iter()
+        .collect();
+    (r, owners)
+}
+
+fn decide_for(route: &Route, req: &Req, s: Option<&Session>, cookies: &Cookies) -> Decision {
+    let facts = req.facts();
+    unguarded(&facts, route).unwrap_or_else(|| decide(&facts, route, &Found { session: s, cookies }))
+}
+
+fn login(to: &str) -> Decision {
+    Decision::Login { return_path: to.into() }
+}
+
+#[test]
+fn what_needs_no_look_up() {
+    let r = route();
+    let mut off = route();
+    off.unified_login = false;
+    let cases: [(&Route, Req, Option<Decision>); 8] = [
+        (&r, get("/_unigate/callback?code=x"), Some(Decision::Internal)),
+        (&r, get("/logout"), Some(Decision::Logout)),
+        (&r, get("/logout/now"), Some(Decision::Logout)),
+        (&r, get("/static/app.css"), Some(Decision::Pass)),
+        (&r, get("/staticky"), None),
+        (&r, get("/reports"), None),
+        (&off, get("/reports"), Some(Decision::Pass)),
+        (
+            &off,
+            get("/_unigate/login"),
+            Some(Decision::Reject(Reject::UnifiedLoginOff)),
+        ),
+    ];
+    for (route, req, want) in cases {
+        assert_eq!(unguarded(&req.facts(), route), want, "{}", req.target);
+    }
+}
+
+#[test]
+fn a_session_of_a_member_goes_through_and_others_are_refused() {
+    let r = route();
+    let member = session("alice", &["portal-users"]);
+    let stranger = session("bob", &["bms-users"]);
+    let mut pending = session("carol", &["portal-users"]);
+    pending.link_pending = true;
+    let mut chooser = route();
+    chooser.chooser = vec![crate::config::route::RouteId(1)];
+    let none = Cookies::None;
+    let cases: [(&Route, Req, &Session, Decision); 7] = [
+        (&r, get("/reports"), &member, Decision::Forward { strip_cookies: 0 }),
+        (
+            &r,
+            get("/reports").api(),
+            &member,
+            Decision::Forward { strip_cookies: 0 },
+        ),
+        (&r, get("/reports"), &stranger, Decision::Reject(Reject::Forbidden)),
+        (&r, get("/reports"), &pending, Decision::LinkFirst),
+        (&chooser, get("/reports"), &member, Decision::Chooser),
+        // Module credentials beside a KaseyaOne session.
+        (
+            &r,
+            get("/login").post(),
+            &member,
+            Decision::Reject(Reject::CredentialsBesideSession {
+                email: "alice@acme.example".into(),
+            }),
+        ),
+        (&r, get("/login"), &member, Decision::Forward { strip_cookies: 0 }),
+    ];
+    for (route, req, s, want) in cases {
+        assert_eq!(
+            decide_for(route, &req, Some(s), &none),
+            want,
+            "{} as {}",
+            req.target,
+            s.identity.sub
+        );
+    }
+}
+
+#[test]
+fn module_cookies_are_judged_against_the_session() {
+    let mut r = route();
+    r.session_cookies = vec!["portal_session".into()];
+    let alice = session("alice", &["portal-users"]);
+    let mine = Cookies::Read(vec![reading(0, Some(("alice", true)))]);
+    let bobs = Cookies::Read(vec![reading(0, Some(("bob", true)))]);
+    let unknown = Cookies::Read(vec![reading(0, None)]);
+    let local = Cookies::Read(vec![reading(0, Some(("ops", false)))]);
+    let req = get("/reports");
+    let bit = strip_bit(0);
+    for (cookies, s, want) in [
+        (&mine, Some(&alice), Decision::Forward { strip_cookies: 0 }),
+        (&bobs, Some(&alice), Decision::Forward { strip_cookies: bit }),
+        (&unknown, Some(&alice), Decision::Forward { strip_cookies: bit }),
+        (&local, Some(&alice), Decision::Forward { strip_cookies: bit }),
+        (
+            &Cookies::TooMany,
+            Some(&alice),
+            Decision::Reject(Reject::TooManyCookies),
+        ),
+        (&Cookies::TooMany, None, Decision::Reject(Reject::TooManyCookies)),
+        // No session: a module session unigate never saw issued is the
+        // module's business; a local exception's too.
+        (&unknown, None, login("/reports")),
+        (&local, None, login("/reports")),
+    ] {
+        assert_eq!(decide_for(&r, &req, s, cookies), want, "{cookies:?}");
+    }
+    // A KaseyaOne user's module session without its KaseyaOne session:
+    // expired where it was set, and the request starts over.
+    match decide_for(&r, &req, None, &mine) {
+        Decision::ExpireCookies(set) => {
+            assert!(set.iter().all(|c| c.starts_with("portal_session=;")), "{set:?}");
+            assert!(!set.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn without_a_session_a_browser_logs_in_and_a_script_gets_401() {
+    let r = route();
+    let none = Cookies::None;
+    for (req, want) in [
+        (get("/reports?page=2"), login("/reports?page=2")),
+        (get("/"), login("/")),
+        // A target that could leave the origin returns to the root.
+        (get("//evil.example/x"), login("/")),
+        (get("/reports").api(), Decision::Reject(Reject::Unauthenticated)),
+        (get("/reports").bearer(), Decision::Bearer),
+    ] {
+        assert_eq!(decide_for(&r, &req, None, &none), want, "{}", req.target);
+    }
+}
+
+#[test]
+fn with_module_login_optional_the_module_decides() {
+    let mut r = route();
+    r.local_login = true;
+    let none = Cookies::None;
+    for (req, want) in [
+        (
+            get("/reports"),
+            Decision::ForwardLocal {
+                login_page: false,
+                rewrite: None,
+            },
+        ),
+        (
+            get("/login"),
+            Decision::ForwardLocal {
+                login_page: true,
+                rewrite: None,
+            },
+        ),
+        (
+            get("/login").post(),
+            Decision::ForwardLocal {
+                login_page: true,
+                rewrite: None,
+            },
+        ),
+        // A bearer token still decides for itself.
+        (get("/api").bearer(), Decision::Bearer),
+    ] {
+        assert_eq!(decide_for(&r, &req, None, &none), want, "{} {}", req.method, req.target);
+    }
+}
+
+#[test]
+fn where_kaseyaone_is_required_only_local_exceptions_use_module_credentials() {
+    let mut r = route();
+    r.require_kaseyaone = true;
+    r.session_cookies = vec!["portal_session".into()];
+    r.local_exceptions = vec!["ops".into()];
+    let none = Cookies::None;
+    let local = Cookies::Read(vec![reading(0, Some(("ops", false)))]);
+    let mut put = get("/login");
+    put.method = http::Method::PUT;
+    let mut get_with_body = get("/local-login");
+    get_with_body.has_body = true;
+    let cases: [(Req, &Cookies, Decision); 9] = [
+        (
+            get("/login").post(),
+            &none,
+            Decision::ExceptionLogin { at_exception: false },
+        ),
+        (
+            get("/local-login").post(),
+            &none,
+            Decision::ExceptionLogin { at_exception: true },
+        ),
+        (put, &none, Decision::Reject(Reject::BadModuleLogin(BadLogin::NotAForm))),
+        (
+            get_with_body,
+            &none,
+            Decision::Reject(Reject::BadModuleLogin(BadLogin::NotAForm)),
+        ),
+        (
+            get("/local-login?username=ops"),
+            &none,
+            Decision::Reject(Reject::BadModuleLogin(BadLogin::Ambiguous)),
+        ),
+        // The exception path shows the module's login page.
+        (
+            get("/local-login?next=%2Fx"),
+            &none,
+            Decision::ForwardLocal {
+                login_page: true,
+                rewrite: Some("/login?next=%2Fx".into()),
+            },
+        ),
+        // A local exception's module session goes on without KaseyaOne.
+        (
+            get("/reports"),
+            &local,
+            Decision::ForwardLocal {
+                login_page: false,
+                rewrite: None,
+            },
+        ),
+        // Anyone else logs in with KaseyaOne, even on the login page.
+        (get("/login"), &none, login("/login")),
+        (get("/reports"), &none, login("/reports")),
+    ];
+    for (req, cookies, want) in cases {
+        assert_eq!(
+            decide_for(&r, &req, None, cookies),
+            want,
+            "{} {}",
+            req.method,
+            req.target
+        );
+    }
+    // Without exceptions, the exception path is the KaseyaOne login too.
+    r.local_exceptions.clear();
+    assert_eq!(decide_for(&r, &get("/local-login"), None, &none), login("/local-login"));
+}

@@ -1,0 +1,235 @@
+//! What a user may open among the routes: the App Launcher's tiles (with
+//! My Modules' rules), a module's instances, and where a logout sends the
+//! browser. Pure: the routes, the user's groups and the origins are
+//! given.
+
+use crate::config::route::{Route, RouteId};
+use crate::pages::{LauncherTile, TileKind};
+use crate::policy::may_access;
+use crate::policy::request::PREFIX;
+
+/// The App Launcher's tiles for a user with `groups`: every module (not
+/// instance) in one of the user's access groups. A module with Unified
+/// Login off is a lock to its own login page; one with instances is an
+/// arrow to the only instance open to the user, or a file to Choose an
+/// Instance (none open: no tile). `origin_for` gives the origin browsers
+/// use for a host.
+pub fn launcher_tiles(routes: &[Route], groups: &[String], origin_for: impl Fn(&str) -> String) -> Vec<LauncherTile> {
+    let mut tiles = Vec::new();
+    for m in routes.iter().filter(|m| m.instance.is_none()) {
+        if !may_access(groups, &m.access_groups) {
+            continue;
+        }
+        let Some(host) = m.hosts.first() else { continue };
+        let origin = origin_for(host);
+        let (tile, url, instances) = if !m.unified_login {
+            let login = m.login_paths.first().map_or("/", String::as_str);
+            (TileKind::Lock, format!("{origin}{login}"), 0)
+        } else if m.chooser.is_empty() {
+            (TileKind::Arrow, format!("{origin}/"), 0)
+        } else {
+            let open = open_instances(routes, m, groups);
+            match open.as_slice() {
+                [] => continue,
+                [one] => match routes[one.index()].hosts.first() {
+                    Some(h) => (TileKind::Arrow, format!("{}/", origin_for(h)), 1),
+                    None => continue,
+                },
+                many => (TileKind::File, format!("{origin}{PREFIX}instances"), many.len()),
+            }
+        };
+        tiles.push(LauncherTile {
+            name: m.name.clone(),
+            display_name: m.display_name.clone(),
+            url,
+            tile,
+            instances,
+        });
+    }
+    tiles
+}
+
+/// The instances of module route `m` a user with `groups` may open.
+pub fn open_instances(routes: &[Route], m: &Route, groups: &[String]) -> Vec<RouteId> {
+    m.chooser
+        .iter()
+        .copied()
+        .filter(|r| may_access(groups, &routes[r.index()].access_groups))
+        .collect()
+}
+
+/// The instance named `name` among `open`.
+pub fn instance_named(routes: &[Route], open: &[RouteId], name: &str) -> Option<RouteId> {
+    open.iter()
+        .copied()
+        .find(|r| routes[r.index()].instance.as_ref().is_some_and(|i| i.name == name))
+}
+
+/// Where a module with instances sends a user at its own host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceFor {
+    /// The only instance open to them, or the one they chose before.
+    Open(RouteId),
+    /// Choose an Instance.
+    Choose,
+    /// No instance is open to them.
+    NoneOpen,
+}
+
+/// Where a module with instances sends a user at its own host: the only
+/// instance open to them, else the one they chose before (`remembered`,
+/// if still open), else Choose an Instance.
+pub fn instance_for(routes: &[Route], open: &[RouteId], remembered: Option<&str>) -> InstanceFor {
+    match open {
+        [] => InstanceFor::NoneOpen,
+        [one] => InstanceFor::Open(*one),
+        _ => remembered
+            .and_then(|name| instance_named(routes, open, name))
+            .map_or(InstanceFor::Choose, InstanceFor::Open),
+    }
+}
+
+/// Where a logout sends the browser: the identity provider's
+/// end-session endpoint with the session's ID token as hint, when there
+/// are both. `None`: unigate's own "logged out" page.
+pub fn end_session_url(
+    endpoint: Option<&str>,
+    id_token: Option<&str>,
+    client_id: &str,
+    post_logout_redirect_uri: &str,
+) -> Option<String> {
+    let (endpoint, hint) = (endpoint?, id_token?);
+    Some(crate::oidc::with_params(
+        endpoint,
+        &[
+            ("id_token_hint", hint),
+            ("client_id", client_id),
+            ("post_logout_redirect_uri", post_logout_redirect_uri),
+        ],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::route::InstanceRef;
+
+    fn module(name: &str, groups: &[&str]) -> Route {
+        Route {
+            name: name.into(),
+            label: name.into(),
+            display_name: name.to_uppercase(),
+            hosts: vec![format!("{name}.localhost")],
+            access_groups: groups.iter().map(|g| g.to_string()).collect(),
+            unified_login: true,
+            login_paths: vec!["/login".into()],
+            ..Route::default()
+        }
+    }
+
+    fn instance(name: &str, groups: &[&str]) -> Route {
+        let mut r = module(&format!("bms-{name}"), groups);
+        r.name = "bms".into();
+        r.instance = Some(InstanceRef {
+            name: name.into(),
+            display_name: name.to_uppercase(),
+        });
+        r
+    }
+
+    /// portal, legacy (Unified Login off), bms with instances east/west.
+    fn routes() -> Vec<Route> {
+        let mut legacy = module("legacy", &["staff"]);
+        legacy.unified_login = false;
+        let mut bms = module("bms", &["east", "west"]);
+        bms.chooser = vec![RouteId(3), RouteId(4)];
+        vec![
+            module("portal", &["staff"]),
+            legacy,
+            bms,
+            instance("east", &["east"]),
+            instance("west", &["west"]),
+        ]
+    }
+
+    fn g(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn each_user_sees_the_tiles_of_their_groups() {
+        let rs = routes();
+        let origin = |h: &str| format!("https://{h}");
+        let tiles = |groups: &[&str]| -> Vec<(String, TileKind, String, usize)> {
+            launcher_tiles(&rs, &g(groups), origin)
+                .into_iter()
+                .map(|t| (t.name, t.tile, t.url, t.instances))
+                .collect()
+        };
+        let arrow = |n: &str, url: &str, i| (n.to_string(), TileKind::Arrow, url.to_string(), i);
+        assert_eq!(
+            tiles(&["staff"]),
+            [
+                arrow("portal", "https://portal.localhost/", 0),
+                (
+                    "legacy".into(),
+                    TileKind::Lock,
+                    "https://legacy.localhost/login".into(),
+                    0
+                ),
+            ]
+        );
+        // One instance open: straight to it.
+        assert_eq!(tiles(&["east"]), [arrow("bms", "https://bms-east.localhost/", 1)]);
+        // Both: Choose an Instance.
+        assert_eq!(
+            tiles(&["east", "west"]),
+            [(
+                "bms".into(),
+                TileKind::File,
+                "https://bms.localhost/_unigate/instances".into(),
+                2
+            )]
+        );
+        assert!(tiles(&["nobody"]).is_empty());
+        assert!(tiles(&[]).is_empty());
+    }
+
+    #[test]
+    fn an_instance_is_opened_only_by_its_groups() {
+        let rs = routes();
+        let bms = &rs[2];
+        assert_eq!(open_instances(&rs, bms, &g(&["west"])), [RouteId(4)]);
+        let both = open_instances(&rs, bms, &g(&["east", "west"]));
+        assert_eq!(both, [RouteId(3), RouteId(4)]);
+        use InstanceFor::*;
+        assert_eq!(instance_for(&rs, &[], Some("east")), NoneOpen);
+        assert_eq!(instance_for(&rs, &[RouteId(4)], Some("east")), Open(RouteId(4)));
+        assert_eq!(instance_for(&rs, &both, Some("east")), Open(RouteId(3)));
+        assert_eq!(instance_for(&rs, &both, None), Choose);
+        // A remembered instance no longer open is not opened.
+        assert_eq!(instance_for(&rs, &[RouteId(4), RouteId(0)], Some("east")), Choose);
+        assert_eq!(instance_named(&rs, &both, "west"), Some(RouteId(4)));
+        assert_eq!(instance_named(&rs, &both, "north"), None);
+    }
+
+    #[test]
+    fn a_logout_goes_to_the_provider_only_with_an_endpoint_and_a_hint() {
+        let url = end_session_url(
+            Some("https://idp.example/logout"),
+            Some("a.b.c"),
+            "portal",
+            "https://portal.example/",
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "https://idp.example/logout?id_token_hint=a.b.c&client_id=portal&post_logout_redirect_uri=https%3A%2F%2Fportal.example%2F"
+        );
+        assert_eq!(end_session_url(None, Some("a.b.c"), "c", "/"), None);
+        assert_eq!(
+            end_session_url(Some("https://idp.example/logout"), None, "c", "/"),
+            None
+        );
+    }
+}
