@@ -52,6 +52,11 @@ pub(super) async fn jwks(State(p): P) -> Response {
         .into_response()
 }
 
+/// An `invalid_request` error (400, no challenge).
+fn invalid(description: impl Into<String>) -> TokenError {
+    TokenError::new("invalid_request", description)
+}
+
 fn token_error(e: TokenError) -> Response {
     let mut r = (
         StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -71,12 +76,7 @@ fn token_error(e: TokenError) -> Response {
 /// The form and the client's credentials (Basic or in the form) of a
 /// request to the token or introspection endpoint.
 fn client_form(headers: &HeaderMap, body: &[u8]) -> Result<(ClientAuth, HashMap<String, String>), TokenError> {
-    let form = params_map(pairs(body)).map_err(|e| TokenError {
-        status: 400,
-        error: "invalid_request",
-        description: e,
-        basic_challenge: false,
-    })?;
+    let form = params_map(pairs(body)).map_err(invalid)?;
     let auth = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("invalid"));
@@ -84,15 +84,9 @@ fn client_form(headers: &HeaderMap, body: &[u8]) -> Result<(ClientAuth, HashMap<
 }
 
 pub(super) async fn token(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let invalid = |d: &str| TokenError {
-        status: 400,
-        error: "invalid_request",
-        description: d.to_string(),
-        basic_challenge: false,
-    };
     let body = match body {
         Ok(b) => b,
-        Err(e) => return token_error(invalid(&format!("the request body could not be read ({})", e.status()))),
+        Err(e) => return token_error(invalid(format!("the request body could not be read ({})", e.status()))),
     };
     let form_type = headers
         .get(header::CONTENT_TYPE)
@@ -122,12 +116,6 @@ pub(super) async fn token(State(p): P, headers: HeaderMap, body: Result<Bytes, B
 /// Token introspection (RFC 7662), for registered clients (Basic or
 /// form credentials, as at the token endpoint).
 pub(super) async fn introspect(State(p): P, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let invalid = |d: &str| TokenError {
-        status: 400,
-        error: "invalid_request",
-        description: d.to_string(),
-        basic_challenge: false,
-    };
     let Ok(body) = body else {
         return token_error(invalid("the request body could not be read"));
     };
