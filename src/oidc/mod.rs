@@ -10,6 +10,8 @@ pub mod client;
 pub mod id_token;
 pub mod logout_token;
 pub mod return_url;
+#[cfg(test)]
+mod test_support;
 
 /// Unix seconds at `t` (0 before 1970).
 pub fn unix(t: std::time::SystemTime) -> u64 {
