@@ -141,6 +141,23 @@ async fn read_body(mut r: reqwest::Response) -> Result<Vec<u8>, OidcError> {
     Ok(body)
 }
 
+/// Sends a request to the provider; any answer but a 200 is `Refused`,
+/// named `call`.
+async fn send_for_200(request: reqwest::RequestBuilder, call: &str) -> Result<reqwest::Response, OidcError> {
+    let r = request
+        .send()
+        .await
+        .map_err(|e| OidcError::Unreachable(e.to_string()))?;
+    let status = r.status().as_u16();
+    if status != 200 {
+        return Err(OidcError::Refused {
+            status,
+            error: call.into(),
+        });
+    }
+    Ok(r)
+}
+
 async fn read_json<T: serde::de::DeserializeOwned>(r: reqwest::Response) -> Result<T, OidcError> {
     serde_json::from_slice(&read_body(r).await?).map_err(|e| OidcError::Invalid(e.to_string()))
 }

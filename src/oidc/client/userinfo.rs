@@ -3,7 +3,7 @@
 
 use jsonwebtoken::Algorithm;
 
-use super::{OidcClient, OidcError, parse_alg, read_body};
+use super::{OidcClient, OidcError, parse_alg, read_body, send_for_200};
 use crate::oidc::id_token::{IdClaims, TokenRejected};
 
 impl OidcClient {
@@ -19,21 +19,12 @@ impl OidcClient {
 
     async fn userinfo_untimed(&self, access_token: &str, sub: &str) -> Result<serde_json::Value, OidcError> {
         let endpoint = self.endpoint("userinfo_endpoint", |d| d.userinfo_endpoint.as_ref())?;
-        let r = self
+        let request = self
             .http
             .get(endpoint)
             .bearer_auth(access_token)
-            .header("accept", "application/json, application/jwt")
-            .send()
-            .await
-            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
-        let status = r.status().as_u16();
-        if status != 200 {
-            return Err(OidcError::Refused {
-                status,
-                error: "userinfo".into(),
-            });
-        }
+            .header("accept", "application/json, application/jwt");
+        let r = send_for_200(request, "userinfo").await?;
         let jwt = r
             .headers()
             .get(reqwest::header::CONTENT_TYPE)

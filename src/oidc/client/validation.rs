@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use super::{AccessClaims, IssuedWith, LEEWAY, Loaded, OidcClient, OidcError, read_json};
+use super::{AccessClaims, IssuedWith, LEEWAY, Loaded, OidcClient, OidcError, read_json, send_for_200};
 use crate::oidc::id_token::{Expected, IdClaims, TokenRejected, validate_id_token};
 
 impl OidcClient {
@@ -128,20 +128,10 @@ impl OidcClient {
 
     async fn introspect_untimed(&self, token: &str) -> Result<serde_json::Value, OidcError> {
         let endpoint = self.endpoint("introspection_endpoint", |d| d.introspection_endpoint.as_ref())?;
-        let r = self
+        let request = self
             .client_auth(self.http.post(endpoint))
             .header("accept", "application/json")
-            .form(&[("token", token), ("token_type_hint", "access_token")])
-            .send()
-            .await
-            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
-        let status = r.status().as_u16();
-        if status != 200 {
-            return Err(OidcError::Refused {
-                status,
-                error: "introspection".into(),
-            });
-        }
-        read_json(r).await
+            .form(&[("token", token), ("token_type_hint", "access_token")]);
+        read_json(send_for_200(request, "introspection").await?).await
     }
 }
