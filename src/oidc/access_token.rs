@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::claims::{ClaimMap, Profile};
 use super::id_token::{ProviderKeys, TokenRejected, verify_signature};
+use super::unix;
 
 /// The longest lifetime (`exp - iat`) of an accepted access token; bearer
 /// revocation markers are kept at least this long (plus leeway).
@@ -85,10 +86,6 @@ pub fn is_jwt_shaped(token: &str) -> bool {
     let b64url = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     let parts: Vec<&str> = token.split('.').collect();
     parts.len() == 3 && !parts[0].is_empty() && !parts[1].is_empty() && parts.iter().all(|p| b64url(p))
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn audiences(v: &Value) -> Option<Vec<&str>> {
@@ -264,18 +261,11 @@ pub fn from_introspection(
 mod tests {
     use super::*;
     use crate::crypto::keys::SigningKey;
+    use crate::oidc::test_support::{CLIENT, ISS, NOW, now, with};
     use jsonwebtoken::jwk::JwkSet;
     use serde_json::json;
-    use std::time::Duration;
 
-    const ISS: &str = "https://idp.example";
     const API: &str = "https://api.example";
-    const CLIENT: &str = "unigate";
-    const NOW: u64 = 1_800_000_000;
-
-    fn now() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(NOW)
-    }
 
     fn good() -> Value {
         json!({
@@ -283,15 +273,6 @@ mod tests {
             "exp": NOW + 300, "iat": NOW - 10, "jti": "j-1", "scope": "openid",
             "sid": "s-1", "email": "a@example.com", "groups": ["g"]
         })
-    }
-
-    fn with(mut v: Value, k: &str, x: Value) -> Value {
-        if x.is_null() {
-            v.as_object_mut().unwrap().remove(k);
-        } else {
-            v[k] = x;
-        }
-        v
     }
 
     static DEFAULT_MAP: std::sync::LazyLock<ClaimMap> = std::sync::LazyLock::new(ClaimMap::default);

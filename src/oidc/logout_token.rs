@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::id_token::{Expected, ProviderKeys, TokenRejected, verify_signature};
+use super::unix;
 
 /// The event a logout token must carry.
 pub const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -91,7 +92,7 @@ pub fn validate_logout_token(
     if !aud_ok {
         return Err(TokenRejected::Audience.into());
     }
-    let now = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = unix(now);
     let iat = c
         .get("iat")
         .and_then(Value::as_u64)
@@ -129,17 +130,9 @@ pub fn validate_logout_token(
 mod tests {
     use super::*;
     use crate::crypto::keys::SigningKey;
+    use crate::oidc::test_support::{CLIENT, ISS, NOW, now, with};
     use jsonwebtoken::Algorithm;
     use serde_json::json;
-    use std::time::Duration;
-
-    const ISS: &str = "https://idp.example";
-    const CLIENT: &str = "unigate";
-    const NOW: u64 = 1_800_000_000;
-
-    fn now() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(NOW)
-    }
 
     fn good() -> Value {
         json!({
@@ -160,13 +153,7 @@ mod tests {
     }
 
     fn edit(k: &str, v: Value) -> Value {
-        let mut c = good();
-        if v.is_null() {
-            c.as_object_mut().unwrap().remove(k);
-        } else {
-            c[k] = v;
-        }
-        c
+        with(good(), k, v)
     }
 
     #[test]
