@@ -50,6 +50,9 @@ pub struct Options {
     /// Where the JSON summary goes.
     #[arg(long, default_value = "target/loadtest-login-storm.json")]
     pub json: PathBuf,
+    /// Where the demo's log and the IdP's outbox go.
+    #[arg(long, default_value = "target/loadtest-login-storm")]
+    pub out_dir: PathBuf,
 }
 
 /// Files removed when dropped.
@@ -92,7 +95,7 @@ fn idp_config_text(demo: &str, outbox: &Path, users: &str) -> String {
 /// start.
 pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<Report> {
     anyhow::ensure!(opts.users > 0, "--users must be at least 1");
-    let work = std::env::current_dir()?.join("target").join("loadtest-login-storm");
+    let work = std::env::current_dir()?.join(&opts.out_dir);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let hashed = crate::idp::directory::hash_password(PASSWORD);
     // `$argon2id$v=19$m=…,t=…,p=…$salt$hash`: the parameters.
