@@ -4,9 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod demo_module;
 pub mod gateway;
 pub mod idp;
