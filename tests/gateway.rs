@@ -211,11 +211,13 @@ async fn bearer_access_tokens_are_validated() {
 #[tokio::test]
 async fn sessions_refresh_and_a_failed_refresh_logs_in_again() {
     // Access tokens that are always "about to expire": every request refreshes.
-    let s = stack_with(
-        |c| c.tokens.access_token_ttl = Duration::from_secs(30),
-        "refresh_before = \"60s\"",
-    )
-    .await;
+    let s = StackBuilder::new()
+        .idp(|c| c.tokens.access_token_ttl = Duration::from_secs(30))
+        .session(|s| {
+            s.set("refresh_before", "60s");
+        })
+        .start()
+        .await;
     let (b, jar) = s.browser();
     s.login(&b, "bob", "/").await;
     let id = s.session_id(&jar).unwrap();
@@ -324,7 +326,12 @@ async fn logout_ends_both_sessions_and_old_cookies_get_nobody_in() {
 
 #[tokio::test]
 async fn return_urls_from_the_open_redirect_corpus_stay_on_the_origin() {
-    let s = stack_with(|_| {}, "login_starts_per_minute = 100000").await;
+    let s = StackBuilder::new()
+        .session(|s| {
+            s.set("login_starts_per_minute", 100000);
+        })
+        .start()
+        .await;
     let (b, _) = s.browser();
     s.login(&b, "alice", "/").await;
     let corpus = include_str!("data/openredirects.txt");

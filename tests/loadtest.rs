@@ -14,7 +14,12 @@ use unigate::loadtest::{Options, Scenario, User, run};
 /// The stack, with unigate's per-address login-start limit raised: every
 /// virtual user comes from 127.0.0.1.
 async fn load_stack() -> Stack {
-    stack_with(|_| {}, "login_starts_per_minute = 1000000").await
+    StackBuilder::new()
+        .session(|s| {
+            s.set("login_starts_per_minute", 1000000);
+        })
+        .start()
+        .await
 }
 
 fn alice(s: &Stack) -> User {
