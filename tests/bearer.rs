@@ -297,6 +297,7 @@ async fn opaque_access_tokens_are_checked_by_introspection() {
     // Unknown to the IdP: inactive.
     assert_invalid_token(get(s.port, HOST, "not-a-token-the-idp-issued").await, "inactive").await;
     // The IdP vouched for it until its expiry; the cache does not outlive it.
+    // (Waiting for the expiry is the point.)
     let exp = unigate::gateway::unix_now() + 3;
     while unigate::gateway::unix_now() <= exp {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -382,12 +383,10 @@ async fn two_replicas() -> Replicas {
 async fn a_revoke_on_one_replica_refuses_the_bearer_on_the_other() {
     let Replicas { idp, a, b, .. } = &two_replicas().await;
     let (pa, pb) = (a.addr.port(), b.addr.port());
-    for _ in 0..100 {
-        if a.gateway.shared.as_ref().unwrap().healthy() && b.gateway.shared.as_ref().unwrap().healthy() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("both replicas reach Redis", Duration::from_secs(5), async || {
+        a.gateway.shared.as_ref().unwrap().healthy() && b.gateway.shared.as_ref().unwrap().healthy()
+    })
+    .await;
     let t = tokens(idp, "alice").await;
     let access = t["access_token"].as_str().unwrap();
     assert_eq!(get(pa, HOST, access).await.status(), 200);

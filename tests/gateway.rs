@@ -224,16 +224,15 @@ async fn sessions_refresh_and_a_failed_refresh_logs_in_again() {
     let session = s.gw.gateway.sessions.get(&id).unwrap();
     let first = session.tokens.lock().unwrap().refresh_token.clone().unwrap();
     assert_eq!(b.get(s.url("/")).send().await.unwrap().status(), 200);
-    let mut rotated = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = session.tokens.lock().unwrap().refresh_token.clone().unwrap();
-        if now != first && !session.refreshing.load(std::sync::atomic::Ordering::Acquire) {
-            rotated = true;
-            break;
-        }
-    }
-    assert!(rotated, "the refresh token was rotated by a background refresh");
+    wait_until(
+        "the refresh token was rotated by a background refresh",
+        Duration::from_millis(2500),
+        async || {
+            let now = session.tokens.lock().unwrap().refresh_token.clone().unwrap();
+            now != first && !session.refreshing.load(std::sync::atomic::Ordering::Acquire)
+        },
+    )
+    .await;
     // The IdP ends bob's sessions (password reset): the next refresh fails,
     // and the navigation after it logs in again.
     let user = s.idp.provider.dir.find("Acme MSP", "bob").unwrap();
@@ -243,12 +242,12 @@ async fn sessions_refresh_and_a_failed_refresh_logs_in_again() {
         200,
         "still served while refreshing"
     );
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if !session.usable() {
-            break;
-        }
-    }
+    wait_until(
+        "the failed refresh ends the session",
+        Duration::from_millis(2500),
+        async || !session.usable(),
+    )
+    .await;
     let r = b.get(s.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 302);
     assert!(location(&r).starts_with(&format!("{}/authorize?", s.idp.issuer())));

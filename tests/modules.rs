@@ -248,7 +248,23 @@ async fn upstreams_are_load_balanced_and_all_down_is_an_immediate_503() {
     );
     // One down: every request still works, from the other.
     s.modules.remove("bms/east").unwrap().stop();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Once the health checks (every 200 ms) see it: two requests in a row
+    // (round robin would give each upstream one) served by the other.
+    let east = s.url("bms-east.localhost", "/");
+    let by_two = async || {
+        let r = b.get(&east).send().await.unwrap();
+        r.status() == 200 && served_by(&r) == two
+    };
+    let mut in_a_row = 0;
+    wait_until(
+        "the health checks take the stopped upstream out",
+        Duration::from_secs(3),
+        async || {
+            in_a_row = if by_two().await { in_a_row + 1 } else { 0 };
+            in_a_row >= 2
+        },
+    )
+    .await;
     for _ in 0..6 {
         let r = b.get(s.url("bms-east.localhost", "/")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -256,7 +272,10 @@ async fn upstreams_are_load_balanced_and_all_down_is_an_immediate_503() {
     }
     // Both down: once the health checks see it, a 503 page at once.
     s.modules.remove("bms/east#2").unwrap().stop();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_until("the health checks see both down", Duration::from_secs(3), async || {
+        b.get(&east).send().await.unwrap().status() == 503
+    })
+    .await;
     let t = Instant::now();
     let r = b.get(s.url("bms-east.localhost", "/")).send().await.unwrap();
     assert_eq!(r.status(), 503);
@@ -267,7 +286,11 @@ async fn upstreams_are_load_balanced_and_all_down_is_an_immediate_503() {
     let (_, r) = s.walk(&b, "alice", &s.url("bms-west.localhost", "/")).await;
     assert_eq!(r.status(), 200);
     s.modules.remove("bms/west").unwrap().stop();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let west = s.url("bms-west.localhost", "/");
+    wait_until("the health checks see west down", Duration::from_secs(3), async || {
+        b.get(&west).send().await.unwrap().status() == 503
+    })
+    .await;
     let t = Instant::now();
     let r = b.get(s.url("bms-west.localhost", "/")).send().await.unwrap();
     assert_eq!(r.status(), 503);

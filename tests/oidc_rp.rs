@@ -15,7 +15,9 @@ use reqwest::cookie::{CookieStore, Jar};
 use url::Url;
 
 use common::fake_op::{Answer, FakeOp, now};
-use common::{HOST, Recorded, TomlEdit, location, query_param, recording_upstream, start_gateway, table_of};
+use common::{
+    HOST, Recorded, TomlEdit, location, query_param, recording_upstream, start_gateway, table_of, wait_until,
+};
 use serde_json::{Value, json};
 use toml::Table;
 use unigate::gateway::server::{GatewayServer, free_port};
@@ -553,7 +555,7 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
     assert_eq!(rp.op.count("jwks"), 2, "one re-fetch");
     // An ID token comes from the provider itself: a kid it does not
     // publish is looked up again (at most once a second), and still
-    // refused.
+    // refused. (The wait is the point: past the one-second cooldown.)
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let stranger = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     let r = rp.login_signed(&rp.browser(), c.clone(), &stranger).await;
@@ -582,7 +584,8 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
         assert_eq!(r.status(), 401, "{jti}");
         assert_eq!(rp.op.count("jwks"), fetches, "{jti}");
     }
-    // And those made-up kids hold back no login after a real rotation.
+    // And those made-up kids hold back no login after a real rotation
+    // (once the one-second cooldown has passed: the wait is the point).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let newest = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     rp.op.set(|s| s.jwks = json!({"keys": [newest.jwk]}));
@@ -896,13 +899,12 @@ async fn a_group_removed_at_a_refresh_on_one_replica_ends_access_on_the_other() 
     let refreshed = a.op.sign(&all_claims(&a.op, "alice", json!(["staff"])));
     a.op.set(|s| s.on_refresh = Some(Answer::json(a.op.tokens(&refreshed, "at-2"))));
     assert!(until_page(&a, &browser, 403).await, "A: access ends at the refresh");
-    let t = std::time::Instant::now();
-    let mut status = on_b().await;
-    while status != 403 && t.elapsed() < Duration::from_secs(1) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        status = on_b().await;
-    }
-    assert_eq!(status, 403, "B: within a second, not after its local copy expires");
+    wait_until(
+        "B: within a second, not after its local copy expires",
+        Duration::from_secs(1),
+        async || on_b().await == 403,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -932,6 +934,7 @@ async fn replicas_never_spend_a_rotated_refresh_token_twice() {
         let port = if i % 2 == 0 { a.port } else { b_port };
         let r = browser.get(format!("http://{HOST}:{port}/")).send().await.unwrap();
         assert_eq!(r.status(), 200, "request {i}");
+        // Paced, so that each request's background refresh has run.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let refused = a.op.script.lock().unwrap().refreshes_refused;
@@ -977,6 +980,8 @@ async fn a_userinfo_outage_at_refresh_lengthens_no_replicas_trust() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A stores what it learnt after asking UserInfo; nothing outside
+    // shows when that is done.
     tokio::time::sleep(Duration::from_millis(200)).await;
     // B must not take the unchecked hour: it checks the user itself, and
     // with UserInfo down, asks for a login.
