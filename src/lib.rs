@@ -41,7 +41,13 @@ mod arrows {
             "secret.rs",
             "session",
         ];
-        const EDGES: &[&str] = &["crate::gateway", "crate::idp", "crate::demo_module", "crate::loadtest"];
+        const EDGES: &[&str] = &[
+            "crate::gateway",
+            "crate::idp",
+            "crate::demo",
+            "crate::loadtest",
+            "crate::cli",
+        ];
         fn files(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             if p.is_dir() {
                 for e in std::fs::read_dir(p).unwrap() {

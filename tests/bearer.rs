@@ -132,15 +132,14 @@ async fn an_access_token_for_another_audience_is_refused() {
     for aud in [CLIENT, "https://another-api.test"] {
         // The IdP issues this client's access tokens for another audience
         // (`CLIENT`: for the client itself, as an ID token's audience).
-        let s = stack_with(
-            |idp| {
+        let s = StackBuilder::new()
+            .idp(|idp| {
                 for c in idp.clients.iter_mut().filter(|c| c.client_id == CLIENT) {
                     c.api_audience = Some(aud.to_string());
                 }
-            },
-            "",
-        )
-        .await;
+            })
+            .start()
+            .await;
         let t = tokens(&s.idp, "alice").await;
         let access = t["access_token"].as_str().unwrap();
         assert_eq!(claims(access)["aud"], aud);
@@ -163,16 +162,13 @@ async fn the_logout_redirect_with_the_id_token_leaks_it_to_no_one() {
 }
 
 /// The demo's modules behind one unigate (memory store) with an admin
-/// listener; extra keys for the portal and the BMS West instance.
-async fn modules_stack(portal: &str, west: &str, gw_extra: &str) -> Multi {
-    let gw = format!("{gw_extra}\n[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"file:secret\"\n");
-    multi(
-        ALL_HOSTS,
-        unigate::demo_module::demo_accounts,
-        &gw,
-        &demo_modules(portal, "", west),
-    )
-    .await
+/// listener.
+fn modules_stack<'a>() -> MultiBuilder<'a> {
+    MultiBuilder::demo().gateway(|t| {
+        t.table("admin")
+            .set("address", "127.0.0.1:0")
+            .set("token", "file:secret");
+    })
 }
 
 async fn admin_revoke(gw: &GatewayServer, what: Value) {
@@ -188,7 +184,7 @@ async fn admin_revoke(gw: &GatewayServer, what: Value) {
 
 #[tokio::test]
 async fn an_admin_revoke_refuses_the_users_bearer_tokens() {
-    let s = modules_stack("", "", "").await;
+    let s = modules_stack().start().await;
     let t = tokens(&s.idp, "alice").await;
     let access = t["access_token"].as_str().unwrap();
     let portal = "portal.localhost";
@@ -210,7 +206,7 @@ async fn an_admin_revoke_refuses_the_users_bearer_tokens() {
 
 #[tokio::test]
 async fn a_backchannel_logout_refuses_the_sessions_bearer_tokens() {
-    let s = modules_stack("", "", "").await;
+    let s = modules_stack().start().await;
     let portal = "portal.localhost";
     let first = tokens(&s.idp, "alice").await;
     let first = first["access_token"].as_str().unwrap();
@@ -236,12 +232,20 @@ async fn a_backchannel_logout_refuses_the_sessions_bearer_tokens() {
 
 #[tokio::test]
 async fn a_bearer_gets_the_link_and_account_checks_of_a_session() {
-    let s = modules_stack(
-        r#"accounts = { source = "scim", match = "both" }"#,
-        "link_required = true",
-        "",
-    )
-    .await;
+    let s = modules_stack()
+        .module("portal", |m| {
+            m.set(
+                "accounts",
+                table_of(|a| {
+                    a.set("source", "scim").set("match", "both");
+                }),
+            );
+        })
+        .instance("bms", "west", |w| {
+            w.set("link_required", true);
+        })
+        .start()
+        .await;
     let alice = tokens(&s.idp, "alice").await;
     let alice = alice["access_token"].as_str().unwrap();
     // West links accounts: without a link, no way in.
@@ -280,16 +284,15 @@ async fn a_bearer_gets_the_link_and_account_checks_of_a_session() {
 
 #[tokio::test]
 async fn opaque_access_tokens_are_checked_by_introspection() {
-    let s = stack_with(
-        |idp| {
+    let s = StackBuilder::new()
+        .idp(|idp| {
             idp.tokens.access_token_ttl = Duration::from_secs(3);
             for c in idp.clients.iter_mut().filter(|c| c.client_id == CLIENT) {
                 c.opaque_access_tokens = true;
             }
-        },
-        "",
-    )
-    .await;
+        })
+        .start()
+        .await;
     let t = tokens(&s.idp, "alice").await;
     let access = t["access_token"].as_str().unwrap().to_string();
     assert!(!access.contains('.'), "opaque: {access}");
@@ -299,6 +302,7 @@ async fn opaque_access_tokens_are_checked_by_introspection() {
     // Unknown to the IdP: inactive.
     assert_invalid_token(get(s.port, HOST, "not-a-token-the-idp-issued").await, "inactive").await;
     // The IdP vouched for it until its expiry; the cache does not outlive it.
+    // (Waiting for the expiry is the point.)
     let exp = unigate::gateway::unix_now() + 3;
     while unigate::gateway::unix_now() <= exp {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -352,34 +356,25 @@ struct Replicas {
 
 async fn two_replicas() -> Replicas {
     let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
-    let redis = Redis::start(free_port().unwrap()).await;
+    let (redis, mut session) = redis_store().await;
+    session.set("redis_prefix", "bearer");
     let idp = start_idp(demo_config()).await;
     let module = portal_module(pa).await;
-    let dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
-    std::fs::write(dir.join("key"), "a-test-key-of-more-than-32-characters!").unwrap();
-    let rest = format!(
-        r#"
-        [session]
-        store = "redis"
-        redis_url = "file:{}"
-        encryption_key = "file:{}"
-        redis_prefix = "bearer"
-        [admin]
-        address = "127.0.0.1:0"
-        token = "file:secret"
-        [[module]]
-        name = "portal"
-        hosts = ["{HOST}"]
-        upstream = "{}"
-        access_groups = ["portal-users"]
-        "#,
-        dir.join("redis_url").display(),
-        dir.join("key").display(),
-        module.addr
-    );
-    let a = start_gateway(pa, idp.issuer(), &rest).await;
-    let b = start_gateway(pb, idp.issuer(), &rest).await;
+    let config = |t: &mut toml::Table| {
+        t.set("session", session.clone());
+        t.table("admin")
+            .set("address", "127.0.0.1:0")
+            .set("token", "file:secret");
+        let portal = table_of(|m| {
+            m.set("name", "portal")
+                .set("hosts", vec![HOST])
+                .set("upstream", module.addr.to_string())
+                .set("access_groups", vec!["portal-users"]);
+        });
+        t.set("module", vec![portal]);
+    };
+    let a = start_gateway(pa, idp.issuer(), config).await;
+    let b = start_gateway(pb, idp.issuer(), config).await;
     Replicas {
         idp,
         _redis: redis,
@@ -393,12 +388,10 @@ async fn two_replicas() -> Replicas {
 async fn a_revoke_on_one_replica_refuses_the_bearer_on_the_other() {
     let Replicas { idp, a, b, .. } = &two_replicas().await;
     let (pa, pb) = (a.addr.port(), b.addr.port());
-    for _ in 0..100 {
-        if a.gateway.state.sessions.redis().unwrap().healthy() && b.gateway.state.sessions.redis().unwrap().healthy() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("both replicas reach Redis", Duration::from_secs(5), async || {
+        a.gateway.state.sessions.redis().unwrap().healthy() && b.gateway.state.sessions.redis().unwrap().healthy()
+    })
+    .await;
     let t = tokens(idp, "alice").await;
     let access = t["access_token"].as_str().unwrap();
     assert_eq!(get(pa, HOST, access).await.status(), 200);

@@ -98,10 +98,17 @@ async fn url_of(c: &fantoccini::Client) -> String {
 #[tokio::test]
 async fn the_seed_journey_in_a_real_browser() {
     let Some((_driver, c)) = chromium().await else { return };
-    let portal = r#"local_login = true
-        accounts = { source = "scim", match = "both" }"#;
-    let modules = demo_modules(portal, "", "");
-    let s = multi(ALL_HOSTS, unigate::demo_module::demo_accounts, "", &modules).await;
+    let s = MultiBuilder::demo()
+        .module("portal", |m| {
+            m.set("local_login", true).set(
+                "accounts",
+                table_of(|a| {
+                    a.set("source", "scim").set("match", "both");
+                }),
+            );
+        })
+        .start()
+        .await;
     // The two east servers share their sessions, as replicas do.
     let east_sessions = || s.module("bms/east").module.live_sessions();
     let issuer = s.idp.issuer().to_string();

@@ -24,33 +24,29 @@ fn one<'a>(head: &'a [(String, String)], name: &str) -> Option<&'a str> {
     v.first().copied()
 }
 
-/// The test stack (IdP, unigate, module `portal` on `upstream`) with extra
-/// `[listen]` and `[session]` keys.
-async fn stack_listen(listen: &str, session: &str, upstream: SocketAddr) -> Stack {
-    let port = unigate::gateway::server::free_port().unwrap();
-    let mut idp_cfg = demo_config();
-    let mut client = test_client(None, None);
-    client
-        .redirect_uris
-        .push(format!("http://{HOST}:{port}/_unigate/callback"));
-    idp_cfg.clients.push(client);
-    let idp = start_idp(idp_cfg).await;
-    let module = portal_module(port).await;
-    let rest = format!(
-        r#"
-        [session]
-        store = "memory"
-        {session}
-        [[module]]
-        name = "portal"
-        hosts = ["{HOST}"]
-        upstream = "{upstream}"
-        access_groups = ["portal-users"]
-        public_paths = ["/static/"]
-        "#
-    );
-    let (gw, _) = start_gateway_file(port, idp.issuer(), listen, &rest).await;
-    Stack { idp, module, gw, port }
+/// The test stack (IdP, unigate, module `portal` on `upstream`, public
+/// `/static/`), with `trusted_proxies` in `[listen]` and
+/// `login_starts_per_minute` in `[session]` when given.
+async fn stack_listen(trusted_proxies: &[&str], login_starts_per_minute: Option<i64>, upstream: SocketAddr) -> Stack {
+    StackBuilder::new()
+        .upstream(upstream)
+        .gateway(|t| {
+            if !trusted_proxies.is_empty() {
+                t.table("listen").set("trusted_proxies", trusted_proxies.to_vec());
+            }
+            if let Some(n) = login_starts_per_minute {
+                t.table("session").set("login_starts_per_minute", n);
+            }
+        })
+        .module("portal", |m| {
+            // Only what these tests need: no logout paths, module
+            // session cookies or CORS origins.
+            for key in ["logout_paths", "session_cookies", "cors_origins"] {
+                m.remove(key);
+            }
+        })
+        .start()
+        .await
 }
 
 /// What a client might send to choose its address, scheme, host and id.
@@ -97,7 +93,7 @@ fn assert_replaced(head: &[(String, String)], port: u16, answered_id: &str) {
 async fn forwarding_headers_and_the_request_id_from_a_client_are_replaced() {
     let (up, rec) = recording_upstream("ok").await;
     // A trusted range that does not hold the peer changes nothing.
-    let s = stack_listen(r#"trusted_proxies = ["10.0.0.0/8"]"#, "", up).await;
+    let s = stack_listen(&["10.0.0.0/8"], None, up).await;
     let (b, _) = s.browser();
     // A public path: no session needed.
     let r = spoofed(b.get(s.url("/static/app.js"))).send().await.unwrap();
@@ -127,7 +123,7 @@ async fn forwarding_headers_and_the_request_id_from_a_client_are_replaced() {
 #[tokio::test]
 async fn a_trusted_proxy_keeps_its_chain_and_the_peer_is_appended() {
     let (up, rec) = recording_upstream("ok").await;
-    let s = stack_listen(r#"trusted_proxies = ["127.0.0.0/8", "::1/128"]"#, "", up).await;
+    let s = stack_listen(&["127.0.0.0/8", "::1/128"], None, up).await;
     let (b, _) = s.browser();
     let r = b
         .get(s.url("/static/app.js"))
@@ -166,7 +162,7 @@ async fn a_trusted_proxy_keeps_its_chain_and_the_peer_is_appended() {
 #[tokio::test]
 async fn identity_looking_headers_never_reach_the_module() {
     let (up, rec) = recording_upstream("ok").await;
-    let s = stack_listen("", "", up).await;
+    let s = stack_listen(&[], None, up).await;
     let (b, _) = s.browser();
     let spoof = [
         ("Remote-Groups", "admins"),
@@ -207,7 +203,7 @@ async fn identity_looking_headers_never_reach_the_module() {
 #[tokio::test]
 async fn no_other_credential_goes_along_with_a_kaseyaone_identity() {
     let (up, rec) = recording_upstream("ok").await;
-    let s = stack_listen("", "", up).await;
+    let s = stack_listen(&[], None, up).await;
     let (b, _) = s.browser();
     // Another account's Basic credentials: without a session they are the
     // module's business (its own login keeps working)…
@@ -249,19 +245,14 @@ async fn the_login_start_limit_counts_the_client_unigate_trusts() {
     let (up, _) = recording_upstream("ok").await;
     // Behind a trusted proxy: each client has its own allowance, and a
     // spoofed leftmost entry does not give it a new one.
-    let s = stack_listen(
-        r#"trusted_proxies = ["127.0.0.0/8"]"#,
-        "login_starts_per_minute = 2",
-        up,
-    )
-    .await;
+    let s = stack_listen(&["127.0.0.0/8"], Some(2), up).await;
     assert_eq!(start(&s, Some("198.51.100.1")).await, 302);
     assert_eq!(start(&s, Some("6.6.6.6, 198.51.100.1")).await, 302);
     assert_eq!(start(&s, Some("7.7.7.7, 198.51.100.1")).await, 429);
     assert_eq!(start(&s, Some("198.51.100.2")).await, 302, "another client");
     // Without trusted proxies an address in a header is just text: the
     // peer is the client, whatever it writes.
-    let s = stack_listen("", "login_starts_per_minute = 2", up).await;
+    let s = stack_listen(&[], Some(2), up).await;
     assert_eq!(start(&s, Some("198.51.100.1")).await, 302);
     assert_eq!(start(&s, Some("198.51.100.2")).await, 302);
     assert_eq!(start(&s, Some("198.51.100.3")).await, 429);
@@ -271,12 +262,19 @@ async fn the_login_start_limit_counts_the_client_unigate_trusts() {
 fn unigate_check_names_each_bad_trusted_proxy() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let text = gateway_toml(
-        8080,
-        "http://127.0.0.1:1",
-        r#"trusted_proxies = ["10.0.0.0/8", "10.0.0.300/8", "proxy.internal", "10.1.2.3/8", "0.0.0.0/0", "::1/128"]"#,
-        "",
+    let mut config = gateway_table(8080, "http://127.0.0.1:1");
+    config.table("listen").set(
+        "trusted_proxies",
+        vec![
+            "10.0.0.0/8",
+            "10.0.0.300/8",
+            "proxy.internal",
+            "10.1.2.3/8",
+            "0.0.0.0/0",
+            "::1/128",
+        ],
     );
+    let text = config_text(&config);
     let err = unigate::gateway::config::GatewayConfig::from_toml(&text, dir.path()).unwrap_err();
     let text = err.to_string();
     let bad: Vec<&str> = err

@@ -211,27 +211,28 @@ async fn bearer_access_tokens_are_validated() {
 #[tokio::test]
 async fn sessions_refresh_and_a_failed_refresh_logs_in_again() {
     // Access tokens that are always "about to expire": every request refreshes.
-    let s = stack_with(
-        |c| c.tokens.access_token_ttl = Duration::from_secs(30),
-        "refresh_before = \"60s\"",
-    )
-    .await;
+    let s = StackBuilder::new()
+        .idp(|c| c.tokens.access_token_ttl = Duration::from_secs(30))
+        .session(|s| {
+            s.set("refresh_before", "60s");
+        })
+        .start()
+        .await;
     let (b, jar) = s.browser();
     s.login(&b, "bob", "/").await;
     let id = s.session_id(&jar).unwrap();
     let session = s.gw.gateway.state.sessions.memory().unwrap().get(&id).unwrap();
     let first = session.tokens.lock().unwrap().refresh_token.clone().unwrap();
     assert_eq!(b.get(s.url("/")).send().await.unwrap().status(), 200);
-    let mut rotated = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = session.tokens.lock().unwrap().refresh_token.clone().unwrap();
-        if now != first && !session.refreshing.load(std::sync::atomic::Ordering::Acquire) {
-            rotated = true;
-            break;
-        }
-    }
-    assert!(rotated, "the refresh token was rotated by a background refresh");
+    wait_until(
+        "the refresh token was rotated by a background refresh",
+        Duration::from_millis(2500),
+        async || {
+            let now = session.tokens.lock().unwrap().refresh_token.clone().unwrap();
+            now != first && !session.refreshing.load(std::sync::atomic::Ordering::Acquire)
+        },
+    )
+    .await;
     // The IdP ends bob's sessions (password reset): the next refresh fails,
     // and the navigation after it logs in again.
     let user = s.idp.provider.dir.find("Acme MSP", "bob").unwrap();
@@ -241,12 +242,12 @@ async fn sessions_refresh_and_a_failed_refresh_logs_in_again() {
         200,
         "still served while refreshing"
     );
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if !session.usable() {
-            break;
-        }
-    }
+    wait_until(
+        "the failed refresh ends the session",
+        Duration::from_millis(2500),
+        async || !session.usable(),
+    )
+    .await;
     let r = b.get(s.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 302);
     assert!(location(&r).starts_with(&format!("{}/authorize?", s.idp.issuer())));
@@ -324,7 +325,12 @@ async fn logout_ends_both_sessions_and_old_cookies_get_nobody_in() {
 
 #[tokio::test]
 async fn return_urls_from_the_open_redirect_corpus_stay_on_the_origin() {
-    let s = stack_with(|_| {}, "login_starts_per_minute = 100000").await;
+    let s = StackBuilder::new()
+        .session(|s| {
+            s.set("login_starts_per_minute", 100000);
+        })
+        .start()
+        .await;
     let (b, _) = s.browser();
     s.login(&b, "alice", "/").await;
     let corpus = include_str!("data/openredirects.txt");

@@ -365,6 +365,7 @@ async fn idp_session_gives_silent_login_and_prompts_are_honoured() {
         .unwrap();
     assert!(location(&r).starts_with("/login?flow="));
     // max_age older than the login asks again; a generous one does not.
+    // (The wait is the point: the login is now over a second old.)
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = b
         .get(authorize_url(&iss, &p.challenge, &[("max_age", "0")]))

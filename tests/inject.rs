@@ -98,7 +98,7 @@ async fn legacy_upstream() -> std::net::SocketAddr {
 #[tokio::test]
 async fn the_launcher_goes_into_html_and_nothing_else_changes() {
     let up = legacy_upstream().await;
-    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let s = StackBuilder::new().upstream(up).start().await;
     let (b, jar) = s.browser();
     s.login(&b, "alice", "/page").await;
     // The user's App Launcher, built once at login.
@@ -192,7 +192,12 @@ async fn pages_without_a_kaseyaone_session_are_not_touched() {
 
 #[tokio::test]
 async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
-    let s = stack_full(|_| {}, "", None, "local_login = true").await;
+    let s = StackBuilder::new()
+        .module("portal", |m| {
+            m.set("local_login", true);
+        })
+        .start()
+        .await;
     let (b, _) = s.browser();
     // No KaseyaOne session: the module's own login, not the IdP.
     let r = b.get(s.url("/")).header("accept", "text/html").send().await.unwrap();
@@ -238,7 +243,12 @@ async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
 
 #[tokio::test]
 async fn the_login_page_gets_log_in_with_kaseyaone() {
-    let s = stack_full(|_| {}, "", None, "local_login = true\nlogin_paths = [\"/login\"]").await;
+    let s = StackBuilder::new()
+        .module("portal", |m| {
+            m.set("local_login", true).set("login_paths", vec!["/login"]);
+        })
+        .start()
+        .await;
     let (b, _) = s.browser();
     let page = html_page(&b, s.url("/login")).await;
     let form_end = page.find("</form>").expect("the module's form");
@@ -279,7 +289,7 @@ async fn the_login_page_gets_log_in_with_kaseyaone() {
 #[tokio::test]
 async fn a_5_mb_page_streams_through_without_buffering() {
     let up = legacy_upstream().await;
-    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let s = StackBuilder::new().upstream(up).start().await;
     let (b, _) = s.browser();
     s.login(&b, "alice", "/").await;
     let gate = STREAM_GATE.get_or_init(|| Arc::new(tokio::sync::Notify::new())).clone();
@@ -336,7 +346,7 @@ async fn a_5_mb_page_streams_through_without_buffering() {
 async fn injected_pages_keep_the_connection_alive() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = legacy_upstream().await;
-    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let s = StackBuilder::new().upstream(up).start().await;
     let (b, jar) = s.browser();
     s.login(&b, "alice", "/page").await;
     let id = s.session_id(&jar).unwrap();

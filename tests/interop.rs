@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{HOST, Recorded, location, recording_upstream, start_gateway};
+use common::{HOST, Recorded, TomlEdit, location, recording_upstream, start_gateway, table_of};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use unigate::gateway::server::{GatewayServer, free_port};
@@ -120,25 +120,29 @@ struct Setup {
     module: Recorded,
 }
 
-async fn setup(claims_in_id_token: bool, session_extra: &str) -> Setup {
+/// `refresh_before` in `[session]` when given.
+async fn setup(claims_in_id_token: bool, refresh_before: Option<&str>) -> Setup {
     let port = free_port().unwrap();
     let op = start_op(port, claims_in_id_token).await;
     let (up, module) = recording_upstream("the module's page").await;
-    let rest = format!(
-        r#"
-        scopes = ["openid", "email", "profile", "groups"]
-        [session]
-        store = "memory"
-        {session_extra}
-        [[module]]
-        name = "portal"
-        hosts = ["{HOST}"]
-        upstream = "{up}"
-        access_groups = ["portal-users"]
-        logout_paths = ["/logout"]
-        "#
-    );
-    let gw = start_gateway(port, &op.issuer, &rest).await;
+    let gw = start_gateway(port, &op.issuer, |t| {
+        t.table("identity_provider")
+            .set("scopes", vec!["openid", "email", "profile", "groups"]);
+        let session = t.table("session");
+        session.set("store", "memory");
+        if let Some(before) = refresh_before {
+            session.set("refresh_before", before);
+        }
+        let portal = table_of(|m| {
+            m.set("name", "portal")
+                .set("hosts", vec![HOST])
+                .set("upstream", up.to_string())
+                .set("access_groups", vec!["portal-users"])
+                .set("logout_paths", vec!["/logout"]);
+        });
+        t.set("module", vec![portal]);
+    })
+    .await;
     Setup {
         op,
         _gw: gw,
@@ -252,7 +256,7 @@ async fn oidc_provider_with_claims_only_in_userinfo() {
     if !node_available("oidc_provider_with_claims_only_in_userinfo") {
         return;
     }
-    let s = setup(false, "").await;
+    let s = setup(false, None).await;
     let b = s.browser();
     let (at, r) = s.login(&b, "alice").await;
     assert_eq!(at, s.url("/"), "back on the module");
@@ -274,7 +278,7 @@ async fn oidc_provider_with_claims_in_the_id_token() {
     if !node_available("oidc_provider_with_claims_in_the_id_token") {
         return;
     }
-    let s = setup(true, "").await;
+    let s = setup(true, None).await;
     let b = s.browser();
     let (_, r) = s.login(&b, "alice").await;
     assert_eq!(r.status(), 200);
@@ -290,7 +294,7 @@ async fn oidc_provider_refresh_carries_a_group_removal() {
     }
     // Access tokens live an hour; refreshing 2 h ahead refreshes at once.
     for claims_in_id_token in [false, true] {
-        let s = setup(claims_in_id_token, r#"refresh_before = "2h""#).await;
+        let s = setup(claims_in_id_token, Some("2h")).await;
         let b = s.browser();
         let (_, r) = s.login(&b, "alice").await;
         assert_eq!(r.status(), 200);
@@ -313,7 +317,7 @@ async fn oidc_provider_rp_initiated_logout_ends_both_sessions() {
     if !node_available("oidc_provider_rp_initiated_logout_ends_both_sessions") {
         return;
     }
-    let s = setup(false, "").await;
+    let s = setup(false, None).await;
     let b = s.browser();
     let (_, r) = s.login(&b, "alice").await;
     assert_eq!(r.status(), 200);
@@ -333,7 +337,7 @@ async fn oidc_provider_back_channel_logout_ends_the_session() {
     if !node_available("oidc_provider_back_channel_logout_ends_the_session") {
         return;
     }
-    let s = setup(false, "").await;
+    let s = setup(false, None).await;
     let b = s.browser();
     let (_, r) = s.login(&b, "alice").await;
     assert_eq!(r.status(), 200);

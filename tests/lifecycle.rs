@@ -36,19 +36,21 @@ async fn slow_upstream(delay: Duration) -> SocketAddr {
 }
 
 /// unigate in front of `upstream`, Unified Login off (no login needed).
-async fn open_gateway(upstream: SocketAddr, listen: &str) -> (unigate::gateway::server::GatewayServer, u16) {
+/// `shutdown_grace` in `[listen]`.
+async fn open_gateway(upstream: SocketAddr, shutdown_grace: &str) -> (unigate::gateway::server::GatewayServer, u16) {
     let port = free_port().unwrap();
-    let rest = format!(
-        r#"
-        [[module]]
-        name = "legacy"
-        hosts = ["{HOST}"]
-        upstream = "{upstream}"
-        access_groups = ["portal-users"]
-        unified_login = false
-        "#
-    );
-    let (gw, _) = start_gateway_file(port, "http://127.0.0.1:9", listen, &rest).await;
+    let gw = start_gateway(port, "http://127.0.0.1:9", |t| {
+        t.table("listen").set("shutdown_grace", shutdown_grace);
+        let legacy = table_of(|m| {
+            m.set("name", "legacy")
+                .set("hosts", vec![HOST])
+                .set("upstream", upstream.to_string())
+                .set("access_groups", vec!["portal-users"])
+                .set("unified_login", false);
+        });
+        t.set("module", vec![legacy]);
+    })
+    .await;
     (gw, port)
 }
 
@@ -63,7 +65,7 @@ fn plain() -> reqwest::Client {
 #[tokio::test]
 async fn a_graceful_stop_turns_readiness_off_and_finishes_requests_in_flight() {
     let up = slow_upstream(Duration::from_millis(1500)).await;
-    let (gw, port) = open_gateway(up, r#"shutdown_grace = "5s""#).await;
+    let (gw, port) = open_gateway(up, "5s").await;
     // The container HEALTHCHECK (`unigate healthcheck`) passes while serving.
     let health = |port: u16| {
         std::process::Command::new(env!("CARGO_BIN_EXE_unigate"))
@@ -86,24 +88,27 @@ async fn a_graceful_stop_turns_readiness_off_and_finishes_requests_in_flight() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
+    let in_flight = || {
         gw.gateway
             .state
             .lifecycle
             .in_flight
-            .load(std::sync::atomic::Ordering::Acquire),
-        1
-    );
+            .load(std::sync::atomic::Ordering::Acquire)
+    };
+    wait_until("the slow request is in flight", Duration::from_secs(2), async || {
+        in_flight() >= 1
+    })
+    .await;
+    assert_eq!(in_flight(), 1);
     let started = Instant::now();
     let stopping = tokio::spawn(gw.stop(false));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     // Readiness is off while the request in flight finishes.
-    let ready = c
-        .get(format!("http://{HOST}:{port}/_unigate/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let readyz = format!("http://{HOST}:{port}/_unigate/readyz");
+    wait_until("readiness off", Duration::from_secs(1), async || {
+        c.get(&readyz).send().await.unwrap().status() == 503
+    })
+    .await;
+    let ready = c.get(&readyz).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert_eq!(ready.text().await.unwrap(), "shutting down");
     let (status, body) = slow.await.unwrap();
@@ -128,10 +133,18 @@ async fn a_graceful_stop_turns_readiness_off_and_finishes_requests_in_flight() {
 #[tokio::test]
 async fn a_stop_waits_no_longer_than_its_grace() {
     let up = slow_upstream(Duration::from_secs(30)).await;
-    let (gw, port) = open_gateway(up, r#"shutdown_grace = "500ms""#).await;
+    let (gw, port) = open_gateway(up, "500ms").await;
     let c = plain();
     let stuck = tokio::spawn(async move { c.get(format!("http://{HOST}:{port}/hangs")).send().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the stuck request is in flight", Duration::from_secs(2), async || {
+        gw.gateway
+            .state
+            .lifecycle
+            .in_flight
+            .load(std::sync::atomic::Ordering::Acquire)
+            == 1
+    })
+    .await;
     let started = Instant::now();
     gw.stop(false).await;
     let took = started.elapsed();
@@ -147,33 +160,13 @@ async fn a_stop_waits_no_longer_than_its_grace() {
 
 #[tokio::test]
 async fn a_reload_changes_access_groups_live_and_logs_no_one_out() {
-    let port = free_port().unwrap();
-    let mut idp_cfg = demo_config();
-    let mut client = test_client(None, None);
-    client
-        .redirect_uris
-        .push(format!("http://{HOST}:{port}/_unigate/callback"));
-    idp_cfg.clients.push(client);
-    let idp = start_idp(idp_cfg).await;
-    let module = portal_module(port).await;
-    let module_addr = module.addr;
-    let rest = move |groups: &str, idle: &str| {
-        format!(
-            r#"
-            [session]
-            idle_timeout = "{idle}"
-            [[module]]
-            name = "portal"
-            hosts = ["{HOST}"]
-            upstream = "{}"
-            access_groups = [{groups}]
-            "#,
-            module_addr
-        )
-    };
-    let (mut gw, path) = start_gateway_file(port, idp.issuer(), "", &rest(r#""portal-users""#, "30m")).await;
-    gw.watch_config(path.clone());
-    let s = Stack { idp, module, gw, port };
+    let mut s = StackBuilder::new()
+        .session(|s| {
+            s.set("idle_timeout", "30m");
+        })
+        .start()
+        .await;
+    s.gw.watch_config(s.config.clone());
     let (b, _jar) = s.browser();
     assert_eq!(s.login(&b, "alice", "/").await.status(), 302);
     let status = |b: reqwest::Client| {
@@ -194,23 +187,18 @@ async fn a_reload_changes_access_groups_live_and_logs_no_one_out() {
 
     // The module is closed to alice's groups: within moments she gets 403,
     // not a login page — her session lives on.
-    std::fs::write(
-        &path,
-        gateway_toml(port, s.idp.issuer(), "", &rest(r#""auditors""#, "30m")),
-    )
-    .unwrap();
+    let groups = |groups: &str| {
+        let groups = groups.to_string();
+        move |t: &mut toml::Table| {
+            t.module("portal").set("access_groups", vec![groups]);
+        }
+    };
+    s.rewrite_config(groups("auditors"));
     let until = |want: u16| {
         let b = b.clone();
         async move {
-            let t = Instant::now();
-            loop {
-                let got = status(b.clone()).await;
-                if got == want {
-                    return;
-                }
-                assert!(t.elapsed() < Duration::from_secs(5), "still {got}, not {want}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let what = format!("the reloaded module answering {want}");
+            wait_until(&what, Duration::from_secs(5), async || status(b.clone()).await == want).await;
         }
     };
     until(403).await;
@@ -221,25 +209,24 @@ async fn a_reload_changes_access_groups_live_and_logs_no_one_out() {
     );
 
     // Opened again: the same session gets in, no new login.
-    std::fs::write(
-        &path,
-        gateway_toml(port, s.idp.issuer(), "", &rest(r#""portal-users""#, "30m")),
-    )
-    .unwrap();
+    s.rewrite_config(groups("portal-users"));
     until(200).await;
 
     // A change only a restart can apply is refused whole: the running
     // configuration stays (the module stays open).
-    std::fs::write(
-        &path,
-        gateway_toml(port, s.idp.issuer(), "", &rest(r#""auditors""#, "5m")),
-    )
-    .unwrap();
+    s.rewrite_config(|t| {
+        groups("auditors")(t);
+        t.table("session").set("idle_timeout", "5m");
+    });
+    // Long enough for the watcher to see the file and refuse it: the
+    // point is that nothing changes, so there is nothing to poll for.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(status(b.clone()).await, 200, "a refused reload changed nothing");
     // A broken file is refused too.
-    std::fs::write(&path, "[listen]\naddress = 12\n").unwrap();
+    // (Raw text: the file is deliberately not a valid configuration.)
+    std::fs::write(&s.config, "[listen]\naddress = 12\n").unwrap();
+    // As above: waiting is the point.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(status(b.clone()).await, 200);
-    assert!(!s.gw.reload_from(&path), "the broken file does not load");
+    assert!(!s.gw.reload_from(&s.config), "the broken file does not load");
 }

@@ -20,7 +20,12 @@ use unigate::loadtest::{Options, Scenario, User, auth_path, log_in, login_storm,
 /// The stack, with unigate's per-address login-start limit raised: every
 /// virtual user comes from 127.0.0.1.
 async fn load_stack() -> Stack {
-    stack_with(|_| {}, "login_starts_per_minute = 1000000").await
+    StackBuilder::new()
+        .session(|s| {
+            s.set("login_starts_per_minute", 1000000);
+        })
+        .start()
+        .await
 }
 
 fn alice(s: &Stack) -> User {
@@ -162,7 +167,7 @@ async fn a_login_through_the_idp_forms_gives_a_session_that_reaches_the_module()
     })
     .await
     .unwrap();
-    assert!(!s.gw.gateway.sessions.is_empty());
+    assert!(!s.gw.gateway.state.sessions.memory().unwrap().is_empty());
     // A wrong password: no session, the IdP's refusal named.
     let mut bad = alice(&s);
     bad.password = "not-the-password".into();

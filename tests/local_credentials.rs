@@ -12,16 +12,14 @@ use serde_json::Value;
 
 /// The portal requires KaseyaOne; `admin` is its one local exception.
 async fn required_stack() -> Multi {
-    let portal = r#"require_kaseyaone = true
-        local_exceptions = ["admin"]
-        exception_path = "/local-login""#;
-    multi(
-        ALL_HOSTS,
-        unigate::demo_module::demo_accounts,
-        "",
-        &demo_modules(portal, "", ""),
-    )
-    .await
+    MultiBuilder::demo()
+        .module("portal", |m| {
+            m.set("require_kaseyaone", true)
+                .set("local_exceptions", vec!["admin"])
+                .set("exception_path", "/local-login");
+        })
+        .start()
+        .await
 }
 
 /// Whether the answer opened a module session (a module login that worked).
@@ -165,13 +163,10 @@ async fn module_credentials_beside_a_kaseyaone_session_are_refused() {
         "local_login = true",
         "require_kaseyaone = true\nlocal_exceptions = [\"admin\"]",
     ] {
-        let s = multi(
-            ALL_HOSTS,
-            unigate::demo_module::demo_accounts,
-            "",
-            &demo_modules(portal, "", ""),
-        )
-        .await;
+        let s = MultiBuilder::demo()
+            .module("portal", |m| m.extend(toml_table(portal)))
+            .start()
+            .await;
         let host = "portal.localhost";
         let b = s.browser();
         let (_, r) = s.walk(&b, "alice", &s.url(host, "/_unigate/login")).await;
@@ -213,29 +208,27 @@ async fn module_credentials_beside_a_kaseyaone_session_are_refused() {
 
 /// BMS, whose West instance links accounts at a PHP-style login page
 /// (`/php/login`: a failed login sets the session cookie and redirects),
-/// with `link_success` set to `rule` (empty: the default).
+/// with `link_success` set to `rule` (TOML; empty: the default).
 async fn php_link_stack(rule: &str) -> Multi {
-    let modules = format!(
-        r#"
-        [[module]]
-        name = "bms"
-        display_name = "BMS"
-        hosts = ["bms.localhost"]
-        access_groups = ["bms-users"]
-        logout_paths = ["/logout"]
-        session_cookies = ["portal_session"]
-        login_paths = ["/php/login"]
-        {rule}
-
-        [[module.instance]]
-        name = "west"
-        display_name = "Acme West"
-        hosts = ["bms-west.localhost"]
-        upstream = "{{up:bms/west}}"
-        link_required = true
-        "#
-    );
-    multi(ALL_HOSTS, unigate::demo_module::demo_accounts, "", &modules).await
+    let west = table_of(|w| {
+        w.set("name", "west")
+            .set("display_name", "Acme West")
+            .set("hosts", vec!["bms-west.localhost"])
+            .set("upstream", "{up:bms/west}")
+            .set("link_required", true);
+    });
+    let bms = table_of(|m| {
+        m.set("name", "bms")
+            .set("display_name", "BMS")
+            .set("hosts", vec!["bms.localhost"])
+            .set("access_groups", vec!["bms-users"])
+            .set("logout_paths", vec!["/logout"])
+            .set("session_cookies", vec!["portal_session"])
+            .set("login_paths", vec!["/php/login"])
+            .set("instance", vec![west]);
+        m.extend(toml_table(rule));
+    });
+    MultiBuilder::demo().modules(vec![bms]).start().await
 }
 
 /// alice at West's link page: her browser and the form's token.

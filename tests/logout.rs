@@ -20,27 +20,18 @@ const ADMIN_TOKEN: &str = SECRET;
 /// The demo's modules, with the IdP told to send back- and front-channel
 /// logouts to unigate, and an admin listener.
 async fn logout_stack() -> Multi {
-    logout_stack_on(None).await
+    logout_stack_builder().start().await
 }
 
-/// The stack, with its sessions in `store` (`[session]` keys) when given.
-async fn logout_stack_on(store: Option<&str>) -> Multi {
-    let gw_extra = format!(
-        r#"
-        {}
-        [admin]
-        address = "127.0.0.1:0"
-        token = "file:secret"
-    "#,
-        store.unwrap_or("")
-    );
-    let gw_extra = gw_extra.as_str();
-    multi_with(
-        ALL_HOSTS,
-        unigate::demo_module::demo_accounts,
-        gw_extra,
-        &demo_modules("", "", ""),
-        |idp, port| {
+/// The stack, to start (`.redis()`: its sessions in Redis).
+fn logout_stack_builder<'a>() -> MultiBuilder<'a> {
+    MultiBuilder::demo()
+        .gateway(|t| {
+            t.table("admin")
+                .set("address", "127.0.0.1:0")
+                .set("token", "file:secret");
+        })
+        .idp_with_port(|idp, port| {
             for c in idp.clients.iter_mut().filter(|c| c.client_id == CLIENT) {
                 c.backchannel_logout_uri =
                     Some(url::Url::parse(&format!("http://127.0.0.1:{port}/_unigate/backchannel-logout")).unwrap());
@@ -48,9 +39,7 @@ async fn logout_stack_on(store: Option<&str>) -> Multi {
                     url::Url::parse(&format!("http://portal.localhost:{port}/_unigate/frontchannel-logout")).unwrap(),
                 );
             }
-        },
-    )
-    .await
+        })
 }
 
 /// The IdP session id and user of the (one) live session.
@@ -164,8 +153,7 @@ async fn backchannel_logout_from_another_module_ends_every_session_and_the_modul
 
 #[tokio::test]
 async fn backchannel_logout_from_another_module_ends_every_session_and_the_module_sessions_with_redis() {
-    let (_redis, keys) = redis_store().await;
-    backchannel_everywhere(logout_stack_on(Some(&keys)).await).await;
+    backchannel_everywhere(logout_stack_builder().redis().start().await).await;
 }
 
 async fn backchannel_everywhere(s: Multi) {
@@ -190,20 +178,13 @@ async fn backchannel_everywhere(s: Multi) {
     let end = location(&r);
     let r = b.get(&end).send().await.unwrap();
     assert!(r.status().is_success() || r.status().is_redirection(), "{}", r.status());
-    let t = Instant::now();
     // Within a second the portal session is gone on the server side.
-    loop {
-        let (status, loc) = page(&b, &portal).await;
-        if status == 302 {
-            assert!(loc.starts_with(&format!("{}/authorize?", s.idp.issuer())), "{loc}");
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "portal session still live after 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the portal session ends", Duration::from_secs(1), async || {
+        page(&b, &portal).await.0 == 302
+    })
+    .await;
+    let (_, loc) = page(&b, &portal).await;
+    assert!(loc.starts_with(&format!("{}/authorize?", s.idp.issuer())), "{loc}");
     assert!(
         s.gw.gateway.local_sessions() == 0 && s.gw.gateway.cached_sessions().is_empty(),
         "both sessions ended"
@@ -217,8 +198,7 @@ async fn a_module_session_of_an_ended_login_never_gets_through() {
 
 #[tokio::test]
 async fn a_module_session_of_an_ended_login_never_gets_through_with_redis() {
-    let (_redis, keys) = redis_store().await;
-    dead_module_session(logout_stack_on(Some(&keys)).await).await;
+    dead_module_session(logout_stack_builder().redis().start().await).await;
 }
 
 async fn dead_module_session(s: Multi) {
@@ -277,8 +257,7 @@ async fn user_switch_keeps_the_previous_users_module_session_out() {
 
 #[tokio::test]
 async fn user_switch_keeps_the_previous_users_module_session_out_with_redis() {
-    let (_redis, keys) = redis_store().await;
-    user_switch(logout_stack_on(Some(&keys)).await).await;
+    user_switch(logout_stack_builder().redis().start().await).await;
 }
 
 async fn user_switch(s: Multi) {
@@ -372,8 +351,7 @@ async fn every_invalid_logout_token_gets_400_and_the_session_survives() {
 
 #[tokio::test]
 async fn every_invalid_logout_token_gets_400_and_the_session_survives_with_redis() {
-    let (_redis, keys) = redis_store().await;
-    invalid_logout_tokens(logout_stack_on(Some(&keys)).await).await;
+    invalid_logout_tokens(logout_stack_builder().redis().start().await).await;
 }
 
 async fn invalid_logout_tokens(s: Multi) {
@@ -521,8 +499,7 @@ async fn frontchannel_logout_finds_the_sessions_by_sid_and_only_the_idp_may_fram
 
 #[tokio::test]
 async fn frontchannel_logout_finds_the_sessions_by_sid_and_only_the_idp_may_frame_it_with_redis() {
-    let (_redis, keys) = redis_store().await;
-    frontchannel(logout_stack_on(Some(&keys)).await).await;
+    frontchannel(logout_stack_builder().redis().start().await).await;
 }
 
 async fn frontchannel(s: Multi) {
@@ -573,8 +550,7 @@ async fn the_admin_api_needs_its_token_and_revokes_by_sub_or_email() {
 
 #[tokio::test]
 async fn the_admin_api_needs_its_token_and_revokes_by_sub_or_email_with_redis() {
-    let (_redis, keys) = redis_store().await;
-    admin_api(logout_stack_on(Some(&keys)).await).await;
+    admin_api(logout_stack_builder().redis().start().await).await;
 }
 
 async fn admin_api(s: Multi) {
@@ -654,12 +630,13 @@ async fn a_websocket_is_closed_within_a_second_of_logout() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let up = websocket_upstream().await;
-    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let s = StackBuilder::new().upstream(up).start().await;
     let (b, jar) = s.browser();
     s.login(&b, "alice", "/").await;
     let id = s.session_id(&jar).unwrap();
     let mut ws = websocket_through(s.port, &id).await;
-    // Idle for a while: an open websocket is not closed for nothing.
+    // Idle for a while: an open websocket is not closed for nothing (the
+    // wait is the point: nothing should happen).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     ws.send(Message::text("still")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "still");
@@ -677,7 +654,7 @@ async fn a_websocket_is_closed_within_a_second_of_logout() {
 #[tokio::test]
 async fn an_event_stream_a_chunked_feed_and_a_download_are_cut_within_a_second_of_logout() {
     let up = stream_upstream().await;
-    let s = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let s = StackBuilder::new().upstream(up).start().await;
     let (b, _) = s.browser();
     s.login(&b, "alice", "/").await;
     let mut streams = Vec::new();
@@ -692,7 +669,8 @@ async fn an_event_stream_a_chunked_feed_and_a_download_are_cut_within_a_second_o
         assert!(String::from_utf8_lossy(&chunk).starts_with(first), "{path}: {chunk:?}");
         streams.push((path, r));
     }
-    // Quiet streams are not closed for nothing.
+    // Quiet streams are not closed for nothing (the wait is the point:
+    // nothing should happen).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for (path, r) in &mut streams {
         let next = tokio::time::timeout(Duration::from_millis(100), r.chunk()).await;
@@ -741,7 +719,13 @@ async fn a_watched_streamed_response_that_ends_by_itself_is_complete() {
 async fn a_websocket_is_closed_when_its_session_expires() {
     let up = websocket_upstream().await;
     // The session idles out one second after its last request.
-    let s = stack_with_upstream(|_| {}, "idle_timeout = \"1s\"", Some(up)).await;
+    let s = StackBuilder::new()
+        .upstream(up)
+        .session(|s| {
+            s.set("idle_timeout", "1s");
+        })
+        .start()
+        .await;
     let (b, jar) = s.browser();
     s.login(&b, "alice", "/").await;
     let id = s.session_id(&jar).unwrap();

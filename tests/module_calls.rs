@@ -30,7 +30,7 @@ fn cookie_sent_for(seen: &Mutex<Vec<String>>, path: &str) -> String {
 #[tokio::test]
 async fn no_unigate_cookie_reaches_the_module_proxied_public_or_at_logout() {
     let (up, seen) = recording_upstream("ok").await;
-    let s = stack_full(|_| {}, "", Some(up), "").await;
+    let s = StackBuilder::new().upstream(up).start().await;
     let (b, jar) = s.browser();
     assert_eq!(s.login(&b, "alice", "/").await.status(), 302);
     let id = s.session_id(&jar).expect("a session");
@@ -84,13 +84,7 @@ async fn session_header(s: &Multi, b: &reqwest::Client, host: &str) -> String {
 
 #[tokio::test]
 async fn modules_get_a_per_module_session_handle_that_logs_nobody_out() {
-    let s = multi(
-        ALL_HOSTS,
-        unigate::demo_module::demo_accounts,
-        "",
-        &demo_modules("", "", ""),
-    )
-    .await;
+    let s = MultiBuilder::demo().start().await;
     let b = s.browser();
     let (_, r) = s.walk(&b, "alice", &s.url("portal.localhost", "/")).await;
     assert_eq!(r.status(), 200);
@@ -270,17 +264,21 @@ async fn replicas_sharing_the_assertion_key_give_a_module_the_same_handle() {
     std::fs::write(dir.path().join("assertion.pem"), &key).unwrap();
     // The same key, written on another system.
     std::fs::write(dir.path().join("assertion-crlf.pem"), key.replace('\n', "\r\n")).unwrap();
-    let load = |identity: &str| {
-        let text = gateway_toml(
-            1,
-            "http://127.0.0.1:9",
-            "",
-            &format!(
-                "{identity}\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"127.0.0.1:9\"\naccess_groups = [\"x\"]"
-            ),
-        );
+    // With `[identity] assertion_key` from that file, when given.
+    let load = |key_file: Option<&str>| {
+        let mut config = gateway_table(1, "http://127.0.0.1:9");
+        if let Some(file) = key_file {
+            config.table("identity").set("assertion_key", format!("file:{file}"));
+        }
+        let portal = table_of(|m| {
+            m.set("name", "portal")
+                .set("hosts", vec![HOST])
+                .set("upstream", "127.0.0.1:9")
+                .set("access_groups", vec!["x"]);
+        });
+        config.set("module", vec![portal]);
         let path = dir.path().join("unigate.toml");
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, config_text(&config)).unwrap();
         unigate::gateway::config::GatewayConfig::load(&path).unwrap()
     };
     let id = unigate::session::Identity {
@@ -293,16 +291,17 @@ async fn replicas_sharing_the_assertion_key_give_a_module_the_same_handle() {
         groups: vec![],
         module_user: None,
     };
-    let shared = "[identity]\nassertion_key = \"file:assertion.pem\"";
-    let a = unigate::gateway::server::build(load(shared)).await.unwrap();
-    let b = unigate::gateway::server::build(load("[identity]\nassertion_key = \"file:assertion-crlf.pem\""))
+    let a = unigate::gateway::server::build(load(Some("assertion.pem")))
+        .await
+        .unwrap();
+    let b = unigate::gateway::server::build(load(Some("assertion-crlf.pem")))
         .await
         .unwrap();
     let handle = a.state.signer.session_handle("portal", &id);
     assert_eq!(handle, b.state.signer.session_handle("portal", &id), "replicas agree");
     assert_ne!(handle, "idp-sid");
     // Without a shared key, each process has its own.
-    let c = unigate::gateway::server::build(load("")).await.unwrap();
+    let c = unigate::gateway::server::build(load(None)).await.unwrap();
     assert_ne!(handle, c.state.signer.session_handle("portal", &id));
 }
 

@@ -14,18 +14,13 @@ use serde_json::Value;
 /// The portal with the module's own login allowed (so that a request
 /// without a KaseyaOne session reaches the module, with its cookies).
 async fn portal_stack() -> Multi {
-    portal_stack_on("").await
+    portal_stack_builder().start().await
 }
 
-/// `portal_stack` with these `[session]` keys.
-async fn portal_stack_on(session: &str) -> Multi {
-    multi(
-        ALL_HOSTS,
-        unigate::demo_module::demo_accounts,
-        session,
-        &demo_modules("local_login = true", "", ""),
-    )
-    .await
+fn portal_stack_builder<'a>() -> MultiBuilder<'a> {
+    MultiBuilder::demo().module("portal", |m| {
+        m.set("local_login", true);
+    })
 }
 
 /// A client with no cookie jar that does not follow redirects.
@@ -99,8 +94,7 @@ async fn after_logout_the_module_session_is_refused_in_every_spelling() {
 
 #[tokio::test]
 async fn after_logout_the_module_session_is_refused_in_every_spelling_with_redis() {
-    let (_redis, keys) = redis_store().await;
-    after_logout(portal_stack_on(&keys).await).await;
+    after_logout(portal_stack_builder().redis().start().await).await;
 }
 
 async fn after_logout(s: Multi) {
@@ -207,13 +201,12 @@ async fn another_users_module_session_stays_out_in_every_spelling() {
 
 #[tokio::test]
 async fn a_module_session_opened_with_module_credentials_stays_out_beside_a_kaseyaone_session() {
-    let s = multi(
-        ALL_HOSTS,
-        unigate::demo_module::demo_accounts,
-        "",
-        &demo_modules("local_login = true", "", ""),
-    )
-    .await;
+    let s = MultiBuilder::demo()
+        .module("portal", |m| {
+            m.set("local_login", true);
+        })
+        .start()
+        .await;
     let host = "portal.localhost";
     // Someone signs in with module credentials: unigate records nothing.
     let r = s

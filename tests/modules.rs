@@ -18,7 +18,7 @@ fn accounts(label: &str) -> Vec<DemoAccount> {
 }
 
 async fn demo_stack() -> Multi {
-    multi(ALL_HOSTS, accounts, "", &demo_modules("", "", "")).await
+    MultiBuilder::demo().accounts(accounts).start().await
 }
 
 async fn text(r: reqwest::Response) -> String {
@@ -208,8 +208,13 @@ async fn instances_choose_remember_and_direct_links() {
 #[tokio::test]
 async fn one_open_instance_needs_no_choice() {
     // west only for portal-users: carol (bms-users only) has east alone.
-    let modules = demo_modules("", "", "access_groups = [\"portal-users\"]");
-    let s = multi(ALL_HOSTS, accounts, "", &modules).await;
+    let s = MultiBuilder::demo()
+        .accounts(accounts)
+        .instance("bms", "west", |w| {
+            w.set("access_groups", vec!["portal-users"]);
+        })
+        .start()
+        .await;
     let b = s.browser();
     let r = s.walk(&b, "carol", &s.url("bms.localhost", "/ping")).await;
     assert_eq!(r.0, s.url("bms-east.localhost", "/ping"), "straight to east");
@@ -243,7 +248,23 @@ async fn upstreams_are_load_balanced_and_all_down_is_an_immediate_503() {
     );
     // One down: every request still works, from the other.
     s.modules.remove("bms/east").unwrap().stop();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Once the health checks (every 200 ms) see it: two requests in a row
+    // (round robin would give each upstream one) served by the other.
+    let east = s.url("bms-east.localhost", "/");
+    let by_two = async || {
+        let r = b.get(&east).send().await.unwrap();
+        r.status() == 200 && served_by(&r) == two
+    };
+    let mut in_a_row = 0;
+    wait_until(
+        "the health checks take the stopped upstream out",
+        Duration::from_secs(3),
+        async || {
+            in_a_row = if by_two().await { in_a_row + 1 } else { 0 };
+            in_a_row >= 2
+        },
+    )
+    .await;
     for _ in 0..6 {
         let r = b.get(s.url("bms-east.localhost", "/")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -251,7 +272,10 @@ async fn upstreams_are_load_balanced_and_all_down_is_an_immediate_503() {
     }
     // Both down: once the health checks see it, a 503 page at once.
     s.modules.remove("bms/east#2").unwrap().stop();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_until("the health checks see both down", Duration::from_secs(3), async || {
+        b.get(&east).send().await.unwrap().status() == 503
+    })
+    .await;
     let t = Instant::now();
     let r = b.get(s.url("bms-east.localhost", "/")).send().await.unwrap();
     assert_eq!(r.status(), 503);
@@ -262,15 +286,24 @@ async fn upstreams_are_load_balanced_and_all_down_is_an_immediate_503() {
     let (_, r) = s.walk(&b, "alice", &s.url("bms-west.localhost", "/")).await;
     assert_eq!(r.status(), 200);
     s.modules.remove("bms/west").unwrap().stop();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let west = s.url("bms-west.localhost", "/");
+    wait_until("the health checks see west down", Duration::from_secs(3), async || {
+        b.get(&west).send().await.unwrap().status() == 503
+    })
+    .await;
     let t = Instant::now();
     let r = b.get(s.url("bms-west.localhost", "/")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
 }
 
-fn with_accounts(spec: &str) -> String {
-    demo_modules(&format!("accounts = {spec}"), "", "")
+/// The demo stack, the portal matching accounts as `spec` (a TOML inline
+/// table) says.
+fn with_accounts<'a>(spec: &str) -> MultiBuilder<'a> {
+    let spec = toml_value(spec);
+    MultiBuilder::demo().module("portal", |m| {
+        m.set("accounts", spec);
+    })
 }
 
 /// The module account each login was let in as (what the module sees).
@@ -301,13 +334,10 @@ async fn module_accounts_must_match_by_scim_with_a_page_per_failure() {
         DemoAccount::new("carol", "carol@old.example", None),
         DemoAccount::new("dave", "dave@globex.example", None).inactive(),
     ];
-    let s = multi(
-        ALL_HOSTS,
-        portal(extra),
-        "",
-        &with_accounts(r#"{ source = "scim", match = "both", cache_ttl = "1h" }"#),
-    )
-    .await;
+    let s = with_accounts(r#"{ source = "scim", match = "both", cache_ttl = "1h" }"#)
+        .accounts(portal(extra))
+        .start()
+        .await;
     let b = s.browser();
     let (_, r) = s.walk(&b, "alice", &s.url("portal.localhost", "/")).await;
     assert_eq!(r.status(), 200);
@@ -372,19 +402,16 @@ async fn email_and_username_mismatches_and_unfinished_accounts_have_their_own_pa
     ] {
         let expected_user = module_bob.username.clone();
         let extra = module_bob.clone();
-        let s = multi(
-            ALL_HOSTS,
-            move |label: &str| {
+        let s = with_accounts(spec)
+            .accounts(move |label: &str| {
                 let mut a = accounts(label);
                 if label == "portal" {
                     a.push(extra.clone());
                 }
                 a
-            },
-            "",
-            &with_accounts(spec),
-        )
-        .await;
+            })
+            .start()
+            .await;
         let b = s.browser();
         let (_, r) = s.walk(&b, "bob", &s.url("portal.localhost", "/")).await;
         match reason {
@@ -411,7 +438,7 @@ async fn accounts_from_a_static_file() {
     )
     .unwrap();
     let spec = format!(r#"{{ source = "file", file = "{}", match = "both" }}"#, file.display());
-    let s = multi(ALL_HOSTS, accounts, "", &with_accounts(&spec)).await;
+    let s = with_accounts(&spec).accounts(accounts).start().await;
     let (_, r) = s.walk(&s.browser(), "alice", &s.url("portal.localhost", "/")).await;
     assert_eq!(r.status(), 200);
     let (_, r) = s.walk(&s.browser(), "bob", &s.url("portal.localhost", "/")).await;
@@ -430,7 +457,7 @@ async fn accounts_from_a_static_file() {
 #[tokio::test]
 async fn automatic_user_provisioning_creates_the_missing_account_with_the_default_role() {
     let spec = r#"{ source = "scim", match = "both", provisioning = true, default_role = "viewer" }"#;
-    let s = multi(ALL_HOSTS, accounts, "", &with_accounts(spec)).await;
+    let s = with_accounts(spec).accounts(accounts).start().await;
     assert!(!s.module("portal").module.accounts().iter().any(|a| a.username == "bob"));
     let b = s.browser();
     let (_, r) = s.walk(&b, "bob", &s.url("portal.localhost", "/")).await;
@@ -450,7 +477,7 @@ async fn automatic_user_provisioning_creates_the_missing_account_with_the_defaul
 #[tokio::test]
 async fn module_directory_down_is_a_clear_503() {
     let spec = r#"{ source = "scim", scim_url = "http://127.0.0.1:9/scim/v2" }"#;
-    let s = multi(ALL_HOSTS, accounts, "", &with_accounts(spec)).await;
+    let s = with_accounts(spec).accounts(accounts).start().await;
     let (_, r) = s.walk(&s.browser(), "alice", &s.url("portal.localhost", "/")).await;
     assert_eq!(r.status(), 503);
     assert!(text(r).await.contains("cannot be checked right now"));
@@ -458,7 +485,13 @@ async fn module_directory_down_is_a_clear_503() {
 
 #[tokio::test]
 async fn first_login_to_an_instance_links_the_module_account_once() {
-    let s = multi(ALL_HOSTS, accounts, "", &demo_modules("", "", "link_required = true")).await;
+    let s = MultiBuilder::demo()
+        .accounts(accounts)
+        .instance("bms", "west", |w| {
+            w.set("link_required", true);
+        })
+        .start()
+        .await;
     let west = "bms-west.localhost";
     let b = s.browser();
     let (url, r) = s.walk(&b, "alice", &s.url(west, "/reports")).await;
@@ -534,10 +567,15 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
 
 #[tokio::test]
 async fn require_kaseyaone_refuses_module_credentials_except_for_exceptions() {
-    let portal = r#"require_kaseyaone = true
-        local_exceptions = ["admin"]
-        exception_path = "/local-login""#;
-    let s = multi(ALL_HOSTS, accounts, "", &demo_modules(portal, "", "")).await;
+    let s = MultiBuilder::demo()
+        .accounts(accounts)
+        .module("portal", |m| {
+            m.set("require_kaseyaone", true)
+                .set("local_exceptions", vec!["admin"])
+                .set("exception_path", "/local-login");
+        })
+        .start()
+        .await;
     let host = "portal.localhost";
     let b = s.browser();
     // The module's login page sends people to KaseyaOne.

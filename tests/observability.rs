@@ -45,7 +45,14 @@ async fn scrape_until(s: &Stack, series: &str, want: f64) -> String {
 
 #[tokio::test]
 async fn metrics_count_logins_requests_and_logouts() {
-    let s = stack_with(|_| {}, "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"file:secret\"").await;
+    let s = StackBuilder::new()
+        .gateway(|t| {
+            t.table("admin")
+                .set("address", "127.0.0.1:0")
+                .set("token", "file:secret");
+        })
+        .start()
+        .await;
     let before = scrape(&s).await;
     assert_eq!(sample(&before, "unigate_sessions"), 0.0);
     assert!(before.contains("# TYPE unigate_requests_total counter"), "{before}");
@@ -171,23 +178,16 @@ async fn json_logs_carry_one_event_per_auth_decision() {
     let config = dir.path().join("unigate.toml");
     // No IdP is reachable: the module has Unified Login off, and a host
     // nobody configured is refused.
-    std::fs::write(
-        &config,
-        gateway_toml(
-            port,
-            "http://127.0.0.1:9",
-            "",
-            r#"
-            [[module]]
-            name = "legacy"
-            hosts = ["legacy.localhost"]
-            upstream = "127.0.0.1:9"
-            access_groups = ["x"]
-            unified_login = false
-            "#,
-        ),
-    )
-    .unwrap();
+    let mut text = gateway_table(port, "http://127.0.0.1:9");
+    let legacy = table_of(|m| {
+        m.set("name", "legacy")
+            .set("hosts", vec!["legacy.localhost"])
+            .set("upstream", "127.0.0.1:9")
+            .set("access_groups", vec!["x"])
+            .set("unified_login", false);
+    });
+    text.set("module", vec![legacy]);
+    std::fs::write(&config, config_text(&text)).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_unigate"))
         .args(["--log-format", "json", "run", "--config"])
         .arg(&config)

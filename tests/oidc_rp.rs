@@ -15,8 +15,11 @@ use reqwest::cookie::{CookieStore, Jar};
 use url::Url;
 
 use common::fake_op::{Answer, FakeOp, now};
-use common::{HOST, Recorded, location, query_param, recording_upstream, start_gateway};
+use common::{
+    HOST, Recorded, TomlEdit, location, query_param, recording_upstream, start_gateway, table_of, wait_until,
+};
 use serde_json::{Value, json};
+use toml::Table;
 use unigate::gateway::server::{GatewayServer, free_port};
 use unigate::idp::keys::SigningKey;
 
@@ -27,54 +30,49 @@ struct Rp {
     module: Recorded,
 }
 
-/// unigate in front of a recording module, with the fake provider;
-/// `idp_extra` goes into `[identity_provider]` (and may open
-/// `[identity_provider.claims]`), `session_extra` into `[session]`,
-/// `module_extra` into the `[[module]]`.
-async fn start_rp(idp_extra: &str, session_extra: &str, module_extra: &str) -> Rp {
-    start_rp_with(FakeOp::start().await, idp_extra, session_extra, module_extra).await
+/// unigate in front of a recording module (module `portal` for
+/// `portal-users`, sessions in memory), with the fake provider; `edit`
+/// changes the configuration.
+async fn start_rp(edit: impl FnOnce(&mut Table)) -> Rp {
+    start_rp_with(FakeOp::start().await, edit).await
 }
 
-async fn start_rp_with(op: FakeOp, idp_extra: &str, session_extra: &str, module_extra: &str) -> Rp {
-    let session = format!("[session]\nstore = \"memory\"\n{session_extra}");
-    start_rp_full(op, idp_extra, &session, module_extra, None).await
+async fn start_rp_with(op: FakeOp, edit: impl FnOnce(&mut Table)) -> Rp {
+    start_rp_full(op, None, edit).await
 }
 
-/// With the whole `[session]` table, and the module at `upstream` (else a
-/// recording one).
-async fn start_rp_full(
-    op: FakeOp,
-    idp_extra: &str,
-    session: &str,
-    module_extra: &str,
-    upstream: Option<SocketAddr>,
-) -> Rp {
+/// With the module at `upstream` (else a recording one).
+async fn start_rp_full(op: FakeOp, upstream: Option<SocketAddr>, edit: impl FnOnce(&mut Table)) -> Rp {
     let (recording, module) = recording_upstream("the module's page").await;
     let up = upstream.unwrap_or(recording);
     let port = free_port().unwrap();
-    let rest = format!(
-        r#"
-        {idp_extra}
-        {session}
-        [[module]]
-        name = "portal"
-        hosts = ["{HOST}"]
-        upstream = "{up}"
-        {module_extra}
-        "#
-    );
-    let rest = if module_extra.contains("access_groups") {
-        rest
-    } else {
-        format!("{rest}\naccess_groups = [\"portal-users\"]\n")
-    };
-    let gw = start_gateway(port, &op.base, &rest).await;
+    let gw = start_gateway(port, &op.base, |t| {
+        t.table("session").set("store", "memory");
+        t.set("module", vec![portal_at(up)]);
+        edit(t);
+    })
+    .await;
     Rp {
         op,
         _gw: gw,
         port,
         module,
     }
+}
+
+/// Module `portal` on [`HOST`] at `up`, for `portal-users`.
+fn portal_at(up: SocketAddr) -> Table {
+    table_of(|m| {
+        m.set("name", "portal")
+            .set("hosts", vec![HOST])
+            .set("upstream", up.to_string())
+            .set("access_groups", vec!["portal-users"]);
+    })
+}
+
+/// `[identity_provider]` keys.
+fn provider(t: &mut Table) -> &mut Table {
+    t.table("identity_provider")
 }
 
 impl Rp {
@@ -184,7 +182,7 @@ fn all_claims(op: &FakeOp, sub: &str, groups: Value) -> Value {
 
 #[tokio::test]
 async fn claims_only_in_userinfo_log_the_user_in() {
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     let b = rp.browser();
     rp.op.set(|s| {
         s.userinfo = Some(Answer::json(json!({
@@ -208,7 +206,7 @@ async fn claims_only_in_userinfo_log_the_user_in() {
 
 #[tokio::test]
 async fn claims_in_the_id_token_need_no_userinfo_call() {
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     let b = rp.browser();
     let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
     assert_eq!(r.status(), 302);
@@ -227,12 +225,15 @@ async fn claims_in_the_id_token_need_no_userinfo_call() {
 }
 
 async fn rp_always() -> Rp {
-    start_rp(r#"userinfo = "always""#, "", "").await
+    start_rp(|t| {
+        provider(t).set("userinfo", "always");
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_userinfo_answer_that_is_wrong_fails_the_login_closed() {
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     let other_key = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     let signed_by_other = other_key
         .sign("JWT", &json!({"sub": "alice", "groups": ["portal-users"]}))
@@ -286,7 +287,7 @@ async fn a_userinfo_answer_that_is_wrong_fails_the_login_closed() {
 
 #[tokio::test]
 async fn a_signed_userinfo_answer_is_verified_and_read() {
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     let b = rp.browser();
     let jwt = rp
         .op
@@ -328,11 +329,13 @@ async fn a_signed_userinfo_answer_is_verified_and_read() {
 
 #[tokio::test]
 async fn claim_paths_read_keycloak_roles_and_a_group_given_as_one_string() {
-    let rp = start_rp(
-        "[identity_provider.claims]\ngroups = \"realm_access.roles\"\nusername = \"upn\"\ncompany = \"\"",
-        "",
-        "",
-    )
+    let rp = start_rp(|t| {
+        provider(t)
+            .table("claims")
+            .set("groups", "realm_access.roles")
+            .set("username", "upn")
+            .set("company", "");
+    })
     .await;
     let b = rp.browser();
     let mut c = rp.op.id_claims("alice", None);
@@ -349,7 +352,7 @@ async fn claim_paths_read_keycloak_roles_and_a_group_given_as_one_string() {
     assert_eq!(header(&h, "x-kaseyaone-groups"), Some("portal-users"));
     assert_eq!(header(&h, "x-kaseyaone-user"), Some("alice@corp"));
 
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     let b = rp.browser();
     let r = rp.login(&b, all_claims(&rp.op, "bob", json!("portal-users"))).await;
     assert_eq!(r.status(), 302);
@@ -358,14 +361,17 @@ async fn claim_paths_read_keycloak_roles_and_a_group_given_as_one_string() {
 
 #[tokio::test]
 async fn access_groups_star_lets_in_every_signed_in_user_and_only_them() {
-    let rp = start_rp("", "", r#"access_groups = ["*"]"#).await;
+    let rp = start_rp(|t| {
+        t.module("portal").set("access_groups", vec!["*"]);
+    })
+    .await;
     let b = rp.browser();
     assert_eq!(rp.page(&b).await.0, 302, "not signed in: login");
     let r = rp.login(&b, all_claims(&rp.op, "carol", json!([]))).await;
     assert_eq!(r.status(), 302);
     assert_eq!(rp.page(&b).await.0, 200);
     // Without it, the same user is refused.
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     let b = rp.browser();
     let r = rp.login(&b, all_claims(&rp.op, "carol", json!([]))).await;
     assert_eq!(r.status(), 403);
@@ -373,7 +379,7 @@ async fn access_groups_star_lets_in_every_signed_in_user_and_only_them() {
 
 #[tokio::test]
 async fn callback_rules_refuse_before_any_token_request() {
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     let b = rp.browser();
     let (_, state, nonce) = rp.start(&b).await;
     let iss = rp.iss();
@@ -418,7 +424,7 @@ async fn callback_rules_refuse_before_any_token_request() {
 async fn a_provider_that_does_not_promise_iss_may_leave_it_out() {
     let op = FakeOp::start().await;
     op.set(|s| s.iss_supported = false);
-    let rp = start_rp_with(op, "", "", "").await;
+    let rp = start_rp_with(op, |_| {}).await;
     let b = rp.browser();
     let (_, state, nonce) = rp.start(&b).await;
     let mut c = all_claims(&rp.op, "alice", json!(["portal-users"]));
@@ -432,7 +438,7 @@ async fn a_provider_that_does_not_promise_iss_may_leave_it_out() {
 async fn an_issuer_ending_in_a_slash_is_named_exactly_as_discovery_spells_it() {
     // Auth0's issuer is `https://tenant.auth0.com/`; an operator writes it
     // with or without the slash.
-    let rp = start_rp_with(FakeOp::start_with(true).await, "", "", "").await;
+    let rp = start_rp_with(FakeOp::start_with(true).await, |_| {}).await;
     assert!(rp.op.issuer.ends_with('/'));
     let b = rp.browser();
     let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
@@ -446,7 +452,7 @@ async fn an_issuer_ending_in_a_slash_is_named_exactly_as_discovery_spells_it() {
 
 #[tokio::test]
 async fn the_token_response_must_be_of_type_bearer() {
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     for (token_type, want) in [
         (None, 502),
         (Some("DPoP"), 502),
@@ -474,7 +480,7 @@ async fn the_token_response_must_be_of_type_bearer() {
 #[tokio::test]
 async fn id_token_rules_at_the_callback() {
     use unigate::oidc::id_token::left_half_hash;
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     let alg = jsonwebtoken::Algorithm::ES256;
     let good = |nonce: &str| {
         let mut c = all_claims(&rp.op, "alice", json!(["portal-users"]));
@@ -538,7 +544,7 @@ async fn id_token_rules_at_the_callback() {
 
 #[tokio::test]
 async fn a_key_rotation_right_after_start_is_followed_at_once() {
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     assert_eq!(rp.op.count("jwks"), 1, "loaded at start");
     // The provider rotates to a new key the moment unigate has started.
     let next = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
@@ -549,7 +555,7 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
     assert_eq!(rp.op.count("jwks"), 2, "one re-fetch");
     // An ID token comes from the provider itself: a kid it does not
     // publish is looked up again (at most once a second), and still
-    // refused.
+    // refused. (The wait is the point: past the one-second cooldown.)
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let stranger = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     let r = rp.login_signed(&rp.browser(), c.clone(), &stranger).await;
@@ -578,7 +584,8 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
         assert_eq!(r.status(), 401, "{jti}");
         assert_eq!(rp.op.count("jwks"), fetches, "{jti}");
     }
-    // And those made-up kids hold back no login after a real rotation.
+    // And those made-up kids hold back no login after a real rotation
+    // (once the one-second cooldown has passed: the wait is the point).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let newest = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     rp.op.set(|s| s.jwks = json!({"keys": [newest.jwk]}));
@@ -589,7 +596,7 @@ async fn a_key_rotation_right_after_start_is_followed_at_once() {
 
 #[tokio::test]
 async fn many_logins_with_a_new_key_at_once_share_one_jwks_fetch() {
-    let rp = start_rp("", "", "").await;
+    let rp = start_rp(|_| {}).await;
     let next = SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap();
     // The new key, served slowly: the callbacks overlap while it loads.
     rp.op.set(|s| {
@@ -634,7 +641,7 @@ async fn jwks_entries_that_cannot_be_used_do_not_stop_the_others() {
             jwk,
         ]})
     });
-    let rp = start_rp_with(op, "", "", "").await;
+    let rp = start_rp_with(op, |_| {}).await;
     let b = rp.browser();
     let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
@@ -642,7 +649,10 @@ async fn jwks_entries_that_cannot_be_used_do_not_stop_the_others() {
 
 #[tokio::test]
 async fn a_module_max_age_is_asked_for_and_auth_time_checked() {
-    let rp = start_rp("", "", r#"max_age = "5m""#).await;
+    let rp = start_rp(|t| {
+        t.module("portal").set("max_age", "5m");
+    })
+    .await;
     let b = rp.browser();
     let (authorize, _, _) = rp.start(&b).await;
     assert_eq!(query_param(&authorize, "max_age").as_deref(), Some("300"));
@@ -663,19 +673,15 @@ async fn a_module_max_age_is_asked_for_and_auth_time_checked() {
     }
 }
 
-/// A second replica beside `a`, sharing its Redis (`session`, with the
-/// `[session]` keys it adds); and one browser for both (cookies ignore
-/// ports).
-async fn replica_b(a: &Rp, session: &str) -> (u16, GatewayServer, reqwest::Client) {
+/// A second replica beside `a`, sharing its Redis (`session` sets its
+/// `[session]`); and one browser for both (cookies ignore ports).
+async fn replica_b(a: &Rp, session: impl FnOnce(&mut Table)) -> (u16, GatewayServer, reqwest::Client) {
     let port = free_port().unwrap();
     let (up, _) = recording_upstream("the module's page").await;
-    let gw = start_gateway(
-        port,
-        &a.op.base,
-        &format!(
-            "{session}\n[[module]]\nname = \"portal\"\nhosts = [\"{HOST}\"]\nupstream = \"{up}\"\naccess_groups = [\"portal-users\"]\n"
-        ),
-    )
+    let gw = start_gateway(port, &a.op.base, |t| {
+        session(t);
+        t.set("module", vec![portal_at(up)]);
+    })
     .await;
     let browser = reqwest::Client::builder()
         .cookie_store(true)
@@ -709,11 +715,13 @@ async fn until_page(rp: &Rp, b: &reqwest::Client, want: u16) -> bool {
 
 /// Every request refreshes: the access token lives 300 s, and unigate
 /// refreshes 10 minutes ahead.
-const REFRESH_ALWAYS: &str = r#"refresh_before = "10m""#;
+fn refresh_always(t: &mut Table) {
+    t.table("session").set("refresh_before", "10m");
+}
 
 #[tokio::test]
 async fn a_refresh_updates_the_groups_and_access_follows() {
-    let rp = start_rp("", REFRESH_ALWAYS, "").await;
+    let rp = start_rp(refresh_always).await;
     let b = rp.browser();
     let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
     assert_eq!(r.status(), 302);
@@ -727,7 +735,7 @@ async fn a_refresh_updates_the_groups_and_access_follows() {
 
 #[tokio::test]
 async fn groups_from_userinfo_are_read_again_at_refresh() {
-    let rp = start_rp("", REFRESH_ALWAYS, "").await;
+    let rp = start_rp(refresh_always).await;
     let b = rp.browser();
     rp.op
         .set(|s| s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": ["portal-users"]}))));
@@ -750,7 +758,11 @@ async fn groups_from_userinfo_are_read_again_at_refresh() {
 
 #[tokio::test]
 async fn a_refresh_without_an_id_token_keeps_the_identity() {
-    let rp = start_rp(r#"userinfo = "never""#, REFRESH_ALWAYS, "").await;
+    let rp = start_rp(|t| {
+        provider(t).set("userinfo", "never");
+        refresh_always(t);
+    })
+    .await;
     let b = rp.browser();
     let r = rp.login(&b, all_claims(&rp.op, "alice", json!(["portal-users"]))).await;
     assert_eq!(r.status(), 302);
@@ -776,10 +788,8 @@ type MakeAnswer = Box<dyn Fn(&FakeOp) -> Answer>;
 async fn websocket_at_refresh(answer: MakeAnswer) -> (Rp, reqwest::Client, common::Ws) {
     let rp = start_rp_full(
         FakeOp::start().await,
-        "",
-        &format!("[session]\nstore = \"memory\"\n{REFRESH_ALWAYS}"),
-        "",
         Some(common::websocket_upstream().await),
+        refresh_always,
     )
     .await;
     let (b, jar) = rp.browser_with_jar();
@@ -869,9 +879,16 @@ async fn a_provider_failing_at_refresh_asks_for_a_login_but_ends_nothing() {
 async fn a_group_removed_at_a_refresh_on_one_replica_ends_access_on_the_other() {
     let op = FakeOp::start().await;
     let (_redis, session) = common::redis_store().await;
-    let a = start_rp_full(op, "", &format!("{session}{REFRESH_ALWAYS}"), "", None).await;
+    let a = start_rp_full(op, None, |t| {
+        t.set("session", session.clone());
+        refresh_always(t);
+    })
+    .await;
     // Replica B refreshes only near expiry: what it learns, it learns from A.
-    let (b_port, _b, browser) = replica_b(&a, &session).await;
+    let (b_port, _b, browser) = replica_b(&a, |t| {
+        t.set("session", session.clone());
+    })
+    .await;
     let on_b = || status_at(&browser, b_port);
     let r = a
         .login(&browser, all_claims(&a.op, "alice", json!(["portal-users"])))
@@ -882,13 +899,12 @@ async fn a_group_removed_at_a_refresh_on_one_replica_ends_access_on_the_other() 
     let refreshed = a.op.sign(&all_claims(&a.op, "alice", json!(["staff"])));
     a.op.set(|s| s.on_refresh = Some(Answer::json(a.op.tokens(&refreshed, "at-2"))));
     assert!(until_page(&a, &browser, 403).await, "A: access ends at the refresh");
-    let t = std::time::Instant::now();
-    let mut status = on_b().await;
-    while status != 403 && t.elapsed() < Duration::from_secs(1) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        status = on_b().await;
-    }
-    assert_eq!(status, 403, "B: within a second, not after its local copy expires");
+    wait_until(
+        "B: within a second, not after its local copy expires",
+        Duration::from_secs(1),
+        async || on_b().await == 403,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -896,8 +912,16 @@ async fn replicas_never_spend_a_rotated_refresh_token_twice() {
     let op = FakeOp::start().await;
     op.set(|s| s.rotate_refresh = true);
     let (_redis, session) = common::redis_store().await;
-    let a = start_rp_full(op, "", &format!("{session}{REFRESH_ALWAYS}"), "", None).await;
-    let (b_port, _b, browser) = replica_b(&a, &format!("{session}{REFRESH_ALWAYS}")).await;
+    let a = start_rp_full(op, None, |t| {
+        t.set("session", session.clone());
+        refresh_always(t);
+    })
+    .await;
+    let (b_port, _b, browser) = replica_b(&a, |t| {
+        t.set("session", session.clone());
+        refresh_always(t);
+    })
+    .await;
     let r = a
         .login(&browser, all_claims(&a.op, "alice", json!(["portal-users"])))
         .await;
@@ -910,6 +934,7 @@ async fn replicas_never_spend_a_rotated_refresh_token_twice() {
         let port = if i % 2 == 0 { a.port } else { b_port };
         let r = browser.get(format!("http://{HOST}:{port}/")).send().await.unwrap();
         assert_eq!(r.status(), 200, "request {i}");
+        // Paced, so that each request's background refresh has run.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let refused = a.op.script.lock().unwrap().refreshes_refused;
@@ -921,10 +946,18 @@ async fn replicas_never_spend_a_rotated_refresh_token_twice() {
 async fn a_userinfo_outage_at_refresh_lengthens_no_replicas_trust() {
     let op = FakeOp::start().await;
     let (_redis, session) = common::redis_store().await;
-    let a = start_rp_full(op, "", &format!("{session}{REFRESH_ALWAYS}"), "", None).await;
+    let a = start_rp_full(op, None, |t| {
+        t.set("session", session.clone());
+        refresh_always(t);
+    })
+    .await;
     // B refreshes five minutes ahead: at once for the login's 300 s token,
     // not for a refreshed one of an hour.
-    let (b_port, _b, browser) = replica_b(&a, &format!("{session}refresh_before = \"5m\"\n")).await;
+    let (b_port, _b, browser) = replica_b(&a, |t| {
+        t.set("session", session.clone());
+        t.table("session").set("refresh_before", "5m");
+    })
+    .await;
     a.op.set(|s| s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": ["portal-users"]}))));
     let r = a.login(&browser, a.op.id_claims("alice", None)).await;
     assert_eq!(r.status(), 302);
@@ -947,6 +980,8 @@ async fn a_userinfo_outage_at_refresh_lengthens_no_replicas_trust() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A stores what it learnt after asking UserInfo; nothing outside
+    // shows when that is done.
     tokio::time::sleep(Duration::from_millis(200)).await;
     // B must not take the unchecked hour: it checks the user itself, and
     // with UserInfo down, asks for a login.

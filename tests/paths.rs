@@ -53,7 +53,7 @@ async fn raw_full(port: u16, target: &[u8], cookie: Option<&str>) -> (u16, Strin
 #[tokio::test(flavor = "multi_thread")]
 async fn a_path_walking_out_of_a_public_prefix_gets_a_login_not_the_module() {
     let (up, seen) = recording_upstream("module").await;
-    let stack = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let stack = StackBuilder::new().upstream(up).start().await;
     let authorize = format!("{}/authorize?", stack.idp.issuer());
     let absolute = format!("http://{HOST}:{}/static/../admin", stack.port);
     let walks: Vec<&[u8]> = vec![
@@ -109,7 +109,7 @@ async fn raw_with_cookies(port: u16, target: &[u8]) -> (u16, String, Vec<String>
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ambiguous_path_is_refused_with_400() {
     let (up, seen) = recording_upstream("module").await;
-    let stack = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let stack = StackBuilder::new().upstream(up).start().await;
     let refused: Vec<&[u8]> = vec![
         b"/static/..%2fadmin",
         b"/static/..%2Fadmin",
@@ -143,7 +143,7 @@ async fn an_ambiguous_path_is_refused_with_400() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_module_is_sent_the_path_unigate_decided_on() {
     let (up, seen) = recording_upstream("module").await;
-    let stack = stack_with_upstream(|_| {}, "", Some(up)).await;
+    let stack = StackBuilder::new().upstream(up).start().await;
     // Public: no login; the module sees the canonical path.
     let (status, _, body) = raw(stack.port, b"/static/./css//app.css?v=1", None).await;
     assert_eq!((status, body.as_str()), (200, "module"));
@@ -175,22 +175,19 @@ async fn the_module_is_sent_the_path_unigate_decided_on() {
 /// A module with `public_paths = [prefix]` behind unigate, and its recorder.
 async fn public_prefix_module(prefix: &str) -> (Multi, Recorded) {
     let (up, seen) = recording_upstream("module").await;
-    let m = multi(
-        &[HOST],
-        |_| vec![],
-        "",
-        &format!(
-            r#"
-            [[module]]
-            name = "portal"
-            hosts = ["{HOST}"]
-            upstream = "{up}"
-            access_groups = ["portal-users"]
-            public_paths = ["{prefix}"]
-            "#
-        ),
-    )
-    .await;
+    let portal = table_of(|m| {
+        m.set("name", "portal")
+            .set("hosts", vec![HOST])
+            .set("upstream", up.to_string())
+            .set("access_groups", vec!["portal-users"])
+            .set("public_paths", vec![prefix]);
+    });
+    let m = MultiBuilder::demo()
+        .hosts(&[HOST])
+        .accounts(|_| vec![])
+        .modules(vec![portal])
+        .start()
+        .await;
     (m, seen)
 }
 
@@ -265,7 +262,12 @@ async fn logout_paths_match_every_spelling_the_module_reads_as_logout() {
     }
     // Case, and the trailing dots and spaces Windows trims, matter only
     // where the module says case does not.
-    let ci = stack_full(|_| {}, "", None, "logout_paths_case_insensitive = true").await;
+    let ci = StackBuilder::new()
+        .module("portal", |m| {
+            m.set("logout_paths_case_insensitive", true);
+        })
+        .start()
+        .await;
     for target in ["/LOGOUT", "/Logout;x/", "/logout.", "/LogOut%20"] {
         assert!(
             logs_out(&ci, target).await,

@@ -64,57 +64,49 @@ async fn whoami(b: &reqwest::Client, port: u16) -> serde_json::Value {
     res.json().await.unwrap()
 }
 
-async fn replica(port: u16, issuer: &str, dir: &std::path::Path, module: SocketAddr, extra: &str) -> GatewayServer {
-    let redis = format!("redis_url = \"file:redis_url\"\n{extra}");
-    replica_with(port, issuer, dir, module, &redis).await
-}
-
-async fn replica_with(
+/// A replica on `port` in front of `module`, its sessions in the Redis
+/// named by the files of `dir` (`redis_url`, `encryption_key`), with an
+/// admin listener; `session` edits its `[session]`.
+async fn replica(
     port: u16,
     issuer: &str,
     dir: &std::path::Path,
     module: SocketAddr,
-    redis: &str,
+    session: impl FnOnce(&mut toml::Table),
 ) -> GatewayServer {
-    let text = format!(
-        r#"
-        [listen]
-        address = "127.0.0.1:{port}"
-        public_url = "http://localhost:{port}"
-        threads = 1
-        work_stealing = true
-        [identity_provider]
-        issuer = "{issuer}"
-        client_id = "{CLIENT}"
-        client_secret = "file:secret"
-        [session]
-        store = "redis"
-        {redis}
-        encryption_key = "file:encryption_key"
-        redis_prefix = "test"
-        [admin]
-        address = "127.0.0.1:0"
-        token = "file:secret"
-        [[module]]
-        name = "portal"
-        hosts = ["{HOST}"]
-        upstream = "{module}"
-        access_groups = ["portal-users"]
-        logout_paths = ["/logout"]
-        session_cookies = ["portal_session"]
-        "#
-    );
-    let cfg = GatewayConfig::from_toml(&text, dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = gateway_table(port, issuer);
+    config.table("identity_provider").remove("api_audience");
+    config
+        .table("session")
+        .set("store", "redis")
+        .set("redis_url", "file:redis_url")
+        .set("encryption_key", "file:encryption_key")
+        .set("redis_prefix", "test");
+    session(config.table("session"));
+    config
+        .table("admin")
+        .set("address", "127.0.0.1:0")
+        .set("token", "file:secret");
+    let portal = table_of(|m| {
+        m.set("name", "portal")
+            .set("hosts", vec![HOST])
+            .set("upstream", module.to_string())
+            .set("access_groups", vec!["portal-users"])
+            .set("logout_paths", vec!["/logout"])
+            .set("session_cookies", vec!["portal_session"]);
+    });
+    config.set("module", vec![portal]);
+    let cfg = GatewayConfig::from_toml(&config_text(&config), dir).unwrap_or_else(|e| panic!("{e}"));
     GatewayServer::start(cfg).await.expect("replica starts")
 }
 
 async fn replicas() -> Replicas {
-    replicas_in_front_of(None, "").await
+    replicas_in_front_of(None, |_| {}).await
 }
 
-/// Two replicas in front of the demo module, or of `upstream`, with `extra`
-/// `[session]` settings.
-async fn replicas_in_front_of(upstream: Option<SocketAddr>, extra: &str) -> Replicas {
+/// Two replicas in front of the demo module, or of `upstream`, `session`
+/// editing their `[session]`.
+async fn replicas_in_front_of(upstream: Option<SocketAddr>, session: impl Fn(&mut toml::Table)) -> Replicas {
     let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
     let redis = Redis::start(free_port().unwrap()).await;
     let mut idp_cfg = demo_config();
@@ -134,8 +126,8 @@ async fn replicas_in_front_of(upstream: Option<SocketAddr>, extra: &str) -> Repl
     std::fs::write(dir.join("redis_url"), format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
     std::fs::write(dir.join("encryption_key"), "a-test-key-of-more-than-32-characters!").unwrap();
     let target = upstream.unwrap_or(module.addr);
-    let a = replica(pa, idp.issuer(), &dir, target, extra).await;
-    let b = replica(pb, idp.issuer(), &dir, target, extra).await;
+    let a = replica(pa, idp.issuer(), &dir, target, &session).await;
+    let b = replica(pb, idp.issuer(), &dir, target, &session).await;
     Replicas {
         idp,
         _module: module,
@@ -146,11 +138,11 @@ async fn replicas_in_front_of(upstream: Option<SocketAddr>, extra: &str) -> Repl
     }
 }
 
-/// Two replicas in front of a websocket module (with `extra` `[session]`
-/// settings), alice logged in on A, and a websocket open through A: the
+/// Two replicas in front of a websocket module (`session` editing their
+/// `[session]`), alice logged in on A, and a websocket open through A: the
 /// replicas, her browser, her session (id and A's object) and the socket.
 async fn websocket_on_a(
-    extra: &str,
+    session: impl Fn(&mut toml::Table),
 ) -> (
     Replicas,
     reqwest::Client,
@@ -159,7 +151,7 @@ async fn websocket_on_a(
     Ws,
 ) {
     let up = websocket_upstream().await;
-    let r = replicas_in_front_of(Some(up), extra).await;
+    let r = replicas_in_front_of(Some(up), session).await;
     let b = login(&r.idp, r.a.addr.port()).await;
     let (id, session) = r.a.gateway.cached_sessions().pop().expect("A holds the session");
     let ws = websocket_through(r.a.addr.port(), &id).await;
@@ -290,16 +282,13 @@ async fn a_login_on_one_replica_works_on_the_other_and_logout_reaches_both() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    loop {
-        if status(&b, &url(pa, "/ping")).await == 302 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "A still lets the session in after 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Within a second of the logout being posted.
+    wait_until(
+        "A refuses the session",
+        Duration::from_secs(1).saturating_sub(t.elapsed()),
+        async || status(&b, &url(pa, "/ping")).await == 302,
+    )
+    .await;
     assert_eq!(status(&b, &url(pb, "/ping")).await, 302);
     // The module's cookie, replayed alone at B (which never saw it issued):
     // refused and expired there too.
@@ -347,21 +336,14 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
         .expect("a sid");
     r.redis.kill();
     // Within moments: a clear 503 page, for the session and for new logins.
-    let t = Instant::now();
-    loop {
-        let res = b
-            .get(url(pa, "/ping"))
-            .header("accept", "text/html")
-            .send()
-            .await
-            .unwrap();
-        if res.status() == 503 {
-            assert!(res.text().await.unwrap().contains("session store cannot be reached"));
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(3), "still serving without Redis");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ping = || b.get(url(pa, "/ping")).header("accept", "text/html").send();
+    wait_until("A answers 503 without Redis", Duration::from_secs(3), async || {
+        ping().await.unwrap().status() == 503
+    })
+    .await;
+    let res = ping().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.text().await.unwrap().contains("session store cannot be reached"));
     let fresh = browser();
     assert_eq!(status(&fresh, &url(pa, "/")).await, 503, "no new logins either");
     // A module cookie unigate cannot look up is not waved through: an API
@@ -388,11 +370,10 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
     assert_eq!(res.headers()["cache-control"], "no-store");
     // Redis comes back (empty: it kept nothing): unigate reconnects alone.
     r.redis = Redis::start(r.redis.port).await;
-    let t = Instant::now();
-    while status(&fresh, &url(pa, "/")).await != 302 {
-        assert!(t.elapsed() < Duration::from_secs(10), "not recovered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("A recovers with Redis back", Duration::from_secs(10), async || {
+        status(&fresh, &url(pa, "/")).await == 302
+    })
+    .await;
     let b = login(&r.idp, pa).await;
     assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
     let _ = &r.dir;
@@ -428,10 +409,6 @@ async fn the_master_is_found_through_redis_sentinel() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let redis = format!(
-        r#"redis_sentinels = ["redis://127.0.0.1:{sport}"]
-        redis_sentinel_master = "testmaster""#
-    );
     // The IdP knows A's callback: this replica takes A's place.
     let a_port = r.a.addr.port();
     let Replicas {
@@ -444,7 +421,12 @@ async fn the_master_is_found_through_redis_sentinel() {
     } = r;
     a.shutdown().await;
     b.shutdown().await;
-    let _c = replica_with(a_port, idp.issuer(), &dir, module.addr, &redis).await;
+    let _c = replica(a_port, idp.issuer(), &dir, module.addr, |s| {
+        s.remove("redis_url");
+        s.set("redis_sentinels", vec![format!("redis://127.0.0.1:{sport}")])
+            .set("redis_sentinel_master", "testmaster");
+    })
+    .await;
     let b = login(&idp, a_port).await;
     assert_eq!(status(&b, &url(a_port, "/ping")).await, 200);
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", master.port)).unwrap();
@@ -456,7 +438,7 @@ async fn the_master_is_found_through_redis_sentinel() {
 
 #[tokio::test]
 async fn an_admin_revoke_on_one_replica_closes_a_websocket_on_the_other() {
-    let (r, b, _, session, mut ws) = websocket_on_a("").await;
+    let (r, b, _, session, mut ws) = websocket_on_a(|_| {}).await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
     // The operator revokes alice on B, by email.
     let res = reqwest::Client::new()
@@ -479,12 +461,17 @@ async fn an_admin_revoke_on_one_replica_closes_a_websocket_on_the_other() {
 #[tokio::test]
 async fn a_websocket_held_past_the_local_cache_still_closes_on_a_revoke_elsewhere() {
     // Replicas trust their local copy of a session for one second only.
-    let (r, b, id, session, mut ws) = websocket_on_a(r#"redis_local_cache = "1s""#).await;
+    let (r, b, id, session, mut ws) = websocket_on_a(|s| {
+        s.set("redis_local_cache", "1s");
+    })
+    .await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
     // The local copy lapses and a new request reloads the session from
     // Redis: the websocket's copy must still hear of the revocation.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(r.a.gateway.cached_sessions().is_empty(), "the local copy lapsed");
+    wait_until("A's local copy lapses", Duration::from_secs(3), async || {
+        r.a.gateway.cached_sessions().is_empty()
+    })
+    .await;
     let reloaded =
         r.a.gateway
             .session_by_id(&id)
@@ -558,13 +545,12 @@ async fn a_user_switch_and_a_frontchannel_logout_across_replicas() {
     let t = Instant::now();
     let res = reqwest::Client::new().get(fcl).send().await.unwrap();
     assert_eq!(res.status(), 200);
-    while status(&alice, &url(pa, "/ping")).await != 302 {
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "A still lets alice in 1 s after the logout on B"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "A refuses alice after the logout on B",
+        Duration::from_secs(1).saturating_sub(t.elapsed()),
+        async || status(&alice, &url(pa, "/ping")).await == 302,
+    )
+    .await;
     // Her module cookie alone, on A: expired and sent to log in.
     module_cookie_is_expired(&r, pa, &alice_cookie).await;
     // bob's session lives on, on both replicas, still without alice's
@@ -624,7 +610,7 @@ async fn a_logout_tokens_jti_is_a_replay_only_once_its_logout_is_done() {
 
 #[tokio::test]
 async fn a_websocket_closes_when_its_replica_loses_redis() {
-    let (mut r, _b, _, _, mut ws) = websocket_on_a("").await;
+    let (mut r, _b, _, _, mut ws) = websocket_on_a(|_| {}).await;
     // Cut off from Redis, A would not hear of a revocation elsewhere: the
     // websocket does not go on unchecked (noticed within a second).
     r.redis.kill();
@@ -636,10 +622,14 @@ async fn a_websocket_closes_when_its_replica_loses_redis() {
 
 #[tokio::test]
 async fn a_websocket_lives_on_while_its_session_is_busy_on_another_replica() {
-    let (r, b, _, _, mut ws) = websocket_on_a(r#"idle_timeout = "2s""#).await;
+    let (r, b, _, _, mut ws) = websocket_on_a(|s| {
+        s.set("idle_timeout", "2s");
+    })
+    .await;
     let pb = r.b.addr.port();
     // Busy on B for twice the idle timeout: Redis keeps the session alive,
-    // and A's websocket with it.
+    // and A's websocket with it. (Keeping busy for that long is the point:
+    // a request every 300 ms.)
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(4) {
         // (Answered by unigate itself: this module speaks only websocket.)

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -165,19 +165,12 @@ async fn unigate_serves_tls_and_http2_and_reloads_its_certificate() {
     let second = leaf(&ca, &["portal.localhost"], |_| {});
     std::fs::write(dir.path().join("tls.key"), &second.key_pem).unwrap();
     std::fs::write(dir.path().join("tls.crt"), &second.cert_pem).unwrap();
-    let t = Instant::now();
-    loop {
-        let (der, _) = handshake(&ca.pem(), port).await;
-        if der == second.der {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the new certificate was not picked up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // A broken rotation (a key that does not match) changes nothing.
+    wait_until("the new certificate is picked up", Duration::from_secs(5), async || {
+        handshake(&ca.pem(), port).await.0 == second.der
+    })
+    .await;
+    // A broken rotation (a key that does not match) changes nothing. (The
+    // wait is the point: long enough for the watcher to have seen it.)
     let third = leaf(&ca, &["portal.localhost"], |_| {});
     std::fs::write(dir.path().join("tls.crt"), &third.cert_pem).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -382,8 +375,12 @@ async fn tls_front(leaf: &Leaf) -> TlsFront {
 }
 
 /// The portal stack behind a TLS-only front whose certificate is for
-/// `module.internal` from the test CA; `extra` goes into the module.
-async fn tls_module_stack(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path, extra: &str) -> (Stack, TlsFront) {
+/// `module.internal` from the test CA; `extra` edits the module.
+async fn tls_module_stack(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    dir: &Path,
+    extra: impl FnOnce(&mut toml::Table),
+) -> (Stack, TlsFront) {
     tls_module_stack_trusting(ca, &ca.pem(), dir, extra).await
 }
 
@@ -392,18 +389,32 @@ async fn tls_module_stack_trusting(
     ca: &CertifiedIssuer<'static, KeyPair>,
     trusted: &str,
     dir: &Path,
-    extra: &str,
+    extra: impl FnOnce(&mut toml::Table),
 ) -> (Stack, TlsFront) {
     let front = tls_front(&leaf(ca, &["module.internal"], |_| {})).await;
     let ca_file = dir.join("module-ca.pem");
     std::fs::write(&ca_file, trusted).unwrap();
-    let module = format!(
-        "upstream_tls = true\nupstream_sni = \"module.internal\"\nupstream_ca = \"{}\"\n{extra}",
-        ca_file.display()
-    );
-    let s = stack_full(|_| {}, "", Some(front.addr), &module).await;
+    let s = StackBuilder::new()
+        .upstream(front.addr)
+        .module("portal", |m| {
+            m.set("upstream_tls", true)
+                .set("upstream_sni", "module.internal")
+                .set("upstream_ca", ca_file.display().to_string());
+            extra(m);
+        })
+        .start()
+        .await;
     front.target.set(s.module.addr).unwrap();
     (s, front)
+}
+
+/// A local exception (`localuser` at `/local-login`) beside Require Log In
+/// with KaseyaOne.
+fn local_exception(m: &mut toml::Table) {
+    m.set("require_kaseyaone", true)
+        .set("local_exceptions", vec!["localuser"])
+        .set("exception_path", "/local-login")
+        .set("login_paths", vec!["/login"]);
 }
 
 /// The same for a module with an instance (on the portal's host) whose
@@ -412,41 +423,32 @@ async fn tls_instance_stack(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path) 
     let front = tls_front(&leaf(ca, &["module.internal"], |_| {})).await;
     let ca_file = dir.join("module-ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
-    let port = free_port().unwrap();
-    let mut idp_cfg = demo_config();
-    let mut client = test_client(None, None);
-    client
-        .redirect_uris
-        .push(format!("http://{HOST}:{port}/_unigate/callback"));
-    idp_cfg.clients.push(client);
-    let idp = start_idp(idp_cfg).await;
-    let module = portal_module(port).await;
-    front.target.set(module.addr).unwrap();
-    let text = format!(
-        r#"
-        [session]
-        store = "memory"
-        [[module]]
-        name = "bms"
-        hosts = ["bms.localhost"]
-        access_groups = ["portal-users"]
-        logout_paths = ["/logout"]
-        session_cookies = ["portal_session"]
-        login_paths = ["/login"]
-        upstream_tls = true
-        upstream_sni = "module.internal"
-        upstream_ca = "{ca}"
-        [[module.instance]]
-        name = "west"
-        hosts = ["{HOST}"]
-        upstream = "{up}"
-        link_required = true
-        "#,
-        ca = ca_file.display(),
-        up = front.addr,
-    );
-    let gw = start_gateway(port, idp.issuer(), &text).await;
-    (Stack { idp, module, gw, port }, front)
+    let west = table_of(|w| {
+        w.set("name", "west")
+            .set("hosts", vec![HOST])
+            .set("upstream", front.addr.to_string())
+            .set("link_required", true);
+    });
+    let bms = table_of(|m| {
+        m.set("name", "bms")
+            .set("hosts", vec!["bms.localhost"])
+            .set("access_groups", vec!["portal-users"])
+            .set("logout_paths", vec!["/logout"])
+            .set("session_cookies", vec!["portal_session"])
+            .set("login_paths", vec!["/login"])
+            .set("upstream_tls", true)
+            .set("upstream_sni", "module.internal")
+            .set("upstream_ca", ca_file.display().to_string())
+            .set("instance", vec![west]);
+    });
+    let s = StackBuilder::new()
+        .gateway(|t| {
+            t.set("module", vec![bms]);
+        })
+        .start()
+        .await;
+    front.target.set(s.module.addr).unwrap();
+    (s, front)
 }
 
 fn plain_requests(front: &TlsFront) -> usize {
@@ -458,7 +460,7 @@ async fn a_tls_only_module_is_told_of_a_logout_over_tls() {
     let ca = test_ca();
     let dir = tempfile::tempdir().unwrap();
     // Module logout: the module's session ends, told over TLS.
-    let (s, front) = tls_module_stack(&ca, dir.path(), "").await;
+    let (s, front) = tls_module_stack(&ca, dir.path(), |_| {}).await;
     let (b, _) = s.browser();
     assert_eq!(s.login(&b, "alice", "/").await.status(), 302);
     let r = b.get(s.url("/")).send().await.unwrap();
@@ -522,12 +524,7 @@ async fn a_tls_only_module_gets_a_local_exceptions_login_over_tls() {
     let ca = test_ca();
     let dir = tempfile::tempdir().unwrap();
     // A local exception's login is forwarded over TLS.
-    let (s, front) = tls_module_stack(
-        &ca,
-        dir.path(),
-        "require_kaseyaone = true\nlocal_exceptions = [\"localuser\"]\nexception_path = \"/local-login\"\nlogin_paths = [\"/login\"]",
-    )
-    .await;
+    let (s, front) = tls_module_stack(&ca, dir.path(), local_exception).await;
     let (b, _) = s.browser();
     let r = b
         .post(s.url("/local-login"))
@@ -550,11 +547,12 @@ async fn a_tls_only_module_answers_scim_over_tls() {
     let ca = test_ca();
     let dir = tempfile::tempdir().unwrap();
     // SCIM at the module's default base: looked up and provisioned over TLS.
-    let (s, front) = tls_module_stack(
-        &ca,
-        dir.path(),
-        r#"accounts = { source = "scim", match = "both", provisioning = true, default_role = "viewer" }"#,
-    )
+    let (s, front) = tls_module_stack(&ca, dir.path(), |m| {
+        m.set(
+            "accounts",
+            toml_value(r#"{ source = "scim", match = "both", provisioning = true, default_role = "viewer" }"#),
+        );
+    })
     .await;
     let (b, _) = s.browser();
     let r = s.login(&b, "alice", "/").await;
@@ -666,10 +664,12 @@ async fn under_tls_the_login_binding_is_host_prefixed_and_a_sibling_cannot_plant
 async fn a_module_certificate_that_does_not_verify_gets_nothing_unless_verification_is_off() {
     let (ca, other) = (test_ca(), test_ca());
     let dir = tempfile::tempdir().unwrap();
-    let exception = "require_kaseyaone = true\nlocal_exceptions = [\"localuser\"]\nexception_path = \"/local-login\"\nlogin_paths = [\"/login\"]";
     for (verify, want) in [("", 502), ("upstream_verify = false", 303)] {
-        let (s, front) =
-            tls_module_stack_trusting(&ca, &other.pem(), dir.path(), &format!("{exception}\n{verify}")).await;
+        let (s, front) = tls_module_stack_trusting(&ca, &other.pem(), dir.path(), |m| {
+            local_exception(m);
+            m.extend(toml_table(verify));
+        })
+        .await;
         let (b, _) = s.browser();
         let r = b
             .post(s.url("/local-login"))
