@@ -42,16 +42,20 @@ impl Own {
         }
     }
 
-    /// The `Set-Cookie` value: always `Path=/`, HttpOnly, no `Domain`;
-    /// Secure under TLS. `max_age` none: a browser-session cookie; 0: removal.
+    /// The `Set-Cookie` value (see `set_cookie`).
     pub fn set_cookie(self, tls: bool, value: &str, max_age: Option<u64>) -> String {
-        let secure = if tls { "; Secure" } else { "" };
-        let same_site = self.same_site();
-        let name = self.name(tls);
-        match max_age {
-            Some(a) => format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}{secure}; Max-Age={a}"),
-            None => format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}{secure}"),
-        }
+        set_cookie(self.name(tls), value, tls, self.same_site(), max_age)
+    }
+}
+
+/// The `Set-Cookie` value of every cookie unigate sets: always `Path=/`,
+/// HttpOnly, no `Domain`; Secure under TLS. `max_age` none: a
+/// browser-session cookie; 0: removal.
+pub fn set_cookie(name: &str, value: &str, tls: bool, same_site: &str, max_age: Option<u64>) -> String {
+    let secure = if tls { "; Secure" } else { "" };
+    match max_age {
+        Some(a) => format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}{secure}; Max-Age={a}"),
+        None => format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}{secure}"),
     }
 }
 

@@ -13,18 +13,9 @@ use super::request::{cookie, query_param};
 use super::{Gateway, PREFIX, down, unix_now};
 use crate::oidc::return_url::safe_return_path;
 use crate::pages;
+use crate::policy::ClientKind;
 use crate::policy::routes::{InstanceFor, instance_for, instance_named, open_instances};
 use crate::session::Session;
-
-/// Whether the client asked for JSON (`Accept: application/json`).
-fn wants_json(session: &PSession) -> bool {
-    session
-        .req_header()
-        .headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"))
-}
 
 /// The App Launcher: the modules this unigate fronts that the user's
 /// groups grant, as a page or (for `Accept: application/json`) as JSON.
@@ -33,7 +24,8 @@ pub async fn launcher(g: &Gateway, session: &mut PSession, id: RouteId, host: &s
         Ok(s) => s.filter(|s| s.usable()),
         Err(e) => return g.reject(session, Some(id), down(e)).await,
     };
-    let json = wants_json(session);
+    // A script (`Accept: application/json`, XHR, fetch) gets JSON.
+    let json = super::client_kind(session.req_header()) == ClientKind::Api;
     let Some(s) = found else {
         if json {
             return g.reject(session, Some(id), Reject::Unauthenticated).await;

@@ -198,9 +198,10 @@ impl LoginTxns {
         expire.into_iter().map(|n| self.set_cookie(n, "", 0)).collect()
     }
 
+    /// A transaction cookie's `Set-Cookie` value (SameSite=Lax: the IdP's
+    /// redirect back is a top-level navigation from another site).
     pub fn set_cookie(&self, name: &str, value: &str, max_age: u64) -> String {
-        let secure = if self.tls { "; Secure" } else { "" };
-        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age={max_age}")
+        super::cookies::set_cookie(name, value, self.tls, "Lax", Some(max_age))
     }
 
     /// Marks a `state` used in this process: false if it already was.

@@ -31,6 +31,8 @@ mod logout_confirm;
 pub mod module_calls;
 mod module_cookies;
 pub mod passthrough;
+#[cfg(test)]
+mod phase_tests;
 mod phases;
 mod refresh;
 pub mod reject;

@@ -23,6 +23,9 @@ use tokio::sync::RwLock;
 
 use super::Identity;
 
+mod pubsub;
+mod records;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the session store (Redis) is unavailable: {0}")]
@@ -199,101 +202,6 @@ impl RedisStore {
         s
     }
 
-    /// This process's own heartbeat channel.
-    fn heartbeat_channel(&self) -> String {
-        self.k(&["heartbeat", &hex(&id_hash(&format!("{:p}", self)))])
-    }
-
-    fn revoke_channel(&self) -> String {
-        self.k(&["revoked"])
-    }
-
-    /// Keeps the connections up for as long as the store lives: the command
-    /// connection, and the pub/sub subscription that delivers revocations
-    /// (`on_revoked`, with the session's id hash) and decides `healthy`.
-    /// `on_reconnect` runs each time the subscription comes back, `on_lost`
-    /// each time it is lost (noticed within a second). `on_changed` gets
-    /// the sessions another replica changed (see `publish_changed`).
-    pub async fn run(
-        self: Arc<Self>,
-        on_revoked: impl Fn([u8; 32]) + Send + Sync + 'static,
-        on_changed: impl Fn([u8; 32]) + Send + Sync + 'static,
-        on_reconnect: impl Fn() + Send + Sync + 'static,
-        on_lost: impl Fn() + Send + Sync + 'static,
-    ) {
-        use futures_util::StreamExt;
-        let weak = Arc::downgrade(&self);
-        drop(self);
-        let mut first = true;
-        loop {
-            let Some(store) = weak.upgrade() else { return };
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_secs(1)))
-                .set_number_of_retries(1);
-            let connected = async {
-                let client = store.client().await?;
-                let manager = client.get_connection_manager_with_config(config).await?;
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(store.revoke_channel()).await?;
-                pubsub.subscribe(store.heartbeat_channel()).await?;
-                Ok::<_, redis::RedisError>((manager, pubsub))
-            }
-            .await;
-            match connected {
-                Ok((manager, pubsub)) => {
-                    *store.conn.write().await = Some(manager.clone());
-                    // A heartbeat through Redis every 300 ms: a connection
-                    // that dies silently (half-open, partition) is noticed
-                    // within a second, not never.
-                    let (mut hb, channel) = (manager, store.heartbeat_channel());
-                    let beat = tokio::spawn(async move {
-                        loop {
-                            let _: Result<(), _> = hb.publish(&channel, "1").await;
-                            tokio::time::sleep(Duration::from_millis(300)).await;
-                        }
-                    });
-                    if !first {
-                        on_reconnect();
-                    }
-                    first = false;
-                    store.healthy.store(true, Ordering::Release);
-                    tracing::info!("session store (Redis) connected");
-                    let mut messages = pubsub.into_on_message();
-                    let own_origin = store.origin.clone();
-                    drop(store);
-                    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                        let Ok(payload) = msg.get_payload::<String>() else {
-                            continue;
-                        };
-                        if let Some(rest) = payload.strip_prefix(CHANGED) {
-                            let (origin, h) = rest.split_once(':').unwrap_or_default();
-                            if let Some(h) = unhex(h)
-                                && origin != own_origin
-                            {
-                                on_changed(h);
-                            }
-                        } else if let Some(h) = unhex(&payload) {
-                            on_revoked(h);
-                        }
-                    }
-                    beat.abort();
-                    let Some(store) = weak.upgrade() else { return };
-                    store.healthy.store(false, Ordering::Release);
-                    *store.conn.write().await = None;
-                    tracing::error!("session store (Redis) connection lost; failing closed until it is back");
-                    on_lost();
-                }
-                Err(e) => {
-                    store.healthy.store(false, Ordering::Release);
-                    tracing::warn!(error = %e, "session store (Redis) not reachable; retrying");
-                    drop(store);
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            }
-        }
-    }
-
     async fn conn(&self) -> Result<redis::aio::ConnectionManager, StoreError> {
         if !self.healthy() {
             return Err(StoreError::Down("not connected".into()));
@@ -430,16 +338,6 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Tells the other replicas that session `h` was stored anew with
-    /// other attributes: their copies (and what holds them) must go.
-    pub async fn publish_changed(&self, h: &[u8; 32]) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let _: () = c
-            .publish(self.revoke_channel(), format!("{CHANGED}{}:{}", self.origin, hex(h)))
-            .await?;
-        Ok(())
-    }
-
     /// Deletes sessions and tells every replica (this one too).
     pub async fn delete(&self, hashes: &[[u8; 32]]) -> Result<(), StoreError> {
         if hashes.is_empty() {
@@ -485,33 +383,6 @@ impl RedisStore {
         Ok(c.exists(self.session_key(h)).await?)
     }
 
-    /// Where a logout token's `jti` is kept (by its hash).
-    fn jti_key(&self, jti: &str) -> String {
-        self.k(&["jti", &hex(&id_hash(jti))])
-    }
-
-    /// Marks a logout token's `jti` done: its logout happened, and from now
-    /// on the token is a replay.
-    pub async fn finish_jti(&self, jti: &str) -> Result<(), StoreError> {
-        let key = self.jti_key(jti);
-        let mut c = self.conn().await?;
-        let _: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg("done")
-            .arg("XX")
-            .arg("KEEPTTL")
-            .query_async(&mut c)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn delete_module_cookie(&self, h: &[u8; 32]) -> Result<(), StoreError> {
-        let key = self.k(&["mc", &hex(h)]);
-        let mut c = self.conn().await?;
-        let _: () = c.del(&key).await?;
-        Ok(())
-    }
-
     /// Takes an index: the sessions of a `sid`, `sub` or email.
     pub async fn take_index(&self, kind: IndexKind, value: &str) -> Result<Vec<[u8; 32]>, StoreError> {
         let ik = self.k(&[kind.tag(), &hex(&id_hash(value))]);
@@ -520,117 +391,6 @@ impl RedisStore {
         // a failure half-way leaves it for the retry.
         let members: Vec<String> = c.smembers(&ik).await?;
         Ok(members.iter().filter_map(|m| unhex(m)).collect())
-    }
-
-    /// Claims a logout token's `jti`, on any replica: true unless a logout
-    /// with it is done (a replay). A claim whose logout never finished (the
-    /// store failed half-way) stays claimable, so the IdP's retry works.
-    /// (`1` is what versions before the claim wrote for a used `jti`.)
-    pub async fn claim_jti(&self, jti: &str, ttl: Duration) -> Result<bool, StoreError> {
-        const CLAIM: &str = r"local v = redis.call('GET', KEYS[1])
-            if v == 'done' or v == '1' then return 0 end
-            if not v then redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1]) end
-            return 1";
-        let key = self.jti_key(jti);
-        let mut c = self.conn().await?;
-        let claimed: i64 = redis::cmd("EVAL")
-            .arg(CLAIM)
-            .arg(1)
-            .arg(&key)
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut c)
-            .await?;
-        Ok(claimed == 1)
-    }
-
-    /// Claims a login's `state` (by hash), on any replica: true the first
-    /// time, false for a replayed callback. Kept as long as the login's
-    /// cookie could be valid.
-    pub async fn claim_login_state(&self, h: &[u8; 32], ttl: Duration) -> Result<bool, StoreError> {
-        let key = self.k(&["login", &hex(h)]);
-        let mut c = self.conn().await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut c)
-            .await?;
-        Ok(set.is_some())
-    }
-
-    /// Who a module session cookie (by hash) was issued to; the record
-    /// ends when the cookie does.
-    pub async fn put_module_cookie(&self, h: &[u8; 32], owner: &super::CookieOwner) -> Result<(), StoreError> {
-        let key = self.k(&["mc", &hex(h)]);
-        let value = serde_json::to_string(owner).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut c = self.conn().await?;
-        let _: () = c.set_ex(&key, value, owner.until.saturating_sub(now).max(1)).await?;
-        Ok(())
-    }
-
-    pub async fn get_module_cookie(&self, h: &[u8; 32]) -> Result<Option<super::CookieOwner>, StoreError> {
-        let key = self.k(&["mc", &hex(h)]);
-        let mut c = self.conn().await?;
-        let v: Option<String> = c.get(&key).await?;
-        v.map(|v| serde_json::from_str(&v).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
-    }
-
-    pub async fn get_link(&self, sub: &str, route: &str) -> Result<Option<String>, StoreError> {
-        let key = self.k(&["link", route, &hex(&id_hash(sub))]);
-        let mut c = self.conn().await?;
-        Ok(c.get(&key).await?)
-    }
-
-    /// Where a bearer revocation marker is kept (by the hash of its name,
-    /// e.g. `sub:…`).
-    fn bearer_mark_key(&self, mark: &str) -> String {
-        self.k(&["brev", &hex(&id_hash(mark))])
-    }
-
-    /// Records that bearer tokens named by `mark` and issued at or before
-    /// `at` (Unix seconds) are revoked, for `ttl`; a later mark wins.
-    pub async fn mark_bearer_revoked(&self, mark: &str, at: u64, ttl: Duration) -> Result<(), StoreError> {
-        const MARK: &str = r"local v = tonumber(redis.call('GET', KEYS[1]))
-            if (not v) or v < tonumber(ARGV[1]) then
-              redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-            else
-              redis.call('PEXPIRE', KEYS[1], ARGV[2])
-            end
-            return 1";
-        let mut c = self.conn().await?;
-        let _: i64 = redis::cmd("EVAL")
-            .arg(MARK)
-            .arg(1)
-            .arg(self.bearer_mark_key(mark))
-            .arg(at)
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut c)
-            .await?;
-        Ok(())
-    }
-
-    /// The latest revocation time among `marks`, if any is marked.
-    pub async fn bearer_revoked_at(&self, marks: &[String]) -> Result<Option<u64>, StoreError> {
-        if marks.is_empty() {
-            return Ok(None);
-        }
-        let keys: Vec<String> = marks.iter().map(|m| self.bearer_mark_key(m)).collect();
-        let mut c = self.conn().await?;
-        let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-        Ok(values.into_iter().flatten().max())
-    }
-
-    pub async fn put_link(&self, sub: &str, route: &str, module_user: &str) -> Result<(), StoreError> {
-        let key = self.k(&["link", route, &hex(&id_hash(sub))]);
-        let mut c = self.conn().await?;
-        let _: () = c.set(&key, module_user).await?;
-        Ok(())
     }
 }
 
