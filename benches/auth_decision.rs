@@ -11,70 +11,16 @@ use std::time::SystemTime;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use pingora::http::RequestHeader;
-use unigate::gateway::Gateway;
-use unigate::gateway::config::{GatewayConfig, RouteId};
-use unigate::gateway::identity::{AssertionSigner, header_set, strip_identity_headers};
-use unigate::idp::keys::SigningKey;
-use unigate::oidc::client::OidcClient;
+use unigate::gateway::identity::strip_identity_headers;
+use unigate::gateway::{Gateway, testing};
 use unigate::policy::request::Decision;
-use unigate::session::{Identity, Session, Tokens};
+use unigate::session::Session;
 
 const ID: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
 
 fn gateway() -> Gateway {
-    let dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(dir.join("s"), "secret").unwrap();
-    let cfg = GatewayConfig::from_toml(
-        r#"
-        [listen]
-        address = "127.0.0.1:8080"
-        public_url = "http://localhost:8080"
-        [identity_provider]
-        issuer = "http://127.0.0.1:9000"
-        client_id = "c"
-        client_secret = "file:s"
-        [[module]]
-        name = "portal"
-        hosts = ["portal.localhost"]
-        upstream = "127.0.0.1:8081"
-        access_groups = ["portal-users"]
-        "#,
-        &dir,
-    )
-    .unwrap();
-    let oidc = Arc::new(OidcClient::new(cfg.idp.clone()).unwrap());
-    let signer = AssertionSigner::new(
-        SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap(),
-        "unigate",
-        std::time::Duration::from_secs(60),
-        10_000,
-    );
-    let g = Gateway::new(cfg, oidc, signer).unwrap();
-    let identity = Identity {
-        sub: "7f0c6c1e-0d7c-4f47-b5a4-3c8e2f1d9a10".into(),
-        sid: Some("sid-1".into()),
-        email: "alice@acme-msp.example".into(),
-        name: "Alice Admin".into(),
-        username: "alice".into(),
-        company: "Acme MSP".into(),
-        groups: vec!["portal-users".into(), "bms-users".into()],
-        module_user: None,
-    };
-    let headers = header_set(&identity, g.route(RouteId(0)).headers, 4096, "session-handle");
-    g.state.sessions.memory().unwrap().insert(
-        ID.into(),
-        Arc::new(Session::new(
-            "portal".into(),
-            identity,
-            headers,
-            Tokens {
-                generation: 0,
-                id_token: None,
-                refresh_token: None,
-                access_exp: u64::MAX / 2,
-            },
-        )),
-    );
+    let g = testing::gateway("");
+    testing::add_session(&g, ID, testing::identity("alice", &["portal-users", "bms-users"]));
     g
 }
 

@@ -16,6 +16,7 @@ use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::JwkSet;
 use unigate::gateway::config::{GatewayConfig, HeaderPreset};
 use unigate::gateway::identity::header_set;
+use unigate::gateway::testing;
 use unigate::idp::keys::SigningKey;
 use unigate::oidc::id_token::{Expected, ProviderKeys, validate_id_token};
 use unigate::session::{IdToken, Identity, Tokens, cookie_value};
@@ -23,40 +24,12 @@ use unigate::session::{IdToken, Identity, Tokens, cookie_value};
 const ID: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
 
 fn identity() -> Identity {
-    Identity {
-        sub: "7f0c6c1e-0d7c-4f47-b5a4-3c8e2f1d9a10".into(),
-        sid: Some("sid-1".into()),
-        email: "alice@acme-msp.example".into(),
-        name: "Alice Admin".into(),
-        username: "alice".into(),
-        company: "Acme MSP".into(),
-        groups: vec!["portal-users".into(), "bms-users".into()],
-        module_user: None,
-    }
+    testing::identity("alice", &["portal-users", "bms-users"])
 }
 
-fn config(dir: &std::path::Path, session: &str) -> GatewayConfig {
-    std::fs::write(dir.join("s"), "secret").unwrap();
-    std::fs::write(dir.join("k"), "a-bench-key-of-more-than-32-characters!").unwrap();
-    let text = format!(
-        r#"
-        [listen]
-        address = "127.0.0.1:8080"
-        public_url = "http://localhost:8080"
-        [identity_provider]
-        issuer = "http://127.0.0.1:9"
-        client_id = "c"
-        client_secret = "file:s"
-        [session]
-        {session}
-        [[module]]
-        name = "portal"
-        hosts = ["portal.localhost"]
-        upstream = "127.0.0.1:8081"
-        access_groups = ["portal-users"]
-        "#
-    );
-    GatewayConfig::from_toml(&text, dir).unwrap()
+/// The test configuration with this `[session]`.
+fn config(session: &str) -> GatewayConfig {
+    testing::config(&format!("[session]\n{session}"))
 }
 
 /// A `redis-server` on a free loopback port, stopped on drop.
@@ -150,10 +123,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let memory = rt
-        .block_on(unigate::gateway::server::build(config(
-            dir.path(),
-            "store = \"memory\"",
-        )))
+        .block_on(unigate::gateway::server::build(config("store = \"memory\"")))
         .unwrap();
     let tokens = || Tokens {
         generation: 0,
@@ -172,12 +142,13 @@ fn bench(c: &mut Criterion) {
     match redis() {
         None => eprintln!("hot_paths: no redis-server here; the Redis lookups are skipped"),
         Some((_redis, port)) => {
-            std::fs::write(dir.path().join("u"), format!("redis://127.0.0.1:{port}/0")).unwrap();
-            let store =
-                "store = \"redis\"\nredis_url = \"file:u\"\nencryption_key = \"file:k\"\nredis_prefix = \"bench\"";
-            let shared = rt
-                .block_on(unigate::gateway::server::build(config(dir.path(), store)))
-                .unwrap();
+            let url = dir.path().join("u");
+            std::fs::write(&url, format!("redis://127.0.0.1:{port}/0")).unwrap();
+            let store = format!(
+                "store = \"redis\"\nredis_url = \"file:{}\"\nencryption_key = \"file:k\"\nredis_prefix = \"bench\"",
+                url.display()
+            );
+            let shared = rt.block_on(unigate::gateway::server::build(config(&store))).unwrap();
             let session =
                 Arc::new(shared.build_session(unigate::gateway::config::RouteId(0), identity(), tokens(), now + 3600));
             rt.block_on(shared.put_session(ID, session)).unwrap();

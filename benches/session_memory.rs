@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use unigate::gateway::config::GatewayConfig;
+use unigate::gateway::testing;
 use unigate::session::{IdToken, Identity, Tokens};
 
 #[global_allocator]
@@ -46,35 +46,18 @@ fn main() {
     } else {
         2_000
     };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("s"), "secret").unwrap();
     let cached = std::env::var("ASSERTION_CACHE").unwrap_or_else(|_| "10000".into());
-    let cfg = GatewayConfig::from_toml(
-        &r#"
-        [listen]
-        address = "127.0.0.1:8080"
-        public_url = "http://localhost:8080"
-        [identity_provider]
-        issuer = "http://127.0.0.1:9"
-        client_id = "c"
-        client_secret = "file:s"
-        [identity]
-        assertion_cache = ASSERTION_CACHE
-        [[module]]
-        name = "portal"
-        hosts = ["portal.localhost"]
-        upstream = "127.0.0.1:8081"
-        access_groups = ["portal-users"]
+    let cfg = testing::config(&format!(
+        r#"
         [[module]]
         name = "bms"
         hosts = ["bms.localhost"]
         upstream = "127.0.0.1:8082"
         access_groups = ["bms-users"]
+        [identity]
+        assertion_cache = {cached}
         "#
-        .replace("ASSERTION_CACHE", &cached),
-        dir.path(),
-    )
-    .unwrap();
+    ));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

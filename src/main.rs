@@ -93,30 +93,7 @@ enum Command {
     },
     /// Run the demo on loopback: the embedded identity provider, the demo
     /// module and unigate in front of it.
-    Demo {
-        /// The identity provider's config file.
-        #[arg(long, default_value = "config/idp.demo.toml")]
-        idp_config: PathBuf,
-        /// unigate's config file.
-        #[arg(long, default_value = "config/unigate.demo.toml")]
-        config: PathBuf,
-        /// Port of the identity provider.
-        #[arg(long, default_value_t = 9000)]
-        idp_port: u16,
-        /// Port of unigate.
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-        /// Port of the demo module.
-        #[arg(long, default_value_t = 8081)]
-        module_port: u16,
-        /// unigate worker threads (default: the config's, else the number of CPUs).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Keep sessions in this Redis (`redis://127.0.0.1:6379/0`) instead
-        /// of in memory, with a random encryption key for this run.
-        #[arg(long)]
-        redis_url: Option<String>,
-    },
+    Demo(unigate::demo::Options),
 }
 
 #[derive(Subcommand)]
@@ -202,22 +179,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Loadtest(args) => unigate::loadtest::cli::run(*args),
         Command::Healthcheck { url, insecure } => cli::healthcheck(&url, insecure),
         Command::Check { config } => cli::check(&config),
-        Command::Demo {
-            idp_config,
-            config,
-            idp_port,
-            port,
-            module_port,
-            threads,
-            redis_url,
-        } => unigate::demo::run(unigate::demo::Options {
-            idp_config,
-            config,
-            idp_port,
-            port,
-            module_port,
-            threads,
-            redis_url,
-        }),
+        Command::Demo(opts) => unigate::demo::run(opts),
     }
 }

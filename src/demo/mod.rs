@@ -10,23 +10,30 @@ use crate::demo_module::{DemoModuleConfig, DemoModuleServer};
 use crate::gateway::server::GatewayServer;
 use crate::idp::IdpServer;
 
-/// `unigate demo`'s options.
-#[derive(Debug, Clone)]
+/// `unigate demo`'s options (its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// The identity provider's config file.
+    #[arg(long, default_value = "config/idp.demo.toml")]
     pub idp_config: PathBuf,
     /// unigate's config file.
+    #[arg(long, default_value = "config/unigate.demo.toml")]
     pub config: PathBuf,
     /// Port of the identity provider.
+    #[arg(long, default_value_t = 9000)]
     pub idp_port: u16,
     /// Port of unigate.
+    #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Port of the first demo module; the others move with it.
+    /// Port of the demo module.
+    #[arg(long, default_value_t = 8081)]
     pub module_port: u16,
     /// unigate worker threads (default: the config's, else the number of CPUs).
+    #[arg(long)]
     pub threads: Option<usize>,
-    /// Keep sessions in this Redis instead of in memory, with a random
-    /// encryption key for this run.
+    /// Keep sessions in this Redis (`redis://127.0.0.1:6379/0`) instead
+    /// of in memory, with a random encryption key for this run.
+    #[arg(long)]
     pub redis_url: Option<String>,
 }
 

@@ -42,6 +42,8 @@ pub mod routes;
 pub mod server;
 mod sessions;
 pub mod state;
+#[doc(hidden)]
+pub mod testing;
 pub mod tls;
 mod watch;
 

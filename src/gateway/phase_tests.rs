@@ -10,67 +10,17 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session as PSession;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::config::{GatewayConfig, RouteId};
-use super::identity::{ASSERTION_HEADER, AssertionSigner, header_set};
-use super::{Ctx, Gateway};
-use crate::crypto::keys::SigningKey;
-use crate::oidc::client::OidcClient;
-use crate::session::{Identity, Session, Tokens};
+use super::config::RouteId;
+use super::identity::ASSERTION_HEADER;
+use super::{Ctx, Gateway, testing};
 
 const ALICE: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
 const BOB: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 fn gateway() -> Arc<Gateway> {
-    let dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(dir.join("s"), "secret").unwrap();
-    let cfg = GatewayConfig::from_toml(
-        r#"
-        [listen]
-        address = "127.0.0.1:8080"
-        public_url = "http://localhost:8080"
-        [identity_provider]
-        issuer = "http://127.0.0.1:9"
-        client_id = "c"
-        client_secret = "file:s"
-        [[module]]
-        name = "portal"
-        hosts = ["portal.localhost"]
-        upstream = "127.0.0.1:8081"
-        access_groups = ["portal-users"]
-        public_paths = ["/static"]
-        "#,
-        &dir,
-    )
-    .unwrap();
-    let oidc = Arc::new(OidcClient::new(cfg.idp.clone()).unwrap());
-    let signer = AssertionSigner::new(
-        SigningKey::generate(jsonwebtoken::Algorithm::ES256).unwrap(),
-        "unigate",
-        Duration::from_secs(60),
-        1_000,
-    );
-    let g = Gateway::new(cfg, oidc, signer).unwrap();
-    for (id, sub, groups) in [(ALICE, "alice", "portal-users"), (BOB, "bob", "bms-users")] {
-        let identity = Identity {
-            sub: sub.into(),
-            sid: Some(format!("sid-{sub}").into()),
-            email: format!("{sub}@acme.example").into(),
-            name: sub.into(),
-            username: sub.into(),
-            company: "Acme".into(),
-            groups: vec![groups.into()],
-            module_user: None,
-        };
-        let headers = header_set(&identity, g.route(RouteId(0)).headers, 4096, "handle");
-        let tokens = Tokens {
-            generation: 0,
-            id_token: None,
-            refresh_token: None,
-            access_exp: u64::MAX / 2,
-        };
-        let s = Session::new("portal".into(), identity, headers, tokens);
-        g.state.sessions.memory().unwrap().insert(id.into(), Arc::new(s));
-    }
+    let g = testing::gateway(r#"public_paths = ["/static"]"#);
+    testing::add_session(&g, ALICE, testing::identity("alice", &["portal-users"]));
+    testing::add_session(&g, BOB, testing::identity("bob", &["bms-users"]));
     Arc::new(g)
 }
 

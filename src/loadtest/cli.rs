@@ -78,26 +78,7 @@ pub enum Measurement {
 
 /// Runs `unigate loadtest`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let Args {
-        measurement,
-        url,
-        connect,
-        idp,
-        scenario,
-        concurrency,
-        rate,
-        duration,
-        warmup,
-        sessions,
-        mix,
-        users,
-        user,
-        logout_path,
-        follow_idp_logout,
-        json,
-        quiet,
-    } = args;
-    if let Some(m) = measurement {
+    if let Some(m) = args.measurement {
         // The processes measured are this binary.
         let bin = std::env::current_exe()?;
         return match m {
@@ -106,32 +87,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Measurement::InstructionsPerRequest(o) => instructions::run(&bin, &o),
         };
     }
-    let url = url.ok_or_else(|| anyhow::anyhow!("give the module page to load (--url)"))?;
-    let mut text = user.join("\n");
-    if let Some(f) = users {
+    let url = args
+        .url
+        .ok_or_else(|| anyhow::anyhow!("give the module page to load (--url)"))?;
+    let mut text = args.user.join("\n");
+    if let Some(f) = &args.users {
         text.push('\n');
-        text.push_str(&std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
+        text.push_str(&std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
     }
-    let users = if text.trim().is_empty() && scenario == Scenario::Plain {
+    let users = if text.trim().is_empty() && args.scenario == Scenario::Plain {
         Vec::new()
     } else {
         super::parse_users(&text).map_err(|e| anyhow::anyhow!("test users: {e}"))?
     };
+    let json = args.json;
     let opts = super::Options {
         url,
-        connect,
-        idp,
-        scenario,
-        concurrency,
-        rate,
-        duration,
-        warmup,
-        sessions,
-        mix,
         users,
-        logout_path,
-        follow_idp_logout,
-        progress: !quiet,
+        connect: args.connect,
+        idp: args.idp,
+        scenario: args.scenario,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        sessions: args.sessions,
+        mix: args.mix,
+        logout_path: args.logout_path,
+        follow_idp_logout: args.follow_idp_logout,
+        progress: !args.quiet,
     };
     let rt = tokio::runtime::Runtime::new()?;
     let report = rt.block_on(super::run(opts)).map_err(|e| anyhow::anyhow!(e))?;
