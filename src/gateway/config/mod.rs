@@ -118,3 +118,5 @@ impl GatewayConfig {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validate_tests;
