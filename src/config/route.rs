@@ -10,8 +10,11 @@ use serde::Deserialize;
 
 use crate::config::settings::AccountsConfig;
 
-/// Which identity headers a module gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which identity headers a module gets: `headers = "kaseyaone"` (the
+/// default) or `"forwarded"` in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub enum HeaderPreset {
     #[default]
     KaseyaOne,

@@ -49,7 +49,11 @@ pub struct RedisSettings {
     pub local_cache: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which fields of a module account must match the KaseyaOne user:
+/// `match = "email"`, `"username"` or `"both"` (the default) in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub enum MatchOn {
     Email,
     Username,

@@ -1,14 +1,14 @@
-//! Checks of single keys, each reporting into the list of every problem.
+//! Checks of single keys, each reporting into the list of every problem
+//! (pure, like all of `validate`).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
-use super::{AccountSource, AccountsConfig, AccountsFile, ClaimsFile, MatchOn};
+use super::validate::{AccountsReads, SourceReads};
+use super::{AccountsFile, AccountsSource, Choice, ClaimsFile, MatchOn};
 use crate::config::ConfigErrors;
 
 /// `access_groups`: at least one group, or `["*"]` alone for every user
@@ -102,24 +102,15 @@ pub(super) fn check_upstreams(
         .collect()
 }
 
-pub(super) fn accounts_config(
-    a: &AccountsFile,
-    key: &str,
-    base: &Path,
-    errs: &mut ConfigErrors,
-) -> Option<AccountsConfig> {
+/// `[module.accounts]`, checked; `None` when its source is unusable
+/// (reported). Its token or file is read by `resolve`.
+pub(super) fn accounts(a: &AccountsFile, key: &str, errs: &mut ConfigErrors) -> Option<AccountsReads> {
     let k = |s: &str| format!("{key}.{s}");
-    let match_on = match a.match_on.as_deref() {
-        None | Some("both") => MatchOn::Both,
-        Some("email") => MatchOn::Email,
-        Some("username") => MatchOn::Username,
-        Some(other) => {
-            errs.push(k("match"), format!("`{other}` is not `email`, `username` or `both`"));
-            MatchOn::Both
-        }
-    };
-    let source = match a.source.as_str() {
-        "scim" => {
+    let match_on = choice(a.match_on.as_ref(), MatchOn::Both, &k("match"), errs, |other| {
+        format!("`{other}` is not `email`, `username` or `both`")
+    });
+    let source = match &a.source {
+        Choice::Known(AccountsSource::Scim) => {
             if let Some(u) = &a.scim_url
                 && !matches!(
                     Url::parse(u).map(|u| u.scheme().to_string()).as_deref(),
@@ -128,35 +119,25 @@ pub(super) fn accounts_config(
             {
                 errs.push(k("scim_url"), "must be an http or https URL");
             }
-            let token = a
-                .token
-                .as_ref()
-                .and_then(|t| t.load(base).map_err(|e| errs.push(k("token"), e)).ok());
-            AccountSource::Scim {
+            Some(SourceReads::Scim {
                 url: a.scim_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
-                token,
-            }
+                token: a.token.clone(),
+            })
         }
-        "file" => {
-            let Some(f) = &a.file else {
+        Choice::Known(AccountsSource::File) => match &a.file {
+            Some(f) => Some(SourceReads::File(f.clone())),
+            None => {
                 errs.push(k("file"), "`source = \"file\"` needs `file`");
-                return None;
-            };
-            match crate::accounts::load_file(&base.join(f)) {
-                Ok(list) => AccountSource::File(Arc::new(list)),
-                Err(e) => {
-                    errs.push(k("file"), e);
-                    return None;
-                }
+                None
             }
-        }
-        other => {
+        },
+        Choice::Unknown(other) => {
             errs.push(k("source"), format!("`{other}` is not `scim` or `file`"));
-            return None;
+            None
         }
     };
     let provisioning = a.provisioning.unwrap_or(false);
-    if provisioning && !matches!(source, AccountSource::Scim { .. }) {
+    if provisioning && a.source == Choice::Known(AccountsSource::File) {
         errs.push(
             k("provisioning"),
             "Automatic User Provisioning creates accounts by SCIM: use `source = \"scim\"`",
@@ -169,11 +150,36 @@ pub(super) fn accounts_config(
     if cache_ttl > Duration::from_secs(86_400) {
         errs.push(k("cache_ttl"), "must be at most 1 day");
     }
-    Some(AccountsConfig {
-        source,
+    Some(AccountsReads {
+        source: source?,
         match_on,
         cache_ttl,
         provisioning,
         default_role: a.default_role.clone(),
     })
+}
+
+/// A key that takes one of a few words: its value, `default` when it is
+/// not given; a word outside the set is reported at `key` with
+/// `message(word)`, and `default` used.
+pub(super) fn choice<T: Copy>(
+    value: Option<&Choice<T>>,
+    default: T,
+    key: &str,
+    errs: &mut ConfigErrors,
+    message: impl FnOnce(&str) -> String,
+) -> T {
+    match value {
+        None => default,
+        Some(Choice::Known(v)) => *v,
+        Some(Choice::Unknown(word)) => {
+            errs.push(key, message(word));
+            default
+        }
+    }
+}
+
+/// `headers` (`[identity]` and `[[module]]`) not a preset.
+pub(super) fn preset_message(other: &str) -> String {
+    format!("`{other}` is not a preset; use `kaseyaone` or `forwarded`")
 }

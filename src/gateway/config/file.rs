@@ -1,14 +1,101 @@
 //! The config file's serde mirror: what an operator writes, key by key
-//! (names are an interface other tools rely on: keep them). `super`
-//! checks it into `GatewayConfig`.
+//! (names are an interface other tools rely on: keep them). `validate`
+//! checks it, `resolve` reads what it names.
+//!
+//! Keys that take one of a few words are enums, read through [`Choice`]:
+//! a word outside the set is kept as written rather than failing the
+//! parse, so `validate` reports it with every other problem of the file.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use serde::{Deserialize, Deserializer};
 
 use crate::secret::SecretRef;
 
+use crate::config::route::HeaderPreset;
 pub use crate::config::route::LinkSuccessFile;
+use crate::config::settings::MatchOn;
+
+/// The value of a key that takes one of a few words (the enum `T`):
+/// `Known` when it is one of them, else `Unknown` with the text as
+/// written. serde would stop at the first unknown word; this lets
+/// `validate` report it, with its key and the words allowed, alongside
+/// every other problem. A value that is not a string at all is still a
+/// parse error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice<T> {
+    Known(T),
+    Unknown(String),
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Choice<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = text.as_str().into_deserializer();
+        Ok(match T::deserialize(de) {
+            Ok(v) => Choice::Known(v),
+            Err(_) => Choice::Unknown(text),
+        })
+    }
+}
+
+/// The schema of the enum: the words allowed.
+#[cfg(test)]
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Choice<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// `[session] store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub enum SessionStore {
+    /// Sessions in this process (the default).
+    #[default]
+    Memory,
+    /// Sessions shared by replicas in Redis.
+    Redis,
+}
+
+/// `[identity_provider] userinfo`; see `oidc::claims::UserinfoMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub enum Userinfo {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<Userinfo> for crate::oidc::claims::UserinfoMode {
+    fn from(u: Userinfo) -> Self {
+        use crate::oidc::claims::UserinfoMode;
+        match u {
+            Userinfo::Auto => UserinfoMode::Auto,
+            Userinfo::Always => UserinfoMode::Always,
+            Userinfo::Never => UserinfoMode::Never,
+        }
+    }
+}
+
+/// `[module.accounts] source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub enum AccountsSource {
+    /// SCIM 2.0 `/Users` at the module.
+    Scim,
+    /// A TOML file of accounts.
+    File,
+}
 
 #[derive(Debug, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
@@ -96,7 +183,7 @@ pub struct IdentityProviderFile {
     pub api_audience: Option<String>,
     /// When to ask the UserInfo endpoint: `auto` (default: when the ID
     /// token lacks a mapped claim), `always`, or `never`.
-    pub userinfo: Option<String>,
+    pub userinfo: Option<Choice<Userinfo>>,
     /// Oldest ID token accepted, by its `iat`; default `10m`.
     #[serde(default, with = "humantime_serde")]
     #[cfg_attr(test, schemars(with = "Option<String>"))]
@@ -125,8 +212,8 @@ pub struct ClaimsFile {
 #[derive(Debug, Default, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct SessionFile {
-    /// `memory` (default).
-    pub store: Option<String>,
+    /// `memory` (default) or `redis`.
+    pub store: Option<Choice<SessionStore>>,
     #[serde(default, with = "humantime_serde")]
     #[cfg_attr(test, schemars(with = "Option<String>"))]
     pub idle_timeout: Option<Duration>,
@@ -174,7 +261,7 @@ pub struct SessionFile {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct IdentityFile {
     /// Header preset: `kaseyaone` (default) or `forwarded`.
-    pub headers: Option<String>,
+    pub headers: Option<Choice<HeaderPreset>>,
     /// PKCS#8 PEM P-256 key signing `X-Unigate-Assertion`; generated at start when absent.
     pub assertion_key: Option<SecretRef>,
     /// Assertion lifetime; default and maximum `60s`.
@@ -243,7 +330,7 @@ pub struct ModuleFile {
     #[serde(default)]
     pub cors_origins: Vec<String>,
     /// Header preset for this module; default `[identity] headers`.
-    pub headers: Option<String>,
+    pub headers: Option<Choice<HeaderPreset>>,
     /// Module credentials keep working: requests without a KaseyaOne
     /// session pass to the module (no identity headers), whose own login
     /// and session take over; its pages get the KaseyaOne icon. Default false.
@@ -300,7 +387,7 @@ pub struct InstanceFile {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct AccountsFile {
     /// `scim` (SCIM 2.0 `/Users` at the module) or `file`.
-    pub source: String,
+    pub source: Choice<AccountsSource>,
     /// Base of the module's SCIM API; default `/scim/v2` on the instance's upstream.
     pub scim_url: Option<String>,
     /// Bearer token for the SCIM API.
@@ -309,7 +396,7 @@ pub struct AccountsFile {
     pub file: Option<String>,
     /// Which fields must match the KaseyaOne user: `email`, `username` or `both` (default).
     #[serde(rename = "match")]
-    pub match_on: Option<String>,
+    pub match_on: Option<Choice<MatchOn>>,
     /// How long a lookup is cached; default `60s`.
     #[serde(default, with = "humantime_serde")]
     #[cfg_attr(test, schemars(with = "Option<String>"))]

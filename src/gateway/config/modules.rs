@@ -1,0 +1,286 @@
+//! `[[module]]` and `[[module.instance]]` checked into routes (pure): a
+//! module's route, then one per instance, its Choose an Instance host
+//! first when it has instances. Its CA and accounts are read by `resolve`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::checks::*;
+use super::validate::ModuleReads;
+use super::{HeaderPreset, InstanceRef, LinkSuccessFile, ModuleFile, Route, RouteId};
+use crate::config::ConfigErrors;
+use crate::config::tls::UpstreamTls;
+
+/// Every module's routes, in order, and what `resolve` reads for each.
+pub(super) fn modules(
+    files: &[ModuleFile],
+    default_preset: HeaderPreset,
+    errs: &mut ConfigErrors,
+) -> (Vec<Route>, Vec<ModuleReads>) {
+    if files.is_empty() {
+        errs.push("module", "at least one [[module]] is needed");
+    }
+    let mut routes = Vec::new();
+    let mut reads = Vec::new();
+    let mut hosts_seen = HashSet::new();
+    let mut names_seen = HashSet::new();
+    for (i, m) in files.iter().enumerate() {
+        let first = routes.len();
+        let key = |k: &str| format!("module[{i}].{k}");
+        if m.name.is_empty()
+            || !m
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errs.push(key("name"), "use letters, digits, `-` and `_` only");
+        }
+        if !names_seen.insert(m.name.clone()) {
+            errs.push(key("name"), format!("`{}` names another module too", m.name));
+        }
+        let hosts = check_hosts(&m.hosts, &key("hosts"), &mut hosts_seen, errs);
+        for (k, paths) in [
+            ("logout_paths", &m.logout_paths),
+            ("public_paths", &m.public_paths),
+            ("login_paths", &m.login_paths),
+        ] {
+            for p in paths {
+                if !p.starts_with('/') || p.starts_with("/_unigate/") {
+                    errs.push(key(k), format!("`{p}` must start with `/` and not be under /_unigate/"));
+                } else if let Err(e) = crate::policy::path::check_configured(p) {
+                    errs.push(key(k), e);
+                }
+            }
+        }
+        check_access_groups(Some(&m.access_groups), &key("access_groups"), errs);
+        if let Some(a) = m.max_age
+            && (a < Duration::from_secs(60) || a > Duration::from_secs(30 * 86_400))
+        {
+            errs.push(key("max_age"), "must be between 1m and 30 days");
+        }
+        let unified_login = m.unified_login.unwrap_or(true);
+        let require_kaseyaone = m.require_kaseyaone.unwrap_or(false);
+        if require_kaseyaone && !unified_login {
+            errs.push(
+                key("require_kaseyaone"),
+                "cannot require Log In with KaseyaOne where `unified_login = false`",
+            );
+        }
+        if require_kaseyaone && m.local_login == Some(true) {
+            errs.push(
+                key("local_login"),
+                "contradicts `require_kaseyaone = true`; list the users who keep module credentials in `local_exceptions`",
+            );
+        }
+        let link_success = m.link_success.clone().unwrap_or_default();
+        if m.link_success.as_ref() == Some(&LinkSuccessFile::default()) {
+            errs.push(
+                key("link_success"),
+                "name at least one of `redirect_not_to`, `new_cookie`, `probe` (or leave it out for the default)",
+            );
+        }
+        for (k, p) in [
+            ("redirect_not_to", &link_success.redirect_not_to),
+            ("probe", &link_success.probe),
+        ] {
+            if p.as_ref().is_some_and(|p| !p.starts_with('/') || p.starts_with("//")) {
+                errs.push(key(&format!("link_success.{k}")), "must be a path starting with `/`");
+            }
+        }
+        if link_success.new_cookie.as_ref().is_some_and(|c| c.is_empty()) {
+            errs.push(key("link_success.new_cookie"), "must name a cookie");
+        }
+        let exception_path = m.exception_path.clone().unwrap_or_else(|| "/local-login".into());
+        if !exception_path.starts_with('/') || exception_path.starts_with("/_unigate/") {
+            errs.push(key("exception_path"), "must start with `/` and not be under /_unigate/");
+        } else if let Err(e) = crate::policy::path::check_configured(&exception_path) {
+            errs.push(key("exception_path"), e);
+        }
+        // A public path is forwarded before any login-page rule runs.
+        let taken_over = m.login_paths.iter().chain(require_kaseyaone.then_some(&exception_path));
+        for l in taken_over {
+            if let Some(p) = m.public_paths.iter().find(|p| crate::policy::path::under(p, l)) {
+                errs.push(
+                    key("public_paths"),
+                    format!("`{p}` covers the login page `{l}`: module logins there would skip every check"),
+                );
+            }
+        }
+        for c in &m.session_cookies {
+            if crate::gateway::cookies::is_unigate_cookie(c) {
+                errs.push(
+                    key("session_cookies"),
+                    format!("`{c}` is one of unigate's own cookie names"),
+                );
+            }
+        }
+        if require_kaseyaone && !m.local_exceptions.is_empty() && m.login_paths.is_empty() {
+            errs.push(
+                key("login_paths"),
+                "`local_exceptions` sign in on the module's login page: name it in `login_paths`",
+            );
+        }
+        let health_check_interval = m.health_check_interval.unwrap_or(Duration::from_secs(5));
+        if health_check_interval < Duration::from_millis(100) || health_check_interval > Duration::from_secs(3600) {
+            errs.push(key("health_check_interval"), "must be between 100ms and 1h");
+        }
+        let accounts = m.accounts.as_ref().and_then(|a| accounts(a, &key("accounts"), errs));
+        if m.accounts.is_some() && !unified_login {
+            errs.push(
+                key("accounts"),
+                "only used with Unified Login; remove it or the `unified_login = false`",
+            );
+        }
+        let headers = choice(
+            m.headers.as_ref(),
+            default_preset,
+            &key("headers"),
+            errs,
+            preset_message,
+        );
+        let upstream_tls = upstream_tls(m, &hosts, &key, errs);
+        let base_route = Route {
+            upstream_tls,
+            name: m.name.clone(),
+            label: m.name.as_str().into(),
+            display_name: m.display_name.clone().unwrap_or_else(|| m.name.clone()),
+            instance: None,
+            chooser: Vec::new(),
+            hosts,
+            upstreams: Vec::new(),
+            health_check_interval,
+            access_groups: m.access_groups.clone(),
+            max_age: m.max_age,
+            logout_paths: m.logout_paths.clone(),
+            paths_case_insensitive: m.logout_paths_case_insensitive.unwrap_or(false),
+            session_cookies: m.session_cookies.clone(),
+            public_paths: m.public_paths.clone(),
+            cors_origins: m.cors_origins.clone(),
+            headers,
+            local_login: !unified_login || m.local_login.unwrap_or(false),
+            login_paths: m.login_paths.clone(),
+            unified_login,
+            require_kaseyaone,
+            local_exceptions: m.local_exceptions.clone(),
+            exception_path,
+            username_field: m.username_field.clone().unwrap_or_else(|| "username".into()),
+            password_field: m.password_field.clone().unwrap_or_else(|| "password".into()),
+            accounts: None,
+            link_required: false,
+            link_success,
+        };
+        if m.instances.is_empty() {
+            let upstreams = check_upstreams(m.upstream.as_deref(), &m.upstreams, &key(""), errs);
+            routes.push(Route {
+                upstreams,
+                ..base_route
+            });
+        } else {
+            instances(m, i, base_route, &mut routes, &mut hosts_seen, errs);
+        }
+        reads.push(ModuleReads {
+            key: format!("module[{i}]"),
+            routes: first..routes.len(),
+            upstream_ca: m.upstream_ca.clone().filter(|_| m.upstream_tls == Some(true)),
+            accounts,
+        });
+    }
+    (routes, reads)
+}
+
+/// `upstream_tls` and the keys only used with it; the CA is read by `resolve`.
+fn upstream_tls(
+    m: &ModuleFile,
+    hosts: &[String],
+    key: &dyn Fn(&str) -> String,
+    errs: &mut ConfigErrors,
+) -> Option<UpstreamTls> {
+    if !m.upstream_tls.unwrap_or(false) {
+        for (k, set) in [
+            ("upstream_sni", m.upstream_sni.is_some()),
+            ("upstream_ca", m.upstream_ca.is_some()),
+            ("upstream_verify", m.upstream_verify.is_some()),
+        ] {
+            if set {
+                errs.push(key(k), "only used with `upstream_tls = true`");
+            }
+        }
+        return None;
+    }
+    let sni = m
+        .upstream_sni
+        .clone()
+        .or_else(|| hosts.first().cloned())
+        .unwrap_or_default();
+    if sni.is_empty() || sni.contains(['/', ':', ' ']) {
+        errs.push(key("upstream_sni"), "must be a host name (or IP address) without port");
+    }
+    Some(UpstreamTls {
+        sni,
+        ca: None,
+        verify: m.upstream_verify.unwrap_or(true),
+    })
+}
+
+/// A module with instances: its Choose an Instance route, then one per
+/// instance, each inheriting the module's settings.
+fn instances(
+    m: &ModuleFile,
+    i: usize,
+    base_route: Route,
+    routes: &mut Vec<Route>,
+    hosts_seen: &mut HashSet<String>,
+    errs: &mut ConfigErrors,
+) {
+    if m.upstream.is_some() || !m.upstreams.is_empty() {
+        errs.push(
+            format!("module[{i}].upstream"),
+            "a module with instances has its upstreams in each [[module.instance]]",
+        );
+    }
+    let first = routes.len() + 1;
+    let mut chooser = base_route.clone();
+    chooser.chooser = (first..first + m.instances.len()).map(RouteId).collect();
+    routes.push(chooser);
+    let mut inst_names = HashSet::new();
+    for (j, inst) in m.instances.iter().enumerate() {
+        let ikey = |k: &str| format!("module[{i}].instance[{j}].{k}");
+        if !inst_names.insert(inst.name.clone()) {
+            errs.push(ikey("name"), format!("`{}` names another instance too", inst.name));
+        }
+        let hosts = check_hosts(&inst.hosts, &ikey("hosts"), hosts_seen, errs);
+        let upstreams = check_upstreams(inst.upstream.as_deref(), &inst.upstreams, &ikey(""), errs);
+        check_access_groups(inst.access_groups.as_ref(), &ikey("access_groups"), errs);
+        let link_required = inst.link_required.unwrap_or(false);
+        if link_required && base_route.login_paths.is_empty() {
+            errs.push(
+                ikey("link_required"),
+                "linking checks credentials at the module's login page: name it in the module's `login_paths`",
+            );
+        }
+        let upstream_tls = base_route.upstream_tls.clone().map(|mut t| {
+            if m.upstream_sni.is_none()
+                && let Some(h) = hosts.first()
+            {
+                t.sni = h.clone();
+            }
+            t
+        });
+        routes.push(Route {
+            upstream_tls,
+            label: format!("{}/{}", base_route.name, inst.name).into(),
+            instance: Some(InstanceRef {
+                display_name: inst.display_name.clone().unwrap_or_else(|| inst.name.clone()),
+                name: inst.name.clone(),
+            }),
+            hosts,
+            upstreams,
+            access_groups: inst
+                .access_groups
+                .clone()
+                .unwrap_or_else(|| base_route.access_groups.clone()),
+            link_required,
+            ..base_route.clone()
+        });
+    }
+}

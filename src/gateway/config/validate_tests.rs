@@ -1,0 +1,395 @@
+//! `validate` without files (a snippet of the file, the problems it has),
+//! and `resolve` reading exactly what a validated file names.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::config::parse_toml;
+
+/// A valid file naming secrets, keys and files that do not exist
+/// (`validate` must not look), with `lines` added to `section`
+/// (`listen`, `identity_provider`, `session`, `identity`, `module`: the
+/// first `[[module]]`; `end`: after everything).
+fn with(section: &str, lines: &str) -> String {
+    let mut text = String::new();
+    for (name, body) in [
+        (
+            "listen",
+            "[listen]\naddress = \"127.0.0.1:8080\"\npublic_url = \"http://localhost:8080\"\nthreads = 2",
+        ),
+        (
+            "identity_provider",
+            "[identity_provider]\nissuer = \"https://idp.example\"\nclient_id = \"unigate\"\nclient_secret = \"env:UNIGATE_SURELY_UNSET_VAR\"",
+        ),
+        ("session", "[session]"),
+        ("identity", "[identity]\nassertion_key = \"file:no-such-key.pem\""),
+        (
+            "module",
+            "[[module]]\nname = \"portal\"\nhosts = [\"portal.localhost\"]\nupstream = \"127.0.0.1:8081\"\naccess_groups = [\"*\"]",
+        ),
+        ("end", ""),
+    ] {
+        text.push_str(body);
+        text.push('\n');
+        if name == section {
+            text.push_str(lines);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+fn validated(text: &str) -> Result<Validated, ConfigErrors> {
+    let file: GatewayFile = parse_toml(text).unwrap_or_else(|e| panic!("parses: {e}\n{text}"));
+    validate(&file)
+}
+
+#[test]
+fn the_base_file_validates_without_reading_what_it_names() {
+    let v = validated(&with("end", "")).unwrap();
+    assert_eq!(v.config.idp.client_secret.expose(), "", "not read yet");
+    assert!(v.config.identity.assertion_key.is_none());
+    assert!(v.reads.assertion_key.is_some());
+    assert_eq!(v.config.threads, 2);
+    assert!(!v.reads.count_cpus);
+}
+
+/// Where lines go, the lines, and the problems expected: key, words.
+type Case = (&'static str, String, Vec<(&'static str, &'static str)>);
+
+#[test]
+fn validate_reports_each_rule_with_its_key() {
+    let second = "[[module]]\nname = \"b\"\nhosts = [\"b.localhost\"]\naccess_groups = [\"*\"]";
+    let cases: Vec<Case> = vec![
+        (
+            "session",
+            "store = \"etcd\"".into(),
+            vec![("session.store", "`etcd` is not a session store; use `memory` or `redis`")],
+        ),
+        (
+            "session",
+            "store = \"Redis\"".into(),
+            vec![("session.store", "`Redis` is not a session store")],
+        ),
+        (
+            "session",
+            "store = \"redis\"".into(),
+            vec![
+                ("session.redis_url", "needs `redis_url` (or `redis_sentinels`)"),
+                ("session.encryption_key", "needs `encryption_key`"),
+            ],
+        ),
+        (
+            "session",
+            "store = \"redis\"\nredis_sentinels = [\"nope\"]\nencryption_key = \"env:K\"".into(),
+            vec![
+                ("session.redis_sentinels", "`nope` is not a Redis URL"),
+                ("session.redis_sentinel_master", "name the master"),
+            ],
+        ),
+        (
+            "identity",
+            "headers = \"Forwarded\"".into(),
+            vec![(
+                "identity.headers",
+                "`Forwarded` is not a preset; use `kaseyaone` or `forwarded`",
+            )],
+        ),
+        (
+            "module",
+            "headers = \"basic\"".into(),
+            vec![("module[0].headers", "`basic` is not a preset")],
+        ),
+        (
+            "identity_provider",
+            "userinfo = \"sometimes\"".into(),
+            vec![(
+                "identity_provider.userinfo",
+                "`sometimes` is not a choice; use `auto`, `always` or `never`",
+            )],
+        ),
+        (
+            "module",
+            "[module.accounts]\nsource = \"ldap\"\nmatch = \"Email\"".into(),
+            vec![
+                ("module[0].accounts.match", "`Email` is not `email`, `username` or `both`"),
+                ("module[0].accounts.source", "`ldap` is not `scim` or `file`"),
+            ],
+        ),
+        (
+            "module",
+            "[module.accounts]\nsource = \"file\"".into(),
+            vec![("module[0].accounts.file", "`source = \"file\"` needs `file`")],
+        ),
+        (
+            "module",
+            "[module.accounts]\nsource = \"file\"\nfile = \"none.toml\"\nprovisioning = true\ncache_ttl = \"2d\"".into(),
+            vec![
+                ("module[0].accounts.provisioning", "use `source = \"scim\"`"),
+                ("module[0].accounts.default_role", "need a default role"),
+                ("module[0].accounts.cache_ttl", "at most 1 day"),
+            ],
+        ),
+        (
+            "module",
+            "[module.accounts]\nsource = \"scim\"\nscim_url = \"ftp://x\"".into(),
+            vec![("module[0].accounts.scim_url", "http or https URL")],
+        ),
+        (
+            "module",
+            "unified_login = false\n[module.accounts]\nsource = \"scim\"".into(),
+            vec![("module[0].accounts", "only used with Unified Login")],
+        ),
+        (
+            "module",
+            "upstream_ca = \"no-such-ca.pem\"\nupstream_verify = false".into(),
+            vec![
+                ("module[0].upstream_ca", "only used with `upstream_tls = true`"),
+                ("module[0].upstream_verify", "only used with `upstream_tls = true`"),
+            ],
+        ),
+        (
+            "module",
+            "upstream_tls = true\nupstream_sni = \"a:443\"".into(),
+            vec![("module[0].upstream_sni", "without port")],
+        ),
+        (
+            "listen",
+            "tls_cert = \"no-such.crt\"\ntls_key = \"no-such.key\"".into(),
+            vec![("listen.public_url", "browsers reach it with https://")],
+        ),
+        (
+            "listen",
+            "tls_cert = \"no-such.crt\"".into(),
+            vec![("listen.tls_key", "needs its private key")],
+        ),
+        (
+            "listen",
+            "trusted_proxies = [\"10.0.0.0/8\", \"proxy\"]\ndrain_delay = \"11m\"".into(),
+            vec![
+                ("listen.trusted_proxies[1]", "`proxy` is not a network"),
+                ("listen.drain_delay", "at most 10m"),
+            ],
+        ),
+        (
+            "end",
+            "[admin]\naddress = \"nope\"\ntoken = \"env:UNIGATE_SURELY_UNSET_VAR\"".into(),
+            vec![("admin.address", "not an address like 127.0.0.1:9090")],
+        ),
+        (
+            "end",
+            format!(
+                "{second}\nupstream = \"127.0.0.1:1\"\n[[module.instance]]\nname = \"x\"\nhosts = [\"portal.localhost\"]\nupstream = \"127.0.0.1:2\"\nlink_required = true"
+            ),
+            vec![
+                ("module[1].upstream", "has its upstreams in each [[module.instance]]"),
+                ("module[1].instance[0].hosts", "`portal.localhost` belongs to another module too"),
+                ("module[1].instance[0].link_required", "name it in the module's `login_paths`"),
+            ],
+        ),
+        (
+            "end",
+            "[[module]]\nname = \"portal\"\nhosts = [\"Portal.localhost\"]\nupstream = \"127.0.0.1:1\"\naccess_groups = [\"*\"]".into(),
+            vec![
+                ("module[1].name", "`portal` names another module too"),
+                ("module[1].hosts", "`portal.localhost` belongs to another module too"),
+            ],
+        ),
+    ];
+    for (section, lines, want) in cases {
+        let err = validated(&with(section, &lines)).expect_err(&lines);
+        let got: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        let keys: Vec<&str> = want.iter().map(|(k, _)| *k).collect();
+        assert_eq!(got, keys, "{lines}\n{err}");
+        for (e, (_, words)) in err.0.iter().zip(&want) {
+            assert!(e.message.contains(words), "{lines}: {e:?} lacks {words:?}");
+        }
+    }
+}
+
+#[test]
+fn unknown_words_are_reported_with_every_other_problem_in_one_run() {
+    let text = r#"
+        [listen]
+        address = "nope"
+        public_url = "http://localhost:8080"
+        [identity_provider]
+        issuer = "https://idp.example"
+        client_id = "unigate"
+        client_secret = "env:X"
+        userinfo = "Always"
+        [session]
+        store = "etcd"
+        [identity]
+        headers = "basic"
+        [[module]]
+        name = "portal"
+        hosts = ["portal.localhost"]
+        upstream = "127.0.0.1:8081"
+        access_groups = []
+        headers = "none"
+        [module.accounts]
+        source = "ldap"
+        match = "all"
+    "#;
+    let err = validated(text).unwrap_err();
+    let got: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "listen.address",
+            "identity_provider.userinfo",
+            "session.store",
+            "identity.headers",
+            "module[0].access_groups",
+            "module[0].accounts.match",
+            "module[0].accounts.source",
+            "module[0].headers",
+        ],
+        "{err}"
+    );
+    // A value that is not a word at all is the parser's: a type error.
+    let err = parse_toml::<GatewayFile>(&text.replace("\"etcd\"", "3")).unwrap_err();
+    assert!(err.0[0].path.starts_with("line 11"), "{err}");
+}
+
+#[test]
+fn every_accepted_word_is_read() {
+    use crate::oidc::claims::UserinfoMode;
+    let cfg = |section: &str, lines: &str| validated(&with(section, lines)).unwrap().config;
+    assert!(cfg("session", "store = \"memory\"").session.redis.is_none());
+    assert!(cfg("session", "").session.redis.is_none());
+    let redis = cfg(
+        "session",
+        "store = \"redis\"\nredis_url = \"env:U\"\nencryption_key = \"env:K\"",
+    );
+    assert_eq!(redis.session.redis.unwrap().prefix, "unigate");
+    assert_eq!(cfg("end", "").modules[0].headers, HeaderPreset::KaseyaOne);
+    assert_eq!(
+        cfg("identity", "headers = \"forwarded\"").modules[0].headers,
+        HeaderPreset::Forwarded
+    );
+    let mixed = with("module", "headers = \"kaseyaone\"").replace("[identity]", "[identity]\nheaders = \"forwarded\"");
+    assert_eq!(
+        validated(&mixed).unwrap().config.modules[0].headers,
+        HeaderPreset::KaseyaOne
+    );
+    for (word, mode) in [
+        ("auto", UserinfoMode::Auto),
+        ("always", UserinfoMode::Always),
+        ("never", UserinfoMode::Never),
+    ] {
+        let c = cfg("identity_provider", &format!("userinfo = \"{word}\""));
+        assert_eq!(c.idp.userinfo, mode);
+    }
+    for (word, on) in [
+        ("", MatchOn::Both),
+        ("match = \"both\"", MatchOn::Both),
+        ("match = \"email\"", MatchOn::Email),
+        ("match = \"username\"", MatchOn::Username),
+    ] {
+        let v = validated(&with(
+            "module",
+            &format!("[module.accounts]\nsource = \"scim\"\n{word}"),
+        ))
+        .unwrap();
+        let accounts = v.reads.modules[0].accounts.as_ref().unwrap();
+        assert_eq!(accounts.match_on, on, "{word}");
+    }
+    let v = validated(&with(
+        "module",
+        "[module.accounts]\nsource = \"file\"\nfile = \"a.toml\"",
+    ))
+    .unwrap();
+    let accounts = v.reads.modules[0].accounts.as_ref().unwrap();
+    assert!(matches!(&accounts.source, validate::SourceReads::File(f) if f == "a.toml"));
+}
+
+#[test]
+fn resolve_reads_what_the_file_names_and_reports_each_problem() {
+    let text = with(
+        "module",
+        "upstream_tls = true\nupstream_ca = \"ca.pem\"\n[module.accounts]\nsource = \"file\"\nfile = \"accounts.toml\"",
+    )
+    .replace("threads = 2", "tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"")
+    .replace("http://localhost:8080", "https://localhost:8443")
+    .replace("env:UNIGATE_SURELY_UNSET_VAR", "file:client-secret")
+    .replace("no-such-key.pem", "assertion.pem")
+        + "[admin]\naddress = \"127.0.0.1:9090\"\ntoken = \"file:admin-token\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let err = resolve(validated(&text).unwrap(), dir.path()).unwrap_err();
+    let got: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "identity_provider.client_secret",
+            "identity.assertion_key",
+            "module[0].accounts.file",
+            "module[0].upstream_ca",
+            "admin.token",
+            "listen.tls_cert",
+        ],
+        "{err}"
+    );
+    // Each there, and usable: a start would find what `resolve` found.
+    let d = dir.path();
+    let tls = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(d.join("tls.crt"), tls.cert.pem()).unwrap();
+    std::fs::write(d.join("tls.key"), tls.signing_key.serialize_pem()).unwrap();
+    std::fs::write(d.join("ca.pem"), tls.cert.pem()).unwrap();
+    std::fs::write(
+        d.join("assertion.pem"),
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    std::fs::write(d.join("client-secret"), "s3cret\n").unwrap();
+    std::fs::write(d.join("admin-token"), "short").unwrap();
+    std::fs::write(d.join("accounts.toml"), "[[account]]\nusername = \"ann\"\n").unwrap();
+    let err = resolve(validated(&text).unwrap(), d).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].path, "admin.token");
+    assert!(err.0[0].message.contains("at least 16"), "{err}");
+    std::fs::write(d.join("admin-token"), "a-long-enough-admin-token").unwrap();
+    let cfg = resolve(validated(&text).unwrap(), d).unwrap();
+    assert_eq!(cfg.idp.client_secret.expose(), "s3cret");
+    assert!(cfg.identity.assertion_key.is_some());
+    assert_eq!(cfg.admin.unwrap().token.expose(), "a-long-enough-admin-token");
+    assert_eq!(cfg.tls_files.unwrap().cert, d.join("tls.crt"));
+    let route = &cfg.modules[0];
+    assert!(route.upstream_tls.as_ref().unwrap().ca.is_some());
+    match &route.accounts.as_ref().unwrap().source {
+        AccountSource::File(list) => assert_eq!(list[0].username, "ann"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_module_with_instances_shares_its_accounts_and_ca_with_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tls = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(d.join("ca.pem"), tls.cert.pem()).unwrap();
+    std::fs::write(d.join("accounts.toml"), "[[account]]\nusername = \"ann\"\n").unwrap();
+    std::fs::write(d.join("client-secret"), "s3cret").unwrap();
+    let text = with(
+        "end",
+        "[[module]]\nname = \"bms\"\nhosts = [\"bms.localhost\"]\naccess_groups = [\"*\"]\nupstream_tls = true\nupstream_ca = \"ca.pem\"\n\
+         [module.accounts]\nsource = \"file\"\nfile = \"accounts.toml\"\n\
+         [[module.instance]]\nname = \"east\"\nhosts = [\"east.localhost\"]\nupstream = \"127.0.0.1:2\"\n\
+         [[module.instance]]\nname = \"west\"\nhosts = [\"west.localhost\"]\nupstream = \"127.0.0.1:3\"",
+    )
+    .replace("env:UNIGATE_SURELY_UNSET_VAR", "file:client-secret")
+    .replace("assertion_key = \"file:no-such-key.pem\"", "");
+    let v = validated(&text).unwrap();
+    assert_eq!(v.reads.modules[1].routes, 1..4);
+    let cfg = resolve(v, d).unwrap();
+    let labels: Vec<&str> = cfg.modules.iter().map(|r| r.label()).collect();
+    assert_eq!(labels, ["portal", "bms", "bms/east", "bms/west"]);
+    assert!(cfg.modules[0].accounts.is_none());
+    let first = cfg.modules[1].accounts.clone().unwrap();
+    for r in &cfg.modules[1..] {
+        assert!(Arc::ptr_eq(r.accounts.as_ref().unwrap(), &first), "{}", r.label());
+        assert!(r.upstream_tls.as_ref().unwrap().ca.is_some(), "{}", r.label());
+    }
+    assert_eq!(cfg.modules[2].upstream_tls.as_ref().unwrap().sni, "east.localhost");
+}
