@@ -6,59 +6,29 @@ use std::borrow::Cow;
 
 use pingora::http::RequestHeader;
 
+use crate::policy::ClientKind;
 use crate::policy::path::{PathRefusal, canonicalize};
 use crate::policy::request::RequestFacts;
-use crate::policy::{ClientKind, classify};
 use crate::session::cookie_value;
 
-/// A browser navigating, or an API client (wants JSON errors)? A request
-/// with a bearer token is an API client's.
+/// A browser navigating, or a script (`policy::request::client_kind`).
 pub fn client_kind(req: &RequestHeader) -> ClientKind {
-    if bearer_token(req).is_some() {
-        return ClientKind::Api;
-    }
-    let h = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
-    classify(
-        h("accept"),
-        req.headers.contains_key("x-requested-with"),
-        h("sec-fetch-mode"),
-    )
+    crate::policy::request::client_kind(&req.headers)
 }
 
 /// The `Authorization: Bearer` token, if the request has one.
 pub fn bearer_token(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-}
-
-/// Whether a request declares a body (which some frameworks read on GET too).
-pub fn has_body(req: &RequestHeader) -> bool {
-    req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
+    crate::policy::request::bearer_token(&req.headers)
 }
 
 /// The facts the request decision reads, borrowed from the request.
 pub fn facts(req: &RequestHeader) -> RequestFacts<'_> {
-    let bearer = bearer_token(req);
     RequestFacts {
         path: req.uri.path(),
         target: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         query: req.uri.query(),
         method: &req.method,
-        client: if bearer.is_some() {
-            ClientKind::Api
-        } else {
-            client_kind(req)
-        },
-        bearer,
-        has_body: has_body(req),
+        headers: &req.headers,
     }
 }
 

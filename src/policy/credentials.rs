@@ -97,7 +97,7 @@ pub fn beside_session(facts: &RequestFacts<'_>, module: &Route) -> bool {
     // The path first: most requests are for other pages, and a login
     // page is ruled out on the first letter (`policy::path::reaches`).
     login_page(module, facts.path)
-        && (writes(facts.method) || facts.has_body || the_username(&[], facts.query, &module.username_field).is_err())
+        && (writes(facts.method) || facts.has_body() || the_username(&[], facts.query, &module.username_field).is_err())
 }
 
 /// A method that may carry credentials (anything but a plain read).

@@ -15,7 +15,9 @@ use crate::session::Session;
 /// Where unigate answers itself, on every module host.
 pub const PREFIX: &str = "/_unigate/";
 
-/// What the decision needs to know about a request.
+/// What the decision needs to know about a request. What needs a header
+/// look-up (the client kind, a bearer token, a body) is read when a rule
+/// asks for it: most requests, with a session, never do.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
     /// The canonical path (`policy::path`): what the module is sent.
@@ -24,14 +26,55 @@ pub struct RequestFacts<'a> {
     pub target: &'a str,
     pub query: Option<&'a str>,
     pub method: &'a http::Method,
-    /// A browser navigating, or a script. A request with a bearer token
-    /// is a script's.
-    pub client: ClientKind,
+    pub headers: &'a http::HeaderMap,
+}
+
+impl<'a> RequestFacts<'a> {
     /// The `Authorization: Bearer` token, if any.
-    pub bearer: Option<&'a str>,
+    pub fn bearer(&self) -> Option<&'a str> {
+        bearer_token(self.headers)
+    }
+
+    /// A browser navigating, or a script (see `client_kind`).
+    pub fn client(&self) -> ClientKind {
+        client_kind(self.headers)
+    }
+
     /// Whether the request declares a body (some frameworks read one on
     /// GET too).
-    pub has_body: bool,
+    pub fn has_body(&self) -> bool {
+        self.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || self
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0")
+    }
+}
+
+/// The `Authorization: Bearer` token of these headers, if any.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+}
+
+/// A browser navigating, or a script that must get a 401 and JSON errors
+/// rather than a redirect it cannot follow (`policy::classify`). A request
+/// with a bearer token is a script's. Every refusal is written for the
+/// client kind this says.
+pub fn client_kind(headers: &http::HeaderMap) -> ClientKind {
+    if bearer_token(headers).is_some() {
+        return ClientKind::Api;
+    }
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    crate::policy::classify(
+        h("accept"),
+        headers.contains_key("x-requested-with"),
+        h("sec-fetch-mode"),
+    )
 }
 
 /// What the gateway found for a guarded request.
@@ -135,7 +178,7 @@ pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Dec
         Check::TooMany => return Decision::Reject(Reject::TooManyCookies),
         Check::Pass | Check::Strip(_) => {}
     }
-    if facts.bearer.is_some() {
+    if facts.bearer().is_some() {
         return Decision::Bearer;
     }
     if route.require_kaseyaone {
@@ -156,7 +199,7 @@ pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Dec
 /// No KaseyaOne identity: a browser goes to log in (back to where it
 /// was going, if that stays on this origin), a script gets 401.
 pub fn login_or_401(facts: &RequestFacts<'_>) -> Decision {
-    match facts.client {
+    match facts.client() {
         ClientKind::Api => Decision::Reject(Reject::Unauthenticated),
         // The request target itself can be `//evil.example/…`: it goes
         // through the same check as any return URL.
@@ -175,7 +218,7 @@ pub fn required(facts: &RequestFacts<'_>, route: &Route, cookies: &Cookies) -> O
     let at_exception = route.is_exception(facts.path);
     let at_login = route.is_login(facts.path);
     let post = facts.method == http::Method::POST;
-    if (at_exception || at_login) && (credentials::writes(facts.method) || facts.has_body) && !post {
+    if (at_exception || at_login) && (credentials::writes(facts.method) || facts.has_body()) && !post {
         // Only a POSTed form is read (and checked) as a login.
         return Some(Decision::Reject(Reject::BadModuleLogin(BadLogin::NotAForm)));
     }

@@ -50,36 +50,37 @@ struct Req {
     path: &'static str,
     target: &'static str,
     method: http::Method,
-    client: ClientKind,
-    bearer: Option<&'static str>,
-    has_body: bool,
+    headers: http::HeaderMap,
 }
 
+/// A browser's GET.
 fn get(target: &'static str) -> Req {
     let path = target.split('?').next().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::ACCEPT, "text/html".parse().unwrap());
     Req {
         path,
         target,
         method: http::Method::GET,
-        client: ClientKind::Navigation,
-        bearer: None,
-        has_body: false,
+        headers,
     }
 }
 
 impl Req {
+    /// A script's.
     fn api(mut self) -> Self {
-        self.client = ClientKind::Api;
+        self.headers
+            .insert(http::header::ACCEPT, "application/json".parse().unwrap());
         self
     }
     fn post(mut self) -> Self {
         self.method = http::Method::POST;
-        self.has_body = true;
+        self.headers.insert(http::header::CONTENT_LENGTH, "20".parse().unwrap());
         self
     }
     fn bearer(mut self) -> Self {
-        self.bearer = Some("token");
-        self.client = ClientKind::Api;
+        self.headers
+            .insert(http::header::AUTHORIZATION, "Bearer token".parse().unwrap());
         self
     }
     fn facts(&self) -> RequestFacts<'_> {
@@ -88,9 +89,7 @@ impl Req {
             target: self.target,
             query: self.target.split_once('?').map(|(_, q)| q),
             method: &self.method,
-            client: self.client,
-            bearer: self.bearer,
-            has_body: self.has_body,
+            headers: &self.headers,
         }
     }
 }
@@ -290,7 +289,9 @@ fn where_kaseyaone_is_required_only_local_exceptions_use_module_credentials() {
     let mut put = get("/login");
     put.method = http::Method::PUT;
     let mut get_with_body = get("/local-login");
-    get_with_body.has_body = true;
+    get_with_body
+        .headers
+        .insert(http::header::TRANSFER_ENCODING, "chunked".parse().unwrap());
     let cases: [(Req, &Cookies, Decision); 9] = [
         (
             get("/login").post(),
@@ -347,4 +348,21 @@ fn where_kaseyaone_is_required_only_local_exceptions_use_module_credentials() {
     // Without exceptions, the exception path is the KaseyaOne login too.
     r.local_exceptions.clear();
     assert_eq!(decide_for(&r, &get("/local-login"), None, &none), login("/local-login"));
+}
+
+#[test]
+fn a_request_with_a_bearer_token_is_a_scripts_and_reads_its_token() {
+    let browser = get("/reports");
+    assert_eq!(browser.facts().client(), ClientKind::Navigation);
+    assert_eq!(browser.facts().bearer(), None);
+    let script = get("/reports").bearer();
+    assert_eq!(script.facts().client(), ClientKind::Api, "despite Accept: text/html");
+    assert_eq!(script.facts().bearer(), Some("token"));
+    let mut basic = get("/reports");
+    basic
+        .headers
+        .insert(http::header::AUTHORIZATION, "Basic YTpi".parse().unwrap());
+    assert_eq!(basic.facts().bearer(), None);
+    assert_eq!(basic.facts().client(), ClientKind::Navigation);
+    assert!(!get("/x").facts().has_body() && get("/x").post().facts().has_body());
 }
