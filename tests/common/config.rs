@@ -1,8 +1,8 @@
 //! unigate's configuration as a value: the base every test gateway starts
-//! from, small helpers to edit a `toml::Table`, and starting unigate from
-//! one (written to a file beside its secret, as in production).
+//! from, small helpers to edit a `toml::Table`, writing one to a file
+//! beside its secret (as in production), and starting unigate from it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 use unigate::gateway::config::GatewayConfig;
@@ -97,13 +97,18 @@ pub async fn start_gateway(port: u16, issuer: &str, edit: impl FnOnce(&mut Table
 /// Starts unigate from `config`, written to a file next to its secret;
 /// returns the server and the file, for reloads.
 pub async fn start_gateway_config(config: &Table) -> (GatewayServer, PathBuf) {
-    let dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(dir.join("secret"), SECRET).unwrap();
-    let text = config_text(config);
-    let path = dir.join("unigate.toml");
-    std::fs::write(&path, &text).unwrap();
-    let cfg = GatewayConfig::load(&path).unwrap_or_else(|e| panic!("gateway config: {e}\n{text}"));
+    let path = write_config(&tempfile::tempdir().unwrap().keep(), config);
+    let cfg = GatewayConfig::load(&path).unwrap_or_else(|e| panic!("gateway config: {e}\n{}", config_text(config)));
     (GatewayServer::start(cfg).await.expect("gateway starts"), path)
+}
+
+/// Writes `config` to `unigate.toml` in `dir`, beside the client secret
+/// (files it names are read from `dir` too); returns the file's path.
+pub fn write_config(dir: &Path, config: &Table) -> PathBuf {
+    std::fs::write(dir.join("secret"), SECRET).unwrap();
+    let path = dir.join("unigate.toml");
+    std::fs::write(&path, config_text(config)).unwrap();
+    path
 }
 
 /// A value written as TOML (`r#"{ source = "scim", match = "both" }"#`).

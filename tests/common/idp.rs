@@ -1,12 +1,15 @@
 //! The embedded identity provider for tests: its demo configuration and
 //! test client, a browser-like HTTP client, PKCE, logging in through the
-//! real forms, the token endpoint (exchange, refresh) and reading claims.
+//! real forms, the token endpoint (exchange, refresh), reading claims and
+//! verifying JWTs against the provider's JWKS.
 
 use std::path::Path;
 use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
 use reqwest::redirect::Policy;
 use unigate::idp::config::Client;
 use unigate::idp::directory::totp_code;
@@ -94,6 +97,11 @@ pub fn authorize_url(issuer: &str, challenge: &str, extra: &[(&str, &str)]) -> S
         }
     }
     u.to_string()
+}
+
+/// The body of `r` as text.
+pub async fn text(r: reqwest::Response) -> String {
+    r.text().await.unwrap()
 }
 
 pub fn location(r: &reqwest::Response) -> String {
@@ -230,4 +238,27 @@ pub async fn refresh(idp: &IdpServer, refresh_token: &str) -> reqwest::Response 
 pub fn claims(jwt: &str) -> serde_json::Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap()
+}
+
+/// The provider's published JWKS.
+pub async fn jwks(issuer: &str) -> JwkSet {
+    reqwest::get(format!("{issuer}/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Verifies a JWT against the provider's JWKS; returns its claims and header typ.
+pub async fn verify(issuer: &str, jwt: &str, aud: &str) -> (serde_json::Value, Option<String>) {
+    let header = jsonwebtoken::decode_header(jwt).unwrap();
+    let set = jwks(issuer).await;
+    let jwk = set.find(header.kid.as_deref().unwrap()).expect("kid published");
+    let mut v = Validation::new(header.alg);
+    v.set_audience(&[aud]);
+    v.set_issuer(&[issuer]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(jwt, &DecodingKey::from_jwk(jwk).unwrap(), &v)
+        .expect("signature and claims verify");
+    (data.claims, header.typ)
 }

@@ -3,11 +3,14 @@
 //!   a browser-like client, PKCE, logging in through the real forms, tokens;
 //! - `config`: unigate's configuration as a `toml::Table`, and starting it;
 //! - `stack`: whole stacks (IdP, demo modules, unigate) built by editing
-//!   configuration values (`StackBuilder`, `MultiBuilder`);
+//!   configuration values (`StackBuilder`, `MultiBuilder`, `logout_stack`);
+//! - `replicas`: two unigate replicas sharing a `redis-server`;
 //! - `upstreams`: test modules (websocket, streams, recording) and a
 //!   back-channel logout receiver;
 //! - `redis`: a `redis-server` of a test's own;
-//! - `fake_op`: a scriptable OpenID provider;
+//! - `fake_op`: a scriptable OpenID provider, and `rp`: unigate as its
+//!   relying party;
+//! - `tls`: a test CA and certificates, and the TLS tests' configuration;
 //! - `wait_until`, here: polling for something that happens in the background.
 #![allow(dead_code, unused_imports)]
 
@@ -15,13 +18,17 @@ mod config;
 pub mod fake_op;
 mod idp;
 mod redis;
+pub mod replicas;
+pub mod rp;
 mod stack;
+mod tls;
 mod upstreams;
 
 pub use config::*;
 pub use idp::*;
 pub use redis::*;
 pub use stack::*;
+pub use tls::*;
 pub use upstreams::*;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! Whole stacks on loopback: the IdP, demo modules and unigate (Pingora)
-//! in front, configured by editing values (`StackBuilder`, `MultiBuilder`).
+//! in front, configured by editing values (`StackBuilder`, `MultiBuilder`);
+//! `logout_stack`, the demo's modules with logouts sent back to unigate.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,8 +15,8 @@ use unigate::idp::{IdpConfig, IdpServer};
 use url::Url;
 
 use super::{
-    Redis, TomlEdit, company, current_code, demo_config, gateway_table, location, password, portal_module, post_login,
-    redis_store, start_gateway_config, start_idp, test_client, totp_secret,
+    CLIENT, Redis, SECRET, TomlEdit, company, current_code, demo_config, gateway_table, location, password,
+    portal_module, post_login, redis_store, start_gateway_config, start_idp, test_client, totp_secret,
 };
 
 /// The module's host in the single-module stack.
@@ -515,4 +516,33 @@ pub fn link_form_token(page: &str) -> String {
         return String::new();
     };
     page[at..at + page[at..].find('"').unwrap()].to_string()
+}
+
+/// The admin token of `logout_stack`: the stack's secret file (see
+/// `start_gateway`).
+pub const ADMIN_TOKEN: &str = SECRET;
+
+/// The demo's modules, with the IdP told to send back- and front-channel
+/// logouts to unigate, and an admin listener.
+pub async fn logout_stack() -> Multi {
+    logout_stack_builder().start().await
+}
+
+/// The stack, to start (`.redis()`: its sessions in Redis).
+pub fn logout_stack_builder<'a>() -> MultiBuilder<'a> {
+    MultiBuilder::demo()
+        .gateway(|t| {
+            t.table("admin")
+                .set("address", "127.0.0.1:0")
+                .set("token", "file:secret");
+        })
+        .idp_with_port(|idp, port| {
+            for c in idp.clients.iter_mut().filter(|c| c.client_id == CLIENT) {
+                c.backchannel_logout_uri =
+                    Some(url::Url::parse(&format!("http://127.0.0.1:{port}/_unigate/backchannel-logout")).unwrap());
+                c.frontchannel_logout_uri = Some(
+                    url::Url::parse(&format!("http://portal.localhost:{port}/_unigate/frontchannel-logout")).unwrap(),
+                );
+            }
+        })
 }
