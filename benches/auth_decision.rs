@@ -1,7 +1,8 @@
 //! The authenticated request decision, as unigate makes it for every
 //! request: `Gateway::decide` (route by host, cookie parse, session
-//! lookup, module cookies, `policy::request::decide`), then the identity
-//! headers and assertion on the upstream request (`Gateway::send_identity`).
+//! lookup, whom the module's session cookie was issued to,
+//! `policy::request::decide`), then the identity headers and assertion on
+//! the upstream request (`Gateway::send_identity`).
 //! Also the uncached assertion signature, which a session pays at most
 //! every 30 s.
 
@@ -19,8 +20,17 @@ use unigate::session::Session;
 const ID: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
 
 fn gateway() -> Gateway {
-    let g = testing::gateway("");
+    let g = testing::gateway(r#"session_cookies = ["portal_session"]"#);
     testing::add_session(&g, ID, testing::identity("alice", &["portal-users", "bms-users"]));
+    // The module issued `portal_session=abcdef` to alice's session.
+    let issued = cookie::Cookie::parse("portal_session=abcdef").unwrap();
+    let owner = g.cookie_owner(&issued, "alice", true).in_login(Some("sid-alice"));
+    g.state
+        .sessions
+        .record_module_cookie("abcdef", owner)
+        .now_or_never()
+        .expect("the memory store answers at once")
+        .unwrap();
     g
 }
 

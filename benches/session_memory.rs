@@ -5,7 +5,7 @@
 //! so its header values were shared out and an assertion signed and kept
 //! in the signer's bounded cache), divided by their number.
 //!
-//! `cargo bench --bench session_memory` (issue 7's target: ≤ 2 KiB).
+//! `cargo bench --bench session_memory` (the target: ≤ 2 KiB per idle session).
 
 use std::sync::Arc;
 

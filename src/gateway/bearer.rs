@@ -253,13 +253,17 @@ impl Gateway {
             return Err(Reject::InvalidBearer("the token has been revoked"));
         }
         if !may_access(&v.identity.groups, &module.access_groups) {
+            tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer access group check");
             return Err(Reject::Forbidden);
         }
         let mut identity = v.identity.clone();
         match self.module_account(id, &mut identity).await? {
             Account::Ready => Ok(identity),
             // Linking needs a browser.
-            Account::LinkPending => Err(Reject::LinkRequired),
+            Account::LinkPending => {
+                tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer without a linked module account");
+                Err(Reject::LinkRequired)
+            }
         }
     }
 }

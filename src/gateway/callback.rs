@@ -102,6 +102,7 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
     })?;
     let mut identity = Identity::from_profile(&claims.sub, claims.sid.as_deref(), profile);
     if !may_access(&identity.groups, &route.access_groups) {
+        tracing::info!(module.name = %route.label(), user.sub = %claims.sub, decision = "deny", "access group check at login");
         return Err(Reject::Forbidden);
     }
     // The seed's account conditions: a linked account, or a module account

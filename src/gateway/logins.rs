@@ -9,6 +9,7 @@
 //! into a `Cookie` header too large to send. A `state` works once: the
 //! callback claims it in a set (in memory, or `SET NX` in Redis so every
 //! replica agrees) that only real callbacks with a valid cookie reach.
+//! `start_login` sends the browser to the IdP with such a transaction.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -370,7 +371,10 @@ fn login_redirect(
     let client_ip = client.map(|ip| ip.to_string()).unwrap_or_default();
     let start = match g.begin_login(session.req_header(), client, id, host, return_path, unix_now()) {
         Ok(s) => s,
-        Err(Refused::StoreDown) => return Err(Reject::StoreDown),
+        Err(Refused::StoreDown) => {
+            tracing::error!(module.name = %route.label(), "login start refused: the session store cannot be reached");
+            return Err(Reject::StoreDown);
+        }
         Err(Refused::TooMany(wait)) => {
             tracing::info!(module.name = %route.label(), client.ip = %client_ip, "login start refused: too many from this address");
             return Err(Reject::TooManyLogins {

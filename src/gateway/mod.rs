@@ -197,16 +197,35 @@ impl Gateway {
     /// Writes a refusal for a request to route `id` (if routed), as a page
     /// or JSON for this client, and logs why.
     pub async fn reject(&self, session: &mut PSession, id: Option<RouteId>, r: Reject) -> Result<bool> {
+        self.reject_user(session, id, None, r).await
+    }
+
+    /// `reject`, for a request of a known user (`sub`), which the log names.
+    pub async fn reject_user(
+        &self,
+        session: &mut PSession,
+        id: Option<RouteId>,
+        user: Option<&str>,
+        r: Reject,
+    ) -> Result<bool> {
         let route = id.map(|id| self.route(id));
         let client = client_kind(session.req_header());
-        // (A store that is down was logged with its error: `down`.)
-        if r != Reject::StoreDown {
-            tracing::info!(
-                module.name = route.map_or("-", |m| m.label()),
-                reason = r.metric_reason(),
+        let module = route.map_or("-", |m| m.label());
+        let (reason, user) = (r.metric_reason(), user.unwrap_or(""));
+        match r {
+            // Logged with its error where it failed (`down`).
+            Reject::StoreDown => {}
+            // What scanners ask for: not worth an info line each.
+            Reject::NotFound | Reject::UnknownHost(_) | Reject::NoHost => {
+                tracing::debug!(module.name = module, reason, decision = "deny", "request refused")
+            }
+            _ => tracing::info!(
+                module.name = module,
+                user.sub = user,
+                reason,
                 decision = "deny",
                 "request refused"
-            );
+            ),
         }
         reject::write(session, &r, client, route).await
     }

@@ -16,12 +16,11 @@ use pingora::proxy::{FailToProxy, Session as PSession};
 
 use super::config::RouteId;
 use super::identity::{ASSERTION_HEADER, headers, strip_identity_headers};
-use super::reject::{Reject, Reply};
+use super::reject::Reject;
 use super::request::{self, canonical_target, without_case};
 use super::respond::{REQUEST_ID, ensure_request_id};
 use super::watch::{Watcher, socket_ends, streamed, watch};
 use super::{Ctx, Gateway, PREFIX, cookies, down, inject, internal, unix_now};
-use crate::pages;
 use crate::policy::module_cookies::{Cookies, strip_bit};
 use crate::policy::request::{Decision, Found, decide, unguarded};
 use crate::session::Session;
@@ -32,7 +31,8 @@ pub struct Routed {
     /// `X-Forwarded-Host` for the module: the routed host, public port.
     pub forwarded_host: http::HeaderValue,
     pub decision: Decision,
-    /// The session the decision let through (`Decision::Forward`).
+    /// The request's usable session, if it has one (the one a `Forward`
+    /// lets through; a refusal names its user in the log).
     pub session: Option<Arc<Session>>,
 }
 
@@ -80,11 +80,7 @@ impl Gateway {
                 cookies: &cookies,
             },
         );
-        let session = match decision {
-            Decision::Forward { .. } | Decision::Chooser | Decision::LinkFirst => found,
-            _ => None,
-        };
-        Ok(routed(decision, session))
+        Ok(routed(decision, found))
     }
 
     /// The session's identity on the request to the module: its identity
@@ -184,7 +180,10 @@ impl Gateway {
                 let host = host();
                 super::exception_login::exception_login(self, session, id, &host, at_exception).await
             }
-            Decision::Reject(r) => self.reject(session, Some(id), r).await,
+            Decision::Reject(r) => {
+                let user = found.as_ref().map(|s| &*s.identity.sub);
+                self.reject_user(session, Some(id), user, r).await
+            }
         }
     }
 
@@ -496,17 +495,17 @@ impl Gateway {
     pub async fn fail_to_proxy(&self, session: &mut PSession, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         // The upstream connection is gone: nothing left to watch.
         ctx.watcher = None;
-        let code = match e.esource() {
+        let refusal = match e.esource() {
             // A response under way cannot turn into an error page: the
             // connection just ends, and the client sees it cut short.
-            _ if session.response_written().is_some() => 0,
-            ErrorSource::Upstream => 502,
-            ErrorSource::Downstream => 0,
-            _ => 500,
+            _ if session.response_written().is_some() => None,
+            ErrorSource::Upstream => Some(Reject::UpstreamDown),
+            ErrorSource::Downstream => None,
+            _ => Some(Reject::Internal),
         };
-        if code > 0 {
-            let name = ctx.route.map_or("The module", |m| self.route(m).name.as_str());
-            let _ = Reply::page(code, pages::upstream_down(name)).write(session).await;
+        let code = refusal.as_ref().map_or(0, Reject::status);
+        if let Some(r) = refusal {
+            let _ = self.reject(session, ctx.route, r).await;
         }
         FailToProxy {
             error_code: code,

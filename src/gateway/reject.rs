@@ -124,7 +124,11 @@ pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Opt
             pages::unavailable("Too many logins were started from your network."),
         ),
         Reject::NoUpstream => Reply::page(status, pages::no_healthy_upstream(module)),
-        Reject::UpstreamDown => Reply::page(status, pages::upstream_down(module)),
+        // The module's own name: what its users know it by.
+        Reject::UpstreamDown | Reject::Internal => Reply::page(
+            status,
+            pages::upstream_down(route.map_or("The module", |m| m.name.as_str())),
+        ),
         Reject::NoInstanceChosen => Reply::page(
             status,
             pages::page(

@@ -42,7 +42,10 @@ pub fn config(extra: &str) -> GatewayConfig {
         {extra}
         "#
     );
-    GatewayConfig::from_toml(&text, &dir).expect("a valid test configuration")
+    let cfg = GatewayConfig::from_toml(&text, &dir);
+    // Everything the files held is read into the configuration.
+    let _ = std::fs::remove_dir_all(&dir);
+    cfg.expect("a valid test configuration")
 }
 
 /// A gateway for `config(extra)`, with a new assertion key.

@@ -13,11 +13,7 @@ pub mod return_url;
 #[cfg(test)]
 mod test_support;
 
-/// Unix seconds at `t` (0 before 1970).
-pub fn unix(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::clock::unix;
 
 /// Appends query parameters to a redirect URI that may already have some.
 pub fn with_params(base: &str, params: &[(&str, &str)]) -> String {

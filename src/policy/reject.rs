@@ -39,6 +39,8 @@ pub enum Reject {
     NoUpstream,
     /// The module did not answer (or not over TLS it trusts).
     UpstreamDown,
+    /// Something went wrong inside unigate while proxying.
+    Internal,
     /// A module with instances, asked at its own host: nothing is behind it.
     NoInstanceChosen,
     /// `/_unigate/instances` on a module without instances.
@@ -170,6 +172,7 @@ impl Reject {
             Reject::Unauthenticated | Reject::SessionEnded | Reject::InvalidBearer(_) => 401,
             Reject::TooManyLogins { .. } => 429,
             Reject::UpstreamDown => 502,
+            Reject::Internal => 500,
             Reject::NoInstanceChosen | Reject::NoInstances | Reject::NotFound | Reject::UnknownHost(_) => 404,
             Reject::UnifiedLoginOff => 404,
             Reject::BadPath(_) | Reject::NoHost | Reject::TooManyCookies | Reject::BadRequest(_) => 400,
@@ -204,6 +207,7 @@ impl Reject {
             Reject::TooManyLogins { .. } => "too_many_logins",
             Reject::NoUpstream => "no_upstream",
             Reject::UpstreamDown => "upstream_down",
+            Reject::Internal => "internal",
             Reject::NoInstanceChosen | Reject::NoInstances | Reject::NotFound => "not_found",
             Reject::BadPath(_) => "bad_path",
             Reject::NoHost | Reject::UnknownHost(_) => "unknown_host",
@@ -271,6 +275,7 @@ impl Reject {
             Reject::TooManyLogins { .. } => ("too_many_requests", d("too many logins were started from your network")),
             Reject::NoUpstream => ("temporarily_unavailable", d("the module has no healthy upstream")),
             Reject::UpstreamDown => ("bad_gateway", d("the module did not answer")),
+            Reject::Internal => ("internal_error", d("the request could not be proxied")),
             Reject::NoInstanceChosen => ("not_found", d("choose an instance first")),
             Reject::NoInstances => ("not_found", d("this module has no instances")),
             Reject::NotFound => ("not_found", d("not found")),
@@ -327,6 +332,7 @@ mod tests {
             Reject::TooManyLogins { retry_after: 0 },
             Reject::NoUpstream,
             Reject::UpstreamDown,
+            Reject::Internal,
             Reject::NoInstanceChosen,
             Reject::NoInstances,
             Reject::NotFound,

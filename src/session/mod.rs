@@ -1,6 +1,10 @@
-//! unigate's sessions: what a logged-in browser is, the in-memory store
-//! (moka, with idle and absolute timeouts), login transactions, and the
-//! cookie codec. The cookie holds only a random 256-bit id; tokens stay here.
+//! unigate's sessions: what a logged-in browser is (`Session`, with its
+//! identity, tokens and identity headers), where sessions are kept
+//! (`store::Sessions`: in memory, `memory.rs`, or in Redis, `redis/`, with
+//! this replica's copies in `replica.rs`), the module session cookies seen
+//! issued (`module_cookies.rs`, read in every form `cookie_forms.rs`
+//! knows), and the session cookie's value. The cookie holds only a random
+//! 256-bit id; tokens stay here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

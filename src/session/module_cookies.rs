@@ -121,9 +121,7 @@ impl moka::Expiry<[u8; 32], Arc<CookieOwner>> for UntilExpiry {
         owner: &Arc<CookieOwner>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::unix_now();
         Some(Duration::from_secs(owner.until.saturating_sub(now)))
     }
 

@@ -336,7 +336,7 @@ impl AssertionSigner {
     }
 
     pub fn sign(&self, id: &Identity, module: &str, now: SystemTime) -> Result<String, KeyError> {
-        let iat = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let iat = crate::clock::unix(now);
         self.key.sign(
             "JWT",
             &AssertionClaims {

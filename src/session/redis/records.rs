@@ -79,9 +79,7 @@ impl RedisStore {
     pub async fn put_module_cookie(&self, h: &[u8; 32], owner: &crate::session::CookieOwner) -> Result<(), StoreError> {
         let key = self.k(&["mc", &hex(h)]);
         let value = serde_json::to_string(owner).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::unix_now();
         let mut c = self.conn().await?;
         let _: () = c.set_ex(&key, value, owner.until.saturating_sub(now).max(1)).await?;
         Ok(())
