@@ -63,6 +63,10 @@ fn bench(c: &mut Criterion) {
     let req = request();
     let mut group = c.benchmark_group("auth_decision");
     group.bench_function("decide", |b| b.iter(|| decide(&g, &req)));
+    // A route that watches no module session cookie (most modules).
+    let plain = testing::gateway("");
+    testing::add_session(&plain, ID, testing::identity("alice", &["portal-users"]));
+    group.bench_function("decide_no_module_cookies", |b| b.iter(|| decide(&plain, &req)));
     group.bench_function("decide_and_identity_headers", |b| {
         b.iter_batched_ref(
             || req.clone(),
