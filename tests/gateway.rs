@@ -324,6 +324,61 @@ async fn logout_ends_both_sessions_and_old_cookies_get_nobody_in() {
 }
 
 #[tokio::test]
+async fn a_logout_after_unigates_session_ended_still_ends_the_kaseyaone_session() {
+    let s = stack().await;
+    let (b, jar) = s.browser();
+    s.login(&b, "alice", "/").await;
+    // unigate's session ends on its own (an idle timeout shorter than
+    // KaseyaOne's); the browser still has its cookie, KaseyaOne its session.
+    let url = url::Url::parse(&s.url("/")).unwrap();
+    let cookies = jar.cookies(&url).unwrap().to_str().unwrap().to_string();
+    let id = cookies
+        .split("; ")
+        .find_map(|c| c.strip_prefix("unigate="))
+        .unwrap()
+        .to_string();
+    let memory = s.gw.gateway.state.sessions.memory().unwrap();
+    assert!(memory.remove(&id).is_some(), "unigate's session ended");
+    // The module's logout still sends the browser to KaseyaOne's end
+    // session, without an ID token to hint with …
+    let r = b.get(s.url("/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let end = location(&r);
+    assert!(end.starts_with(&format!("{}/logout?", s.idp.issuer())), "{end}");
+    assert!(!end.contains("id_token_hint="), "{end}");
+    assert!(
+        end.contains("client_id=") && end.contains("post_logout_redirect_uri="),
+        "{end}"
+    );
+    // … so KaseyaOne asks the person to confirm, and confirming ends it.
+    let r = b.get(&end).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Log out of KaseyaOne?"), "{page}");
+    let field = |name: &str| {
+        let at = page.find(&format!("name=\"{name}\" value=\"")).unwrap() + name.len() + 15;
+        page[at..at + page[at..].find('"').unwrap()].replace("&amp;", "&")
+    };
+    let form = [
+        ("csrf", field("csrf")),
+        ("client_id", field("client_id")),
+        ("post_logout_redirect_uri", field("post_logout_redirect_uri")),
+    ];
+    let r = b
+        .post(format!("{}/logout/confirm", s.idp.issuer()))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    assert_eq!(location(&r), s.url("/"), "back to the module");
+    // KaseyaOne's session is gone: the next login asks for credentials.
+    let r = b.get(s.url("/")).send().await.unwrap();
+    let r = b.get(location(&r)).send().await.unwrap();
+    assert!(location(&r).starts_with("/login?flow="), "the KaseyaOne session ended");
+}
+
+#[tokio::test]
 async fn return_urls_from_the_open_redirect_corpus_stay_on_the_origin() {
     let s = StackBuilder::new()
         .session(|s| {

@@ -89,24 +89,25 @@ pub fn instance_for(routes: &[Route], open: &[RouteId], remembered: Option<&str>
     }
 }
 
-/// Where a logout sends the browser: the identity provider's
-/// end-session endpoint with the session's ID token as hint, when there
-/// are both. `None`: unigate's own "logged out" page.
+/// Where a logout sends the browser: the identity provider's end-session
+/// endpoint, so that the KaseyaOne session ends too — with the session's
+/// ID token as hint when there is one (the provider logs out at once), and
+/// without when unigate's session had already ended (idle timeout): the
+/// provider then asks the person to confirm. `None`: the provider has no
+/// end-session endpoint, and unigate's own "logged out" page is all.
 pub fn end_session_url(
     endpoint: Option<&str>,
     id_token: Option<&str>,
     client_id: &str,
     post_logout_redirect_uri: &str,
 ) -> Option<String> {
-    let (endpoint, hint) = (endpoint?, id_token?);
-    Some(crate::oidc::with_params(
-        endpoint,
-        &[
-            ("id_token_hint", hint),
-            ("client_id", client_id),
-            ("post_logout_redirect_uri", post_logout_redirect_uri),
-        ],
-    ))
+    let mut params = Vec::with_capacity(3);
+    if let Some(hint) = id_token {
+        params.push(("id_token_hint", hint));
+    }
+    params.push(("client_id", client_id));
+    params.push(("post_logout_redirect_uri", post_logout_redirect_uri));
+    Some(crate::oidc::with_params(endpoint?, &params))
 }
 
 #[cfg(test)]
@@ -214,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn a_logout_goes_to_the_provider_only_with_an_endpoint_and_a_hint() {
+    fn a_logout_goes_to_the_provider_whenever_it_has_an_end_session_endpoint() {
         let url = end_session_url(
             Some("https://idp.example/logout"),
             Some("a.b.c"),
@@ -227,9 +228,19 @@ mod tests {
             "https://idp.example/logout?id_token_hint=a.b.c&client_id=portal&post_logout_redirect_uri=https%3A%2F%2Fportal.example%2F"
         );
         assert_eq!(end_session_url(None, Some("a.b.c"), "c", "/"), None);
+        // unigate's session already ended: KaseyaOne's still ends, once
+        // the person confirms it there.
         assert_eq!(
-            end_session_url(Some("https://idp.example/logout"), None, "c", "/"),
-            None
+            end_session_url(
+                Some("https://idp.example/logout"),
+                None,
+                "portal",
+                "https://portal.example/"
+            )
+            .as_deref(),
+            Some(
+                "https://idp.example/logout?client_id=portal&post_logout_redirect_uri=https%3A%2F%2Fportal.example%2F"
+            )
         );
     }
 }
