@@ -201,6 +201,11 @@ async fn my_modules_tiles_follow_groups() {
         "{alice}"
     );
     assert!(!alice.contains("Choose an Instance"));
+    // The tiles' icons are inline SVG: no character a font must have.
+    for icon in [r#"aria-label="arrow""#, r#"aria-label="file""#, r#"aria-label="lock""#] {
+        assert!(alice.contains(icon), "{icon}");
+    }
+    assert!(!alice.contains('➜') && !alice.contains('🔒') && !alice.contains('🗀'));
 
     let bob = home_page(&idp, "bob", "").await;
     assert!(bob.contains(r#"data-module="portal""#));

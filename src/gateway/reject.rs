@@ -109,7 +109,7 @@ pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Opt
     let reply = match r {
         Reject::StoreDown => Reply::page(
             status,
-            pages::unavailable("unigate's session store cannot be reached, so no one can be let in."),
+            pages::unavailable("The KaseyaOne session store cannot be reached, so no one can be let in."),
         ),
         Reject::IdpDown => Reply::page(
             status,

@@ -165,15 +165,15 @@ pub fn home(display_name: &str, csrf: &str, tiles: &[Tile<'_>], choose: Option<&
                     @for t in tiles {
                         @match t {
                             Tile::Arrow(m) => a.tile.arrow href=(m.instances.first().map_or(&m.url, |i| &i.url).as_str()) data-module=(m.name) {
-                                span.icon title="Log in with KaseyaOne" { "➜" } div.name { (m.display_name) }
+                                span.icon title="Log in with KaseyaOne" { (crate::pages::TileKind::Arrow.icon()) } div.name { (m.display_name) }
                                 div.muted { "Log In with KaseyaOne" }
                             },
                             Tile::File(m) => a.tile.file href={ "/?choose=" (m.name) } data-module=(m.name) {
-                                span.icon title="Choose an instance" { "🗀" } div.name { (m.display_name) }
+                                span.icon title="Choose an instance" { (crate::pages::TileKind::File.icon()) } div.name { (m.display_name) }
                                 div.muted { (m.instances.len()) " instances" }
                             },
                             Tile::Lock(m) => a.tile.lock href=(m.login_url.as_str()) data-module=(m.name) {
-                                span.icon title="Log in with module credentials" { "🔒" } div.name { (m.display_name) }
+                                span.icon title="Log in with module credentials" { (crate::pages::TileKind::Lock.icon()) } div.name { (m.display_name) }
                                 div.muted { "Log in with your module credentials" }
                             },
                         }

@@ -34,7 +34,7 @@ pub fn unknown_host(host: &str) -> String {
         "Not found",
         html! {
             h1 { "There is no module here" }
-            p { "unigate does not serve a module at " code { (host) } ". Check the address." }
+            p { "No module is served at " code { (host) } ". Check the address." }
         },
     )
 }
@@ -110,7 +110,7 @@ pub fn upstream_down(module: &str) -> String {
         "Module unavailable",
         html! {
             h1 { (module) " is not answering" }
-            p { "unigate could not reach the module. Try again in a minute; if it persists, tell the module's administrator." }
+            p { "The module could not be reached. Try again in a minute; if it persists, tell the module's administrator." }
         },
     )
 }
@@ -128,8 +128,9 @@ pub enum TileKind {
 }
 
 impl TileKind {
-    /// A small inline SVG (no font needed), as on My Modules.
-    fn icon(self) -> PreEscaped<&'static str> {
+    /// A small inline SVG (no font needed): the seed's arrow, file and
+    /// lock, the same on My Modules and in the App Launcher.
+    pub fn icon(self) -> PreEscaped<&'static str> {
         PreEscaped(match self {
             TileKind::Arrow => {
                 r#"<svg width="16" height="16" viewBox="0 0 16 16" aria-label="arrow" style="vertical-align:middle"><path d="M2 8h10M8 3l5 5-5 5" fill="none" stroke="currentColor" stroke-width="2"/></svg>"#
@@ -250,7 +251,7 @@ pub fn choose_instance(module: &str, instances: &[(String, String, String)]) -> 
         "Choose an Instance",
         html! {
             h1 { "Choose an Instance" }
-            p { (module) " has several instances you can access. Choose which one to open; unigate remembers your choice." }
+            p { (module) " has several instances you can access. Choose which one to open; your choice is remembered." }
             ul #instances style="list-style:none;padding:0" {
                 @for (name, display, url) in instances {
                     li style="margin:8px 0" { a.instance href=(url) data-instance=(name) { (TileKind::File.icon()) " " (display) } }
@@ -308,7 +309,7 @@ pub fn accounts_unavailable(module: &str) -> String {
         "Temporarily unavailable",
         html! {
             h1 { "Your " (module) " account cannot be checked right now" }
-            p { "unigate could not reach the module's account directory. Try again in a minute; if it persists, tell the module's administrator." }
+            p { "The module's account directory could not be reached. Try again in a minute; if it persists, tell the module's administrator." }
         },
     )
 }
@@ -330,7 +331,7 @@ pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str,
                 input #module_password type="password" name="module_password" autocomplete="current-password" required style="width:100%;padding:8px";
                 p { button type="submit" style="padding:9px 16px" { "Link account" } }
             }
-            p.muted { "unigate checks these credentials with the module once and keeps only the link, never the password." }
+            p.muted { "KaseyaOne checks these credentials with the module once and keeps only the link, never the password." }
         },
     )
 }
@@ -362,7 +363,7 @@ pub fn no_healthy_upstream(module: &str) -> String {
         "Module unavailable",
         html! {
             h1 { (module) " is unavailable" }
-            p { "Every server of this module is failing its health checks. unigate will send you through as soon as one recovers; try again in a minute." }
+            p { "Every server of this module is failing its health checks. You will get through as soon as one recovers; try again in a minute." }
         },
     )
 }
@@ -374,7 +375,7 @@ pub fn too_many_cookies(module: &str) -> String {
         "Too many cookies",
         html! {
             h1 { "Too many " (module) " session cookies" }
-            p { "Your browser sent more copies of " (module) "'s session cookie than unigate accepts. Clear this site's cookies in your browser, then open " (module) " again." }
+            p { "Your browser sent more copies of " (module) "''s session cookie than are accepted. Clear this site's cookies in your browser, then open " (module) " again." }
         },
     )
 }
@@ -400,4 +401,85 @@ pub fn bad_module_login(module: &str, why: &str) -> String {
             p { (why) }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page's visible text: its body without markup (tags, attributes,
+    /// URLs), and its title.
+    fn visible(html: &str) -> String {
+        let title = html.split_once("<title>").and_then(|(_, t)| t.split_once("</title>"));
+        let body = html.split_once("<body>").map_or(html, |(_, b)| b);
+        let mut out = title.map(|(t, _)| t.to_string()).unwrap_or_default();
+        let mut in_tag = false;
+        for c in body.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                _ if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn end_user_pages_speak_of_kaseyaone_and_the_module_never_of_unigate() {
+        let id = crate::session::Identity {
+            sub: "s".into(),
+            sid: None,
+            email: "alice@acme.example".into(),
+            name: "Alice".into(),
+            username: "alice".into(),
+            company: "Acme".into(),
+            groups: vec![],
+            module_user: None,
+        };
+        let tile = LauncherTile {
+            name: "portal".into(),
+            display_name: "Portal".into(),
+            url: "https://portal.example/".into(),
+            tile: TileKind::Arrow,
+            instances: 0,
+        };
+        let groups = vec!["portal-users".to_string()];
+        let choices = vec![("east".to_string(), "East".to_string(), "/x".to_string())];
+        let pages = [
+            unknown_host("x.example"),
+            bad_path("a reason"),
+            forbidden("Portal", &groups),
+            idp_error("access_denied", Some("no"), "/retry"),
+            login_expired("/retry"),
+            unavailable("The KaseyaOne session store cannot be reached."),
+            logged_out("/login"),
+            upstream_down("Portal"),
+            launcher("alice@acme.example", std::slice::from_ref(&tile)),
+            choose_instance("BMS", &choices),
+            account_refused("Portal", &id, &crate::accounts::Refusal::NoAccount),
+            accounts_unavailable("Portal"),
+            link_form("BMS", "alice@acme.example", Some("Wrong."), "/", "t"),
+            unified_login_off("Legacy"),
+            kaseyaone_required("Portal", "/login"),
+            no_healthy_upstream("Portal"),
+            too_many_cookies("Portal"),
+            module_login_beside_kaseyaone("Portal", "alice@acme.example", "/logout"),
+            bad_module_login("Portal", "Log in with the login form."),
+        ];
+        for p in &pages {
+            let text = visible(p);
+            assert!(!text.to_lowercase().contains("unigate"), "{text}");
+            assert!(!text.trim().is_empty());
+        }
+    }
+
+    #[test]
+    fn tile_icons_are_inline_svg_not_characters_a_font_must_have() {
+        for t in [TileKind::Arrow, TileKind::File, TileKind::Lock] {
+            let svg = t.icon().0;
+            assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
+            assert!(svg.is_ascii(), "{svg}");
+        }
+    }
 }
