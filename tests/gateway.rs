@@ -449,17 +449,29 @@ async fn callback_errors_are_pages_not_crashes() {
         "/_unigate/callback?error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={state}&iss={iss}"
     );
     let r = b.get(s.url(&cb)).send().await.unwrap();
-    assert_eq!(r.status(), 403);
-    let page = r.text().await.unwrap();
-    assert!(
-        page.contains("access_denied") && page.contains("&lt;script&gt;"),
-        "{page}"
-    );
-    assert!(!page.contains("<script>alert"));
-    assert!(page.contains("href=\"/_unigate/login?return_to=%2F\""), "{page}");
+    // A failed login is shown at a stable address: a reload shows the
+    // same reason, not "this login has expired".
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/_unigate/error");
+    for _ in 0..2 {
+        let r = failed_login_page(&b, &r).await.unwrap();
+        assert_eq!(r.status(), 403);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("access_denied") && page.contains("&lt;script&gt;"),
+            "{page}"
+        );
+        assert!(!page.contains("<script>alert"));
+        assert!(page.contains("href=\"/_unigate/login?return_to=%2F\""), "{page}");
+    }
+    // The page is this browser's: another one is offered a login.
+    let (other, _) = s.browser();
+    let r = other.get(s.url("/_unigate/error")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(!r.text().await.unwrap().contains("access_denied"));
     // The state is spent.
     let r = b.get(s.url(&cb)).send().await.unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(failed_login_page(&b, &r).await.unwrap().status(), 400);
     // A callback in another browser than the one that started the login.
     let r = b.get(s.url("/")).send().await.unwrap();
     let state = query_param(&location(&r), "state").unwrap();
@@ -469,14 +481,14 @@ async fn callback_errors_are_pages_not_crashes() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(failed_login_page(&other, &r).await.unwrap().status(), 400);
     // Garbage.
     let r = b
         .get(s.url("/_unigate/callback?code=%00%ff&state=%ff"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(failed_login_page(&b, &r).await.unwrap().status(), 400);
     // Unknown host, health.
     let r = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{}/", s.port))

@@ -91,7 +91,7 @@ async fn a_login_started_before_a_flood_of_starts_completes_after_it() {
     assert!(sizes.pending + sizes.used <= PENDING_BOUND, "{sizes:?}");
     // The same callback again: refused (single use).
     let r = b.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(failed_login_page(&b, &r).await.unwrap().status(), 400);
 }
 
 /// The `unigate_login_*` cookies the browser holds for the stack.

@@ -70,7 +70,10 @@ async fn metrics_count_logins_requests_and_logouts() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(
+        (r.status().as_u16(), location(&r)),
+        (303, "/_unigate/error".to_string())
+    );
 
     let m = scrape_until(&s, r#"unigate_requests_total{module="portal",outcome="internal"}"#, 2.0).await;
     assert_eq!(sample(&m, r#"unigate_logins_started_total{module="portal"}"#), 1.0);

@@ -2,7 +2,10 @@
 //! anything is redeemed (`oidc::callback`), the login transaction of this
 //! browser taken once, the code exchanged, the ID token and the user's
 //! claims checked, the access groups and the module account checked, and
-//! a new session. Every failure is counted by reason.
+//! a new session. Every failure is counted by reason. A failed login is
+//! shown at a stable address, `/_unigate/error` (its reason in a
+//! short-lived cookie of this browser), so that a reload shows the same
+//! reason rather than "this login has expired".
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,10 +14,12 @@ use pingora::prelude::*;
 use pingora::proxy::Session as PSession;
 
 use super::config::RouteId;
+use super::cookies::Own;
 use super::reject::{LoginFailure, Reject, Reply};
 use super::{Gateway, PREFIX, down, unix_now};
 use crate::crypto::random_token;
 use crate::oidc::callback::{Answer, Refused, read};
+use crate::oidc::return_url::safe_return_path;
 use crate::policy::may_access;
 use crate::session::{IdToken, Identity, Tokens};
 
@@ -24,9 +29,125 @@ pub async fn callback(g: &Gateway, session: &mut PSession, id: RouteId, host: &s
         Ok(reply) => reply.write(session).await,
         Err(r) => {
             g.login_failed(id, r.metric_reason());
-            g.reject(session, Some(id), r).await
+            let Some(failed) = Failed::of(&r) else {
+                return g.reject(session, Some(id), r).await;
+            };
+            tracing::info!(module.name = %g.route(id).label(), reason = r.metric_reason(), "login failed");
+            let cookie = Own::Error.set_cookie(g.cfg().tls, &failed.encode(), Some(ERROR_SECS));
+            let mut reply = Reply::redirect(format!("{PREFIX}error")).with_cookies([cookie]);
+            reply.status = 303;
+            reply.write(session).await
         }
     }
+}
+
+/// How long a failed login's reason is kept for its page.
+const ERROR_SECS: u64 = 600;
+
+/// `/_unigate/error`: why this browser's last login failed (the same page,
+/// reload after reload), or, without one, a way to log in.
+pub async fn error_page(g: &Gateway, session: &mut PSession, id: RouteId) -> Result<bool> {
+    let name = Own::Error.name(g.cfg().tls);
+    let r = super::request::cookie(session.req_header(), name)
+        .and_then(Failed::decode)
+        .and_then(Failed::refusal)
+        .unwrap_or(Reject::Login(LoginFailure::Expired {
+            retry: format!("{PREFIX}login"),
+        }));
+    g.reject(session, Some(id), r).await
+}
+
+/// A failed login as its error cookie keeps it: the reason, the identity
+/// provider's error code and description, and where the login was going.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Failed {
+    #[serde(rename = "r")]
+    reason: String,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    return_to: Option<String>,
+}
+
+impl Failed {
+    /// The failures shown at the stable address: a login's own, and a
+    /// user outside the access groups. (The store or the module's accounts
+    /// being down are shown where they happen: a retry is the way out.)
+    fn of(r: &Reject) -> Option<Failed> {
+        let (reason, error, description, retry) = match r {
+            Reject::Forbidden => ("forbidden", None, None, None),
+            Reject::Login(f) => {
+                let reason = match f {
+                    LoginFailure::Provider { .. } => "idp_error",
+                    other => other.code(),
+                };
+                let (error, description) = match f {
+                    LoginFailure::Provider { error, description, .. } => (Some(error.clone()), description.clone()),
+                    _ => (None, None),
+                };
+                (reason, error, description, f.retry())
+            }
+            _ => return None,
+        };
+        let return_to = retry
+            .and_then(|r| r.split_once('?'))
+            .and_then(|(_, q)| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "return_to"))
+            .map(|(_, v)| v.into_owned());
+        Some(Failed {
+            reason: reason.to_string(),
+            error: error.map(|e| clean(&e, 64)),
+            description: description.map(|d| clean(&d, 300)),
+            return_to,
+        })
+    }
+
+    fn encode(&self) -> String {
+        use base64::Engine;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn decode(value: &str) -> Option<Failed> {
+        use base64::Engine;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// The refusal again, with a retry that returns where the login was
+    /// going (if that stays on this origin).
+    fn refusal(self) -> Option<Reject> {
+        let retry = match self.return_to.as_deref().and_then(safe_return_path) {
+            Some(p) => format!(
+                "{PREFIX}login?return_to={}",
+                form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>()
+            ),
+            None => format!("{PREFIX}login"),
+        };
+        let failure = match self.reason.as_str() {
+            "forbidden" => return Some(Reject::Forbidden),
+            "wrong_issuer" => LoginFailure::WrongIssuer,
+            "invalid_callback" => LoginFailure::BadCallback,
+            "login_expired" => LoginFailure::Expired { retry },
+            "idp_error" => LoginFailure::Provider {
+                error: clean(self.error.as_deref().unwrap_or("error"), 64),
+                description: self.description.map(|d| clean(&d, 300)),
+                retry,
+            },
+            "exchange_failed" => LoginFailure::Exchange { retry },
+            "no_id_token" => LoginFailure::NoIdToken { retry },
+            "invalid_id_token" => LoginFailure::IdToken { retry },
+            "userinfo_failed" => LoginFailure::Userinfo { retry },
+            _ => return None,
+        };
+        Some(Reject::Login(failure))
+    }
+}
+
+/// At most `max` characters, without control characters.
+fn clean(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std::result::Result<Reply, Reject> {
@@ -130,4 +251,78 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
         .inc();
     let cookie = g.session_cookie_header(&sid, None);
     Ok(Reply::redirect(txn.return_path).with_cookies([cookie, spent]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_login_comes_back_the_same_from_its_cookie() {
+        let retry = |to: &str| {
+            format!(
+                "{PREFIX}login?return_to={}",
+                form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+            )
+        };
+        for r in [
+            Reject::Forbidden,
+            Reject::Login(LoginFailure::WrongIssuer),
+            Reject::Login(LoginFailure::BadCallback),
+            Reject::Login(LoginFailure::Expired {
+                retry: retry("/reports?page=2"),
+            }),
+            Reject::Login(LoginFailure::Expired {
+                retry: format!("{PREFIX}login"),
+            }),
+            Reject::Login(LoginFailure::Provider {
+                error: "access_denied".into(),
+                description: Some("<b>not for you</b>".into()),
+                retry: retry("/"),
+            }),
+            Reject::Login(LoginFailure::Exchange { retry: retry("/a") }),
+            Reject::Login(LoginFailure::NoIdToken { retry: retry("/a") }),
+            Reject::Login(LoginFailure::IdToken { retry: retry("/a") }),
+            Reject::Login(LoginFailure::Userinfo { retry: retry("/a") }),
+        ] {
+            let failed = Failed::of(&r).unwrap();
+            let again = Failed::decode(&failed.encode()).and_then(Failed::refusal);
+            assert_eq!(again.as_ref(), Some(&r), "{failed:?}");
+            assert_eq!(again.unwrap().status(), r.status());
+        }
+        // Passing failures are shown where they happen.
+        assert!(Failed::of(&Reject::StoreDown).is_none());
+        assert!(Failed::of(&Reject::AccountsUnavailable).is_none());
+    }
+
+    #[test]
+    fn a_forged_error_cookie_cannot_send_anyone_elsewhere_or_say_anything_long() {
+        for value in ["", "!!!", "e30", "eyJyIjoibm9wZSJ9"] {
+            assert!(Failed::decode(value).and_then(Failed::refusal).is_none(), "{value}");
+        }
+        let forged = Failed {
+            reason: "login_expired".into(),
+            error: None,
+            description: None,
+            return_to: Some("//evil.example/".into()),
+        };
+        match forged.refusal() {
+            Some(Reject::Login(LoginFailure::Expired { retry })) => assert_eq!(retry, format!("{PREFIX}login")),
+            other => panic!("{other:?}"),
+        }
+        let long = Failed {
+            reason: "idp_error".into(),
+            error: Some("x\u{7}".repeat(100)),
+            description: Some("d".repeat(10_000)),
+            return_to: None,
+        };
+        match long.refusal() {
+            Some(Reject::Login(LoginFailure::Provider { error, description, .. })) => {
+                assert_eq!(error.len(), 64);
+                assert!(!error.contains('\u{7}'));
+                assert_eq!(description.unwrap().len(), 300);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

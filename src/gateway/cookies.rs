@@ -13,11 +13,13 @@ pub enum Own {
     Instance,
     /// Binds a logout confirmation form to the browser it was shown to.
     Logout,
+    /// Why this browser's last login failed, for its stable error page.
+    Error,
 }
 
 /// Every cookie name unigate uses, without prefix, but the login
 /// transactions' (`unigate_login_<tag>`, see `logins`).
-const BASE_NAMES: [&str; 3] = ["unigate", "unigate_instance", "unigate_logout"];
+const BASE_NAMES: [&str; 4] = ["unigate", "unigate_instance", "unigate_logout", "unigate_error"];
 
 impl Own {
     /// The cookie's name: `__Host-` prefixed under TLS.
@@ -29,6 +31,8 @@ impl Own {
             (Own::Instance, true) => "__Host-unigate_instance",
             (Own::Logout, false) => "unigate_logout",
             (Own::Logout, true) => "__Host-unigate_logout",
+            (Own::Error, false) => "unigate_error",
+            (Own::Error, true) => "__Host-unigate_error",
         }
     }
 
@@ -153,7 +157,7 @@ mod tests {
         ] {
             assert!(!is_unigate_cookie(n), "{n}");
         }
-        for own in [Own::Session, Own::Instance, Own::Logout] {
+        for own in [Own::Session, Own::Instance, Own::Logout, Own::Error] {
             for tls in [false, true] {
                 assert!(is_unigate_cookie(own.name(tls)), "{own:?} {tls}");
             }
@@ -162,7 +166,7 @@ mod tests {
 
     #[test]
     fn under_tls_every_cookie_is_host_prefixed() {
-        for own in [Own::Session, Own::Instance, Own::Logout] {
+        for own in [Own::Session, Own::Instance, Own::Logout, Own::Error] {
             let c = own.set_cookie(true, "v", Some(60));
             assert!(c.starts_with("__Host-"), "{c}");
             assert!(

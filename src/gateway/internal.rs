@@ -47,6 +47,7 @@ pub async fn handle(g: &Gateway, session: &mut PSession, id: RouteId, host: &str
         "launcher" => super::instances::launcher(g, session, id, host).await,
         "instances" => super::instances::instances(g, session, id, host).await,
         "link" => super::link::link(g, session, id, host).await,
+        "error" => super::callback::error_page(g, session, id).await,
         "login" => {
             let wanted = query_param(session.req_header(), "return_to").unwrap_or_else(|| "/".into());
             // Anything that could leave this origin becomes the module's root.

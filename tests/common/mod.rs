@@ -49,3 +49,14 @@ pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl Async
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Where a failed login sends the browser (303 to `/_unigate/error`, its
+/// stable error page): that page, fetched by the same browser. `None`
+/// when `r` is not such a redirect.
+pub async fn failed_login_page(b: &reqwest::Client, r: &reqwest::Response) -> Option<reqwest::Response> {
+    let to = r.headers().get("location")?.to_str().ok()?;
+    if r.status() != 303 || to != "/_unigate/error" {
+        return None;
+    }
+    Some(b.get(r.url().join(to).ok()?).send().await.unwrap())
+}

@@ -113,11 +113,18 @@ impl Rp {
         (authorize, state, nonce)
     }
 
+    /// The callback with this query, and, when the login failed, its
+    /// stable error page (where the callback sends the browser).
     pub async fn callback(&self, b: &reqwest::Client, query: &str) -> reqwest::Response {
-        b.get(self.url(&format!("/_unigate/callback?{query}")))
+        let r = b
+            .get(self.url(&format!("/_unigate/callback?{query}")))
             .send()
             .await
-            .unwrap()
+            .unwrap();
+        match super::failed_login_page(b, &r).await {
+            Some(page) => page,
+            None => r,
+        }
     }
 
     pub fn iss(&self) -> String {

@@ -226,7 +226,8 @@ impl Stack {
     }
 
     /// Logs `user` in through unigate, the IdP's forms and the callback;
-    /// returns the last response (the redirect back to `path`).
+    /// returns the last response (the redirect back to `path`, or a failed
+    /// login's page).
     pub async fn login(&self, b: &reqwest::Client, user: &str, path: &str) -> reqwest::Response {
         let r = b.get(self.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 302, "unauthenticated navigation redirects");
@@ -258,7 +259,12 @@ impl Stack {
             next
         };
         assert!(callback.starts_with(&self.url("/_unigate/callback?")), "{callback}");
-        b.get(&callback).send().await.unwrap()
+        let r = b.get(&callback).send().await.unwrap();
+        // A failed login: its page, where the callback sends the browser.
+        match super::failed_login_page(b, &r).await {
+            Some(page) => page,
+            None => r,
+        }
     }
 }
 
