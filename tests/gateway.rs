@@ -70,6 +70,16 @@ async fn users_outside_the_access_groups_are_refused() {
     let page = r.text().await.unwrap();
     assert!(page.contains("You do not have access to portal"), "{page}");
     assert!(page.contains("administrator"));
+    // A way out: the account that was used, another account, My Modules.
+    assert!(page.contains("You used the KaseyaOne account <b>carol@"), "{page}");
+    assert!(
+        page.contains(r#"href="/_unigate/logout">Log out of KaseyaOne / use another account"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(r#"href="{}/">Back to My Modules"#, s.idp.issuer())),
+        "{page}"
+    );
     assert!(s.session_id(&jar).is_none(), "no session for a refused user");
 }
 

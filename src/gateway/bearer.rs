@@ -254,7 +254,9 @@ impl Gateway {
         }
         if !may_access(&v.identity.groups, &module.access_groups) {
             tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer access group check");
-            return Err(Reject::Forbidden);
+            return Err(Reject::Forbidden {
+                account: Some(v.identity.email.to_string()),
+            });
         }
         let mut identity = v.identity.clone();
         match self.module_account(id, &mut identity).await? {

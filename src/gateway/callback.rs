@@ -77,7 +77,7 @@ impl Failed {
     /// being down are shown where they happen: a retry is the way out.)
     fn of(r: &Reject) -> Option<Failed> {
         let (reason, error, description, retry) = match r {
-            Reject::Forbidden => ("forbidden", None, None, None),
+            Reject::Forbidden { account } => ("forbidden", None, account.clone(), None),
             Reject::Login(f) => {
                 let reason = match f {
                     LoginFailure::Provider { .. } => "idp_error",
@@ -126,7 +126,12 @@ impl Failed {
             None => format!("{PREFIX}login"),
         };
         let failure = match self.reason.as_str() {
-            "forbidden" => return Some(Reject::Forbidden),
+            // (`description` holds the account for this one.)
+            "forbidden" => {
+                return Some(Reject::Forbidden {
+                    account: self.description.map(|d| clean(&d, 300)),
+                });
+            }
             "wrong_issuer" => LoginFailure::WrongIssuer,
             "invalid_callback" => LoginFailure::BadCallback,
             "login_expired" => LoginFailure::Expired { retry },
@@ -224,7 +229,9 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
     let mut identity = Identity::from_profile(&claims.sub, claims.sid.as_deref(), profile);
     if !may_access(&identity.groups, &route.access_groups) {
         tracing::info!(module.name = %route.label(), user.sub = %claims.sub, decision = "deny", "access group check at login");
-        return Err(Reject::Forbidden);
+        return Err(Reject::Forbidden {
+            account: Some(identity.email.to_string()),
+        });
     }
     // The seed's account conditions: a linked account, or a module account
     // whose email and/or username match (created when provisioning is on).
@@ -266,7 +273,9 @@ mod tests {
             )
         };
         for r in [
-            Reject::Forbidden,
+            Reject::Forbidden {
+                account: Some("carol@acme.example".into()),
+            },
             Reject::Login(LoginFailure::WrongIssuer),
             Reject::Login(LoginFailure::BadCallback),
             Reject::Login(LoginFailure::Expired {

@@ -62,7 +62,11 @@ fn choose(g: &Gateway, session: &PSession, id: RouteId, s: &Session) -> std::res
     let path = safe_return_path(wanted).unwrap_or("/");
     let remembered = cookie(req, Own::Instance.name(g.cfg().tls));
     let target = match instance_for(routes, &open, remembered) {
-        InstanceFor::NoneOpen => return Err(Reject::Forbidden),
+        InstanceFor::NoneOpen => {
+            return Err(Reject::Forbidden {
+                account: Some(s.identity.email.to_string()),
+            });
+        }
         InstanceFor::Open(r) => g.route(r).hosts.first(),
         InstanceFor::Choose => None,
     };
@@ -116,7 +120,9 @@ fn chosen(g: &Gateway, session: &PSession, id: RouteId, s: &Session) -> std::res
     let routes = &g.cfg().modules;
     let open = open_instances(routes, g.route(id), &s.identity.groups);
     if open.is_empty() {
-        return Err(Reject::Forbidden);
+        return Err(Reject::Forbidden {
+            account: Some(s.identity.email.to_string()),
+        });
     }
     let req = session.req_header();
     let return_to = query_param(req, "return_to").unwrap_or_else(|| "/".into());

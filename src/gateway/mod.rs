@@ -227,7 +227,9 @@ impl Gateway {
                 "request refused"
             ),
         }
-        reject::write(session, &r, client, route).await
+        let my_modules = format!("{}/", self.state.idp_origin);
+        let my_modules = Some(my_modules.as_str()).filter(|m| *m != "/");
+        reject::write(session, &r, client, route, my_modules).await
     }
 
     /// Writes an endpoint's answer, or its refusal.

@@ -22,7 +22,7 @@ pub async fn expire(g: &Gateway, session: &mut PSession, id: RouteId, mut set_co
     tracing::info!(module.name = %module.label(), "module session of an ended KaseyaOne session refused; its cookies expired");
     let req = session.req_header();
     if client_kind(req) == ClientKind::Api {
-        return render(&Reject::SessionEnded, ClientKind::Api, Some(module), None)
+        return render(&Reject::SessionEnded, ClientKind::Api, Some(module), None, None)
             .with_cookies(set_cookies)
             .write(session)
             .await;

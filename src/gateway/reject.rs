@@ -92,8 +92,15 @@ impl Reply {
 
 /// What a refusal looks like to this client. `route`: the route the
 /// request was for, when it was routed; `origin`: the request's `Origin`
-/// (a 401 carries CORS headers for the route's `cors_origins`).
-pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Option<&str>) -> Reply {
+/// (a 401 carries CORS headers for the route's `cors_origins`);
+/// `my_modules`: KaseyaOne's My Modules, a way out of a refusal page.
+pub fn render(
+    r: &Reject,
+    client: ClientKind,
+    route: Option<&Route>,
+    origin: Option<&str>,
+    my_modules: Option<&str>,
+) -> Reply {
     let module = route.map_or("The module", |m| m.display_name.as_str());
     let status = r.status();
     let retry_after = r.retry_after();
@@ -106,6 +113,7 @@ pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Opt
         return with_retry(json(r, route, origin));
     }
     let not_found = |h: &str| pages::page("Not found", maud::html! { h1 { (h) } });
+    let logout = format!("{PREFIX}logout");
     let reply = match r {
         Reject::StoreDown => Reply::page(
             status,
@@ -115,9 +123,17 @@ pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Opt
             status,
             pages::unavailable("The KaseyaOne identity provider cannot be reached."),
         ),
-        Reject::Forbidden => Reply::page(
+        Reject::Forbidden { account } => Reply::page(
             status,
-            pages::forbidden(module, route.map_or(&[][..], |m| &m.access_groups)),
+            pages::forbidden(
+                module,
+                route.map_or(&[][..], |m| &m.access_groups),
+                &pages::WaysOut {
+                    account: account.as_deref(),
+                    logout: &logout,
+                    my_modules,
+                },
+            ),
         ),
         Reject::TooManyLogins { .. } => Reply::page(
             status,
@@ -179,7 +195,12 @@ pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Opt
             pages::page("Too large", maud::html! { h1 { "That form was too large" } }),
         ),
         Reject::AccountRefused { identity, refusal } => {
-            Reply::page(status, pages::account_refused(module, identity, refusal))
+            let ways = pages::WaysOut {
+                account: None,
+                logout: &logout,
+                my_modules,
+            };
+            Reply::page(status, pages::account_refused(module, identity, refusal, &ways))
         }
         Reject::AccountsUnavailable => Reply::page(status, pages::accounts_unavailable(module)),
         Reject::BadRequest(why) => Reply::page(
@@ -245,14 +266,22 @@ fn json(r: &Reject, route: Option<&Route>, origin: Option<&str>) -> Reply {
 }
 
 /// Writes a refusal.
-pub async fn write(session: &mut PSession, r: &Reject, client: ClientKind, route: Option<&Route>) -> Result<bool> {
+pub async fn write(
+    session: &mut PSession,
+    r: &Reject,
+    client: ClientKind,
+    route: Option<&Route>,
+    my_modules: Option<&str>,
+) -> Result<bool> {
     let origin = session
         .req_header()
         .headers
         .get("origin")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    render(r, client, route, origin.as_deref()).write(session).await
+    render(r, client, route, origin.as_deref(), my_modules)
+        .write(session)
+        .await
 }
 
 #[cfg(test)]
@@ -280,27 +309,52 @@ mod tests {
     #[test]
     fn a_person_gets_a_page_and_a_script_gets_json() {
         let m = route();
-        for r in [Reject::Forbidden, Reject::StoreDown, Reject::TooManyCookies] {
-            let page = render(&r, ClientKind::Navigation, Some(&m), None);
-            let json = render(&r, ClientKind::Api, Some(&m), None);
+        for r in [
+            Reject::Forbidden { account: None },
+            Reject::StoreDown,
+            Reject::TooManyCookies,
+        ] {
+            let page = render(&r, ClientKind::Navigation, Some(&m), None, None);
+            let json = render(&r, ClientKind::Api, Some(&m), None, None);
             assert_eq!((page.status, json.status), (r.status(), r.status()));
             assert!(page.content_type.starts_with("text/html"), "{r:?}");
             assert_eq!(json.content_type, "application/json", "{r:?}");
             let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
             assert_eq!(v["error"], r.json_error().0, "{r:?}");
         }
-        let page = render(&Reject::Forbidden, ClientKind::Navigation, Some(&m), None);
+        let page = render(
+            &Reject::Forbidden {
+                account: Some("bob@acme.example".into()),
+            },
+            ClientKind::Navigation,
+            Some(&m),
+            None,
+            Some("https://idp.example/"),
+        );
         let html = String::from_utf8_lossy(&page.body);
         assert!(html.contains("Portal") && html.contains("portal-users"), "{html}");
+        // A way out: the account used, another account, My Modules.
+        assert!(html.contains("bob@acme.example"), "{html}");
+        assert!(html.contains(r#"href="/_unigate/logout""#), "{html}");
+        assert!(
+            html.contains(r#"href="https://idp.example/">Back to My Modules"#),
+            "{html}"
+        );
     }
 
     #[test]
     fn refusals_that_pass_say_when_to_come_back() {
-        let r = render(&Reject::StoreDown, ClientKind::Navigation, None, None);
+        let r = render(&Reject::StoreDown, ClientKind::Navigation, None, None, None);
         assert_eq!(header(&r, "retry-after"), ["5"]);
-        let r = render(&Reject::TooManyLogins { retry_after: 42 }, ClientKind::Api, None, None);
+        let r = render(
+            &Reject::TooManyLogins { retry_after: 42 },
+            ClientKind::Api,
+            None,
+            None,
+            None,
+        );
         assert_eq!((r.status, header(&r, "retry-after")), (429, vec!["42"]));
-        let r = render(&Reject::NoUpstream, ClientKind::Navigation, None, None);
+        let r = render(&Reject::NoUpstream, ClientKind::Navigation, None, None, None);
         assert_eq!(header(&r, "retry-after"), ["10"]);
     }
 
@@ -312,6 +366,7 @@ mod tests {
             ClientKind::Api,
             Some(&m),
             Some("https://app.example"),
+            None,
         );
         assert_eq!(header(&r, "www-authenticate"), ["Bearer realm=\"unigate\""]);
         assert_eq!(header(&r, "access-control-allow-origin"), ["https://app.example"]);
@@ -320,12 +375,14 @@ mod tests {
             ClientKind::Api,
             Some(&m),
             Some("https://evil.example"),
+            None,
         );
         assert!(header(&r, "access-control-allow-origin").is_empty());
         let r = render(
             &Reject::InvalidBearer("expired"),
             ClientKind::Navigation,
             Some(&m),
+            None,
             None,
         );
         assert_eq!(r.content_type, "application/json");
@@ -335,7 +392,7 @@ mod tests {
     #[test]
     fn too_many_module_cookies_are_expired_for_a_browser() {
         let m = route();
-        let r = render(&Reject::TooManyCookies, ClientKind::Navigation, Some(&m), None);
+        let r = render(&Reject::TooManyCookies, ClientKind::Navigation, Some(&m), None, None);
         let set = header(&r, "set-cookie");
         assert!(
             !set.is_empty() && set.iter().all(|c| c.starts_with("portal_session=;")),

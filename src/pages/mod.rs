@@ -50,7 +50,36 @@ pub fn bad_path(why: &str) -> String {
     )
 }
 
-pub fn forbidden(module: &str, groups: &[String]) -> String {
+/// The ways out of a refusal page: the KaseyaOne account that was used,
+/// logging out of it to use another, and KaseyaOne's My Modules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WaysOut<'a> {
+    /// The account's email, when known.
+    pub account: Option<&'a str>,
+    /// Where "Log out of KaseyaOne" goes (unigate's logout, which ends the
+    /// KaseyaOne session too).
+    pub logout: &'a str,
+    /// KaseyaOne's My Modules, when known.
+    pub my_modules: Option<&'a str>,
+}
+
+fn ways_out(w: &WaysOut<'_>) -> Markup {
+    html! {
+        div.ways-out #ways-out {
+            @if let Some(a) = w.account {
+                p.muted { "You used the KaseyaOne account " b { (a) } "." }
+            }
+            p {
+                a href=(w.logout) { "Log out of KaseyaOne / use another account" }
+                @if let Some(m) = w.my_modules {
+                    " · " a href=(m) { "Back to My Modules" }
+                }
+            }
+        }
+    }
+}
+
+pub fn forbidden(module: &str, groups: &[String], ways: &WaysOut<'_>) -> String {
     page(
         "No access",
         html! {
@@ -58,6 +87,7 @@ pub fn forbidden(module: &str, groups: &[String]) -> String {
             p { "You are logged in with KaseyaOne, but your account is not a member of the access group assigned to this module"
                 @if !groups.is_empty() { " (" (groups.join(", ")) ")" } "." }
             p { "Ask your KaseyaOne administrator to add you to that access group. If you are an administrator, see Access Groups (role-based access control)." }
+            (ways_out(ways))
         },
     )
 }
@@ -262,7 +292,12 @@ pub fn choose_instance(module: &str, instances: &[(String, String, String)]) -> 
 }
 
 /// Why the module account does not fit, and what to fix.
-pub fn account_refused(module: &str, user: &crate::session::Identity, refusal: &crate::accounts::Refusal) -> String {
+pub fn account_refused(
+    module: &str,
+    user: &crate::session::Identity,
+    refusal: &crate::accounts::Refusal,
+    ways: &WaysOut<'_>,
+) -> String {
     use crate::accounts::Refusal;
     let (title, body) = match refusal {
         Refusal::NoAccount => (
@@ -301,7 +336,11 @@ pub fn account_refused(module: &str, user: &crate::session::Identity, refusal: &
             },
         ),
     };
-    page(title, body)
+    let ways = WaysOut {
+        account: ways.account.or(Some(&user.email)),
+        ..*ways
+    };
+    page(title, html! { (body) (ways_out(&ways)) })
 }
 
 pub fn accounts_unavailable(module: &str) -> String {
@@ -449,7 +488,7 @@ mod tests {
         let pages = [
             unknown_host("x.example"),
             bad_path("a reason"),
-            forbidden("Portal", &groups),
+            forbidden("Portal", &groups, &WaysOut::default()),
             idp_error("access_denied", Some("no"), "/retry"),
             login_expired("/retry"),
             unavailable("The KaseyaOne session store cannot be reached."),
@@ -457,7 +496,7 @@ mod tests {
             upstream_down("Portal"),
             launcher("alice@acme.example", std::slice::from_ref(&tile)),
             choose_instance("BMS", &choices),
-            account_refused("Portal", &id, &crate::accounts::Refusal::NoAccount),
+            account_refused("Portal", &id, &crate::accounts::Refusal::NoAccount, &WaysOut::default()),
             accounts_unavailable("Portal"),
             link_form("BMS", "alice@acme.example", Some("Wrong."), "/", "t"),
             unified_login_off("Legacy"),

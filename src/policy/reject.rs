@@ -18,8 +18,9 @@ pub enum Reject {
     /// The identity provider's discovery is not loaded: no login can start.
     IdpDown,
     /// The user is not in the route's access groups (nor in any of the
-    /// module's instances').
-    Forbidden,
+    /// module's instances'). `account`: the KaseyaOne account used (its
+    /// email), when known, so the page can name it.
+    Forbidden { account: Option<String> },
     /// An API client without a session or bearer token.
     Unauthenticated,
     /// An API client with the module session of a KaseyaOne session that
@@ -164,7 +165,7 @@ impl Reject {
             | Reject::NoUpstream
             | Reject::AccountsUnavailable
             | Reject::Unavailable(_) => 503,
-            Reject::Forbidden
+            Reject::Forbidden { .. }
             | Reject::LinkRequired
             | Reject::KaseyaOneRequired { .. }
             | Reject::LinkForged
@@ -198,7 +199,7 @@ impl Reject {
         match self {
             Reject::StoreDown => "store",
             Reject::IdpDown => "idp_down",
-            Reject::Forbidden => "forbidden",
+            Reject::Forbidden { .. } => "forbidden",
             Reject::Unauthenticated => "unauthenticated",
             Reject::SessionEnded => "session_ended",
             Reject::InvalidBearer(_) => "invalid_token",
@@ -260,7 +261,7 @@ impl Reject {
                 "temporarily_unavailable",
                 d("the KaseyaOne identity provider cannot be reached"),
             ),
-            Reject::Forbidden => ("forbidden", d("not in the module's access groups")),
+            Reject::Forbidden { .. } => ("forbidden", d("not in the module's access groups")),
             Reject::Unauthenticated => ("unauthenticated", d("log in with KaseyaOne first")),
             Reject::SessionEnded => (
                 "unauthenticated",
@@ -323,7 +324,7 @@ mod tests {
         let all = [
             Reject::StoreDown,
             Reject::IdpDown,
-            Reject::Forbidden,
+            Reject::Forbidden { account: None },
             Reject::Unauthenticated,
             Reject::SessionEnded,
             Reject::InvalidBearer("x"),
@@ -392,7 +393,7 @@ mod tests {
             assert_eq!((r.metric_reason(), r.status()), (reason, status), "{r:?}");
         }
         assert_eq!(Reject::StoreDown.metric_reason(), "store");
-        assert_eq!(Reject::Forbidden.metric_reason(), "forbidden");
+        assert_eq!(Reject::Forbidden { account: None }.metric_reason(), "forbidden");
         assert_eq!(Reject::AccountsUnavailable.metric_reason(), "account_lookup");
     }
 }

@@ -151,7 +151,9 @@ pub fn unguarded(facts: &RequestFacts<'_>, route: &Route) -> Option<Decision> {
 pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Decision {
     if let Some(s) = found.session {
         if !may_access(&s.identity.groups, &route.access_groups) {
-            return Decision::Reject(Reject::Forbidden);
+            return Decision::Reject(Reject::Forbidden {
+                account: Some(s.identity.email.to_string()),
+            });
         }
         if s.link_pending {
             return Decision::LinkFirst;

@@ -163,7 +163,14 @@ fn a_session_of_a_member_goes_through_and_others_are_refused() {
             &member,
             Decision::Forward { strip_cookies: 0 },
         ),
-        (&r, get("/reports"), &stranger, Decision::Reject(Reject::Forbidden)),
+        (
+            &r,
+            get("/reports"),
+            &stranger,
+            Decision::Reject(Reject::Forbidden {
+                account: Some("bob@acme.example".into()),
+            }),
+        ),
         (&r, get("/reports"), &pending, Decision::LinkFirst),
         (&chooser, get("/reports"), &member, Decision::Chooser),
         // Module credentials beside a KaseyaOne session.
