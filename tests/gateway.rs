@@ -299,6 +299,13 @@ async fn logout_ends_both_sessions_and_old_cookies_get_nobody_in() {
             .any(|c| c.starts_with("portal_session=;") && c.contains("Max-Age=0")),
         "{cookies:?}"
     );
+    // A failed login's reason (it may name an account) goes with it.
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("unigate_error=;") && c.contains("Max-Age=0")),
+        "{cookies:?}"
+    );
     assert_eq!(s.module.module.live_sessions(), 0, "the module's own session ended");
     // The IdP logs out and sends the browser back.
     let r = b.get(&end).send().await.unwrap();
@@ -449,7 +456,7 @@ async fn return_urls_from_the_open_redirect_corpus_stay_on_the_origin() {
 #[tokio::test]
 async fn callback_errors_are_pages_not_crashes() {
     let s = stack().await;
-    let (b, _) = s.browser();
+    let (b, jar) = s.browser();
     // An error from the IdP, with hostile text: shown escaped, with a retry link.
     let r = b.get(s.url("/")).send().await.unwrap();
     let state = query_param(&location(&r), "state").unwrap();
@@ -474,6 +481,18 @@ async fn callback_errors_are_pages_not_crashes() {
         assert!(!page.contains("<script>alert"));
         assert!(page.contains("href=\"/_unigate/login?return_to=%2F\""), "{page}");
     }
+    // The reason is sealed: the browser holds nothing it can read or forge.
+    let url = url::Url::parse(&s.url("/")).unwrap();
+    let cookies = jar.cookies(&url).unwrap().to_str().unwrap().to_string();
+    let held = cookies
+        .split("; ")
+        .find_map(|kv| kv.strip_prefix("unigate_error="))
+        .unwrap()
+        .to_string();
+    assert!(
+        !held.contains("access_denied") && held.split('.').count() == 3,
+        "{held}"
+    );
     // The page is this browser's: another one is offered a login.
     let (other, _) = s.browser();
     let r = other.get(s.url("/_unigate/error")).send().await.unwrap();

@@ -255,7 +255,7 @@ impl Gateway {
         if !may_access(&v.identity.groups, &module.access_groups) {
             tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer access group check");
             return Err(Reject::Forbidden {
-                account: Some(v.identity.email.to_string()),
+                account: v.identity.account(),
             });
         }
         let mut identity = v.identity.clone();

@@ -33,7 +33,10 @@ pub async fn callback(g: &Gateway, session: &mut PSession, id: RouteId, host: &s
                 return g.reject(session, Some(id), r).await;
             };
             tracing::info!(module.name = %g.route(id).label(), reason = r.metric_reason(), "login failed");
-            let cookie = Own::Error.set_cookie(g.cfg().tls, &failed.encode(), Some(ERROR_SECS));
+            let Some(sealed) = failed.seal(g) else {
+                return g.reject(session, Some(id), r).await;
+            };
+            let cookie = Own::Error.set_cookie(g.cfg().tls, &sealed, Some(ERROR_SECS));
             let mut reply = Reply::redirect(format!("{PREFIX}error")).with_cookies([cookie]);
             reply.status = 303;
             reply.write(session).await
@@ -49,7 +52,7 @@ const ERROR_SECS: u64 = 600;
 pub async fn error_page(g: &Gateway, session: &mut PSession, id: RouteId) -> Result<bool> {
     let name = Own::Error.name(g.cfg().tls);
     let r = super::request::cookie(session.req_header(), name)
-        .and_then(Failed::decode)
+        .and_then(|v| Failed::open(g, v))
         .and_then(Failed::refusal)
         .unwrap_or(Reject::Login(LoginFailure::Expired {
             retry: format!("{PREFIX}login"),
@@ -101,6 +104,18 @@ impl Failed {
             description: description.map(|d| clean(&d, 300)),
             return_to,
         })
+    }
+
+    /// Sealed for this browser's error cookie (see `LoginTxns::seal_note`).
+    fn seal(&self, g: &Gateway) -> Option<String> {
+        g.state
+            .logins
+            .seal_note(self.encode().as_bytes(), unix_now() + ERROR_SECS)
+    }
+
+    fn open(g: &Gateway, value: &str) -> Option<Failed> {
+        let plain = g.state.logins.open_note(value, unix_now(), ERROR_SECS)?;
+        Failed::decode(std::str::from_utf8(&plain).ok()?)
     }
 
     fn encode(&self) -> String {
@@ -230,7 +245,7 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
     if !may_access(&identity.groups, &route.access_groups) {
         tracing::info!(module.name = %route.label(), user.sub = %claims.sub, decision = "deny", "access group check at login");
         return Err(Reject::Forbidden {
-            account: Some(identity.email.to_string()),
+            account: identity.account(),
         });
     }
     // The seed's account conditions: a linked account, or a module account
@@ -257,7 +272,9 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
         .with_label_values(&[route.label(), "succeeded", ""])
         .inc();
     let cookie = g.session_cookie_header(&sid, None);
-    Ok(Reply::redirect(txn.return_path).with_cookies([cookie, spent]))
+    // An earlier failure's page is not this user's business any more.
+    let no_error = Own::Error.set_cookie(g.cfg().tls, "", Some(0));
+    Ok(Reply::redirect(txn.return_path).with_cookies([cookie, spent, no_error]))
 }
 
 #[cfg(test)]

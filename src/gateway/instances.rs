@@ -64,7 +64,7 @@ fn choose(g: &Gateway, session: &PSession, id: RouteId, s: &Session) -> std::res
     let target = match instance_for(routes, &open, remembered) {
         InstanceFor::NoneOpen => {
             return Err(Reject::Forbidden {
-                account: Some(s.identity.email.to_string()),
+                account: s.identity.account(),
             });
         }
         InstanceFor::Open(r) => g.route(r).hosts.first(),
@@ -121,7 +121,7 @@ fn chosen(g: &Gateway, session: &PSession, id: RouteId, s: &Session) -> std::res
     let open = open_instances(routes, g.route(id), &s.identity.groups);
     if open.is_empty() {
         return Err(Reject::Forbidden {
-            account: Some(s.identity.email.to_string()),
+            account: s.identity.account(),
         });
     }
     let req = session.req_header();

@@ -50,6 +50,7 @@ pub const USED_CAP: u64 = 1_000_000;
 const COOKIE: &str = "unigate_login_";
 const COOKIE_TLS: &str = "__Host-unigate_login_";
 const AAD: &[u8] = b"unigate login transaction v1";
+const NOTE_AAD: &[u8] = b"unigate browser note v1";
 
 /// A login on its way, as its cookie carries it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -157,6 +158,38 @@ impl LoginTxns {
         key.seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from(&aad), &mut buf)
             .ok()?;
         Some(format!("{expires}.{}", B64.encode(buf)))
+    }
+
+    /// Seals a short note for this browser (a failed login's reason):
+    /// `<expiry>.<salt>.<sealed>`, each note under a key of its own (a
+    /// random salt), so it can be neither read nor forged without
+    /// unigate's key, and it stops opening at its expiry.
+    pub fn seal_note(&self, plain: &[u8], expires: u64) -> Option<String> {
+        let salt = random_token();
+        let key = self.key(&format!("note\0{salt}"))?;
+        let mut buf = plain.to_vec();
+        let aad = [NOTE_AAD, expires.to_string().as_bytes()].concat();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from(&aad), &mut buf)
+            .ok()?;
+        Some(format!("{expires}.{salt}.{}", B64.encode(buf)))
+    }
+
+    /// A note's content, if unigate sealed it and it has not expired (nor
+    /// claims to last longer than `max_secs`).
+    pub fn open_note(&self, value: &str, now: u64, max_secs: u64) -> Option<Vec<u8>> {
+        let mut parts = value.splitn(3, '.');
+        let (exp, salt, sealed) = (parts.next()?, parts.next()?, parts.next()?);
+        let expires: u64 = exp.parse().ok()?;
+        if expires <= now || expires > now + max_secs + 60 || salt.len() > 64 {
+            return None;
+        }
+        let mut buf = B64.decode(sealed).ok()?;
+        let key = self.key(&format!("note\0{salt}"))?;
+        let aad = [NOTE_AAD, exp.as_bytes()].concat();
+        let plain = key
+            .open_in_place(Nonce::assume_unique_for_key([0; 12]), Aad::from(&aad), &mut buf)
+            .ok()?;
+        Some(plain.to_vec())
     }
 
     /// The transaction a cookie value holds, if it is this `state`'s and
@@ -558,6 +591,28 @@ mod tests {
         let p = pending(fitted(&format!("/{}", "p".repeat(MAX_RETURN_PATH - 1))));
         let v = t.seal("s", &p, 100).unwrap();
         assert!(t.cookie_name("s").len() + v.len() < 1024, "{}", v.len());
+    }
+
+    #[test]
+    fn a_note_opens_only_as_sealed_and_until_it_expires() {
+        let t = txns();
+        let v = t.seal_note(b"why the login failed", 1_000).unwrap();
+        assert_eq!(t.open_note(&v, 900, 600).as_deref(), Some(&b"why the login failed"[..]));
+        assert!(t.open_note(&v, 1_000, 600).is_none(), "expired");
+        let other = LoginTxns::new(Some(b"another secret of at least thirty-two chars"), false);
+        assert!(other.open_note(&v, 900, 600).is_none(), "another key");
+        let (head, sealed) = v.rsplit_once('.').unwrap();
+        let mut bytes = B64.decode(sealed).unwrap();
+        bytes[0] ^= 1;
+        let tampered = format!("{head}.{}", B64.encode(bytes));
+        assert!(t.open_note(&tampered, 900, 600).is_none(), "tampered");
+        let later = v.replacen("1000.", "1200.", 1);
+        assert!(t.open_note(&later, 900, 600).is_none(), "its expiry is authenticated");
+        let plain = format!("1000.salt.{}", B64.encode(b"{\"r\":\"forbidden\"}"));
+        assert!(t.open_note(&plain, 900, 600).is_none(), "forged");
+        let far = t.seal_note(b"x", 900 + 10_000).unwrap();
+        assert!(t.open_note(&far, 900, 600).is_none(), "claims to last too long");
+        assert!(t.open_note("", 900, 600).is_none() && t.open_note("1000..", 900, 600).is_none());
     }
 
     #[test]

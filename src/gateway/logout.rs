@@ -7,7 +7,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session as PSession;
 
 use super::config::RouteId;
-use super::cookies::without_unigate_cookies;
+use super::cookies::{Own, without_unigate_cookies};
 use super::reject::{Reject, Reply};
 use super::{Gateway, PREFIX};
 use crate::pages;
@@ -70,7 +70,12 @@ async fn end(
             Err(e) => tracing::warn!(module.name = %module.name, error = %e, "module could not be told of logout"),
         }
     }
-    let mut cookies = vec![g.session_cookie_header("", Some(0))];
+    // unigate's own: the session, and a failed login's reason (it may
+    // name the account that was used).
+    let mut cookies = vec![
+        g.session_cookie_header("", Some(0)),
+        Own::Error.set_cookie(g.cfg().tls, "", Some(0)),
+    ];
     for (i, c) in module.session_cookies.iter().enumerate() {
         // A local exception's record ends with the logout; a KaseyaOne
         // session's stays, so the cookie is refused if it turns up again.

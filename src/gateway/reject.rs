@@ -117,7 +117,7 @@ pub fn render(
     let reply = match r {
         Reject::StoreDown => Reply::page(
             status,
-            pages::unavailable("The KaseyaOne session store cannot be reached, so no one can be let in."),
+            pages::unavailable("The Unified Login session store cannot be reached, so no one can be let in."),
         ),
         Reject::IdpDown => Reply::page(
             status,

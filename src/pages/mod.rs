@@ -336,8 +336,9 @@ pub fn account_refused(
             },
         ),
     };
+    let shown = user.account();
     let ways = WaysOut {
-        account: ways.account.or(Some(&user.email)),
+        account: ways.account.or(shown.as_deref()),
         ..*ways
     };
     page(title, html! { (body) (ways_out(&ways)) })
@@ -370,7 +371,7 @@ pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str,
                 input #module_password type="password" name="module_password" autocomplete="current-password" required style="width:100%;padding:8px";
                 p { button type="submit" style="padding:9px 16px" { "Link account" } }
             }
-            p.muted { "KaseyaOne checks these credentials with the module once and keeps only the link, never the password." }
+            p.muted { "Unified Login checks these credentials with the module once and keeps only the link, never the password." }
         },
     )
 }
@@ -491,7 +492,7 @@ mod tests {
             forbidden("Portal", &groups, &WaysOut::default()),
             idp_error("access_denied", Some("no"), "/retry"),
             login_expired("/retry"),
-            unavailable("The KaseyaOne session store cannot be reached."),
+            unavailable("The Unified Login session store cannot be reached."),
             logged_out("/login"),
             upstream_down("Portal"),
             launcher("alice@acme.example", std::slice::from_ref(&tile)),

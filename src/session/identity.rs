@@ -19,6 +19,15 @@ pub struct Identity {
 impl Identity {
     /// The identity of user `sub` with the attributes the provider gave
     /// (no module account yet).
+    /// How the account is named to the person: its email, else its
+    /// username; `None` when the provider gave neither.
+    pub fn account(&self) -> Option<String> {
+        [&self.email, &self.username]
+            .into_iter()
+            .find(|v| !v.is_empty())
+            .map(|v| v.to_string())
+    }
+
     pub fn from_profile(sub: &str, sid: Option<&str>, p: crate::oidc::claims::Profile) -> Identity {
         Identity {
             sub: sub.into(),

@@ -268,3 +268,14 @@ fn an_id_token_is_kept_decoded_and_given_back_byte_for_byte() {
     assert_eq!(IdToken::new(&stray).jwt(), stray);
     assert_eq!(format!("{:?}", IdToken::new(&jwt)), "IdToken(..)");
 }
+
+#[test]
+fn an_account_is_named_by_its_email_else_its_username() {
+    let mut id = bare_session("u-1", "s-1", "alice@example.com").identity.clone();
+    id.username = "alice".into();
+    assert_eq!(id.account().as_deref(), Some("alice@example.com"));
+    id.email = "".into();
+    assert_eq!(id.account().as_deref(), Some("alice"));
+    id.username = "".into();
+    assert_eq!(id.account(), None);
+}

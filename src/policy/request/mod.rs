@@ -152,7 +152,7 @@ pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Dec
     if let Some(s) = found.session {
         if !may_access(&s.identity.groups, &route.access_groups) {
             return Decision::Reject(Reject::Forbidden {
-                account: Some(s.identity.email.to_string()),
+                account: s.identity.account(),
             });
         }
         if s.link_pending {
