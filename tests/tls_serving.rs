@@ -282,12 +282,7 @@ async fn under_tls_the_login_binding_is_host_prefixed_and_a_sibling_cannot_plant
     // address, the reason in a `__Host-` cookie too), and no session.
     assert_eq!(r.status(), 303, "a planted binding is ignored");
     assert_eq!(location(&r), "/_unigate/error");
-    let set: Vec<&str> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|c| c.to_str().unwrap())
-        .collect();
+    let set = set_cookies(&r);
     assert!(set.iter().all(|c| !c.contains("unigate=")), "no session: {set:?}");
     assert!(
         set.iter()
@@ -298,12 +293,16 @@ async fn under_tls_the_login_binding_is_host_prefixed_and_a_sibling_cannot_plant
     let (set, callback) = start().await;
     let r = gate.get(&callback).header("cookie", pair(&set)).send().await.unwrap();
     assert_eq!(r.status(), 302);
-    let set: Vec<&str> = r
-        .headers()
+    let set = set_cookies(&r);
+    assert!(set.iter().any(|c| c.starts_with("__Host-unigate=")), "{set:?}");
+    gw.shutdown().await;
+}
+
+/// The `Set-Cookie` values of an answer.
+fn set_cookies(r: &reqwest::Response) -> Vec<&str> {
+    r.headers()
         .get_all("set-cookie")
         .iter()
         .map(|c| c.to_str().unwrap())
-        .collect();
-    assert!(set.iter().any(|c| c.starts_with("__Host-unigate=")), "{set:?}");
-    gw.shutdown().await;
+        .collect()
 }

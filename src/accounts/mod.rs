@@ -323,16 +323,7 @@ mod tests {
     use super::*;
 
     fn user() -> Identity {
-        Identity {
-            sub: "s".into(),
-            sid: None,
-            email: "alice@acme.example".into(),
-            name: "Alice".into(),
-            username: "alice".into(),
-            company: "Acme".into(),
-            groups: vec![],
-            module_user: None,
-        }
+        Identity::alice()
     }
 
     fn acct(u: &str, e: &str, active: bool) -> Account {

@@ -467,16 +467,7 @@ mod tests {
 
     #[test]
     fn end_user_pages_speak_of_kaseyaone_and_the_module_never_of_unigate() {
-        let id = crate::session::Identity {
-            sub: "s".into(),
-            sid: None,
-            email: "alice@acme.example".into(),
-            name: "Alice".into(),
-            username: "alice".into(),
-            company: "Acme".into(),
-            groups: vec![],
-            module_user: None,
-        };
+        let id = crate::session::Identity::alice();
         let tile = LauncherTile {
             name: "portal".into(),
             display_name: "Portal".into(),

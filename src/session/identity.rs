@@ -19,6 +19,21 @@ pub struct Identity {
 impl Identity {
     /// The identity of user `sub` with the attributes the provider gave
     /// (no module account yet).
+    /// Alice of Acme, no groups: a user for unit tests.
+    #[cfg(test)]
+    pub(crate) fn alice() -> Identity {
+        Identity {
+            sub: "s".into(),
+            sid: None,
+            email: "alice@acme.example".into(),
+            name: "Alice".into(),
+            username: "alice".into(),
+            company: "Acme".into(),
+            groups: vec![],
+            module_user: None,
+        }
+    }
+
     /// How the account is named to the person: its email, else its
     /// username; `None` when the provider gave neither.
     pub fn account(&self) -> Option<String> {
