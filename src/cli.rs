@@ -61,6 +61,7 @@ pub fn check(config: &Path) -> anyhow::Result<()> {
     for n in crate::gateway::check::notes(&cfg, discovery.as_ref()) {
         match n {
             crate::gateway::check::Note::Info(t) => println!("note: {t}"),
+            crate::gateway::check::Note::Warning(t) => println!("warning: {t}"),
             crate::gateway::check::Note::Problem(t) => {
                 problems += 1;
                 println!("problem: {t}");

@@ -100,7 +100,7 @@ async fn the_seed_journey_in_a_real_browser() {
     let Some((_driver, c)) = chromium().await else { return };
     let s = MultiBuilder::demo()
         .module("portal", |m| {
-            m.set("local_login", true).set(
+            m.set("login", "optional").set(
                 "accounts",
                 table_of(|a| {
                     a.set("source", "scim").set("match", "both");

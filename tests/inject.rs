@@ -194,7 +194,7 @@ async fn pages_without_a_kaseyaone_session_are_not_touched() {
 async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
     let s = StackBuilder::new()
         .module("portal", |m| {
-            m.set("local_login", true);
+            m.set("login", "optional");
         })
         .start()
         .await;
@@ -245,7 +245,7 @@ async fn module_credentials_keep_working_with_the_kaseyaone_icon() {
 async fn the_login_page_gets_log_in_with_kaseyaone() {
     let s = StackBuilder::new()
         .module("portal", |m| {
-            m.set("local_login", true).set("login_paths", vec!["/login"]);
+            m.set("login", "optional").set("login_paths", vec!["/login"]);
         })
         .start()
         .await;

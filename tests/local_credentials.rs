@@ -14,7 +14,7 @@ use serde_json::Value;
 async fn required_stack() -> Multi {
     MultiBuilder::demo()
         .module("portal", |m| {
-            m.set("require_kaseyaone", true)
+            m.set("login", "required")
                 .set("local_exceptions", vec!["admin"])
                 .set("exception_path", "/local-login");
         })
@@ -160,8 +160,8 @@ async fn a_local_exception_login_has_one_username_the_module_reads() {
 async fn module_credentials_beside_a_kaseyaone_session_are_refused() {
     for portal in [
         "",
-        "local_login = true",
-        "require_kaseyaone = true\nlocal_exceptions = [\"admin\"]",
+        "login = \"optional\"",
+        "login = \"required\"\nlocal_exceptions = [\"admin\"]",
     ] {
         let s = MultiBuilder::demo()
             .module("portal", |m| m.extend(toml_table(portal)))

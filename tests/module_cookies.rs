@@ -19,7 +19,7 @@ async fn portal_stack() -> Multi {
 
 fn portal_stack_builder<'a>() -> MultiBuilder<'a> {
     MultiBuilder::demo().module("portal", |m| {
-        m.set("local_login", true);
+        m.set("login", "optional");
     })
 }
 
@@ -203,7 +203,7 @@ async fn another_users_module_session_stays_out_in_every_spelling() {
 async fn a_module_session_opened_with_module_credentials_stays_out_beside_a_kaseyaone_session() {
     let s = MultiBuilder::demo()
         .module("portal", |m| {
-            m.set("local_login", true);
+            m.set("login", "optional");
         })
         .start()
         .await;

@@ -279,11 +279,11 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
 }
 
 #[tokio::test]
-async fn require_kaseyaone_refuses_module_credentials_except_for_exceptions() {
+async fn login_required_refuses_module_credentials_except_for_exceptions() {
     let s = MultiBuilder::demo()
         .accounts(accounts)
         .module("portal", |m| {
-            m.set("require_kaseyaone", true)
+            m.set("login", "required")
                 .set("local_exceptions", vec!["admin"])
                 .set("exception_path", "/local-login");
         })

@@ -77,7 +77,7 @@ async fn launcher_tiles_follow_my_modules_rules_as_html_and_json() {
 }
 
 #[tokio::test]
-async fn a_module_without_unified_login_is_passed_through_with_local_login_only() {
+async fn a_module_without_unified_login_is_passed_through_with_its_own_login_only() {
     let s = demo_stack().await;
     let b = s.browser();
     // Its own login page, untouched: no button, no icon, no redirect.

@@ -200,7 +200,7 @@ async fn tls_module_stack_trusting(
 /// A local exception (`localuser` at `/local-login`) beside Require Log In
 /// with KaseyaOne.
 fn local_exception(m: &mut toml::Table) {
-    m.set("require_kaseyaone", true)
+    m.set("login", "required")
         .set("local_exceptions", vec!["localuser"])
         .set("exception_path", "/local-login")
         .set("login_paths", vec!["/login"]);

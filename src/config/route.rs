@@ -21,6 +21,36 @@ pub enum HeaderPreset {
     Forwarded,
 }
 
+/// How a module's users log in: `[[module]] login`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub enum LoginMode {
+    /// Log In with KaseyaOne is optional (the default): without a
+    /// KaseyaOne session the module's own login page and session decide,
+    /// with the "Log In with KaseyaOne" button on its login page; module
+    /// credentials keep working.
+    #[default]
+    Optional,
+    /// Every unauthenticated navigation goes to KaseyaOne: for modules
+    /// with no login of their own.
+    Automatic,
+    /// Log In with KaseyaOne is required: module credentials are refused,
+    /// except for `local_exceptions`.
+    Required,
+}
+
+impl LoginMode {
+    /// The word a config file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginMode::Optional => "optional",
+            LoginMode::Automatic => "automatic",
+            LoginMode::Required => "required",
+        }
+    }
+}
+
 /// A route's place in the configuration's list of routes. Per-route state
 /// (upstreams, counters, clients) is kept in the same order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,10 +92,10 @@ pub struct Route {
     pub public_paths: Vec<String>,
     pub cors_origins: Vec<String>,
     pub headers: HeaderPreset,
-    pub local_login: bool,
+    /// How users log in (with Unified Login on).
+    pub login: LoginMode,
     pub login_paths: Vec<String>,
     pub unified_login: bool,
-    pub require_kaseyaone: bool,
     pub local_exceptions: Vec<String>,
     pub exception_path: String,
     pub username_field: String,
@@ -86,6 +116,18 @@ impl Route {
     /// The module's name with its instance, as sessions and logs know it.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Whether module credentials may reach the module: Unified Login
+    /// off, or login `optional`.
+    pub fn module_credentials(&self) -> bool {
+        !self.unified_login || self.login == LoginMode::Optional
+    }
+
+    /// Whether Log In with KaseyaOne is required (module credentials only
+    /// for `local_exceptions`).
+    pub fn requires_kaseyaone(&self) -> bool {
+        self.unified_login && self.login == LoginMode::Required
     }
 
     /// Whether canonical `path` is under one of the public path prefixes.

@@ -14,6 +14,8 @@ use crate::policy::EVERY_USER;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
     Info(String),
+    /// Works, but should change (a deprecated key).
+    Warning(String),
     Problem(String),
 }
 
@@ -29,7 +31,7 @@ fn top_claim(path: &ClaimPath) -> &str {
 }
 
 pub fn notes(cfg: &GatewayConfig, discovery: Option<&Value>) -> Vec<Note> {
-    let mut out = Vec::new();
+    let mut out: Vec<Note> = cfg.warnings.iter().cloned().map(Note::Warning).collect();
     let idp = &cfg.idp;
     for m in cfg.modules.iter().filter(|m| m.chooser.is_empty()) {
         let who = if m.access_groups.len() == 1 && m.access_groups[0] == EVERY_USER {
@@ -38,6 +40,20 @@ pub fn notes(cfg: &GatewayConfig, discovery: Option<&Value>) -> Vec<Note> {
             format!("members of {}", m.access_groups.join(", "))
         };
         out.push(Note::Info(format!("module `{}`: open to {who}", m.label())));
+        if m.unified_login {
+            out.push(Note::Info(format!(
+                "module `{}`: login = \"{}\" ({})",
+                m.label(),
+                m.login.as_str(),
+                match m.login {
+                    crate::config::route::LoginMode::Optional =>
+                        "without a KaseyaOne session the module's own login decides; module credentials work",
+                    crate::config::route::LoginMode::Automatic => "every unauthenticated navigation goes to KaseyaOne",
+                    crate::config::route::LoginMode::Required =>
+                        "module credentials refused except for local_exceptions",
+                }
+            )));
+        }
     }
     let map = &idp.claims;
     let source = match idp.userinfo {
@@ -152,6 +168,7 @@ mod tests {
             .iter()
             .map(|n| match n {
                 Note::Info(t) => format!("info: {t}"),
+                Note::Warning(t) => format!("warning: {t}"),
                 Note::Problem(t) => format!("problem: {t}"),
             })
             .collect::<Vec<_>>()

@@ -207,7 +207,7 @@ async fn module_login(
     let answer = login_answer(&resp);
     let jar = jar_after(&before, &answer);
     let mut login_pages: Vec<&str> = module.login_paths.iter().map(String::as_str).collect();
-    if module.require_kaseyaone {
+    if module.requires_kaseyaone() {
         login_pages.push(&module.exception_path);
     }
     let ok = match judge(&module.link_success, &login_pages, &before, &answer) {

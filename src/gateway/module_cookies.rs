@@ -29,7 +29,7 @@ pub async fn expire(g: &Gateway, session: &mut PSession, id: RouteId, mut set_co
     }
     let wanted = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let again = safe_return_path(wanted).unwrap_or("/").to_string();
-    if module.local_login || module.require_kaseyaone {
+    if module.module_credentials() || module.requires_kaseyaone() {
         // The module's own login (or its exceptions) decides next: the
         // same page again, without the dead cookies.
         return Reply::redirect(again).with_cookies(set_cookies).write(session).await;

@@ -288,7 +288,7 @@ impl Gateway {
         // credentials (a user switch, or a way around the requirement).
         if (ctx.session.is_some()
             || ctx.identity.is_some()
-            || ctx.route.is_some_and(|mi| self.route(mi).require_kaseyaone))
+            || ctx.route.is_some_and(|mi| self.route(mi).requires_kaseyaone()))
             && up.headers.contains_key(http::header::AUTHORIZATION)
         {
             up.remove_header(&http::header::AUTHORIZATION);

@@ -332,6 +332,9 @@ impl GatewayServer {
         let addr = cfg.listen;
         let (threads, work_stealing) = (cfg.threads, cfg.work_stealing);
         let admin_cfg = cfg.admin.clone();
+        for w in &cfg.warnings {
+            tracing::warn!("config: {w}");
+        }
         super::tls::install_crypto_provider();
         let tls = match &cfg.tls_files {
             Some(files) => {

@@ -39,6 +39,7 @@ pub fn config(extra: &str) -> GatewayConfig {
         hosts = ["portal.localhost"]
         upstream = "127.0.0.1:8081"
         access_groups = ["portal-users"]
+        login = "automatic"
         {extra}
         "#
     );

@@ -86,7 +86,7 @@ pub fn login_page(module: &Route, path: &str) -> bool {
     module
         .login_paths
         .iter()
-        .chain(module.require_kaseyaone.then_some(&module.exception_path))
+        .chain(module.requires_kaseyaone().then_some(&module.exception_path))
         .any(|p| crate::policy::path::reaches(p, path, true))
 }
 

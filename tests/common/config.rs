@@ -117,7 +117,7 @@ pub fn toml_value(text: &str) -> Value {
     t.remove("v").unwrap()
 }
 
-/// Keys written as TOML (`"local_login = true"`), as a table to merge.
+/// Keys written as TOML (`"login = \"optional\""`), as a table to merge.
 pub fn toml_table(text: &str) -> Table {
     toml::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"))
 }

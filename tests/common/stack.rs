@@ -349,7 +349,7 @@ impl Multi {
 }
 
 /// Several modules behind one unigate, the demo's shape unless replaced
-/// (see [`demo_modules`]): `MultiBuilder::demo().module("portal", |m| { m.set("local_login", true); })`.
+/// (see [`demo_modules`]): `MultiBuilder::demo().module("portal", |m| { m.set("login", "optional"); })`.
 /// An upstream written `{up:LABEL}` is a demo module named `LABEL` (with
 /// the accounts `accounts(LABEL)`), `{up2:LABEL}` a replica of it.
 pub struct MultiBuilder<'a> {
@@ -467,6 +467,7 @@ pub fn demo_modules() -> Vec<Table> {
         hosts = ["portal.localhost"]
         upstream = "{up:portal}"
         access_groups = ["portal-users"]
+        login = "automatic"
         logout_paths = ["/logout"]
         session_cookies = ["portal_session"]
         login_paths = ["/login"]
@@ -476,6 +477,7 @@ pub fn demo_modules() -> Vec<Table> {
         display_name = "BMS"
         hosts = ["bms.localhost"]
         access_groups = ["bms-users"]
+        login = "automatic"
         logout_paths = ["/logout"]
         session_cookies = ["portal_session"]
         login_paths = ["/login"]

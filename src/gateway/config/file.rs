@@ -13,8 +13,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::secret::SecretRef;
 
-use crate::config::route::HeaderPreset;
 pub use crate::config::route::LinkSuccessFile;
+use crate::config::route::{HeaderPreset, LoginMode};
 use crate::config::settings::MatchOn;
 
 /// The value of a key that takes one of a few words (the enum `T`):
@@ -331,9 +331,13 @@ pub struct ModuleFile {
     pub cors_origins: Vec<String>,
     /// Header preset for this module; default `[identity] headers`.
     pub headers: Option<Choice<HeaderPreset>>,
-    /// Module credentials keep working: requests without a KaseyaOne
-    /// session pass to the module (no identity headers), whose own login
-    /// and session take over; its pages get the KaseyaOne icon. Default false.
+    /// How users log in: `optional` (the default: without a KaseyaOne
+    /// session the module's own login and session decide, and its login
+    /// page gets the "Log In with KaseyaOne" button), `automatic` (every
+    /// unauthenticated navigation goes to KaseyaOne) or `required` (module
+    /// credentials refused, except for `local_exceptions`).
+    pub login: Option<Choice<LoginMode>>,
+    /// Deprecated: `login = "optional"` (true) or `"automatic"` (false).
     pub local_login: Option<bool>,
     /// The module's own login pages: they get the "Log In with KaseyaOne" button.
     #[serde(default)]
@@ -342,8 +346,7 @@ pub struct ModuleFile {
     /// unigate passes the module through untouched (its own login only)
     /// and the App Launcher shows it as a lock tile.
     pub unified_login: Option<bool>,
-    /// Require Log In with KaseyaOne: module credentials are refused,
-    /// except for `local_exceptions`, who sign in at `exception_path`.
+    /// Deprecated: `login = "required"`.
     pub require_kaseyaone: Option<bool>,
     /// Module usernames that may still sign in with module credentials.
     #[serde(default)]

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-pub use crate::config::route::{HeaderPreset, InstanceRef, LinkSuccessFile, Route, RouteId};
+pub use crate::config::route::{HeaderPreset, InstanceRef, LinkSuccessFile, LoginMode, Route, RouteId};
 pub use crate::config::settings::{
     AccountSource, AccountsConfig, IdpSettings, MatchOn, RedisSettings, SessionSettings,
 };
@@ -61,6 +61,9 @@ pub struct GatewayConfig {
     pub identity: IdentitySettings,
     pub modules: Vec<Route>,
     pub admin: Option<AdminSettings>,
+    /// What the file says in a way that still works but should change
+    /// (deprecated keys): `unigate check` prints them, the server logs them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

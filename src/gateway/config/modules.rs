@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::checks::*;
 use super::validate::ModuleReads;
-use super::{HeaderPreset, InstanceRef, LinkSuccessFile, ModuleFile, Route, RouteId};
+use super::{HeaderPreset, InstanceRef, LinkSuccessFile, LoginMode, ModuleFile, Route, RouteId};
 use crate::config::ConfigErrors;
 use crate::config::tls::UpstreamTls;
 
@@ -16,6 +16,7 @@ pub(super) fn modules(
     files: &[ModuleFile],
     default_preset: HeaderPreset,
     errs: &mut ConfigErrors,
+    warnings: &mut Vec<String>,
 ) -> (Vec<Route>, Vec<ModuleReads>) {
     if files.is_empty() {
         errs.push("module", "at least one [[module]] is needed");
@@ -59,18 +60,19 @@ pub(super) fn modules(
             errs.push(key("max_age"), "must be between 1m and 30 days");
         }
         let unified_login = m.unified_login.unwrap_or(true);
-        let require_kaseyaone = m.require_kaseyaone.unwrap_or(false);
+        let login = login_mode(m, &key, errs, warnings);
+        let require_kaseyaone = login == LoginMode::Required;
         if require_kaseyaone && !unified_login {
             errs.push(
-                key("require_kaseyaone"),
+                key("login"),
                 "cannot require Log In with KaseyaOne where `unified_login = false`",
             );
         }
-        if require_kaseyaone && m.local_login == Some(true) {
-            errs.push(
-                key("local_login"),
-                "contradicts `require_kaseyaone = true`; list the users who keep module credentials in `local_exceptions`",
-            );
+        if login == LoginMode::Optional && unified_login && m.login_paths.is_empty() {
+            warnings.push(format!(
+                "{}: `login = \"optional\"` and no `login_paths`: people without a KaseyaOne session see the module's own login page without the \"Log In with KaseyaOne\" button; name that page in `login_paths`, or set `login = \"automatic\"`",
+                key("login")
+            ));
         }
         let link_success = m.link_success.clone().unwrap_or_default();
         if m.link_success.as_ref() == Some(&LinkSuccessFile::default()) {
@@ -157,10 +159,9 @@ pub(super) fn modules(
             public_paths: m.public_paths.clone(),
             cors_origins: m.cors_origins.clone(),
             headers,
-            local_login: !unified_login || m.local_login.unwrap_or(false),
+            login,
             login_paths: m.login_paths.clone(),
             unified_login,
-            require_kaseyaone,
             local_exceptions: m.local_exceptions.clone(),
             exception_path,
             username_field: m.username_field.clone().unwrap_or_else(|| "username".into()),
@@ -283,4 +284,56 @@ fn instances(
             ..base_route.clone()
         });
     }
+}
+
+/// `login`, or what the deprecated `local_login` / `require_kaseyaone`
+/// said (with a warning); `optional` when none is set.
+fn login_mode(
+    m: &ModuleFile,
+    key: &dyn Fn(&str) -> String,
+    errs: &mut ConfigErrors,
+    warnings: &mut Vec<String>,
+) -> LoginMode {
+    let old = m.local_login.is_some() || m.require_kaseyaone.is_some();
+    if m.login.is_some() {
+        if old {
+            errs.push(
+                key("login"),
+                "replaces `local_login` and `require_kaseyaone`: remove them",
+            );
+        }
+        return choice(m.login.as_ref(), LoginMode::Optional, &key("login"), errs, |w| {
+            format!("`{w}` is not a login mode; use `optional`, `automatic` or `required`")
+        });
+    }
+    if !old {
+        return LoginMode::Optional;
+    }
+    if m.require_kaseyaone == Some(true) && m.local_login == Some(true) {
+        errs.push(
+            key("local_login"),
+            "contradicts `require_kaseyaone = true`; list the users who keep module credentials in `local_exceptions`",
+        );
+    }
+    let mode = if m.require_kaseyaone == Some(true) {
+        LoginMode::Required
+    } else if m.local_login == Some(true) {
+        LoginMode::Optional
+    } else {
+        LoginMode::Automatic
+    };
+    let said: Vec<String> = [
+        ("local_login", m.local_login),
+        ("require_kaseyaone", m.require_kaseyaone),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("`{k} = {v}`")))
+    .collect();
+    warnings.push(format!(
+        "{}: {} is deprecated and will be removed; write `login = \"{}\"`",
+        key("login"),
+        said.join(" and "),
+        mode.as_str()
+    ));
+    mode
 }

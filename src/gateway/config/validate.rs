@@ -132,7 +132,8 @@ pub(super) fn checked(file: &GatewayFile) -> (Validated, ConfigErrors) {
         errs.push("identity.max_header_value", "must be between 1 and 8192 (bytes)");
     }
 
-    let (routes, module_reads) = modules(&file.modules, default_preset, &mut errs);
+    let mut warnings = Vec::new();
+    let (routes, module_reads) = modules(&file.modules, default_preset, &mut errs, &mut warnings);
 
     if idp.claims.groups.is_unused()
         && let Some(m) = routes
@@ -217,6 +218,7 @@ pub(super) fn checked(file: &GatewayFile) -> (Validated, ConfigErrors) {
             max_header_value,
         },
         modules: routes,
+        warnings,
     };
     let reads = Reads {
         client_secret: file.identity_provider.client_secret.clone(),

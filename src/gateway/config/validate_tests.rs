@@ -393,3 +393,66 @@ fn a_module_with_instances_shares_its_accounts_and_ca_with_every_route() {
     }
     assert_eq!(cfg.modules[2].upstream_tls.as_ref().unwrap().sni, "east.localhost");
 }
+
+#[test]
+fn the_login_mode_is_one_word_and_the_old_keys_still_work_with_a_warning() {
+    use crate::config::route::LoginMode;
+    let mode = |lines: &str| {
+        let v = validated(&with("module", lines)).unwrap_or_else(|e| panic!("{lines}: {e}"));
+        (v.config.modules[0].login, v.config.warnings.join("\n"))
+    };
+    // The seed's default: Log In with KaseyaOne is optional. Without a
+    // login page to put the button on, the operator is told.
+    let (m, w) = mode("");
+    assert_eq!(m, LoginMode::Optional);
+    assert!(w.contains("no `login_paths`"), "{w}");
+    let (m, w) = mode("login_paths = [\"/login\"]");
+    assert_eq!((m, w.as_str()), (LoginMode::Optional, ""));
+    assert_eq!(mode("login = \"automatic\"").0, LoginMode::Automatic);
+    assert_eq!(
+        mode("login = \"required\"\nlogin_paths = [\"/login\"]").0,
+        LoginMode::Required
+    );
+    for (old, want) in [
+        ("local_login = true\nlogin_paths = [\"/login\"]", LoginMode::Optional),
+        ("local_login = false", LoginMode::Automatic),
+        ("require_kaseyaone = false", LoginMode::Automatic),
+        ("require_kaseyaone = true", LoginMode::Required),
+        ("require_kaseyaone = true\nlocal_login = false", LoginMode::Required),
+    ] {
+        let (m, w) = mode(old);
+        assert_eq!(m, want, "{old}");
+        assert!(
+            w.contains("is deprecated") && w.contains(&format!("login = \"{}\"", want.as_str())),
+            "{old}: {w}"
+        );
+    }
+    for (lines, key, words) in [
+        (
+            "login = \"sometimes\"",
+            "module[0].login",
+            "`sometimes` is not a login mode",
+        ),
+        (
+            "login = \"optional\"\nlocal_login = true",
+            "module[0].login",
+            "replaces `local_login`",
+        ),
+        (
+            "login = \"required\"\nunified_login = false",
+            "module[0].login",
+            "unified_login = false",
+        ),
+        (
+            "require_kaseyaone = true\nlocal_login = true",
+            "module[0].local_login",
+            "contradicts",
+        ),
+    ] {
+        let errs = validated(&with("module", lines))
+            .err()
+            .unwrap_or_else(|| panic!("{lines}: accepted"));
+        let text = errs.to_string();
+        assert!(text.contains(key) && text.contains(words), "{lines}: {text}");
+    }
+}

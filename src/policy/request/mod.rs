@@ -4,7 +4,7 @@
 //! clock: the gateway gathers the facts, looks things up, calls
 //! `unguarded` and then `decide`, and carries out the `Decision`.
 
-use crate::config::route::Route;
+use crate::config::route::{LoginMode, Route};
 use crate::oidc::return_url::safe_return_path;
 use crate::policy::credentials::{self, BadLogin};
 use crate::policy::module_cookies::{self, Check, Cookies};
@@ -183,17 +183,21 @@ pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Dec
     if facts.bearer().is_some() {
         return Decision::Bearer;
     }
-    if route.require_kaseyaone {
-        if let Some(d) = required(facts, route, found.cookies) {
-            return d;
+    match route.login {
+        LoginMode::Required => {
+            if let Some(d) = required(facts, route, found.cookies) {
+                return d;
+            }
         }
-    } else if route.local_login {
         // Module credentials keep working: the module's own login and
         // session decide; no identity headers go with the request.
-        return Decision::ForwardLocal {
-            login_page: route.is_login_page(facts.path),
-            rewrite: None,
-        };
+        LoginMode::Optional => {
+            return Decision::ForwardLocal {
+                login_page: route.is_login_page(facts.path),
+                rewrite: None,
+            };
+        }
+        LoginMode::Automatic => {}
     }
     login_or_401(facts)
 }

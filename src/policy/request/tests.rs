@@ -15,6 +15,7 @@ fn route() -> Route {
         label: "portal".into(),
         display_name: "Portal".into(),
         unified_login: true,
+        login: LoginMode::Automatic,
         access_groups: vec!["portal-users".into()],
         logout_paths: vec!["/logout".into()],
         public_paths: vec!["/static".into()],
@@ -254,7 +255,7 @@ fn without_a_session_a_browser_logs_in_and_a_script_gets_401() {
 #[test]
 fn with_module_login_optional_the_module_decides() {
     let mut r = route();
-    r.local_login = true;
+    r.login = LoginMode::Optional;
     let none = Cookies::None;
     for (req, want) in [
         (
@@ -288,7 +289,7 @@ fn with_module_login_optional_the_module_decides() {
 #[test]
 fn where_kaseyaone_is_required_only_local_exceptions_use_module_credentials() {
     let mut r = route();
-    r.require_kaseyaone = true;
+    r.login = LoginMode::Required;
     r.session_cookies = vec!["portal_session".into()];
     r.local_exceptions = vec!["ops".into()];
     let none = Cookies::None;
