@@ -28,6 +28,7 @@ fn provider() -> Provider {
             post_logout_redirect_uris: vec![],
             backchannel_logout_uri: None,
             frontchannel_logout_uri: None,
+            initiate_login_uri: None,
             id_token_alg: alg,
             api_audience: None,
             opaque_access_tokens: false,

@@ -2,6 +2,8 @@
 //! provider, a demo module at each upstream of unigate's config, and
 //! unigate in front of them — until Ctrl-C or SIGTERM.
 
+pub mod describe;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -65,22 +67,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     }
     idp.listen.set_port(idp_port);
     idp.issuer = None;
-    // Keep the demo client's registered URLs in step with the chosen port.
-    for c in &mut idp.clients {
-        for u in c.redirect_uris.iter_mut().chain(c.post_logout_redirect_uris.iter_mut()) {
-            *u = u.replace(":8080/", &format!(":{port}/"));
-        }
-        for u in [&mut c.backchannel_logout_uri, &mut c.frontchannel_logout_uri]
-            .into_iter()
-            .flatten()
-        {
-            if let Ok(moved) = url::Url::parse(&u.as_str().replace(":8080/", &format!(":{port}/"))) {
-                *u = moved;
-            }
-        }
-    }
     gw.listen.set_port(port);
     gw.public_port = Some(port);
+    // One description of the modules: the IdP's tiles, instance links and
+    // its registration of unigate follow unigate's config and port.
+    idp.modules = describe::idp_modules(&gw)?;
+    let Some(client) = idp.clients.iter_mut().find(|c| c.client_id == gw.idp.client_id) else {
+        anyhow::bail!("{} registers no client `{}`", idp_config.display(), gw.idp.client_id);
+    };
+    describe::register(client, &gw)?;
     gw.idp.issuer = format!("http://127.0.0.1:{idp_port}");
     gw.idp.post_logout_redirect_uri = gw
         .idp

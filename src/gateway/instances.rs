@@ -14,7 +14,7 @@ use super::{Gateway, PREFIX, down, unix_now};
 use crate::oidc::return_url::safe_return_path;
 use crate::pages;
 use crate::policy::ClientKind;
-use crate::policy::routes::{InstanceFor, instance_for, instance_named, open_instances};
+use crate::policy::routes::{InstanceFor, instance_for, instance_named, open_instances, seamless_url};
 use crate::session::Session;
 
 /// The App Launcher: the modules this unigate fronts that the user's
@@ -71,7 +71,7 @@ fn choose(g: &Gateway, session: &PSession, id: RouteId, s: &Session) -> std::res
         InstanceFor::Choose => None,
     };
     match target {
-        Some(h) => Ok(Reply::redirect(format!("{}{path}", g.cfg().origin_for(h)))),
+        Some(h) => Ok(Reply::redirect(seamless_url(&g.cfg().origin_for(h), path))),
         None => Ok(show_chooser(g, id, &open, path)),
     }
 }
@@ -136,5 +136,5 @@ fn chosen(g: &Gateway, session: &PSession, id: RouteId, s: &Session) -> std::res
     };
     let cookie = Own::Instance.set_cookie(g.cfg().tls, &i.name, Some(31_536_000));
     tracing::info!(module.name = %g.route(id).name, instance = %i.name, user.sub = %s.identity.sub, "instance chosen");
-    Ok(Reply::redirect(format!("{}{path}", g.cfg().origin_for(h))).with_cookies([cookie]))
+    Ok(Reply::redirect(seamless_url(&g.cfg().origin_for(h), path)).with_cookies([cookie]))
 }

@@ -8,9 +8,7 @@ use pingora::proxy::Session as PSession;
 
 use super::config::RouteId;
 use super::reject::{Reject, Reply};
-use super::request::query_param;
 use super::{Gateway, PREFIX};
-use crate::oidc::return_url::safe_return_path;
 
 /// The answers on every host; `None`: not one of them.
 pub async fn host_independent(g: &Gateway, session: &mut PSession) -> Result<Option<bool>> {
@@ -48,13 +46,7 @@ pub async fn handle(g: &Gateway, session: &mut PSession, id: RouteId, host: &str
         "instances" => super::instances::instances(g, session, id, host).await,
         "link" => super::link::link(g, session, id, host).await,
         "error" => super::callback::error_page(g, session, id).await,
-        "login" => {
-            let wanted = query_param(session.req_header(), "return_to").unwrap_or_else(|| "/".into());
-            // Anything that could leave this origin becomes the module's root.
-            let return_path = safe_return_path(&wanted).unwrap_or("/").to_string();
-            let hint = query_param(session.req_header(), "login_hint").map(|h| h.chars().take(256).collect::<String>());
-            super::logins::start_login(g, session, id, host, &return_path, hint.as_deref(), Vec::new()).await
-        }
+        "login" => super::initiate::login(g, session, id, host).await,
         _ => g.reject(session, Some(id), Reject::NotFound).await,
     }
 }

@@ -20,6 +20,7 @@ mod exception_login;
 pub mod forwarded;
 pub mod handles;
 pub mod identity;
+mod initiate;
 pub mod inject;
 mod instances;
 mod internal;

@@ -143,15 +143,18 @@ pub fn error_page(title: &str, text: &str, link: Option<(&str, &str)>) -> Markup
 }
 
 pub enum Tile<'a> {
-    /// Unified Login on, one instance: straight in.
-    Arrow(&'a Module),
+    /// Unified Login on, one instance: straight in, at this URL (the
+    /// module's login initiation, when its client has one).
+    Arrow(&'a Module, String),
     /// Several instances: Choose an Instance.
     File(&'a Module),
     /// Unified Login off: the module's own login.
     Lock(&'a Module),
 }
 
-pub fn home(display_name: &str, csrf: &str, tiles: &[Tile<'_>], choose: Option<&Module>) -> Markup {
+/// My Modules. `choose`: the module whose Choose an Instance is open,
+/// with the URL that opens each of its instances.
+pub fn home(display_name: &str, csrf: &str, tiles: &[Tile<'_>], choose: Option<(&Module, &[String])>) -> Markup {
     layout(
         "Home",
         Some((display_name, csrf)),
@@ -164,7 +167,7 @@ pub fn home(display_name: &str, csrf: &str, tiles: &[Tile<'_>], choose: Option<&
                 div.tiles {
                     @for t in tiles {
                         @match t {
-                            Tile::Arrow(m) => a.tile.arrow href=(m.instances.first().map_or(&m.url, |i| &i.url).as_str()) data-module=(m.name) {
+                            Tile::Arrow(m, href) => a.tile.arrow href=(href) data-module=(m.name) {
                                 span.icon title="Log in with KaseyaOne" { (crate::pages::TileKind::Arrow.icon()) } div.name { (m.display_name) }
                                 div.muted { "Log In with KaseyaOne" }
                             },
@@ -184,13 +187,13 @@ pub fn home(display_name: &str, csrf: &str, tiles: &[Tile<'_>], choose: Option<&
                     "Contact your KaseyaOne administrator for either."
                 }
             }
-            @if let Some(m) = choose {
+            @if let Some((m, hrefs)) = choose {
                 dialog open aria-labelledby="choose-title" {
                     h1 #choose-title { "Choose an Instance" }
                     p.muted { (m.display_name) }
                     ul {
-                        @for i in &m.instances {
-                            li { a.instance href=(i.url.as_str()) { (i.display_name) } }
+                        @for (i, href) in m.instances.iter().zip(hrefs) {
+                            li { a.instance href=(href) { (i.display_name) } }
                         }
                     }
                     a href="/" { "Cancel" }

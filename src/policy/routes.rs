@@ -26,13 +26,13 @@ pub fn launcher_tiles(routes: &[Route], groups: &[String], origin_for: impl Fn(&
             let login = m.login_paths.first().map_or("/", String::as_str);
             (TileKind::Lock, format!("{origin}{login}"), 0)
         } else if m.chooser.is_empty() {
-            (TileKind::Arrow, format!("{origin}/"), 0)
+            (TileKind::Arrow, seamless_url(&origin, "/"), 0)
         } else {
             let open = open_instances(routes, m, groups);
             match open.as_slice() {
                 [] => continue,
                 [one] => match routes[one.index()].hosts.first() {
-                    Some(h) => (TileKind::Arrow, format!("{}/", origin_for(h)), 1),
+                    Some(h) => (TileKind::Arrow, seamless_url(&origin_for(h), "/"), 1),
                     None => continue,
                 },
                 many => (TileKind::File, format!("{origin}{PREFIX}instances"), many.len()),
@@ -110,6 +110,101 @@ pub fn end_session_url(
     Some(crate::oidc::with_params(endpoint?, &params))
 }
 
+/// What a login started at `/_unigate/login` asked for: OpenID Connect
+/// third-party-initiated login (Core §4: `iss`, `target_link_uri`,
+/// `login_hint`, from My Modules and the App Launcher) or the "Log In
+/// with KaseyaOne" button (`return_to`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Initiation<'a> {
+    pub iss: Option<&'a str>,
+    pub target_link_uri: Option<&'a str>,
+    pub return_to: Option<&'a str>,
+    pub login_hint: Option<&'a str>,
+}
+
+/// Where an initiated login goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Initiated {
+    /// Log in on this host (already logged in: go straight) and return
+    /// to this path.
+    Here { return_path: String },
+    /// The target is on another host unigate serves: start there, at this
+    /// URL (its own `/_unigate/login`).
+    There { url: String },
+}
+
+/// Where a login initiated on `this_host` goes. `iss`, when given, must be
+/// the configured `issuer` (else a refusal: the link is for another
+/// provider). `target_link_uri` must be a URL on an origin unigate serves
+/// (`origin_of` gives the origin browsers use for each host unigate
+/// serves, `None` for any other) and pass the return-path rules; anything
+/// else (an open-redirect attempt, a host unigate does not serve) returns
+/// to this module's root, as a bad `return_to` does.
+pub fn initiated_login(
+    issuer: &str,
+    this_host: &str,
+    init: &Initiation<'_>,
+    origin_of: impl Fn(&str) -> Option<String>,
+) -> Result<Initiated, crate::policy::reject::Reject> {
+    use crate::oidc::return_url::safe_return_path;
+    if let Some(iss) = init.iss
+        && iss.trim_end_matches('/') != issuer.trim_end_matches('/')
+    {
+        return Err(crate::policy::reject::Reject::BadRequest(
+            "This login link names an identity provider these modules do not use.".into(),
+        ));
+    }
+    let here = |p: &str| Initiated::Here {
+        return_path: safe_return_path(p).unwrap_or("/").to_string(),
+    };
+    let Some(target) = init.target_link_uri else {
+        return Ok(here(init.return_to.unwrap_or("/")));
+    };
+    if target.starts_with('/') {
+        return Ok(here(target));
+    }
+    let Ok(url) = url::Url::parse(target) else {
+        return Ok(here("/"));
+    };
+    let served = url
+        .host_str()
+        .filter(|_| matches!(url.scheme(), "http" | "https"))
+        .and_then(|host| {
+            let origin = origin_of(host)?;
+            let same = url::Url::parse(&origin).is_ok_and(|o| o.origin() == url.origin());
+            same.then_some((host.to_string(), origin))
+        });
+    let Some((host, origin)) = served else {
+        return Ok(here("/"));
+    };
+    let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    let Some(path) = safe_return_path(path) else {
+        return Ok(here("/"));
+    };
+    if host == this_host {
+        return Ok(here(path));
+    }
+    let target = format!("{origin}{path}");
+    let mut params = vec![("target_link_uri", target.as_str())];
+    if let Some(h) = init.login_hint {
+        params.push(("login_hint", h));
+    }
+    Ok(Initiated::There {
+        url: crate::oidc::with_params(&format!("{origin}{PREFIX}login"), &params),
+    })
+}
+
+/// A URL that opens `path` on `host` logged in with the KaseyaOne session
+/// the browser has (through `/_unigate/login` there), rather than on the
+/// module's own login page: for App Launcher tiles and Choose an Instance.
+pub fn seamless_url(origin: &str, path: &str) -> String {
+    let target = format!("{origin}{path}");
+    crate::oidc::with_params(
+        &format!("{origin}{PREFIX}login"),
+        &[("target_link_uri", target.as_str())],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +266,13 @@ mod tests {
         assert_eq!(
             tiles(&["staff"]),
             [
-                arrow("portal", "https://portal.localhost/", 0),
+                // Through the module's login initiation: logged in with
+                // the KaseyaOne session, never the module's login page.
+                arrow(
+                    "portal",
+                    "https://portal.localhost/_unigate/login?target_link_uri=https%3A%2F%2Fportal.localhost%2F",
+                    0
+                ),
                 (
                     "legacy".into(),
                     TileKind::Lock,
@@ -181,7 +282,14 @@ mod tests {
             ]
         );
         // One instance open: straight to it.
-        assert_eq!(tiles(&["east"]), [arrow("bms", "https://bms-east.localhost/", 1)]);
+        assert_eq!(
+            tiles(&["east"]),
+            [arrow(
+                "bms",
+                "https://bms-east.localhost/_unigate/login?target_link_uri=https%3A%2F%2Fbms-east.localhost%2F",
+                1
+            )]
+        );
         // Both: Choose an Instance.
         assert_eq!(
             tiles(&["east", "west"]),
@@ -242,5 +350,87 @@ mod tests {
                 "https://idp.example/logout?client_id=portal&post_logout_redirect_uri=https%3A%2F%2Fportal.example%2F"
             )
         );
+    }
+
+    fn origin_of(host: &str) -> Option<String> {
+        ["portal.localhost", "bms-east.localhost"]
+            .contains(&host)
+            .then(|| format!("http://{host}:8080"))
+    }
+
+    fn init<'a>(iss: Option<&'a str>, target: Option<&'a str>) -> Initiation<'a> {
+        Initiation {
+            iss,
+            target_link_uri: target,
+            ..Initiation::default()
+        }
+    }
+
+    #[test]
+    fn an_initiated_login_goes_only_where_unigate_serves() {
+        let iss = Some("http://idp.example:9000");
+        let here = |p: &str| Ok(Initiated::Here { return_path: p.into() });
+        for (target, want) in [
+            (None, here("/")),
+            (Some("http://portal.localhost:8080/"), here("/")),
+            (Some("http://portal.localhost:8080/reports?q=1#frag"), here("/reports?q=1")),
+            (Some("/reports"), here("/reports")),
+            // Open redirects and look-alikes return to this module's root.
+            (Some("https://evil.example/"), here("/")),
+            (Some("http://portal.localhost.evil.example:8080/x"), here("/")),
+            (Some("http://portal.localhost:8081/x"), here("/")),
+            (Some("https://portal.localhost:8080/x"), here("/")),
+            (Some("javascript:alert(1)//portal.localhost:8080/"), here("/")),
+            (Some("//evil.example/"), here("/")),
+            (Some("http://portal.localhost:8080//evil.example/"), here("/")),
+            (Some("http://portal.localhost:8080/%2F%2Fevil.example/"), here("/")),
+            (Some("http://user@portal.localhost:8080/x"), here("/x")),
+            (Some("not a url"), here("/")),
+            // Another host unigate serves: the login starts there.
+            (
+                Some("http://bms-east.localhost:8080/tickets"),
+                Ok(Initiated::There {
+                    url: "http://bms-east.localhost:8080/_unigate/login?target_link_uri=http%3A%2F%2Fbms-east.localhost%3A8080%2Ftickets".into(),
+                }),
+            ),
+        ] {
+            assert_eq!(
+                initiated_login("http://idp.example:9000/", "portal.localhost", &init(iss, target), origin_of),
+                want,
+                "{target:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_initiated_login_from_another_issuer_is_refused_and_the_button_keeps_its_return_path() {
+        let r = initiated_login(
+            "http://idp.example:9000",
+            "portal.localhost",
+            &init(Some("https://other-idp.example"), Some("http://portal.localhost:8080/")),
+            origin_of,
+        );
+        assert!(matches!(r, Err(crate::policy::reject::Reject::BadRequest(_))), "{r:?}");
+        let button = Initiation {
+            return_to: Some("/reports?x=1"),
+            ..Initiation::default()
+        };
+        assert_eq!(
+            initiated_login("http://idp.example:9000", "portal.localhost", &button, origin_of),
+            Ok(Initiated::Here {
+                return_path: "/reports?x=1".into()
+            })
+        );
+        let hint = Initiation {
+            target_link_uri: Some("http://bms-east.localhost:8080/"),
+            login_hint: Some("alice"),
+            ..Initiation::default()
+        };
+        let Ok(Initiated::There { url }) =
+            initiated_login("http://idp.example:9000", "portal.localhost", &hint, origin_of)
+        else {
+            panic!("to the other host")
+        };
+        assert!(url.ends_with("&login_hint=alice"), "{url}");
     }
 }

@@ -47,6 +47,7 @@ pub fn test_client(backchannel: Option<&str>, frontchannel: Option<&str>) -> Cli
         post_logout_redirect_uris: vec![POST_LOGOUT.into()],
         backchannel_logout_uri: backchannel.map(|u| Url::parse(u).unwrap()),
         frontchannel_logout_uri: frontchannel.map(|u| Url::parse(u).unwrap()),
+        initiate_login_uri: None,
         id_token_alg: jsonwebtoken::Algorithm::ES256,
         api_audience: Some(API_AUDIENCE.into()),
         opaque_access_tokens: false,

@@ -149,6 +149,10 @@ pub(super) fn clients(
             .frontchannel_logout_uri
             .as_deref()
             .map(|u| parse_url(u, &format!("{p}.frontchannel_logout_uri"), errs));
+        let initiate_login_uri = c
+            .initiate_login_uri
+            .as_deref()
+            .map(|u| parse_url(u, &format!("{p}.initiate_login_uri"), errs));
         let id_token_alg = parse_alg(
             c.id_token_signed_response_alg.as_deref(),
             algorithm,
@@ -175,6 +179,7 @@ pub(super) fn clients(
             post_logout_redirect_uris: c.post_logout_redirect_uris,
             backchannel_logout_uri,
             frontchannel_logout_uri,
+            initiate_login_uri,
             id_token_alg,
         });
     }

@@ -156,6 +156,11 @@ pub struct ClientFile {
     pub post_logout_redirect_uris: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
     pub frontchannel_logout_uri: Option<String>,
+    /// Where My Modules starts a login at this client (OpenID Connect
+    /// third-party-initiated login: `iss`, `target_link_uri`,
+    /// `login_hint`); the tiles of modules on the origins of its
+    /// `redirect_uris` go through it. Unset: tiles link to the module.
+    pub initiate_login_uri: Option<String>,
     /// `ES256` or `RS256`; default the server's algorithm.
     pub id_token_signed_response_alg: Option<String>,
     /// The `aud` of this client's access tokens (RFC 9068): the API they

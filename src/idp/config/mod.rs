@@ -105,6 +105,8 @@ pub struct Client {
     pub post_logout_redirect_uris: Vec<String>,
     pub backchannel_logout_uri: Option<Url>,
     pub frontchannel_logout_uri: Option<Url>,
+    /// Third-party-initiated login at this client (My Modules' tiles).
+    pub initiate_login_uri: Option<Url>,
     pub id_token_alg: Algorithm,
     /// The `aud` of its access tokens; `None`: the issuer + `/api`.
     pub api_audience: Option<String>,

@@ -187,6 +187,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             backchannel_logout_uri: None,
             frontchannel_logout_uri: None,
+            initiate_login_uri: None,
             id_token_alg: Algorithm::ES256,
             api_audience: None,
             opaque_access_tokens: false,
