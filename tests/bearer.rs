@@ -369,7 +369,8 @@ async fn two_replicas() -> Replicas {
             m.set("name", "portal")
                 .set("hosts", vec![HOST])
                 .set("upstream", module.addr.to_string())
-                .set("access_groups", vec!["portal-users"]);
+                .set("access_groups", vec!["portal-users"])
+                .set("login", "automatic");
         });
         t.set("module", vec![portal]);
     };

@@ -188,8 +188,13 @@ async fn my_modules_tiles_follow_groups() {
     let idp = start_idp(demo_config()).await;
     let alice = home_page(&idp, "alice", "").await;
     assert!(alice.contains("My Modules"));
+    // The arrow goes through the login initiation unigate registered
+    // (`initiate_login_uri`), naming the module and the user.
+    let issuer: String = form_urlencoded::byte_serialize(idp.issuer().as_bytes()).collect();
     assert!(
-        alice.contains(r#"class="tile arrow" href="http://portal.localhost:8080/" data-module="portal""#),
+        alice.contains(&format!(
+            r#"class="tile arrow" href="http://portal.localhost:8080/_unigate/login?iss={issuer}&amp;target_link_uri=http%3A%2F%2Fportal.localhost%3A8080%2F&amp;login_hint=alice" data-module="portal""#
+        )),
         "{alice}"
     );
     assert!(
@@ -214,11 +219,14 @@ async fn my_modules_tiles_follow_groups() {
 
     let dialog = home_page(&idp, "alice", "?choose=bms").await;
     assert!(dialog.contains("Choose an Instance"));
-    assert!(
-        dialog.contains(r#"href="http://bms-east.localhost:8080/">Acme East"#),
-        "{dialog}"
-    );
-    assert!(dialog.contains(r#"href="http://bms-west.localhost:8080/">Acme West"#));
+    for (host, name) in [("bms-east", "Acme East"), ("bms-west", "Acme West")] {
+        assert!(
+            dialog.contains(&format!(
+                r#"href="http://portal.localhost:8080/_unigate/login?iss={issuer}&amp;target_link_uri=http%3A%2F%2F{host}.localhost%3A8080%2F&amp;login_hint=alice">{name}"#
+            )),
+            "{dialog}"
+        );
+    }
     let bob_dialog = home_page(&idp, "bob", "?choose=bms").await;
     assert!(
         !bob_dialog.contains("Choose an Instance"),

@@ -138,6 +138,7 @@ async fn setup(claims_in_id_token: bool, refresh_before: Option<&str>) -> Setup 
                 .set("hosts", vec![HOST])
                 .set("upstream", up.to_string())
                 .set("access_groups", vec!["portal-users"])
+                .set("login", "automatic")
                 .set("logout_paths", vec!["/logout"]);
         });
         t.set("module", vec![portal]);

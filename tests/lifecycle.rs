@@ -46,6 +46,7 @@ async fn open_gateway(upstream: SocketAddr, shutdown_grace: &str) -> (unigate::g
                 .set("hosts", vec![HOST])
                 .set("upstream", upstream.to_string())
                 .set("access_groups", vec!["portal-users"])
+                .set("login", "automatic")
                 .set("unified_login", false);
         });
         t.set("module", vec![legacy]);

@@ -222,6 +222,7 @@ async fn php_link_stack(rule: &str) -> Multi {
             .set("display_name", "BMS")
             .set("hosts", vec!["bms.localhost"])
             .set("access_groups", vec!["bms-users"])
+            .set("login", "automatic")
             .set("logout_paths", vec!["/logout"])
             .set("session_cookies", vec!["portal_session"])
             .set("login_paths", vec!["/php/login"])

@@ -274,7 +274,8 @@ async fn replicas_sharing_the_assertion_key_give_a_module_the_same_handle() {
             m.set("name", "portal")
                 .set("hosts", vec![HOST])
                 .set("upstream", "127.0.0.1:9")
-                .set("access_groups", vec!["x"]);
+                .set("access_groups", vec!["x"])
+                .set("login", "automatic");
         });
         config.set("module", vec![portal]);
         let path = dir.path().join("unigate.toml");

@@ -187,6 +187,7 @@ async fn json_logs_carry_one_event_per_auth_decision() {
             .set("hosts", vec!["legacy.localhost"])
             .set("upstream", "127.0.0.1:9")
             .set("access_groups", vec!["x"])
+            .set("login", "automatic")
             .set("unified_login", false);
     });
     text.set("module", vec![legacy]);

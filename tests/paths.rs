@@ -180,6 +180,7 @@ async fn public_prefix_module(prefix: &str) -> (Multi, Recorded) {
             .set("hosts", vec![HOST])
             .set("upstream", up.to_string())
             .set("access_groups", vec!["portal-users"])
+            .set("login", "automatic")
             .set("public_paths", vec![prefix]);
     });
     let m = MultiBuilder::demo()

@@ -32,7 +32,8 @@ fn portal_config(port: u16, scheme: &str) -> toml::Table {
             m.set("name", "portal")
                 .set("hosts", vec!["portal.localhost"])
                 .set("upstream", "127.0.0.1:9")
-                .set("access_groups", vec!["x"]);
+                .set("access_groups", vec!["x"])
+                .set("login", "automatic");
         })],
     );
     t
@@ -231,7 +232,8 @@ async fn under_tls_the_login_binding_is_host_prefixed_and_a_sibling_cannot_plant
             m.set("name", "portal")
                 .set("hosts", vec!["portal.localhost"])
                 .set("upstream", module.addr.to_string())
-                .set("access_groups", vec!["portal-users"]);
+                .set("access_groups", vec!["portal-users"])
+                .set("login", "automatic");
         })],
     );
     let path = write_config(dir.path(), &config);

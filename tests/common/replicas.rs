@@ -88,6 +88,7 @@ pub async fn replica(
             .set("hosts", vec![HOST])
             .set("upstream", module.to_string())
             .set("access_groups", vec!["portal-users"])
+            .set("login", "automatic")
             .set("logout_paths", vec!["/logout"])
             .set("session_cookies", vec!["portal_session"]);
     });

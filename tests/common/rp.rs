@@ -58,7 +58,8 @@ pub fn portal_at(up: SocketAddr) -> Table {
         m.set("name", "portal")
             .set("hosts", vec![HOST])
             .set("upstream", up.to_string())
-            .set("access_groups", vec!["portal-users"]);
+            .set("access_groups", vec!["portal-users"])
+            .set("login", "automatic");
     })
 }
 

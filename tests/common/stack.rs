@@ -168,6 +168,7 @@ impl<'a> StackBuilder<'a> {
             .set("hosts", vec![HOST])
             .set("upstream", self.upstream.unwrap_or(module.addr).to_string())
             .set("access_groups", vec!["portal-users"])
+            .set("login", "automatic")
             .set("logout_paths", vec!["/logout"])
             .set("session_cookies", vec!["portal_session"])
             .set("public_paths", vec!["/static/"])
