@@ -132,6 +132,21 @@ async fn email_and_username_mismatches_and_unfinished_accounts_have_their_own_pa
                 assert_eq!(r.status(), 403, "{reason}");
                 let page = text(r).await;
                 assert!(page.contains(&format!(r#"data-reason="{reason}""#)), "{reason}: {page}");
+                // The module, the account used, and the ways out.
+                assert_accessible_page(&page);
+                assert!(page.contains("Demo Portal"), "{reason}: {page}");
+                assert!(
+                    page.contains("You used the KaseyaOne account <b>bob@acme-msp.example</b>"),
+                    "{reason}: {page}"
+                );
+                assert!(
+                    page.contains(r#"href="/_unigate/logout">Log out of KaseyaOne / use another account"#),
+                    "{reason}: {page}"
+                );
+                assert!(
+                    page.contains(&format!(r#"href="{}/">Back to My Modules"#, s.idp.issuer())),
+                    "{reason}: {page}"
+                );
             }
             None => {
                 assert_eq!(r.status(), 200, "{spec}");
@@ -214,10 +229,10 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
         "{url}"
     );
     let page = text(r).await;
-    assert!(
-        page.contains("Link your Acme West account") || page.contains("Link your BMS account"),
-        "{page}"
-    );
+    assert_accessible_page(&page);
+    // The module and the instance by name, and the KaseyaOne account.
+    assert!(page.contains("<h1>Link your BMS · Acme West account</h1>"), "{page}");
+    assert!(page.contains("<b>alice@acme-msp.example</b>"), "{page}");
     let token = link_form_token(&page);
     assert!(!token.is_empty(), "a CSRF token: {page}");
     // Nothing reaches the module before the link.
@@ -243,7 +258,57 @@ async fn first_login_to_an_instance_links_the_module_account_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(text(r).await.contains("Invalid username/password"));
+    let page = text(r).await;
+    assert_accessible_page(&page);
+    // It never says which of the two was wrong.
+    assert!(page.contains("Invalid username/password."), "{page}");
+    for telling in [
+        "wrong password",
+        "unknown user",
+        "no such user",
+        "password is",
+        "username is",
+    ] {
+        assert!(!page.to_lowercase().contains(telling), "{telling}: {page}");
+    }
+    // The username stays; the password is asked again, with the focus.
+    let field = |id: &str| {
+        let at = page.find(&format!(r#"id="{id}""#)).unwrap();
+        let start = page[..at].rfind('<').unwrap();
+        page[start..at + page[at..].find('>').unwrap()].to_string()
+    };
+    let (username, password) = (field("module_username"), field("module_password"));
+    assert!(username.contains(r#"value="a.admin""#), "{username}");
+    assert!(!username.contains("autofocus"), "{username}");
+    assert!(
+        password.contains("autofocus") && !password.contains("value="),
+        "{password}"
+    );
+    assert_eq!(link_form_token(&page), token, "the same form again");
+    // A form not from this session's link page: refused, with the same
+    // names and ways out as the other refusals.
+    let r = b
+        .post(s.url(west, "/_unigate/link"))
+        .form(&[
+            ("module_username", "a.admin"),
+            ("module_password", "west-demo-pass"),
+            ("return_to", "/reports"),
+            ("csrf_token", "00"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let page = text(r).await;
+    assert_accessible_page(&page);
+    assert!(page.contains(r#"data-reason="link_forged""#), "{page}");
+    assert!(page.contains("BMS · Acme West"), "{page}");
+    assert!(
+        page.contains("You used the KaseyaOne account <b>alice@acme-msp.example</b>"),
+        "{page}"
+    );
+    assert!(page.contains("Log out of KaseyaOne / use another account"), "{page}");
+    assert!(page.contains("Back to My Modules"), "{page}");
     // Right credentials: linked, on to the page, as the module account.
     let r = b
         .post(s.url(west, "/_unigate/link"))

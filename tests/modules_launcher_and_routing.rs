@@ -30,11 +30,37 @@ async fn launcher_tiles_follow_my_modules_rules_as_html_and_json() {
     let page = text(r).await;
     // The App Launcher menu, with alice's three modules and their tiles.
     assert!(page.contains(r#"id="unigate-launcher""#), "{page}");
-    for (module, tile) in [("portal", "arrow"), ("bms", "file"), ("itglue", "lock")] {
-        assert!(
-            page.contains(&format!(r#"data-module="{module}" data-tile="{tile}""#)),
-            "{module} as {tile}: {page}"
-        );
+    for (module, tile, hint) in [
+        ("portal", "arrow", "Log In with KaseyaOne"),
+        ("bms", "file", "Choose an instance (2 instances)"),
+        ("itglue", "lock", "Log in with your module credentials"),
+    ] {
+        let a = format!(r#"data-module="{module}" data-tile="{tile}">"#);
+        let at = page.find(&a).unwrap_or_else(|| panic!("{module} as {tile}: {page}"));
+        // The tile's link says what it does (its icon is decorative).
+        let link = &page[at..at + page[at..].find("</a>").unwrap()];
+        assert!(link.contains(hint), "{link}");
+        assert!(link.contains(r#"aria-hidden="true""#), "{link}");
+    }
+    // A named button, a menu with keys once its script runs: nothing of it
+    // outside `unigate-` names.
+    let launcher = launcher_of(&page);
+    assert!(launcher.contains(r#"aria-label="App Launcher""#), "{launcher}");
+    for needed in [
+        "'aria-haspopup', 'menu'",
+        "'role', 'menuitem'",
+        "'Escape'",
+        "(function () {",
+    ] {
+        assert!(launcher.contains(needed), "{needed}: {launcher}");
+    }
+    for attr in [" id=\"", " class=\""] {
+        for (i, _) in launcher.match_indices(attr) {
+            let v = &launcher[i + attr.len()..];
+            for name in v[..v.find('"').unwrap()].split_whitespace() {
+                assert!(name.starts_with("unigate-"), "{name} in {launcher}");
+            }
+        }
     }
     let json: Value = b
         .get(s.url("portal.localhost", "/_unigate/launcher"))
@@ -71,6 +97,21 @@ async fn launcher_tiles_follow_my_modules_rules_as_html_and_json() {
     );
     assert_eq!(json["modules"][1]["instances"], 2);
 
+    // The launcher as a page of its own: usable alone.
+    let r = b
+        .get(s.url("portal.localhost", "/_unigate/launcher"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = text(r).await;
+    assert_accessible_page(&page);
+    assert!(
+        page.contains(r#"data-module="bms" data-tile="file">"#) && page.contains("Choose an instance"),
+        "{page}"
+    );
+
     // bob is only in portal-users: one tile.
     let b = s.browser();
     let (_, r) = s
@@ -80,6 +121,14 @@ async fn launcher_tiles_follow_my_modules_rules_as_html_and_json() {
     assert!(page.contains(r#"data-module="portal""#), "{page}");
     assert!(!page.contains(r#"data-module="bms""#), "{page}");
     assert!(!page.contains(r#"data-module="itglue""#), "{page}");
+}
+
+/// The App Launcher in a module page.
+fn launcher_of(page: &str) -> &str {
+    let start = page
+        .find(r#"<details id="unigate-launcher""#)
+        .expect("the App Launcher");
+    &page[start..start + page[start..].find("</details>").unwrap()]
 }
 
 #[tokio::test]
@@ -151,8 +200,10 @@ async fn instances_choose_remember_and_direct_links() {
     assert_eq!(r.status(), 200, "{url}");
     assert!(url.starts_with(&s.url("bms.localhost", "/")), "{url}");
     let page = text(r).await;
+    assert_accessible_page(&page);
     assert!(page.contains("Choose an Instance"), "{page}");
     assert!(page.contains(r#"data-instance="east""#) && page.contains(r#"data-instance="west""#));
+    assert!(page.contains("Acme East") && page.contains("Acme West"), "{page}");
     // Choosing east remembers it and opens east, keeping the path.
     let r = b
         .get(s.url("bms.localhost", "/_unigate/instances?choose=east&return_to=%2Freports"))
@@ -217,9 +268,22 @@ async fn one_open_instance_needs_no_choice() {
     let r = s.walk(&b, "carol", &s.url("bms.localhost", "/ping")).await;
     assert_eq!(r.0, s.url("bms-east.localhost", "/ping"), "straight to east");
     assert_eq!(r.1.status(), 200);
-    // And the west host refuses her.
+    // And the west host refuses her, naming the module and the instance,
+    // her account, and the ways out.
     let (_, r) = s.walk(&b, "carol", &s.url("bms-west.localhost", "/")).await;
     assert_eq!(r.status(), 403);
+    let page = text(r).await;
+    assert_accessible_page(&page);
+    assert!(page.contains("You do not have access to BMS · Acme West"), "{page}");
+    assert!(page.contains("You used the KaseyaOne account <b>carol@"), "{page}");
+    assert!(
+        page.contains(r#"href="/_unigate/logout">Log out of KaseyaOne / use another account"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(r#"href="{}/">Back to My Modules"#, s.idp.issuer())),
+        "{page}"
+    );
 }
 
 #[tokio::test]

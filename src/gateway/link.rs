@@ -53,15 +53,14 @@ pub async fn link(g: &Gateway, session: &mut PSession, id: RouteId, host: &str) 
         let path = safe_return_path(&return_to).unwrap_or("/");
         return Reply::redirect(path).write(session).await;
     }
-    let who = s.identity.email.to_string();
     let csrf = link_csrf_token(&sid);
     if req.method != http::Method::POST {
         let path = safe_return_path(&return_to).unwrap_or("/");
-        let page = pages::link_form(&module.display_name, &who, None, path, &csrf);
+        let page = link_page(g, id, &s, "", None, path, &csrf);
         return Reply::page(200, page).write(session).await;
     }
     let Some(form) = read_form(session, 16 * 1024).await? else {
-        let page = pages::link_form(&module.display_name, &who, Some("That was too long."), "/", &csrf);
+        let page = link_page(g, id, &s, "", Some("That was too long."), "/", &csrf);
         return Reply::page(413, page).write(session).await;
     };
     let r = check_link(g, id, host, &sid, &s, &form, &csrf).await;
@@ -80,7 +79,6 @@ async fn check_link(
     csrf: &str,
 ) -> std::result::Result<Reply, Reject> {
     let module = g.route(id);
-    let who = &*s.identity.email;
     // Only this session's own link page may post: nothing is checked at
     // the module for a forged or another session's form.
     let sent: Vec<&[u8]> = form
@@ -91,16 +89,16 @@ async fn check_link(
     let genuine = sent.len() == 1 && bool::from(subtle::ConstantTimeEq::ct_eq(sent[0], csrf.as_bytes()));
     if !genuine {
         tracing::warn!(module.name = %module.label(), user.sub = %s.identity.sub, decision = "deny", "link form without this session's token");
-        return Err(Reject::LinkForged);
+        return Err(Reject::LinkForged {
+            account: s.identity.account(),
+        });
     }
     let path = safe_return_path(field(form, "return_to")).unwrap_or("/").to_string();
-    let form_again = |status: u16, error: &str| {
-        Reply::page(
-            status,
-            pages::link_form(&module.display_name, who, Some(error), &path, csrf),
-        )
-    };
     let (user, password) = (field(form, "module_username").trim(), field(form, "module_password"));
+    // Shown again with the username kept (not one too long to be one).
+    let typed = if user.len() <= 256 { user } else { "" };
+    let form_again =
+        |status: u16, error: &str| Reply::page(status, link_page(g, id, s, typed, Some(error), &path, csrf));
     if user.is_empty() || password.is_empty() || user.len() > 256 || password.len() > 1024 {
         return Ok(form_again(400, "Enter your module username and password."));
     }
@@ -147,6 +145,35 @@ async fn check_link(
             Err(Reject::AccountsUnavailable)
         }
     }
+}
+
+/// The link page of route `id` for session `s`: the module and instance
+/// by name, the KaseyaOne account, `username` filled in.
+fn link_page(
+    g: &Gateway,
+    id: RouteId,
+    s: &Session,
+    username: &str,
+    error: Option<&str>,
+    return_to: &str,
+    csrf: &str,
+) -> String {
+    let module = pages::module_name(g.route(id));
+    let account = s.identity.account();
+    let my_modules = format!("{}/", g.state.idp_origin);
+    let logout = format!("{PREFIX}logout");
+    pages::link_form(&pages::LinkForm {
+        module: &module,
+        username,
+        error,
+        return_to,
+        csrf,
+        ways: pages::WaysOut {
+            account: account.as_deref(),
+            logout: &logout,
+            my_modules: Some(my_modules.as_str()).filter(|m| *m != "/"),
+        },
+    })
 }
 
 /// The link form's CSRF token: a hash of the session id (secret, in an

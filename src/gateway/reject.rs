@@ -101,7 +101,9 @@ pub fn render(
     origin: Option<&str>,
     my_modules: Option<&str>,
 ) -> Reply {
-    let module = route.map_or("The module", |m| m.display_name.as_str());
+    // The module, and its instance when the route is one ("BMS · Acme West").
+    let module = route.map_or_else(|| "The module".to_string(), pages::module_name);
+    let module = module.as_str();
     let status = r.status();
     let retry_after = r.retry_after();
     let with_retry = |reply: Reply| match retry_after {
@@ -183,11 +185,16 @@ pub fn render(
             let login = format!("{PREFIX}login?login_hint={hint}");
             Reply::page(status, pages::kaseyaone_required(module, &login))
         }
-        Reject::LinkForged => Reply::page(
+        Reject::LinkForged { account } => Reply::page(
             status,
-            pages::page(
-                "Link refused",
-                maud::html! { h1 { "This link request did not come from your link page" } p { a href={ (PREFIX) "link" } { "Open the link page again" } } },
+            pages::link_refused(
+                module,
+                &format!("{PREFIX}link"),
+                &pages::WaysOut {
+                    account: account.as_deref(),
+                    logout: &logout,
+                    my_modules,
+                },
             ),
         ),
         Reject::TooLarge => Reply::page(
@@ -340,6 +347,70 @@ mod tests {
             html.contains(r#"href="https://idp.example/">Back to My Modules"#),
             "{html}"
         );
+    }
+
+    #[test]
+    fn refusal_pages_name_the_module_and_instance_and_the_account_and_offer_ways_out() {
+        use crate::accounts::Refusal;
+        use crate::config::route::InstanceRef;
+        let west = Route {
+            display_name: "BMS".into(),
+            instance: Some(InstanceRef {
+                name: "west".into(),
+                display_name: "Acme West".into(),
+            }),
+            ..route()
+        };
+        let alice = crate::session::Identity::alice();
+        let refused = |refusal: Refusal| Reject::AccountRefused {
+            identity: Box::new(alice.clone()),
+            refusal,
+        };
+        let account = || Some("alice@acme.example".to_string());
+        for r in [
+            Reject::Forbidden { account: account() },
+            refused(Refusal::NoAccount),
+            refused(Refusal::EmailMismatch {
+                module_email: "old@acme.example".into(),
+            }),
+            refused(Refusal::UsernameMismatch {
+                module_username: "a.admin".into(),
+            }),
+            refused(Refusal::NotActivated {
+                username: "alice".into(),
+            }),
+            Reject::LinkForged { account: account() },
+        ] {
+            let page = render(
+                &r,
+                ClientKind::Navigation,
+                Some(&west),
+                None,
+                Some("https://idp.example/"),
+            );
+            assert_eq!(page.status, 403);
+            let html = String::from_utf8_lossy(&page.body);
+            assert!(html.contains("BMS · Acme West"), "{r:?}: {html}");
+            assert!(
+                html.contains("You used the KaseyaOne account <b>alice@acme.example</b>"),
+                "{r:?}: {html}"
+            );
+            assert!(
+                html.contains(r#"href="/_unigate/logout">Log out of KaseyaOne / use another account"#),
+                "{r:?}: {html}"
+            );
+            assert!(
+                html.contains(r#"href="https://idp.example/">Back to My Modules"#),
+                "{r:?}: {html}"
+            );
+            // A script gets the same JSON as ever: no account, no page.
+            let json = render(&r, ClientKind::Api, Some(&west), None, Some("https://idp.example/"));
+            let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+            let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["error", "error_description"], "{r:?}");
+            assert_eq!(v["error"], r.json_error().0);
+            assert!(!String::from_utf8_lossy(&json.body).contains("alice"), "{v}");
+        }
     }
 
     #[test]

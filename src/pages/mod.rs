@@ -1,15 +1,36 @@
-//! unigate's own HTML pages (errors, denials, logout). maud escapes every
+//! unigate's own HTML pages (errors, denials, logout, the link page) and
+//! what it puts into module pages (`launcher`). maud escapes every
 //! interpolated value.
+//!
+//! Every page has `lang`, a `<title>`, a `<main>` with one `<h1>`, labelled
+//! form fields, and colours of at least 4.5:1 contrast (WCAG AA).
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+mod launcher;
+
+pub use launcher::{
+    LauncherTile, TileKind, choose_instance, kaseyaone_icon_snippet, launcher, launcher_snippet, login_button_snippet,
+};
 
 const CSS: &str = r#"
 body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#eef1f6;color:#1d2433}
 header{background:#0b1f3a;color:#fff;padding:12px 24px;font-weight:700}header span{color:#4fb3ff}
 main{max-width:560px;margin:48px auto;background:#fff;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.12);padding:28px}
-h1{font-size:21px;margin:0 0 14px}a{color:#1565c0}.muted{color:#5b6577;font-size:13px}code{background:#f1f3f7;padding:1px 4px}
+@media (max-width:600px){main{margin:16px 8px;padding:20px}}
+h1{font-size:21px;margin:0 0 14px}a{color:#1565c0}.muted{color:#5b6577;font-size:13px}code{background:#f1f3f7;padding:1px 4px;overflow-wrap:anywhere}
+a:focus-visible,button:focus-visible,input:focus-visible{outline:3px solid #1565c0;outline-offset:2px}
+label{display:block;font-weight:600;margin:14px 0 4px}
+input:not([type=hidden]){display:block;width:100%;box-sizing:border-box;padding:8px 10px;border:1px solid #6b7588;border-radius:4px;font:inherit;color:inherit;background:#fff}
+button{padding:9px 18px;border:0;border-radius:4px;background:#1565c0;color:#fff;font:inherit;font-weight:600;cursor:pointer}
+.error{color:#b3261e;background:#fdf0ef;border-left:4px solid #b3261e;padding:8px 12px}
+.ways-out{margin-top:22px;border-top:1px solid #e3e7ee;padding-top:8px}
+ul.tiles{list-style:none;padding:0}ul.tiles li{margin:8px 0}
+a.tile{display:inline-flex;align-items:center;gap:8px}.tile-name{font-weight:600}.tile-hint{color:#5b6577;font-size:13px}
+.tile-text{display:inline-flex;flex-direction:column}
 "#;
 
+/// A page in KaseyaOne's look: `title` in the tab, `body` in `<main>`.
 pub fn page(title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
@@ -17,7 +38,7 @@ pub fn page(title: &str, body: Markup) -> String {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) }
+                title { (title) " · KaseyaOne" }
                 style { (PreEscaped(CSS)) }
             }
             body {
@@ -27,6 +48,16 @@ pub fn page(title: &str, body: Markup) -> String {
         }
     }
     .into_string()
+}
+
+/// How a page names a route: the module's display name, with the
+/// instance's when the route is one ("BMS · Acme West"), as Choose an
+/// Instance names them.
+pub fn module_name(route: &crate::config::route::Route) -> String {
+    match &route.instance {
+        Some(i) => format!("{} · {}", route.display_name, i.display_name),
+        None => route.display_name.clone(),
+    }
 }
 
 pub fn unknown_host(host: &str) -> String {
@@ -54,7 +85,7 @@ pub fn bad_path(why: &str) -> String {
 /// logging out of it to use another, and KaseyaOne's My Modules.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WaysOut<'a> {
-    /// The account's email, when known.
+    /// The KaseyaOne account used (its email, else its username), when known.
     pub account: Option<&'a str>,
     /// Where "Log out of KaseyaOne" goes (unigate's logout, which ends the
     /// KaseyaOne session too).
@@ -79,11 +110,13 @@ fn ways_out(w: &WaysOut<'_>) -> Markup {
     }
 }
 
+/// A user outside the module's access groups. `module`: as `module_name`
+/// names it.
 pub fn forbidden(module: &str, groups: &[String], ways: &WaysOut<'_>) -> String {
     page(
         "No access",
         html! {
-            h1 { "You do not have access to " (module) }
+            h1 #refusal data-reason="forbidden" { "You do not have access to " (module) }
             p { "You are logged in with KaseyaOne, but your account is not a member of the access group assigned to this module"
                 @if !groups.is_empty() { " (" (groups.join(", ")) ")" } "." }
             p { "Ask your KaseyaOne administrator to add you to that access group. If you are an administrator, see Access Groups (role-based access control)." }
@@ -141,152 +174,6 @@ pub fn upstream_down(module: &str) -> String {
         html! {
             h1 { (module) " is not answering" }
             p { "The module could not be reached. Try again in a minute; if it persists, tell the module's administrator." }
-        },
-    )
-}
-
-/// The kind of an App Launcher tile, as on KaseyaOne's My Modules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TileKind {
-    /// Unified Login on, one instance: straight in.
-    Arrow,
-    /// Several instances: Choose an Instance.
-    File,
-    /// Unified Login not enabled: the module's own login.
-    Lock,
-}
-
-impl TileKind {
-    /// A small inline SVG (no font needed): the seed's arrow, file and
-    /// lock, the same on My Modules and in the App Launcher.
-    pub fn icon(self) -> PreEscaped<&'static str> {
-        PreEscaped(match self {
-            TileKind::Arrow => {
-                r#"<svg width="16" height="16" viewBox="0 0 16 16" aria-label="arrow" style="vertical-align:middle"><path d="M2 8h10M8 3l5 5-5 5" fill="none" stroke="currentColor" stroke-width="2"/></svg>"#
-            }
-            TileKind::File => {
-                r#"<svg width="16" height="16" viewBox="0 0 16 16" aria-label="file" style="vertical-align:middle"><path d="M3 1h7l3 3v11H3z M10 1v3h3" fill="none" stroke="currentColor" stroke-width="1.5"/></svg>"#
-            }
-            TileKind::Lock => {
-                r#"<svg width="16" height="16" viewBox="0 0 16 16" aria-label="lock" style="vertical-align:middle"><rect x="3" y="7" width="10" height="8" rx="1" fill="currentColor"/><path d="M5 7V5a3 3 0 0 1 6 0v2" fill="none" stroke="currentColor" stroke-width="1.5"/></svg>"#
-            }
-        })
-    }
-
-    fn hint(self) -> &'static str {
-        match self {
-            TileKind::Arrow => "Log in with KaseyaOne",
-            TileKind::File => "Choose an instance",
-            TileKind::Lock => {
-                "Log In with KaseyaOne is not enabled for this module: log in with your module credentials"
-            }
-        }
-    }
-}
-
-/// A module tile in unigate's App Launcher.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LauncherTile {
-    pub name: String,
-    pub display_name: String,
-    pub url: String,
-    pub tile: TileKind,
-    /// Instances the user may choose from (file tiles).
-    pub instances: usize,
-}
-
-/// The App Launcher unigate appends to KaseyaOne users' module pages: an
-/// icon that opens a menu of the user's modules. Self-contained: inline
-/// style, no script (`<details>` opens and closes it).
-pub fn launcher_snippet(tiles: &[LauncherTile]) -> String {
-    html! {
-        details #unigate-launcher style="position:fixed;top:6px;right:12px;z-index:2147483647;font:14px system-ui,sans-serif;color:#1d2433" {
-            summary title="App Launcher" aria-label="App Launcher"
-              style="list-style:none;cursor:pointer;display:block;width:34px;height:34px;border-radius:17px;background:#0b1f3a;color:#fff;text-align:center;line-height:34px;font-size:18px;margin-left:auto" { "▦" }
-            div #unigate-launcher-menu style="position:absolute;right:0;top:40px;width:250px;background:#fff;border:1px solid #d8dfeb;border-radius:6px;box-shadow:0 4px 14px rgba(0,0,0,.18);padding:8px" {
-                div style="font-weight:700;padding:4px 8px 8px" { "Kaseya" span style="color:#1565c0" { "One" } " modules" }
-                @if tiles.is_empty() { div style="padding:6px 8px;color:#5b6577" { "No other modules." } }
-                @for t in tiles {
-                    a.unigate-tile href=(t.url) data-module=(t.name) data-tile=(format!("{:?}", t.tile).to_lowercase()) title=(t.tile.hint())
-                      style="display:flex;justify-content:space-between;padding:7px 8px;border-radius:4px;color:#1d2433;text-decoration:none" {
-                        span { (t.display_name) } span { (t.tile.icon()) }
-                    }
-                }
-                a href="/_unigate/launcher" style="display:block;padding:6px 8px 2px;font-size:12px;color:#1565c0" { "All modules" }
-            }
-        }
-    }
-    .into_string()
-}
-
-/// The KaseyaOne icon unigate appends to the pages of users logged in with
-/// module credentials: a link that logs in with KaseyaOne.
-pub fn kaseyaone_icon_snippet() -> String {
-    html! {
-        div #unigate-kaseyaone style="position:fixed;top:6px;right:12px;z-index:2147483647;font:14px system-ui,sans-serif" {
-            a href="/_unigate/login" title="Log In with KaseyaOne" aria-label="Log In with KaseyaOne"
-              style="display:inline-block;padding:0 12px;height:34px;border-radius:17px;background:#0b1f3a;color:#fff;line-height:34px;text-decoration:none;font-weight:700" {
-                "Kaseya" span style="color:#4fb3ff" { "One" }
-            }
-        }
-    }
-    .into_string()
-}
-
-/// "Log In with KaseyaOne", placed after the module's login form. A small
-/// script passes a username typed into the form as `login_hint`; without
-/// script (or under a strict CSP) the link still logs in.
-pub fn login_button_snippet() -> String {
-    html! {
-        div #unigate-login-button style="margin:14px 0;font:15px system-ui,sans-serif" {
-            a #unigate-kaseyaone-login href="/_unigate/login"
-              style="display:inline-block;padding:9px 16px;border-radius:4px;background:#1565c0;color:#fff;text-decoration:none;font-weight:600" {
-                "Log In with KaseyaOne"
-            }
-            script {
-                (PreEscaped(r#"(function(){var a=document.getElementById('unigate-kaseyaone-login');a.addEventListener('click',function(e){var u=document.querySelector('input[name=username],input[name=user],input[type=email],input[name=email]');if(u&&u.value){e.preventDefault();location.href=a.getAttribute('href')+'?login_hint='+encodeURIComponent(u.value);}});})();"#))
-            }
-        }
-    }
-    .into_string()
-}
-
-pub fn launcher(user: &str, tiles: &[LauncherTile]) -> String {
-    page(
-        "App Launcher",
-        html! {
-            h1 { "App Launcher" }
-            p.muted { "Logged in with KaseyaOne as " (user) }
-            @if tiles.is_empty() { p { "You have no modules." } }
-            ul #launcher-tiles style="list-style:none;padding:0" {
-                @for t in tiles {
-                    li style="margin:6px 0" {
-                        a.tile href=(t.url) data-module=(t.name) data-tile=(format!("{:?}", t.tile).to_lowercase()) title=(t.tile.hint()) {
-                            (t.tile.icon()) " " (t.display_name)
-                        }
-                        @if t.tile == TileKind::File { span.muted { " · " (t.instances) " instances" } }
-                        @if t.tile == TileKind::Lock { span.muted { " · module credentials" } }
-                    }
-                }
-            }
-            p.muted { "Not seeing a module? It appears once Unified Login is enabled for it and you are in its access group; ask your KaseyaOne administrator." }
-        },
-    )
-}
-
-/// Choose an Instance: the tenants of one module the user may open.
-pub fn choose_instance(module: &str, instances: &[(String, String, String)]) -> String {
-    page(
-        "Choose an Instance",
-        html! {
-            h1 { "Choose an Instance" }
-            p { (module) " has several instances you can access. Choose which one to open; your choice is remembered." }
-            ul #instances style="list-style:none;padding:0" {
-                @for (name, display, url) in instances {
-                    li style="margin:8px 0" { a.instance href=(url) data-instance=(name) { (TileKind::File.icon()) " " (display) } }
-                }
-            }
         },
     )
 }
@@ -355,23 +242,61 @@ pub fn accounts_unavailable(module: &str) -> String {
 }
 
 /// The link page: module credentials, asked once per instance.
-pub fn link_form(module: &str, user: &str, error: Option<&str>, return_to: &str, csrf: &str) -> String {
+#[derive(Debug, Clone, Copy)]
+pub struct LinkForm<'a> {
+    /// The module (and instance), as `module_name` names it.
+    pub module: &'a str,
+    /// The username to show filled in: what was typed before a refused
+    /// attempt (the password never is).
+    pub username: &'a str,
+    /// Why the last attempt was refused (never which field was wrong).
+    pub error: Option<&'a str>,
+    pub return_to: &'a str,
+    pub csrf: &'a str,
+    /// The KaseyaOne account, and the ways out of the page.
+    pub ways: WaysOut<'a>,
+}
+
+pub fn link_form(f: &LinkForm<'_>) -> String {
+    let module = f.module;
+    // After a refused attempt the username stays and the password is asked
+    // again: focus goes to the password.
+    let again = f.error.is_some() && !f.username.is_empty();
+    let described = f.error.map(|_| "link-error");
     page(
         "Link your module account",
         html! {
             h1 { "Link your " (module) " account" }
-            p { "This is your first login to " (module) " from KaseyaOne. Log in once with your module credentials to link your module account with your KaseyaOne account " b { (user) } "." }
-            @if let Some(e) = error { p #link-error style="color:#b3261e" { (e) } }
+            p { "This is your first login to " (module) " from KaseyaOne. Log in once with your module credentials to link your module account with your KaseyaOne account"
+                @if let Some(a) = f.ways.account { " " b { (a) } } "." }
+            @if let Some(e) = f.error { p #link-error .error role="alert" { (e) } }
             form method="post" action="/_unigate/link" {
-                input type="hidden" name="return_to" value=(return_to);
-                input type="hidden" name="csrf_token" value=(csrf);
+                input type="hidden" name="return_to" value=(f.return_to);
+                input type="hidden" name="csrf_token" value=(f.csrf);
                 label for="module_username" { "Module username" }
-                input #module_username name="module_username" autocomplete="username" required style="width:100%;padding:8px";
+                input #module_username type="text" name="module_username" value=(f.username) autocomplete="username"
+                    autocapitalize="none" spellcheck="false" required autofocus[!again] aria-describedby=[described];
                 label for="module_password" { "Module password" }
-                input #module_password type="password" name="module_password" autocomplete="current-password" required style="width:100%;padding:8px";
-                p { button type="submit" style="padding:9px 16px" { "Link account" } }
+                input #module_password type="password" name="module_password" autocomplete="current-password"
+                    required autofocus[again] aria-describedby=[described];
+                p { button type="submit" { "Link account" } }
             }
             p.muted { "Unified Login checks these credentials with the module once and keeps only the link, never the password." }
+            // (The account is named above.)
+            (ways_out(&WaysOut { account: None, ..f.ways }))
+        },
+    )
+}
+
+/// A link form that did not come from this session's link page.
+pub fn link_refused(module: &str, link_page: &str, ways: &WaysOut<'_>) -> String {
+    page(
+        "Link refused",
+        html! {
+            h1 #refusal data-reason="link_forged" { "This request to link your " (module) " account was refused" }
+            p { "It did not come from your link page, so nothing was sent to " (module) "." }
+            p { a href=(link_page) { "Open the link page again" } }
+            (ways_out(ways))
         },
     )
 }
@@ -444,73 +369,4 @@ pub fn bad_module_login(module: &str, why: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A page's visible text: its body without markup (tags, attributes,
-    /// URLs), and its title.
-    fn visible(html: &str) -> String {
-        let title = html.split_once("<title>").and_then(|(_, t)| t.split_once("</title>"));
-        let body = html.split_once("<body>").map_or(html, |(_, b)| b);
-        let mut out = title.map(|(t, _)| t.to_string()).unwrap_or_default();
-        let mut in_tag = false;
-        for c in body.chars() {
-            match c {
-                '<' => in_tag = true,
-                '>' => in_tag = false,
-                _ if !in_tag => out.push(c),
-                _ => {}
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn end_user_pages_speak_of_kaseyaone_and_the_module_never_of_unigate() {
-        let id = crate::session::Identity::alice();
-        let tile = LauncherTile {
-            name: "portal".into(),
-            display_name: "Portal".into(),
-            url: "https://portal.example/".into(),
-            tile: TileKind::Arrow,
-            instances: 0,
-        };
-        let groups = vec!["portal-users".to_string()];
-        let choices = vec![("east".to_string(), "East".to_string(), "/x".to_string())];
-        let pages = [
-            unknown_host("x.example"),
-            bad_path("a reason"),
-            forbidden("Portal", &groups, &WaysOut::default()),
-            idp_error("access_denied", Some("no"), "/retry"),
-            login_expired("/retry"),
-            unavailable("The Unified Login session store cannot be reached."),
-            logged_out("/login"),
-            upstream_down("Portal"),
-            launcher("alice@acme.example", std::slice::from_ref(&tile)),
-            choose_instance("BMS", &choices),
-            account_refused("Portal", &id, &crate::accounts::Refusal::NoAccount, &WaysOut::default()),
-            accounts_unavailable("Portal"),
-            link_form("BMS", "alice@acme.example", Some("Wrong."), "/", "t"),
-            unified_login_off("Legacy"),
-            kaseyaone_required("Portal", "/login"),
-            no_healthy_upstream("Portal"),
-            too_many_cookies("Portal"),
-            module_login_beside_kaseyaone("Portal", "alice@acme.example", "/logout"),
-            bad_module_login("Portal", "Log in with the login form."),
-        ];
-        for p in &pages {
-            let text = visible(p);
-            assert!(!text.to_lowercase().contains("unigate"), "{text}");
-            assert!(!text.trim().is_empty());
-        }
-    }
-
-    #[test]
-    fn tile_icons_are_inline_svg_not_characters_a_font_must_have() {
-        for t in [TileKind::Arrow, TileKind::File, TileKind::Lock] {
-            let svg = t.icon().0;
-            assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
-            assert!(svg.is_ascii(), "{svg}");
-        }
-    }
-}
+mod tests;

@@ -66,7 +66,8 @@ pub enum Reject {
     /// user who is not one of the local exceptions.
     KaseyaOneRequired { username: String },
     /// A link form that did not come from this session's link page.
-    LinkForged,
+    /// `account`: the KaseyaOne account of the session, for the page.
+    LinkForged { account: Option<String> },
     /// A form larger than unigate reads.
     TooLarge,
     /// The module has no account for this user (or it does not match).
@@ -168,7 +169,7 @@ impl Reject {
             Reject::Forbidden { .. }
             | Reject::LinkRequired
             | Reject::KaseyaOneRequired { .. }
-            | Reject::LinkForged
+            | Reject::LinkForged { .. }
             | Reject::AccountRefused { .. } => 403,
             Reject::Unauthenticated | Reject::SessionEnded | Reject::InvalidBearer(_) => 401,
             Reject::TooManyLogins { .. } => 429,
@@ -217,7 +218,7 @@ impl Reject {
             Reject::CredentialsBesideSession { .. } => "credentials_beside_session",
             Reject::BadModuleLogin(_) => "bad_module_login",
             Reject::KaseyaOneRequired { .. } => "kaseyaone_required",
-            Reject::LinkForged => "link_forged",
+            Reject::LinkForged { .. } => "link_forged",
             Reject::TooLarge => "too_large",
             Reject::AccountRefused { .. } => "account",
             Reject::AccountsUnavailable => "account_lookup",
@@ -297,7 +298,7 @@ impl Reject {
             ),
             Reject::BadModuleLogin(b) => ("invalid_request", d(b.explain())),
             Reject::KaseyaOneRequired { .. } => ("kaseyaone_required", d("log in with KaseyaOne")),
-            Reject::LinkForged => (
+            Reject::LinkForged { .. } => (
                 "invalid_request",
                 d("this link request did not come from your link page"),
             ),
@@ -347,7 +348,7 @@ mod tests {
             Reject::BadModuleLogin(BadLogin::Ambiguous),
             Reject::BadModuleLogin(BadLogin::NotAForm),
             Reject::KaseyaOneRequired { username: "u".into() },
-            Reject::LinkForged,
+            Reject::LinkForged { account: None },
             Reject::TooLarge,
             Reject::AccountsUnavailable,
             Reject::BadRequest("b".into()),

@@ -11,12 +11,14 @@
 //! - `fake_op`: a scriptable OpenID provider, and `rp`: unigate as its
 //!   relying party;
 //! - `tls`: a test CA and certificates, and the TLS tests' configuration;
+//! - `pages`: what every end-user page of unigate's own has;
 //! - `wait_until`, here: polling for something that happens in the background.
 #![allow(dead_code, unused_imports)]
 
 mod config;
 pub mod fake_op;
 mod idp;
+mod pages;
 mod redis;
 pub mod replicas;
 pub mod rp;
@@ -26,6 +28,7 @@ mod upstreams;
 
 pub use config::*;
 pub use idp::*;
+pub use pages::*;
 pub use redis::*;
 pub use stack::*;
 pub use tls::*;
