@@ -10,9 +10,10 @@ mod common;
 use common::*;
 use url::Url;
 
-/// The demo with portal's login optional (its own login page shows to a
-/// browser without a session) and the IdP's tiles on the test's port,
-/// starting logins at portal's `/_unigate/login`.
+/// The demo with portal's and BMS's login optional (their own login pages
+/// show to a browser without a session); the IdP's tiles are on the
+/// test's port, starting logins at portal's `/_unigate/login` (as the
+/// common stack registers it).
 async fn seamless_stack() -> Multi {
     MultiBuilder::demo()
         .module("portal", |m| {
@@ -20,20 +21,6 @@ async fn seamless_stack() -> Multi {
         })
         .module("bms", |m| {
             m.set("login", "optional");
-        })
-        .idp_with_port(|idp, port| {
-            for m in &mut idp.modules {
-                let moved = |u: &Url| Url::parse(&u.as_str().replace(":8080/", &format!(":{port}/"))).unwrap();
-                m.url = moved(&m.url);
-                m.login_url = moved(&m.login_url);
-                for i in &mut m.instances {
-                    i.url = moved(&i.url);
-                }
-            }
-            for c in idp.clients.iter_mut().filter(|c| c.client_id == CLIENT) {
-                c.initiate_login_uri =
-                    Some(Url::parse(&format!("http://portal.localhost:{port}/_unigate/login")).unwrap());
-            }
         })
         .start()
         .await

@@ -55,6 +55,18 @@ impl Edits<'_> {
                 .push(format!("http://{h}:{port}/_unigate/callback"));
             client.post_logout_redirect_uris.push(format!("http://{h}:{port}/"));
         }
+        // As `unigate demo` registers it: My Modules' tiles (moved to this
+        // port) start logins at the first host's login initiation.
+        client.initiate_login_uri = hosts
+            .first()
+            .map(|h| url::Url::parse(&format!("http://{h}:{port}/_unigate/login")).unwrap());
+        for m in &mut cfg.modules {
+            let _ = m.url.set_port(Some(port));
+            let _ = m.login_url.set_port(Some(port));
+            for i in &mut m.instances {
+                let _ = i.url.set_port(Some(port));
+            }
+        }
         cfg.clients.push(client);
         for edit in self.idp.drain(..) {
             edit(&mut cfg, port);
