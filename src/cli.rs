@@ -148,6 +148,34 @@ pub fn idp_totp(config: &Path, user: &str, company: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `unigate idp user add`: adds the user to the users file and writes
+/// their welcome mail to the outbox.
+pub fn idp_user_add(config: &Path, new: crate::idp::welcome::NewUser) -> anyhow::Result<()> {
+    use crate::idp::welcome;
+    let cfg = load_idp(config)?;
+    let base = welcome::link_base(&cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let added = rt.block_on(welcome::add_user(&cfg, &base, new, SystemTime::now()))?;
+    println!(
+        "added {} ({}) to {}; welcome mail for {} written to {}",
+        added.username,
+        added.company,
+        added.users_file.display(),
+        added.email,
+        added.mail.display()
+    );
+    Ok(())
+}
+
+/// `unigate idp user list`: the config's users and the added ones.
+pub fn idp_user_list(config: &Path) -> anyhow::Result<()> {
+    let cfg = load_idp(config)?;
+    for line in crate::idp::welcome::list_users(&cfg, SystemTime::now())? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 /// `unigate idp hash-password`: a password from standard input, hashed.
 pub fn hash_password() -> anyhow::Result<()> {
     let mut line = String::new();

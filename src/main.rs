@@ -109,6 +109,32 @@ enum IdpAction {
     },
     /// Read a password from standard input and print its Argon2id hash.
     HashPassword,
+    /// Manage the users added at run time (kept in the users file).
+    #[command(subcommand)]
+    User(UserAction),
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user without a password and write their Welcome to KaseyaOne
+    /// mail (with the link where they create it) to the outbox. A running
+    /// identity provider picks the user up at once.
+    Add {
+        #[arg(long)]
+        company: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+        /// Comma-separated access groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Default: the username.
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List the config's users and the added ones, with their state.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -165,6 +191,32 @@ fn run(command: Command) -> anyhow::Result<()> {
             action: Some(IdpAction::HashPassword),
             ..
         } => cli::hash_password(),
+        Command::Idp {
+            config,
+            action:
+                Some(IdpAction::User(UserAction::Add {
+                    company,
+                    username,
+                    email,
+                    groups,
+                    display_name,
+                })),
+            ..
+        } => cli::idp_user_add(
+            &config,
+            unigate::idp::welcome::NewUser {
+                company,
+                username,
+                email,
+                display_name,
+                groups,
+            },
+        ),
+        Command::Idp {
+            config,
+            action: Some(IdpAction::User(UserAction::List)),
+            ..
+        } => cli::idp_user_list(&config),
         Command::Run { config } => cli::run_gateway(config),
         Command::DemoModule { listen, jwks_url, name } => cli::demo_module(listen, jwks_url, name),
         Command::Passthrough {

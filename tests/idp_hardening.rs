@@ -279,3 +279,36 @@ async fn authorize_accepts_form_post_and_login_starts_are_limited() {
     assert_eq!(r.status(), 429);
     assert!(r.text().await.unwrap().contains("Too many logins from your network"));
 }
+
+#[tokio::test]
+async fn every_wrong_code_in_a_kept_flow_counts_towards_throttling() {
+    let mut cfg = demo_config();
+    cfg.login.max_failures_per_user = 3;
+    let idp = start_idp(cfg).await;
+    let iss = idp.issuer().to_string();
+    let good = current_code(&totp_secret(&idp, "bob"));
+    let wrong = if good == "000000" { "111111" } else { "000000" };
+    let b = browser();
+    let path = location(&b.get(format!("{iss}/login")).send().await.unwrap());
+    let flow = query_param(&format!("{iss}{path}"), "flow").unwrap();
+    let post = async |fields: &[(&str, &str)]| {
+        let mut form = vec![("flow", flow.as_str())];
+        form.extend_from_slice(fields);
+        b.post(format!("{iss}/login")).form(&form).send().await.unwrap()
+    };
+    post(&[("step", "identify"), ("username", "bob"), ("company", "Acme MSP")]).await;
+    post(&[("step", "password"), ("password", "bob-demo-pass")]).await;
+    // The flow stays at the code step with the password kept; each wrong
+    // code is a failure of its own.
+    for _ in 0..2 {
+        let page = post(&[("step", "code"), ("code", wrong)]).await.text().await.unwrap();
+        assert!(page.contains("Invalid username/password"), "{page}");
+        assert_eq!(form_value(&page, "step"), "code");
+    }
+    let page = post(&[("step", "code"), ("code", wrong)]).await.text().await.unwrap();
+    assert!(page.contains("Too many failed login attempts"), "{page}");
+    // Now even the right code is refused.
+    let r = post(&[("step", "code"), ("code", &good)]).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("Too many failed login attempts"));
+}

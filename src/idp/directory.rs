@@ -1,31 +1,72 @@
 //! The provider's directory: companies, users, modules and clients, looked up
-//! case-insensitively the way people type them. Passwords can change at run
-//! time (password reset), so hashes sit behind a lock; the rest is fixed at
-//! start.
+//! case-insensitively the way people type them. The config's `[[user]]`
+//! entries are fixed at start (a password reset changes theirs in memory);
+//! users added with `unigate idp user add` live in the users file, which is
+//! read again whenever it changed, so a running provider knows a user added
+//! a moment ago, and the passwords those users set are written back to it.
+//! A user keeps one `UserId` for the life of the process.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use sha2::{Digest, Sha256};
 
 use super::config::{Client, IdpConfig, Module, User};
+use super::users_file::{self, Stamp, UsersFileError, WelcomeLink};
+
+mod added;
+pub use added::{checked_entry, new_totp_secret};
 
 /// Index of a user in the directory.
 pub type UserId = usize;
 
 pub struct Directory {
     pub companies: Vec<String>,
-    users: Vec<User>,
-    subs: Vec<String>,
-    by_login: HashMap<(String, String), UserId>,
-    by_sub: HashMap<String, UserId>,
-    password_hashes: RwLock<Vec<String>>,
+    users: RwLock<Users>,
+    users_file: Option<PathBuf>,
     pub modules: Vec<Module>,
     clients: HashMap<String, Client>,
     /// A hash with the same parameters as real ones, checked against when no
     /// user matches, so an unknown user costs the same time as a known one.
     dummy_hash: String,
+}
+
+/// Every user known since start; a slot is never reused, so sessions and
+/// tokens that name a `UserId` keep naming the same person.
+#[derive(Default)]
+struct Users {
+    slots: Vec<Slot>,
+    by_login: HashMap<(String, String), UserId>,
+    by_sub: HashMap<String, UserId>,
+    /// SHA-256 of an open welcome link's token → its user.
+    by_welcome: HashMap<String, UserId>,
+    /// The users file as last read.
+    stamp: Option<Stamp>,
+}
+
+struct Slot {
+    user: Arc<User>,
+    sub: String,
+    /// From the users file (its password is kept there), not the config.
+    added: bool,
+    /// Still in the directory: a user taken out of the users file is not.
+    active: bool,
+    welcome: Option<WelcomeLink>,
+}
+
+/// Why the users file was not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    File(#[from] UsersFileError),
+    #[error("the link has expired or was used")]
+    LinkExpired,
+    #[error("the user is no longer in the users file")]
+    Gone,
+    #[error("the user has already created a password")]
+    HasPassword,
 }
 
 /// Normalises a username or company name for lookup.
@@ -65,16 +106,32 @@ fn verify_hash(hash: &str, password: &str) -> bool {
     }
 }
 
+impl Users {
+    fn push(&mut self, user: User, added: bool, welcome: Option<WelcomeLink>) -> UserId {
+        let id = self.slots.len();
+        let sub = subject_for(&user.company, &user.username);
+        self.by_login.insert((norm(&user.company), norm(&user.username)), id);
+        self.by_sub.insert(sub.clone(), id);
+        self.slots.push(Slot {
+            user: Arc::new(user),
+            sub,
+            added,
+            active: true,
+            welcome,
+        });
+        id
+    }
+
+    fn active(&self, id: Option<UserId>) -> Option<&Slot> {
+        id.and_then(|id| self.slots.get(id)).filter(|s| s.active)
+    }
+}
+
 impl Directory {
     pub fn new(cfg: &IdpConfig) -> Self {
-        let mut by_login = HashMap::new();
-        let mut by_sub = HashMap::new();
-        let mut subs = Vec::new();
-        for (i, u) in cfg.users.iter().enumerate() {
-            by_login.insert((norm(&u.company), norm(&u.username)), i);
-            let sub = subject_for(&u.company, &u.username);
-            by_sub.insert(sub.clone(), i);
-            subs.push(sub);
+        let mut users = Users::default();
+        for u in &cfg.users {
+            users.push(u.clone(), false, None);
         }
         let dummy_hash = cfg
             .users
@@ -93,17 +150,28 @@ impl Directory {
             })
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| hash_password("no user has this password"));
-        Directory {
+        let dir = Directory {
             companies: cfg.companies.clone(),
-            password_hashes: RwLock::new(cfg.users.iter().map(|u| u.password_hash.clone()).collect()),
-            users: cfg.users.clone(),
-            subs,
-            by_login,
-            by_sub,
+            users: RwLock::new(users),
+            users_file: cfg.users_file.clone(),
             modules: cfg.modules.clone(),
             clients: cfg.clients.iter().map(|c| (c.client_id.clone(), c.clone())).collect(),
             dummy_hash,
-        }
+        };
+        dir.refresh();
+        dir
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Users> {
+        self.users.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Users> {
+        self.users.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn users_file(&self) -> Option<&Path> {
+        self.users_file.as_deref()
     }
 
     /// A secret no user has, for checking codes of unknown users.
@@ -111,24 +179,40 @@ impl Directory {
         &[0x5a; 20]
     }
 
-    pub fn user(&self, id: UserId) -> &User {
-        &self.users[id]
+    pub fn user(&self, id: UserId) -> Arc<User> {
+        self.read().slots[id].user.clone()
     }
 
-    pub fn sub(&self, id: UserId) -> &str {
-        &self.subs[id]
+    pub fn sub(&self, id: UserId) -> String {
+        self.read().slots[id].sub.clone()
     }
 
-    pub fn users(&self) -> impl Iterator<Item = (UserId, &User)> {
-        self.users.iter().enumerate()
+    /// Every user in the directory now.
+    pub fn users(&self) -> Vec<(UserId, Arc<User>)> {
+        self.refresh();
+        let users = self.read();
+        let list = users.slots.iter().enumerate().filter(|(_, s)| s.active);
+        list.map(|(id, s)| (id, s.user.clone())).collect()
     }
 
     pub fn find(&self, company: &str, username: &str) -> Option<UserId> {
-        self.by_login.get(&(norm(company), norm(username))).copied()
+        self.refresh();
+        let users = self.read();
+        let id = users.by_login.get(&(norm(company), norm(username))).copied();
+        users.active(id).and(id)
     }
 
     pub fn find_by_sub(&self, sub: &str) -> Option<UserId> {
-        self.by_sub.get(sub).copied()
+        let users = self.read();
+        let id = users.by_sub.get(sub).copied();
+        users.active(id).and(id)
+    }
+
+    /// Whether `hint` (a `login_hint`) names this user: their username, or
+    /// their email, as people type them.
+    pub fn hint_names(&self, id: UserId, hint: &str) -> bool {
+        let u = self.user(id);
+        norm(hint) == norm(&u.username) || (hint.contains('@') && norm(hint) == norm(&u.email))
     }
 
     pub fn client(&self, client_id: &str) -> Option<&Client> {
@@ -140,13 +224,17 @@ impl Directory {
     }
 
     /// Checks a password. Always does one Argon2 verification, whether or
-    /// not the user exists, so timing does not tell which.
+    /// not the user exists or has a password yet, so timing does not tell.
     pub fn check_password(&self, user: Option<UserId>, password: &str) -> bool {
-        match user {
-            Some(id) => {
-                let hash = self.password_hashes.read().unwrap_or_else(|p| p.into_inner())[id].clone();
-                verify_hash(&hash, password)
-            }
+        let hash = {
+            let users = self.read();
+            users
+                .active(user)
+                .map(|s| s.user.password_hash.clone())
+                .filter(|h| !h.is_empty())
+        };
+        match hash {
+            Some(hash) => verify_hash(&hash, password),
             None => {
                 let _ = verify_hash(&self.dummy_hash, password);
                 false
@@ -154,14 +242,39 @@ impl Directory {
         }
     }
 
-    pub fn set_password(&self, id: UserId, password: &str) {
+    /// Sets a user's password: in the users file for an added user (and so
+    /// kept across restarts), in memory for one of the config.
+    pub fn set_password(&self, id: UserId, password: &str) -> Result<(), UpdateError> {
         let hash = hash_password(password);
-        self.password_hashes.write().unwrap_or_else(|p| p.into_inner())[id] = hash;
+        let (added, user) = {
+            let users = self.read();
+            (users.slots[id].added, users.slots[id].user.clone())
+        };
+        if added {
+            let path = self.users_file.as_deref().ok_or(UpdateError::Gone)?;
+            users_file::update(path, |doc| {
+                let e = doc
+                    .users
+                    .iter_mut()
+                    .find(|e| e.is(&user.company, &user.username))
+                    .ok_or(UpdateError::Gone)?;
+                e.password_hash = Some(hash);
+                e.welcome = None;
+                Ok::<_, UpdateError>(())
+            })?;
+            self.refresh();
+        } else {
+            let mut users = self.write();
+            let mut changed = (*users.slots[id].user).clone();
+            changed.password_hash = hash;
+            users.slots[id].user = Arc::new(changed);
+        }
+        Ok(())
     }
 
     /// Modules the user's groups grant, in configuration order.
     pub fn modules_for(&self, id: UserId) -> Vec<&Module> {
-        let groups = &self.users[id].groups;
+        let groups = self.user(id).groups.clone();
         self.modules
             .iter()
             .filter(|m| groups.iter().any(|g| g == &m.access_group))

@@ -2,9 +2,11 @@
 //! OpenID Provider (authorization code flow with PKCE S256, ES256/RS256
 //! signed tokens, refresh rotation, RP-initiated, back-channel and
 //! front-channel logout) with KaseyaOne's login experience (username and
-//! company, password, verification code; "Can't Log In?"; My Modules).
+//! company, password, verification code; "Can't Log In?"; My Modules;
+//! the Welcome to KaseyaOne mail of a user added at run time).
 //! It serves the demo, the tests and load tests of the auth path.
 
+mod account_pages;
 pub mod config;
 pub mod directory;
 pub mod keys;
@@ -13,7 +15,9 @@ pub mod mail;
 pub mod oauth;
 mod pages;
 pub mod store;
+pub mod users_file;
 mod web;
+pub mod welcome;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,6 +15,9 @@ main{max-width:960px;margin:40px auto;padding:0 16px}
 .wide{max-width:none}h1{font-size:22px;margin:0 0 18px}label{display:block;font-weight:600;margin:14px 0 4px}
 input[type=text],input[type=password],input[type=email]{width:100%;padding:9px 10px;border:1px solid #b8c2d3;border-radius:4px;font:inherit}
 button.primary{margin-top:20px;width:100%;padding:10px;background:#1565c0;color:#fff;border:0;border-radius:4px;font-weight:600;cursor:pointer}
+button.secondary{margin-top:10px;width:100%;padding:10px;background:#fff;color:#1565c0;border:1px solid #1565c0;border-radius:4px;font-weight:600;cursor:pointer}
+button.link{background:none;border:0;padding:0;color:#1565c0;text-decoration:underline;font:inherit;cursor:pointer}
+code.secret{display:block;font-size:17px;letter-spacing:1px;padding:8px;background:#f7f9fc;border:1px solid #d8dfeb;border-radius:4px;margin:6px 0;word-break:break-all}
 .error{background:#fdecea;border-left:4px solid #c62828;padding:10px 12px;margin-bottom:14px}
 .notice{background:#e8f1fc;border-left:4px solid #1565c0;padding:10px 12px;margin-bottom:14px}
 .muted{color:#5b6577;font-size:13px}.links{margin-top:16px;text-align:center}a{color:#1565c0}
@@ -55,7 +58,7 @@ pub fn layout(title: &str, user: Option<(&str, &str)>, body: Markup) -> Markup {
     }
 }
 
-fn message(error: Option<&str>, notice: Option<&str>) -> Markup {
+pub(super) fn message(error: Option<&str>, notice: Option<&str>) -> Markup {
     html! {
         @if let Some(e) = error { div.error role="alert" { (e) } }
         @if let Some(n) = notice { div.notice role="status" { (n) } }
@@ -70,6 +73,7 @@ pub fn login_identify(flow: &str, username: &str, company: &str, error: Option<&
             div.card {
                 h1 { "Log in to KaseyaOne" }
                 (message(error, notice))
+                p.muted { "Enter the Username and Company Name for your KaseyaOne account." }
                 form method="post" action="/login" {
                     input type="hidden" name="flow" value=(flow);
                     input type="hidden" name="step" value="identify";
@@ -83,6 +87,17 @@ pub fn login_identify(flow: &str, username: &str, company: &str, error: Option<&
             }
         },
     )
+}
+
+/// "Not you?": back to the first step with what was typed.
+fn not_you(flow: &str) -> Markup {
+    html! {
+        form method="post" action="/login" style="display:inline" {
+            input type="hidden" name="flow" value=(flow);
+            input type="hidden" name="step" value="restart";
+            button.link type="submit" { "Not you? Change username or company" }
+        }
+    }
 }
 
 pub fn login_password(flow: &str, username: &str, company: &str, error: Option<&str>) -> Markup {
@@ -101,13 +116,14 @@ pub fn login_password(flow: &str, username: &str, company: &str, error: Option<&
                     input #password type="password" name="password" autocomplete="current-password" required autofocus;
                     button.primary type="submit" { "Continue" }
                 }
+                div.links { (not_you(flow)) }
                 div.links { a href="/recover" { "Can't Log In?" } }
             }
         },
     )
 }
 
-pub fn login_code(flow: &str, error: Option<&str>) -> Markup {
+pub fn login_code(flow: &str, username: &str, company: &str, error: Option<&str>) -> Markup {
     layout(
         "Verification code",
         None,
@@ -115,7 +131,8 @@ pub fn login_code(flow: &str, error: Option<&str>) -> Markup {
             div.card {
                 h1 { "Enter your verification code" }
                 (message(error, None))
-                p.muted { "Open your authenticator app and enter the 6-digit code for KaseyaOne." }
+                p.muted { (username) " · " (company) }
+                p.muted { "Open your authenticator app and enter the 6-digit verification code for KaseyaOne." }
                 form method="post" action="/login" {
                     input type="hidden" name="flow" value=(flow);
                     input type="hidden" name="step" value="code";
@@ -123,6 +140,8 @@ pub fn login_code(flow: &str, error: Option<&str>) -> Markup {
                     input #code type="text" name="code" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" autocomplete="one-time-code" required autofocus;
                     button.primary type="submit" { "Verify" }
                 }
+                div.links { (not_you(flow)) }
+                div.links { a href="/recover" { "Can't Log In?" } }
             }
         },
     )
@@ -182,9 +201,13 @@ pub fn home(display_name: &str, csrf: &str, tiles: &[Tile<'_>], choose: Option<(
                         }
                     }
                 }
-                p.muted style="margin-top:22px" {
-                    "Not seeing a module? It appears here once Unified Login is enabled for it and you are in the access group assigned to it. "
-                    "Contact your KaseyaOne administrator for either."
+                div.muted style="margin-top:22px" {
+                    p { "You see all the modules you have access to where Log In with KaseyaOne has been enabled. If you're not seeing certain modules, check the following:" }
+                    ul {
+                        li { "Unified Login: the module must be connected to KaseyaOne via Unified Login." }
+                        li { "Access permissions: make sure you're part of the access group assigned to that module." }
+                    }
+                    p { "If not, contact your KaseyaOne administrator for assistance. Once these conditions are met, eligible modules appear automatically." }
                 }
             }
             @if let Some((m, hrefs)) = choose {
@@ -210,6 +233,7 @@ pub fn recover_menu() -> Markup {
         html! {
             div.card {
                 h1 { "Can't Log In?" }
+                p { "Request your username, company name, or a password reset should you forget one of them." }
                 ul {
                     li { a href="/recover/password" { "Forgot password" } }
                     li { a href="/recover/username" { "Forgot username" } }
@@ -230,10 +254,22 @@ pub enum Recover {
 }
 
 pub fn recover_form(kind: Recover, error: Option<&str>) -> Markup {
-    let (title, action) = match kind {
-        Recover::Password => ("Forgot password", "/recover/password"),
-        Recover::Username => ("Forgot username", "/recover/username"),
-        Recover::Company => ("Forgot company name", "/recover/company"),
+    let (title, action, intro) = match kind {
+        Recover::Password => (
+            "Forgot password",
+            "/recover/password",
+            "Enter the Username and Company name associated with your account and then click Continue.",
+        ),
+        Recover::Username => (
+            "Forgot username",
+            "/recover/username",
+            "Enter the email and Company name associated with your account and then click Continue.",
+        ),
+        Recover::Company => (
+            "Forgot company name",
+            "/recover/company",
+            "Enter the email associated with your account and then click Continue.",
+        ),
     };
     layout(
         title,
@@ -242,6 +278,7 @@ pub fn recover_form(kind: Recover, error: Option<&str>) -> Markup {
             div.card {
                 h1 { (title) }
                 (message(error, None))
+                p.muted { (intro) }
                 form method="post" action=(action) {
                     @match kind {
                         Recover::Password => {
@@ -269,15 +306,29 @@ pub fn recover_form(kind: Recover, error: Option<&str>) -> Markup {
     )
 }
 
-pub fn recover_sent() -> Markup {
+pub fn recover_sent(kind: Recover) -> Markup {
+    let (account, mail) = match kind {
+        Recover::Password => ("your email and company name", "password reset email"),
+        Recover::Username => ("your email and company name", "email with your username"),
+        Recover::Company => ("your email", "email with your company name"),
+    };
     layout(
         "Check your email",
         None,
         html! {
             div.card {
                 h1 { "Check your email" }
-                p { "You will receive an email with further instructions if there is an account associated with the details you entered." }
-                p.muted { "It should arrive in a few minutes. If it does not, check your spam or junk folder, and make sure you entered your company name correctly." }
+                p { "You will receive an email with further instructions if there is an account associated with " (account) "." }
+                p { "You should receive the " (mail) " in a few minutes. If you did not receive it:" }
+                ul.muted {
+                    li { "Ensure that it did not get caught in your spam filter/junk folder or automatically get moved to a folder by a rule." }
+                    @if kind != Recover::Company {
+                        li {
+                            "Make sure you entered your company name correctly when submitting the request. To retrieve your company name, see "
+                            a href="/recover/company" { "Forgot company name" } "."
+                        }
+                    }
+                }
                 div.links { a href="/login" { "Back to log in" } }
             }
         },

@@ -38,8 +38,10 @@ pub struct LoginFlow {
     pub request: Option<Arc<AuthRequest>>,
     pub username: String,
     pub company: String,
-    /// The password step's result, kept until the code step so that no page
-    /// tells which of the values was wrong.
+    /// The password step's result, kept server-side past the code step: a
+    /// wrong code returns to the code step whatever the password was, and
+    /// the password is asked again only once a right code shows it was
+    /// wrong, so no page is a password oracle.
     pub password_ok: bool,
     pub stage: Stage,
 }
@@ -132,6 +134,18 @@ pub struct Stores {
     pub totp_steps: Cache<UserId, u64>,
     /// CSRF token of a logout form → the session key it may end.
     pub logout_csrf: Cache<String, String>,
+    /// "You are logged in as carol…" forms (by `token_key` of their token).
+    pub account_choices: Cache<String, AccountChoice>,
+}
+
+/// An authorization request whose `login_hint` names someone other than
+/// the browser's IdP session's user, waiting for the person to choose.
+#[derive(Clone, Debug)]
+pub struct AccountChoice {
+    /// The IdP session it was offered under; the choice counts only in it.
+    pub session_key: String,
+    pub request: Arc<AuthRequest>,
+    pub hint: String,
 }
 
 fn cache<K, V>(cap: u64, ttl: Duration) -> Cache<K, V>
@@ -164,6 +178,7 @@ impl Stores {
             reset_links: cache(10_000, cfg.login.reset_link_ttl),
             totp_steps: cache(1_000_000, Duration::from_secs(120)),
             logout_csrf: cache(100_000, Duration::from_secs(900)),
+            account_choices: cache(100_000, Duration::from_secs(900)),
         }
     }
 
@@ -254,6 +269,7 @@ mod tests {
             failure_window: Duration::from_secs(60),
             totp_replay_protection: true,
             reset_link_ttl: Duration::from_secs(60),
+            welcome_link_ttl: Duration::from_secs(3600),
             max_starts_per_minute_per_ip: 100,
             max_password_checks_per_minute_per_ip: 100,
         }

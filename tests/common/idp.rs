@@ -1,7 +1,7 @@
 //! The embedded identity provider for tests: its demo configuration and
 //! test client, a browser-like HTTP client, PKCE, logging in through the
 //! real forms, the token endpoint (exchange, refresh), reading claims and
-//! verifying JWTs against the provider's JWKS.
+//! verifying JWTs against the provider's JWKS, and the outbox's mail.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -35,7 +35,11 @@ pub fn demo_config() -> IdpConfig {
     let mut cfg = IdpConfig::load(&root.join("idp.demo.toml")).expect("demo config loads");
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.login.totp_replay_protection = false;
-    cfg.outbox_dir = tempfile::tempdir().unwrap().keep();
+    let dir = tempfile::tempdir().unwrap().keep();
+    cfg.outbox_dir = dir.join("outbox");
+    // Users added at run time go to the test's own folder, never beside
+    // the shipped config.
+    cfg.users_file = Some(dir.join("idp.users.toml"));
     cfg
 }
 
@@ -262,4 +266,53 @@ pub async fn verify(issuer: &str, jwt: &str, aud: &str) -> (serde_json::Value, O
     let data = jsonwebtoken::decode::<serde_json::Value>(jwt, &DecodingKey::from_jwk(jwk).unwrap(), &v)
         .expect("signature and claims verify");
     (data.claims, header.typ)
+}
+
+/// The value of the form field `name` on an HTML page (`name="…" value="…"`).
+pub fn form_value(page: &str, name: &str) -> String {
+    page.split(&format!("name=\"{name}\" value=\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no field {name} in {page}"))
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The `.eml` files in an outbox folder, sorted.
+pub fn mails(dir: &Path) -> Vec<String> {
+    let mut mails: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    mails.sort();
+    mails
+}
+
+/// Waits until the outbox holds at least `n` mails; returns them all.
+pub async fn wait_for_mail(dir: &Path, n: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    super::wait_until(
+        &format!("{n} mail(s) in {}", dir.display()),
+        std::time::Duration::from_secs(5),
+        async || {
+            found = mails(dir);
+            found.len() >= n
+        },
+    )
+    .await;
+    found
+}
+
+/// The first line of a mail holding `path` (a link), trimmed.
+pub fn link_in(mail: &str, path: &str) -> String {
+    mail.lines()
+        .find(|l| l.contains(path))
+        .unwrap_or_else(|| panic!("no {path} link in {mail}"))
+        .trim()
+        .to_string()
 }

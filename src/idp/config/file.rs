@@ -20,6 +20,8 @@ pub struct IdpFile {
     pub login: LoginFile,
     #[serde(default)]
     pub outbox: OutboxFile,
+    #[serde(default)]
+    pub directory: DirectoryFile,
     #[serde(default, rename = "company")]
     pub companies: Vec<CompanyFile>,
     #[serde(default, rename = "user")]
@@ -86,6 +88,10 @@ pub struct LoginFile {
     /// Password-reset links expire after this; default `30m`.
     #[serde(default, with = "humantime_serde")]
     pub reset_link_ttl: Option<Duration>,
+    /// The links of welcome mails (a new user creates a password) expire
+    /// after this; default `7d`.
+    #[serde(default, with = "humantime_serde")]
+    pub welcome_link_ttl: Option<Duration>,
     /// Logins a client address may start per minute; default 300.
     pub max_starts_per_minute_per_ip: Option<u32>,
     /// Password checks (each an Argon2 hash) per client address per minute; default 120.
@@ -98,6 +104,15 @@ pub struct OutboxFile {
     pub dir: Option<PathBuf>,
     /// The From address; default `noreply@kaseya.invalid`.
     pub from: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DirectoryFile {
+    /// The users `unigate idp user add` adds, and the passwords they set,
+    /// relative to the config file's folder; created when the first user is
+    /// added. Default: the config file's name with `.users.toml` (for
+    /// `idp.toml`, `idp.users.toml`).
+    pub users_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

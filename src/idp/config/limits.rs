@@ -48,6 +48,7 @@ pub(super) fn lifetimes_and_limits(
         failure_window: file.login.failure_window.unwrap_or(Duration::from_secs(900)),
         totp_replay_protection: file.login.totp_replay_protection.unwrap_or(true),
         reset_link_ttl: file.login.reset_link_ttl.unwrap_or(Duration::from_secs(1800)),
+        welcome_link_ttl: file.login.welcome_link_ttl.unwrap_or(Duration::from_secs(7 * 86_400)),
         max_starts_per_minute_per_ip: file.login.max_starts_per_minute_per_ip.unwrap_or(300),
         max_password_checks_per_minute_per_ip: file.login.max_password_checks_per_minute_per_ip.unwrap_or(120),
     };
@@ -78,6 +79,12 @@ pub(super) fn lifetimes_and_limits(
             Some(login.reset_link_ttl),
             Duration::from_secs(60),
             day,
+        ),
+        (
+            "login.welcome_link_ttl",
+            Some(login.welcome_link_ttl),
+            Duration::from_secs(3600),
+            day * 31,
         ),
         (
             "signing.rotation_interval",

@@ -32,6 +32,9 @@ pub struct IdpConfig {
     pub login: LoginConfig,
     pub outbox_dir: PathBuf,
     pub outbox_from: String,
+    /// The users file (`unigate idp user add`): users added at run time and
+    /// the passwords they set. `None`: no such users.
+    pub users_file: Option<PathBuf>,
     pub companies: Vec<String>,
     pub users: Vec<User>,
     pub modules: Vec<Module>,
@@ -63,6 +66,7 @@ pub struct LoginConfig {
     pub failure_window: Duration,
     pub totp_replay_protection: bool,
     pub reset_link_ttl: Duration,
+    pub welcome_link_ttl: Duration,
     pub max_starts_per_minute_per_ip: u32,
     pub max_password_checks_per_minute_per_ip: u32,
 }
@@ -116,7 +120,8 @@ pub struct Client {
 
 impl IdpConfig {
     /// Reads and checks a config file. Relative `file:` secrets are taken
-    /// from the file's folder.
+    /// from the file's folder. Without `directory.users_file`, the users file
+    /// is the config file's name with `.users.toml`, beside it.
     pub fn load(path: &Path) -> Result<IdpConfig, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             let mut errs = ConfigErrors::default();
@@ -124,7 +129,12 @@ impl IdpConfig {
             errs
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&text, base)
+        let mut cfg = Self::from_toml(&text, base)?;
+        if cfg.users_file.is_none() {
+            let stem = path.file_stem().map_or("idp".into(), |s| s.to_string_lossy());
+            cfg.users_file = Some(base.join(format!("{stem}.users.toml")));
+        }
+        Ok(cfg)
     }
 
     /// Parses and checks config text; `base` is where relative secret files are.
@@ -196,6 +206,7 @@ impl IdpConfig {
                 .outbox
                 .from
                 .unwrap_or_else(|| "KaseyaOne <noreply@kaseya.invalid>".to_string()),
+            users_file: file.directory.users_file.map(|f| base.join(f)),
             companies,
             users,
             modules,

@@ -1,6 +1,7 @@
 //! The login steps (username and company, password, verification code):
 //! the login flow bound to the browser, its throttling, and the IdP session
-//! a successful login starts.
+//! a successful login starts. What the person typed is kept: a failed login
+//! returns to the step that failed (see `login_post`), never to the start.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -116,7 +117,7 @@ fn render_stage(id: &str, flow: &LoginFlow, error: Option<&str>) -> Response {
     let m = match flow.stage {
         Stage::Identify => pages::login_identify(id, &flow.username, &flow.company, error, None),
         Stage::Password => pages::login_password(id, &flow.username, &flow.company, error),
-        Stage::Code => pages::login_code(id, error),
+        Stage::Code => pages::login_code(id, &flow.username, &flow.company, error),
     };
     page(
         if error.is_some() {
@@ -203,9 +204,12 @@ pub(super) async fn login_post(
             }
             let user = p.dir.find(&flow.company, &flow.username);
             // The same HMAC work for an unknown user as for a known one.
-            let secret = user.map_or(p.dir.dummy_totp_secret(), |u| &p.dir.user(u).totp_secret[..]);
-            let step = totp_match(secret, field(&f, "code"), unix(SystemTime::now()));
-            let fresh = match (user, step) {
+            let secret = user.map_or_else(
+                || p.dir.dummy_totp_secret().to_vec(),
+                |u| p.dir.user(u).totp_secret.clone(),
+            );
+            let step = totp_match(&secret, field(&f, "code"), unix(SystemTime::now()));
+            let code_ok = match (user, step) {
                 // Only a right password uses the code up: a typo in the
                 // password must not burn the user's current code.
                 (Some(u), Some(step)) if p.cfg.login.totp_replay_protection && flow.password_ok => {
@@ -217,11 +221,14 @@ pub(super) async fn login_post(
                     });
                     fresh
                 }
+                (Some(u), Some(step)) if p.cfg.login.totp_replay_protection => {
+                    p.stores.totp_steps.get(&u).is_none_or(|last| step > last)
+                }
                 (Some(_), Some(_)) => true,
                 _ => false,
             };
             match user {
-                Some(u) if flow.password_ok && fresh => {
+                Some(u) if flow.password_ok && code_ok => {
                     p.throttle.record_success(&user_key);
                     p.stores.flows.invalidate(&id);
                     complete_login(&p, jar, u, flow.request.clone())
@@ -229,8 +236,14 @@ pub(super) async fn login_post(
                 _ => {
                     p.throttle.record_failure(&user_key, ip, now);
                     tracing::info!(client.ip = %ip, "login failed");
-                    flow.stage = Stage::Identify;
-                    flow.password_ok = false;
+                    // Back to the step that failed, with one message for every
+                    // cause. A wrong code returns to the code step whatever the
+                    // password was; the password is asked again only when the
+                    // code was right (so only someone holding the second factor
+                    // learns that the password was wrong).
+                    if code_ok {
+                        flow.stage = Stage::Password;
+                    }
                     p.stores.flows.insert(id.clone(), flow.clone());
                     let msg = match p.throttle.blocked_for(&user_key, ip, now) {
                         Some(wait) => throttled_message(wait),
@@ -239,6 +252,13 @@ pub(super) async fn login_post(
                     render_stage(&id, &flow, Some(&msg))
                 }
             }
+        }
+        // "Not you?": back to the first step, what was typed kept.
+        ("restart", _) => {
+            flow.stage = Stage::Identify;
+            flow.password_ok = false;
+            p.stores.flows.insert(id, flow);
+            found(&next)
         }
         // A form from an earlier step (back button, double submit): show where the flow is.
         _ => found(&next),

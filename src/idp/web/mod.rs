@@ -4,8 +4,8 @@
 //! page, a redirect or JSON. Every page is `no-store` and may not be framed.
 //! The handlers live by concern: the endpoints relying parties call
 //! directly (`client_endpoints`), authorization (`authorize`), the login
-//! steps (`login`), logout (`end_session`), My Modules (`my_modules`) and
-//! "Can't Log In?" (`recovery`).
+//! steps (`login`), logout (`end_session`), My Modules (`my_modules`),
+//! "Can't Log In?" (`recovery`) and a new user's first login (`welcome`).
 
 mod authorize;
 mod client_endpoints;
@@ -13,6 +13,7 @@ mod end_session;
 mod login;
 mod my_modules;
 mod recovery;
+mod welcome;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,12 +34,13 @@ use super::Provider;
 use super::oauth::params_map;
 use super::pages;
 use super::store::{IdpSession, token_key};
-use authorize::authorize;
+use authorize::{authorize, choose_post};
 use client_endpoints::{discovery, introspect, jwks, token, userinfo};
 use end_session::{end_session, logout_confirm};
 use login::{login_get, login_post};
 use my_modules::home;
 use recovery::{recover_get, recover_post, reset_get, reset_post};
+use welcome::{welcome_get, welcome_post};
 
 const SESSION_COOKIE: &str = "k1_session";
 /// Longest username, company name or email accepted in a form.
@@ -52,6 +54,7 @@ pub fn router(p: Arc<Provider>) -> Router {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/authorize", get(authorize).post(authorize))
+        .route("/authorize/choose", post(choose_post))
         .route("/login", get(login_get).post(login_post))
         .route("/token", post(token))
         .route("/userinfo", get(userinfo).post(userinfo))
@@ -64,6 +67,7 @@ pub fn router(p: Arc<Provider>) -> Router {
             get(|| async { page(StatusCode::OK, pages::recover_menu()) }),
         )
         .route("/recover/reset", get(reset_get).post(reset_post))
+        .route("/welcome", get(welcome_get).post(welcome_post))
         .route("/recover/{kind}", get(recover_get).post(recover_post))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {

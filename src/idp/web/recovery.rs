@@ -1,8 +1,10 @@
 //! "Can't Log In?": recovering a password, username or company name by
-//! mail, and the password reset the mailed link opens.
+//! mail, and the password reset the mailed link opens. A user who never
+//! created a password gets a new welcome link instead of a reset.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::body::Bytes;
@@ -14,9 +16,11 @@ use axum::response::{IntoResponse, Response};
 use super::login::throttle_key;
 use super::{MAX_FIELD, P, field, found, page, page_form};
 use crate::idp::Provider;
-use crate::idp::directory::norm;
+use crate::idp::directory::{UserId, norm};
+use crate::idp::oauth::unix;
 use crate::idp::pages::{self, Recover};
 use crate::idp::store::{random_token, token_key};
+use crate::idp::welcome::send_welcome;
 
 fn recover_kind(kind: &str) -> Option<Recover> {
     match kind {
@@ -75,10 +79,10 @@ pub(super) async fn recover_post(
     // same whether or not an account matched.
     let p2 = p.clone();
     tokio::spawn(async move { send_recovery(&p2, kind, &f).await });
-    page(StatusCode::OK, pages::recover_sent())
+    page(StatusCode::OK, pages::recover_sent(kind))
 }
 
-async fn send_recovery(p: &Provider, kind: Recover, f: &HashMap<String, String>) {
+async fn send_recovery(p: &Arc<Provider>, kind: Recover, f: &HashMap<String, String>) {
     let email = norm(field(f, "email"));
     let company = norm(field(f, "company"));
     let result = match kind {
@@ -86,6 +90,10 @@ async fn send_recovery(p: &Provider, kind: Recover, f: &HashMap<String, String>)
             let Some(id) = p.dir.find(field(f, "company"), field(f, "username")) else {
                 return;
             };
+            if p.dir.awaits_password(id) {
+                // Never logged in: a new welcome link, not a reset.
+                return renew_welcome(p, id).await;
+            }
             let user = p.dir.user(id);
             let token = random_token();
             p.stores.reset_links.insert(token_key(&token), id);
@@ -101,6 +109,7 @@ async fn send_recovery(p: &Provider, kind: Recover, f: &HashMap<String, String>)
             let matches: Vec<_> = p
                 .dir
                 .users()
+                .into_iter()
                 .filter(|(_, u)| norm(&u.email) == email && norm(&u.company) == company)
                 .collect();
             let Some((_, first)) = matches.first() else { return };
@@ -113,7 +122,12 @@ async fn send_recovery(p: &Provider, kind: Recover, f: &HashMap<String, String>)
             p.outbox.send(&first.email, "Your KaseyaOne username", body).await
         }
         Recover::Company => {
-            let matches: Vec<_> = p.dir.users().filter(|(_, u)| norm(&u.email) == email).collect();
+            let matches: Vec<_> = p
+                .dir
+                .users()
+                .into_iter()
+                .filter(|(_, u)| norm(&u.email) == email)
+                .collect();
             let Some((_, first)) = matches.first() else { return };
             let mut companies: Vec<String> = matches.iter().map(|(_, u)| format!("  {}", u.company)).collect();
             companies.dedup();
@@ -126,6 +140,23 @@ async fn send_recovery(p: &Provider, kind: Recover, f: &HashMap<String, String>)
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "recovery mail could not be written");
+    }
+}
+
+/// A new Welcome to KaseyaOne mail for a user who never created a password.
+async fn renew_welcome(p: &Arc<Provider>, id: UserId) {
+    let ttl = p.cfg.login.welcome_link_ttl;
+    let expires = unix(SystemTime::now() + ttl);
+    let p2 = p.clone();
+    let renewed = tokio::task::spawn_blocking(move || p2.dir.renew_welcome(id, expires)).await;
+    let (token, user) = match renewed {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return tracing::error!(error = %e, "welcome link not renewed"),
+        Err(e) => return tracing::error!(error = %e, "welcome link not renewed"),
+    };
+    let link = format!("{}?token={token}", p.url("/welcome"));
+    if let Err(e) = send_welcome(&p.outbox, &user, &link, ttl).await {
+        tracing::error!(error = %e, "welcome mail could not be written");
     }
 }
 
@@ -175,10 +206,11 @@ pub(super) async fn reset_post(State(p): P, body: Result<Bytes, BytesRejection>)
     };
     let p2 = p.clone();
     let pw = pw.to_string();
-    if tokio::task::spawn_blocking(move || p2.dir.set_password(user, &pw))
-        .await
-        .is_err()
-    {
+    let set = tokio::task::spawn_blocking(move || p2.dir.set_password(user, &pw)).await;
+    if let Ok(Err(e)) = &set {
+        tracing::error!(error = %e, "password not stored");
+    }
+    if !matches!(set, Ok(Ok(()))) {
         return page(
             StatusCode::INTERNAL_SERVER_ERROR,
             pages::error_page(
