@@ -24,7 +24,7 @@ pub async fn backchannel(g: &Gateway, session: &mut PSession) -> Result<bool> {
     let reply = match backchannel_reply(g, session).await? {
         Ok(reply) => reply,
         // A server asks: JSON, whatever it accepts.
-        Err(r) => render(&r, ClientKind::Api, None, None, None),
+        Err(r) => render(&r, ClientKind::Api, None, None, &super::reject::Exits::default()),
     };
     reply.write(session).await
 }

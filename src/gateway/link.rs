@@ -171,6 +171,8 @@ fn link_page(
         ways: pages::WaysOut {
             account: account.as_deref(),
             logout: &logout,
+            // With this session, the logout link needs no confirmation.
+            logout_token: None,
             my_modules: Some(my_modules.as_str()).filter(|m| *m != "/"),
         },
     })

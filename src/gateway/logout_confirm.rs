@@ -79,7 +79,7 @@ pub fn decide(r: LogoutRequest<'_>) -> Gate {
 }
 
 /// How long a confirmation page may be answered.
-const CONFIRM_SECS: u64 = 600;
+pub(super) const CONFIRM_SECS: u64 = 600;
 
 /// Decides on a request to a logout path; `Some` when it was answered here
 /// (confirmation page or refusal), `None` when the logout goes ahead.

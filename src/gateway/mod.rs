@@ -230,7 +230,38 @@ impl Gateway {
         }
         let my_modules = format!("{}/", self.state.idp_origin);
         let my_modules = Some(my_modules.as_str()).filter(|m| *m != "/");
-        reject::write(session, &r, client, route, my_modules).await
+        if client != crate::policy::ClientKind::Navigation || !reject::has_ways_out(&r) {
+            let exits = reject::Exits {
+                my_modules,
+                logout_token: None,
+            };
+            return reject::write(session, &r, client, route, &exits).await;
+        }
+        // "Log out of KaseyaOne / use another account" posts this
+        // browser's logout token: one click, no confirmation page of
+        // unigate's (KaseyaOne may still ask, without an ID token).
+        let tls = self.cfg().tls;
+        let req = session.req_header();
+        let nonce = request::cookie(req, cookies::Own::Logout.name(tls))
+            .filter(|v| crate::session::is_session_id(v))
+            .map_or_else(crate::crypto::random_token, str::to_string);
+        let token = self.state.signer.deployment.logout_token(&nonce);
+        let origin = req
+            .headers
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let exits = reject::Exits {
+            my_modules,
+            logout_token: Some(&token),
+        };
+        reject::render(&r, client, route, origin.as_deref(), &exits)
+            .with_cookies([cookies::Own::Logout.set_cookie(tls, &nonce, Some(logout_confirm::CONFIRM_SECS))])
+            // The button cannot be clicked through someone else's frame.
+            .with("content-security-policy", "frame-ancestors 'none'")
+            .with("x-frame-options", "DENY")
+            .write(session)
+            .await
     }
 
     /// Writes an endpoint's answer, or its refusal.

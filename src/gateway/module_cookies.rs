@@ -22,10 +22,16 @@ pub async fn expire(g: &Gateway, session: &mut PSession, id: RouteId, mut set_co
     tracing::info!(module.name = %module.label(), "module session of an ended KaseyaOne session refused; its cookies expired");
     let req = session.req_header();
     if client_kind(req) == ClientKind::Api {
-        return render(&Reject::SessionEnded, ClientKind::Api, Some(module), None, None)
-            .with_cookies(set_cookies)
-            .write(session)
-            .await;
+        return render(
+            &Reject::SessionEnded,
+            ClientKind::Api,
+            Some(module),
+            None,
+            &super::reject::Exits::default(),
+        )
+        .with_cookies(set_cookies)
+        .write(session)
+        .await;
     }
     let wanted = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let again = safe_return_path(wanted).unwrap_or("/").to_string();

@@ -93,14 +93,8 @@ impl Reply {
 /// What a refusal looks like to this client. `route`: the route the
 /// request was for, when it was routed; `origin`: the request's `Origin`
 /// (a 401 carries CORS headers for the route's `cors_origins`);
-/// `my_modules`: KaseyaOne's My Modules, a way out of a refusal page.
-pub fn render(
-    r: &Reject,
-    client: ClientKind,
-    route: Option<&Route>,
-    origin: Option<&str>,
-    my_modules: Option<&str>,
-) -> Reply {
+/// `exits`: the ways out a refusal page offers.
+pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Option<&str>, exits: &Exits<'_>) -> Reply {
     // The module, and its instance when the route is one ("BMS · Acme West").
     let module = route.map_or_else(|| "The module".to_string(), pages::module_name);
     let module = module.as_str();
@@ -133,7 +127,8 @@ pub fn render(
                 &pages::WaysOut {
                     account: account.as_deref(),
                     logout: &logout,
-                    my_modules,
+                    logout_token: exits.logout_token,
+                    my_modules: exits.my_modules,
                 },
             ),
         ),
@@ -193,7 +188,8 @@ pub fn render(
                 &pages::WaysOut {
                     account: account.as_deref(),
                     logout: &logout,
-                    my_modules,
+                    logout_token: exits.logout_token,
+                    my_modules: exits.my_modules,
                 },
             ),
         ),
@@ -205,7 +201,8 @@ pub fn render(
             let ways = pages::WaysOut {
                 account: None,
                 logout: &logout,
-                my_modules,
+                logout_token: exits.logout_token,
+                my_modules: exits.my_modules,
             };
             Reply::page(status, pages::account_refused(module, identity, refusal, &ways))
         }
@@ -278,7 +275,7 @@ pub async fn write(
     r: &Reject,
     client: ClientKind,
     route: Option<&Route>,
-    my_modules: Option<&str>,
+    exits: &Exits<'_>,
 ) -> Result<bool> {
     let origin = session
         .req_header()
@@ -286,9 +283,25 @@ pub async fn write(
         .get("origin")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    render(r, client, route, origin.as_deref(), my_modules)
-        .write(session)
-        .await
+    render(r, client, route, origin.as_deref(), exits).write(session).await
+}
+
+/// The ways out of a refusal page: KaseyaOne's My Modules, and this
+/// browser's logout confirmation token (with its cookie set on the page),
+/// so that "Log out of KaseyaOne / use another account" is one click.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Exits<'a> {
+    pub my_modules: Option<&'a str>,
+    pub logout_token: Option<&'a str>,
+}
+
+/// Whether this refusal's page offers "Log out of KaseyaOne / use another
+/// account".
+pub fn has_ways_out(r: &Reject) -> bool {
+    matches!(
+        r,
+        Reject::Forbidden { .. } | Reject::LinkForged { .. } | Reject::AccountRefused { .. }
+    )
 }
 
 #[cfg(test)]
@@ -321,8 +334,8 @@ mod tests {
             Reject::StoreDown,
             Reject::TooManyCookies,
         ] {
-            let page = render(&r, ClientKind::Navigation, Some(&m), None, None);
-            let json = render(&r, ClientKind::Api, Some(&m), None, None);
+            let page = render(&r, ClientKind::Navigation, Some(&m), None, &Exits::default());
+            let json = render(&r, ClientKind::Api, Some(&m), None, &Exits::default());
             assert_eq!((page.status, json.status), (r.status(), r.status()));
             assert!(page.content_type.starts_with("text/html"), "{r:?}");
             assert_eq!(json.content_type, "application/json", "{r:?}");
@@ -336,7 +349,10 @@ mod tests {
             ClientKind::Navigation,
             Some(&m),
             None,
-            Some("https://idp.example/"),
+            &Exits {
+                my_modules: Some("https://idp.example/"),
+                logout_token: None,
+            },
         );
         let html = String::from_utf8_lossy(&page.body);
         assert!(html.contains("Portal") && html.contains("portal-users"), "{html}");
@@ -386,7 +402,10 @@ mod tests {
                 ClientKind::Navigation,
                 Some(&west),
                 None,
-                Some("https://idp.example/"),
+                &Exits {
+                    my_modules: Some("https://idp.example/"),
+                    logout_token: None,
+                },
             );
             assert_eq!(page.status, 403);
             let html = String::from_utf8_lossy(&page.body);
@@ -404,7 +423,16 @@ mod tests {
                 "{r:?}: {html}"
             );
             // A script gets the same JSON as ever: no account, no page.
-            let json = render(&r, ClientKind::Api, Some(&west), None, Some("https://idp.example/"));
+            let json = render(
+                &r,
+                ClientKind::Api,
+                Some(&west),
+                None,
+                &Exits {
+                    my_modules: Some("https://idp.example/"),
+                    logout_token: None,
+                },
+            );
             let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
             let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
             assert_eq!(keys, ["error", "error_description"], "{r:?}");
@@ -415,17 +443,29 @@ mod tests {
 
     #[test]
     fn refusals_that_pass_say_when_to_come_back() {
-        let r = render(&Reject::StoreDown, ClientKind::Navigation, None, None, None);
+        let r = render(
+            &Reject::StoreDown,
+            ClientKind::Navigation,
+            None,
+            None,
+            &Exits::default(),
+        );
         assert_eq!(header(&r, "retry-after"), ["5"]);
         let r = render(
             &Reject::TooManyLogins { retry_after: 42 },
             ClientKind::Api,
             None,
             None,
-            None,
+            &Exits::default(),
         );
         assert_eq!((r.status, header(&r, "retry-after")), (429, vec!["42"]));
-        let r = render(&Reject::NoUpstream, ClientKind::Navigation, None, None, None);
+        let r = render(
+            &Reject::NoUpstream,
+            ClientKind::Navigation,
+            None,
+            None,
+            &Exits::default(),
+        );
         assert_eq!(header(&r, "retry-after"), ["10"]);
     }
 
@@ -437,7 +477,7 @@ mod tests {
             ClientKind::Api,
             Some(&m),
             Some("https://app.example"),
-            None,
+            &Exits::default(),
         );
         assert_eq!(header(&r, "www-authenticate"), ["Bearer realm=\"unigate\""]);
         assert_eq!(header(&r, "access-control-allow-origin"), ["https://app.example"]);
@@ -446,7 +486,7 @@ mod tests {
             ClientKind::Api,
             Some(&m),
             Some("https://evil.example"),
-            None,
+            &Exits::default(),
         );
         assert!(header(&r, "access-control-allow-origin").is_empty());
         let r = render(
@@ -454,7 +494,7 @@ mod tests {
             ClientKind::Navigation,
             Some(&m),
             None,
-            None,
+            &Exits::default(),
         );
         assert_eq!(r.content_type, "application/json");
         assert!(header(&r, "www-authenticate")[0].contains("invalid_token"));
@@ -463,7 +503,13 @@ mod tests {
     #[test]
     fn too_many_module_cookies_are_expired_for_a_browser() {
         let m = route();
-        let r = render(&Reject::TooManyCookies, ClientKind::Navigation, Some(&m), None, None);
+        let r = render(
+            &Reject::TooManyCookies,
+            ClientKind::Navigation,
+            Some(&m),
+            None,
+            &Exits::default(),
+        );
         let set = header(&r, "set-cookie");
         assert!(
             !set.is_empty() && set.iter().all(|c| c.starts_with("portal_session=;")),

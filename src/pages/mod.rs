@@ -25,6 +25,7 @@ input:not([type=hidden]){display:block;width:100%;box-sizing:border-box;padding:
 button{padding:9px 18px;border:0;border-radius:4px;background:#1565c0;color:#fff;font:inherit;font-weight:600;cursor:pointer}
 .error{color:#b3261e;background:#fdf0ef;border-left:4px solid #b3261e;padding:8px 12px}
 .ways-out{margin-top:22px;border-top:1px solid #e3e7ee;padding-top:8px}
+form.way-out{margin:1em 0}button.link{background:none;color:#1565c0;padding:0;font-weight:400;text-decoration:underline}
 ul.tiles{list-style:none;padding:0}ul.tiles li{margin:8px 0}
 a.tile{display:inline-flex;align-items:center;gap:8px}.tile-name{font-weight:600}.tile-hint{color:#5b6577;font-size:13px}
 .tile-text{display:inline-flex;flex-direction:column}
@@ -90,6 +91,10 @@ pub struct WaysOut<'a> {
     /// Where "Log out of KaseyaOne" goes (unigate's logout, which ends the
     /// KaseyaOne session too).
     pub logout: &'a str,
+    /// The logout confirmation token for this browser, when the page can
+    /// carry it: the way out is then a form that logs out at once (the
+    /// person asked for it here), rather than a link to a confirmation.
+    pub logout_token: Option<&'a str>,
     /// KaseyaOne's My Modules, when known.
     pub my_modules: Option<&'a str>,
 }
@@ -100,10 +105,20 @@ fn ways_out(w: &WaysOut<'_>) -> Markup {
             @if let Some(a) = w.account {
                 p.muted { "You used the KaseyaOne account " b { (a) } "." }
             }
-            p {
-                a href=(w.logout) { "Log out of KaseyaOne / use another account" }
-                @if let Some(m) = w.my_modules {
-                    " · " a href=(m) { "Back to My Modules" }
+            @if let Some(token) = w.logout_token {
+                form.way-out method="post" action=(w.logout) {
+                    input type="hidden" name="token" value=(token);
+                    button.link type="submit" { "Log out of KaseyaOne / use another account" }
+                    @if let Some(m) = w.my_modules {
+                        " · " a href=(m) { "Back to My Modules" }
+                    }
+                }
+            } @else {
+                p {
+                    a href=(w.logout) { "Log out of KaseyaOne / use another account" }
+                    @if let Some(m) = w.my_modules {
+                        " · " a href=(m) { "Back to My Modules" }
+                    }
                 }
             }
         }

@@ -25,6 +25,7 @@ fn ways() -> WaysOut<'static> {
     WaysOut {
         account: Some("alice@acme.example"),
         logout: "/_unigate/logout",
+        logout_token: None,
         my_modules: Some("https://one.example/"),
     }
 }

@@ -36,3 +36,25 @@ pub fn assert_accessible_page(page: &str) {
         );
     }
 }
+
+/// Asserts a refusal page's ways out: "Log out of KaseyaOne / use another
+/// account" (a form posting this browser's logout token to unigate's
+/// logout) and "Back to My Modules" at `issuer`; returns the token.
+pub fn assert_ways_out(page: &str, issuer: &str) -> String {
+    assert!(
+        page.contains(
+            r#"<form class="way-out" method="post" action="/_unigate/logout"><input type="hidden" name="token" value=""#
+        ),
+        "no logout form: {page}"
+    );
+    assert!(
+        page.contains(r#"type="submit">Log out of KaseyaOne / use another account</button>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(r#"href="{issuer}/">Back to My Modules"#)),
+        "{page}"
+    );
+    let at = page.find(r#"name="token" value=""#).unwrap() + 20;
+    page[at..at + page[at..].find('"').unwrap()].to_string()
+}
