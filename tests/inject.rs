@@ -331,7 +331,7 @@ async fn a_5_mb_page_streams_through_without_buffering() {
     );
     let (head, tail) = (String::from_utf8_lossy(&head), String::from_utf8_lossy(&tail));
     assert!(
-        head.starts_with("<html><body><details id=\"unigate-launcher\""),
+        head.starts_with("<html><body><nav id=\"unigate-launcher-region\" aria-label=\"KaseyaOne App Launcher\"><details id=\"unigate-launcher\""),
         "{head}"
     );
     assert!(

@@ -192,7 +192,7 @@ pub fn home(display_name: &str, csrf: &str, tiles: &[Tile<'_>], choose: Option<(
                             },
                             Tile::File(m) => a.tile.file href={ "/?choose=" (m.name) } data-module=(m.name) {
                                 span.icon title="Choose an instance" { (crate::pages::TileKind::File.icon()) } div.name { (m.display_name) }
-                                div.muted { (m.instances.len()) " instances" }
+                                div.muted { "Choose an instance (" (m.instances.len()) " instances)" }
                             },
                             Tile::Lock(m) => a.tile.lock href=(m.login_url.as_str()) data-module=(m.name) {
                                 span.icon title="Log in with module credentials" { (crate::pages::TileKind::Lock.icon()) } div.name { (m.display_name) }

@@ -103,7 +103,10 @@ fn tile_text(t: &LauncherTile, class: &str) -> Markup {
 /// Home, End and a first letter move focus; Escape closes and returns to
 /// the button; Tab, a click or focus elsewhere closes it.
 pub fn launcher_snippet(tiles: &[LauncherTile]) -> String {
+    // In a landmark of its own: a module page's content is expected to be
+    // in landmarks, and the launcher is navigation.
     html! {
+        nav #unigate-launcher-region aria-label="KaseyaOne App Launcher" {
         details #unigate-launcher {
             summary #unigate-launcher-button title="App Launcher" aria-label="App Launcher" { (PreEscaped(GRID_ICON)) }
             nav #unigate-launcher-panel aria-labelledby="unigate-launcher-label" {
@@ -123,6 +126,7 @@ pub fn launcher_snippet(tiles: &[LauncherTile]) -> String {
             style { (PreEscaped(LAUNCHER_CSS)) }
             script { (PreEscaped(LAUNCHER_JS)) }
         }
+        }
     }
     .into_string()
 }
@@ -131,7 +135,7 @@ pub fn launcher_snippet(tiles: &[LauncherTile]) -> String {
 /// module credentials: a link that logs in with KaseyaOne.
 pub fn kaseyaone_icon_snippet() -> String {
     html! {
-        div #unigate-kaseyaone style="position:fixed;top:6px;right:12px;z-index:2147483647;font:14px system-ui,sans-serif" {
+        nav #unigate-kaseyaone aria-label="KaseyaOne" style="position:fixed;top:6px;right:12px;z-index:2147483647;font:14px system-ui,sans-serif" {
             a href="/_unigate/login" title="Log In with KaseyaOne" aria-label="Log In with KaseyaOne"
               style="display:inline-block;padding:0 12px;height:34px;border-radius:17px;background:#0b1f3a;color:#fff;line-height:34px;text-decoration:none;font-weight:700" {
                 "Kaseya" span style="color:#4fb3ff" { "One" }

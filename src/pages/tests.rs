@@ -270,10 +270,14 @@ fn tile_icons_are_inline_svg_not_characters_a_font_must_have() {
 #[test]
 fn the_app_launcher_is_one_namespaced_element_with_a_menu_a_screen_reader_can_use() {
     let html = launcher_snippet(&tiles());
-    // One element, which the module's page gets at the start of <body>.
-    assert!(html.starts_with(r#"<details id="unigate-launcher">"#), "{html}");
+    // One element, a navigation landmark, which the module's page gets
+    // at the start of <body>.
     assert!(
-        html.ends_with("</details>") && html.matches("<details").count() == 1,
+        html.starts_with(r#"<nav id="unigate-launcher-region" aria-label="KaseyaOne App Launcher"><details id="unigate-launcher">"#),
+        "{html}"
+    );
+    assert!(
+        html.ends_with("</details></nav>") && html.matches("<details").count() == 1,
         "{html}"
     );
     // Nothing in it can meet an id or class of the module's.
