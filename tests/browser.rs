@@ -377,6 +377,92 @@ async fn f_the_kaseyaone_icon_beside_module_credentials() {
     w.finish().await;
 }
 
+/// `unigate demo` itself, as the README runs it but on ports other than
+/// 8080/9000/8081: every My Modules link follows them, and a tile lands
+/// logged in on the portal (whose own login page is kept).
+#[tokio::test]
+async fn g_the_demo_on_other_ports() {
+    let Some(mut w) = Walk::start("g").await else { return };
+    let ports = unigate::loadtest::stack::DemoPorts::free().unwrap();
+    assert_ne!(ports.port, 8080);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_unigate"))
+        .arg("demo")
+        .args(ports.args())
+        .current_dir(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _demo = Running(child);
+    ports.wait(Duration::from_secs(60)).unwrap();
+    let alice = unigate::loadtest::stack::demo_user(&root.join("config/idp.demo.toml")).unwrap();
+    let who = kaseyaone::Account {
+        issuer: ports.idp().as_str().trim_end_matches('/').to_string(),
+        username: alice.username,
+        company: alice.company,
+        password: alice.password,
+        totp: alice.totp,
+    };
+
+    w.step("g1 log in at KaseyaOne: My Modules");
+    w.goto(&format!("{}/", who.issuer)).await;
+    kaseyaone::log_in_as(&w, &who).await;
+    w.find_x("//h1[normalize-space(.)='My Modules']").await;
+
+    w.step("g2 every module link is on the demo's port");
+    let links = |css: &'static str| {
+        let w = &w;
+        async move {
+            let js = format!("return Array.from(document.querySelectorAll('{css}')).map(a => a.href)");
+            let v = w.c.execute(&js, vec![]).await.ok();
+            v.and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+                .unwrap_or_default()
+        }
+    };
+    let tiles = links("a.tile").await;
+    w.check(tiles.len() == 3, format!("three tiles: {tiles:?}")).await;
+    // The file tile opens Choose an Instance here, at KaseyaOne.
+    let (here, mut away): (Vec<String>, Vec<String>) = tiles.into_iter().partition(|h| h.starts_with(&who.issuer));
+    w.goto(&here.concat()).await;
+    away.extend(links("a.instance").await);
+    w.check(away.len() == 4, format!("arrow, lock and two instances: {away:?}"))
+        .await;
+    let port = format!(":{}/", ports.port);
+    for h in &away {
+        w.check(
+            h.contains(&port) && !h.contains(":8080") && !h.contains("%3A8080"),
+            format!("{h} is on {port}"),
+        )
+        .await;
+    }
+    w.goto(&format!("{}/", who.issuer)).await;
+
+    w.step("g3 the portal's tile: on the portal, logged in");
+    let tile = w.find("a.tile[data-module=portal]").await;
+    w.click(&tile, true).await;
+    let (user, via) = module_user(&w).await;
+    w.check(via == "kaseyaone" && user == "alice", format!("{user} via {via}"))
+        .await;
+    let url = w.url().await;
+    w.check(
+        url.starts_with(&format!("http://portal.localhost:{}/", ports.port)),
+        url,
+    )
+    .await;
+    w.finish().await;
+}
+
+/// A child process, killed when the test ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The check itself: axe-core, as the walks run it, reports a page with
 /// a serious and a critical violation, naming the rules and the nodes.
 #[tokio::test]

@@ -273,7 +273,9 @@ fn the_app_launcher_is_one_namespaced_element_with_a_menu_a_screen_reader_can_us
     // One element, a navigation landmark, which the module's page gets
     // at the start of <body>.
     assert!(
-        html.starts_with(r#"<nav id="unigate-launcher-region" aria-label="KaseyaOne App Launcher"><details id="unigate-launcher">"#),
+        html.starts_with(
+            r#"<nav id="unigate-launcher-region" aria-label="KaseyaOne App Launcher"><details id="unigate-launcher">"#
+        ),
         "{html}"
     );
     assert!(

@@ -29,7 +29,31 @@ pub fn demo_stack<'a>() -> MultiBuilder<'a> {
 /// password, verification code) from whichever of them the browser is
 /// at, until it has left them.
 pub async fn log_in(w: &Walk, idp: &IdpServer, user: &str) {
-    let login = format!("{}/login", idp.issuer());
+    let who = Account {
+        issuer: idp.issuer().to_string(),
+        username: user.to_string(),
+        company: company(idp, user),
+        password: password(user),
+        totp: totp_secret(idp, user),
+    };
+    log_in_as(w, &who).await
+}
+
+/// A KaseyaOne account, as its owner types it.
+pub struct Account {
+    pub issuer: String,
+    pub username: String,
+    pub company: String,
+    pub password: String,
+    /// The TOTP secret (raw bytes).
+    pub totp: Vec<u8>,
+}
+
+/// [`log_in`] for an account of any KaseyaOne, such as a `unigate demo`
+/// running in its own process.
+pub async fn log_in_as(w: &Walk, who: &Account) {
+    let user = who.username.as_str();
+    let login = format!("{}/login", who.issuer);
     for _ in 0..6 {
         let mut form = None;
         for _ in 0..200 {
@@ -53,13 +77,13 @@ pub async fn log_in(w: &Walk, idp: &IdpServer, user: &str) {
         }
         match form {
             Some("code") => {
-                let code = current_code(&totp_secret(idp, user));
+                let code = current_code(&who.totp);
                 w.fill_and_submit(&[("code", &code)]).await
             }
-            Some("password") => w.fill_and_submit(&[("password", &password(user))]).await,
+            Some("password") => w.fill_and_submit(&[("password", &who.password)]).await,
             Some(_) => {
-                let company = company(idp, user);
-                w.fill_and_submit(&[("username", user), ("company", &company)]).await
+                w.fill_and_submit(&[("username", user), ("company", &who.company)])
+                    .await
             }
             None => w.fail("no KaseyaOne login form").await,
         }
