@@ -176,6 +176,24 @@ mod tests {
     }
 
     #[test]
+    fn deprecated_keys_are_warned_about_and_the_login_mode_spelled_out() {
+        // (The access groups are the last line of the module's table.)
+        let t = texts(&notes(&cfg("", "[\"*\"]\nlocal_login = false"), None));
+        assert!(
+            t.contains("warning: module[0].login: `local_login = false` is deprecated and will be removed; write `login = \"automatic\"`"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "info: module `portal`: login = \"automatic\" (every unauthenticated navigation goes to KaseyaOne)"
+            ),
+            "{t}"
+        );
+        let t = texts(&notes(&cfg("", "[\"*\"]\nlogin = \"automatic\""), None));
+        assert!(!t.contains("warning:"), "{t}");
+    }
+
+    #[test]
     fn access_and_attribute_sources_are_spelled_out() {
         let t = texts(&notes(&cfg("", r#"["*"]"#), None));
         assert!(
