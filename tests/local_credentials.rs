@@ -317,3 +317,50 @@ async fn the_link_form_needs_this_sessions_token() {
     let r = post_link(&s, &b, "west-demo-pass", Some(&token)).await;
     assert_eq!(r.status(), 302);
 }
+
+#[tokio::test]
+async fn a_login_with_module_credentials_logs_out_at_the_module_with_no_kaseyaone_question() {
+    let s = MultiBuilder::demo()
+        .module("portal", |m| {
+            m.set("login", "optional");
+        })
+        .start()
+        .await;
+    let host = "portal.localhost";
+    let b = s.browser();
+    let r = b
+        .post(s.url(host, "/login"))
+        .form(&[("username", "localuser"), ("password", "local-demo-pass")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let page = text(b.get(s.url(host, "/")).send().await.unwrap()).await;
+    assert!(page.contains("Logged in with module credentials"), "{page}");
+    // The module's own logout: no "Log out of KaseyaOne?" (there is no
+    // KaseyaOne session here), and the module's session ends.
+    let r = b
+        .get(s.url(host, "/logout"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = text(r).await;
+    assert!(page.contains("You are logged out of"), "{page}");
+    assert!(!page.contains("Log out of KaseyaOne?"), "{page}");
+    let r = b.get(s.url(host, "/")).send().await.unwrap();
+    assert!(r.status().is_redirection(), "logged out: {}", r.status());
+    // A browser that logged in with KaseyaOne still gets unigate's logout,
+    // which ends KaseyaOne's session too.
+    let k = s.browser();
+    let (_, r) = s.walk(&k, "alice", &s.url(host, "/_unigate/login")).await;
+    assert!(text(r).await.contains("Welcome, alice"));
+    let r = k.get(s.url(host, "/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(
+        location(&r).starts_with(&format!("{}/logout?", s.idp.issuer())),
+        "{}",
+        location(&r)
+    );
+}

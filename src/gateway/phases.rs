@@ -22,7 +22,7 @@ use super::respond::{REQUEST_ID, ensure_request_id};
 use super::watch::{Watcher, socket_ends, streamed, watch};
 use super::{Ctx, Gateway, PREFIX, cookies, down, inject, internal, unix_now};
 use crate::policy::module_cookies::{Cookies, strip_bit};
-use crate::policy::request::{Decision, Found, decide, unguarded};
+use crate::policy::request::{Decision, Found, decide, logout as policy_logout, unguarded};
 use crate::session::Session;
 
 /// A request routed, and what to do with it.
@@ -57,7 +57,11 @@ impl Gateway {
             decision,
             session,
         };
-        if let Some(d) = unguarded(&facts, route) {
+        // A logout path looks up the session and module cookies too: a
+        // login with module credentials only is logged out by the module.
+        let quick = unguarded(&facts, route);
+        let at_logout = quick == Some(Decision::Logout) && !route.session_cookies.is_empty();
+        if let Some(d) = quick.filter(|_| !at_logout) {
             return Ok(routed(d, None));
         }
         let found = match self.session_for(req, route, now).await {
@@ -72,6 +76,9 @@ impl Gateway {
                 Err(e) => return Ok(routed(Decision::Reject(down(e)), None)),
             }
         };
+        if at_logout {
+            return Ok(routed(policy_logout(route, found.is_some(), &cookies), None));
+        }
         let decision = decide(
             &facts,
             route,
@@ -338,6 +345,30 @@ impl Gateway {
         Ok(())
     }
 
+    /// Module session cookies the module set for a login with module
+    /// credentials (no KaseyaOne session): recorded as such, so that its
+    /// logout goes to the module (`policy::request::logout`). A cookie
+    /// that cannot be recorded stays unknown, which is refused beside a
+    /// KaseyaOne session all the same.
+    async fn record_local_cookies(&self, session: &PSession, resp: &ResponseHeader, mi: RouteId) {
+        let module = self.route(mi);
+        if module.session_cookies.is_empty() || !(module.module_credentials() || module.requires_kaseyaone()) {
+            return;
+        }
+        for v in resp.headers.get_all(http::header::SET_COOKIE) {
+            let Ok(c) = cookie::Cookie::parse(String::from_utf8_lossy(v.as_bytes()).into_owned()) else {
+                continue;
+            };
+            if c.value_trimmed().is_empty() || !module.session_cookies.iter().any(|n| n == c.name()) {
+                continue;
+            }
+            let owner = self.cookie_owner(&c, "", false).set_at(session.req_header().uri.path());
+            if let Err(e) = self.state.sessions.record_module_cookie(c.value_trimmed(), owner).await {
+                tracing::warn!(error = %e, module.name = %module.label(), cookie = c.name(), "cannot record a module session cookie of a login with module credentials");
+            }
+        }
+    }
+
     pub async fn response_filter(
         &self,
         session: &mut PSession,
@@ -370,6 +401,9 @@ impl Gateway {
             for v in kept {
                 resp.append_header(http::header::SET_COOKIE, v)?;
             }
+        }
+        if let (None, Some(mi), true) = (&ctx.session, ctx.route, ctx.local) {
+            self.record_local_cookies(session, resp, mi).await;
         }
         if let (Some(s), Some(mi)) = (&ctx.session, ctx.route) {
             let module = self.route(mi);

@@ -60,7 +60,7 @@ pub(super) fn modules(
             errs.push(key("max_age"), "must be between 1m and 30 days");
         }
         let unified_login = m.unified_login.unwrap_or(true);
-        let login = login_mode(m, &key, errs, warnings);
+        let login = login_mode(m, unified_login, &key, errs, warnings);
         let require_kaseyaone = login == LoginMode::Required;
         if require_kaseyaone && !unified_login {
             errs.push(
@@ -290,6 +290,7 @@ fn instances(
 /// said (with a warning); `optional` when none is set.
 fn login_mode(
     m: &ModuleFile,
+    unified_login: bool,
     key: &dyn Fn(&str) -> String,
     errs: &mut ConfigErrors,
     warnings: &mut Vec<String>,
@@ -302,11 +303,26 @@ fn login_mode(
                 "replaces `local_login` and `require_kaseyaone`: remove them",
             );
         }
-        return choice(m.login.as_ref(), LoginMode::Optional, &key("login"), errs, |w| {
+        let mode = choice(m.login.as_ref(), LoginMode::Optional, &key("login"), errs, |w| {
             format!("`{w}` is not a login mode; use `optional`, `automatic` or `required`")
         });
+        if !unified_login && mode != LoginMode::Required {
+            warnings.push(format!(
+                "{}: not used where `unified_login = false` (the module's own login only); remove it",
+                key("login")
+            ));
+        }
+        return mode;
     }
     if !old {
+        // The default lets module credentials through: say so, so that no
+        // one gets it without choosing it.
+        if unified_login {
+            warnings.push(format!(
+                "{}: not set, so Log In with KaseyaOne is optional here: people without a KaseyaOne session reach the module and its own login (module credentials work); set `login = \"optional\"` to keep that, or `\"automatic\"` to send every unauthenticated navigation to KaseyaOne",
+                key("login")
+            ));
+        }
         return LoginMode::Optional;
     }
     if m.require_kaseyaone == Some(true) && m.local_login == Some(true) {

@@ -403,11 +403,21 @@ fn the_login_mode_is_one_word_and_the_old_keys_still_work_with_a_warning() {
     };
     // The seed's default: Log In with KaseyaOne is optional. Without a
     // login page to put the button on, the operator is told.
+    // Not set: optional, and the operator is told (module credentials
+    // reach the module), and told that there is no page for the button.
     let (m, w) = mode("");
     assert_eq!(m, LoginMode::Optional);
+    assert!(
+        w.contains("module[0].login: not set, so Log In with KaseyaOne is optional here"),
+        "{w}"
+    );
     assert!(w.contains("no `login_paths`"), "{w}");
-    let (m, w) = mode("login_paths = [\"/login\"]");
+    let (m, w) = mode("login = \"optional\"\nlogin_paths = [\"/login\"]");
     assert_eq!((m, w.as_str()), (LoginMode::Optional, ""));
+    // A mode where Unified Login is off does nothing: said so.
+    let (_, w) = mode("login = \"automatic\"\nunified_login = false");
+    assert!(w.contains("not used where `unified_login = false`"), "{w}");
+    assert_eq!(mode("unified_login = false").1, "");
     assert_eq!(mode("login = \"automatic\"").0, LoginMode::Automatic);
     assert_eq!(
         mode("login = \"required\"\nlogin_paths = [\"/login\"]").0,

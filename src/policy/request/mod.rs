@@ -147,6 +147,24 @@ pub fn unguarded(facts: &RequestFacts<'_>, route: &Route) -> Option<Decision> {
     }
 }
 
+/// A request to a logout path: unigate's logout (the module's, unigate's
+/// and KaseyaOne's sessions end, after a confirmation where the browser's
+/// user may not have asked), unless the browser is logged in to the module
+/// with module credentials only (no KaseyaOne session here, and every
+/// module session cookie it sends was issued to a login with module
+/// credentials): then the module logs its own user out.
+pub fn logout(route: &Route, has_session: bool, cookies: &Cookies) -> Decision {
+    let local_logins = route.module_credentials() || route.requires_kaseyaone();
+    if !has_session && local_logins && module_cookies::all_local(cookies) {
+        Decision::ForwardLocal {
+            login_page: false,
+            rewrite: None,
+        }
+    } else {
+        Decision::Logout
+    }
+}
+
 /// The decision for a guarded request.
 pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Decision {
     if let Some(s) = found.session {
@@ -182,6 +200,11 @@ pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Dec
     }
     if facts.bearer().is_some() {
         return Decision::Bearer;
+    }
+    // A module's Choose an Instance host has no page of its own to show:
+    // to KaseyaOne, then to an instance, whatever the login mode.
+    if !route.chooser.is_empty() {
+        return login_or_401(facts);
     }
     match route.login {
         LoginMode::Required => {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::config::route::RouteId;
 use crate::policy::module_cookies::strip_bit;
 use crate::session::cookie_forms::Reading;
 use crate::session::{CookieOwner, HeaderSet, Identity, Tokens};
@@ -284,6 +285,18 @@ fn with_module_login_optional_the_module_decides() {
     ] {
         assert_eq!(decide_for(&r, &req, None, &none), want, "{} {}", req.method, req.target);
     }
+    // A Choose an Instance host has no login page of its own: KaseyaOne,
+    // in every mode.
+    r.chooser = vec![RouteId(1)];
+    for mode in [LoginMode::Optional, LoginMode::Automatic, LoginMode::Required] {
+        r.login = mode;
+        assert_eq!(decide_for(&r, &get("/"), None, &none), login("/"), "{mode:?}");
+        assert_eq!(
+            decide_for(&r, &get("/x").api(), None, &none),
+            Decision::Reject(Reject::Unauthenticated),
+            "{mode:?}"
+        );
+    }
 }
 
 #[test]
@@ -373,4 +386,32 @@ fn a_request_with_a_bearer_token_is_a_scripts_and_reads_its_token() {
     assert_eq!(basic.facts().bearer(), None);
     assert_eq!(basic.facts().client(), ClientKind::Navigation);
     assert!(!get("/x").facts().has_body() && get("/x").post().facts().has_body());
+}
+
+#[test]
+fn a_login_with_module_credentials_only_is_logged_out_by_the_module() {
+    let local = Cookies::Read(vec![reading(0, Some(("localuser", false)))]);
+    let kaseyaone = Cookies::Read(vec![reading(0, Some(("alice", true)))]);
+    let unknown = Cookies::Read(vec![reading(0, None)]);
+    let to_module = Decision::ForwardLocal {
+        login_page: false,
+        rewrite: None,
+    };
+    let mut r = route();
+    for (mode, has_session, cookies, want) in [
+        // Module credentials only: the module's own logout.
+        (LoginMode::Optional, false, &local, to_module.clone()),
+        (LoginMode::Required, false, &local, to_module.clone()),
+        // Anything of a KaseyaOne login: unigate's logout, which ends
+        // KaseyaOne's session too (also once unigate's own has expired).
+        (LoginMode::Optional, true, &local, Decision::Logout),
+        (LoginMode::Optional, false, &kaseyaone, Decision::Logout),
+        (LoginMode::Optional, false, &unknown, Decision::Logout),
+        (LoginMode::Optional, false, &Cookies::None, Decision::Logout),
+        // No module credentials here: a "local" cookie is not believed.
+        (LoginMode::Automatic, false, &local, Decision::Logout),
+    ] {
+        r.login = mode;
+        assert_eq!(logout(&r, has_session, cookies), want, "{mode:?} {has_session}");
+    }
 }
