@@ -377,6 +377,56 @@ async fn f_the_kaseyaone_icon_beside_module_credentials() {
     w.finish().await;
 }
 
+/// The account the person meant: with alice's KaseyaOne session in the
+/// browser, "bob" typed on a module's login page asks which account to use
+/// rather than logging in as alice; choosing bob logs in as bob.
+#[tokio::test]
+async fn h_another_username_at_the_module_asks_which_account() {
+    let Some(mut w) = Walk::start("h").await else { return };
+    // As in the demo, the portal creates bob's missing module account.
+    let s = demo_stack()
+        .module("portal", |m| {
+            m.set(
+                "accounts",
+                toml_value(r#"{ source = "scim", match = "both", provisioning = true, default_role = "technician" }"#),
+            );
+        })
+        .start()
+        .await;
+
+    w.step("h1 alice has a KaseyaOne session");
+    w.goto(&format!("{}/", s.idp.issuer())).await;
+    log_in(&w, &s.idp, "alice").await;
+    w.find_x("//h1[normalize-space(.)='My Modules']").await;
+
+    w.step("h2 bob typed on the portal's login page: KaseyaOne asks");
+    w.goto(&s.url("portal.localhost", "/login")).await;
+    let user = w.find("input[name=username]").await;
+    w.ok(user.send_keys("bob").await, "type bob").await;
+    let button = w.find("#unigate-kaseyaone-login").await;
+    w.click(&button, true).await;
+    let text = w.body_text().await;
+    w.check(
+        text.contains("You are logged in as alice") && text.contains("or log in as bob"),
+        format!("the choice: {text}"),
+    )
+    .await;
+    w.page("kaseyaone-which-account").await;
+
+    w.step("h3 log in as bob: the login form with bob, then the portal as bob");
+    let bob = w.find_x("//button[normalize-space(.)='Log in as bob']").await;
+    w.click(&bob, true).await;
+    let user = w.find("input[name=username]").await;
+    let typed = w.ok(user.prop("value").await, "username value").await;
+    w.check(typed.as_deref() == Some("bob"), format!("bob filled in: {typed:?}"))
+        .await;
+    log_in(&w, &s.idp, "bob").await;
+    let (who, via) = module_user(&w).await;
+    w.check(via == "kaseyaone" && who == "bob", format!("{who} via {via}"))
+        .await;
+    w.finish().await;
+}
+
 /// `unigate demo` itself, as the README runs it but on ports other than
 /// 8080/9000/8081: every My Modules link follows them, and a tile lands
 /// logged in on the portal (whose own login page is kept).

@@ -84,6 +84,12 @@ async fn users_outside_the_access_groups_are_refused() {
     assert!(page.contains("You used the KaseyaOne account <b>carol@"), "{page}");
     let token = assert_ways_out(&page, s.idp.issuer());
     assert!(s.session_id(&jar).is_none(), "no session for a refused user");
+    // The same refusal in a second tab (reached, like the first, by the
+    // IdP's redirect): the first tab's button still works.
+    let r = s.login(&b, "carol", "/").await;
+    assert_eq!(r.status(), 403);
+    let second = assert_ways_out(&r.text().await.unwrap(), s.idp.issuer());
+    assert_ne!(second, "");
     // One click logs out of KaseyaOne: the form's token stands for the
     // confirmation unigate would otherwise ask for; KaseyaOne, getting no
     // ID token, may still ask once.
@@ -99,14 +105,16 @@ async fn users_outside_the_access_groups_are_refused() {
         to.starts_with(&format!("{}/logout?", s.idp.issuer())) && !to.contains("id_token_hint"),
         "{to}"
     );
-    // A forged token does not log anyone out.
+    // A forged token logs no one out: with no session here, the
+    // confirmation is asked for.
     let r = b
         .post(s.url("/_unigate/logout"))
         .form(&[("token", "forged")])
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Log out of KaseyaOne?"));
 }
 
 #[tokio::test]

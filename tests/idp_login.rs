@@ -193,7 +193,7 @@ async fn my_modules_tiles_follow_groups() {
     let issuer: String = form_urlencoded::byte_serialize(idp.issuer().as_bytes()).collect();
     assert!(
         alice.contains(&format!(
-            r#"class="tile arrow" href="http://portal.localhost:8080/_unigate/login?iss={issuer}&amp;target_link_uri=http%3A%2F%2Fportal.localhost%3A8080%2F&amp;login_hint=alice" data-module="portal""#
+            r#"class="tile arrow" href="http://portal.localhost:8080/_unigate/login?iss={issuer}&amp;target_link_uri=http%3A%2F%2Fportal.localhost%3A8080%2F&amp;login_hint=alice%40acme-msp.example" data-module="portal""#
         )),
         "{alice}"
     );
@@ -223,7 +223,7 @@ async fn my_modules_tiles_follow_groups() {
     for (host, name) in [("bms-east", "Acme East"), ("bms-west", "Acme West")] {
         assert!(
             dialog.contains(&format!(
-                r#"href="http://portal.localhost:8080/_unigate/login?iss={issuer}&amp;target_link_uri=http%3A%2F%2F{host}.localhost%3A8080%2F&amp;login_hint=alice">{name}"#
+                r#"href="http://portal.localhost:8080/_unigate/login?iss={issuer}&amp;target_link_uri=http%3A%2F%2F{host}.localhost%3A8080%2F&amp;login_hint=alice%40acme-msp.example">{name}"#
             )),
             "{dialog}"
         );

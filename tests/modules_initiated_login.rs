@@ -93,7 +93,7 @@ async fn a_my_modules_tile_lands_logged_in_where_the_module_would_show_its_login
         form_urlencoded::byte_serialize(s.idp.issuer().as_bytes()).collect::<String>()
     );
     assert!(tile.starts_with(&want), "{tile}");
-    assert!(tile.contains("&login_hint=alice"), "{tile}");
+    assert!(tile.contains("&login_hint=alice%40acme-msp.example"), "{tile}");
     let (url, r) = follow_without_login(&b, &tile).await;
     assert_eq!(url, s.url("portal.localhost", "/"));
     let page = text(r).await;

@@ -36,14 +36,15 @@ impl Own {
         }
     }
 
-    /// SameSite: Lax for cookies a top-level navigation from elsewhere
-    /// must carry (the IdP's redirect back, a launcher link); Strict for
-    /// the logout confirmation, which only a same-site form posts.
+    /// SameSite: Lax for every one. Cookies a top-level navigation from
+    /// elsewhere must carry (the IdP's redirect back, a launcher link), and
+    /// the logout confirmation's nonce too: a refusal page reached by the
+    /// IdP's redirect must find the nonce other tabs' pages were given, or
+    /// it would replace it and their buttons would stop working. (The
+    /// nonce proves nothing alone: a logout needs the token a page of this
+    /// origin showed, posted with it.)
     fn same_site(self) -> &'static str {
-        match self {
-            Own::Logout => "Strict",
-            _ => "Lax",
-        }
+        "Lax"
     }
 
     /// The `Set-Cookie` value (see `set_cookie`).
@@ -176,7 +177,7 @@ mod tests {
             let c = own.set_cookie(false, "v", None);
             assert!(!c.starts_with("__Host-") && !c.contains("Secure"), "{c}");
         }
-        assert!(Own::Logout.set_cookie(true, "v", Some(1)).contains("SameSite=Strict"));
+        assert!(Own::Logout.set_cookie(true, "v", Some(1)).contains("SameSite=Lax"));
         assert!(Own::Instance.set_cookie(true, "v", Some(1)).contains("SameSite=Lax"));
     }
 

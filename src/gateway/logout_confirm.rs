@@ -5,7 +5,7 @@
 //! on the module's own pages), or one without unigate's session cookie
 //! gets a confirmation
 //! page whose form POSTs a token bound to this browser (an HMAC of a
-//! random value kept in a short-lived SameSite=Strict cookie), as the
+//! random value kept in a short-lived cookie), as the
 //! embedded IdP asks before a logout without `id_token_hint`. A POST
 //! needs that token, or must come from the module's own pages with a
 //! session (the module's own logout form).
@@ -63,6 +63,11 @@ pub fn decide(r: LogoutRequest<'_>) -> Gate {
         };
         return if from_module && r.has_session {
             Gate::Now
+        } else if !r.has_session {
+            // No session of unigate's in this browser: a stale token (a
+            // page of another tab set a new one). Asking again costs
+            // nothing and ends nothing.
+            Gate::Confirm
         } else {
             Gate::Refuse
         };
@@ -244,8 +249,10 @@ mod tests {
             (r(true, Some("cross-site"), true, true, false), Refuse),
             (r(true, Some("same-site"), false, true, false), Refuse),
             (r(true, None, false, true, false), Refuse),
-            (r(true, Some("same-origin"), true, false, false), Refuse),
-            (r(true, None, false, false, false), Refuse),
+            // Without a session (a refusal page's stale token, another
+            // tab's): asked again, with a fresh token.
+            (r(true, Some("same-origin"), true, false, false), Confirm),
+            (r(true, None, false, false, false), Confirm),
         ] {
             assert_eq!(decide(req), want, "{req:?}");
         }

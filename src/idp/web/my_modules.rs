@@ -19,7 +19,8 @@ pub(super) async fn home(State(p): P, jar: CookieJar, Query(q): Query<HashMap<St
     };
     let user = p.dir.user(session.user);
     let modules = p.dir.modules_for(session.user);
-    let hint = user.username.as_str();
+    // The email: unique across companies, where a username is not.
+    let hint = user.email.as_str();
     let tiles: Vec<Tile<'_>> = modules
         .iter()
         .map(|m| {
