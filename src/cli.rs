@@ -149,11 +149,12 @@ pub fn idp_totp(config: &Path, user: &str, company: &str) -> anyhow::Result<()> 
 }
 
 /// `unigate idp user add`: adds the user to the users file and writes
-/// their welcome mail to the outbox.
-pub fn idp_user_add(config: &Path, new: crate::idp::welcome::NewUser) -> anyhow::Result<()> {
+/// their welcome mail to the outbox; its link starts with `base_url`
+/// (default: the config's issuer, else `http://` + its listen address).
+pub fn idp_user_add(config: &Path, new: crate::idp::welcome::NewUser, base_url: Option<&str>) -> anyhow::Result<()> {
     use crate::idp::welcome;
     let cfg = load_idp(config)?;
-    let base = welcome::link_base(&cfg)?;
+    let base = welcome::link_base(&cfg, base_url)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let added = rt.block_on(welcome::add_user(&cfg, &base, new, SystemTime::now()))?;
     println!(

@@ -132,6 +132,11 @@ enum UserAction {
         /// Default: the username.
         #[arg(long)]
         display_name: Option<String>,
+        /// Where the identity provider is reached, for the link in the mail
+        /// (default: the config's server.issuer, else http:// + server.listen).
+        /// Under `unigate demo --idp-port 9100`: http://127.0.0.1:9100.
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
     },
     /// List the config's users and the added ones, with their state.
     List,
@@ -200,6 +205,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     email,
                     groups,
                     display_name,
+                    base_url,
                 })),
             ..
         } => cli::idp_user_add(
@@ -211,6 +217,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 display_name,
                 groups,
             },
+            base_url.as_deref(),
         ),
         Command::Idp {
             config,

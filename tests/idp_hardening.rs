@@ -1,6 +1,7 @@
 //! Regression tests for the identity provider's hardening: logout races,
 //! cross-client codes, refresh errors, scope-bound claims, TOTP burning,
-//! cross-site logout, password-reset revocation and login-start limits.
+//! cross-site logout, password-reset revocation, login-start limits, a
+//! private outbox and the users file's temporary files.
 
 mod common;
 
@@ -311,4 +312,76 @@ async fn every_wrong_code_in_a_kept_flow_counts_towards_throttling() {
     let r = post(&[("step", "code"), ("code", &good)]).await;
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("Too many failed login attempts"));
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_outbox_holding_reset_links_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    // Created by the provider: 0700, and each mail 0600.
+    let idp = start_idp(demo_config()).await;
+    let outbox = idp.provider.outbox.dir().to_path_buf();
+    assert!(!outbox.exists());
+    let forgot = async |iss: &str| {
+        browser()
+            .post(format!("{iss}/recover/password"))
+            .form(&[("username", "bob"), ("company", "Acme MSP")])
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(forgot(idp.issuer()).await.status(), 200);
+    wait_for_mail(&outbox, 1).await;
+    assert_eq!(mode(&outbox), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&outbox).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(mode(&files[0]), 0o600, "{}", files[0].display());
+
+    // An outbox of this user's that others could read is narrowed.
+    let cfg = demo_config();
+    std::fs::create_dir_all(&cfg.outbox_dir).unwrap();
+    std::fs::set_permissions(&cfg.outbox_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let idp = start_idp(cfg.clone()).await;
+    assert_eq!(forgot(idp.issuer()).await.status(), 200);
+    let mails = wait_for_mail(&cfg.outbox_dir, 1).await;
+    assert!(mails[0].contains("Reset your KaseyaOne password"));
+    assert_eq!(mode(&cfg.outbox_dir), 0o700);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_users_file_is_never_written_through_a_planted_link() {
+    use unigate::idp::users_file::{UsersFileError, update};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idp.users.toml");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    // Links at names a writer might use for its temporary file.
+    for name in [
+        format!("idp.users.toml.{}.tmp", std::process::id()),
+        "idp.users.toml.tmp".to_string(),
+    ] {
+        std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+    }
+    update::<_, UsersFileError>(&path, |doc| {
+        doc.users.clear();
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_file(), "the users file is a file of its own");
+    assert_eq!(mode(&path), 0o600);
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".idp.users.toml."))
+        .collect();
+    assert!(left.is_empty(), "no temporary file left: {left:?}");
 }

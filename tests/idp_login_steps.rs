@@ -246,3 +246,40 @@ async fn a_login_hint_for_someone_else_asks_which_account() {
         "the session is alice's now"
     );
 }
+
+#[tokio::test]
+async fn a_login_hint_that_is_not_a_username_or_email_is_not_shown() {
+    let idp = start_idp(demo_config()).await;
+    let iss = idp.issuer().to_string();
+    let b = browser();
+    login(&idp, &b, "carol", &pkce(), &[]).await;
+    let spoof = "alice. Your account is locked: call +1 555 0100 to unlock it";
+    let long = "a".repeat(65);
+    for hint in [spoof, long.as_str(), "alice<b>"] {
+        let (status, page) = choice_page(&b, &iss, hint).await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("Continue as carol, or log in as another user.") && page.contains("Log in as another user"),
+            "{page}"
+        );
+        assert!(
+            !page.contains("locked") && !page.contains(&long) && !page.contains("alice"),
+            "{page}"
+        );
+    }
+    // Switching prefills nothing from such a hint.
+    let (_, page) = choice_page(&b, &iss, spoof).await;
+    let r = choose(&b, &iss, &form_value(&page, "choice"), "switch").await;
+    let page = b
+        .get(format!("{iss}{}", location(&r)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(form_value(&page, "username"), "");
+    // An email address is shown as it is.
+    let (_, page) = choice_page(&b, &iss, "alice+k1@acme-msp.example").await;
+    assert!(page.contains("or log in as alice+k1@acme-msp.example."), "{page}");
+}

@@ -52,27 +52,56 @@ async fn welcome_post(b: &reqwest::Client, iss: &str, token: &str, pw: &str, cod
 
 /// Logs in through /authorize and the forms; the ID token's claims.
 async fn log_in(idp: &IdpServer, user: &str, company: &str, pw: &str, secret: &[u8]) -> Value {
-    let b = browser();
+    let t = log_in_with(&browser(), idp, user, company, pw, secret).await;
+    claims(t["id_token"].as_str().unwrap())
+}
+
+/// Logs in browser `b` through /authorize and the forms; the token response.
+async fn log_in_with(
+    b: &reqwest::Client,
+    idp: &IdpServer,
+    user: &str,
+    company: &str,
+    pw: &str,
+    secret: &[u8],
+) -> Value {
     let p = pkce();
     let r = b
         .get(authorize_url(idp.issuer(), &p.challenge, &[]))
         .send()
         .await
         .unwrap();
-    let r = post_login(
-        &b,
-        idp.issuer(),
-        &location(&r),
-        user,
-        company,
-        pw,
-        &current_code(secret),
-    )
-    .await;
+    let r = post_login(b, idp.issuer(), &location(&r), user, company, pw, &current_code(secret)).await;
     assert_eq!(r.status(), 302, "login of {user}: {}", r.text().await.unwrap());
     let code = query_param(&location(&r), "code").unwrap();
-    let t: Value = exchange(idp, &code, &p.verifier).await.json().await.unwrap();
-    claims(t["id_token"].as_str().unwrap())
+    exchange(idp, &code, &p.verifier).await.json().await.unwrap()
+}
+
+/// Adds erin to a running provider and creates her password through the
+/// welcome link; her password and TOTP secret.
+async fn onboard_erin(idp: &IdpServer, cfg: &IdpConfig) -> (&'static str, Vec<u8>) {
+    let added = add_user(cfg, idp.issuer(), erin(), SystemTime::now()).await.unwrap();
+    let b = browser();
+    let page = b.get(&added.link).send().await.unwrap().text().await.unwrap();
+    let secret = shown_secret(&page);
+    let pw = "erin-first-password";
+    let token = query_param(&added.link, "token").unwrap();
+    let (status, page) = welcome_post(&b, idp.issuer(), &token, pw, &current_code(&secret)).await;
+    assert_eq!(status, 200, "{page}");
+    (pw, secret)
+}
+
+/// Takes every entry named `username` out of the users file, as an
+/// administrator editing it would.
+fn remove_from_users_file(cfg: &IdpConfig, username: &str) {
+    unigate::idp::users_file::update::<_, unigate::idp::users_file::UsersFileError>(
+        cfg.users_file.as_ref().unwrap(),
+        |doc| {
+            doc.users.retain(|e| e.username != username);
+            Ok(())
+        },
+    )
+    .unwrap();
 }
 
 #[tokio::test]
@@ -180,7 +209,7 @@ async fn adding_a_user_explains_what_is_wrong() {
     let mut no_issuer = cfg.clone();
     no_issuer.listen = "127.0.0.1:0".parse().unwrap();
     no_issuer.issuer = None;
-    let e = err(unigate::idp::welcome::link_base(&no_issuer));
+    let e = err(unigate::idp::welcome::link_base(&no_issuer, None));
     assert!(e.contains("set server.issuer"), "{e}");
 }
 
@@ -193,39 +222,80 @@ async fn forgot_password_before_the_first_login_sends_a_new_welcome_link() {
     let outbox = idp.provider.outbox.dir().to_path_buf();
     let first = add_user(&cfg, &iss, erin(), SystemTime::now()).await.unwrap();
     let b = browser();
-    let r = b
-        .post(format!("{iss}/recover/password"))
-        .form(&[("username", "erin"), ("company", "Acme MSP")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let key = shown_secret(&b.get(&first.link).send().await.unwrap().text().await.unwrap());
+    let forgot = async |username: &str| {
+        let r = browser()
+            .post(format!("{iss}/recover/password"))
+            .form(&[("username", username), ("company", "Acme MSP")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    forgot("erin").await;
     let mails = wait_for_mail(&outbox, 2).await;
     let links: Vec<String> = mails.iter().map(|m| link_in(m, "/welcome?token=")).collect();
-    let second = links.iter().find(|l| **l != first.link).expect("a new welcome link");
+    let second = links
+        .iter()
+        .find(|l| **l != first.link)
+        .expect("a new welcome link")
+        .clone();
     assert!(mails.iter().all(|m| m.contains("Subject: Welcome to KaseyaOne")));
+    // Asking for a new mail spoils nothing: the link the user may be using
+    // still works, and both links show the key already set up in the app.
+    let page = b.get(&first.link).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the first link still works");
+    assert_eq!(shown_secret(&page.text().await.unwrap()), key, "the same key");
+    let page = b.get(&second).send().await.unwrap().text().await.unwrap();
+    assert_eq!(shown_secret(&page), key, "the new link shows the same key");
+
+    // A second request so soon sends erin nothing; frank, asking after her,
+    // gets his new mail.
+    let frank = NewUser {
+        username: "frank".into(),
+        email: "frank@acme-msp.example".into(),
+        ..erin()
+    };
+    add_user(&cfg, &iss, frank, SystemTime::now()).await.unwrap();
+    forgot("erin").await;
+    forgot("frank").await;
+    let mut mails = Vec::new();
+    wait_until(
+        "frank's second welcome mail",
+        std::time::Duration::from_secs(5),
+        async || {
+            mails = common::mails(&outbox);
+            mails.iter().filter(|m| m.contains("To: frank@")).count() == 2
+        },
+    )
+    .await;
     assert_eq!(
-        b.get(&first.link).send().await.unwrap().status(),
-        400,
-        "the old link is dead"
+        mails.iter().filter(|m| m.contains("To: erin@")).count(),
+        2,
+        "one new welcome mail per user per interval"
     );
-    let page = b.get(second).send().await.unwrap().text().await.unwrap();
-    let secret = shown_secret(&page);
-    let token = query_param(second, "token").unwrap();
+
+    // The first link creates the password; then no link works.
+    let token = query_param(&first.link, "token").unwrap();
     let pw = "erin-second-try-password";
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let code = unigate::idp::directory::totp_code(&secret, now);
+    let code = unigate::idp::directory::totp_code(&key, now);
     let (status, page) = welcome_post(&b, &iss, &token, pw, &code).await;
     assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        b.get(&second).send().await.unwrap().status(),
+        400,
+        "the other link is closed"
+    );
     // The code that confirmed the app is used up; the next one logs in.
     let b = browser();
     let path = location(&b.get(format!("{iss}/login")).send().await.unwrap());
     let r = post_login(&b, &iss, &path, "erin", "Acme MSP", pw, &code).await;
     assert_eq!(r.status(), 401);
-    let next = unigate::idp::directory::totp_code(&secret, now + 30);
+    let next = unigate::idp::directory::totp_code(&key, now + 30);
     let r = b
         .post(format!("{iss}/login"))
         .form(&[
@@ -239,16 +309,102 @@ async fn forgot_password_before_the_first_login_sends_a_new_welcome_link() {
     assert_eq!(location(&r), "/", "logged in with the next code, the password kept");
 }
 
+async fn userinfo_status(iss: &str, access_token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{iss}/userinfo"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_user_taken_out_of_the_users_file_loses_her_sessions_and_tokens() {
+    let mut rx = receiver().await;
+    let mut cfg = demo_config();
+    cfg.clients
+        .push(test_client(Some(&format!("http://{}/bcl", rx.addr)), None));
+    let idp = start_idp(cfg.clone()).await;
+    let iss = idp.issuer().to_string();
+    let (pw, secret) = onboard_erin(&idp, &cfg).await;
+    let b = browser();
+    let t = log_in_with(&b, &idp, "erin", "Acme MSP", pw, &secret).await;
+    let sub = claims(t["id_token"].as_str().unwrap())["sub"].clone();
+    let access = t["access_token"].as_str().unwrap().to_string();
+    // While she is in the file: single sign-on, My Modules, her tokens.
+    let r = b.get(authorize_url(&iss, &pkce().challenge, &[])).send().await.unwrap();
+    assert!(location(&r).starts_with(REDIRECT));
+    assert_eq!(b.get(format!("{iss}/")).send().await.unwrap().status(), 200);
+    assert_eq!(userinfo_status(&iss, &access).await, 200);
+    let r = refresh(&idp, t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    let refresh_token = r.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    remove_from_users_file(&cfg, "erin");
+    // Her browser is no longer logged in, and her tokens are refused.
+    let r = b.get(authorize_url(&iss, &pkce().challenge, &[])).send().await.unwrap();
+    assert!(location(&r).starts_with("/login?flow="), "no silent sign-on");
+    let r = b.get(format!("{iss}/")).send().await.unwrap();
+    assert_eq!(location(&r), "/login", "no My Modules");
+    assert_eq!(refresh(&idp, &refresh_token).await.status(), 400);
+    assert_eq!(userinfo_status(&iss, &access).await, 401);
+    // Her application is told, as at a logout.
+    let token = recv_within(&mut rx.tokens, std::time::Duration::from_secs(5))
+        .await
+        .expect("a back-channel logout token");
+    let (lc, typ) = verify(&iss, &token, CLIENT).await;
+    assert_eq!(typ.as_deref(), Some("logout+jwt"));
+    assert_eq!(lc["sub"], sub);
+
+    // A user added after her is never reached through her old session, and
+    // her tokens stay dead when she is added again.
+    let frank = NewUser {
+        username: "frank".into(),
+        ..erin()
+    };
+    add_user(&cfg, &iss, frank, SystemTime::now()).await.unwrap();
+    add_user(&cfg, &iss, erin(), SystemTime::now()).await.unwrap();
+    let r = b.get(format!("{iss}/")).send().await.unwrap();
+    assert_eq!(location(&r), "/login");
+    assert_eq!(refresh(&idp, &refresh_token).await.status(), 400);
+    assert_eq!(userinfo_status(&iss, &access).await, 401);
+}
+
+#[tokio::test]
+async fn the_applications_of_a_removed_user_are_told_without_anyone_asking() {
+    let mut rx = receiver().await;
+    let mut cfg = demo_config();
+    cfg.clients
+        .push(test_client(Some(&format!("http://{}/bcl", rx.addr)), None));
+    let idp = start_idp(cfg.clone()).await;
+    let (pw, secret) = onboard_erin(&idp, &cfg).await;
+    let t = log_in_with(&browser(), &idp, "erin", "Acme MSP", pw, &secret).await;
+    let sid = claims(t["id_token"].as_str().unwrap())["sid"].clone();
+    remove_from_users_file(&cfg, "erin");
+    // No request to the provider: it notices the file by itself.
+    let token = recv_within(&mut rx.tokens, std::time::Duration::from_secs(10))
+        .await
+        .expect("a back-channel logout token");
+    let (lc, _) = verify(idp.issuer(), &token, CLIENT).await;
+    assert_eq!(lc["sid"], sid);
+}
+
 /// A config file for the command beside a running provider: the same
-/// companies, users file and outbox, and the provider's address.
-fn command_config(dir: &Path, cfg: &IdpConfig, issuer: &str) -> std::path::PathBuf {
+/// companies, users file and outbox, but (as under `unigate demo
+/// --idp-port`) not the address the provider listens on.
+fn command_config(dir: &Path, cfg: &IdpConfig) -> std::path::PathBuf {
     let companies: String = cfg
         .companies
         .iter()
         .map(|c| format!("[[company]]\nname = \"{c}\"\n"))
         .collect();
     let text = format!(
-        "[server]\nissuer = \"{issuer}\"\n[outbox]\ndir = \"{}\"\n[directory]\nusers_file = \"{}\"\n{companies}",
+        "[server]\nlisten = \"127.0.0.1:9\"\n[outbox]\ndir = \"{}\"\n[directory]\nusers_file = \"{}\"\n{companies}",
         cfg.outbox_dir.display(),
         cfg.users_file.as_ref().unwrap().display()
     );
@@ -271,14 +427,35 @@ async fn the_command_adds_a_user_to_a_running_idp() {
     let idp = start_idp(cfg.clone()).await;
     let iss = idp.issuer().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let config = command_config(dir.path(), &cfg, &iss);
+    let config = command_config(dir.path(), &cfg);
     let config = config.to_str().unwrap();
+    let help = String::from_utf8_lossy(&unigate(&["idp", "user", "add", "--help"]).stdout).into_owned();
+    assert!(help.contains("--base-url <URL>") && help.contains("idp-port"), "{help}");
+    let bad = unigate(&[
+        "idp",
+        "user",
+        "add",
+        "--config",
+        config,
+        "--company",
+        "Globex IT",
+        "--username",
+        "x",
+        "--email",
+        "x@globex.example",
+        "--base-url",
+        "127.0.0.1:9100",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--base-url `127.0.0.1:9100` is not an http://"));
     let add = [
         "idp",
         "user",
         "add",
         "--config",
         config,
+        "--base-url",
+        iss.as_str(),
         "--company",
         "Globex IT",
         "--username",

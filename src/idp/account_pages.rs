@@ -63,16 +63,35 @@ pub fn welcome_done(username: &str, company: &str) -> Markup {
     )
 }
 
+/// The longest `login_hint` a page shows.
+const MAX_SHOWN_HINT: usize = 64;
+
+/// A `login_hint` as a page may show it: only what looks like a username or
+/// an email address (ASCII letters and digits, `.`, `_`, `-`, `@`, `+`; at
+/// most 64 characters). Anything else is the application's (or an
+/// attacker's) free text, which the page must not speak: `None`.
+pub fn shown_hint(hint: &str) -> Option<&str> {
+    let h = hint.trim();
+    let plausible = !h.is_empty()
+        && h.len() <= MAX_SHOWN_HINT
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@+".contains(&b));
+    plausible.then_some(h)
+}
+
 /// `current`: the session's username; `hint`: whom the application asked
-/// for; `choice`: the form's CSRF token.
-pub fn choose_account(current: &str, current_company: &str, hint: &str, choice: &str) -> Markup {
+/// for, if it may be shown (`shown_hint`); `choice`: the form's CSRF token.
+pub fn choose_account(current: &str, current_company: &str, hint: Option<&str>, choice: &str) -> Markup {
+    let other = match hint {
+        Some(h) => h.to_string(),
+        None => "another user".to_string(),
+    };
     layout(
         "Choose an account",
         None,
         html! {
             div.card {
                 h1 { "Choose an account" }
-                p { "You are logged in as " strong { (current) } ". Continue as " (current) ", or log in as " (hint) "." }
+                p { "You are logged in as " strong { (current) } ". Continue as " (current) ", or log in as " (other) "." }
                 p.muted { (current) " · " (current_company) }
                 form method="post" action="/authorize/choose" {
                     input type="hidden" name="choice" value=(choice);
@@ -82,9 +101,26 @@ pub fn choose_account(current: &str, current_company: &str, hint: &str, choice: 
                 form method="post" action="/authorize/choose" {
                     input type="hidden" name="choice" value=(choice);
                     input type="hidden" name="action" value="switch";
-                    button.secondary type="submit" { "Log in as " (hint) }
+                    button.secondary type="submit" { "Log in as " (other) }
                 }
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_hint;
+
+    #[test]
+    fn only_usernames_and_emails_are_shown() {
+        assert_eq!(shown_hint(" alice "), Some("alice"));
+        assert_eq!(shown_hint("alice.o'neil"), None);
+        assert_eq!(shown_hint("a+b_c-d@acme-msp.example"), Some("a+b_c-d@acme-msp.example"));
+        assert_eq!(shown_hint(&"a".repeat(64)).map(str::len), Some(64));
+        assert_eq!(shown_hint(&"a".repeat(65)), None);
+        assert_eq!(shown_hint("alice. Your account is locked, call 555"), None);
+        assert_eq!(shown_hint("ålice"), None);
+        assert_eq!(shown_hint(""), None);
+    }
 }

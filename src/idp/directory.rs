@@ -4,7 +4,11 @@
 //! users added with `unigate idp user add` live in the users file, which is
 //! read again whenever it changed, so a running provider knows a user added
 //! a moment ago, and the passwords those users set are written back to it.
-//! A user keeps one `UserId` for the life of the process.
+//! A user keeps one `UserId` for the life of the process: ids index a list
+//! that only grows, so a session or token naming an id can never come to
+//! name someone else. A user taken out of the file stays in the list,
+//! inactive, and is reported once by `take_removed` so the provider can
+//! end what that user still holds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +23,8 @@ use super::users_file::{self, Stamp, UsersFileError, WelcomeLink};
 mod added;
 pub use added::{checked_entry, new_totp_secret};
 
-/// Index of a user in the directory.
+/// Index of a user in the directory's list of every user known since
+/// start (never reused).
 pub type UserId = usize;
 
 pub struct Directory {
@@ -44,6 +49,9 @@ struct Users {
     by_welcome: HashMap<String, UserId>,
     /// The users file as last read.
     stamp: Option<Stamp>,
+    /// Users taken out of the users file (or taken out and added again)
+    /// since the provider last asked.
+    removed: Vec<UserId>,
 }
 
 struct Slot {
@@ -53,7 +61,10 @@ struct Slot {
     added: bool,
     /// Still in the directory: a user taken out of the users file is not.
     active: bool,
-    welcome: Option<WelcomeLink>,
+    /// When the users file says the user was added (Unix seconds): another
+    /// value means the entry was removed and added again.
+    added_at: u64,
+    welcome: Vec<WelcomeLink>,
 }
 
 /// Why the users file was not changed.
@@ -107,7 +118,7 @@ fn verify_hash(hash: &str, password: &str) -> bool {
 }
 
 impl Users {
-    fn push(&mut self, user: User, added: bool, welcome: Option<WelcomeLink>) -> UserId {
+    fn push(&mut self, user: User, added_at: Option<u64>, welcome: Vec<WelcomeLink>) -> UserId {
         let id = self.slots.len();
         let sub = subject_for(&user.company, &user.username);
         self.by_login.insert((norm(&user.company), norm(&user.username)), id);
@@ -115,8 +126,9 @@ impl Users {
         self.slots.push(Slot {
             user: Arc::new(user),
             sub,
-            added,
+            added: added_at.is_some(),
             active: true,
+            added_at: added_at.unwrap_or(0),
             welcome,
         });
         id
@@ -131,7 +143,7 @@ impl Directory {
     pub fn new(cfg: &IdpConfig) -> Self {
         let mut users = Users::default();
         for u in &cfg.users {
-            users.push(u.clone(), false, None);
+            users.push(u.clone(), None, Vec::new());
         }
         let dummy_hash = cfg
             .users
@@ -202,6 +214,23 @@ impl Directory {
         users.active(id).and(id)
     }
 
+    /// Whether the user is still in the directory (the users file is read
+    /// again if it changed).
+    pub fn is_active(&self, id: UserId) -> bool {
+        self.refresh();
+        self.read().active(Some(id)).is_some()
+    }
+
+    /// The users taken out of the directory since the last call (each
+    /// reported once), after reading the users file again if it changed.
+    pub fn take_removed(&self) -> Vec<UserId> {
+        self.refresh();
+        if self.read().removed.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.write().removed)
+    }
+
     pub fn find_by_sub(&self, sub: &str) -> Option<UserId> {
         let users = self.read();
         let id = users.by_sub.get(sub).copied();
@@ -259,7 +288,7 @@ impl Directory {
                     .find(|e| e.is(&user.company, &user.username))
                     .ok_or(UpdateError::Gone)?;
                 e.password_hash = Some(hash);
-                e.welcome = None;
+                e.welcome.clear();
                 Ok::<_, UpdateError>(())
             })?;
             self.refresh();

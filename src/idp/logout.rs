@@ -1,12 +1,13 @@
 //! Telling clients that an IdP session ended: OIDC Back-Channel Logout 1.0
 //! tokens POSTed to each client that got a code under the session (retried a
 //! few times, every failure logged), and the Front-Channel Logout 1.0 iframe
-//! URLs for clients that registered one.
+//! URLs for clients that registered one. Also what ends when a user leaves
+//! the directory (taken out of the users file).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Provider;
+use super::directory::UserId;
 use super::oauth::{LOGOUT_RETRY_DELAYS, with_params};
 use super::store::IdpSession;
 
@@ -20,7 +21,7 @@ pub struct LogoutOutcome {
 
 impl Provider {
     /// Ends the session stored under `session_key` and notifies its clients.
-    pub fn logout(self: &Arc<Self>, session_key: &str, now: SystemTime) -> Option<LogoutOutcome> {
+    pub fn logout(&self, session_key: &str, now: SystemTime) -> Option<LogoutOutcome> {
         let session = self.stores.end_session(session_key)?;
         tracing::info!(user.sub = %self.dir.sub(session.user), "IdP session ended");
         Some(self.notify_clients(&session, now))
@@ -28,7 +29,7 @@ impl Provider {
 
     /// Ends every IdP session of `user` (password reset) and voids the
     /// user's other reset links. Returns how many sessions ended.
-    pub fn end_user_sessions(self: &Arc<Self>, user: super::directory::UserId, now: SystemTime) -> usize {
+    pub fn end_user_sessions(&self, user: UserId, now: SystemTime) -> usize {
         let keys: Vec<String> = self
             .stores
             .sessions
@@ -50,7 +51,41 @@ impl Provider {
         ended
     }
 
-    fn notify_clients(self: &Arc<Self>, session: &IdpSession, now: SystemTime) -> LogoutOutcome {
+    /// Ends what users taken out of the directory since the last look still
+    /// hold: every IdP session (their clients are told, as at logout) and
+    /// every grant, so their refresh and access tokens stop working too,
+    /// even if the same user is added again. Runs on every use of a session
+    /// or token, and every few seconds while the provider runs.
+    pub fn sync_directory(&self, now: SystemTime) {
+        for user in self.dir.take_removed() {
+            let ended = self.end_user_sessions(user, now);
+            let grants: Vec<_> = self
+                .stores
+                .grants
+                .iter()
+                .filter(|(_, g)| g.user == user && !g.is_revoked())
+                .map(|(_, g)| g)
+                .collect();
+            for g in &grants {
+                g.revoke();
+            }
+            tracing::info!(
+                user.sub = %self.dir.sub(user),
+                sessions.ended = ended,
+                grants.revoked = grants.len(),
+                "user no longer in the directory; what they held has ended"
+            );
+        }
+    }
+
+    /// Whether `user` is still in the directory, after ending what removed
+    /// users held (`sync_directory`).
+    pub fn user_active(&self, user: UserId, now: SystemTime) -> bool {
+        self.sync_directory(now);
+        self.dir.is_active(user)
+    }
+
+    fn notify_clients(&self, session: &IdpSession, now: SystemTime) -> LogoutOutcome {
         let clients: Vec<String> = session
             .clients
             .lock()

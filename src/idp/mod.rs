@@ -34,6 +34,10 @@ use keys::{KeyStore, SigningKey};
 use mail::Outbox;
 use store::{Stores, Throttle};
 
+/// How often a running provider looks at the users file for users taken
+/// out of it (it also looks whenever a session or token is used).
+const USERS_FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Everything the provider knows; shared by its HTTP handlers.
 pub struct Provider {
     /// The issuer identifier, with no trailing slash.
@@ -150,14 +154,26 @@ impl IdpServer {
                 }
             })
         });
+        // A user taken out of the users file loses their sessions and
+        // tokens within seconds, even if nobody uses them meanwhile.
+        let watcher = provider.dir.users_file().is_some().then(|| {
+            let p = provider.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(USERS_FILE_CHECK);
+                loop {
+                    tick.tick().await;
+                    p.sync_directory(SystemTime::now());
+                }
+            })
+        });
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move {
                     let _ = rx.await;
                 })
                 .await;
-            if let Some(r) = rotator {
-                r.abort();
+            for t in [rotator, watcher].into_iter().flatten() {
+                t.abort();
             }
             if let Err(e) = served {
                 tracing::error!(error = %e, "identity provider stopped with an error");

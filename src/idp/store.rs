@@ -145,6 +145,8 @@ pub struct AccountChoice {
     /// The IdP session it was offered under; the choice counts only in it.
     pub session_key: String,
     pub request: Arc<AuthRequest>,
+    /// The hint as the page showed it (empty when it was not shown), to
+    /// prefill the login if the person switches.
     pub hint: String,
 }
 
@@ -209,7 +211,13 @@ pub struct Throttle {
     pub starts: RateCounter<IpAddr>,
     pub password_checks: RateCounter<IpAddr>,
     pub recoveries: RateCounter<IpAddr>,
+    /// New welcome mails per user: one per `WELCOME_RENEWAL_INTERVAL`.
+    pub welcome_renewals: RateCounter<UserId>,
 }
+
+/// How often *Forgot password* may send a user who has no password yet a
+/// new welcome mail.
+pub const WELCOME_RENEWAL_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Throttle {
     pub fn new(cfg: &LoginConfig) -> Self {
@@ -223,6 +231,7 @@ impl Throttle {
             starts: RateCounter::new(cfg.max_starts_per_minute_per_ip, minute),
             password_checks: RateCounter::new(cfg.max_password_checks_per_minute_per_ip, minute),
             recoveries: RateCounter::new(cfg.max_failures_per_ip, cfg.failure_window),
+            welcome_renewals: RateCounter::with_capacity(1, WELCOME_RENEWAL_INTERVAL, 100_000),
         }
     }
 

@@ -2,12 +2,15 @@
 //! passwords they set, beside the config (whose own `[[user]]` entries stay
 //! read-only). Both the command and the running provider change it, so every
 //! change is a read-modify-write under an exclusive lock (`flock` on a
-//! `.lock` file beside it) and lands whole: written to a temporary file,
-//! synced, then renamed over the old one. The provider notices a change by
-//! the file's identity (modification time, size, inode) and reads it again.
+//! `.lock` file beside it) and lands whole: written to a fresh temporary
+//! file (a random name, created exclusively, mode 0600), synced, then
+//! renamed over the old one. The provider notices a change by the file's
+//! identity (modification time, size, inode) and reads it again.
 
 use std::fs::File;
 use std::io::Write;
+#[cfg(unix)]
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -39,9 +42,24 @@ pub struct StoredUser {
     /// When the user was added (Unix seconds).
     #[serde(default)]
     pub added: u64,
-    /// The open welcome link, until the user creates a password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub welcome: Option<WelcomeLink>,
+    /// The welcome links mailed, until the user creates a password: the
+    /// newest few, each working until it expires (read from one table or
+    /// an array of them).
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub welcome: Vec<WelcomeLink>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<WelcomeLink>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(WelcomeLink),
+        Many(Vec<WelcomeLink>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(w) => vec![w],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// A welcome link: the SHA-256 of its token (never the token) and when it
@@ -141,12 +159,12 @@ fn lock(path: &Path) -> Result<nix::fcntl::Flock<File>, UsersFileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(err)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    // Never through a symbolic link someone left at the lock's name.
+    #[cfg(unix)]
+    options.mode(0o600).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+    let file = options.open(&lock_path).map_err(err)?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, errno)| err(std::io::Error::from(errno)))
 }
@@ -163,23 +181,28 @@ fn write_whole(path: &Path, doc: &UsersDoc) -> Result<(), UsersFileError> {
         source,
     };
     let text = toml::to_string(doc).map_err(|e| err(std::io::Error::other(e)))?;
-    let tmp = with_suffix(path, &format!(".{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        // Password hashes and TOTP secrets: for the owner only.
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp)?;
-        f.write_all(HEADER.as_bytes())?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(err)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A random name created exclusively (never an existing file or a
+    // symbolic link), for the owner only from the start: the file holds
+    // password hashes and TOTP secrets. Removed if anything fails.
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::fs::Permissions::from_mode(0o600));
+    let mut tmp = builder.tempfile_in(dir).map_err(err)?;
+    tmp.write_all(HEADER.as_bytes()).map_err(err)?;
+    tmp.write_all(text.as_bytes()).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -196,10 +219,10 @@ mod tests {
             totp_secret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into(),
             password_hash: None,
             added: 1,
-            welcome: Some(WelcomeLink {
+            welcome: vec![WelcomeLink {
                 key: "k".into(),
                 expires: 2,
-            }),
+            }],
         }
     }
 
@@ -221,20 +244,44 @@ mod tests {
         assert!(doc.users[0].is(" ACME", "Erin"));
         update::<_, UsersFileError>(&path, |d| {
             d.users[0].password_hash = Some("$argon2id$x".into());
-            d.users[0].welcome = None;
+            d.users[0].welcome.clear();
             Ok(())
         })
         .unwrap();
         assert_ne!(stamp(&path).unwrap(), first);
         let doc = read(&path).unwrap();
         assert_eq!(doc.users[0].password_hash.as_deref(), Some("$argon2id$x"));
-        assert!(doc.users[0].welcome.is_none());
+        assert!(doc.users[0].welcome.is_empty());
         // No temporary files are left behind.
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn one_welcome_link_or_several_are_read_and_several_written() {
+        let one = "[[user]]\nusername = \"erin\"\ncompany = \"Acme\"\nemail = \"e@acme.example\"\n\
+                   display_name = \"Erin\"\ntotp_secret = \"JBSWY3DPEHPK3PXP\"\n\
+                   [user.welcome]\nkey = \"k1\"\nexpires = 5\n";
+        let doc: UsersDoc = parse_toml(one).unwrap();
+        assert_eq!(
+            doc.users[0].welcome,
+            vec![WelcomeLink {
+                key: "k1".into(),
+                expires: 5
+            }]
+        );
+        let mut doc = doc;
+        doc.users[0].welcome.push(WelcomeLink {
+            key: "k2".into(),
+            expires: 6,
+        });
+        let text = toml::to_string(&doc).unwrap();
+        assert_eq!(text.matches("[[user.welcome]]").count(), 2, "{text}");
+        let again: UsersDoc = parse_toml(&text).unwrap();
+        assert_eq!(again.users[0].welcome, doc.users[0].welcome);
     }
 
     #[test]

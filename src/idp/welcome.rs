@@ -54,8 +54,12 @@ pub enum AddUserError {
     BadEmail(String),
     #[error("{0}")]
     BadField(String),
-    #[error("the welcome link needs the identity provider's address: set server.issuer (server.listen is {0})")]
+    #[error(
+        "the welcome link needs the identity provider's address: give --base-url or set server.issuer (server.listen is {0})"
+    )]
     NoLinkBase(String),
+    #[error("--base-url `{0}` is not an http:// or https:// URL without query or fragment")]
+    BadBaseUrl(String),
     #[error(transparent)]
     File(#[from] UsersFileError),
     #[error(
@@ -66,8 +70,21 @@ pub enum AddUserError {
 }
 
 /// Where the identity provider is reached, for links in mail written
-/// outside it: `server.issuer`, else `http://` + `server.listen`.
-pub fn link_base(cfg: &IdpConfig) -> Result<String, AddUserError> {
+/// outside it: `given` (`--base-url`, for an IdP listening elsewhere than
+/// its config says, as under `unigate demo --idp-port`), else
+/// `server.issuer`, else `http://` + `server.listen`.
+pub fn link_base(cfg: &IdpConfig, given: Option<&str>) -> Result<String, AddUserError> {
+    if let Some(g) = given {
+        let bad = || AddUserError::BadBaseUrl(g.to_string());
+        let u = url::Url::parse(g.trim()).map_err(|_| bad())?;
+        let ok = matches!(u.scheme(), "http" | "https")
+            && u.has_host()
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+            && u.password().is_none();
+        return ok.then(|| u.as_str().trim_end_matches('/').to_string()).ok_or_else(bad);
+    }
     if let Some(i) = &cfg.issuer {
         return Ok(i.as_str().trim_end_matches('/').to_string());
     }
@@ -138,10 +155,10 @@ pub async fn add_user(cfg: &IdpConfig, base: &str, new: NewUser, now: SystemTime
         totp_secret: new_totp_secret(),
         password_hash: None,
         added: unix(now),
-        welcome: Some(WelcomeLink {
+        welcome: vec![WelcomeLink {
             key: token_key(&token),
             expires: unix(now + cfg.login.welcome_link_ttl),
-        }),
+        }],
     };
     let user = checked_entry(&entry, &cfg.companies).map_err(AddUserError::BadField)?;
     let file = path.clone();
@@ -258,10 +275,10 @@ pub fn list_users(cfg: &IdpConfig, now: SystemTime) -> Result<Vec<String>, Users
         None => Default::default(),
     };
     for e in &doc.users {
-        let state = match (&e.password_hash, &e.welcome) {
-            (Some(_), _) => "active",
-            (None, Some(w)) if w.expires > unix => "welcome mail sent; no password yet",
-            (None, _) => "welcome link expired; no password yet",
+        let state = match &e.password_hash {
+            Some(_) => "active",
+            None if e.welcome.iter().any(|w| w.expires > unix) => "welcome mail sent; no password yet",
+            None => "welcome link expired; no password yet",
         };
         lines.push(format!(
             "{}\t{}\t{}\t{}\t{state}",
@@ -285,5 +302,27 @@ mod tests {
         assert_eq!(lifetime(Duration::from_secs(3600)), "1 hour");
         assert_eq!(lifetime(Duration::from_secs(90_000)), "25 hours");
         assert_eq!(lifetime(Duration::from_secs(1800)), "30 minutes");
+    }
+
+    #[test]
+    fn the_link_base_is_the_given_url_else_the_issuer_else_the_listen_address() {
+        let mut cfg = IdpConfig::from_toml("", std::path::Path::new(".")).unwrap();
+        cfg.listen = "127.0.0.1:9000".parse().unwrap();
+        cfg.issuer = None;
+        assert_eq!(link_base(&cfg, None).unwrap(), "http://127.0.0.1:9000");
+        cfg.issuer = Some("https://idp.example/".parse().unwrap());
+        assert_eq!(link_base(&cfg, None).unwrap(), "https://idp.example");
+        let given = |u: &str| link_base(&cfg, Some(u)).map_err(|e| e.to_string());
+        assert_eq!(given("http://127.0.0.1:9100/").unwrap(), "http://127.0.0.1:9100");
+        assert_eq!(given("https://sso.example/k1").unwrap(), "https://sso.example/k1");
+        for bad in [
+            "127.0.0.1:9100",
+            "ftp://x",
+            "http://h/?a=1",
+            "http://h/#f",
+            "http://u:p@h/",
+        ] {
+            assert!(given(bad).unwrap_err().contains("--base-url"), "{bad}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The directory's users from the users file (`unigate idp user add`):
-//! reading the file again when it changed, and the welcome link with which
-//! such a user creates their first password.
+//! reading the file again when it changed, and the welcome links with
+//! which such a user creates their first password.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -12,6 +12,10 @@ use super::{Directory, UpdateError, UserId, Users, hash_password, norm};
 use crate::idp::config::User;
 use crate::idp::store::token_key;
 use crate::idp::users_file::{self, StoredUser, UsersDoc, WelcomeLink};
+
+/// Welcome links of one user that work at once: a new mail adds one and
+/// drops the oldest beyond these.
+pub const MAX_WELCOME_LINKS: usize = 3;
 
 /// A fresh TOTP secret (160 bits, RFC 4226 §4), base32.
 pub fn new_totp_secret() -> String {
@@ -99,24 +103,37 @@ impl Directory {
                 }
                 Some(id) => {
                     let slot = &mut users.slots[id];
+                    // Taken out and added again between two looks: what the
+                    // earlier entry held ends as for a removal.
+                    let replaced = slot.active && slot.added_at != e.added;
                     slot.user = Arc::new(user);
                     slot.active = true;
+                    slot.added_at = e.added;
                     slot.welcome = e.welcome.clone();
+                    if replaced {
+                        users.removed.push(id);
+                    }
                 }
                 None => {
-                    users.push(user, true, e.welcome.clone());
+                    users.push(user, Some(e.added), e.welcome.clone());
                 }
             }
         }
-        for s in users.slots.iter_mut().filter(|s| s.added) {
-            s.active = seen.contains(&(norm(&s.user.company), norm(&s.user.username)));
+        let Users { slots, removed, .. } = users;
+        for (id, s) in slots.iter_mut().enumerate().filter(|(_, s)| s.added) {
+            let still = seen.contains(&(norm(&s.user.company), norm(&s.user.username)));
+            if s.active && !still {
+                tracing::info!(user.sub = %s.sub, file = %path.display(), "user taken out of the users file");
+                removed.push(id);
+            }
+            s.active = still;
         }
         let by_welcome = users
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active)
-            .filter_map(|(id, s)| s.welcome.as_ref().map(|w| (w.key.clone(), id)))
+            .flat_map(|(id, s)| s.welcome.iter().map(move |w| (w.key.clone(), id)))
             .collect();
         users.by_welcome = by_welcome;
     }
@@ -134,16 +151,17 @@ impl Directory {
     /// at `now` (Unix seconds).
     pub fn welcome(&self, token: &str, now: u64) -> Option<(UserId, Arc<User>)> {
         self.refresh();
+        let key = token_key(token);
         let users = self.read();
-        let id = users.by_welcome.get(&token_key(token)).copied()?;
+        let id = users.by_welcome.get(&key).copied()?;
         let slot = users.active(Some(id))?;
-        let open = slot.welcome.as_ref().is_some_and(|w| w.expires > now);
+        let open = slot.welcome.iter().any(|w| w.key == key && w.expires > now);
         open.then(|| (id, slot.user.clone()))
     }
 
     /// Creates the password of the user a welcome link is for, and closes
-    /// the link: checked again under the users file's lock, so a link works
-    /// once even across processes.
+    /// the user's links: checked again under the users file's lock, so a
+    /// link works once even across processes.
     pub fn complete_welcome(&self, token: &str, password: &str, now: u64) -> Result<UserId, UpdateError> {
         let hash = hash_password(password);
         let key = token_key(token);
@@ -152,19 +170,22 @@ impl Directory {
             let e = doc
                 .users
                 .iter_mut()
-                .find(|e| e.welcome.as_ref().is_some_and(|w| w.key == key && w.expires > now))
+                .find(|e| e.welcome.iter().any(|w| w.key == key && w.expires > now))
                 .ok_or(UpdateError::LinkExpired)?;
             e.password_hash = Some(hash);
-            e.welcome = None;
+            e.welcome.clear();
             Ok::<_, UpdateError>((e.company.clone(), e.username.clone()))
         })?;
         self.find(&company, &username).ok_or(UpdateError::Gone)
     }
 
-    /// A new welcome link (and a new TOTP secret, as the old one may have
-    /// been seen) for an added user who has not created a password yet; the
-    /// old link stops working. Returns the link's token.
-    pub fn renew_welcome(&self, id: UserId, expires: u64) -> Result<(String, Arc<User>), UpdateError> {
+    /// A new welcome link, working from `now` (Unix seconds) for `ttl`
+    /// seconds, for an added user who has not created a password yet. The
+    /// links mailed before keep working until they expire (only the oldest
+    /// beyond `MAX_WELCOME_LINKS` is dropped) and the TOTP key stays, so
+    /// whoever asks for a new mail cannot spoil the one the user is using.
+    /// Returns the link's token.
+    pub fn renew_welcome(&self, id: UserId, now: u64, ttl: u64) -> Result<(String, Arc<User>), UpdateError> {
         let user = self.user(id);
         let path = self.users_file.as_deref().ok_or(UpdateError::Gone)?;
         let token = crate::crypto::random_token();
@@ -177,11 +198,13 @@ impl Directory {
             if e.password_hash.is_some() {
                 return Err(UpdateError::HasPassword);
             }
-            e.totp_secret = new_totp_secret();
-            e.welcome = Some(WelcomeLink {
+            e.welcome.retain(|w| w.expires > now);
+            e.welcome.push(WelcomeLink {
                 key: token_key(&token),
-                expires,
+                expires: now.saturating_add(ttl),
             });
+            let extra = e.welcome.len().saturating_sub(MAX_WELCOME_LINKS);
+            e.welcome.drain(..extra);
             Ok(())
         })?;
         self.refresh();
@@ -195,10 +218,8 @@ mod tests {
     use crate::idp::config::IdpConfig;
     use crate::idp::users_file::UsersFileError;
 
-    #[test]
-    fn the_users_file_is_read_again_when_it_changes_and_ids_stay() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users.toml");
+    /// A config with alice (in the config itself) and a users file.
+    fn config(path: &Path) -> IdpConfig {
         let mut cfg = IdpConfig::from_toml(
             r#"
             [[company]]
@@ -214,10 +235,12 @@ mod tests {
             Path::new("."),
         )
         .unwrap();
-        cfg.users_file = Some(path.clone());
-        let d = Directory::new(&cfg);
-        assert!(d.find("acme", "erin").is_none());
-        let entry = |name: &str, company: &str| StoredUser {
+        cfg.users_file = Some(path.to_path_buf());
+        cfg
+    }
+
+    fn entry(name: &str, company: &str) -> StoredUser {
+        StoredUser {
             username: name.into(),
             company: company.into(),
             email: format!("{name}@acme.example"),
@@ -226,11 +249,28 @@ mod tests {
             totp_secret: new_totp_secret(),
             password_hash: None,
             added: 0,
-            welcome: Some(WelcomeLink {
+            welcome: vec![WelcomeLink {
                 key: token_key("tok"),
                 expires: 100,
-            }),
-        };
+            }],
+        }
+    }
+
+    fn set_users(path: &Path, users: Vec<StoredUser>) {
+        users_file::update::<_, UsersFileError>(path, |doc| {
+            doc.users = users;
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn the_users_file_is_read_again_when_it_changes_and_ids_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let cfg = config(&path);
+        let d = Directory::new(&cfg);
+        assert!(d.find("acme", "erin").is_none());
         users_file::update::<_, UsersFileError>(&path, |doc| {
             // alice is the config's: her entry here is ignored; Initech is unknown.
             doc.users = vec![entry("erin", "ACME"), entry("alice", "Acme"), entry("x", "Initech")];
@@ -268,5 +308,64 @@ mod tests {
         ));
         let reread = Directory::new(&cfg);
         assert!(reread.check_password(reread.find("Acme", "erin"), "a-long-password"));
+    }
+
+    #[test]
+    fn removals_are_reported_once_and_an_id_never_names_someone_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let d = Directory::new(&config(&path));
+        set_users(&path, vec![entry("erin", "Acme")]);
+        let erin = d.find("acme", "erin").unwrap();
+        assert!(d.is_active(erin));
+        assert!(d.take_removed().is_empty());
+        // erin is taken out, frank added: erin's id stays erin's, inactive.
+        set_users(&path, vec![entry("frank", "Acme")]);
+        assert!(!d.is_active(erin));
+        assert_eq!(d.take_removed(), vec![erin]);
+        assert!(d.take_removed().is_empty(), "reported once");
+        let frank = d.find("acme", "frank").unwrap();
+        assert_ne!(frank, erin);
+        assert_eq!(d.user(erin).username, "erin");
+        assert!(d.find_by_sub(&d.sub(erin)).is_none());
+        // Taken out and added again between two looks (a new `added`): the
+        // earlier entry's sessions must end, though the user is back.
+        let mut again = entry("frank", "Acme");
+        again.added = 42;
+        set_users(&path, vec![again]);
+        assert!(d.is_active(frank));
+        assert_eq!(d.take_removed(), vec![frank]);
+    }
+
+    #[test]
+    fn a_new_welcome_link_keeps_the_key_and_the_links_mailed_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let d = Directory::new(&config(&path));
+        set_users(&path, vec![entry("erin", "Acme")]);
+        let erin = d.find("acme", "erin").unwrap();
+        let key = d.user(erin).totp_secret.clone();
+        let (second, user) = d.renew_welcome(erin, 10, 100).unwrap();
+        assert_eq!(user.totp_secret, key, "the key stays until the password is set");
+        assert_eq!(
+            d.welcome("tok", 50).map(|(id, _)| id),
+            Some(erin),
+            "the first link still works"
+        );
+        assert_eq!(d.welcome(&second, 50).map(|(id, _)| id), Some(erin));
+        assert_eq!(d.welcome(&second, 109).map(|(id, _)| id), Some(erin));
+        assert!(d.welcome(&second, 110).is_none(), "expires after its ttl");
+        // Beyond MAX_WELCOME_LINKS, the oldest goes.
+        let newer: Vec<String> = (0..MAX_WELCOME_LINKS - 1)
+            .map(|i| d.renew_welcome(erin, 20 + i as u64, 100).unwrap().0)
+            .collect();
+        assert!(d.welcome("tok", 50).is_none(), "the oldest link was dropped");
+        for t in newer.iter().chain([&second]) {
+            assert!(d.welcome(t, 50).is_some());
+        }
+        // Any of them creates the password, and then none works.
+        assert_eq!(d.complete_welcome(&second, "a-long-password", 50).unwrap(), erin);
+        assert!(newer.iter().all(|t| d.welcome(t, 50).is_none()));
+        assert!(matches!(d.renew_welcome(erin, 60, 100), Err(UpdateError::HasPassword)));
     }
 }

@@ -11,7 +11,7 @@ use crate::idp::store::{Grant, token_key};
 
 impl Provider {
     /// The claims of a live access token (a JWT or an opaque one) whose
-    /// grant is not revoked.
+    /// grant is not revoked and whose user is still in the directory.
     fn live_access_token(&self, token: &str, now: SystemTime) -> Option<(AccessTokenClaims, Arc<Grant>)> {
         let claims: AccessTokenClaims = if token.split('.').count() == 3 {
             self.verify_own(token, "at+jwt", false, now)?
@@ -24,7 +24,7 @@ impl Provider {
         };
         let grant_id = self.stores.access.get(&claims.jti)?;
         let grant = self.stores.grants.get(&grant_id)?;
-        (!grant.is_revoked()).then_some((claims, grant))
+        (!grant.is_revoked() && self.user_active(grant.user, now)).then_some((claims, grant))
     }
 
     /// Token introspection (RFC 7662) for an authenticated client: the

@@ -1,6 +1,7 @@
 //! The token endpoint (RFC 6749 §3.2): client authentication (Basic or
 //! form, never both), and the `authorization_code` (PKCE-checked, once)
-//! and `refresh_token` (rotated, reuse revokes the grant) grants.
+//! and `refresh_token` (rotated, reuse revokes the grant) grants, both only
+//! for a user still in the directory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -195,6 +196,10 @@ impl Provider {
             // grant is attached to it under its lock, so a logout either
             // happened before (no tokens) or will revoke this grant.
             let session = self.session_by_sid(&record.sid).ok_or_else(invalid)?;
+            // Nor for a user taken out of the directory since.
+            if !self.user_active(record.user, now) {
+                return Err(invalid());
+            }
             let mut session_grants = session.grants.lock().unwrap_or_else(|p| p.into_inner());
             let Some(session_grants) = session_grants.as_mut() else {
                 return Err(invalid());
@@ -236,6 +241,10 @@ impl Provider {
         let record = self.stores.refresh.get(&token_key(token)).ok_or_else(invalid)?;
         let grant = self.stores.grants.get(&record.grant_id).ok_or_else(invalid)?;
         if grant.client_id != client.client_id || grant.is_revoked() {
+            return Err(invalid());
+        }
+        if !self.user_active(grant.user, now) {
+            grant.revoke();
             return Err(invalid());
         }
         if record.used.load(Ordering::Acquire) {

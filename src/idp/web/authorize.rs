@@ -115,20 +115,21 @@ fn choose_account(
     request: Arc<AuthRequest>,
     hint: &str,
 ) -> Response {
-    let hint: String = hint.chars().take(MAX_FIELD).collect();
+    // Shown and prefilled only when it looks like a username or an email.
+    let hint = account_pages::shown_hint(hint);
     let token = random_token();
     p.stores.account_choices.insert(
         token_key(&token),
         AccountChoice {
             session_key,
             request,
-            hint: hint.clone(),
+            hint: hint.unwrap_or_default().to_string(),
         },
     );
     let user = p.dir.user(s.user);
     page(
         StatusCode::OK,
-        account_pages::choose_account(&user.username, &user.company, &hint, &token),
+        account_pages::choose_account(&user.username, &user.company, hint, &token),
     )
 }
 

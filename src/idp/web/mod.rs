@@ -199,8 +199,16 @@ fn removal(name: &'static str) -> Cookie<'static> {
     c
 }
 
+/// The browser's IdP session, if it has one whose user is still in the
+/// directory. A session of a user taken out of it is ended here (their
+/// clients are told), should the directory's own sweep not have got to it.
 fn current_session(p: &Provider, jar: &CookieJar) -> Option<(String, Arc<IdpSession>)> {
     let key = token_key(jar.get(SESSION_COOKIE)?.value());
     let s = p.stores.sessions.get(&key)?;
+    let now = std::time::SystemTime::now();
+    if !p.user_active(s.user, now) {
+        p.logout(&key, now);
+        return None;
+    }
     Some((key, s))
 }

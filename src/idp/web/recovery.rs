@@ -143,12 +143,18 @@ async fn send_recovery(p: &Arc<Provider>, kind: Recover, f: &HashMap<String, Str
     }
 }
 
-/// A new Welcome to KaseyaOne mail for a user who never created a password.
+/// A new Welcome to KaseyaOne mail for a user who never created a password,
+/// at most one per `WELCOME_RENEWAL_INTERVAL`. The links mailed before
+/// keep working and the key stays (see `Directory::renew_welcome`).
 async fn renew_welcome(p: &Arc<Provider>, id: UserId) {
+    if p.throttle.welcome_renewals.hit(id, Instant::now()).is_some() {
+        tracing::info!(user.sub = %p.dir.sub(id), "welcome mail not sent again so soon");
+        return;
+    }
     let ttl = p.cfg.login.welcome_link_ttl;
-    let expires = unix(SystemTime::now() + ttl);
+    let now = unix(SystemTime::now());
     let p2 = p.clone();
-    let renewed = tokio::task::spawn_blocking(move || p2.dir.renew_welcome(id, expires)).await;
+    let renewed = tokio::task::spawn_blocking(move || p2.dir.renew_welcome(id, now, ttl.as_secs())).await;
     let (token, user) = match renewed {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return tracing::error!(error = %e, "welcome link not renewed"),
