@@ -427,6 +427,96 @@ async fn h_another_username_at_the_module_asks_which_account() {
     w.finish().await;
 }
 
+/// The App Launcher as a menu: the keyboard opens it on its first entry,
+/// arrow keys move, Escape closes it and returns to the button; a click
+/// outside closes it; in a 320-pixel window it stays inside the window.
+#[tokio::test]
+async fn i_the_app_launcher_by_keyboard_and_on_a_narrow_window() {
+    let Some(mut w) = Walk::start("i").await else { return };
+    let s = demo_stack().start().await;
+    w.goto(&s.url("bms-east.localhost", "/")).await;
+    log_in(&w, &s.idp, "alice").await;
+    module_user(&w).await;
+    let state = |w: &Walk| {
+        let c = w.c.clone();
+        async move {
+            let v = c
+                .execute(
+                    "var d = document.getElementById('unigate-launcher'); \
+                     var b = document.getElementById('unigate-launcher-button'); \
+                     var a = document.activeElement; \
+                     return [d.open, b.getAttribute('aria-expanded'), a ? (a.id || a.textContent.trim()) : ''];",
+                    vec![],
+                )
+                .await
+                .unwrap_or_default();
+            serde_json::from_value::<(bool, Option<String>, String)>(v).unwrap_or((false, None, String::new()))
+        }
+    };
+    let client = w.c.clone();
+    let key = |k: &'static str| {
+        let c = client.clone();
+        async move {
+            let el = c.active_element().await.expect("a focused element");
+            el.send_keys(k).await.expect("keys sent");
+        }
+    };
+
+    w.step("i1 Enter on the button opens the menu on its first entry");
+    w.ok(
+        w.c.execute("document.getElementById('unigate-launcher-button').focus()", vec![])
+            .await,
+        "focus the button",
+    )
+    .await;
+    key("\u{e007}").await; // Enter
+    let (open, expanded, focused) = state(&w).await;
+    w.check(
+        open && expanded.as_deref() == Some("true") && focused.starts_with("Demo Portal"),
+        format!("open {open}, aria-expanded {expanded:?}, focus on {focused:?}"),
+    )
+    .await;
+
+    w.step("i2 the down arrow moves to the next entry");
+    key("\u{e015}").await; // ArrowDown
+    let (_, _, focused) = state(&w).await;
+    w.check(focused.starts_with("BMS"), format!("focus on {focused:?}"))
+        .await;
+
+    w.step("i3 Escape closes it and returns to the button");
+    key("\u{e00c}").await; // Escape
+    let (open, expanded, focused) = state(&w).await;
+    w.check(
+        !open && expanded.as_deref() == Some("false") && focused == "unigate-launcher-button",
+        format!("open {open}, aria-expanded {expanded:?}, focus on {focused:?}"),
+    )
+    .await;
+
+    w.step("i4 a click outside closes it");
+    open_launcher(&w, "portal", "Demo Portal").await;
+    let heading = w.find("h1").await;
+    w.click(&heading, false).await;
+    let (open, _, _) = state(&w).await;
+    w.check(!open, "closed by the click outside").await;
+
+    w.step("i5 in a 320-pixel window the menu stays inside the window");
+    w.ok(w.c.set_window_size(320, 640).await, "narrow window").await;
+    open_launcher(&w, "portal", "Demo Portal").await;
+    let fits =
+        w.c.execute(
+            "var r = document.getElementById('unigate-launcher-menu').getBoundingClientRect(); \
+             return r.left >= 0 && r.right <= window.innerWidth && r.width > 0;",
+            vec![],
+        )
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    w.check(fits, "the menu within the window").await;
+    w.page("app-launcher-narrow").await;
+    w.finish().await;
+}
+
 /// `unigate demo` itself, as the README runs it but on ports other than
 /// 8080/9000/8081: every My Modules link follows them, and a tile lands
 /// logged in on the portal (whose own login page is kept).
