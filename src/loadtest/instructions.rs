@@ -102,6 +102,19 @@ fn instructions(pid: u32) -> anyhow::Result<u64> {
 /// Sends `n` GETs of `path` one after another on one keep-alive
 /// connection, the request bytes always the same; each must answer 200.
 pub fn sequential_gets(port: u16, host: &str, headers: &[Header], n: usize, path: &str) -> anyhow::Result<()> {
+    sequential_gets_expecting(port, host, headers, n, path, "200")
+}
+
+/// [`sequential_gets`], each answering `status`.
+pub fn sequential_gets_expecting(
+    port: u16,
+    host: &str,
+    headers: &[Header],
+    n: usize,
+    path: &str,
+    status: &str,
+) -> anyhow::Result<()> {
+    let expected = status;
     let stream = TcpStream::connect(("127.0.0.1", port)).with_context(|| format!("connecting to {port}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.set_nodelay(true)?;
@@ -154,7 +167,7 @@ pub fn sequential_gets(port: u16, host: &str, headers: &[Header], n: usize, path
         } else if let Some(n) = length {
             std::io::copy(&mut (&mut r).take(n), &mut std::io::sink())?;
         }
-        anyhow::ensure!(status == "200", "{host}: status {status}");
+        anyhow::ensure!(status == expected, "{host}: status {status}, not {expected}");
     }
     Ok(())
 }
@@ -171,6 +184,10 @@ fn thousands(x: f64) -> String {
     }
     if x.round() < 0.0 { format!("-{out}") } else { out }
 }
+
+/// The most login starts measured: under the demo's 600 a minute from one
+/// address, warm-up included.
+const LOGIN_STARTS: usize = 500;
 
 /// Starts both processes under callgrind, measures the three paths and
 /// prints the table. `bin`: the unigate binary to start.
@@ -229,6 +246,21 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
         let dump = format!("{name}{}", suffix.strip_prefix("-ping").unwrap_or(&suffix));
         callgrind_control(&[&format!("--dump={dump}"), &pid])?;
     }
+    // An unauthenticated navigation: the 302 to KaseyaOne with a new login
+    // transaction (state, nonce, PKCE, its sealed cookie). The module is
+    // not asked. Fewer requests: the demo lets one address start 600
+    // logins a minute.
+    let login_starts = opts.requests.min(LOGIN_STARTS);
+    let east = format!("bms-east.localhost:{}", d.port);
+    let navigation: [Header; 1] = [("Accept", "text/html")];
+    sequential_gets_expecting(d.port, &east, &navigation, 20, &opts.path, "302")?;
+    let pid = demo_pid.to_string();
+    callgrind_control(&["-z", &pid])?;
+    std::thread::sleep(Duration::from_millis(500));
+    callgrind_control(&["-z", &pid])?;
+    sequential_gets_expecting(d.port, &east, &navigation, login_starts, &opts.path, "302")?;
+    let login_start = instructions(demo_pid)? as f64 / login_starts as f64;
+    callgrind_control(&["--dump=login-start", &pid])?;
     let own = counts["unigate"] - counts["direct"];
     println!(
         "\ninstructions per {} request, {} sequential keep-alive requests (callgrind)\n",
@@ -244,7 +276,12 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
         "| unigate, authenticated (its process, less the module) | {} |",
         thousands(own)
     );
+    println!(
+        "| unigate, unauthenticated navigation: the 302 to KaseyaOne ({login_starts} requests, no module) | {} |",
+        thousands(login_start)
+    );
     println!("\nunigate / pass-through: {:.2}", own / counts["passthrough"]);
+    println!("unauthenticated 302 / authenticated: {:.2}", login_start / own);
     println!(
         "\nprofiles of each measurement: {}/*.out.* (callgrind_annotate --inclusive=yes FILE)",
         out_dir.display()
