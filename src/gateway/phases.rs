@@ -14,7 +14,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session as PSession};
 
-use super::config::RouteId;
+use super::config::{Route, RouteId};
 use super::identity::{ASSERTION_HEADER, headers, strip_identity_headers};
 use super::reject::Reject;
 use super::request::{self, canonical_target, without_case};
@@ -356,12 +356,9 @@ impl Gateway {
             return;
         }
         for v in resp.headers.get_all(http::header::SET_COOKIE) {
-            let Ok(c) = cookie::Cookie::parse(String::from_utf8_lossy(v.as_bytes()).into_owned()) else {
+            let Some(c) = module_session_cookie(module, v) else {
                 continue;
             };
-            if c.value_trimmed().is_empty() || !module.session_cookies.iter().any(|n| n == c.name()) {
-                continue;
-            }
             let owner = self.cookie_owner(&c, "", false).set_at(session.req_header().uri.path());
             if let Err(e) = self.state.sessions.record_module_cookie(c.value_trimmed(), owner).await {
                 tracing::warn!(error = %e, module.name = %module.label(), cookie = c.name(), "cannot record a module session cookie of a login with module credentials");
@@ -410,10 +407,7 @@ impl Gateway {
             if !module.session_cookies.is_empty() && resp.headers.contains_key(http::header::SET_COOKIE) {
                 let mut unrecorded = Vec::new();
                 for v in resp.headers.get_all(http::header::SET_COOKIE) {
-                    let Ok(c) = cookie::Cookie::parse(String::from_utf8_lossy(v.as_bytes()).into_owned()) else {
-                        continue;
-                    };
-                    if !c.value_trimmed().is_empty() && module.session_cookies.iter().any(|n| n == c.name()) {
+                    if let Some(c) = module_session_cookie(module, v) {
                         let owner = self
                             .cookie_owner(&c, &s.identity.sub, true)
                             .set_at(session.req_header().uri.path())
@@ -599,4 +593,11 @@ impl Gateway {
             tracing::info!(target: "unigate::auth", request_id = id, module, method, path, status, decision, user.sub = user, client.ip = client, "auth decision");
         }
     }
+}
+
+/// The cookie a `Set-Cookie` value sets, when it is one of the module's
+/// session cookies with a value (what unigate records the owner of).
+fn module_session_cookie(module: &Route, v: &http::HeaderValue) -> Option<cookie::Cookie<'static>> {
+    let c = cookie::Cookie::parse(String::from_utf8_lossy(v.as_bytes()).into_owned()).ok()?;
+    (!c.value_trimmed().is_empty() && module.session_cookies.iter().any(|n| n == c.name())).then_some(c)
 }
