@@ -43,6 +43,9 @@ pub struct RedisSettings {
     pub url: Option<Secret>,
     pub sentinels: Vec<String>,
     pub sentinel_master: Option<String>,
+    /// Redis Cluster: some of its nodes' URLs (they may hold a password),
+    /// from which the others are found. Empty: one server or Sentinel.
+    pub cluster: Vec<Secret>,
     pub encryption_key: Secret,
     pub prefix: String,
     /// How long a local copy of a shared session is trusted.

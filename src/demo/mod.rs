@@ -57,6 +57,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             url: Some(crate::secret::Secret::new(url)),
             sentinels: Vec::new(),
             sentinel_master: None,
+            cluster: Vec::new(),
             encryption_key: crate::secret::Secret::new(crate::idp::store::random_token()),
             prefix: format!("unigate-demo-{port}"),
             local_cache: std::time::Duration::from_secs(30),

@@ -96,6 +96,7 @@ impl Sessions {
             }));
         };
         let target = match (&r.sentinel_master, &r.url) {
+            _ if !r.cluster.is_empty() => Target::Cluster(r.cluster.iter().map(|n| n.expose()).collect()),
             (Some(master), url) if !r.sentinels.is_empty() => Target::Sentinel {
                 sentinels: &r.sentinels,
                 master,
@@ -232,11 +233,11 @@ impl Sessions {
             Revoke::Email(v) => (IndexKind::Email, v.to_lowercase()),
         };
         let hashes = sh.redis.take_index(kind, &value).await?;
-        sh.redis.delete_indexed(kind, &value, &hashes).await?;
+        let ended = sh.redis.delete_indexed(kind, &value, &hashes).await?;
         for h in &hashes {
             sh.replica.forget(*h);
         }
-        Ok(hashes.len())
+        Ok(ended)
     }
 
     /// Claims a logout token's `jti`: false for a replay (a logout with it

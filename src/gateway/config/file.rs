@@ -243,6 +243,12 @@ pub struct SessionFile {
     #[serde(default)]
     pub redis_sentinels: Vec<String>,
     pub redis_sentinel_master: Option<String>,
+    /// Redis Cluster instead of one server: some of its nodes
+    /// (`redis://host:6379`; one holding a password as a secret
+    /// reference), from which unigate finds the others. Not with
+    /// `redis_url` or `redis_sentinels`.
+    #[serde(default)]
+    pub redis_cluster: Vec<String>,
     /// With `store = "redis"`: how long a replica trusts its copy of a
     /// session without asking Redis (revocations arrive sooner, by
     /// pub/sub); default `30s`.

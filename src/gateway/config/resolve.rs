@@ -7,11 +7,28 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::validate::{AccountsReads, Reads, SourceReads, Validated, check_threads};
+use super::validate::{AccountsReads, ClusterNode, Reads, SourceReads, Validated, check_threads, cluster_node_problem};
 use super::{AccountSource, AccountsConfig, GatewayConfig};
 use crate::config::ConfigErrors;
 use crate::config::tls::{CertFiles, UpstreamCa, load_certified_key};
 use crate::secret::{Secret, SecretRef};
+
+/// Whether two Redis URLs (both valid) log in alike: the same user,
+/// password and TLS setting.
+fn same_access(a: &Secret, b: &Secret) -> bool {
+    use ::redis::IntoConnectionInfo;
+    let access = |s: &Secret| {
+        s.expose().into_connection_info().ok().map(|i| {
+            let r = i.redis_settings();
+            (
+                r.username().map(str::to_string),
+                r.password().map(str::to_string),
+                matches!(i.addr(), ::redis::ConnectionAddr::TcpTls { .. }),
+            )
+        })
+    };
+    access(a) == access(b)
+}
 
 /// Reads everything `validated` names, relative paths from `base` (the
 /// config file's folder): the configuration the proxy runs on, or every
@@ -51,9 +68,32 @@ pub fn resolve(validated: Validated, base: &Path) -> Result<GatewayConfig, Confi
         {
             errs.push("session.encryption_key", "use at least 32 random characters");
         }
+        let mut cluster = Vec::new();
+        for (i, node) in r.cluster.iter().enumerate() {
+            let url = match node {
+                ClusterNode::Url(u) => Some(Secret::new(u.clone())),
+                ClusterNode::Secret(s) => read(s, "session.redis_cluster", base, &mut errs),
+            };
+            let Some(url) = url else { continue };
+            if let Some(problem) = cluster_node_problem(url.expose()) {
+                errs.push("session.redis_cluster", format!("entry {}: {problem}", i + 1));
+            } else if let Some(first) = cluster.first()
+                && !same_access(first, &url)
+            {
+                errs.push(
+                    "session.redis_cluster",
+                    format!(
+                        "entry {}: every node is reached with the first one's user, password and TLS setting",
+                        i + 1
+                    ),
+                );
+            }
+            cluster.push(url);
+        }
         match (config.session.redis.as_mut(), key) {
             (Some(settings), Some(key)) => {
                 settings.url = url;
+                settings.cluster = cluster;
                 settings.encryption_key = key;
             }
             _ => config.session.redis = None,

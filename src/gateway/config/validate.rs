@@ -52,6 +52,86 @@ pub(super) struct Reads {
 pub(super) struct RedisReads {
     pub url: Option<SecretRef>,
     pub encryption_key: Option<SecretRef>,
+    /// `redis_cluster`, in order.
+    pub cluster: Vec<ClusterNode>,
+}
+
+/// A `redis_cluster` entry: a URL as written, or a secret reference to
+/// one (a URL holding a password).
+#[derive(Debug)]
+pub(super) enum ClusterNode {
+    Url(String),
+    Secret(SecretRef),
+}
+
+/// Why `url` cannot name a Redis Cluster node, if it cannot (never
+/// repeating the URL: it may hold a password).
+pub(super) fn cluster_node_problem(url: &str) -> Option<String> {
+    use ::redis::IntoConnectionInfo;
+    let info = match url.into_connection_info() {
+        Ok(info) => info,
+        Err(e) => return Some(format!("not a Redis URL ({e})")),
+    };
+    if matches!(info.addr(), ::redis::ConnectionAddr::Unix(_)) {
+        return Some("a Redis Cluster node is reached over TCP (`redis://host:port`), not a Unix socket".into());
+    }
+    if info.redis_settings().db() != 0 {
+        return Some("Redis Cluster has only database 0: leave the database out of the URL".into());
+    }
+    None
+}
+
+/// `redis_cluster`: its entries, checked as far as they are written here,
+/// and whether it goes with the rest of `[session]`.
+fn cluster_nodes(s: &super::file::SessionFile, errs: &mut ConfigErrors) -> Vec<ClusterNode> {
+    const KEY: &str = "session.redis_cluster";
+    if s.redis_cluster.is_empty() {
+        return Vec::new();
+    }
+    if s.redis_url.is_some() {
+        errs.push(
+            KEY,
+            "`redis_cluster` and `redis_url` exclude each other: name the cluster's nodes alone (a node URL holding a password as a secret reference, `env:NAME` or `file:PATH`)",
+        );
+    }
+    if !s.redis_sentinels.is_empty() || s.redis_sentinel_master.is_some() {
+        errs.push(
+            KEY,
+            "`redis_cluster` and `redis_sentinels` exclude each other: a Redis Cluster fails over by itself",
+        );
+    }
+    if s.redis_prefix.as_deref().is_some_and(|p| p.contains(['{', '}'])) {
+        errs.push(
+            "session.redis_prefix",
+            "with `redis_cluster` the prefix may not hold `{` or `}`: a hash tag would put every key on one shard",
+        );
+    }
+    let mut nodes = Vec::new();
+    for (i, entry) in s.redis_cluster.iter().enumerate() {
+        if entry.starts_with("env:") || entry.starts_with("file:") {
+            match SecretRef::try_from(entry.clone()) {
+                Ok(r) => nodes.push(ClusterNode::Secret(r)),
+                Err(e) => errs.push(KEY, format!("entry {}: {e}", i + 1)),
+            }
+            continue;
+        }
+        if let Some(problem) = cluster_node_problem(entry) {
+            errs.push(KEY, format!("entry {}: {problem}", i + 1));
+        } else if ::redis::IntoConnectionInfo::into_connection_info(entry.as_str())
+            .is_ok_and(|info| info.redis_settings().password().is_some())
+        {
+            errs.push(
+                KEY,
+                format!(
+                    "entry {} holds a password: give that URL as a secret reference (`env:NAME` or `file:PATH`), never in the file",
+                    i + 1
+                ),
+            );
+        } else {
+            nodes.push(ClusterNode::Url(entry.clone()));
+        }
+    }
+    nodes
 }
 
 /// One `[[module]]`'s files and secrets.
@@ -308,12 +388,13 @@ fn session(file: &GatewayFile, errs: &mut ConfigErrors) -> (SessionSettings, Opt
     let mut reads = None;
     if store == SessionStore::Redis {
         let sentinels = s.redis_sentinels.clone();
-        if s.redis_url.is_none() && sentinels.is_empty() {
+        if s.redis_url.is_none() && sentinels.is_empty() && s.redis_cluster.is_empty() {
             errs.push(
                 "session.redis_url",
-                "`store = \"redis\"` needs `redis_url` (or `redis_sentinels`)",
+                "`store = \"redis\"` needs `redis_url` (or `redis_sentinels`, or `redis_cluster`)",
             );
         }
+        let cluster = cluster_nodes(s, errs);
         for u in &sentinels {
             if let Err(e) = ::redis::Client::open(u.as_str()) {
                 errs.push("session.redis_sentinels", format!("`{u}` is not a Redis URL ({e})"));
@@ -332,6 +413,7 @@ fn session(file: &GatewayFile, errs: &mut ConfigErrors) -> (SessionSettings, Opt
             url: None,
             sentinels,
             sentinel_master: s.redis_sentinel_master.clone(),
+            cluster: Vec::new(),
             encryption_key: Secret::new(""),
             prefix: s.redis_prefix.clone().unwrap_or_else(|| "unigate".into()),
             local_cache: s.redis_local_cache.unwrap_or(Duration::from_secs(30)),
@@ -339,6 +421,7 @@ fn session(file: &GatewayFile, errs: &mut ConfigErrors) -> (SessionSettings, Opt
         reads = Some(RedisReads {
             url: s.redis_url.clone(),
             encryption_key: s.encryption_key.clone(),
+            cluster,
         });
     }
     let session = SessionSettings {

@@ -75,8 +75,26 @@ fn validate_reports_each_rule_with_its_key() {
             "session",
             "store = \"redis\"".into(),
             vec![
-                ("session.redis_url", "needs `redis_url` (or `redis_sentinels`)"),
+                ("session.redis_url", "needs `redis_url` (or `redis_sentinels`, or `redis_cluster`)"),
                 ("session.encryption_key", "needs `encryption_key`"),
+            ],
+        ),
+        (
+            "session",
+            concat!(
+                "store = \"redis\"\nencryption_key = \"env:K\"\nredis_url = \"env:U\"\n",
+                "redis_sentinels = [\"redis://s:26379\"]\nredis_sentinel_master = \"m\"\nredis_prefix = \"{u}\"\n",
+                "redis_cluster = [\"nope\", \"redis://:pw@n2:7000\", \"redis://n3:7000/2\", \"env:\", \"file:n5\"]",
+            )
+            .into(),
+            vec![
+                ("session.redis_cluster", "`redis_cluster` and `redis_url` exclude each other"),
+                ("session.redis_cluster", "`redis_cluster` and `redis_sentinels` exclude each other"),
+                ("session.redis_prefix", "a hash tag would put every key on one shard"),
+                ("session.redis_cluster", "entry 1: not a Redis URL"),
+                ("session.redis_cluster", "entry 2 holds a password: give that URL as a secret reference"),
+                ("session.redis_cluster", "entry 3: Redis Cluster has only database 0"),
+                ("session.redis_cluster", "entry 4: `env:` needs a variable name"),
             ],
         ),
         (
@@ -264,6 +282,15 @@ fn every_accepted_word_is_read() {
         "store = \"redis\"\nredis_url = \"env:U\"\nencryption_key = \"env:K\"",
     );
     assert_eq!(redis.session.redis.unwrap().prefix, "unigate");
+    let cluster = validated(&with(
+        "session",
+        "store = \"redis\"\nredis_cluster = [\"redis://n1:7000\", \"file:n2\"]\nencryption_key = \"env:K\"",
+    ))
+    .unwrap();
+    let nodes = &cluster.reads.redis.as_ref().unwrap().cluster;
+    assert!(
+        matches!(&nodes[..], [validate::ClusterNode::Url(u), validate::ClusterNode::Secret(_)] if u == "redis://n1:7000")
+    );
     assert_eq!(cfg("end", "").modules[0].headers, HeaderPreset::KaseyaOne);
     assert_eq!(
         cfg("identity", "headers = \"forwarded\"").modules[0].headers,
@@ -465,4 +492,50 @@ fn the_login_mode_is_one_word_and_the_old_keys_still_work_with_a_warning() {
         let text = errs.to_string();
         assert!(text.contains(key) && text.contains(words), "{lines}: {text}");
     }
+}
+
+#[test]
+fn resolve_reads_the_cluster_nodes_given_as_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = with(
+        "session",
+        "store = \"redis\"\nencryption_key = \"file:key\"\nredis_cluster = [\"redis://n1:7000\", \"file:n2\", \"file:n3\"]",
+    )
+    .replace("env:UNIGATE_SURELY_UNSET_VAR", "file:client-secret")
+    .replace("assertion_key = \"file:no-such-key.pem\"", "");
+    std::fs::write(d.join("client-secret"), "s3cret").unwrap();
+    std::fs::write(d.join("key"), "a-session-key-of-more-than-32-characters").unwrap();
+    std::fs::write(d.join("n2"), "redis://:pw@n2:7000\n").unwrap();
+    std::fs::write(d.join("n3"), "redis://:pw@n3:7000/1").unwrap();
+    // The third in another database; the second and third with a password
+    // the first does not have.
+    let err = resolve(validated(&text).unwrap(), d).unwrap_err();
+    let got: Vec<(&str, &str)> = err.0.iter().map(|e| (e.path.as_str(), e.message.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "session.redis_cluster",
+                "entry 2: every node is reached with the first one's user, password and TLS setting"
+            ),
+            (
+                "session.redis_cluster",
+                "entry 3: Redis Cluster has only database 0: leave the database out of the URL"
+            ),
+        ]
+    );
+    assert!(!err.to_string().contains("pw"), "a password is never repeated: {err}");
+    std::fs::write(d.join("n3"), "redis://:pw@n3:7000").unwrap();
+    let text = text.replace("\"redis://n1:7000\", ", "");
+    let cfg = resolve(validated(&text).unwrap(), d).unwrap();
+    let nodes: Vec<String> = cfg
+        .session
+        .redis
+        .unwrap()
+        .cluster
+        .iter()
+        .map(|n| n.expose().to_string())
+        .collect();
+    assert_eq!(nodes, ["redis://:pw@n2:7000", "redis://:pw@n3:7000"]);
 }

@@ -10,6 +10,31 @@
 //! Redis down: `healthy()` turns false as soon as the pub/sub connection
 //! drops, and the gateway fails closed (503) until it is back; then the
 //! local cache is dropped, as revocations may have been missed.
+//!
+//! Redis is one server, the master Sentinel names, or a Redis Cluster
+//! (`conn`). On a cluster every key may live on another shard, so each
+//! operation touches one key, or runs as one-key steps in an order that
+//! fails safe; none uses `KEYS`, `SCAN`, `SELECT` or a transaction. The
+//! operations that span several keys, and how:
+//!
+//! - a session and its indexes (`save`): each index (by IdP session, user,
+//!   email) is one key, updated on its own (`SADD` and its expiry, one
+//!   key), before the record: a failure half-way leaves an index naming a
+//!   session that does not exist (harmless), never a session no logout
+//!   can find. No hash tag could join them: a session is found by its id
+//!   alone, and an index spans many sessions.
+//! - the end of sessions (`delete`, `delete_indexed`): one `DEL` per
+//!   record, then its revocation published; then the index loses (`SREM`,
+//!   one key) only the sessions whose record this deleted, so a session
+//!   being stored at that very moment stays findable.
+//! - a refresh's lock (`lock_refresh`, `unlock_refresh`, a Lua script on
+//!   one key): on a cluster its key carries the session record's key as
+//!   hash tag, `{prefix:s:…}`, so a session's record and lock live on one
+//!   shard and a session depends on that shard alone.
+//! - bearer revocation marks (`bearer_revoked_at`): one `GET` per mark,
+//!   side by side, rather than one `MGET` over several slots.
+//! - logout token `jti`s, login `state`s, module cookie records, account
+//!   links: one key each (`SET NX`, a Lua script on its one key).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,12 +42,16 @@ use std::time::Duration;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
 use super::Identity;
+use conn::Source;
+pub use conn::{Conn, Target};
 
+mod conn;
 mod pubsub;
 mod records;
 
@@ -74,29 +103,11 @@ impl IndexKind {
     }
 }
 
-/// Where the Redis master is.
-enum Source {
-    Direct(redis::Client),
-    /// Asked of Redis Sentinel at every (re)connection: after a failover,
-    /// the new master.
-    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
-}
-
-/// How to reach Redis: one server, or the master Sentinel names.
-pub enum Target<'a> {
-    Url(&'a str),
-    Sentinel {
-        sentinels: &'a [String],
-        master: &'a str,
-        /// The data nodes' database and password (`redis://:pw@host/db`;
-        /// the host is ignored).
-        node: Option<&'a str>,
-    },
-}
-
 pub struct RedisStore {
     source: Source,
-    conn: RwLock<Option<redis::aio::ConnectionManager>>,
+    /// While connected: the connection for commands, and the one
+    /// revocations are published on.
+    conns: RwLock<Option<(Conn, Conn)>>,
     key: LessSafeKey,
     prefix: String,
     healthy: Arc<AtomicBool>,
@@ -135,29 +146,7 @@ impl RedisStore {
     /// Sets up the store; connecting happens in the background (`run`),
     /// and until it succeeds the store reports itself unhealthy.
     pub fn new(target: Target<'_>, secret: &str, prefix: &str) -> Result<Arc<RedisStore>, String> {
-        use redis::IntoConnectionInfo;
-        let source = match target {
-            Target::Url(url) => Source::Direct(redis::Client::open(url).map_err(|e| format!("redis_url: {e}"))?),
-            Target::Sentinel {
-                sentinels,
-                master,
-                node,
-            } => {
-                let mut info = redis::sentinel::SentinelNodeConnectionInfo::default();
-                if let Some(n) = node {
-                    let ci = n.into_connection_info().map_err(|e| format!("redis_url: {e}"))?;
-                    info = info.set_redis_connection_info(ci.redis_settings().clone());
-                }
-                let client = redis::sentinel::SentinelClient::build(
-                    sentinels.to_vec(),
-                    master.to_string(),
-                    Some(info),
-                    redis::sentinel::SentinelServerType::Master,
-                )
-                .map_err(|e| format!("redis_sentinels: {e}"))?;
-                Source::Sentinel(tokio::sync::Mutex::new(client))
-            }
-        };
+        let source = Source::new(target)?;
         let salt = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"unigate session store");
         let prk = salt.extract(secret.as_bytes());
         let info: &[&[u8]] = &[b"aes-256-gcm session records"];
@@ -167,7 +156,7 @@ impl RedisStore {
         let key = LessSafeKey::new(UnboundKey::from(okm));
         Ok(Arc::new(RedisStore {
             source,
-            conn: RwLock::new(None),
+            conns: RwLock::new(None),
             key,
             prefix: prefix.to_string(),
             healthy: Arc::new(AtomicBool::new(false)),
@@ -180,13 +169,6 @@ impl RedisStore {
             },
             rng: SystemRandom::new(),
         }))
-    }
-
-    async fn client(&self) -> redis::RedisResult<redis::Client> {
-        match &self.source {
-            Source::Direct(c) => Ok(c.clone()),
-            Source::Sentinel(s) => s.lock().await.async_get_client().await,
-        }
     }
 
     pub fn healthy(&self) -> bool {
@@ -202,15 +184,29 @@ impl RedisStore {
         s
     }
 
-    async fn conn(&self) -> Result<redis::aio::ConnectionManager, StoreError> {
+    /// The connection for commands.
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        Ok(self.conns().await?.0)
+    }
+
+    /// The connection revocations and changes are published on.
+    async fn publisher(&self) -> Result<Conn, StoreError> {
+        Ok(self.conns().await?.1)
+    }
+
+    async fn conns(&self) -> Result<(Conn, Conn), StoreError> {
         if !self.healthy() {
             return Err(StoreError::Down("not connected".into()));
         }
-        self.conn
+        self.conns
             .read()
             .await
             .clone()
             .ok_or_else(|| StoreError::Down("not connected".into()))
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.source, Source::Cluster { .. })
     }
 
     fn seal(&self, aad: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -257,41 +253,54 @@ impl RedisStore {
     /// Stores a session for `ttl` (the idle timeout, at most until its
     /// absolute timeout) and indexes it. With `update`, only if it is still
     /// stored: a session revoked meanwhile is never brought back (false).
+    ///
+    /// The indexes first, each on its own (on a cluster each may be on
+    /// another shard), then the record: a failure half-way leaves at most
+    /// an index naming a session that is not stored, never a stored
+    /// session that a logout by `sid`, user or email cannot find.
     pub async fn save(&self, h: &[u8; 32], r: &Record, ttl: Duration, update: bool) -> Result<bool, StoreError> {
         let key = self.session_key(h);
         let plain = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sealed = self.seal(&key, &plain)?;
-        let mut c = self.conn().await?;
-        let ms = ttl.as_millis().max(1) as u64;
-        let expiry = redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms));
-        let mut pipe = redis::pipe();
-        if update {
-            let set: Option<String> = c
-                .set_options(&key, sealed, expiry.conditional_set(redis::ExistenceCheck::XX))
-                .await?;
-            if set.is_none() {
-                return Ok(false);
-            }
-        } else {
-            pipe.atomic().set_options(&key, sealed, expiry).ignore();
-        }
+        let c = self.conn().await?;
         let index_ttl = r.expires_at.saturating_sub(crate::clock::unix_now()).max(1) as i64;
-        let mut add = |kind: IndexKind, v: &str| {
-            if !v.is_empty() {
-                let ik = self.k(&[kind.tag(), &hex(&id_hash(v))]);
-                // The index lives as long as its longest-lived session.
-                pipe.sadd(&ik, hex(h)).ignore();
-                pipe.cmd("EXPIRE").arg(&ik).arg(index_ttl).arg("NX").ignore();
-                pipe.cmd("EXPIRE").arg(&ik).arg(index_ttl).arg("GT").ignore();
-            }
-        };
+        let mut indexes: Vec<(IndexKind, String)> = Vec::new();
         if let Some(sid) = &r.identity.sid {
-            add(IndexKind::Sid, sid);
+            indexes.push((IndexKind::Sid, sid.to_string()));
         }
-        add(IndexKind::Sub, &r.identity.sub);
-        add(IndexKind::Email, &r.identity.email.to_lowercase());
-        pipe.query_async::<()>(&mut c).await?;
-        Ok(true)
+        indexes.push((IndexKind::Sub, r.identity.sub.to_string()));
+        indexes.push((IndexKind::Email, r.identity.email.to_lowercase()));
+        try_join_all(indexes.into_iter().filter(|(_, v)| !v.is_empty()).map(|(kind, v)| {
+            let ik = self.k(&[kind.tag(), &hex(&id_hash(&v))]);
+            let mut c = c.clone();
+            async move {
+                // One key: the index lives as long as its longest-lived
+                // session.
+                redis::pipe()
+                    .sadd(&ik, hex(h))
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&ik)
+                    .arg(index_ttl)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&ik)
+                    .arg(index_ttl)
+                    .arg("GT")
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            }
+        }))
+        .await?;
+        let ms = ttl.as_millis().max(1) as u64;
+        let mut expiry = redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms));
+        if update {
+            expiry = expiry.conditional_set(redis::ExistenceCheck::XX);
+        }
+        let set: Option<String> = c.clone().set_options(&key, sealed, expiry).await?;
+        Ok(set.is_some())
     }
 
     /// Pushes a session's idle expiry out again.
@@ -311,7 +320,7 @@ impl RedisStore {
             .fill(&mut value)
             .map_err(|_| StoreError::Corrupt("no randomness".into()))?;
         let value = hex::encode(value);
-        let key = self.k(&["refreshing", &hex(h)]);
+        let key = self.refresh_lock_key(h);
         let mut c = self.conn().await?;
         let opts = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
@@ -331,42 +340,64 @@ impl RedisStore {
         let _: i64 = redis::cmd("EVAL")
             .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
             .arg(1)
-            .arg(self.k(&["refreshing", &hex(h)]))
+            .arg(self.refresh_lock_key(h))
             .arg(value)
             .query_async(&mut c)
             .await?;
         Ok(())
     }
 
-    /// Deletes sessions and tells every replica (this one too).
-    pub async fn delete(&self, hashes: &[[u8; 32]]) -> Result<(), StoreError> {
-        if hashes.is_empty() {
-            return Ok(());
+    /// Where the right to refresh session `h` is kept. On a cluster, on
+    /// the session record's shard: its hash tag is the record's key.
+    fn refresh_lock_key(&self, h: &[u8; 32]) -> String {
+        if self.is_cluster() {
+            self.k(&["refreshing", &format!("{{{}}}", self.session_key(h))])
+        } else {
+            self.k(&["refreshing", &hex(h)])
         }
-        let mut c = self.conn().await?;
-        let mut pipe = redis::pipe();
-        for h in hashes {
-            pipe.del(self.session_key(h)).ignore();
-            pipe.publish(self.revoke_channel(), hex(h)).ignore();
-        }
-        pipe.query_async::<()>(&mut c).await?;
-        Ok(())
     }
 
-    /// Deletes sessions found through an index, then the index itself.
-    pub async fn delete_indexed(&self, kind: IndexKind, value: &str, hashes: &[[u8; 32]]) -> Result<(), StoreError> {
+    /// Deletes sessions and tells every replica (this one too), each
+    /// session on its own (on a cluster each may be on another shard):
+    /// whether each record was there.
+    pub async fn delete(&self, hashes: &[[u8; 32]]) -> Result<Vec<bool>, StoreError> {
         if hashes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.delete(hashes).await?;
+        let (c, publish) = self.conns().await?;
+        let channel = self.revoke_channel();
+        let deleted = try_join_all(hashes.iter().map(|h| {
+            let (mut c, mut publish, key, channel) = (c.clone(), publish.clone(), self.session_key(h), &channel);
+            async move {
+                let n: i64 = c.del(&key).await?;
+                // Told once deleted: a replica reading it again finds
+                // nothing.
+                let _: i64 = publish.publish(channel, hex(h)).await?;
+                Ok::<_, redis::RedisError>(n > 0)
+            }
+        }))
+        .await?;
+        Ok(deleted)
+    }
+
+    /// Deletes sessions found through an index, then their entries in the
+    /// index: those whose record this deleted (how many). An entry without
+    /// a record may be a session being stored right now, which must stay
+    /// findable; the index expires with its sessions.
+    pub async fn delete_indexed(&self, kind: IndexKind, value: &str, hashes: &[[u8; 32]]) -> Result<usize, StoreError> {
+        let deleted = self.delete(hashes).await?;
+        let gone: Vec<String> = hashes
+            .iter()
+            .zip(deleted)
+            .filter(|(_, d)| *d)
+            .map(|(h, _)| hex(h))
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
         let ik = self.k(&[kind.tag(), &hex(&id_hash(value))]);
-        let mut c = self.conn().await?;
-        let mut pipe = redis::pipe();
-        for h in hashes {
-            pipe.srem(&ik, hex(h)).ignore();
-        }
-        pipe.query_async::<()>(&mut c).await?;
-        Ok(())
+        let _: i64 = self.conn().await?.srem(&ik, &gone).await?;
+        Ok(gone.len())
     }
 
     /// How long a session has left before it idles out in Redis (None:

@@ -38,26 +38,22 @@ impl RedisStore {
         let mut first = true;
         loop {
             let Some(store) = weak.upgrade() else { return };
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_secs(1)))
-                .set_number_of_retries(1);
             let connected = async {
-                let client = store.client().await?;
-                let manager = client.get_connection_manager_with_config(config).await?;
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(store.revoke_channel()).await?;
-                pubsub.subscribe(store.heartbeat_channel()).await?;
-                Ok::<_, redis::RedisError>((manager, pubsub))
+                let mut c = store.source.connect().await?;
+                c.subscription.subscribe(store.revoke_channel()).await?;
+                c.subscription.subscribe(store.heartbeat_channel()).await?;
+                Ok::<_, redis::RedisError>(c)
             }
             .await;
             match connected {
-                Ok((manager, pubsub)) => {
-                    *store.conn.write().await = Some(manager.clone());
-                    // A heartbeat through Redis every 300 ms: a connection
-                    // that dies silently (half-open, partition) is noticed
-                    // within a second, not never.
-                    let (mut hb, channel) = (manager, store.heartbeat_channel());
+                Ok(c) => {
+                    let pubsub = c.subscription;
+                    *store.conns.write().await = Some((c.commands, c.publish.clone()));
+                    // A heartbeat through Redis every 300 ms, on the node
+                    // subscribed on: a connection that dies silently
+                    // (half-open, partition) is noticed within a second,
+                    // not never.
+                    let (mut hb, channel) = (c.publish, store.heartbeat_channel());
                     let beat = tokio::spawn(async move {
                         loop {
                             let _: Result<(), _> = hb.publish(&channel, "1").await;
@@ -91,7 +87,7 @@ impl RedisStore {
                     beat.abort();
                     let Some(store) = weak.upgrade() else { return };
                     store.healthy.store(false, Ordering::Release);
-                    *store.conn.write().await = None;
+                    *store.conns.write().await = None;
                     tracing::error!("session store (Redis) connection lost; failing closed until it is back");
                     on_lost();
                 }
@@ -108,7 +104,7 @@ impl RedisStore {
     /// Tells the other replicas that session `h` was stored anew with
     /// other attributes: their copies (and what holds them) must go.
     pub async fn publish_changed(&self, h: &[u8; 32]) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.publisher().await?;
         let _: () = c
             .publish(self.revoke_channel(), format!("{CHANGED}{}:{}", self.origin, hex(h)))
             .await?;

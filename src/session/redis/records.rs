@@ -132,9 +132,14 @@ impl RedisStore {
         if marks.is_empty() {
             return Ok(None);
         }
-        let keys: Vec<String> = marks.iter().map(|m| self.bearer_mark_key(m)).collect();
-        let mut c = self.conn().await?;
-        let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+        let c = self.conn().await?;
+        // One `GET` each, side by side: on a cluster the marks live on
+        // different shards.
+        let values = futures_util::future::try_join_all(marks.iter().map(|m| {
+            let (mut c, key) = (c.clone(), self.bearer_mark_key(m));
+            async move { c.get::<_, Option<u64>>(key).await }
+        }))
+        .await?;
         Ok(values.into_iter().flatten().max())
     }
 
