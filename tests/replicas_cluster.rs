@@ -1,11 +1,13 @@
 //! Two unigate replicas on a real Redis Cluster (three masters with a
 //! replica each, started here on loopback): a login on one works on the
 //! other, and a back-channel logout posted to one ends the session on the
-//! other within a second, also after the nodes they subscribe on went; a
-//! session keeps working while its slot moves to another master (`ASK`,
+//! other within a second, also after the revocation channel's slot moved
+//! to another master; a session keeps working while its slot moves (`ASK`,
 //! `MOVED`); a master killed — the sessions on its shard fail closed (503)
-//! while those on the other shards keep working, and everything works
-//! again, by itself, once its replica is promoted.
+//! while those on the other shards keep working, a logout there is refused
+//! until a replica holds it again, and everything works again, by itself,
+//! once its replica is promoted; the master of the revocation channel
+//! killed — every session fails closed until its replica takes over.
 
 mod common;
 
@@ -15,16 +17,31 @@ use common::replicas::{Replicas, browser_with_jar, login, login_as, logout_token
 use common::*;
 
 /// Two replicas on `cluster`, knowing three of its nodes, trusting their
-/// copy of a session for `local_cache`.
-async fn replicas_on(cluster: &RedisCluster, local_cache: &'static str) -> Replicas {
+/// copy of a session for `local_cache`, asking `wait` replicas to hold a
+/// logout (None: the default, 1).
+async fn replicas_on(cluster: &RedisCluster, local_cache: &'static str, wait: Option<u32>) -> Replicas {
     let all = cluster.urls();
     let seeds = vec![all[0].clone(), all[3].clone(), all[5].clone()];
     replicas_in_front_of(None, move |s| {
         s.remove("redis_url");
         s.set("redis_cluster", seeds.clone())
             .set("redis_local_cache", local_cache);
+        if let Some(n) = wait {
+            s.set("redis_wait_replicas", n as i64);
+        }
     })
     .await
+}
+
+/// The channel revocations travel on.
+const REVOKED: &str = "{test:bus}:revoked";
+
+/// How many subscribe to the revocation channel on the node on `port`.
+async fn subscribers(port: u16) -> i64 {
+    let (_, count): (String, i64) = RedisCluster::ask(port, redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(REVOKED))
+        .await
+        .unwrap_or_default();
+    count
 }
 
 /// The id of the session in `jar` (logged in through `port`).
@@ -82,8 +99,8 @@ async fn backchannel_logout(port: u16, token: &str) -> u16 {
 
 #[tokio::test]
 async fn a_login_on_one_replica_works_on_the_other_and_a_logout_on_it_ends_both() {
-    let mut cluster = RedisCluster::start().await;
-    let r = replicas_on(&cluster, "30s").await;
+    let cluster = RedisCluster::start().await;
+    let r = replicas_on(&cluster, "30s", None).await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
     let (b, jar) = browser_with_jar();
     let b = login_as(&r.idp, pa, "alice", b).await;
@@ -99,7 +116,18 @@ async fn a_login_on_one_replica_works_on_the_other_and_a_logout_on_it_ends_both(
         .await
         .unwrap()
         .expect("taken");
-    assert_eq!(cluster.master_of(&format!("test:refreshing:{{{key}}}")).await, home);
+    let lock_key = format!("test:refreshing:{{{key}}}");
+    assert_eq!(cluster.master_of(&lock_key).await, home);
+    let slot = async |k: &str| -> i64 {
+        RedisCluster::ask(home, redis::cmd("CLUSTER").arg("KEYSLOT").arg(k))
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        slot(&lock_key).await,
+        slot(&key).await,
+        "one slot, not one master by chance"
+    );
     store.unlock_refresh(&h, &lock).await.unwrap();
     let who: serde_json::Value = b
         .get(url(pb, "/api/whoami"))
@@ -129,27 +157,40 @@ async fn a_login_on_one_replica_works_on_the_other_and_a_logout_on_it_ends_both(
     let (b, jar) = browser_with_jar();
     let b = login_as(&r.idp, pb, "alice", b).await;
     assert_eq!(status(&b, &url(pa, "/ping")).await, 200);
-    // The replicas subscribe on replica nodes (a master's failover leaves
-    // them alone). Those nodes go: A and B fail closed for a moment,
-    // subscribe elsewhere, and hear revocations again.
-    let mut subscribed = Vec::new();
+    // Both replicas hear revocations on the master that owns the
+    // channel's slot, nowhere else: no hop over the cluster bus.
+    let bus = cluster.owner_of(REVOKED).await;
+    assert_eq!(subscribers(bus).await, 2);
     for n in &cluster.nodes {
-        let (_, count): (String, i64) =
-            RedisCluster::ask(n.port, redis::cmd("PUBSUB").arg("NUMSUB").arg("test:revoked"))
-                .await
-                .unwrap();
-        if count > 0 {
-            subscribed.push(n.port);
+        if n.port != bus {
+            assert_eq!(subscribers(n.port).await, 0, "subscribed on {}", n.port);
         }
     }
-    assert!(!subscribed.is_empty());
-    for &p in &subscribed {
-        let role: String = RedisCluster::ask(p, redis::cmd("INFO").arg("replication"))
-            .await
-            .unwrap();
-        assert!(role.contains("role:slave"), "subscribed on a master");
-        cluster.kill(p);
+    // The slot moves to another master: the old one ends the
+    // subscriptions, the replicas fail closed for a moment, subscribe on
+    // the new owner, and hear revocations there.
+    let to = *cluster.masters().await.iter().find(|&&m| m != bus).unwrap();
+    let channel_slot: i64 = RedisCluster::ask(bus, redis::cmd("CLUSTER").arg("KEYSLOT").arg(REVOKED))
+        .await
+        .unwrap();
+    let to_id = RedisCluster::node_id(to).await;
+    for m in cluster.masters().await {
+        let _: () = RedisCluster::ask(
+            m,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(channel_slot)
+                .arg("NODE")
+                .arg(&to_id),
+        )
+        .await
+        .unwrap();
     }
+    wait_until("both subscribe on the new owner", Duration::from_secs(5), async || {
+        subscribers(to).await == 2
+    })
+    .await;
+    assert_eq!(subscribers(bus).await, 0);
     for p in [pa, pb] {
         wait_until("the replica serves again", Duration::from_secs(5), async || {
             status(&b, &url(p, "/ping")).await == 200
@@ -171,22 +212,28 @@ async fn a_login_on_one_replica_works_on_the_other_and_a_logout_on_it_ends_both(
 async fn a_failed_master_fails_its_sessions_closed_and_the_other_shards_keep_working() {
     let mut cluster = RedisCluster::start().await;
     // No local copies: every request reads its session from the cluster.
-    let r = replicas_on(&cluster, "1ms").await;
+    let r = replicas_on(&cluster, "1ms", None).await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
-    // Sessions until two shards hold one each.
+    // The victim: a master other than the revocation channel's (whose
+    // loss fails every session closed: the last test).
+    let bus = cluster.owner_of(REVOKED).await;
+    let victim = *cluster.masters().await.iter().find(|&&m| m != bus).unwrap();
+    // Sessions until the victim and another shard hold one each.
     let mut sessions = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..40 {
         let (b, jar) = browser_with_jar();
         let b = login_as(&r.idp, pa, "alice", b).await;
         let master = cluster.master_of(&session_key(&jar, pa)).await;
         sessions.push((b, jar, master));
-        if sessions.iter().any(|s| s.2 != sessions[0].2) {
+        if sessions.iter().any(|s| s.2 == victim) && sessions.iter().any(|s| s.2 != victim) {
             break;
         }
     }
-    let victim = sessions[0].2;
     let (on_victim, elsewhere): (Vec<_>, Vec<_>) = sessions.iter().partition(|s| s.2 == victim);
-    assert!(!elsewhere.is_empty(), "twenty sessions on one shard");
+    assert!(
+        !elsewhere.is_empty() && !on_victim.is_empty(),
+        "forty sessions on one shard"
+    );
     for (b, _, _) in &sessions {
         for p in [pa, pb] {
             assert_eq!(status(b, &url(p, "/ping")).await, 200);
@@ -269,10 +316,17 @@ async fn a_failed_master_fails_its_sessions_closed_and_the_other_shards_keep_wor
     }
     eprintln!("sessions of the failed shard back {:?} after the takeover", t.elapsed());
     others_work().await;
-    // A back-channel logout of one of its sessions, posted to B, ends it
-    // on A; a new login works on both.
+    // Its new master has no replica yet: a logout of one of its sessions
+    // could be lost with it, so it is answered 503 and the IdP retries
+    // (whatever part of it was done stays done) ...
     let (b, jar, _) = on_victim[0];
     let sid = sid_of(&r, jar, pa).await;
+    assert_eq!(backchannel_logout(pb, &logout_token(&r.idp, &sid)).await, 503);
+    // ... until the old master is back, as the new one's replica.
+    cluster.restart(victim).await;
+    cluster.wait_ok(3, Duration::from_secs(20)).await;
+    // A back-channel logout of one of its sessions, posted to B, ends it
+    // on A; a new login works on both.
     assert_eq!(backchannel_logout(pb, &logout_token(&r.idp, &sid)).await, 200);
     wait_until("A refuses the session", Duration::from_secs(1), async || {
         status(b, &url(pa, "/ping")).await == 302
@@ -285,7 +339,7 @@ async fn a_failed_master_fails_its_sessions_closed_and_the_other_shards_keep_wor
 #[tokio::test]
 async fn a_session_keeps_working_while_its_slot_moves_to_another_master() {
     let cluster = RedisCluster::start().await;
-    let r = replicas_on(&cluster, "1ms").await;
+    let r = replicas_on(&cluster, "1ms", None).await;
     let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
     let (b, jar) = browser_with_jar();
     let b = login_as(&r.idp, pa, "alice", b).await;
@@ -340,8 +394,53 @@ async fn a_session_keeps_working_while_its_slot_moves_to_another_master() {
     let sid = sid_of(&r, &jar, pa).await;
     assert_eq!(backchannel_logout(pb, &logout_token(&r.idp, &sid)).await, 200);
     assert_eq!(status(&b, &url(pa, "/ping")).await, 302);
-    assert!(
-        RedisCluster::ask::<i64>(to, redis::cmd("EXISTS").arg(&key)).await == Ok(0),
-        "the record is gone"
-    );
+    let left: Vec<u8> = RedisCluster::ask(to, redis::cmd("GET").arg(&key)).await.unwrap();
+    assert_eq!(left, b"-", "the record is gone: its tombstone is there");
+}
+
+#[tokio::test]
+async fn the_revocation_channels_master_killed_fails_every_session_closed_until_its_replica_takes_over() {
+    let mut cluster = RedisCluster::start().await;
+    // After the failover the shard has no replica: nothing to wait for.
+    let r = replicas_on(&cluster, "30s", Some(0)).await;
+    let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
+    let (b, jar) = browser_with_jar();
+    let b = login_as(&r.idp, pa, "alice", b).await;
+    assert_eq!(status(&b, &url(pb, "/ping")).await, 200);
+    let bus = cluster.owner_of(REVOKED).await;
+    let replica = cluster.replica_of(bus).await;
+    cluster.kill(bus);
+    // No replica hears revocations: even a session held in memory, on a
+    // shard that lives, is refused.
+    for p in [pa, pb] {
+        wait_until("the replica fails closed", Duration::from_secs(3), async || {
+            status(&b, &url(p, "/ping")).await == 503
+        })
+        .await;
+    }
+    // The cluster promotes the replica by itself; both subscribe there
+    // and serve again.
+    let t = Instant::now();
+    wait_until(
+        "both subscribe on the promoted replica",
+        Duration::from_secs(20),
+        async || subscribers(replica).await == 2,
+    )
+    .await;
+    for p in [pa, pb] {
+        wait_until("the replica serves again", Duration::from_secs(5), async || {
+            status(&b, &url(p, "/ping")).await == 200
+        })
+        .await;
+    }
+    eprintln!("serving again {:?} after the promotion began", t.elapsed());
+    let sid = sid_of(&r, &jar, pa).await;
+    let t = Instant::now();
+    assert_eq!(backchannel_logout(pb, &logout_token(&r.idp, &sid)).await, 200);
+    wait_until(
+        "A refuses the session",
+        Duration::from_secs(1).saturating_sub(t.elapsed()),
+        async || status(&b, &url(pa, "/ping")).await == 302,
+    )
+    .await;
 }

@@ -205,3 +205,316 @@ async fn a_websocket_closes_when_its_replica_loses_redis() {
         "the websocket outlived the replica's connection to Redis"
     );
 }
+
+/// A session record for the store tests below: user `sub`, IdP session
+/// `sid`, ending `expires_at`.
+fn record(sub: &str, sid: &str, expires_at: u64) -> unigate::session::redis::Record {
+    unigate::session::redis::Record {
+        module: "portal".into(),
+        identity: unigate::session::Identity {
+            sub: sub.into(),
+            sid: Some(sid.into()),
+            email: format!("{sub}@acme.example").into(),
+            name: sub.into(),
+            username: sub.into(),
+            company: "acme".into(),
+            groups: Vec::new(),
+            module_user: None,
+        },
+        id_token: None,
+        refresh_token: None,
+        access_exp: 0,
+        link_pending: false,
+        expires_at,
+        generation: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_login_stored_while_its_logout_runs_stays_ended() {
+    use unigate::session::redis::{IndexKind, id_hash};
+    let r = replicas().await;
+    let store = r.a.gateway.state.sessions.redis().expect("the shared store").clone();
+    let until = unigate::clock::unix_now() + 3600;
+    let ttl = Duration::from_secs(600);
+    // The logout ran first and found nothing: what arrives after it is
+    // refused, a new record and a change alike.
+    let h = id_hash("late");
+    assert_eq!(store.delete(&[h]).await.unwrap(), [false]);
+    assert!(
+        !store
+            .save(&h, &record("u", "sid-late", until), ttl, false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .save(&h, &record("u", "sid-late", until), ttl, true)
+            .await
+            .unwrap()
+    );
+    assert!(store.load(&h).await.unwrap().is_none() && !store.exists(&h).await.unwrap());
+    assert_eq!(store.ttl(&h).await.unwrap(), None, "a tombstone is not a session");
+    // The race itself, step by step: a login has written its index entry
+    // but not yet its record when the logout of its IdP session runs. The
+    // logout sees the entry, finds no record, and leaves a tombstone; the
+    // record that comes after it is refused.
+    let (sid, h) = ("sid-race", id_hash("race"));
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", r.redis.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("test:ix:sid:{}", hex::encode(id_hash(sid))))
+        .arg(until)
+        .arg(hex::encode(h))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let listed = store.take_index(IndexKind::Sid, sid).await.unwrap();
+    assert_eq!(listed, [h], "the logout sees the login's entry");
+    assert_eq!(store.delete_indexed(IndexKind::Sid, sid, &listed).await.unwrap(), 0);
+    assert!(
+        !store.save(&h, &record("racer", sid, until), ttl, false).await.unwrap(),
+        "the record after the logout"
+    );
+    assert!(store.load(&h).await.unwrap().is_none(), "the login survived its logout");
+    // Side by side, however they interleave: a login the logout saw does
+    // not survive it.
+    for i in 0..100 {
+        let (sid, h) = (format!("sid-side-{i}"), id_hash(&format!("side-{i}")));
+        let rec = record("racer", &sid, until);
+        let (saved, listed) = tokio::join!(store.save(&h, &rec, ttl, false), async {
+            let listed = store.take_index(IndexKind::Sid, &sid).await.unwrap();
+            store.delete_indexed(IndexKind::Sid, &sid, &listed).await.unwrap();
+            listed
+        });
+        saved.unwrap();
+        if listed.contains(&h) {
+            assert!(store.load(&h).await.unwrap().is_none(), "side by side, {i}");
+        }
+    }
+    // A normal login after all this is stored and found by its logout.
+    let h = id_hash("fresh");
+    assert!(
+        store
+            .save(&h, &record("u", "sid-fresh", until), ttl, false)
+            .await
+            .unwrap()
+    );
+    let listed = store.take_index(IndexKind::Sid, "sid-fresh").await.unwrap();
+    assert_eq!(listed, [h]);
+    assert_eq!(
+        store
+            .delete_indexed(IndexKind::Sid, "sid-fresh", &listed)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.load(&h).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_index_forgets_the_sessions_that_expired() {
+    use unigate::session::redis::{IndexKind, id_hash};
+    let r = replicas().await;
+    let store = r.a.gateway.state.sessions.redis().expect("the shared store").clone();
+    let now = unigate::clock::unix_now();
+    let ttl = Duration::from_secs(1);
+    // A user who logs in every day and never logs out: yesterday's
+    // sessions (ended by their absolute timeout) leave the index when the
+    // next one is written, and a logout never sees them.
+    for i in 0..5 {
+        let h = id_hash(&format!("old-{i}"));
+        assert!(
+            store
+                .save(&h, &record("daily", &format!("s{i}"), now + 1), ttl, false)
+                .await
+                .unwrap()
+        );
+    }
+    let index = format!("test:ix:sub:{}", hex::encode(id_hash("daily")));
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", r.redis.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let count = async |c: &mut redis::aio::MultiplexedConnection| -> i64 {
+        redis::cmd("ZCARD").arg(&index).query_async(c).await.unwrap()
+    };
+    assert_eq!(count(&mut c).await, 5);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        store.take_index(IndexKind::Sub, "daily").await.unwrap().is_empty(),
+        "expired: not listed"
+    );
+    let today = id_hash("today");
+    assert!(
+        store
+            .save(
+                &today,
+                &record("daily", "s9", now + 3600),
+                Duration::from_secs(60),
+                false
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(count(&mut c).await, 1, "the expired entries were pruned");
+    assert_eq!(store.take_index(IndexKind::Sub, "daily").await.unwrap(), [today]);
+    // An index kept as a plain set by an earlier version is still read,
+    // and emptied by the logout.
+    let legacy = format!("test:sub:{}", hex::encode(id_hash("veteran")));
+    let _: () = redis::cmd("SADD")
+        .arg(&legacy)
+        .arg(hex::encode(today))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let listed = store.take_index(IndexKind::Sub, "veteran").await.unwrap();
+    assert_eq!(listed, [today]);
+    assert_eq!(
+        store.delete_indexed(IndexKind::Sub, "veteran", &listed).await.unwrap(),
+        1
+    );
+    let left: i64 = redis::cmd("EXISTS").arg(&legacy).query_async(&mut c).await.unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_write_counts_only_once_the_replicas_asked_for_hold_it() {
+    use unigate::session::redis::{Options, RedisStore, Target, id_hash};
+    let master = Redis::start(free_port().unwrap()).await;
+    let url = format!("redis://127.0.0.1:{}/0", master.port);
+    let store = RedisStore::new(
+        Target::Url(&url),
+        "a secret of at least thirty-two chars!",
+        "w",
+        Options {
+            wait_replicas: Some(1),
+            tls_ca: None,
+        },
+    )
+    .unwrap();
+    tokio::spawn(store.clone().run(|_| {}, |_| {}, || {}, || {}));
+    wait_until("the store connects", Duration::from_secs(5), async || store.healthy()).await;
+    let until = unigate::clock::unix_now() + 3600;
+    let h = id_hash("w");
+    // No replica: nothing confirms the write, and it does not count.
+    let err = store
+        .save(&h, &record("u", "sid-w", until), Duration::from_secs(60), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("0 of the 1 replicas") && err.contains("redis_wait_replicas"),
+        "{err}"
+    );
+    assert!(store.delete(&[h]).await.is_err(), "a logout no replica holds");
+    // With a replica that copies it, both count.
+    let port = free_port().unwrap();
+    let mut replica = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let synced = async || {
+        let c = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let Ok(mut c) = c.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        info.contains("master_link_status:up")
+    };
+    wait_until("the replica copies", Duration::from_secs(10), synced).await;
+    let h = id_hash("w2");
+    assert!(
+        store
+            .save(&h, &record("u", "sid-w2", until), Duration::from_secs(60), false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.delete(&[h]).await.unwrap(), [true]);
+    let _ = replica.kill();
+    let _ = replica.wait();
+}
+
+#[tokio::test]
+async fn redis_over_tls_is_trusted_through_the_configured_ca_only() {
+    use unigate::session::redis::{Options, RedisStore, Target, id_hash};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    let server = leaf(&ca, &["127.0.0.1"], |_| {});
+    let ca_pem = ca.pem();
+    for (name, text) in [
+        ("ca.pem", &ca_pem),
+        ("redis.pem", &server.cert_pem),
+        ("redis.key", &server.key_pem),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let port = free_port().unwrap();
+    let path = |n: &str| dir.path().join(n).display().to_string();
+    let mut redis = Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--tls-cert-file",
+            &path("redis.pem"),
+            "--tls-key-file",
+            &path("redis.key"),
+        ])
+        .args(["--tls-ca-cert-file", &path("ca.pem"), "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    let open = |ca: Option<Vec<u8>>| {
+        let options = Options {
+            wait_replicas: None,
+            tls_ca: ca,
+        };
+        let store = RedisStore::new(
+            Target::Url(&url),
+            "a secret of at least thirty-two chars!",
+            "tls",
+            options,
+        )
+        .unwrap();
+        tokio::spawn(store.clone().run(|_| {}, |_| {}, || {}, || {}));
+        store
+    };
+    let trusting = open(Some(ca_pem.clone().into_bytes()));
+    wait_until("the store connects over TLS", Duration::from_secs(10), async || {
+        trusting.healthy()
+    })
+    .await;
+    let h = id_hash("over-tls");
+    let until = unigate::clock::unix_now() + 3600;
+    assert!(
+        trusting
+            .save(&h, &record("u", "sid-tls", until), Duration::from_secs(60), false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(trusting.load(&h).await.unwrap().unwrap().identity.sub.as_ref(), "u");
+    // The system's roots do not know the test CA: no connection, and the
+    // store stays closed.
+    let system = open(None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !system.healthy(),
+        "a server certificate nobody vouches for was accepted"
+    );
+    let _ = redis.kill();
+    let _ = redis.wait();
+}

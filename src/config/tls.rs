@@ -23,7 +23,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A PEM file's certificates, each checked to parse (x509) and to be in
 /// its validity period now.
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// rustls needs one process-wide crypto provider: ring, as Pingora's.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
         .collect::<Result<_, _>>()

@@ -58,6 +58,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             sentinels: Vec::new(),
             sentinel_master: None,
             cluster: Vec::new(),
+            wait_replicas: None,
+            tls_ca: None,
             encryption_key: crate::secret::Secret::new(crate::idp::store::random_token()),
             prefix: format!("unigate-demo-{port}"),
             local_cache: std::time::Duration::from_secs(30),

@@ -67,7 +67,4 @@ impl ReloadingCert {
     }
 }
 
-/// rustls needs one process-wide crypto provider: ring, as Pingora's.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::config::tls::install_crypto_provider;

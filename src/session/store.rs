@@ -106,7 +106,15 @@ impl Sessions {
             _ => return Err("session: no Redis to connect to".into()),
         };
         Ok(Sessions::Shared(Shared {
-            redis: RedisStore::new(target, r.encryption_key.expose(), &r.prefix)?,
+            redis: RedisStore::new(
+                target,
+                r.encryption_key.expose(),
+                &r.prefix,
+                crate::session::redis::Options {
+                    wait_replicas: r.wait_replicas,
+                    tls_ca: r.tls_ca.clone(),
+                },
+            )?,
             replica: Replica::new(s, r.local_cache),
             module_cookies: ModuleCookies::new(1_000_000),
             idle_timeout: s.idle_timeout,
@@ -509,7 +517,12 @@ impl Shared {
         if s.is_revoked() {
             return Ok(()); // never bring an ended session back
         }
-        self.redis.save(&h, &r, self.ttl_of(&s, now), false).await?;
+        if !self.redis.save(&h, &r, self.ttl_of(&s, now), false).await? {
+            // Ended while being stored (its logout's tombstone): it stays
+            // ended, and its cookie finds nothing.
+            s.revoke();
+            return Ok(());
+        }
         s.touched.store(now, Ordering::Relaxed);
         self.replica.keep(id, h, s);
         Ok(())

@@ -72,6 +72,8 @@ pub struct RedisCluster {
     pub dir: std::path::PathBuf,
     /// The ports of the nodes killed.
     pub killed: Vec<u16>,
+    /// Each node's port and cluster bus port.
+    buses: Vec<(u16, u16)>,
 }
 
 impl RedisCluster {
@@ -91,17 +93,25 @@ impl RedisCluster {
 
     async fn try_start() -> Result<RedisCluster, String> {
         let dir = tempfile::tempdir().unwrap().keep();
-        let mut nodes = Vec::new();
+        let (mut nodes, mut buses) = (Vec::new(), Vec::new());
         while nodes.len() < 6 {
             let mut tries = 0;
             let node = loop {
-                match Self::node(&dir).await {
-                    Ok(node) => break node,
+                let (port, bus) = loop {
+                    let (a, b) = (free_port().unwrap(), free_port().unwrap());
+                    if a != b {
+                        break (a, b);
+                    }
+                };
+                std::fs::create_dir(dir.join(port.to_string())).unwrap();
+                match Self::node(&dir, port, bus).await {
+                    Ok(node) => break (node, bus),
                     Err(e) if tries == 4 => return Err(e),
                     Err(_) => tries += 1,
                 }
             };
-            nodes.push(node);
+            buses.push((node.0.port, node.1));
+            nodes.push(node.0);
         }
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = tokio::process::Command::new("redis-cli")
@@ -123,22 +133,16 @@ impl RedisCluster {
             nodes,
             dir,
             killed: Vec::new(),
+            buses,
         };
         cluster.wait_ok(3, Duration::from_secs(20)).await;
         Ok(cluster)
     }
 
-    /// One node, in a folder of its own under `dir` (a replica loads what
-    /// it is sent from a file there), once it answers as itself.
-    async fn node(dir: &std::path::Path) -> Result<Redis, String> {
-        let (port, bus) = loop {
-            let (a, b) = (free_port().unwrap(), free_port().unwrap());
-            if a != b {
-                break (a, b);
-            }
-        };
+    /// The node on `port` (bus `bus`), in its folder under `dir` (its
+    /// cluster state, and what a replica loads), once it answers as itself.
+    async fn node(dir: &std::path::Path, port: u16, bus: u16) -> Result<Redis, String> {
         let own = dir.join(port.to_string());
-        std::fs::create_dir(&own).unwrap();
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string()])
             .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes"])
@@ -265,6 +269,46 @@ impl RedisCluster {
             }
         }
         out
+    }
+
+    /// Starts the node killed on `port` again, with its cluster state: it
+    /// rejoins, as a replica of whoever took its slots.
+    pub async fn restart(&mut self, port: u16) {
+        let bus = self
+            .buses
+            .iter()
+            .find(|(p, _)| *p == port)
+            .expect("a node of the cluster")
+            .1;
+        let node = Self::node(&self.dir, port, bus).await.expect("the node starts again");
+        let i = self.nodes.iter().position(|n| n.port == port).unwrap();
+        self.nodes[i] = node;
+        self.killed.retain(|p| *p != port);
+    }
+
+    /// The port of the master that owns the slot of `name` (a key or a
+    /// sharded channel), as the first live node sees the cluster.
+    pub async fn owner_of(&self, name: &str) -> u16 {
+        let first = self.live().next().expect("a live node");
+        let slot: i64 = Self::ask(first, redis::cmd("CLUSTER").arg("KEYSLOT").arg(name))
+            .await
+            .unwrap();
+        let nodes = Self::text(first, redis::cmd("CLUSTER").arg("NODES")).await;
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let owns = f[8..].iter().any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                matches!((a.parse::<i64>(), b.parse::<i64>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+            });
+            if owns {
+                let port = f[1].split(['@', ':']).nth(1).unwrap();
+                return port.parse().unwrap();
+            }
+        }
+        panic!("no master owns the slot of {name}");
     }
 
     /// Kills (SIGKILL) the node on `port`.

@@ -249,6 +249,14 @@ pub struct SessionFile {
     /// `redis_url` or `redis_sentinels`.
     #[serde(default)]
     pub redis_cluster: Vec<String>,
+    /// How many Redis replicas must hold a logout, a bearer revocation or
+    /// a login's index before it counts (`WAIT`), so that a failover
+    /// right after cannot undo it; default 1 with `redis_cluster`, else 0.
+    pub redis_wait_replicas: Option<u32>,
+    /// With `rediss://`: a PEM file of the certificate authorities the
+    /// Redis servers' certificates chain to, instead of the system's
+    /// (relative to this file). Not with Sentinel.
+    pub redis_tls_ca: Option<String>,
     /// With `store = "redis"`: how long a replica trusts its copy of a
     /// session without asking Redis (revocations arrive sooner, by
     /// pub/sub); default `30s`.

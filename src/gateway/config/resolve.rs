@@ -69,32 +69,50 @@ pub fn resolve(validated: Validated, base: &Path) -> Result<GatewayConfig, Confi
             errs.push("session.encryption_key", "use at least 32 random characters");
         }
         let mut cluster = Vec::new();
-        for (i, node) in r.cluster.iter().enumerate() {
+        for (n, node) in &r.cluster {
             let url = match node {
                 ClusterNode::Url(u) => Some(Secret::new(u.clone())),
                 ClusterNode::Secret(s) => read(s, "session.redis_cluster", base, &mut errs),
             };
             let Some(url) = url else { continue };
             if let Some(problem) = cluster_node_problem(url.expose()) {
-                errs.push("session.redis_cluster", format!("entry {}: {problem}", i + 1));
-            } else if let Some(first) = cluster.first()
+                errs.push("session.redis_cluster", format!("entry {n}: {problem}"));
+                continue;
+            }
+            if let Some(first) = cluster.first()
                 && !same_access(first, &url)
             {
                 errs.push(
                     "session.redis_cluster",
                     format!(
-                        "entry {}: every node is reached with the first one's user, password and TLS setting",
-                        i + 1
+                        "entry {n}: every node is reached with the first usable entry's user, password and TLS setting"
                     ),
                 );
             }
             cluster.push(url);
+        }
+        let tls_ca = r.tls_ca.as_ref().and_then(|p| {
+            let path = base.join(p);
+            let read = crate::config::tls::certificates(&path)
+                .and_then(|_| std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display())));
+            read.map_err(|e| errs.push("session.redis_tls_ca", e)).ok()
+        });
+        let plain = url
+            .iter()
+            .chain(&cluster)
+            .any(|u| !u.expose().trim_start().starts_with("rediss://"));
+        if r.tls_ca.is_some() && plain {
+            errs.push(
+                "session.redis_tls_ca",
+                "a CA for Redis's certificates needs TLS: write the Redis URLs as `rediss://`",
+            );
         }
         match (config.session.redis.as_mut(), key) {
             (Some(settings), Some(key)) => {
                 settings.url = url;
                 settings.cluster = cluster;
                 settings.encryption_key = key;
+                settings.tls_ca = tls_ca;
             }
             _ => config.session.redis = None,
         }

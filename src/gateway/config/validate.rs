@@ -52,8 +52,10 @@ pub(super) struct Reads {
 pub(super) struct RedisReads {
     pub url: Option<SecretRef>,
     pub encryption_key: Option<SecretRef>,
-    /// `redis_cluster`, in order.
-    pub cluster: Vec<ClusterNode>,
+    /// `redis_cluster`'s entries, each with its number in the file.
+    pub cluster: Vec<(usize, ClusterNode)>,
+    /// `redis_tls_ca`, as written.
+    pub tls_ca: Option<String>,
 }
 
 /// A `redis_cluster` entry: a URL as written, or a secret reference to
@@ -83,7 +85,7 @@ pub(super) fn cluster_node_problem(url: &str) -> Option<String> {
 
 /// `redis_cluster`: its entries, checked as far as they are written here,
 /// and whether it goes with the rest of `[session]`.
-fn cluster_nodes(s: &super::file::SessionFile, errs: &mut ConfigErrors) -> Vec<ClusterNode> {
+fn cluster_nodes(s: &super::file::SessionFile, errs: &mut ConfigErrors) -> Vec<(usize, ClusterNode)> {
     const KEY: &str = "session.redis_cluster";
     if s.redis_cluster.is_empty() {
         return Vec::new();
@@ -110,7 +112,7 @@ fn cluster_nodes(s: &super::file::SessionFile, errs: &mut ConfigErrors) -> Vec<C
     for (i, entry) in s.redis_cluster.iter().enumerate() {
         if entry.starts_with("env:") || entry.starts_with("file:") {
             match SecretRef::try_from(entry.clone()) {
-                Ok(r) => nodes.push(ClusterNode::Secret(r)),
+                Ok(r) => nodes.push((i + 1, ClusterNode::Secret(r))),
                 Err(e) => errs.push(KEY, format!("entry {}: {e}", i + 1)),
             }
             continue;
@@ -128,7 +130,7 @@ fn cluster_nodes(s: &super::file::SessionFile, errs: &mut ConfigErrors) -> Vec<C
                 ),
             );
         } else {
-            nodes.push(ClusterNode::Url(entry.clone()));
+            nodes.push((i + 1, ClusterNode::Url(entry.clone())));
         }
     }
     nodes
@@ -400,6 +402,12 @@ fn session(file: &GatewayFile, errs: &mut ConfigErrors) -> (SessionSettings, Opt
                 errs.push("session.redis_sentinels", format!("`{u}` is not a Redis URL ({e})"));
             }
         }
+        if !sentinels.is_empty() && s.redis_tls_ca.is_some() {
+            errs.push(
+                "session.redis_tls_ca",
+                "with `redis_sentinels` the Redis servers' CA comes from the system's trust store (or the file `SSL_CERT_FILE` names), not `redis_tls_ca`",
+            );
+        }
         if !sentinels.is_empty() && s.redis_sentinel_master.is_none() {
             errs.push("session.redis_sentinel_master", "name the master the sentinels watch");
         }
@@ -417,11 +425,14 @@ fn session(file: &GatewayFile, errs: &mut ConfigErrors) -> (SessionSettings, Opt
             encryption_key: Secret::new(""),
             prefix: s.redis_prefix.clone().unwrap_or_else(|| "unigate".into()),
             local_cache: s.redis_local_cache.unwrap_or(Duration::from_secs(30)),
+            wait_replicas: s.redis_wait_replicas,
+            tls_ca: None,
         });
         reads = Some(RedisReads {
             url: s.redis_url.clone(),
             encryption_key: s.encryption_key.clone(),
             cluster,
+            tls_ca: s.redis_tls_ca.clone(),
         });
     }
     let session = SessionSettings {

@@ -287,9 +287,15 @@ fn every_accepted_word_is_read() {
         "store = \"redis\"\nredis_cluster = [\"redis://n1:7000\", \"file:n2\"]\nencryption_key = \"env:K\"",
     ))
     .unwrap();
+    assert_eq!(cluster.config.session.redis.as_ref().unwrap().wait_replicas, None);
+    let waiting = cfg(
+        "session",
+        "store = \"redis\"\nredis_url = \"env:U\"\nencryption_key = \"env:K\"\nredis_wait_replicas = 2",
+    );
+    assert_eq!(waiting.session.redis.unwrap().wait_replicas, Some(2));
     let nodes = &cluster.reads.redis.as_ref().unwrap().cluster;
     assert!(
-        matches!(&nodes[..], [validate::ClusterNode::Url(u), validate::ClusterNode::Secret(_)] if u == "redis://n1:7000")
+        matches!(&nodes[..], [(1, validate::ClusterNode::Url(u)), (2, validate::ClusterNode::Secret(_))] if u == "redis://n1:7000")
     );
     assert_eq!(cfg("end", "").modules[0].headers, HeaderPreset::KaseyaOne);
     assert_eq!(
@@ -517,7 +523,7 @@ fn resolve_reads_the_cluster_nodes_given_as_secrets() {
         [
             (
                 "session.redis_cluster",
-                "entry 2: every node is reached with the first one's user, password and TLS setting"
+                "entry 2: every node is reached with the first usable entry's user, password and TLS setting"
             ),
             (
                 "session.redis_cluster",
@@ -538,4 +544,57 @@ fn resolve_reads_the_cluster_nodes_given_as_secrets() {
         .map(|n| n.expose().to_string())
         .collect();
     assert_eq!(nodes, ["redis://:pw@n2:7000", "redis://:pw@n3:7000"]);
+    // An unusable first entry is reported as itself, with its own number,
+    // and the others are compared with the first usable one.
+    std::fs::write(d.join("n1"), "redis://:pw@n1:7000/2").unwrap();
+    let text = text.replace("redis_cluster = [", "redis_cluster = [\"file:n1\", ");
+    let err = resolve(validated(&text).unwrap(), d).unwrap_err();
+    let got: Vec<(&str, &str)> = err.0.iter().map(|e| (e.path.as_str(), e.message.as_str())).collect();
+    assert_eq!(
+        got,
+        [(
+            "session.redis_cluster",
+            "entry 1: Redis Cluster has only database 0: leave the database out of the URL"
+        )]
+    );
+}
+
+#[test]
+fn a_ca_for_redis_needs_tls_and_is_not_for_sentinel() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = |lines: &str| {
+        with(
+            "session",
+            &format!("store = \"redis\"\nencryption_key = \"file:key\"\n{lines}"),
+        )
+        .replace("env:UNIGATE_SURELY_UNSET_VAR", "file:client-secret")
+        .replace("assertion_key = \"file:no-such-key.pem\"", "")
+    };
+    std::fs::write(d.join("client-secret"), "s3cret").unwrap();
+    std::fs::write(d.join("key"), "a-session-key-of-more-than-32-characters").unwrap();
+    std::fs::write(d.join("plain"), "redis://r:6379").unwrap();
+    std::fs::write(d.join("tls"), "rediss://r:6379").unwrap();
+    std::fs::write(d.join("not-a-ca.pem"), "hello").unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["r".to_string()])
+        .unwrap()
+        .cert
+        .pem();
+    std::fs::write(d.join("ca.pem"), ca).unwrap();
+    let errors = |lines: &str| match resolve(validated(&text(lines)).unwrap(), d) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(errors("redis_url = \"file:tls\"\nredis_tls_ca = \"ca.pem\""), "");
+    assert!(
+        errors("redis_url = \"file:plain\"\nredis_tls_ca = \"ca.pem\"").contains("write the Redis URLs as `rediss://`")
+    );
+    assert!(errors("redis_url = \"file:tls\"\nredis_tls_ca = \"not-a-ca.pem\"").contains("session.redis_tls_ca"));
+    let sentinel = validated(&text(
+        "redis_sentinels = [\"redis://s:26379\"]\nredis_sentinel_master = \"m\"\nredis_tls_ca = \"ca.pem\"",
+    ))
+    .map(|_| ())
+    .expect_err("refused")
+    .to_string();
+    assert!(sentinel.contains("SSL_CERT_FILE"), "{sentinel}");
 }

@@ -11,22 +11,28 @@
 //! is split into one-key steps ordered so that a failure half-way fails
 //! safe (see `RedisStore::save`), so no two keys need to share a slot.
 //!
-//! Pub/sub is Redis's ordinary `PUBLISH`/`SUBSCRIBE`, which a cluster
-//! broadcasts to every node: unigate subscribes on one node — a replica
-//! if there is one, so that a master's failover leaves the subscription
-//! alone — and publishes (revocations, changes, its heartbeat) on that
-//! same node, which passes them to every other. Sharded pub/sub would
-//! bind the channel to one shard, whose failover would then cut every
-//! replica off from every revocation; and each replica needs every
-//! revocation anyway. When that node goes, the subscription drops, the
-//! store fails closed, and unigate subscribes on another node at once.
+//! Revocations travel by **sharded pub/sub** (`SPUBLISH`/`SSUBSCRIBE`,
+//! Redis ≥ 7) on channels that share one slot (a hash tag): the master
+//! that owns that slot delivers every revocation to every replica itself,
+//! with no hop over the cluster bus. Each unigate replica subscribes on
+//! that master and publishes through the cluster connection, which routes
+//! `SPUBLISH` to whichever node owns the slot now; its heartbeat goes the
+//! same way, so a heartbeat heard proves the very path revocations take.
+//! When the slot moves (the server ends the subscription) or its master
+//! fails (the connection drops, or the heartbeat stops), the store fails
+//! closed and subscribes again on the slot's new owner. The price: while
+//! that one shard has no master, every replica fails closed.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection, PubSub};
+use redis::aio::{ConnectionLike, ConnectionManager, PubSub, PubSubStream};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind,
+    RedisFuture, RedisResult, Value,
+};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 /// The longest one connection attempt, or one answer, may take.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -57,16 +63,33 @@ pub(super) enum Source {
         /// The nodes as configured: their password and TLS settings serve
         /// every node found.
         seeds: Vec<ConnectionInfo>,
+        /// `Options::tls_ca`, for the subscription's own connection.
+        certs: Option<Vec<u8>>,
     },
 }
 
-/// A connection to Redis, of whichever kind the source needs.
+/// The certificates a TLS connection trusts: `ca`'s, not the system's.
+fn certs(ca: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.to_vec()),
+    }
+}
+
+/// A client for `info`, trusting `ca` (if any) for TLS.
+fn client_for(info: ConnectionInfo, ca: Option<&[u8]>) -> RedisResult<redis::Client> {
+    match ca {
+        Some(ca) => redis::Client::build_with_tls(info, certs(ca)),
+        None => redis::Client::open(info),
+    }
+}
+
+/// The connection commands go through, of whichever kind the source
+/// needs.
 #[derive(Clone)]
 pub enum Conn {
     /// One server (reconnecting by itself).
     Server(ConnectionManager),
-    /// One node of a cluster (the one subscribed on).
-    Node(MultiplexedConnection),
     /// A whole cluster, each command routed to its key's node.
     Cluster(ClusterConnection),
 }
@@ -75,7 +98,6 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Server(c) => c.req_packed_command(cmd),
-            Conn::Node(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -88,7 +110,6 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Server(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -96,7 +117,6 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Server(c) => c.get_db(),
-            Conn::Node(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -105,17 +125,114 @@ impl ConnectionLike for Conn {
 /// What `Source::connect` opens.
 pub(super) struct Connections {
     pub commands: Conn,
-    /// Where revocations, changes and heartbeats are published: the
-    /// server, or the cluster node `subscription` is on.
-    pub publish: Conn,
     /// Not subscribed to anything yet.
-    pub subscription: PubSub,
+    pub subscription: Subscription,
+}
+
+/// The connection revocations arrive on.
+pub(super) enum Subscription {
+    /// Ordinary pub/sub, on the one server.
+    Plain(PubSub),
+    /// Sharded pub/sub, on the master that owns the channels' slot (a
+    /// connection of its own, in RESP3: its messages come as pushes).
+    Sharded {
+        node: redis::aio::MultiplexedConnection,
+        pushes: UnboundedReceiver<PushInfo>,
+    },
+}
+
+impl Subscription {
+    /// Subscribes to `channels` (on a cluster, all in one slot).
+    pub(super) async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        for channel in channels {
+            match self {
+                Subscription::Plain(p) => p.subscribe(channel).await?,
+                Subscription::Sharded { node, .. } => {
+                    // One channel per command: one confirmation, which is
+                    // the command's answer.
+                    redis::cmd("SSUBSCRIBE").arg(channel).exec_async(node).await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn into_messages(self) -> Messages {
+        match self {
+            Subscription::Plain(p) => Messages::Plain(p.into_on_message()),
+            Subscription::Sharded { node, pushes } => Messages::Sharded { _node: node, pushes },
+        }
+    }
+}
+
+/// The messages of a subscription, until it is lost.
+pub(super) enum Messages {
+    Plain(PubSubStream),
+    Sharded {
+        /// Kept open: the pushes come through it.
+        _node: redis::aio::MultiplexedConnection,
+        pushes: UnboundedReceiver<PushInfo>,
+    },
+}
+
+impl Messages {
+    /// The next message's text; `None` once the subscription is lost: the
+    /// connection dropped, or (sharded) the server ended the subscription
+    /// because the slot moved. Messages that are not text are skipped.
+    pub(super) async fn next(&mut self) -> Option<String> {
+        use futures_util::StreamExt;
+        loop {
+            match self {
+                Messages::Plain(stream) => {
+                    if let Ok(text) = stream.next().await?.get_payload::<String>() {
+                        return Some(text);
+                    }
+                }
+                Messages::Sharded { pushes, .. } => {
+                    let push = pushes.recv().await?;
+                    match sharded_message(push) {
+                        Pushed::Message(text) => return Some(text),
+                        Pushed::Other => {}
+                        Pushed::Lost => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a push on the sharded subscription means.
+#[derive(Debug, PartialEq)]
+pub(super) enum Pushed {
+    Message(String),
+    /// A subscription's confirmation (its copy), or a message not text.
+    Other,
+    /// The subscription ended (`sunsubscribe`: the slot moved), the
+    /// connection dropped, or something unforeseen: start over.
+    Lost,
+}
+
+pub(super) fn sharded_message(push: PushInfo) -> Pushed {
+    match push.kind {
+        PushKind::SMessage => match push.data.as_slice() {
+            [_, Value::BulkString(b)] => String::from_utf8(b.clone()).map_or(Pushed::Other, Pushed::Message),
+            _ => Pushed::Other,
+        },
+        PushKind::SSubscribe => Pushed::Other,
+        _ => Pushed::Lost,
+    }
 }
 
 impl Source {
-    pub(super) fn new(target: Target<'_>) -> Result<Source, String> {
+    pub(super) fn new(target: Target<'_>, ca: Option<&[u8]>) -> Result<Source, String> {
+        // `rediss://` needs rustls's process-wide provider.
+        crate::config::tls::install_crypto_provider();
         Ok(match target {
-            Target::Url(url) => Source::Direct(redis::Client::open(url).map_err(|e| format!("redis_url: {e}"))?),
+            Target::Url(url) => Source::Direct(
+                url.into_connection_info()
+                    .and_then(|info| client_for(info, ca))
+                    .map_err(|e| format!("redis_url: {e}"))?,
+            ),
             Target::Sentinel {
                 sentinels,
                 master,
@@ -128,7 +245,7 @@ impl Source {
                 }
                 let client = redis::sentinel::SentinelClient::build(
                     sentinels.to_vec(),
-                    master.to_string(),
+                    master,
                     Some(info),
                     redis::sentinel::SentinelServerType::Master,
                 )
@@ -144,74 +261,76 @@ impl Source {
                 // Each attempt and each answer bounded, retries included: a
                 // request for a failed shard fails (503) within a second
                 // instead of hanging.
-                let client = ClusterClient::builder(seeds.clone())
+                let mut builder = ClusterClient::builder(seeds.clone())
                     .connection_timeout(TIMEOUT)
                     .response_timeout(TIMEOUT)
-                    .retries(3)
-                    .build()
-                    .map_err(|e| format!("redis_cluster: {e}"))?;
-                Source::Cluster { client, seeds }
+                    .retries(3);
+                if let Some(ca) = ca {
+                    builder = builder.certs(certs(ca));
+                }
+                let client = builder.build().map_err(|e| format!("redis_cluster: {e}"))?;
+                Source::Cluster {
+                    client,
+                    seeds,
+                    certs: ca.map(<[u8]>::to_vec),
+                }
             }
         })
     }
 
-    /// Opens the connections.
-    pub(super) async fn connect(&self) -> RedisResult<Connections> {
+    /// Opens the connections; on a cluster, the subscription goes to the
+    /// master that owns `channel`'s slot.
+    pub(super) async fn connect(&self, channel: &str) -> RedisResult<Connections> {
         let client = match self {
             Source::Direct(c) => c.clone(),
             Source::Sentinel(s) => s.lock().await.async_get_client().await?,
-            Source::Cluster { client, seeds } => return connect_cluster(client, seeds).await,
+            Source::Cluster { client, seeds, certs } => {
+                return connect_cluster(client, seeds, certs.as_deref(), channel).await;
+            }
         };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT))
             .set_number_of_retries(1);
-        let manager = Conn::Server(client.get_connection_manager_with_config(config).await?);
         Ok(Connections {
-            commands: manager.clone(),
-            publish: manager,
-            subscription: client.get_async_pubsub().await?,
+            commands: Conn::Server(client.get_connection_manager_with_config(config).await?),
+            subscription: Subscription::Plain(client.get_async_pubsub().await?),
         })
     }
 }
 
-async fn connect_cluster(client: &ClusterClient, seeds: &[ConnectionInfo]) -> RedisResult<Connections> {
+async fn connect_cluster(
+    client: &ClusterClient,
+    seeds: &[ConnectionInfo],
+    ca: Option<&[u8]>,
+    channel: &str,
+) -> RedisResult<Connections> {
     let mut commands = Conn::Cluster(client.get_async_connection().await?);
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(channel)
+        .query_async(&mut commands)
+        .await?;
     let shards: Value = redis::cmd("CLUSTER").arg("SHARDS").query_async(&mut commands).await?;
     let seed = &seeds[0];
     let tls = matches!(seed.addr(), ConnectionAddr::TcpTls { .. });
-    let mut candidates = subscription_nodes(&shards, tls);
-    // Should the map say nothing usable, the configured nodes.
-    candidates.extend(seeds.iter().filter_map(|s| match s.addr() {
-        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
-        _ => None,
-    }));
-    let mut last = None;
-    for (host, port) in candidates {
-        let node = redis::Client::open(node_info(seed, &host, port))?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let opened = async {
-            let publish = node.get_multiplexed_async_connection_with_config(&config).await?;
-            let subscription = tokio::time::timeout(TIMEOUT, node.get_async_pubsub())
-                .await
-                .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connection timed out")))??;
-            Ok::<_, redis::RedisError>((publish, subscription))
-        };
-        match opened.await {
-            Ok((publish, subscription)) => {
-                tracing::info!(node = %format!("{host}:{port}"), "session store (Redis Cluster): pub/sub on this node");
-                return Ok(Connections {
-                    commands,
-                    publish: Conn::Node(publish),
-                    subscription,
-                });
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| (redis::ErrorKind::Io, "no Redis Cluster node to subscribe on").into()))
+    let Some((host, port)) = slot_master(&shards, slot, tls) else {
+        return Err((redis::ErrorKind::Io, "no master owns the revocation channel's slot").into());
+    };
+    let info = node_info(seed, &host, port);
+    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+    let node = client_for(info.set_redis_settings(settings), ca)?;
+    let (tx, pushes) = unbounded_channel();
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_push_sender(tx);
+    let node = node.get_multiplexed_async_connection_with_config(&config).await?;
+    tracing::info!(node = %format!("{host}:{port}"), "session store (Redis Cluster): revocations heard on this master");
+    Ok(Connections {
+        commands,
+        subscription: Subscription::Sharded { node, pushes },
+    })
 }
 
 /// `seed`'s settings (password, TLS) for the node at `host:port`.
@@ -230,44 +349,38 @@ fn node_info(seed: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
     seed.clone().set_addr(addr)
 }
 
-/// The nodes `CLUSTER SHARDS` does not name failed, replicas first: where
-/// to subscribe (their TLS port with `tls`). A master's failover then
-/// leaves the subscription alone. (A replica that has not had a write to
-/// copy yet counts as `loading`: it takes subscriptions all the same.)
-pub(super) fn subscription_nodes(shards: &Value, tls: bool) -> Vec<(String, u16)> {
-    let (mut replicas, mut masters) = (Vec::new(), Vec::new());
+/// The master that `CLUSTER SHARDS` says owns `slot`, unless it is
+/// marked failed (its TLS port with `tls`).
+pub(super) fn slot_master(shards: &Value, slot: i64, tls: bool) -> Option<(String, u16)> {
     let Value::Array(shards) = shards else {
-        return Vec::new();
+        return None;
     };
-    for shard in shards {
-        let Some(Value::Array(nodes)) = field(shard, "nodes") else {
-            continue;
+    let owns = |shard: &Value| match field(shard, "slots") {
+        Some(Value::Array(ranges)) => ranges.chunks(2).any(|r| match r {
+            [Value::Int(from), Value::Int(to)] => (*from..=*to).contains(&slot),
+            _ => false,
+        }),
+        _ => false,
+    };
+    let shard = shards.iter().find(|s| owns(s))?;
+    let Some(Value::Array(nodes)) = field(shard, "nodes") else {
+        return None;
+    };
+    nodes.iter().find_map(|node| {
+        let text = |k: &str| match field(node, k) {
+            Some(Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+            Some(Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
         };
-        for node in nodes {
-            let text = |k: &str| match field(node, k) {
-                Some(Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
-                Some(Value::SimpleString(s)) => Some(s.clone()),
-                _ => None,
-            };
-            let port = match field(node, if tls { "tls-port" } else { "port" }) {
-                Some(Value::Int(p)) => u16::try_from(*p).ok(),
-                _ => None,
-            };
-            let (Some(endpoint), Some(port)) = (text("endpoint"), port) else {
-                continue;
-            };
-            // `?` stands for an unknown endpoint.
-            if endpoint.is_empty() || endpoint == "?" || text("health").as_deref() == Some("failed") {
-                continue;
-            }
-            match text("role").as_deref() {
-                Some("replica") => replicas.push((endpoint, port)),
-                _ => masters.push((endpoint, port)),
-            }
-        }
-    }
-    replicas.extend(masters);
-    replicas
+        let port = match field(node, if tls { "tls-port" } else { "port" }) {
+            Some(Value::Int(p)) => u16::try_from(*p).ok(),
+            _ => None,
+        };
+        let endpoint = text("endpoint")?;
+        // `?` stands for an unknown endpoint.
+        let usable = !endpoint.is_empty() && endpoint != "?" && text("health").as_deref() != Some("failed");
+        (usable && text("role").as_deref() == Some("master")).then_some((endpoint, port?))
+    })
 }
 
 /// Field `name` of a reply map (RESP3), or of its flat key-value list
@@ -319,35 +432,62 @@ mod tests {
     }
 
     #[test]
-    fn subscriptions_go_to_healthy_replicas_first() {
-        let shard = |nodes: Vec<Value>| {
+    fn the_subscription_goes_to_the_live_master_that_owns_the_slot() {
+        let shard = |ranges: &[i64], nodes: Vec<Value>| {
             Value::Array(vec![
                 bulk("slots"),
-                Value::Array(vec![Value::Int(0), Value::Int(5460)]),
+                Value::Array(ranges.iter().map(|r| Value::Int(*r)).collect()),
                 bulk("nodes"),
                 Value::Array(nodes),
             ])
         };
         let shards = Value::Array(vec![
-            shard(vec![
-                node("10.0.0.1", 7000, "master", "online"),
-                node("10.0.0.4", 7003, "replica", "failed"),
-            ]),
-            shard(vec![
-                node("10.0.0.2", 7001, "master", "online"),
-                node("10.0.0.5", 7004, "replica", "loading"),
-                node("?", 7006, "replica", "online"),
-            ]),
+            shard(
+                &[0, 5460],
+                vec![
+                    node("10.0.0.4", 7003, "replica", "online"),
+                    node("10.0.0.1", 7000, "master", "online"),
+                ],
+            ),
+            shard(
+                &[5461, 6000, 9000, 10922],
+                vec![
+                    node("10.0.0.5", 7004, "replica", "online"),
+                    node("10.0.0.2", 7001, "master", "online"),
+                ],
+            ),
+            shard(&[10923, 16383], vec![node("10.0.0.3", 7002, "master", "failed")]),
+            shard(&[6001, 8999], vec![node("?", 7006, "master", "online")]),
         ]);
+        let at = |slot| slot_master(&shards, slot, false);
+        assert_eq!(at(0), Some(("10.0.0.1".to_string(), 7000)));
+        assert_eq!(at(5460), Some(("10.0.0.1".to_string(), 7000)));
+        assert_eq!(at(5461), Some(("10.0.0.2".to_string(), 7001)));
+        assert_eq!(at(9500), Some(("10.0.0.2".to_string(), 7001)), "the second range");
+        assert_eq!(at(12000), None, "its master failed: no replica stands in");
+        assert_eq!(at(7000), None, "an unknown endpoint");
+        assert_eq!(at(6000), Some(("10.0.0.2".to_string(), 7001)));
+        assert!(slot_master(&Value::Nil, 0, false).is_none());
+    }
+
+    #[test]
+    fn a_sharded_subscription_is_lost_on_anything_but_its_messages() {
+        let push = |kind, data| PushInfo { kind, data };
         assert_eq!(
-            subscription_nodes(&shards, false),
-            vec![
-                ("10.0.0.5".to_string(), 7004),
-                ("10.0.0.1".to_string(), 7000),
-                ("10.0.0.2".to_string(), 7001),
-            ]
+            sharded_message(push(PushKind::SMessage, vec![bulk("ch"), bulk("abc")])),
+            Pushed::Message("abc".into())
         );
-        assert!(subscription_nodes(&Value::Nil, false).is_empty());
+        assert_eq!(
+            sharded_message(push(PushKind::SSubscribe, vec![bulk("ch"), Value::Int(1)])),
+            Pushed::Other
+        );
+        assert_eq!(
+            sharded_message(push(PushKind::SMessage, vec![bulk("ch"), Value::Int(1)])),
+            Pushed::Other
+        );
+        for kind in [PushKind::SUnsubscribe, PushKind::Disconnection, PushKind::Message] {
+            assert_eq!(sharded_message(push(kind, vec![bulk("ch")])), Pushed::Lost);
+        }
     }
 
     #[test]

@@ -13,28 +13,37 @@
 //!
 //! Redis is one server, the master Sentinel names, or a Redis Cluster
 //! (`conn`). On a cluster every key may live on another shard, so each
-//! operation touches one key, or runs as one-key steps in an order that
-//! fails safe; none uses `KEYS`, `SCAN`, `SELECT` or a transaction. The
-//! operations that span several keys, and how:
+//! command touches one key (a pipeline or Lua script, one key's); none
+//! uses `KEYS`, `SCAN`, `SELECT` or a transaction. The operations that
+//! span several keys, and how they stay safe:
 //!
 //! - a session and its indexes (`save`): each index (by IdP session, user,
-//!   email) is one key, updated on its own (`SADD` and its expiry, one
-//!   key), before the record: a failure half-way leaves an index naming a
-//!   session that does not exist (harmless), never a session no logout
-//!   can find. No hash tag could join them: a session is found by its id
-//!   alone, and an index spans many sessions.
-//! - the end of sessions (`delete`, `delete_indexed`): one `DEL` per
-//!   record, then its revocation published; then the index loses (`SREM`,
-//!   one key) only the sessions whose record this deleted, so a session
-//!   being stored at that very moment stays findable.
+//!   email) is one sorted set, scored by its sessions' absolute expiry and
+//!   pruned of the expired ones at each write, updated before the record:
+//!   a failure half-way leaves an index naming a session that does not
+//!   exist (harmless), never a session no logout can find.
+//! - the end of sessions (`delete`, `delete_indexed`): each record is
+//!   replaced by a short-lived *tombstone* (`SET … GET`, one key), then
+//!   its revocation is published; then the index loses the entries. A new
+//!   session is stored only where nothing is (`SET NX`), and a changed one
+//!   only over its live record (a one-key script), so a session being
+//!   stored while its logout runs is refused, not brought back.
 //! - a refresh's lock (`lock_refresh`, `unlock_refresh`, a Lua script on
 //!   one key): on a cluster its key carries the session record's key as
 //!   hash tag, `{prefix:s:…}`, so a session's record and lock live on one
 //!   shard and a session depends on that shard alone.
-//! - bearer revocation marks (`bearer_revoked_at`): one `GET` per mark,
-//!   side by side, rather than one `MGET` over several slots.
+//! - bearer revocation marks (`bearer_revoked_at`): one `MGET`, which the
+//!   cluster client splits by slot.
 //! - logout token `jti`s, login `state`s, module cookie records, account
 //!   links: one key each (`SET NX`, a Lua script on its one key).
+//!
+//! **Writes that must survive a failover.** Redis copies writes to its
+//! replicas after answering, so a master that fails right after a logout
+//! can take the logout with it: the promoted replica still holds the
+//! session. With `wait_replicas` (1 by default on a cluster) each write a
+//! logout or a login's index depends on is followed by `WAIT`, and counts
+//! as done only once that many replicas hold it; otherwise the request
+//! fails (503) and can be retried.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +52,7 @@ use std::time::Duration;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use futures_util::future::try_join_all;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
@@ -103,23 +112,49 @@ impl IndexKind {
     }
 }
 
+/// How the store treats Redis, beyond where it is.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Replicas that must hold a logout or an index write (`WAIT`); None:
+    /// 1 on a cluster, else 0.
+    pub wait_replicas: Option<u32>,
+    /// The certificate authorities (PEM) that `rediss://` servers'
+    /// certificates chain to; None: the system's.
+    pub tls_ca: Option<Vec<u8>>,
+}
+
 pub struct RedisStore {
     source: Source,
-    /// While connected: the connection for commands, and the one
-    /// revocations are published on.
-    conns: RwLock<Option<(Conn, Conn)>>,
+    /// While connected: the connection for commands (on a cluster, it
+    /// routes each by its key).
+    conn: RwLock<Option<Conn>>,
     key: LessSafeKey,
     prefix: String,
     healthy: Arc<AtomicBool>,
     rng: SystemRandom,
     /// This replica, in the "changed" messages it publishes (and ignores).
     origin: String,
+    /// How many replicas must hold a logout or an index write before it
+    /// counts (`WAIT`); 0: none asked.
+    wait_replicas: u32,
 }
 
 /// The payload prefix of a "session changed" message (a refresh updated
 /// the user's attributes): replicas drop their copy, and whatever holds it
 /// stops, but the session itself lives on.
 const CHANGED: &str = "changed:";
+
+/// What an ended session's record is replaced with for a while: a save
+/// that raced with the logout finds it and is refused. (A sealed record is
+/// never one byte long.)
+const TOMBSTONE: &[u8] = b"-";
+
+/// How long a tombstone stays: far longer than a save takes from its index
+/// write to its record write.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// How long `WAIT` waits for the replicas.
+const WAIT_TIMEOUT: Duration = Duration::from_millis(250);
 
 fn hex(h: &[u8; 32]) -> String {
     hex::encode(h)
@@ -145,8 +180,8 @@ pub fn id_hash(id: &str) -> [u8; 32] {
 impl RedisStore {
     /// Sets up the store; connecting happens in the background (`run`),
     /// and until it succeeds the store reports itself unhealthy.
-    pub fn new(target: Target<'_>, secret: &str, prefix: &str) -> Result<Arc<RedisStore>, String> {
-        let source = Source::new(target)?;
+    pub fn new(target: Target<'_>, secret: &str, prefix: &str, options: Options) -> Result<Arc<RedisStore>, String> {
+        let source = Source::new(target, options.tls_ca.as_deref())?;
         let salt = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"unigate session store");
         let prk = salt.extract(secret.as_bytes());
         let info: &[&[u8]] = &[b"aes-256-gcm session records"];
@@ -154,9 +189,10 @@ impl RedisStore {
             .expand(info, &AES_256_GCM)
             .map_err(|_| "cannot derive the encryption key".to_string())?;
         let key = LessSafeKey::new(UnboundKey::from(okm));
+        let cluster = matches!(source, Source::Cluster { .. });
         Ok(Arc::new(RedisStore {
             source,
-            conns: RwLock::new(None),
+            conn: RwLock::new(None),
             key,
             prefix: prefix.to_string(),
             healthy: Arc::new(AtomicBool::new(false)),
@@ -168,6 +204,7 @@ impl RedisStore {
                 hex::encode(b)
             },
             rng: SystemRandom::new(),
+            wait_replicas: options.wait_replicas.unwrap_or(u32::from(cluster)),
         }))
     }
 
@@ -186,19 +223,10 @@ impl RedisStore {
 
     /// The connection for commands.
     async fn conn(&self) -> Result<Conn, StoreError> {
-        Ok(self.conns().await?.0)
-    }
-
-    /// The connection revocations and changes are published on.
-    async fn publisher(&self) -> Result<Conn, StoreError> {
-        Ok(self.conns().await?.1)
-    }
-
-    async fn conns(&self) -> Result<(Conn, Conn), StoreError> {
         if !self.healthy() {
             return Err(StoreError::Down("not connected".into()));
         }
-        self.conns
+        self.conn
             .read()
             .await
             .clone()
@@ -207,6 +235,44 @@ impl RedisStore {
 
     fn is_cluster(&self) -> bool {
         matches!(self.source, Source::Cluster { .. })
+    }
+
+    /// Publishes `message` to every replica: `SPUBLISH` on a cluster (to
+    /// the master owning the channel's slot), `PUBLISH` on one server.
+    async fn publish(&self, c: &mut Conn, channel: &str, message: &str) -> redis::RedisResult<()> {
+        let verb = if self.is_cluster() { "SPUBLISH" } else { "PUBLISH" };
+        redis::cmd(verb).arg(channel).arg(message).exec_async(c).await
+    }
+
+    /// `pipe`, then `WAIT` for `wait_replicas` (on the node of the pipe's
+    /// key): its answers (the `WAIT`'s left out), and whether enough
+    /// replicas confirmed them. The outer error: the commands failed.
+    async fn query_copied(
+        &self,
+        c: &mut Conn,
+        mut pipe: redis::Pipeline,
+    ) -> Result<(Vec<Value>, Result<(), StoreError>), StoreError> {
+        if self.wait_replicas > 0 {
+            pipe.cmd("WAIT")
+                .arg(self.wait_replicas)
+                .arg(WAIT_TIMEOUT.as_millis() as u64);
+        }
+        let mut answers: Vec<Value> = pipe.query_async(c).await?;
+        let mut copied = Ok(());
+        if self.wait_replicas > 0 {
+            let copies = match answers.pop() {
+                Some(Value::Int(n)) => n,
+                _ => 0,
+            };
+            if copies < i64::from(self.wait_replicas) {
+                copied = Err(StoreError::Down(format!(
+                    "a write reached {copies} of the {} replicas asked for (redis_wait_replicas) within {} ms",
+                    self.wait_replicas,
+                    WAIT_TIMEOUT.as_millis()
+                )));
+            }
+        }
+        Ok((answers, copied))
     }
 
     fn seal(&self, aad: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -244,26 +310,55 @@ impl RedisStore {
     pub async fn load(&self, h: &[u8; 32]) -> Result<Option<Record>, StoreError> {
         let key = self.session_key(h);
         let sealed: Option<Vec<u8>> = self.conn().await?.get(&key).await?;
-        let Some(sealed) = sealed else { return Ok(None) };
+        let Some(sealed) = sealed.filter(|v| v != TOMBSTONE) else {
+            return Ok(None);
+        };
         let plain = self.open(&key, &sealed)?;
         let r: Record = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(Some(r))
     }
 
+    /// Where the sessions of a `sid`, user or email are listed (a sorted
+    /// set scored by each session's absolute expiry).
+    fn index_key(&self, kind: IndexKind, value: &str) -> String {
+        self.k(&["ix", kind.tag(), &hex(&id_hash(value))])
+    }
+
+    /// The same, as a plain set: how versions before the sorted sets kept
+    /// it. Still read and emptied at logout, never written.
+    fn legacy_index_key(&self, kind: IndexKind, value: &str) -> String {
+        self.k(&[kind.tag(), &hex(&id_hash(value))])
+    }
+
     /// Stores a session for `ttl` (the idle timeout, at most until its
-    /// absolute timeout) and indexes it. With `update`, only if it is still
-    /// stored: a session revoked meanwhile is never brought back (false).
+    /// absolute timeout) and indexes it. A new session only where nothing
+    /// is stored; with `update`, only over its live record. False when
+    /// that failed: the session was ended meanwhile (its tombstone), and
+    /// stays ended.
     ///
     /// The indexes first, each on its own (on a cluster each may be on
     /// another shard), then the record: a failure half-way leaves at most
     /// an index naming a session that is not stored, never a stored
     /// session that a logout by `sid`, user or email cannot find.
     pub async fn save(&self, h: &[u8; 32], r: &Record, ttl: Duration, update: bool) -> Result<bool, StoreError> {
+        /// Adds a member scored by its expiry, forgets the expired ones,
+        /// and keeps the index as long as its longest-lived session.
+        const INDEX: &str = r"redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+            redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+            redis.call('EXPIRE', KEYS[1], ARGV[4], 'NX')
+            redis.call('EXPIRE', KEYS[1], ARGV[4], 'GT')
+            return 1";
+        /// Replaces a live record only (not a tombstone, not nothing).
+        const UPDATE: &str = r"local v = redis.call('GET', KEYS[1])
+            if (not v) or v == ARGV[3] then return 0 end
+            redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+            return 1";
         let key = self.session_key(h);
         let plain = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sealed = self.seal(&key, &plain)?;
         let c = self.conn().await?;
-        let index_ttl = r.expires_at.saturating_sub(crate::clock::unix_now()).max(1) as i64;
+        let now = crate::clock::unix_now();
+        let index_ttl = r.expires_at.saturating_sub(now).max(1);
         let mut indexes: Vec<(IndexKind, String)> = Vec::new();
         if let Some(sid) = &r.identity.sid {
             indexes.push((IndexKind::Sid, sid.to_string()));
@@ -271,36 +366,43 @@ impl RedisStore {
         indexes.push((IndexKind::Sub, r.identity.sub.to_string()));
         indexes.push((IndexKind::Email, r.identity.email.to_lowercase()));
         try_join_all(indexes.into_iter().filter(|(_, v)| !v.is_empty()).map(|(kind, v)| {
-            let ik = self.k(&[kind.tag(), &hex(&id_hash(&v))]);
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(INDEX)
+                .arg(1)
+                .arg(self.index_key(kind, &v))
+                .arg(hex(h))
+                .arg(r.expires_at)
+                .arg(now)
+                .arg(index_ttl);
             let mut c = c.clone();
-            async move {
-                // One key: the index lives as long as its longest-lived
-                // session.
-                redis::pipe()
-                    .sadd(&ik, hex(h))
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&ik)
-                    .arg(index_ttl)
-                    .arg("NX")
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&ik)
-                    .arg(index_ttl)
-                    .arg("GT")
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await
-            }
+            async move { self.query_copied(&mut c, pipe).await?.1 }
         }))
         .await?;
         let ms = ttl.as_millis().max(1) as u64;
-        let mut expiry = redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms));
+        let mut c = c;
         if update {
-            expiry = expiry.conditional_set(redis::ExistenceCheck::XX);
+            let set: i64 = redis::cmd("EVAL")
+                .arg(UPDATE)
+                .arg(1)
+                .arg(&key)
+                .arg(&sealed)
+                .arg(ms)
+                .arg(TOMBSTONE)
+                .query_async(&mut c)
+                .await?;
+            return Ok(set == 1);
         }
-        let set: Option<String> = c.clone().set_options(&key, sealed, expiry).await?;
-        Ok(set.is_some())
+        let opts = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(ms));
+        let set: Option<String> = c.set_options(&key, &sealed, opts).await?;
+        if set.is_some() {
+            return Ok(true);
+        }
+        // A SET retried after a lost answer finds its own first attempt.
+        let there: Option<Vec<u8>> = c.get(&key).await?;
+        Ok(there.as_deref() == Some(sealed.as_slice()))
     }
 
     /// Pushes a session's idle expiry out again.
@@ -357,71 +459,91 @@ impl RedisStore {
         }
     }
 
-    /// Deletes sessions and tells every replica (this one too), each
-    /// session on its own (on a cluster each may be on another shard):
-    /// whether each record was there.
+    /// Ends sessions and tells every replica (this one too), each session
+    /// on its own (on a cluster each may be on another shard): whether
+    /// each record was there. Each record is replaced by a tombstone
+    /// (copied to `wait_replicas` replicas), then the revocation is
+    /// published: a replica reading it again finds nothing. An error when
+    /// too few replicas confirmed a tombstone, though it is published.
     pub async fn delete(&self, hashes: &[[u8; 32]]) -> Result<Vec<bool>, StoreError> {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let (c, publish) = self.conns().await?;
+        let c = self.conn().await?;
         let channel = self.revoke_channel();
         let deleted = try_join_all(hashes.iter().map(|h| {
-            let (mut c, mut publish, key, channel) = (c.clone(), publish.clone(), self.session_key(h), &channel);
+            let (mut c, key, channel) = (c.clone(), self.session_key(h), &channel);
             async move {
-                let n: i64 = c.del(&key).await?;
-                // Told once deleted: a replica reading it again finds
-                // nothing.
-                let _: i64 = publish.publish(channel, hex(h)).await?;
-                Ok::<_, redis::RedisError>(n > 0)
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(&key)
+                    .arg(TOMBSTONE)
+                    .arg("PX")
+                    .arg(TOMBSTONE_TTL.as_millis() as u64)
+                    .arg("GET");
+                let (answers, copied) = self.query_copied(&mut c, pipe).await?;
+                let was = match answers.first() {
+                    Some(Value::BulkString(v)) => v.as_slice() != TOMBSTONE,
+                    _ => false,
+                };
+                // Told even when too few replicas hold the tombstone: the
+                // record is gone here, and copies elsewhere must go too.
+                // The logout still fails, so that it is tried again.
+                self.publish(&mut c, channel, &hex(h)).await?;
+                copied?;
+                Ok::<_, StoreError>(was)
             }
         }))
         .await?;
         Ok(deleted)
     }
 
-    /// Deletes sessions found through an index, then their entries in the
-    /// index: those whose record this deleted (how many). An entry without
-    /// a record may be a session being stored right now, which must stay
-    /// findable; the index expires with its sessions.
+    /// Ends the sessions found through an index, then takes them out of
+    /// it: how many were there. A session being stored right now is
+    /// refused by its tombstone, so every entry can go.
     pub async fn delete_indexed(&self, kind: IndexKind, value: &str, hashes: &[[u8; 32]]) -> Result<usize, StoreError> {
-        let deleted = self.delete(hashes).await?;
-        let gone: Vec<String> = hashes
-            .iter()
-            .zip(deleted)
-            .filter(|(_, d)| *d)
-            .map(|(h, _)| hex(h))
-            .collect();
-        if gone.is_empty() {
+        if hashes.is_empty() {
             return Ok(0);
         }
-        let ik = self.k(&[kind.tag(), &hex(&id_hash(value))]);
-        let _: i64 = self.conn().await?.srem(&ik, &gone).await?;
-        Ok(gone.len())
+        let deleted = self.delete(hashes).await?;
+        let members: Vec<String> = hashes.iter().map(hex).collect();
+        let mut c = self.conn().await?;
+        let _: i64 = c.zrem(self.index_key(kind, value), &members).await?;
+        let _: i64 = c.srem(self.legacy_index_key(kind, value), &members).await?;
+        Ok(deleted.into_iter().filter(|d| *d).count())
     }
 
     /// How long a session has left before it idles out in Redis (None:
     /// not stored).
     pub async fn ttl(&self, h: &[u8; 32]) -> Result<Option<Duration>, StoreError> {
         let mut c = self.conn().await?;
-        let ms: i64 = c.pttl(self.session_key(h)).await?;
-        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
+        let key = self.session_key(h);
+        let (len, ms): (usize, i64) = redis::pipe().strlen(&key).pttl(&key).query_async(&mut c).await?;
+        Ok((len > TOMBSTONE.len() && ms > 0).then(|| Duration::from_millis(ms as u64)))
     }
 
     /// Whether a session is still stored.
     pub async fn exists(&self, h: &[u8; 32]) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
-        Ok(c.exists(self.session_key(h)).await?)
+        let len: usize = c.strlen(self.session_key(h)).await?;
+        Ok(len > TOMBSTONE.len())
     }
 
-    /// Takes an index: the sessions of a `sid`, `sub` or email.
+    /// Reads an index: the sessions of a `sid`, `sub` or email not past
+    /// their absolute expiry (and those of the older, plain-set index).
     pub async fn take_index(&self, kind: IndexKind, value: &str) -> Result<Vec<[u8; 32]>, StoreError> {
-        let ik = self.k(&[kind.tag(), &hex(&id_hash(value))]);
         let mut c = self.conn().await?;
         // Read only: the index goes with its sessions (`delete_indexed`), so
         // a failure half-way leaves it for the retry.
-        let members: Vec<String> = c.smembers(&ik).await?;
-        Ok(members.iter().filter_map(|m| unhex(m)).collect())
+        let mut members: Vec<String> = c
+            .zrangebyscore(self.index_key(kind, value), crate::clock::unix_now(), "+inf")
+            .await?;
+        let legacy: Vec<String> = c.smembers(self.legacy_index_key(kind, value)).await?;
+        members.extend(legacy);
+        let mut out: Vec<[u8; 32]> = members.iter().filter_map(|m| unhex(m)).collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 }
 
@@ -435,6 +557,7 @@ mod tests {
             Target::Url("redis://127.0.0.1:1/"),
             "a secret of at least thirty-two chars!",
             "t",
+            Options::default(),
         )
         .unwrap();
         let sealed = s.seal("t:s:1", b"refresh-token-value").unwrap();
@@ -448,6 +571,7 @@ mod tests {
             Target::Url("redis://127.0.0.1:1/"),
             "another secret of thirty-two chars!!",
             "t",
+            Options::default(),
         )
         .unwrap();
         assert!(other.open("t:s:1", &sealed).is_err(), "another key: refused");

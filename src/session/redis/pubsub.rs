@@ -5,18 +5,32 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use redis::AsyncCommands;
-
 use super::*;
 
 impl RedisStore {
-    /// This process's own heartbeat channel.
+    /// This process's own heartbeat channel; on a cluster in the
+    /// revocation channel's slot (a hash tag), so that the heartbeat
+    /// travels as revocations do.
     fn heartbeat_channel(&self) -> String {
-        self.k(&["heartbeat", &hex(&id_hash(&format!("{:p}", self)))])
+        let me = hex(&id_hash(&format!("{:p}", self)));
+        if self.is_cluster() {
+            format!("{}:heartbeat:{me}", self.bus_tag())
+        } else {
+            self.k(&["heartbeat", &me])
+        }
     }
 
     pub(super) fn revoke_channel(&self) -> String {
-        self.k(&["revoked"])
+        if self.is_cluster() {
+            format!("{}:revoked", self.bus_tag())
+        } else {
+            self.k(&["revoked"])
+        }
+    }
+
+    /// The hash tag of the channels on a cluster: one slot for them all.
+    fn bus_tag(&self) -> String {
+        format!("{{{}:bus}}", self.prefix)
     }
 
     /// Keeps the connections up for as long as the store lives: the command
@@ -32,31 +46,32 @@ impl RedisStore {
         on_reconnect: impl Fn() + Send + Sync + 'static,
         on_lost: impl Fn() + Send + Sync + 'static,
     ) {
-        use futures_util::StreamExt;
         let weak = Arc::downgrade(&self);
         drop(self);
         let mut first = true;
         loop {
             let Some(store) = weak.upgrade() else { return };
             let connected = async {
-                let mut c = store.source.connect().await?;
-                c.subscription.subscribe(store.revoke_channel()).await?;
-                c.subscription.subscribe(store.heartbeat_channel()).await?;
+                let mut c = store.source.connect(&store.revoke_channel()).await?;
+                c.subscription
+                    .subscribe(&[store.revoke_channel(), store.heartbeat_channel()])
+                    .await?;
                 Ok::<_, redis::RedisError>(c)
             }
             .await;
             match connected {
                 Ok(c) => {
-                    let pubsub = c.subscription;
-                    *store.conns.write().await = Some((c.commands, c.publish.clone()));
-                    // A heartbeat through Redis every 300 ms, on the node
-                    // subscribed on: a connection that dies silently
-                    // (half-open, partition) is noticed within a second,
-                    // not never.
-                    let (mut hb, channel) = (c.publish, store.heartbeat_channel());
+                    *store.conn.write().await = Some(c.commands.clone());
+                    // A heartbeat every 300 ms, published as revocations
+                    // are: a subscription that dies silently (half-open
+                    // connection, partition, a slot that moved) is noticed
+                    // within a second, not never.
+                    let (mut hb, channel, beating) = (c.commands, store.heartbeat_channel(), weak.clone());
                     let beat = tokio::spawn(async move {
                         loop {
-                            let _: Result<(), _> = hb.publish(&channel, "1").await;
+                            let Some(store) = beating.upgrade() else { return };
+                            let _: Result<(), _> = store.publish(&mut hb, &channel, "1").await;
+                            drop(store);
                             tokio::time::sleep(Duration::from_millis(300)).await;
                         }
                     });
@@ -66,13 +81,10 @@ impl RedisStore {
                     first = false;
                     store.healthy.store(true, Ordering::Release);
                     tracing::info!("session store (Redis) connected");
-                    let mut messages = pubsub.into_on_message();
+                    let mut messages = c.subscription.into_messages();
                     let own_origin = store.origin.clone();
                     drop(store);
-                    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                        let Ok(payload) = msg.get_payload::<String>() else {
-                            continue;
-                        };
+                    while let Ok(Some(payload)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
                         if let Some(rest) = payload.strip_prefix(CHANGED) {
                             let (origin, h) = rest.split_once(':').unwrap_or_default();
                             if let Some(h) = unhex(h)
@@ -87,7 +99,7 @@ impl RedisStore {
                     beat.abort();
                     let Some(store) = weak.upgrade() else { return };
                     store.healthy.store(false, Ordering::Release);
-                    *store.conns.write().await = None;
+                    *store.conn.write().await = None;
                     tracing::error!("session store (Redis) connection lost; failing closed until it is back");
                     on_lost();
                 }
@@ -104,10 +116,9 @@ impl RedisStore {
     /// Tells the other replicas that session `h` was stored anew with
     /// other attributes: their copies (and what holds them) must go.
     pub async fn publish_changed(&self, h: &[u8; 32]) -> Result<(), StoreError> {
-        let mut c = self.publisher().await?;
-        let _: () = c
-            .publish(self.revoke_channel(), format!("{CHANGED}{}:{}", self.origin, hex(h)))
-            .await?;
+        let mut c = self.conn().await?;
+        let message = format!("{CHANGED}{}:{}", self.origin, hex(h));
+        self.publish(&mut c, &self.revoke_channel(), &message).await?;
         Ok(())
     }
 }

@@ -116,15 +116,15 @@ impl RedisStore {
             end
             return 1";
         let mut c = self.conn().await?;
-        let _: i64 = redis::cmd("EVAL")
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
             .arg(MARK)
             .arg(1)
             .arg(self.bearer_mark_key(mark))
             .arg(at)
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut c)
-            .await?;
-        Ok(())
+            .arg(ttl.as_millis() as u64);
+        // A revocation: it must outlive a failover.
+        self.query_copied(&mut c, pipe).await?.1
     }
 
     /// The latest revocation time among `marks`, if any is marked.
@@ -132,14 +132,10 @@ impl RedisStore {
         if marks.is_empty() {
             return Ok(None);
         }
-        let c = self.conn().await?;
-        // One `GET` each, side by side: on a cluster the marks live on
-        // different shards.
-        let values = futures_util::future::try_join_all(marks.iter().map(|m| {
-            let (mut c, key) = (c.clone(), self.bearer_mark_key(m));
-            async move { c.get::<_, Option<u64>>(key).await }
-        }))
-        .await?;
+        let keys: Vec<String> = marks.iter().map(|m| self.bearer_mark_key(m)).collect();
+        let mut c = self.conn().await?;
+        // One command; on a cluster the client splits it by slot.
+        let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
         Ok(values.into_iter().flatten().max())
     }
 
