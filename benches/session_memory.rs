@@ -5,7 +5,13 @@
 //! so its header values were shared out and an assertion signed and kept
 //! in the signer's bounded cache), divided by their number.
 //!
-//! `cargo bench --bench session_memory` (the target: ≤ 2 KiB per idle session).
+//! Then the lookup of a session by its id, timed one by one (200,000
+//! lookups of random stored ids): its p50 and p99 with 1,000 sessions
+//! stored and with all of them.
+//!
+//! `cargo bench --bench session_memory` (the target: ≤ 2 KiB per idle session);
+//! `SESSIONS=1000000 cargo bench --bench session_memory` for a million
+//! (the target: lookup p99 no worse than with a thousand, RSS ≤ 2.5 GiB).
 
 use std::sync::Arc;
 
@@ -32,6 +38,32 @@ fn id_token(i: usize, now: u64) -> String {
     format!("{}.{}.{}", B64.encode(header), B64.encode(payload), B64.encode(sig))
 }
 
+/// 200,000 lookups of ids drawn from `ids` (a fixed pseudo-random
+/// sequence), each timed on its own: the p50 and p99 in nanoseconds.
+fn lookups(store: &unigate::session::MemoryStore, ids: &[String], now: u64) -> (u128, u128) {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let picks: Vec<&str> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ids[(x % ids.len() as u64) as usize].as_str()
+        })
+        .collect();
+    let mut took: Vec<u128> = picks
+        .iter()
+        .map(|id| {
+            let t = std::time::Instant::now();
+            let found = std::hint::black_box(store.get_at(id, now));
+            let ns = t.elapsed().as_nanos();
+            assert!(found.is_some(), "a stored session");
+            ns
+        })
+        .collect();
+    took.sort_unstable();
+    (took[took.len() / 2], took[took.len() * 99 / 100])
+}
+
 /// Resident set size in bytes, from /proc/self/statm.
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
@@ -42,7 +74,7 @@ fn rss() -> u64 {
 fn main() {
     // `cargo test --benches` runs every bench once: a short run there.
     let n: usize = if std::env::args().any(|a| a == "--bench") {
-        100_000
+        std::env::var("SESSIONS").map_or(100_000, |v| v.parse().expect("SESSIONS: a number"))
     } else {
         2_000
     };
@@ -95,6 +127,9 @@ fn main() {
         rt.block_on(g.put_session(&id, s)).unwrap();
     }
     g.state.sessions.housekeeping();
+    let store = g.state.sessions.memory().expect("the memory store");
+    let warm: Vec<String> = (0..1000).map(|i| format!("{:0>43}", usize::MAX - i)).collect();
+    let (p50_small, p99_small) = lookups(store, &warm, now);
     let before = rss();
     for i in 0..n {
         let (id, s) = make(i);
@@ -103,6 +138,13 @@ fn main() {
     g.state.sessions.housekeeping();
     let after = rss();
     assert_eq!(g.local_sessions(), (n + 1000) as u64, "every session kept");
+    let all: Vec<String> = (0..n).map(|i| format!("{i:0>43}")).collect();
+    let (p50_all, p99_all) = lookups(store, &all, now);
+    println!(
+        "session_memory: lookup p50/p99 with 1,000 sessions {p50_small} / {p99_small} ns; with {} sessions {p50_all} / {p99_all} ns; RSS {:.2} GiB",
+        n + 1000,
+        rss() as f64 / (1u64 << 30) as f64
+    );
     let per = (after.saturating_sub(before)) as f64 / n as f64;
     println!(
         "session_memory: {n} sessions (ID tokens of {} characters), RSS {:.1} MiB -> {:.1} MiB: {per:.0} bytes per session",

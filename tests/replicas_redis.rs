@@ -408,7 +408,10 @@ async fn a_write_counts_only_once_the_replicas_asked_for_hold_it() {
     assert!(store.delete(&[h]).await.is_err(), "a logout no replica holds");
     // With a replica that copies it, both count.
     let port = free_port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let mut replica = Command::new("redis-server")
+        .arg("--dir")
+        .arg(dir.path())
         .args([
             "--port",
             &port.to_string(),

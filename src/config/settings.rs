@@ -50,8 +50,7 @@ pub struct RedisSettings {
     pub prefix: String,
     /// How long a local copy of a shared session is trusted.
     pub local_cache: Duration,
-    /// Replicas that must hold a logout before it counts (None: 1 on a
-    /// cluster, else 0).
+    /// Replicas that must hold a logout before it counts (None: 0).
     pub wait_replicas: Option<u32>,
     /// The certificate authorities (PEM) Redis's TLS certificates chain
     /// to; None: the system's.

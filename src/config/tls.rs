@@ -21,13 +21,13 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A PEM file's certificates, each checked to parse (x509) and to be in
-/// its validity period now.
 /// rustls needs one process-wide crypto provider: ring, as Pingora's.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A PEM file's certificates, each checked to parse (x509) and to be in
+/// its validity period now.
 pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?

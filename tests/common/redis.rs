@@ -24,6 +24,8 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

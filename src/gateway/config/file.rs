@@ -251,7 +251,7 @@ pub struct SessionFile {
     pub redis_cluster: Vec<String>,
     /// How many Redis replicas must hold a logout, a bearer revocation or
     /// a login's index before it counts (`WAIT`), so that a failover
-    /// right after cannot undo it; default 1 with `redis_cluster`, else 0.
+    /// right after cannot undo it; default 0 (none waited for).
     pub redis_wait_replicas: Option<u32>,
     /// With `rediss://`: a PEM file of the certificate authorities the
     /// Redis servers' certificates chain to, instead of the system's

@@ -125,6 +125,10 @@ impl ConnectionLike for Conn {
 /// What `Source::connect` opens.
 pub(super) struct Connections {
     pub commands: Conn,
+    /// For the writes followed by `WAIT`, which holds up the connection it
+    /// runs on until the replicas answer: never the one reads and the
+    /// heartbeat use.
+    pub waiting: Conn,
     /// Not subscribed to anything yet.
     pub subscription: Subscription,
 }
@@ -293,7 +297,8 @@ impl Source {
             .set_response_timeout(Some(TIMEOUT))
             .set_number_of_retries(1);
         Ok(Connections {
-            commands: Conn::Server(client.get_connection_manager_with_config(config).await?),
+            commands: Conn::Server(client.get_connection_manager_with_config(config.clone()).await?),
+            waiting: Conn::Server(client.get_connection_manager_with_config(config).await?),
             subscription: Subscription::Plain(client.get_async_pubsub().await?),
         })
     }
@@ -306,6 +311,7 @@ async fn connect_cluster(
     channel: &str,
 ) -> RedisResult<Connections> {
     let mut commands = Conn::Cluster(client.get_async_connection().await?);
+    let waiting = Conn::Cluster(client.get_async_connection().await?);
     let slot: i64 = redis::cmd("CLUSTER")
         .arg("KEYSLOT")
         .arg(channel)
@@ -329,6 +335,7 @@ async fn connect_cluster(
     tracing::info!(node = %format!("{host}:{port}"), "session store (Redis Cluster): revocations heard on this master");
     Ok(Connections {
         commands,
+        waiting,
         subscription: Subscription::Sharded { node, pushes },
     })
 }

@@ -40,7 +40,7 @@
 //! **Writes that must survive a failover.** Redis copies writes to its
 //! replicas after answering, so a master that fails right after a logout
 //! can take the logout with it: the promoted replica still holds the
-//! session. With `wait_replicas` (1 by default on a cluster) each write a
+//! session. With `wait_replicas` (none by default) each write a
 //! logout or a login's index depends on is followed by `WAIT`, and counts
 //! as done only once that many replicas hold it; otherwise the request
 //! fails (503) and can be retried.
@@ -52,6 +52,7 @@ use std::time::Duration;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use futures_util::future::try_join_all;
+use futures_util::{StreamExt, TryStreamExt};
 use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
@@ -116,7 +117,7 @@ impl IndexKind {
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Replicas that must hold a logout or an index write (`WAIT`); None:
-    /// 1 on a cluster, else 0.
+    /// 0.
     pub wait_replicas: Option<u32>,
     /// The certificate authorities (PEM) that `rediss://` servers'
     /// certificates chain to; None: the system's.
@@ -126,8 +127,8 @@ pub struct Options {
 pub struct RedisStore {
     source: Source,
     /// While connected: the connection for commands (on a cluster, it
-    /// routes each by its key).
-    conn: RwLock<Option<Conn>>,
+    /// routes each by its key), and the one for writes that `WAIT`.
+    conn: RwLock<Option<(Conn, Conn)>>,
     key: LessSafeKey,
     prefix: String,
     healthy: Arc<AtomicBool>,
@@ -189,7 +190,6 @@ impl RedisStore {
             .expand(info, &AES_256_GCM)
             .map_err(|_| "cannot derive the encryption key".to_string())?;
         let key = LessSafeKey::new(UnboundKey::from(okm));
-        let cluster = matches!(source, Source::Cluster { .. });
         Ok(Arc::new(RedisStore {
             source,
             conn: RwLock::new(None),
@@ -204,7 +204,7 @@ impl RedisStore {
                 hex::encode(b)
             },
             rng: SystemRandom::new(),
-            wait_replicas: options.wait_replicas.unwrap_or(u32::from(cluster)),
+            wait_replicas: options.wait_replicas.unwrap_or(0),
         }))
     }
 
@@ -223,14 +223,22 @@ impl RedisStore {
 
     /// The connection for commands.
     async fn conn(&self) -> Result<Conn, StoreError> {
+        self.conns(false).await
+    }
+
+    /// The connection for writes followed by `WAIT` (the command
+    /// connection when none is asked for).
+    async fn waiting_conn(&self) -> Result<Conn, StoreError> {
+        self.conns(self.wait_replicas > 0).await
+    }
+
+    async fn conns(&self, waiting: bool) -> Result<Conn, StoreError> {
         if !self.healthy() {
             return Err(StoreError::Down("not connected".into()));
         }
-        self.conn
-            .read()
-            .await
-            .clone()
-            .ok_or_else(|| StoreError::Down("not connected".into()))
+        let held = self.conn.read().await;
+        let (commands, wait) = held.as_ref().ok_or_else(|| StoreError::Down("not connected".into()))?;
+        Ok(if waiting { wait.clone() } else { commands.clone() })
     }
 
     fn is_cluster(&self) -> bool {
@@ -357,6 +365,7 @@ impl RedisStore {
         let plain = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sealed = self.seal(&key, &plain)?;
         let c = self.conn().await?;
+        let waiting = self.waiting_conn().await?;
         let now = crate::clock::unix_now();
         let index_ttl = r.expires_at.saturating_sub(now).max(1);
         let mut indexes: Vec<(IndexKind, String)> = Vec::new();
@@ -375,8 +384,14 @@ impl RedisStore {
                 .arg(r.expires_at)
                 .arg(now)
                 .arg(index_ttl);
-            let mut c = c.clone();
-            async move { self.query_copied(&mut c, pipe).await?.1 }
+            let mut c = waiting.clone();
+            async move {
+                let copied = self.query_copied(&mut c, pipe).await?.1;
+                // A change (a refreshed token) is written even when its
+                // index entries, there since the login, were not copied
+                // again: its rotated token must not be lost.
+                if update { Ok(()) } else { copied }
+            }
         }))
         .await?;
         let ms = ttl.as_millis().max(1) as u64;
@@ -469,32 +484,37 @@ impl RedisStore {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let c = self.conn().await?;
+        let (c, waiting) = (self.conn().await?, self.waiting_conn().await?);
         let channel = self.revoke_channel();
-        let deleted = try_join_all(hashes.iter().map(|h| {
-            let (mut c, key, channel) = (c.clone(), self.session_key(h), &channel);
-            async move {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(&key)
-                    .arg(TOMBSTONE)
-                    .arg("PX")
-                    .arg(TOMBSTONE_TTL.as_millis() as u64)
-                    .arg("GET");
-                let (answers, copied) = self.query_copied(&mut c, pipe).await?;
-                let was = match answers.first() {
-                    Some(Value::BulkString(v)) => v.as_slice() != TOMBSTONE,
-                    _ => false,
-                };
-                // Told even when too few replicas hold the tombstone: the
-                // record is gone here, and copies elsewhere must go too.
-                // The logout still fails, so that it is tried again.
-                self.publish(&mut c, channel, &hex(h)).await?;
-                copied?;
-                Ok::<_, StoreError>(was)
-            }
-        }))
-        .await?;
+        let ends: Vec<_> = hashes
+            .iter()
+            .map(|h| {
+                let (mut c, mut waiting, key, channel) = (c.clone(), waiting.clone(), self.session_key(h), &channel);
+                async move {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("SET")
+                        .arg(&key)
+                        .arg(TOMBSTONE)
+                        .arg("PX")
+                        .arg(TOMBSTONE_TTL.as_millis() as u64)
+                        .arg("GET");
+                    let (answers, copied) = self.query_copied(&mut waiting, pipe).await?;
+                    let was = match answers.first() {
+                        Some(Value::BulkString(v)) => v.as_slice() != TOMBSTONE,
+                        _ => false,
+                    };
+                    // Told even when too few replicas hold the tombstone: the
+                    // record is gone here, and copies elsewhere must go too.
+                    // The logout still fails, so that it is tried again.
+                    self.publish(&mut c, channel, &hex(h)).await?;
+                    copied?;
+                    Ok::<_, StoreError>(was)
+                }
+            })
+            .collect();
+        // At most 16 at a time: a user with thousands of sessions does not
+        // flood Redis.
+        let deleted = futures_util::stream::iter(ends).buffered(16).try_collect().await?;
         Ok(deleted)
     }
 

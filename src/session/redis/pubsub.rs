@@ -7,16 +7,19 @@ use std::time::Duration;
 
 use super::*;
 
+/// What a heartbeat carries (on each replica's own channel).
+const HEARTBEAT: &str = "1";
+
 impl RedisStore {
     /// This process's own heartbeat channel; on a cluster in the
     /// revocation channel's slot (a hash tag), so that the heartbeat
     /// travels as revocations do.
     fn heartbeat_channel(&self) -> String {
-        let me = hex(&id_hash(&format!("{:p}", self)));
+        let me = &self.origin;
         if self.is_cluster() {
             format!("{}:heartbeat:{me}", self.bus_tag())
         } else {
-            self.k(&["heartbeat", &me])
+            self.k(&["heartbeat", me])
         }
     }
 
@@ -61,7 +64,7 @@ impl RedisStore {
             .await;
             match connected {
                 Ok(c) => {
-                    *store.conn.write().await = Some(c.commands.clone());
+                    *store.conn.write().await = Some((c.commands.clone(), c.waiting));
                     // A heartbeat every 300 ms, published as revocations
                     // are: a subscription that dies silently (half-open
                     // connection, partition, a slot that moved) is noticed
@@ -70,7 +73,7 @@ impl RedisStore {
                     let beat = tokio::spawn(async move {
                         loop {
                             let Some(store) = beating.upgrade() else { return };
-                            let _: Result<(), _> = store.publish(&mut hb, &channel, "1").await;
+                            let _: Result<(), _> = store.publish(&mut hb, &channel, HEARTBEAT).await;
                             drop(store);
                             tokio::time::sleep(Duration::from_millis(300)).await;
                         }
@@ -79,13 +82,17 @@ impl RedisStore {
                         on_reconnect();
                     }
                     first = false;
-                    store.healthy.store(true, Ordering::Release);
                     tracing::info!("session store (Redis) connected");
                     let mut messages = c.subscription.into_messages();
                     let own_origin = store.origin.clone();
+                    let healthy = store.healthy.clone();
                     drop(store);
+                    // Healthy once this replica hears its own heartbeat:
+                    // the path revocations take works.
                     while let Ok(Some(payload)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                        if let Some(rest) = payload.strip_prefix(CHANGED) {
+                        if payload == HEARTBEAT {
+                            healthy.store(true, Ordering::Release);
+                        } else if let Some(rest) = payload.strip_prefix(CHANGED) {
                             let (origin, h) = rest.split_once(':').unwrap_or_default();
                             if let Some(h) = unhex(h)
                                 && origin != own_origin

@@ -115,7 +115,7 @@ impl RedisStore {
               redis.call('PEXPIRE', KEYS[1], ARGV[2])
             end
             return 1";
-        let mut c = self.conn().await?;
+        let mut c = self.waiting_conn().await?;
         let mut pipe = redis::pipe();
         pipe.cmd("EVAL")
             .arg(MARK)
