@@ -88,7 +88,10 @@ fn main() {
         access_groups = ["bms-users"]
         [identity]
         assertion_cache = {cached}
-        "#
+        [session]
+        max_sessions = {cap}
+        "#,
+        cap = n + 10_000
     ));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

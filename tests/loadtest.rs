@@ -263,9 +263,10 @@ fn the_auth_path_comparison_measures_all_three_paths_with_wrk() {
     let opts = auth_path::Options {
         duration: 1,
         connections: 4,
-        suites: "ping".into(),
+        suites: "ping,login".into(),
         rounds: 1,
         idp_config: PathBuf::from("config/idp.demo.toml"),
+        config: PathBuf::from("config/unigate.demo.toml"),
         json: json.clone(),
     };
     auth_path::run(unigate_bin(), &opts).unwrap();
@@ -277,5 +278,17 @@ fn the_auth_path_comparison_measures_all_three_paths_with_wrk() {
         assert_eq!(v["ping"]["all"][path][0]["non_2xx"], 0, "{path}");
     }
     assert!(v["ping"]["ratio"].as_f64().unwrap() > 0.0);
+    // The login starts: every one a 302 (no 429: the limit was raised for
+    // the run), and the generated config gone afterwards.
+    let starts = &v["login"]["all"]["unigate_login_start"][0];
+    assert!(starts["rps"].as_f64().unwrap() > 0.0, "{starts}");
+    assert_eq!(starts["non_2xx"], 0);
+    assert!(v["login"]["ratio"].as_f64().unwrap() > 0.0);
+    let left: Vec<_> = std::fs::read_dir("config")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".loadtest-auth-path"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     assert!(v.get("store").is_none() && v.get("page").is_none());
 }

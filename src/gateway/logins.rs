@@ -1,7 +1,8 @@
 //! Login transactions, kept in the browser rather than on the server: a
 //! login start seals its nonce, PKCE verifier, return path, route and host
-//! (AES-256-GCM, under a key derived from unigate's secret and the `state`)
-//! into a short-lived cookie named after the `state`. Only that browser can
+//! (AES-256-GCM under an hourly key derived from unigate's secret, with a
+//! random nonce and the `state` as associated data) into a short-lived
+//! cookie named after the `state`. Only that browser can
 //! finish the login, and unauthenticated traffic stores nothing on the
 //! server: a flood of login starts pushes no one's pending login out. Each
 //! tab logging in has its own cookie, and at most `MAX_PENDING` of them are
@@ -50,6 +51,13 @@ pub const USED_CAP: u64 = 1_000_000;
 const COOKIE: &str = "unigate_login_";
 const COOKIE_TLS: &str = "__Host-unigate_login_";
 const AAD: &[u8] = b"unigate login transaction v1";
+const AAD_V2: &[u8] = b"unigate login transaction v2";
+/// How long one transaction key seals: a key per hour (by the cookie's
+/// expiry), each sealing at most as many transactions as login starts in
+/// an hour, far below the 2^32 random 96-bit nonces AES-GCM allows a key.
+const EPOCH: u64 = 3600;
+/// The marker of a cookie sealed under an hourly key: `<expiry>.2.<…>`.
+const V2: &str = "2.";
 const NOTE_AAD: &[u8] = b"unigate browser note v1";
 
 /// A login on its way, as its cookie carries it.
@@ -89,6 +97,9 @@ pub enum Refused {
 /// The sealing key and the used `state`s.
 pub struct LoginTxns {
     prk: Prk,
+    /// The hourly keys derived so far (the last few hours'): deriving one
+    /// and its AES key schedule cost more than the rest of a login start.
+    hourly: std::sync::RwLock<Vec<(u64, Arc<LessSafeKey>)>>,
     used: moka::sync::Cache<[u8; 32], ()>,
     tls: bool,
 }
@@ -122,6 +133,7 @@ impl LoginTxns {
         };
         LoginTxns {
             prk: Salt::new(HKDF_SHA256, b"unigate login transactions").extract(ikm),
+            hourly: std::sync::RwLock::new(Vec::new()),
             used: moka::sync::Cache::builder()
                 .max_capacity(USED_CAP)
                 .time_to_live(TXN_TTL + Duration::from_secs(60))
@@ -149,15 +161,53 @@ impl LoginTxns {
         Some(LessSafeKey::new(UnboundKey::from(okm)))
     }
 
-    /// The cookie value: `<expiry>.<sealed>`, the expiry (unix seconds) in
-    /// the clear, for the oldest-first cap, and authenticated.
+    /// The key of the hour `expires` falls in.
+    fn hourly_key(&self, expires: u64) -> Option<Arc<LessSafeKey>> {
+        let hour = expires / EPOCH;
+        let known = |keys: &[(u64, Arc<LessSafeKey>)]| keys.iter().find(|(h, _)| *h == hour).map(|(_, k)| k.clone());
+        if let Some(k) = known(&self.hourly.read().unwrap_or_else(|p| p.into_inner())) {
+            return Some(k);
+        }
+        let info: &[&[u8]] = &[b"aes-256-gcm hourly", &hour.to_be_bytes()];
+        let okm = self.prk.expand(info, &AES_256_GCM).ok()?;
+        let key = Arc::new(LessSafeKey::new(UnboundKey::from(okm)));
+        let mut keys = self.hourly.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = known(&keys) {
+            return Some(k);
+        }
+        // Only the hours a cookie alive now can name: the newest few.
+        keys.push((hour, key.clone()));
+        keys.sort_unstable_by_key(|k| std::cmp::Reverse(k.0));
+        keys.truncate(4);
+        Some(key)
+    }
+
+    /// What a transaction's seal authenticates besides its content: its
+    /// expiry and its `state` (a cookie opens only with its own).
+    fn aad_v2(state: &str, expires: &str) -> Vec<u8> {
+        [AAD_V2, expires.as_bytes(), b"\0", state.as_bytes()].concat()
+    }
+
+    /// The cookie value: `<expiry>.2.<nonce and sealed>`, the expiry (unix
+    /// seconds) in the clear, for the oldest-first cap, and authenticated.
     pub fn seal(&self, state: &str, p: &PendingLogin, expires: u64) -> Option<String> {
-        let key = self.key(state)?;
+        let key = self.hourly_key(expires)?;
+        let mut nonce = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut nonce).ok()?;
         let mut buf = serde_json::to_vec(p).ok()?;
-        let aad = [AAD, expires.to_string().as_bytes()].concat();
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from(&aad), &mut buf)
-            .ok()?;
-        Some(format!("{expires}.{}", B64.encode(buf)))
+        let exp = expires.to_string();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&Self::aad_v2(state, &exp)),
+            &mut buf,
+        )
+        .ok()?;
+        let mut out = String::with_capacity(exp.len() + 3 + (12 + buf.len()) * 4 / 3 + 4);
+        out.push_str(&exp);
+        out.push('.');
+        out.push_str(V2);
+        B64.encode_string([&nonce[..], &buf].concat(), &mut out);
+        Some(out)
     }
 
     /// Seals a short note for this browser (a failed login's reason):
@@ -200,6 +250,20 @@ impl LoginTxns {
         if expires <= now || expires > now + TXN_TTL.as_secs() + 60 {
             return None;
         }
+        if let Some(sealed) = sealed.strip_prefix(V2) {
+            let mut buf = B64.decode(sealed).ok()?;
+            if buf.len() < 12 {
+                return None;
+            }
+            let nonce = Nonce::try_assume_unique_for_key(&buf[..12]).ok()?;
+            let key = self.hourly_key(expires)?;
+            let plain = key
+                .open_within(nonce, Aad::from(&Self::aad_v2(state, exp)), &mut buf, 12..)
+                .ok()?;
+            return serde_json::from_slice(plain).ok();
+        }
+        // Sealed under the transaction's own key (an earlier version's
+        // cookie, for the ten minutes a login lasts).
         let mut buf = B64.decode(sealed).ok()?;
         let key = self.key(state)?;
         let aad = [AAD, exp.as_bytes()].concat();
@@ -436,7 +500,10 @@ fn login_redirect(
     if let Some(a) = &max_age {
         params.push(("max_age", a));
     }
-    let url = with_params(&loaded.discovery.authorization_endpoint, &params);
+    let url = match &loaded.authorize {
+        Some(endpoint) => endpoint.with(&params),
+        None => with_params(&loaded.discovery.authorization_endpoint, &params),
+    };
     tracing::info!(module.name = %route.name, client.ip = %client_ip, "login started");
     g.state.metrics.logins_started.with_label_values(&[route.label()]).inc();
     cookies.extend(start.set_cookies);
@@ -485,12 +552,19 @@ mod tests {
         // The expiry is authenticated: pushing it out breaks the seal.
         let (_, sealed) = v.split_once('.').unwrap();
         assert_eq!(t.open("state-1", &format!("{}.{sealed}", now + 601), now), None);
-        // Tampering, truncation, garbage.
-        let mut bytes = B64.decode(sealed).unwrap();
-        bytes[0] ^= 1;
-        let tampered = format!("{}.{}", now + 600, B64.encode(&bytes));
+        // Tampering (the nonce, the ciphertext), truncation, garbage.
+        let bytes = B64.decode(sealed.strip_prefix(V2).expect("an hourly seal")).unwrap();
+        let flipped = |i: usize| {
+            let mut b = bytes.clone();
+            b[i] ^= 1;
+            format!("{}.{V2}{}", now + 600, B64.encode(&b))
+        };
+        let (nonce, body) = (flipped(0), flipped(20));
         for bad in [
-            tampered.as_str(),
+            nonce.as_str(),
+            body.as_str(),
+            "1.2.",
+            "1.2.AAAA",
             "",
             ".",
             "x.y",
@@ -503,6 +577,34 @@ mod tests {
         // A far-future expiry is refused even if sealed.
         let v = t.seal("state-1", &p, now + 100_000).unwrap();
         assert_eq!(t.open("state-1", &v, now), None);
+        // Two seals of one transaction differ (a fresh nonce each), and
+        // both open.
+        let (a, b) = (t.seal("s", &p, now + 600).unwrap(), t.seal("s", &p, now + 600).unwrap());
+        assert_ne!(a, b);
+        assert_eq!(t.open("s", &a, now), t.open("s", &b, now));
+        // Across the hour: a cookie sealed in one hour opens in the next,
+        // under the key of the hour its expiry names.
+        let edge = 3 * EPOCH - 300;
+        let v = t.seal("s", &p, edge + 600).unwrap();
+        assert_eq!(t.open("s", &v, edge + 400), Some(p.clone()));
+    }
+
+    #[test]
+    fn a_cookie_sealed_under_its_transactions_own_key_still_opens() {
+        // The earlier form: `<expiry>.<sealed>`, a key per `state`, a zero
+        // nonce.
+        let t = txns();
+        let now = 1_000_000;
+        let p = pending("/r");
+        let key = t.key("state-1").unwrap();
+        let mut buf = serde_json::to_vec(&p).unwrap();
+        let exp = (now + 600).to_string();
+        let aad = [AAD, exp.as_bytes()].concat();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from(&aad), &mut buf)
+            .unwrap();
+        let v = format!("{exp}.{}", B64.encode(buf));
+        assert_eq!(t.open("state-1", &v, now), Some(p));
+        assert_eq!(t.open("state-2", &v, now), None);
     }
 
     proptest::proptest! {

@@ -34,8 +34,9 @@ pub struct Options {
     #[arg(long, default_value_t = 32)]
     pub connections: u32,
     /// Which comparisons: ping (auth path vs pass-through), page (HTML
-    /// injection), store (memory vs Redis sessions).
-    #[arg(long, default_value = "ping,page,store")]
+    /// injection), store (memory vs Redis sessions), login (the
+    /// unauthenticated navigation's 302 vs the authenticated path).
+    #[arg(long, default_value = "ping,page,store,login")]
     pub suites: String,
     /// The paths are measured in turn this many times; medians are reported.
     #[arg(long, default_value_t = 3)]
@@ -43,6 +44,10 @@ pub struct Options {
     /// The identity provider's config file (the demo's: alice logs in).
     #[arg(long, default_value = "config/idp.demo.toml")]
     pub idp_config: PathBuf,
+    /// unigate's config file (the demo's); the run uses a copy beside it
+    /// with the per-address login-start limit raised.
+    #[arg(long, default_value = "config/unigate.demo.toml")]
+    pub config: PathBuf,
     /// Where the JSON summary goes.
     #[arg(long, default_value = "target/loadtest-auth-path.json")]
     pub json: PathBuf,
@@ -143,6 +148,21 @@ fn target(name: &'static str, url: String, headers: &[String]) -> Target {
     }
 }
 
+/// The status line unigate on `port` answers a browser's navigation to
+/// `path` at `host` with, carrying no cookie.
+fn status_line(port: u16, host: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line)?;
+    Ok(line.trim_end().to_string())
+}
+
 /// Starts the stacks, measures the chosen suites, prints the tables and
 /// writes the JSON summary. `bin`: the unigate binary to start.
 pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
@@ -151,7 +171,15 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
     let mut procs = Children::new(Duration::from_secs(10));
     let d = DemoPorts::free()?;
     let pt_port = stack::free_port()?;
-    let mut demo = vec!["demo".to_string()];
+    // The demo's config with the login-start limit raised (beside it: its
+    // relative secret paths hold), so that wrk's login starts are not 429s.
+    let config = opts
+        .config
+        .with_file_name(format!(".loadtest-auth-path-{}.toml", std::process::id()));
+    let text = std::fs::read_to_string(&opts.config).with_context(|| format!("reading {}", opts.config.display()))?;
+    std::fs::write(&config, stack::raised_login_limit(&text))?;
+    let _generated = stack::Generated(vec![config.clone()]);
+    let mut demo = vec!["demo".to_string(), "--config".into(), config.display().to_string()];
     demo.extend(d.args());
     demo.extend(["--threads".into(), "1".into()]);
     procs.spawn("unigate demo", &mut stack::quiet(bin, &demo, "warn"))?;
@@ -199,6 +227,24 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
             ],
         ),
     ];
+    // The unauthenticated navigation to a module that requires a login
+    // (bms-east): the 302 to the IdP with a new transaction, the module
+    // never asked.
+    suites.push((
+        "login",
+        vec![
+            target("unigate", format!("http://127.0.0.1:{port}/ping"), &unigate_h),
+            target(
+                "unigate_login_start",
+                format!("http://127.0.0.1:{port}/ping"),
+                &[
+                    format!("Host: bms-east.localhost:{port}"),
+                    "Accept: text/html".into(),
+                    "Sec-Fetch-Mode: navigate".into(),
+                ],
+            ),
+        ],
+    ));
     if chosen.contains(&"store") {
         // A second stack with its sessions in a redis-server of its own.
         let redis_port = stack::free_port()?;
@@ -246,6 +292,15 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
         "threads": 1,
         "rounds": opts.rounds,
     });
+    if chosen.contains(&"login") {
+        // What wrk will count as a success must be the 302 to the IdP (wrk
+        // counts only statuses of 400 and above as failures).
+        let status = status_line(port, &format!("bms-east.localhost:{port}"), "/ping")?;
+        anyhow::ensure!(
+            status.contains(" 302 "),
+            "an unauthenticated navigation to bms-east was answered `{status}`, not a 302 to the IdP"
+        );
+    }
     for (suite, targets) in &suites {
         if !chosen.contains(suite) {
             continue;
@@ -266,6 +321,7 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
             ratios.push(match *suite {
                 "ping" => last("unigate") / last("pingora_passthrough"),
                 "page" => last("unigate_html_with_launcher") / last("unigate_text_no_injection"),
+                "login" => last("unigate_login_start") / last("unigate"),
                 _ => last("unigate_redis_store") / last("unigate_memory_store"),
             });
         }
@@ -291,6 +347,10 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
             "page" => (
                 "64 KiB HTML page (App Launcher injection)",
                 "with injection / same page without",
+            ),
+            "login" => (
+                "/ping unauthenticated (302 to the IdP) vs authenticated",
+                "login start / authenticated",
             ),
             _ => ("/ping, memory store vs Redis store", "Redis store / memory store"),
         };

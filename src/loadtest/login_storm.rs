@@ -55,17 +55,6 @@ pub struct Options {
     pub out_dir: PathBuf,
 }
 
-/// Files removed when dropped.
-struct Generated(Vec<PathBuf>);
-
-impl Drop for Generated {
-    fn drop(&mut self) {
-        for f in &self.0 {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
 /// The IdP config `demo` (TOML text) with its own users left out, its
 /// outbox in `outbox`, its per-address login limits raised, and `users`
 /// appended.
@@ -126,13 +115,13 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<Report> {
     let pid = std::process::id();
     let idp_cfg = dir(&opts.idp_config).join(format!(".loadtest-login-storm-{pid}-idp.toml"));
     let gw_cfg = dir(&opts.config).join(format!(".loadtest-login-storm-{pid}.toml"));
-    let _generated = Generated(vec![idp_cfg.clone(), gw_cfg.clone()]);
+    let _generated = super::stack::Generated(vec![idp_cfg.clone(), gw_cfg.clone()]);
     std::fs::write(
         &idp_cfg,
         idp_config_text(&read(&opts.idp_config)?, &work.join("outbox"), &entries),
     )?;
     // unigate: the per-address login-start limit raised.
-    let gw = read(&opts.config)?.replacen("[session]\n", "[session]\nlogin_starts_per_minute = 1000000\n", 1);
+    let gw = super::stack::raised_login_limit(&read(&opts.config)?);
     std::fs::write(&gw_cfg, gw)?;
 
     let d = DemoPorts::free()?;

@@ -5,7 +5,7 @@
 //! on free loopback ports, stopped (SIGTERM, then waited for) when done.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -215,4 +215,21 @@ pub fn quiet(bin: &Path, args: &[String], log: &str) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     c
+}
+
+/// Files removed when dropped.
+pub struct Generated(pub Vec<PathBuf>);
+
+impl Drop for Generated {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// A unigate config (TOML text) with the per-address login-start limit
+/// raised out of a load test's way (its `[session]` table must exist).
+pub fn raised_login_limit(config: &str) -> String {
+    config.replacen("[session]\n", "[session]\nlogin_starts_per_minute = 1000000\n", 1)
 }

@@ -56,6 +56,7 @@ impl OidcClient {
         }
         let loaded = Loaded {
             keys,
+            authorize: crate::oidc::QueryBase::new(&discovery.authorization_endpoint),
             discovery,
             algorithms,
         };
@@ -107,6 +108,7 @@ impl OidcClient {
             Ok(keys) => {
                 let next = Loaded {
                     discovery: seen.discovery.clone(),
+                    authorize: seen.authorize.clone(),
                     keys,
                     algorithms: seen.algorithms.clone(),
                 };

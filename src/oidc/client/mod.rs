@@ -114,6 +114,8 @@ impl TokenSet {
 
 pub struct Loaded {
     pub discovery: Discovery,
+    /// The authorization endpoint, parsed once (None: not a URL).
+    pub authorize: Option<super::QueryBase>,
     pub keys: ProviderKeys,
     pub algorithms: Vec<Algorithm>,
 }
