@@ -152,9 +152,9 @@ impl LoginTxns {
         format!("{}{tag}", self.prefix())
     }
 
-    /// A key for one transaction: each `state` has its own, so a nonce of
-    /// zeros is never reused under a key, and a cookie opens only with
-    /// its own `state`.
+    /// A key of its own for one `state` (or one note's salt), used with a
+    /// nonce of zeros: for notes, and to open transaction cookies sealed
+    /// before the hourly keys.
     fn key(&self, state: &str) -> Option<LessSafeKey> {
         let info: &[&[u8]] = &[b"aes-256-gcm", state.as_bytes()];
         let okm = self.prk.expand(info, &AES_256_GCM).ok()?;
@@ -168,17 +168,19 @@ impl LoginTxns {
         if let Some(k) = known(&self.hourly.read().unwrap_or_else(|p| p.into_inner())) {
             return Some(k);
         }
-        let info: &[&[u8]] = &[b"aes-256-gcm hourly", &hour.to_be_bytes()];
+        // A label no per-`state` key's info ("aes-256-gcm" + state) starts
+        // with: the two kinds of key never meet.
+        let info: &[&[u8]] = &[b"unigate hourly transaction key\0", &hour.to_be_bytes()];
         let okm = self.prk.expand(info, &AES_256_GCM).ok()?;
         let key = Arc::new(LessSafeKey::new(UnboundKey::from(okm)));
         let mut keys = self.hourly.write().unwrap_or_else(|p| p.into_inner());
         if let Some(k) = known(&keys) {
             return Some(k);
         }
-        // Only the hours a cookie alive now can name: the newest few.
+        // Only the hours a cookie alive now can name: those around this one
+        // (hours left from a clock set wrong go).
+        keys.retain(|(h, _)| h.abs_diff(hour) <= 2);
         keys.push((hour, key.clone()));
-        keys.sort_unstable_by_key(|k| std::cmp::Reverse(k.0));
-        keys.truncate(4);
         Some(key)
     }
 

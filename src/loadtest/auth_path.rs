@@ -148,19 +148,26 @@ fn target(name: &'static str, url: String, headers: &[String]) -> Target {
     }
 }
 
-/// The status line unigate on `port` answers a browser's navigation to
-/// `path` at `host` with, carrying no cookie.
-fn status_line(port: u16, host: &str, path: &str) -> anyhow::Result<String> {
+/// The status line and headers unigate on `port` answers a browser's
+/// navigation to `path` at `host` with (as wrk sends it: no cookie).
+fn answer_head(port: u16, host: &str, path: &str) -> anyhow::Result<String> {
     use std::io::{BufRead, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\nSec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n"
     )?;
-    let mut line = String::new();
-    std::io::BufReader::new(s).read_line(&mut line)?;
-    Ok(line.trim_end().to_string())
+    let mut head = String::new();
+    for line in std::io::BufReader::new(s).lines() {
+        let line = line?;
+        if line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+        head.push('\n');
+    }
+    Ok(head)
 }
 
 /// Starts the stacks, measures the chosen suites, prints the tables and
@@ -176,9 +183,11 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
     let config = opts
         .config
         .with_file_name(format!(".loadtest-auth-path-{}.toml", std::process::id()));
+    let _generated = stack::Generated(vec![config.clone()]);
     let text = std::fs::read_to_string(&opts.config).with_context(|| format!("reading {}", opts.config.display()))?;
     std::fs::write(&config, stack::raised_login_limit(&text))?;
-    let _generated = stack::Generated(vec![config.clone()]);
+    // As private as the original: it may hold secrets.
+    std::fs::set_permissions(&config, std::fs::metadata(&opts.config)?.permissions())?;
     let mut demo = vec!["demo".to_string(), "--config".into(), config.display().to_string()];
     demo.extend(d.args());
     demo.extend(["--threads".into(), "1".into()]);
@@ -295,10 +304,18 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
     if chosen.contains(&"login") {
         // What wrk will count as a success must be the 302 to the IdP (wrk
         // counts only statuses of 400 and above as failures).
-        let status = status_line(port, &format!("bms-east.localhost:{port}"), "/ping")?;
+        let head = answer_head(port, &format!("bms-east.localhost:{port}"), "/ping")?;
+        let to_idp = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("location: ")
+                .is_some_and(|v| v.starts_with(d.idp().as_str().trim_end_matches('/')))
+        });
+        let sealed = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("set-cookie: unigate_login_"));
         anyhow::ensure!(
-            status.contains(" 302 "),
-            "an unauthenticated navigation to bms-east was answered `{status}`, not a 302 to the IdP"
+            head.starts_with("HTTP/1.1 302 ") && to_idp && sealed,
+            "an unauthenticated navigation to bms-east was not answered with a 302 to the IdP and a login cookie:\n{head}"
         );
     }
     for (suite, targets) in &suites {

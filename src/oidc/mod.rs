@@ -36,15 +36,17 @@ pub struct QueryBase {
 impl QueryBase {
     /// None when `base` is not a URL.
     pub fn new(base: &str) -> Option<QueryBase> {
-        let mut u = url::Url::parse(base).ok()?;
+        let u = url::Url::parse(base).ok()?;
+        // Sliced, not edited: editing a URL may tidy its path.
+        let mut head = u[..url::Position::AfterQuery].to_string();
+        let query_start = match u.query() {
+            Some(q) => head.len() - q.len(),
+            None => {
+                head.push('?');
+                head.len()
+            }
+        };
         let fragment = u.fragment().map(str::to_string);
-        u.set_fragment(None);
-        let query = u.query().map(str::to_string);
-        u.set_query(None);
-        let mut head = String::from(u);
-        head.push('?');
-        let query_start = head.len();
-        head.push_str(query.as_deref().unwrap_or_default());
         Some(QueryBase {
             head,
             query_start,
@@ -88,6 +90,8 @@ mod query_base_tests {
             "https://idp.example/a%20b/authorize#frag",
             "https://idp.example/authorize?t=1#frag",
             "http://127.0.0.1:8080/./x/../authorize",
+            "mailto:a ?x",
+            "data:text/plain,hi#f",
         ] {
             let mut u = url::Url::parse(base).unwrap();
             u.query_pairs_mut().extend_pairs(params);
