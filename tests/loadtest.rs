@@ -263,10 +263,12 @@ fn the_auth_path_comparison_measures_all_three_paths_with_wrk() {
     let opts = auth_path::Options {
         duration: 1,
         connections: 4,
-        suites: "ping,login".into(),
+        // `bare` without --bare-pingora: skipped, not an error.
+        suites: "ping,login,bare".into(),
         rounds: 1,
         idp_config: PathBuf::from("config/idp.demo.toml"),
         config: PathBuf::from("config/unigate.demo.toml"),
+        bare_pingora: None,
         json: json.clone(),
     };
     auth_path::run(unigate_bin(), &opts).unwrap();
@@ -290,5 +292,5 @@ fn the_auth_path_comparison_measures_all_three_paths_with_wrk() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".loadtest-auth-path"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    assert!(v.get("store").is_none() && v.get("page").is_none());
+    assert!(v.get("store").is_none() && v.get("page").is_none() && v.get("bare").is_none());
 }

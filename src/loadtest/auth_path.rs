@@ -35,8 +35,10 @@ pub struct Options {
     pub connections: u32,
     /// Which comparisons: ping (auth path vs pass-through), page (HTML
     /// injection), store (memory vs Redis sessions), login (the
-    /// unauthenticated navigation's 302 vs the authenticated path).
-    #[arg(long, default_value = "ping,page,store,login")]
+    /// unauthenticated navigation's 302 vs the authenticated path), bare
+    /// (auth path vs a bare Pingora with its defaults; needs
+    /// --bare-pingora).
+    #[arg(long, default_value = "ping,page,store,login,bare")]
     pub suites: String,
     /// The paths are measured in turn this many times; medians are reported.
     #[arg(long, default_value_t = 3)]
@@ -48,6 +50,12 @@ pub struct Options {
     /// with the per-address login-start limit raised.
     #[arg(long, default_value = "config/unigate.demo.toml")]
     pub config: PathBuf,
+    /// A bare Pingora pass-through built with Pingora's defaults
+    /// (`examples/bare_pingora.rs`, built by `scripts/loadtest-auth-path`):
+    /// with it, the `bare` suite compares unigate's authenticated path with
+    /// it.
+    #[arg(long)]
+    pub bare_pingora: Option<PathBuf>,
     /// Where the JSON summary goes.
     #[arg(long, default_value = "target/loadtest-auth-path.json")]
     pub json: PathBuf,
@@ -196,8 +204,32 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
         "unigate passthrough",
         &mut stack::quiet(bin, &stack::passthrough_args(pt_port, d.module_port), "warn"),
     )?;
+    let bare_port = match &opts.bare_pingora {
+        Some(bare) if chosen.contains(&"bare") => {
+            let port = stack::free_port()?;
+            procs.spawn(
+                "bare Pingora",
+                Command::new(bare)
+                    .args([format!("127.0.0.1:{port}"), format!("127.0.0.1:{}", d.module_port)])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )?;
+            Some(port)
+        }
+        None if chosen.contains(&"bare") => {
+            eprintln!(
+                "the `bare` suite is skipped: it needs --bare-pingora (scripts/loadtest-auth-path builds and passes it)"
+            );
+            None
+        }
+        _ => None,
+    };
     d.wait(Duration::from_secs(30))?;
     stack::wait_port(pt_port, Duration::from_secs(30))?;
+    if let Some(p) = bare_port {
+        stack::wait_port(p, Duration::from_secs(30))?;
+    }
     let alice = stack::demo_user(&opts.idp_config)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let sid = rt.block_on(stack::demo_session(&d, &alice))?;
@@ -236,6 +268,15 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
             ],
         ),
     ];
+    if let Some(bare) = bare_port {
+        suites.push((
+            "bare",
+            vec![
+                target("pingora_bare_defaults", format!("http://127.0.0.1:{bare}/ping"), &[]),
+                target("unigate", format!("http://127.0.0.1:{port}/ping"), &unigate_h),
+            ],
+        ));
+    }
     // The unauthenticated navigation to a module that requires a login
     // (bms-east): the 302 to the IdP with a new transaction, the module
     // never asked.
@@ -339,6 +380,7 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
                 "ping" => last("unigate") / last("pingora_passthrough"),
                 "page" => last("unigate_html_with_launcher") / last("unigate_text_no_injection"),
                 "login" => last("unigate_login_start") / last("unigate"),
+                "bare" => last("unigate") / last("pingora_bare_defaults"),
                 _ => last("unigate_redis_store") / last("unigate_memory_store"),
             });
         }
@@ -364,6 +406,10 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
             "page" => (
                 "64 KiB HTML page (App Launcher injection)",
                 "with injection / same page without",
+            ),
+            "bare" => (
+                "/ping: unigate vs a bare Pingora built with its defaults",
+                "unigate / bare Pingora",
             ),
             "login" => (
                 "/ping unauthenticated (302 to the IdP) vs authenticated",

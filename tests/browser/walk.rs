@@ -62,39 +62,54 @@ impl Walk {
         let axe = axe::source();
         // fantoccini's TLS stack brings ring beside aws-lc-rs: pick one.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let port = unigate::gateway::server::free_port().unwrap();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is not installed: apt-get install chromium chromium-driver (scripts/test does)");
-        let driver = Driver(child);
-        crate::common::wait_until("chromedriver listens", Duration::from_secs(10), async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-        })
-        .await;
-        let profile = tempfile::tempdir().unwrap().keep();
-        let caps = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--window-size=1200,900",
-                    "--lang=en-US",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
+        // A port picked free can be taken by another test's server before
+        // chromedriver binds it (chromedriver then exits, and the check
+        // below may reach that server): try again on another.
+        let mut attempt = 0;
+        let (c, driver) = loop {
+            attempt += 1;
+            let port = unigate::gateway::server::free_port().unwrap();
+            let child = Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver is not installed: apt-get install chromium chromium-driver (scripts/test does)");
+            let mut driver = Driver(child);
+            crate::common::wait_until("chromedriver listens", Duration::from_secs(10), async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            })
+            .await;
+            let profile = tempfile::tempdir().unwrap().keep();
+            let caps = serde_json::json!({
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": [
+                        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                        "--disable-quic", "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+                        "--lang=en-US",
+                        format!("--user-data-dir={}", profile.display()),
+                    ]
+                }
+            });
+            let caps = caps.as_object().unwrap().clone().into_iter().collect();
+            let connected = ClientBuilder::rustls()
+                .expect("rustls client")
+                .capabilities(caps)
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await;
+            let exited = driver.0.try_wait().ok().flatten().is_some();
+            match connected {
+                Ok(c) if !exited => break (c, driver),
+                other if attempt >= 3 => panic!(
+                    "chromium starts under chromedriver: {:?} (chromedriver exited: {exited})",
+                    other.err()
+                ),
+                _ => eprintln!("[{test}] chromedriver on port {port} did not start (attempt {attempt}); again"),
             }
-        });
-        let caps = caps.as_object().unwrap().clone().into_iter().collect();
-        let c = ClientBuilder::rustls()
-            .expect("rustls client")
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("chromium starts under chromedriver");
+        };
         Some(Walk {
             c,
             test,
