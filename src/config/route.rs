@@ -90,6 +90,9 @@ pub struct Route {
     pub paths_case_insensitive: bool,
     pub session_cookies: Vec<String>,
     pub public_paths: Vec<String>,
+    /// `[[module.rule]]`, in order: the first that takes a request decides
+    /// who may make it (before `public_paths` and `access_groups`).
+    pub rules: Vec<crate::policy::rules::Rule>,
     pub cors_origins: Vec<String>,
     pub headers: HeaderPreset,
     /// How users log in (with Unified Login on).
@@ -128,6 +131,16 @@ impl Route {
     /// for `local_exceptions`).
     pub fn requires_kaseyaone(&self) -> bool {
         self.unified_login && self.login == LoginMode::Required
+    }
+
+    /// The first rule that takes a request for canonical `path`.
+    pub fn rule(
+        &self,
+        path: &str,
+        method: &http::Method,
+        headers: &http::HeaderMap,
+    ) -> Option<&crate::policy::rules::Rule> {
+        crate::policy::rules::first(&self.rules, path, method.as_str(), headers, self.paths_case_insensitive)
     }
 
     /// Whether canonical `path` is under one of the public path prefixes.

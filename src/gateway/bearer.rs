@@ -25,7 +25,7 @@ use super::request::bearer_token;
 use super::{Account, Ctx, Gateway, down, unix_now};
 use crate::oidc::access_token::{AccessClaims, MAX_LIFETIME_SECS, MAX_TOKEN_LEN, is_jwt_shaped};
 use crate::oidc::client::{LEEWAY, OidcError};
-use crate::policy::may_access;
+use crate::policy::request::{fresh, refused_by};
 use crate::session::{Identity, Revoke};
 
 /// How long a verified JWT is trusted without checking it again (its
@@ -42,6 +42,8 @@ const MARK_TTL: Duration = Duration::from_secs(MAX_LIFETIME_SECS + 4 * LEEWAY);
 pub struct Verified {
     identity: Identity,
     iat: Option<u64>,
+    /// When the user logged in, if the token says.
+    auth_time: Option<u64>,
     until: u64,
 }
 
@@ -191,6 +193,7 @@ impl Gateway {
                 };
                 let v = Arc::new(Verified {
                     iat: c.iat,
+                    auth_time: c.auth_time,
                     until: exp.min(now + cache_for),
                     identity: identity_of(c),
                 });
@@ -225,7 +228,9 @@ pub(super) async fn handle(g: &Gateway, session: &mut PSession, ctx: &mut Ctx, i
             .reject(session, Some(id), Reject::InvalidBearer("no bearer token"))
             .await;
     };
-    match g.bearer_identity(id, token).await {
+    let facts = super::request::facts(session.req_header());
+    let rule = g.route(id).rule(facts.path, facts.method, facts.headers).cloned();
+    match g.bearer_identity(id, token, rule.as_ref()).await {
         Ok(identity) => {
             ctx.identity = Some(Arc::new(identity));
             g.proceed(session, ctx, id).await
@@ -236,8 +241,14 @@ pub(super) async fn handle(g: &Gateway, session: &mut PSession, ctx: &mut Ctx, i
 
 impl Gateway {
     /// The identity a bearer token stands for on route `id`, with every
-    /// check a session gets.
-    async fn bearer_identity(&self, id: RouteId, token: &str) -> std::result::Result<Identity, Reject> {
+    /// check a session gets (`rule`: the access rule the request falls
+    /// under).
+    async fn bearer_identity(
+        &self,
+        id: RouteId,
+        token: &str,
+        rule: Option<&crate::policy::rules::Rule>,
+    ) -> std::result::Result<Identity, Reject> {
         let module = self.route(id);
         let v = match self.check_bearer(token, unix_now()).await {
             Checked::Ok(v) => v,
@@ -252,10 +263,16 @@ impl Gateway {
             tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer token revoked");
             return Err(Reject::InvalidBearer("the token has been revoked"));
         }
-        if !may_access(&v.identity.groups, &module.access_groups) {
+        if let Some(refused) = refused_by(rule, module, &v.identity) {
             tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer access group check");
-            return Err(Reject::Forbidden {
-                account: v.identity.account(),
+            return Err(refused);
+        }
+        if let Some(max_age) = rule.and_then(|r| r.max_login_age)
+            && !fresh(v.auth_time, max_age.as_secs(), unix_now())
+        {
+            tracing::info!(module.name = %module.label(), user.sub = %sub, decision = "deny", "bearer token's login too old for this path");
+            return Err(Reject::LoginTooOld {
+                max_age: max_age.as_secs(),
             });
         }
         let mut identity = v.identity.clone();

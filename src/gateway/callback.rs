@@ -228,7 +228,8 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
         nonce: Some(&txn.nonce),
         access_token: Some(&tokens.access_token),
         code: Some(&code),
-        max_age: route.max_age.map(|a| a.as_secs()),
+        // What the login asked for (a step-up's, or the route's own).
+        max_age: txn.max_age.or(route.max_age.map(|a| a.as_secs())),
     };
     let claims = oidc
         .validate_id_token(&id_token, &issued_with, SystemTime::now())

@@ -40,6 +40,13 @@ pub fn notes(cfg: &GatewayConfig, discovery: Option<&Value>) -> Vec<Note> {
             format!("members of {}", m.access_groups.join(", "))
         };
         out.push(Note::Info(format!("module `{}`: open to {who}", m.label())));
+        for (n, r) in m.rules.iter().enumerate() {
+            out.push(Note::Info(format!(
+                "module `{}`: rule[{n}] {}",
+                m.label(),
+                r.describe(&m.access_groups)
+            )));
+        }
         if m.unified_login {
             out.push(Note::Info(format!(
                 "module `{}`: login = \"{}\" ({})",

@@ -74,6 +74,10 @@ pub struct PendingLogin {
     pub route: String,
     #[serde(rename = "h")]
     pub host: String,
+    /// The `max_age` asked of the identity provider (seconds): the login's
+    /// `auth_time` must be at most that old.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
 }
 
 /// A started login: what goes to the IdP, and the cookies to set.
@@ -338,6 +342,7 @@ impl Gateway {
     /// Starts a login from `client`: the per-address limit, then a new
     /// transaction sealed into a cookie, with the expiries that keep the
     /// browser's transaction cookies within `MAX_PENDING`.
+    #[allow(clippy::too_many_arguments)]
     pub fn begin_login(
         &self,
         req: &RequestHeader,
@@ -345,6 +350,7 @@ impl Gateway {
         id: RouteId,
         host: &str,
         return_path: &str,
+        max_age: Option<u64>,
         now: u64,
     ) -> Result<LoginStart, Refused> {
         if !self.state.sessions.healthy() {
@@ -362,6 +368,7 @@ impl Gateway {
             return_path: fitted(return_path).to_string(),
             route: self.route(id).label().to_string(),
             host: host.to_string(),
+            max_age,
         };
         let mut set_cookies = self.state.logins.make_room(cookie_pairs(req), now);
         let expires = now + TXN_TTL.as_secs();
@@ -420,9 +427,17 @@ impl Gateway {
         return_path: &str,
     ) -> Result<(), String> {
         let req = RequestHeader::build("GET", return_path.as_bytes(), None).map_err(|e| e.to_string())?;
-        self.begin_login(&req, Some(client), RouteId(mi), host, return_path, super::unix_now())
-            .map(|_| ())
-            .map_err(|why| format!("refused: {why:?}"))
+        self.begin_login(
+            &req,
+            Some(client),
+            RouteId(mi),
+            host,
+            return_path,
+            None,
+            super::unix_now(),
+        )
+        .map(|_| ())
+        .map_err(|why| format!("refused: {why:?}"))
     }
 
     #[doc(hidden)]
@@ -449,10 +464,27 @@ pub async fn start_login(
     login_hint: Option<&str>,
     cookies: Vec<String>,
 ) -> Result<bool> {
-    let r = login_redirect(g, session, id, host, return_path, login_hint, cookies);
+    let r = login_redirect(g, session, id, host, return_path, login_hint, None, cookies);
     g.answer(session, Some(id), r).await
 }
 
+/// Sends the browser to the IdP to log in again, for a part of the module
+/// that needs a login at most `max_age` seconds old: `max_age` and
+/// `prompt=login` (the identity provider asks, even one that ignores
+/// `max_age`), and the new login's `auth_time` is checked on return.
+pub async fn start_step_up(
+    g: &Gateway,
+    session: &mut PSession,
+    id: RouteId,
+    host: &str,
+    return_path: &str,
+    max_age: u64,
+) -> Result<bool> {
+    let r = login_redirect(g, session, id, host, return_path, None, Some(max_age), Vec::new());
+    g.answer(session, Some(id), r).await
+}
+
+#[allow(clippy::too_many_arguments)]
 fn login_redirect(
     g: &Gateway,
     session: &PSession,
@@ -460,6 +492,7 @@ fn login_redirect(
     host: &str,
     return_path: &str,
     login_hint: Option<&str>,
+    step_up: Option<u64>,
     mut cookies: Vec<String>,
 ) -> std::result::Result<Reply, Reject> {
     let Some(loaded) = g.state.oidc.loaded() else {
@@ -468,7 +501,12 @@ fn login_redirect(
     let route = g.route(id);
     let client = g.client_addr(session);
     let client_ip = client.map(|ip| ip.to_string()).unwrap_or_default();
-    let start = match g.begin_login(session.req_header(), client, id, host, return_path, unix_now()) {
+    // The route's own `max_age`, or a step-up's, whichever is shorter.
+    let max_age = match (route.max_age.map(|a| a.as_secs()), step_up) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let start = match g.begin_login(session.req_header(), client, id, host, return_path, max_age, unix_now()) {
         Ok(s) => s,
         Err(Refused::StoreDown) => {
             tracing::error!(module.name = %route.label(), "login start refused: the session store cannot be reached");
@@ -498,9 +536,12 @@ fn login_redirect(
     if let Some(h) = login_hint.filter(|h| !h.is_empty()) {
         params.push(("login_hint", h));
     }
-    let max_age = route.max_age.map(|a| a.as_secs().to_string());
+    let max_age = max_age.map(|a| a.to_string());
     if let Some(a) = &max_age {
         params.push(("max_age", a));
+    }
+    if step_up.is_some() {
+        params.push(("prompt", "login"));
     }
     let url = match &loaded.authorize {
         Some(endpoint) => endpoint.with(&params),
@@ -535,6 +576,7 @@ mod tests {
             return_path: path.into(),
             route: "portal".into(),
             host: "portal.localhost".into(),
+            max_age: None,
         }
     }
 

@@ -85,6 +85,7 @@ impl Gateway {
             &Found {
                 session: found.as_deref(),
                 cookies: &cookies,
+                now,
             },
         );
         Ok(routed(decision, found))
@@ -174,6 +175,10 @@ impl Gateway {
             Decision::Login { return_path } => {
                 let host = host();
                 super::logins::start_login(self, session, id, &host, &return_path, None, Vec::new()).await
+            }
+            Decision::StepUp { return_path, max_age } => {
+                let host = host();
+                super::logins::start_step_up(self, session, id, &host, &return_path, max_age).await
             }
             Decision::LinkFirst => super::link::link_first(self, session, id).await,
             Decision::Chooser => {

@@ -132,6 +132,19 @@ pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Opt
                 },
             ),
         ),
+        Reject::AreaForbidden { account, need } => Reply::page(
+            status,
+            pages::area_forbidden(
+                module,
+                need,
+                &pages::WaysOut {
+                    account: account.as_deref(),
+                    logout: &logout,
+                    logout_token: exits.logout_token,
+                    my_modules: exits.my_modules,
+                },
+            ),
+        ),
         Reject::TooManyLogins { .. } => Reply::page(
             status,
             pages::unavailable("Too many logins were started from your network."),
@@ -220,9 +233,11 @@ pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Opt
             status,
             pages::idp_error(f.code(), f.description(), f.retry().unwrap_or("/_unigate/login")),
         ),
-        Reject::Unauthenticated | Reject::SessionEnded | Reject::InvalidBearer(_) | Reject::LinkRequired => {
-            json(r, route, origin)
-        }
+        Reject::Unauthenticated
+        | Reject::SessionEnded
+        | Reject::InvalidBearer(_)
+        | Reject::LinkRequired
+        | Reject::LoginTooOld { .. } => json(r, route, origin),
         Reject::BearerUnchecked => Reply::page(
             status,
             pages::unavailable("The identity provider cannot check this token now."),
@@ -235,7 +250,11 @@ pub fn render(r: &Reject, client: ClientKind, route: Option<&Route>, origin: Opt
 fn script_only(r: &Reject) -> bool {
     matches!(
         r,
-        Reject::Unauthenticated | Reject::SessionEnded | Reject::InvalidBearer(_) | Reject::LinkRequired
+        Reject::Unauthenticated
+            | Reject::SessionEnded
+            | Reject::InvalidBearer(_)
+            | Reject::LinkRequired
+            | Reject::LoginTooOld { .. }
     )
 }
 
@@ -246,6 +265,11 @@ fn json(r: &Reject, route: Option<&Route>, origin: Option<&str>) -> Reply {
     let mut body = serde_json::json!({"error": error, "error_description": description});
     match r {
         Reject::Unauthenticated => body["login_url"] = format!("{PREFIX}login").into(),
+        Reject::LoginTooOld { max_age } => {
+            body["max_age"] = (*max_age).into();
+            body["login_url"] = format!("{PREFIX}login").into();
+        }
+        Reject::AreaForbidden { need, .. } => body["required_groups"] = need.clone().into(),
         Reject::LinkRequired => body["link_url"] = format!("{PREFIX}link").into(),
         _ => {}
     }
@@ -265,6 +289,13 @@ fn json(r: &Reject, route: Option<&Route>, origin: Option<&str>) -> Reply {
         }
         Reject::SessionEnded => reply.with("www-authenticate", "Bearer realm=\"unigate\""),
         Reject::InvalidBearer(_) => reply.with("www-authenticate", "Bearer realm=\"unigate\", error=\"invalid_token\""),
+        // RFC 9470: log in again, within `max_age` seconds of now.
+        Reject::LoginTooOld { max_age } => reply.with(
+            "www-authenticate",
+            format!(
+                "Bearer realm=\"unigate\", error=\"insufficient_user_authentication\", error_description=\"a more recent login is required\", max_age={max_age}"
+            ),
+        ),
         _ => reply,
     }
 }
@@ -300,7 +331,10 @@ pub struct Exits<'a> {
 pub fn has_ways_out(r: &Reject) -> bool {
     matches!(
         r,
-        Reject::Forbidden { .. } | Reject::LinkForged { .. } | Reject::AccountRefused { .. }
+        Reject::Forbidden { .. }
+            | Reject::AreaForbidden { .. }
+            | Reject::LinkForged { .. }
+            | Reject::AccountRefused { .. }
     )
 }
 

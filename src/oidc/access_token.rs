@@ -76,6 +76,8 @@ pub struct AccessClaims {
     /// revocation of its user refuses it.
     pub iat: Option<u64>,
     pub sid: Option<String>,
+    /// When the user logged in (RFC 9068 `auth_time`), if the token says.
+    pub auth_time: Option<u64>,
     /// The user's attributes, read with the deployment's claim mapping.
     pub profile: Profile,
 }
@@ -134,6 +136,7 @@ fn claims_of(c: &Value, now: u64, leeway: u64, map: &ClaimMap) -> Result<AccessC
         exp,
         iat,
         sid: opt_string(c, "sid")?.filter(|s| !s.is_empty()),
+        auth_time: opt_time(c, "auth_time")?,
         profile,
     })
 }

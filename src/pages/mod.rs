@@ -140,6 +140,26 @@ pub fn forbidden(module: &str, groups: &[String], ways: &WaysOut<'_>) -> String 
     )
 }
 
+/// A part of a module a rule keeps for some groups (`need`), or for no
+/// one (`need` empty).
+pub fn area_forbidden(module: &str, need: &[String], ways: &WaysOut<'_>) -> String {
+    page(
+        "No access",
+        html! {
+            h1 #refusal data-reason="area-forbidden" { "You do not have access to this part of " (module) }
+            @if need.is_empty() {
+                p { "This part of " (module) " is closed to everyone." }
+            } @else {
+                p { "You are logged in with KaseyaOne and may use " (module) ", but this part of it is only for members of "
+                    @if need.len() == 1 { "the access group " strong { (need[0]) } } @else { "one of the access groups " strong { (need.join(", ")) } }
+                    ", and your account is not." }
+                p { "Ask your KaseyaOne administrator to add you to that access group." }
+            }
+            (ways_out(ways))
+        },
+    )
+}
+
 pub fn idp_error(error: &str, description: Option<&str>, retry: &str) -> String {
     page(
         "Login failed",

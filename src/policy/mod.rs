@@ -8,6 +8,7 @@ pub mod path;
 pub mod reject;
 pub mod request;
 pub mod routes;
+pub mod rules;
 
 /// Who is asking: a person's browser navigating, or a script/XHR that must
 /// get a 401 rather than a redirect it cannot follow.

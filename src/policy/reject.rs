@@ -21,6 +21,12 @@ pub enum Reject {
     /// module's instances'). `account`: the KaseyaOne account used (its
     /// email), when known, so the page can name it.
     Forbidden { account: Option<String> },
+    /// A part of the module a rule keeps for some groups (`need`: one of
+    /// them is missing) or for no one (`need` empty).
+    AreaForbidden { account: Option<String>, need: Vec<String> },
+    /// An API client whose login is older than the part of the module it
+    /// asked for allows (seconds): log in again (RFC 9470).
+    LoginTooOld { max_age: u64 },
     /// An API client without a session or bearer token.
     Unauthenticated,
     /// An API client with the module session of a KaseyaOne session that
@@ -167,11 +173,14 @@ impl Reject {
             | Reject::AccountsUnavailable
             | Reject::Unavailable(_) => 503,
             Reject::Forbidden { .. }
+            | Reject::AreaForbidden { .. }
             | Reject::LinkRequired
             | Reject::KaseyaOneRequired { .. }
             | Reject::LinkForged { .. }
             | Reject::AccountRefused { .. } => 403,
-            Reject::Unauthenticated | Reject::SessionEnded | Reject::InvalidBearer(_) => 401,
+            Reject::Unauthenticated | Reject::SessionEnded | Reject::InvalidBearer(_) | Reject::LoginTooOld { .. } => {
+                401
+            }
             Reject::TooManyLogins { .. } => 429,
             Reject::UpstreamDown => 502,
             Reject::Internal => 500,
@@ -200,7 +209,8 @@ impl Reject {
         match self {
             Reject::StoreDown => "store",
             Reject::IdpDown => "idp_down",
-            Reject::Forbidden { .. } => "forbidden",
+            Reject::Forbidden { .. } | Reject::AreaForbidden { .. } => "forbidden",
+            Reject::LoginTooOld { .. } => "login_too_old",
             Reject::Unauthenticated => "unauthenticated",
             Reject::SessionEnded => "session_ended",
             Reject::InvalidBearer(_) => "invalid_token",
@@ -263,6 +273,20 @@ impl Reject {
                 d("the KaseyaOne identity provider cannot be reached"),
             ),
             Reject::Forbidden { .. } => ("forbidden", d("not in the module's access groups")),
+            Reject::AreaForbidden { need, .. } if need.is_empty() => {
+                ("forbidden", d("this part of the module is closed to everyone"))
+            }
+            Reject::AreaForbidden { need, .. } => (
+                "forbidden",
+                format!("this part of the module is for members of {}", need.join(", ")),
+            ),
+            Reject::LoginTooOld { max_age } => (
+                "insufficient_user_authentication",
+                format!(
+                    "this part of the module needs a login within the last {}; log in with KaseyaOne again",
+                    humantime::format_duration(std::time::Duration::from_secs(*max_age))
+                ),
+            ),
             Reject::Unauthenticated => ("unauthenticated", d("log in with KaseyaOne first")),
             Reject::SessionEnded => (
                 "unauthenticated",
@@ -326,6 +350,11 @@ mod tests {
             Reject::StoreDown,
             Reject::IdpDown,
             Reject::Forbidden { account: None },
+            Reject::AreaForbidden {
+                account: None,
+                need: vec!["admins".into()],
+            },
+            Reject::LoginTooOld { max_age: 300 },
             Reject::Unauthenticated,
             Reject::SessionEnded,
             Reject::InvalidBearer("x"),

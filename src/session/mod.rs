@@ -73,6 +73,13 @@ pub struct Session {
 }
 
 impl Session {
+    /// When the user last logged in at the identity provider: the ID
+    /// token's `auth_time` (None: not known).
+    pub fn auth_time(&self) -> Option<u64> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.id_token.as_ref().and_then(IdToken::auth_time)
+    }
+
     pub fn new(module: Arc<str>, identity: Identity, headers: HeaderSet, tokens: Tokens) -> Self {
         Session {
             module,

@@ -74,6 +74,25 @@ impl IdToken {
     pub fn is_decoded(&self) -> bool {
         self.splits != Self::RAW
     }
+
+    /// Its `auth_time` claim: when the user last logged in at the
+    /// identity provider (the token was checked at login).
+    pub fn auth_time(&self) -> Option<u64> {
+        #[derive(serde::Deserialize)]
+        struct Claims {
+            auth_time: Option<u64>,
+        }
+        let payload: std::borrow::Cow<'_, [u8]> = if self.is_decoded() {
+            let [second, third] = self.splits.map(|i| i as usize);
+            self.bytes[second..third].into()
+        } else {
+            use base64::Engine;
+            let text = std::str::from_utf8(&self.bytes).ok()?;
+            let p = text.split('.').nth(1)?;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok()?.into()
+        };
+        serde_json::from_slice::<Claims>(&payload).ok()?.auth_time
+    }
 }
 
 impl std::fmt::Debug for IdToken {

@@ -377,10 +377,41 @@ pub struct ModuleFile {
     /// Tenants of this module, each with its own upstream(s) and hosts.
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstanceFile>,
+    /// Access rules inside the module, checked in order (first match
+    /// wins) before `public_paths` and `access_groups`.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleFile>,
     /// How linking tells that the module accepted the credentials; every
     /// condition given must hold. Default: a redirect away from the login
     /// pages whose target then answers 200 with the cookies the login set.
     pub link_success: Option<LinkSuccessFile>,
+}
+
+/// `[[module.rule]]`: who may open some paths of a module.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct RuleFile {
+    /// Canonical path prefixes, matched by whole segments (`/admin/`), or
+    /// exact paths written `=/billing`.
+    pub paths: Vec<String>,
+    /// Only these methods (`GET` also takes `HEAD`); default every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Who may: members of these groups who are also in the module's
+    /// `access_groups` (or, with `replace_module_groups = true`, whatever
+    /// the module's groups say).
+    pub access_groups: Option<Vec<String>>,
+    /// `access_groups` replaces the module's instead of narrowing them;
+    /// default false.
+    pub replace_module_groups: Option<bool>,
+    /// Everyone may, without signing in (as `public_paths`).
+    pub public: Option<bool>,
+    /// No one may.
+    pub deny: Option<bool>,
+    /// Step-up: a login older than this (`"15m"`) is asked again.
+    #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
+    pub max_login_age: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

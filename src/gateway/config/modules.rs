@@ -10,6 +10,7 @@ use super::validate::ModuleReads;
 use super::{HeaderPreset, InstanceRef, LinkSuccessFile, LoginMode, ModuleFile, Route, RouteId};
 use crate::config::ConfigErrors;
 use crate::config::tls::UpstreamTls;
+use crate::policy::rules::{Rule, RuleAccess, RulePath};
 
 /// Every module's routes, in order, and what `resolve` reads for each.
 pub(super) fn modules(
@@ -98,10 +99,33 @@ pub(super) fn modules(
         } else if let Err(e) = crate::policy::path::check_configured(&exception_path) {
             errs.push(key("exception_path"), e);
         }
+        let rules = rules(m, unified_login, &key, errs, warnings);
+        let public_rule_paths = rules
+            .iter()
+            .filter(|r| r.access == RuleAccess::Public)
+            .flat_map(|r| r.paths.iter())
+            .filter_map(|p| match p {
+                RulePath::Prefix(p) => Some(p),
+                RulePath::Exact(_) => None,
+            });
         // A public path is forwarded before any login-page rule runs.
         let taken_over = m.login_paths.iter().chain(require_kaseyaone.then_some(&exception_path));
         for l in taken_over {
-            if let Some(p) = m.public_paths.iter().find(|p| crate::policy::path::under(p, l)) {
+            let exact_public = rules.iter().any(|r| {
+                r.access == RuleAccess::Public && r.paths.iter().any(|p| matches!(p, RulePath::Exact(x) if x == l))
+            });
+            if exact_public {
+                errs.push(
+                    key("rule"),
+                    format!("a public rule names the login page `{l}`: module logins there would skip every check"),
+                );
+            }
+            if let Some(p) = m
+                .public_paths
+                .iter()
+                .chain(public_rule_paths.clone())
+                .find(|p| crate::policy::path::under(p, l))
+            {
                 errs.push(
                     key("public_paths"),
                     format!("`{p}` covers the login page `{l}`: module logins there would skip every check"),
@@ -157,6 +181,7 @@ pub(super) fn modules(
             paths_case_insensitive: m.logout_paths_case_insensitive.unwrap_or(false),
             session_cookies: m.session_cookies.clone(),
             public_paths: m.public_paths.clone(),
+            rules,
             cors_origins: m.cors_origins.clone(),
             headers,
             login,
@@ -187,6 +212,101 @@ pub(super) fn modules(
         });
     }
     (routes, reads)
+}
+
+/// `[[module.rule]]`, each checked: its paths canonical, one kind of
+/// access, a login age in range; a rule an earlier one shadows is warned
+/// about.
+fn rules(
+    m: &ModuleFile,
+    unified_login: bool,
+    key: &dyn Fn(&str) -> String,
+    errs: &mut ConfigErrors,
+    warnings: &mut Vec<String>,
+) -> Vec<Rule> {
+    if !m.rules.is_empty() && !unified_login {
+        errs.push(
+            key("rule"),
+            "rules need Log In with KaseyaOne: remove them or the `unified_login = false`",
+        );
+    }
+    let mut out: Vec<Rule> = Vec::new();
+    for (n, r) in m.rules.iter().enumerate() {
+        let k = |f: &str| key(&format!("rule[{n}].{f}"));
+        if r.paths.is_empty() {
+            errs.push(
+                k("paths"),
+                "name at least one path (`/admin/`, or `=/billing` for exactly that path)",
+            );
+        }
+        let paths: Vec<RulePath> = r.paths.iter().map(|p| RulePath::parse(p)).collect();
+        for p in &paths {
+            let raw = p.path();
+            if !raw.starts_with('/') || raw.starts_with("/_unigate/") {
+                errs.push(
+                    k("paths"),
+                    format!("`{}` must start with `/` and not be under /_unigate/", p.written()),
+                );
+            } else if let Err(e) = crate::policy::path::check_configured(raw) {
+                errs.push(k("paths"), e);
+            }
+        }
+        let mut methods = Vec::new();
+        for meth in &r.methods {
+            if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
+                errs.push(k("methods"), format!("`{meth}` is not an HTTP method"));
+            } else {
+                methods.push(meth.to_ascii_uppercase());
+            }
+        }
+        check_access_groups(r.access_groups.as_ref(), &k("access_groups"), errs);
+        let (public, deny) = (r.public.unwrap_or(false), r.deny.unwrap_or(false));
+        let kinds = usize::from(r.access_groups.is_some()) + usize::from(public) + usize::from(deny);
+        if kinds > 1 {
+            errs.push(k(""), "give one of `access_groups`, `public = true` or `deny = true`");
+        }
+        if r.replace_module_groups.is_some() && r.access_groups.is_none() {
+            errs.push(k("replace_module_groups"), "only used with the rule's `access_groups`");
+        }
+        if (public || deny) && r.max_login_age.is_some() {
+            errs.push(
+                k("max_login_age"),
+                "a login age means nothing where everyone (`public`) or no one (`deny`) may go",
+            );
+        }
+        if kinds == 0 && r.max_login_age.is_none() {
+            errs.push(
+                k(""),
+                "a rule decides nothing without `access_groups`, `public = true`, `deny = true` or `max_login_age`",
+            );
+        }
+        if let Some(a) = r.max_login_age
+            && (a < Duration::from_secs(60) || a > Duration::from_secs(30 * 86_400))
+        {
+            errs.push(k("max_login_age"), "must be between 1m and 30 days");
+        }
+        let access = match (&r.access_groups, public, deny) {
+            (_, true, _) => RuleAccess::Public,
+            (_, _, true) => RuleAccess::Deny,
+            (Some(g), ..) if r.replace_module_groups == Some(true) => RuleAccess::Instead(g.clone()),
+            (Some(g), ..) => RuleAccess::AlsoModule(g.clone()),
+            (None, ..) => RuleAccess::Module,
+        };
+        let rule = Rule {
+            paths,
+            methods,
+            access,
+            max_login_age: r.max_login_age,
+        };
+        if let Some(e) = out.iter().position(|earlier| rule.shadowed_by(earlier)) {
+            warnings.push(format!(
+                "{}: never applies: rule[{e}] before it takes every request it would",
+                k("paths").trim_end_matches(".paths")
+            ));
+        }
+        out.push(rule);
+    }
+    out
 }
 
 /// `upstream_tls` and the keys only used with it; the CA is read by `resolve`.

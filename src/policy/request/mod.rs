@@ -9,6 +9,7 @@ use crate::oidc::return_url::safe_return_path;
 use crate::policy::credentials::{self, BadLogin};
 use crate::policy::module_cookies::{self, Check, Cookies};
 use crate::policy::reject::Reject;
+use crate::policy::rules::{Rule, RuleAccess};
 use crate::policy::{ClientKind, may_access};
 use crate::session::Session;
 
@@ -84,6 +85,8 @@ pub struct Found<'a> {
     pub session: Option<&'a Session>,
     /// The module session cookies and whom each was issued to.
     pub cookies: &'a Cookies,
+    /// Unix time now (for a rule's login age).
+    pub now: u64,
 }
 
 /// What unigate does with a request.
@@ -107,6 +110,10 @@ pub enum Decision {
     Bearer,
     /// To KaseyaOne to log in, then back to `return_path`.
     Login { return_path: String },
+    /// To KaseyaOne to log in again (`max_age`, seconds: a rule's
+    /// `max_login_age` the session's login is older than), then back to
+    /// `return_path`.
+    StepUp { return_path: String, max_age: u64 },
     /// The session's module account is not linked yet: the link page first.
     LinkFirst,
     /// A module with instances, at its own host: to an instance, or
@@ -137,13 +144,20 @@ pub fn unguarded(facts: &RequestFacts<'_>, route: &Route) -> Option<Decision> {
         });
     }
     if internal {
-        Some(Decision::Internal)
-    } else if route.is_logout(facts.path) {
-        Some(Decision::Logout)
-    } else if route.is_public(facts.path) {
-        Some(Decision::Pass)
-    } else {
-        None
+        return Some(Decision::Internal);
+    }
+    if route.is_logout(facts.path) {
+        return Some(Decision::Logout);
+    }
+    match route.rule(facts.path, facts.method, facts.headers).map(|r| &r.access) {
+        Some(RuleAccess::Public) => Some(Decision::Pass),
+        Some(RuleAccess::Deny) => Some(Decision::Reject(Reject::AreaForbidden {
+            account: None,
+            need: Vec::new(),
+        })),
+        Some(_) => None,
+        None if route.is_public(facts.path) => Some(Decision::Pass),
+        None => None,
     }
 }
 
@@ -167,17 +181,21 @@ pub fn logout(route: &Route, has_session: bool, cookies: &Cookies) -> Decision {
 
 /// The decision for a guarded request.
 pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Decision {
+    let rule = route.rule(facts.path, facts.method, facts.headers);
     if let Some(s) = found.session {
-        if !may_access(&s.identity.groups, &route.access_groups) {
-            return Decision::Reject(Reject::Forbidden {
-                account: s.identity.account(),
-            });
+        if let Some(refused) = refused_by(rule, route, &s.identity) {
+            return Decision::Reject(refused);
         }
         if s.link_pending {
             return Decision::LinkFirst;
         }
         if !route.chooser.is_empty() {
             return Decision::Chooser;
+        }
+        if let Some(max_age) = rule.and_then(|r| r.max_login_age)
+            && !fresh(s.auth_time(), max_age.as_secs(), found.now)
+        {
+            return step_up(facts, max_age.as_secs());
         }
         if credentials::beside_session(facts, route) {
             return Decision::Reject(Reject::CredentialsBesideSession {
@@ -202,8 +220,10 @@ pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Dec
         return Decision::Bearer;
     }
     // A module's Choose an Instance host has no page of its own to show:
-    // to KaseyaOne, then to an instance, whatever the login mode.
-    if !route.chooser.is_empty() {
+    // to KaseyaOne, then to an instance, whatever the login mode; so does
+    // a part of the module a rule guards: only a KaseyaOne login tells
+    // whose groups, and how old a login, it is.
+    if !route.chooser.is_empty() || rule.is_some() {
         return login_or_401(facts);
     }
     match route.login {
@@ -223,6 +243,49 @@ pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Dec
         LoginMode::Automatic => {}
     }
     login_or_401(facts)
+}
+
+/// Why `identity` may not make a request `rule` (or, with none, the
+/// route's access groups) decides, if it may not.
+pub fn refused_by(rule: Option<&Rule>, route: &Route, identity: &crate::session::Identity) -> Option<Reject> {
+    match rule {
+        None if !may_access(&identity.groups, &route.access_groups) => Some(Reject::Forbidden {
+            account: identity.account(),
+        }),
+        None => None,
+        Some(r) => r.admits(&identity.groups, &route.access_groups).err().map(|need| {
+            // The module's own groups missing: the whole module is closed
+            // to this user, not only this part.
+            if need == route.access_groups.as_slice() && r.access != RuleAccess::Deny {
+                Reject::Forbidden {
+                    account: identity.account(),
+                }
+            } else {
+                Reject::AreaForbidden {
+                    account: identity.account(),
+                    need: need.to_vec(),
+                }
+            }
+        }),
+    }
+}
+
+/// Whether a login at `auth_time` (unknown: not fresh) is at most
+/// `max_age` seconds old at `now`.
+pub fn fresh(auth_time: Option<u64>, max_age: u64, now: u64) -> bool {
+    auth_time.is_some_and(|t| t.saturating_add(max_age) >= now)
+}
+
+/// A login too old for a rule: a browser logs in again, a script gets 401
+/// (`insufficient_user_authentication`, RFC 9470).
+pub fn step_up(facts: &RequestFacts<'_>, max_age: u64) -> Decision {
+    match facts.client() {
+        ClientKind::Api => Decision::Reject(Reject::LoginTooOld { max_age }),
+        ClientKind::Navigation => Decision::StepUp {
+            return_path: safe_return_path(facts.target).unwrap_or("/").to_string(),
+            max_age,
+        },
+    }
 }
 
 /// No KaseyaOne identity: a browser goes to log in (back to where it

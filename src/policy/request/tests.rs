@@ -116,8 +116,21 @@ fn reading(name: usize, owner: Option<(&str, bool)>) -> (Reading, Vec<Arc<Cookie
 
 fn decide_for(route: &Route, req: &Req, s: Option<&Session>, cookies: &Cookies) -> Decision {
     let facts = req.facts();
-    unguarded(&facts, route).unwrap_or_else(|| decide(&facts, route, &Found { session: s, cookies }))
+    unguarded(&facts, route).unwrap_or_else(|| {
+        decide(
+            &facts,
+            route,
+            &Found {
+                session: s,
+                cookies,
+                now: NOW,
+            },
+        )
+    })
 }
+
+/// The time every decision here is made at.
+const NOW: u64 = 1_800_000_000;
 
 fn login(to: &str) -> Decision {
     Decision::Login { return_path: to.into() }
@@ -413,5 +426,220 @@ fn a_login_with_module_credentials_only_is_logged_out_by_the_module() {
     ] {
         r.login = mode;
         assert_eq!(logout(&r, has_session, cookies), want, "{mode:?} {has_session}");
+    }
+}
+
+/// A session whose login was at `auth_time` (its ID token says so).
+fn session_at(sub: &str, groups: &[&str], auth_time: u64) -> Session {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let jwt = format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"ES256"}"#),
+        b64(&format!(r#"{{"sub":"{sub}","auth_time":{auth_time}}}"#)),
+        b64("sig")
+    );
+    let s = session(sub, groups);
+    s.tokens.lock().unwrap().id_token = Some(crate::session::IdToken::new(&jwt));
+    s
+}
+
+/// The module with an admin area, a read-only API for a wider group, a
+/// closed area, a billing page that needs a recent login, and a public
+/// health page inside the admin area.
+fn ruled() -> Route {
+    use crate::policy::rules::{Rule, RuleAccess, RulePath};
+    let rule = |paths: &[&str], methods: &[&str], access, age: Option<u64>| Rule {
+        paths: paths.iter().map(|p| RulePath::parse(p)).collect(),
+        methods: methods.iter().map(|m| m.to_string()).collect(),
+        access,
+        max_login_age: age.map(Duration::from_secs),
+    };
+    Route {
+        login: LoginMode::Optional,
+        paths_case_insensitive: true,
+        rules: vec![
+            rule(&["=/admin/health"], &[], RuleAccess::Public, None),
+            rule(
+                &["/admin/"],
+                &[],
+                RuleAccess::AlsoModule(vec!["portal-admins".into()]),
+                None,
+            ),
+            rule(&["/api/"], &["GET"], RuleAccess::Instead(vec!["readers".into()]), None),
+            rule(&["/old/"], &[], RuleAccess::Deny, None),
+            rule(&["/billing/"], &[], RuleAccess::Module, Some(300)),
+        ],
+        ..route()
+    }
+}
+
+#[test]
+fn rules_decide_per_path_and_method_for_sessions() {
+    let r = ruled();
+    let none = Cookies::None;
+    let alice = session_at("alice", &["portal-users", "portal-admins"], NOW - 60);
+    let bob = session_at("bob", &["portal-users"], NOW - 60);
+    let reader = session_at("rita", &["readers"], NOW - 60);
+    let stale = session_at("sam", &["portal-users"], NOW - 301);
+    let unknown = session("una", &["portal-users"]);
+    let fwd = Decision::Forward { strip_cookies: 0 };
+    let area = |need: &[&str], who: &str| {
+        Decision::Reject(Reject::AreaForbidden {
+            account: Some(format!("{who}@acme.example")),
+            need: need.iter().map(|g| g.to_string()).collect(),
+        })
+    };
+    let forbidden = |who: &str| {
+        Decision::Reject(Reject::Forbidden {
+            account: Some(format!("{who}@acme.example")),
+        })
+    };
+    let step_up = |to: &str| Decision::StepUp {
+        return_path: to.into(),
+        max_age: 300,
+    };
+    let cases: Vec<(&str, Req, Option<&Session>, Decision)> = vec![
+        ("admin, member", get("/admin/users"), Some(&alice), fwd.clone()),
+        (
+            "admin, not a member",
+            get("/admin/users"),
+            Some(&bob),
+            area(&["portal-admins"], "bob"),
+        ),
+        // The canonical-path traps: the same area whatever the spelling.
+        (
+            "admin, upper case",
+            get("/ADMIN/users"),
+            Some(&bob),
+            area(&["portal-admins"], "bob"),
+        ),
+        (
+            "admin, ;param",
+            get("/admin;x/users"),
+            Some(&bob),
+            area(&["portal-admins"], "bob"),
+        ),
+        (
+            "admin, trailing dot",
+            get("/admin./users"),
+            Some(&bob),
+            area(&["portal-admins"], "bob"),
+        ),
+        (
+            "admin, no slash",
+            get("/admin"),
+            Some(&bob),
+            area(&["portal-admins"], "bob"),
+        ),
+        ("admin health is public", get("/admin/health"), None, Decision::Pass),
+        (
+            "admin, outside the module's groups",
+            get("/admin/users"),
+            Some(&reader),
+            forbidden("rita"),
+        ),
+        (
+            "the API for readers only",
+            get("/api/items"),
+            Some(&reader),
+            fwd.clone(),
+        ),
+        (
+            "the API, the module's users are not readers",
+            get("/api/items"),
+            Some(&bob),
+            area(&["readers"], "bob"),
+        ),
+        (
+            "the API's writes fall back to the module's groups",
+            get("/api/items").post(),
+            Some(&bob),
+            fwd.clone(),
+        ),
+        (
+            "the API's writes, a reader outside the module",
+            get("/api/items").post(),
+            Some(&reader),
+            forbidden("rita"),
+        ),
+        (
+            "closed to everyone",
+            get("/old/page"),
+            Some(&alice),
+            Decision::Reject(Reject::AreaForbidden {
+                account: None,
+                need: vec![],
+            }),
+        ),
+        (
+            "closed without a session too",
+            get("/old/page"),
+            None,
+            Decision::Reject(Reject::AreaForbidden {
+                account: None,
+                need: vec![],
+            }),
+        ),
+        ("billing, recent login", get("/billing/"), Some(&bob), fwd.clone()),
+        (
+            "billing, old login",
+            get("/billing/invoices?y=2026"),
+            Some(&stale),
+            step_up("/billing/invoices?y=2026"),
+        ),
+        (
+            "billing, login time unknown",
+            get("/billing/"),
+            Some(&unknown),
+            step_up("/billing/"),
+        ),
+        (
+            "billing, old login, a script",
+            get("/billing/").api(),
+            Some(&stale),
+            Decision::Reject(Reject::LoginTooOld { max_age: 300 }),
+        ),
+        (
+            "billing, a member outside the module",
+            get("/billing/"),
+            Some(&reader),
+            forbidden("rita"),
+        ),
+        // No rule: the module's own rules.
+        ("elsewhere", get("/reports"), Some(&bob), fwd.clone()),
+        (
+            "elsewhere, outside the module",
+            get("/reports"),
+            Some(&reader),
+            forbidden("rita"),
+        ),
+        // Optional login: without a session the module decides, except
+        // where a rule guards: only a KaseyaOne login says who it is.
+        (
+            "elsewhere, no session",
+            get("/reports"),
+            None,
+            Decision::ForwardLocal {
+                login_page: false,
+                rewrite: None,
+            },
+        ),
+        ("admin, no session", get("/admin/users"), None, login("/admin/users")),
+        (
+            "billing, no session, a script",
+            get("/billing/").api(),
+            None,
+            Decision::Reject(Reject::Unauthenticated),
+        ),
+        (
+            "a bearer token in a guarded area",
+            get("/admin/users").bearer(),
+            None,
+            Decision::Bearer,
+        ),
+    ];
+    for (what, req, s, want) in cases {
+        assert_eq!(decide_for(&r, &req, s, &none), want, "{what}");
     }
 }

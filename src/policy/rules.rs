@@ -1,0 +1,208 @@
+//! Access rules inside a module (`[[module.rule]]`): which paths and
+//! methods need which groups, which are public or closed, and which need
+//! a recent login. Checked in order, first match wins; a request no rule
+//! matches falls back to the module's `access_groups` (and its
+//! `public_paths`).
+//!
+//! A rule that restricts (groups, `deny`, a login age) matches the way
+//! servers dispatch, on the safe side: `;` parameters and, for modules
+//! whose paths ignore case, case and trailing dots do not get around it,
+//! and a method-override header counts as the method it names. A rule
+//! that opens (`public`) matches strictly: only the path as written.
+
+use std::time::Duration;
+
+use crate::policy::path;
+use crate::policy::{EVERY_USER, may_access};
+
+/// Where a rule applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RulePath {
+    /// This path and everything under it, segment by segment (`/admin/`).
+    Prefix(String),
+    /// Exactly this path (`=/billing` in a config file).
+    Exact(String),
+}
+
+impl RulePath {
+    /// `=/x` is exact, anything else a prefix.
+    pub fn parse(written: &str) -> RulePath {
+        match written.strip_prefix('=') {
+            Some(p) => RulePath::Exact(p.to_string()),
+            None => RulePath::Prefix(written.to_string()),
+        }
+    }
+
+    /// The path as configured, without its `=`.
+    pub fn path(&self) -> &str {
+        match self {
+            RulePath::Prefix(p) | RulePath::Exact(p) => p,
+        }
+    }
+
+    /// As a config file writes it.
+    pub fn written(&self) -> String {
+        match self {
+            RulePath::Prefix(p) => p.clone(),
+            RulePath::Exact(p) => format!("={p}"),
+        }
+    }
+
+    /// Whether this path takes every request `other` takes.
+    fn covers(&self, other: &RulePath) -> bool {
+        match (self, other) {
+            (RulePath::Prefix(a), RulePath::Prefix(b) | RulePath::Exact(b)) => path::under(a, b),
+            (RulePath::Exact(a), RulePath::Exact(b)) => a.trim_end_matches('/') == b.trim_end_matches('/'),
+            (RulePath::Exact(_), RulePath::Prefix(_)) => false,
+        }
+    }
+}
+
+/// Who a rule lets in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleAccess {
+    /// The module's access groups (the rule asks only for a recent login).
+    Module,
+    /// Members of these groups who are also in the module's access groups.
+    AlsoModule(Vec<String>),
+    /// Members of these groups, whatever the module's access groups say.
+    Instead(Vec<String>),
+    /// Everyone, signed in or not: the module gets no identity.
+    Public,
+    /// No one.
+    Deny,
+}
+
+/// One `[[module.rule]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub paths: Vec<RulePath>,
+    /// Upper-case method names; empty: every method.
+    pub methods: Vec<String>,
+    pub access: RuleAccess,
+    /// Step-up: a login older than this is asked again.
+    pub max_login_age: Option<Duration>,
+}
+
+/// The headers that make frameworks treat a request as another method.
+pub const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+
+impl Rule {
+    /// Whether the rule takes a request for canonical `path` with `method`
+    /// (`overrides`: the methods its override headers name).
+    pub fn matches(&self, path: &str, method: &str, overrides: &[&str], case_insensitive: bool) -> bool {
+        let opens = self.access == RuleAccess::Public;
+        let method_ok = self.methods.is_empty()
+            || self.takes_method(method)
+            || (!opens && overrides.iter().any(|m| self.takes_method(m)));
+        method_ok
+            && self.paths.iter().any(|p| match (p, opens) {
+                (RulePath::Prefix(x), true) => path::under(x, path),
+                (RulePath::Exact(x), true) => path == x,
+                (RulePath::Prefix(x), false) => within(x, path, case_insensitive),
+                (RulePath::Exact(x), false) => path::names(x, path, case_insensitive),
+            })
+    }
+
+    /// `HEAD` goes with `GET`, as servers answer it.
+    fn takes_method(&self, method: &str) -> bool {
+        self.methods
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(method) || (m == "GET" && method.eq_ignore_ascii_case("HEAD")))
+    }
+
+    /// Whether every request this rule would take is taken by `earlier`
+    /// first (so this one never applies).
+    pub fn shadowed_by(&self, earlier: &Rule) -> bool {
+        let methods = earlier.methods.is_empty()
+            || (!self.methods.is_empty() && self.methods.iter().all(|m| earlier.methods.contains(m)));
+        // An opening rule matches strictly and a restricting one loosely:
+        // only like against like is certain.
+        let same_kind = (earlier.access == RuleAccess::Public) == (self.access == RuleAccess::Public)
+            || earlier.access != RuleAccess::Public;
+        methods && same_kind && self.paths.iter().all(|p| earlier.paths.iter().any(|e| e.covers(p)))
+    }
+
+    /// Whether `groups` may go through, given the module's access groups:
+    /// `Err` with the groups one of which is missing.
+    pub fn admits<'a>(&'a self, groups: &[String], module: &'a [String]) -> Result<(), &'a [String]> {
+        let check = |need: &'a [String]| if may_access(groups, need) { Ok(()) } else { Err(need) };
+        match &self.access {
+            RuleAccess::Module => check(module),
+            RuleAccess::AlsoModule(g) => check(module).and_then(|_| check(g)),
+            RuleAccess::Instead(g) => check(g),
+            RuleAccess::Public => Ok(()),
+            RuleAccess::Deny => Err(&[]),
+        }
+    }
+
+    /// Who the rule lets in, in words (for `unigate check`).
+    pub fn describe(&self, module: &[String]) -> String {
+        let list = |g: &[String]| {
+            if g.len() == 1 && g[0] == EVERY_USER {
+                "every user who signs in".to_string()
+            } else {
+                format!("members of {}", g.join(", "))
+            }
+        };
+        let who = match &self.access {
+            RuleAccess::Module => format!("{} (the module's groups)", list(module)),
+            RuleAccess::AlsoModule(g) => format!("{} who are also {}", list(g), list(module)),
+            RuleAccess::Instead(g) => format!("{} (instead of the module's groups)", list(g)),
+            RuleAccess::Public => "everyone, without signing in".to_string(),
+            RuleAccess::Deny => "no one".to_string(),
+        };
+        let age = self
+            .max_login_age
+            .map(|a| format!(", with a login at most {} old", humantime::format_duration(a)))
+            .unwrap_or_default();
+        let methods = if self.methods.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.methods.join("/"))
+        };
+        let paths: Vec<String> = self.paths.iter().map(RulePath::written).collect();
+        format!("{}{methods}: {who}{age}", paths.join(", "))
+    }
+}
+
+/// Whether canonical `path` lies under `prefix`, segment by segment, the
+/// way a server would dispatch it: a segment's `;` parameters do not
+/// count, nor (with `case_insensitive`) case and trailing dots.
+pub fn within(prefix: &str, path: &str, case_insensitive: bool) -> bool {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    for want in prefix.split('/').filter(|s| !s.is_empty()) {
+        match segments.next() {
+            Some(s) if path::names(want, s, case_insensitive) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The first of `rules` that takes the request.
+pub fn first<'r>(
+    rules: &'r [Rule],
+    path: &str,
+    method: &str,
+    headers: &http::HeaderMap,
+    case_insensitive: bool,
+) -> Option<&'r Rule> {
+    if rules.is_empty() {
+        return None;
+    }
+    let mut overrides: [&str; METHOD_OVERRIDES.len()] = [""; METHOD_OVERRIDES.len()];
+    let mut n = 0;
+    for h in METHOD_OVERRIDES {
+        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
+            overrides[n] = v.trim();
+            n += 1;
+        }
+    }
+    rules
+        .iter()
+        .find(|r| r.matches(path, method, &overrides[..n], case_insensitive))
+}
+
+#[cfg(test)]
+mod tests;
