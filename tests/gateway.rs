@@ -44,7 +44,7 @@ async fn login_through_unigate_gives_the_module_a_verified_identity() {
     assert_eq!(w["headers"]["x-kaseyaone-company"], "Acme MSP");
     assert_eq!(
         w["headers"]["x-kaseyaone-groups"],
-        "portal-users,bms-users,itglue-users"
+        "portal-users,portal-admins,bms-users,itglue-users"
     );
     assert_eq!(w["assertion"]["aud"], "portal");
     let a = &w["assertion"];

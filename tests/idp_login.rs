@@ -40,7 +40,7 @@ async fn full_login_with_password_and_totp() {
     assert_eq!(c["company"], "Acme MSP");
     assert_eq!(
         c["groups"],
-        serde_json::json!(["portal-users", "bms-users", "itglue-users"])
+        serde_json::json!(["portal-users", "portal-admins", "bms-users", "itglue-users"])
     );
     assert_eq!(c["amr"], serde_json::json!(["pwd", "otp"]));
     assert_eq!(c["at_hash"], unigate::idp::oauth::at_hash(access));

@@ -140,6 +140,8 @@ pub fn router(m: Arc<DemoModule>) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/reports", get(reports))
+        .route("/admin/", get(pages::admin))
+        .route("/billing/", get(pages::billing))
         .route("/api/whoami", get(api_whoami))
         .route("/login", get(login_form).post(login_post))
         .route("/php/login", get(php_login_form).post(php_login_post))

@@ -62,6 +62,36 @@ pub(super) async fn reports(State(m): S, headers: HeaderMap) -> Response {
     with_cookie(cookie, page)
 }
 
+/// The portal's administration area: for `portal-admins` only, as
+/// unigate's rule says; the page itself trusts that.
+pub(super) async fn admin(State(m): S, headers: HeaderMap) -> Response {
+    area(
+        &m,
+        &headers,
+        "Administration",
+        "Users, roles and settings of the portal.",
+    )
+    .await
+}
+
+/// The portal's billing page: unigate asks for a recent login first.
+pub(super) async fn billing(State(m): S, headers: HeaderMap) -> Response {
+    area(&m, &headers, "Billing", "Invoices and payment details.").await
+}
+
+async fn area(m: &DemoModule, headers: &HeaderMap, title: &str, what: &str) -> Response {
+    let (who, cookie) = whoami(m, headers).await;
+    let Some(who) = who else {
+        return Redirect::to("/login").into_response();
+    };
+    let page = layout(
+        m,
+        title,
+        html! { h1 { (title) } p { (what) } p.muted { "Signed in as " (who.username) "." } },
+    );
+    with_cookie(cookie, page)
+}
+
 /// The page, with the portal's new session cookie when one was opened.
 pub(super) fn with_cookie(cookie: Option<String>, page: Html<String>) -> Response {
     match cookie {

@@ -193,6 +193,7 @@ fn schema_keys() -> std::collections::BTreeSet<(String, String)> {
         .map(|(s, k)| {
             let s = s
                 .replace("[[[[module]].instance]]", "[[module.instance]]")
+                .replace("[[[[module]].rule]]", "[[module.rule]]")
                 .replace("[[[module]].accounts]", "[module.accounts]")
                 .replace("[[[module]].link_success]", "[module.link_success]")
                 .replace("[[identity_provider].claims]", "[identity_provider.claims]");

@@ -598,3 +598,100 @@ fn a_ca_for_redis_needs_tls_and_is_not_for_sentinel() {
     .to_string();
     assert!(sentinel.contains("SSL_CERT_FILE"), "{sentinel}");
 }
+
+#[test]
+fn rules_are_checked_and_shadowed_ones_warned_about() {
+    use crate::policy::rules::{RuleAccess, RulePath};
+    let good = concat!(
+        "login = \"automatic\"\n",
+        "[[module.rule]]\npaths = [\"/admin/\"]\naccess_groups = [\"portal-admins\"]\n",
+        "[[module.rule]]\npaths = [\"/api/\"]\nmethods = [\"get\"]\naccess_groups = [\"readers\"]\nreplace_module_groups = true\n",
+        "[[module.rule]]\npaths = [\"=/billing\"]\nmax_login_age = \"5m\"\n",
+        "[[module.rule]]\npaths = [\"/admin/users/\"]\ndeny = true\n",
+        "[[module.rule]]\npaths = [\"/pub/\"]\npublic = true\n",
+    );
+    let v = validated(&with("module", good)).unwrap();
+    let rules = &v.config.modules[0].rules;
+    assert_eq!(rules.len(), 5);
+    assert_eq!(rules[0].access, RuleAccess::AlsoModule(vec!["portal-admins".into()]));
+    assert_eq!(rules[1].access, RuleAccess::Instead(vec!["readers".into()]));
+    assert_eq!(rules[1].methods, ["GET"], "methods upper-cased");
+    assert_eq!(rules[2].paths, [RulePath::Exact("/billing".into())]);
+    assert_eq!(rules[2].access, RuleAccess::Module);
+    assert_eq!(rules[2].max_login_age, Some(std::time::Duration::from_secs(300)));
+    assert_eq!(rules[4].access, RuleAccess::Public);
+    let warnings = v.config.warnings.join("\n");
+    assert!(
+        warnings.contains("module[0].rule[3]: never applies: rule[0] before it takes every request it would"),
+        "{warnings}"
+    );
+    assert_eq!(v.config.warnings.len(), 1, "{warnings}");
+
+    let bad = |lines: &str| {
+        validated(&with(
+            "module",
+            &format!("login = \"automatic\"\n[[module.rule]]\n{lines}"),
+        ))
+        .map(|_| String::new())
+        .unwrap_or_else(|e| e.to_string())
+    };
+    for (lines, words) in [
+        ("paths = []\ndeny = true", "name at least one path"),
+        ("paths = [\"admin/\"]\ndeny = true", "must start with `/`"),
+        ("paths = [\"/_unigate/x\"]\ndeny = true", "not be under /_unigate/"),
+        (
+            "paths = [\"/a/../admin/\"]\ndeny = true",
+            "is not canonical: write it as `/admin/`",
+        ),
+        ("paths = [\"//admin/\"]\ndeny = true", "is not canonical"),
+        ("paths = [\"/admin;x/\"]\ndeny = true", "holds a `;` path parameter"),
+        ("paths = [\"/a/\"]\naccess_groups = []", "name at least one group"),
+        (
+            "paths = [\"/a/\"]\naccess_groups = [\"x\"]\npublic = true",
+            "give one of `access_groups`, `public = true` or `deny = true`",
+        ),
+        (
+            "paths = [\"/a/\"]\npublic = true\nmax_login_age = \"5m\"",
+            "a login age means nothing",
+        ),
+        ("paths = [\"/a/\"]", "a rule decides nothing"),
+        (
+            "paths = [\"/a/\"]\nreplace_module_groups = true\ndeny = true",
+            "only used with the rule's `access_groups`",
+        ),
+        (
+            "paths = [\"/a/\"]\nmax_login_age = \"10s\"",
+            "must be between 1m and 30 days",
+        ),
+        (
+            "paths = [\"/a/\"]\nmethods = [\"GET /\"]\ndeny = true",
+            "is not an HTTP method",
+        ),
+    ] {
+        let text = bad(lines);
+        assert!(
+            text.contains(words) && text.contains("module[0].rule"),
+            "{lines}: {text}"
+        );
+    }
+    // A public rule may not open the module's login page.
+    for paths in ["\"/login\"", "\"=/login\""] {
+        let e = validated(&with(
+            "module",
+            &format!(
+                "login = \"automatic\"\nlogin_paths = [\"/login\"]\n[[module.rule]]\npaths = [{paths}]\npublic = true"
+            ),
+        ))
+        .map(|_| String::new())
+        .unwrap_or_else(|e| e.to_string());
+        assert!(e.contains("login page `/login`"), "{paths}: {e}");
+    }
+    let off = validated(&with(
+        "module",
+        "unified_login = false\n[[module.rule]]\npaths = [\"/a/\"]\ndeny = true",
+    ))
+    .map(|_| ())
+    .expect_err("refused")
+    .to_string();
+    assert!(off.contains("rules need Log In with KaseyaOne"), "{off}");
+}
