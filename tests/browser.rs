@@ -619,3 +619,43 @@ async fn axe_reports_what_it_finds() {
     }
     w.finish().await;
 }
+
+#[tokio::test]
+async fn j_a_part_of_the_module_for_administrators_only() {
+    let Some(mut w) = Walk::start("j").await else { return };
+    let s = demo_stack()
+        .module("portal", |m| {
+            // No account matching: bob has no portal account of his own.
+            m.remove("accounts");
+            m.set(
+                "rule",
+                toml_value(r#"[{ paths = ["/admin/"], access_groups = ["portal-admins"] }]"#),
+            );
+        })
+        .start()
+        .await;
+
+    w.step("j1 bob (a portal user, not an administrator) opens the admin area");
+    w.goto(&s.url("portal.localhost", "/admin/")).await;
+    log_in(&w, &s.idp, "bob").await;
+    // The refusal page, once it is there.
+    w.find_x("//button[contains(normalize-space(.), 'use another account')]")
+        .await;
+    let text = w.body_text().await;
+    let url = w.url().await;
+    w.check(
+        text.contains("this part of"),
+        format!("the page says it is a part of the module: {url} {text}"),
+    )
+    .await;
+    w.check(text.contains("portal-admins"), "the missing group is named")
+        .await;
+    w.check(text.contains("bob@"), "the account is named").await;
+    w.page("area-no-access").await;
+
+    w.step("j2 the rest of the portal is his");
+    w.goto(&s.url("portal.localhost", "/reports")).await;
+    let text = w.body_text().await;
+    w.check(text.contains("Reports for bob"), "the reports page").await;
+    w.finish().await;
+}
