@@ -183,10 +183,18 @@ async fn identity_looking_headers_never_reach_the_module() {
         let rb = b.get(s.url(path));
         spoof.iter().fold(rb, |rb, (n, v)| rb.header(*n, *v))
     };
+    // (unigate's own identity headers may name real groups, such as
+    // alice's portal-admins: only the spoofed values are looked for.)
     let check = |head: Vec<(String, String)>| {
         for (n, v) in &head {
+            let named = spoof
+                .iter()
+                .any(|(sn, _)| sn.replace('_', "-").eq_ignore_ascii_case(&n.replace('_', "-")));
+            let spoofed = spoof
+                .iter()
+                .any(|(_, s)| v == s || v.split(',').any(|p| p.trim() == *s));
             assert!(
-                !v.contains("admin") && v != "forged" && v != "eyJhZG1pbiI6dHJ1ZX0",
+                !named && !spoofed && !v.contains("evil.example"),
                 "{n}: {v} reached the module"
             );
         }

@@ -97,6 +97,21 @@ async fn backchannel_logout(port: u16, token: &str) -> u16 {
         .as_u16()
 }
 
+/// A back-channel logout of the session in `jar` posted to B ends it on
+/// A within a second.
+async fn logout_on_b_ends_a_within_a_second(r: &Replicas, b: &reqwest::Client, jar: &reqwest::cookie::Jar) {
+    let (pa, pb) = (r.a.addr.port(), r.b.addr.port());
+    let sid = sid_of(r, jar, pa).await;
+    let t = Instant::now();
+    assert_eq!(backchannel_logout(pb, &logout_token(&r.idp, &sid)).await, 200);
+    wait_until(
+        "A refuses the session",
+        Duration::from_secs(1).saturating_sub(t.elapsed()),
+        async || status(b, &url(pa, "/ping")).await == 302,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_login_on_one_replica_works_on_the_other_and_a_logout_on_it_ends_both() {
     let cluster = RedisCluster::start().await;
@@ -197,15 +212,7 @@ async fn a_login_on_one_replica_works_on_the_other_and_a_logout_on_it_ends_both(
         })
         .await;
     }
-    let sid = sid_of(&r, &jar, pa).await;
-    let t = Instant::now();
-    assert_eq!(backchannel_logout(pb, &logout_token(&r.idp, &sid)).await, 200);
-    wait_until(
-        "A refuses the session",
-        Duration::from_secs(1).saturating_sub(t.elapsed()),
-        async || status(&b, &url(pa, "/ping")).await == 302,
-    )
-    .await;
+    logout_on_b_ends_a_within_a_second(&r, &b, &jar).await;
 }
 
 #[tokio::test]
@@ -434,13 +441,5 @@ async fn the_revocation_channels_master_killed_fails_every_session_closed_until_
         .await;
     }
     eprintln!("serving again {:?} after the promotion began", t.elapsed());
-    let sid = sid_of(&r, &jar, pa).await;
-    let t = Instant::now();
-    assert_eq!(backchannel_logout(pb, &logout_token(&r.idp, &sid)).await, 200);
-    wait_until(
-        "A refuses the session",
-        Duration::from_secs(1).saturating_sub(t.elapsed()),
-        async || status(&b, &url(pa, "/ping")).await == 302,
-    )
-    .await;
+    logout_on_b_ends_a_within_a_second(&r, &b, &jar).await;
 }

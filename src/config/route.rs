@@ -133,14 +133,16 @@ impl Route {
         self.unified_login && self.login == LoginMode::Required
     }
 
-    /// The first rule that takes a request for canonical `path`.
+    /// The first rule that takes a request for canonical `path` (`query`:
+    /// its query string).
     pub fn rule(
         &self,
         path: &str,
         method: &http::Method,
+        query: Option<&str>,
         headers: &http::HeaderMap,
     ) -> Option<&crate::policy::rules::Rule> {
-        crate::policy::rules::first(&self.rules, path, method.as_str(), headers, self.paths_case_insensitive)
+        crate::policy::rules::first(&self.rules, path, method.as_str(), query, headers)
     }
 
     /// Whether canonical `path` is under one of the public path prefixes.

@@ -229,7 +229,10 @@ pub(super) async fn handle(g: &Gateway, session: &mut PSession, ctx: &mut Ctx, i
             .await;
     };
     let facts = super::request::facts(session.req_header());
-    let rule = g.route(id).rule(facts.path, facts.method, facts.headers).cloned();
+    let rule = g
+        .route(id)
+        .rule(facts.path, facts.method, facts.query, facts.headers)
+        .cloned();
     match g.bearer_identity(id, token, rule.as_ref()).await {
         Ok(identity) => {
             ctx.identity = Some(Arc::new(identity));

@@ -265,10 +265,7 @@ fn json(r: &Reject, route: Option<&Route>, origin: Option<&str>) -> Reply {
     let mut body = serde_json::json!({"error": error, "error_description": description});
     match r {
         Reject::Unauthenticated => body["login_url"] = format!("{PREFIX}login").into(),
-        Reject::LoginTooOld { max_age } => {
-            body["max_age"] = (*max_age).into();
-            body["login_url"] = format!("{PREFIX}login").into();
-        }
+        Reject::LoginTooOld { max_age } => body["max_age"] = (*max_age).into(),
         Reject::AreaForbidden { need, .. } => body["required_groups"] = need.clone().into(),
         Reject::LinkRequired => body["link_url"] = format!("{PREFIX}link").into(),
         _ => {}

@@ -4,12 +4,17 @@
 //! matches falls back to the module's `access_groups` (and its
 //! `public_paths`).
 //!
-//! A rule that restricts (groups, `deny`, a login age) matches the way
-//! servers dispatch, on the safe side: `;` parameters and, for modules
-//! whose paths ignore case, case and trailing dots do not get around it,
-//! and a method-override header counts as the method it names. A rule
-//! that opens (`public`) matches strictly: only the path as written.
+//! A rule that narrows who may go (groups on top of the module's, `deny`,
+//! a login age) matches the way servers dispatch, on the safe side: `;`
+//! parameters, case, trailing dots, path info after the path and an
+//! extension added to its last segment do not get around it, and a
+//! method-override header (or `_method` query parameter) naming one of its
+//! methods counts. A rule that opens (`public`) or lets other people in
+//! (groups instead of the module's) matches strictly: only the path as
+//! written, and only when the method and every override it carries are
+//! among its methods.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::policy::path;
@@ -48,10 +53,12 @@ impl RulePath {
         }
     }
 
-    /// Whether this path takes every request `other` takes.
-    fn covers(&self, other: &RulePath) -> bool {
+    /// Whether this path takes every request `other` takes (`strict`: as
+    /// a widening rule matches, exact paths only as written).
+    fn covers(&self, other: &RulePath, strict: bool) -> bool {
         match (self, other) {
             (RulePath::Prefix(a), RulePath::Prefix(b) | RulePath::Exact(b)) => path::under(a, b),
+            (RulePath::Exact(a), RulePath::Exact(b)) if strict => a == b,
             (RulePath::Exact(a), RulePath::Exact(b)) => a.trim_end_matches('/') == b.trim_end_matches('/'),
             (RulePath::Exact(_), RulePath::Prefix(_)) => false,
         }
@@ -88,19 +95,30 @@ pub struct Rule {
 pub const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
 impl Rule {
+    /// Whether the rule opens a way in (everyone, or other people than the
+    /// module's users): it must match strictly.
+    pub fn widens(&self) -> bool {
+        matches!(self.access, RuleAccess::Public | RuleAccess::Instead(_))
+    }
+
     /// Whether the rule takes a request for canonical `path` with `method`
-    /// (`overrides`: the methods its override headers name).
-    pub fn matches(&self, path: &str, method: &str, overrides: &[&str], case_insensitive: bool) -> bool {
-        let opens = self.access == RuleAccess::Public;
+    /// (`overrides`: the methods its override headers and `_method`
+    /// parameters name).
+    pub fn matches(&self, path: &str, method: &str, overrides: &[Cow<'_, str>]) -> bool {
+        let widens = self.widens();
         let method_ok = self.methods.is_empty()
-            || self.takes_method(method)
-            || (!opens && overrides.iter().any(|m| self.takes_method(m)));
+            || if widens {
+                self.takes_method(method) && overrides.iter().all(|m| self.takes_method(m))
+            } else {
+                self.takes_method(method) || overrides.iter().any(|m| self.takes_method(m))
+            };
         method_ok
-            && self.paths.iter().any(|p| match (p, opens) {
+            && self.paths.iter().any(|p| match (p, widens) {
                 (RulePath::Prefix(x), true) => path::under(x, path),
                 (RulePath::Exact(x), true) => path == x,
-                (RulePath::Prefix(x), false) => within(x, path, case_insensitive),
-                (RulePath::Exact(x), false) => path::names(x, path, case_insensitive),
+                // Case, `;` parameters, trailing dots, path info and an
+                // added extension: as any server might dispatch it.
+                (RulePath::Prefix(x) | RulePath::Exact(x), false) => path::reaches(x, path, true),
             })
     }
 
@@ -116,11 +134,28 @@ impl Rule {
     pub fn shadowed_by(&self, earlier: &Rule) -> bool {
         let methods = earlier.methods.is_empty()
             || (!self.methods.is_empty() && self.methods.iter().all(|m| earlier.methods.contains(m)));
-        // An opening rule matches strictly and a restricting one loosely:
-        // only like against like is certain.
-        let same_kind = (earlier.access == RuleAccess::Public) == (self.access == RuleAccess::Public)
-            || earlier.access != RuleAccess::Public;
-        methods && same_kind && self.paths.iter().all(|p| earlier.paths.iter().any(|e| e.covers(p)))
+        // A widening rule matches strictly and a narrowing one loosely:
+        // only like against like, or a loose one first, is certain.
+        let same_kind = earlier.widens() == self.widens() || !earlier.widens();
+        let strict = earlier.widens() && self.widens();
+        methods
+            && same_kind
+            && self
+                .paths
+                .iter()
+                .all(|p| earlier.paths.iter().any(|e| e.covers(p, strict)))
+    }
+
+    /// Whether this widening rule takes, first, requests a later narrowing
+    /// rule `later` means to guard (a public `/api/` before an admins-only
+    /// `/api/admin/`): the later one then guards only odd spellings.
+    pub fn opens_before(&self, later: &Rule) -> bool {
+        self.widens()
+            && !later.widens()
+            && later
+                .paths
+                .iter()
+                .any(|p| self.paths.iter().any(|e| e.covers(p, false)))
     }
 
     /// Whether `groups` may go through, given the module's access groups:
@@ -166,42 +201,35 @@ impl Rule {
     }
 }
 
-/// Whether canonical `path` lies under `prefix`, segment by segment, the
-/// way a server would dispatch it: a segment's `;` parameters do not
-/// count, nor (with `case_insensitive`) case and trailing dots.
-pub fn within(prefix: &str, path: &str, case_insensitive: bool) -> bool {
-    let mut segments = path.split('/').filter(|s| !s.is_empty());
-    for want in prefix.split('/').filter(|s| !s.is_empty()) {
-        match segments.next() {
-            Some(s) if path::names(want, s, case_insensitive) => {}
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// The first of `rules` that takes the request.
+/// The first of `rules` that takes the request (`query`: its query
+/// string, for `_method`).
 pub fn first<'r>(
     rules: &'r [Rule],
     path: &str,
     method: &str,
+    query: Option<&str>,
     headers: &http::HeaderMap,
-    case_insensitive: bool,
 ) -> Option<&'r Rule> {
     if rules.is_empty() {
         return None;
     }
-    let mut overrides: [&str; METHOD_OVERRIDES.len()] = [""; METHOD_OVERRIDES.len()];
-    let mut n = 0;
+    // Every value of every override header, comma-separated lists split
+    // (frameworks differ in which they take), and `_method` parameters.
+    let mut overrides: Vec<Cow<'_, str>> = Vec::new();
     for h in METHOD_OVERRIDES {
-        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
-            overrides[n] = v.trim();
-            n += 1;
+        for v in headers.get_all(h) {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            overrides.extend(v.split(',').map(|m| Cow::Owned(m.trim().to_string())));
         }
     }
-    rules
-        .iter()
-        .find(|r| r.matches(path, method, &overrides[..n], case_insensitive))
+    if let Some(q) = query.filter(|q| q.contains("_method")) {
+        overrides.extend(
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k.eq_ignore_ascii_case("_method"))
+                .map(|(_, v)| Cow::Owned(v.trim().to_string())),
+        );
+    }
+    rules.iter().find(|r| r.matches(path, method, &overrides))
 }
 
 #[cfg(test)]

@@ -238,6 +238,29 @@ impl Stack {
             .find_map(|kv| kv.strip_prefix("unigate=").map(str::to_string))
     }
 
+    /// Follows an authorization request at the IdP, through its login
+    /// form as `user` when it asks: where the IdP then sends the browser.
+    pub async fn at_idp(&self, b: &reqwest::Client, authorize: &str, user: &str) -> String {
+        let r = b.get(authorize).send().await.unwrap();
+        let next = location(&r);
+        if !next.starts_with("/login?flow=") {
+            return next;
+        }
+        let code = current_code(&totp_secret(&self.idp, user));
+        let r = post_login(
+            b,
+            self.idp.issuer(),
+            &next,
+            user,
+            &company(&self.idp, user),
+            &password(user),
+            &code,
+        )
+        .await;
+        assert_eq!(r.status(), 302, "IdP login as {user}");
+        location(&r)
+    }
+
     /// Logs `user` in through unigate, the IdP's forms and the callback;
     /// returns the last response (the redirect back to `path`, or a failed
     /// login's page).
@@ -252,25 +275,7 @@ impl Stack {
         for p in ["code_challenge_method=S256", "state=", "nonce=", "code_challenge="] {
             assert!(authorize.contains(p), "{p} in {authorize}");
         }
-        let r = b.get(&authorize).send().await.unwrap();
-        let next = location(&r);
-        let callback = if next.starts_with("/login?flow=") {
-            let code = current_code(&totp_secret(&self.idp, user));
-            let r = post_login(
-                b,
-                self.idp.issuer(),
-                &next,
-                user,
-                &company(&self.idp, user),
-                &password(user),
-                &code,
-            )
-            .await;
-            assert_eq!(r.status(), 302);
-            location(&r)
-        } else {
-            next
-        };
+        let callback = self.at_idp(b, &authorize, user).await;
         assert!(callback.starts_with(&self.url("/_unigate/callback?")), "{callback}");
         let r = b.get(&callback).send().await.unwrap();
         // A failed login: its page, where the callback sends the browser.

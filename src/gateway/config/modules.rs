@@ -214,6 +214,28 @@ pub(super) fn modules(
     (routes, reads)
 }
 
+/// The methods a rule may name without a warning (HTTP and WebDAV).
+const KNOWN_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "PATCH",
+    "OPTIONS",
+    "TRACE",
+    "CONNECT",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "REPORT",
+    "SEARCH",
+];
+
 /// `[[module.rule]]`, each checked: its paths canonical, one kind of
 /// access, a login age in range; a rule an earlier one shadows is warned
 /// about.
@@ -242,6 +264,19 @@ fn rules(
         let paths: Vec<RulePath> = r.paths.iter().map(|p| RulePath::parse(p)).collect();
         for p in &paths {
             let raw = p.path();
+            if let Some(c) = raw
+                .chars()
+                .find(|c| matches!(c, '*' | '?' | '#' | '%') || !c.is_ascii())
+            {
+                errs.push(
+                    k("paths"),
+                    format!(
+                        "`{}`: `{c}` never matches as meant (paths are plain prefixes, matched as requests arrive decoded; no wildcards, no encoded or non-ASCII characters)",
+                        p.written()
+                    ),
+                );
+                continue;
+            }
             if !raw.starts_with('/') || raw.starts_with("/_unigate/") {
                 errs.push(
                     k("paths"),
@@ -256,7 +291,14 @@ fn rules(
             if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
                 errs.push(k("methods"), format!("`{meth}` is not an HTTP method"));
             } else {
-                methods.push(meth.to_ascii_uppercase());
+                let m = meth.to_ascii_uppercase();
+                if !KNOWN_METHODS.contains(&m.as_str()) {
+                    warnings.push(format!(
+                        "{}: `{meth}` is not a method browsers or API clients send; the rule never takes it",
+                        k("methods")
+                    ));
+                }
+                methods.push(m);
             }
         }
         check_access_groups(r.access_groups.as_ref(), &k("access_groups"), errs);
@@ -298,10 +340,20 @@ fn rules(
             access,
             max_login_age: r.max_login_age,
         };
+        let here = k("paths");
+        let here = here.trim_end_matches(".paths");
         if let Some(e) = out.iter().position(|earlier| rule.shadowed_by(earlier)) {
             warnings.push(format!(
-                "{}: never applies: rule[{e}] before it takes every request it would",
-                k("paths").trim_end_matches(".paths")
+                "{here}: never applies: rule[{e}] before it takes every request it would"
+            ));
+        } else if let Some(e) = out.iter().position(|earlier| earlier.opens_before(&rule)) {
+            warnings.push(format!(
+                "{here}: rule[{e}] before it lets in requests for its paths first, so it guards almost nothing: put it before rule[{e}]"
+            ));
+        }
+        if matches!(rule.access, RuleAccess::Instead(_)) && m.instances.iter().any(|i| i.access_groups.is_some()) {
+            warnings.push(format!(
+                "{here}: `replace_module_groups` replaces each instance's own access_groups too: members of its groups reach that part of every instance"
             ));
         }
         out.push(rule);

@@ -626,6 +626,18 @@ fn rules_are_checked_and_shadowed_ones_warned_about() {
         "{warnings}"
     );
     assert_eq!(v.config.warnings.len(), 1, "{warnings}");
+    // A public prefix before a narrower guarded path; an unknown method.
+    let late = concat!(
+        "login = \"automatic\"\n",
+        "[[module.rule]]\npaths = [\"/api/\"]\npublic = true\n",
+        "[[module.rule]]\npaths = [\"/api/admin/\"]\nmethods = [\"DELET\"]\naccess_groups = [\"admins\"]\n",
+    );
+    let warnings = validated(&with("module", late)).unwrap().config.warnings.join("\n");
+    assert!(
+        warnings.contains("module[0].rule[1]: rule[0] before it lets in requests for its paths first"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("`DELET` is not a method"), "{warnings}");
 
     let bad = |lines: &str| {
         validated(&with(
@@ -667,6 +679,9 @@ fn rules_are_checked_and_shadowed_ones_warned_about() {
             "paths = [\"/a/\"]\nmethods = [\"GET /\"]\ndeny = true",
             "is not an HTTP method",
         ),
+        ("paths = [\"/admin/*\"]\ndeny = true", "`*` never matches as meant"),
+        ("paths = [\"/caf\u{00e9}/\"]\ndeny = true", "never matches as meant"),
+        ("paths = [\"/a%3Ab/\"]\ndeny = true", "`%` never matches as meant"),
     ] {
         let text = bad(lines);
         assert!(

@@ -149,7 +149,10 @@ pub fn unguarded(facts: &RequestFacts<'_>, route: &Route) -> Option<Decision> {
     if route.is_logout(facts.path) {
         return Some(Decision::Logout);
     }
-    match route.rule(facts.path, facts.method, facts.headers).map(|r| &r.access) {
+    match route
+        .rule(facts.path, facts.method, facts.query, facts.headers)
+        .map(|r| &r.access)
+    {
         Some(RuleAccess::Public) => Some(Decision::Pass),
         Some(RuleAccess::Deny) => Some(Decision::Reject(Reject::AreaForbidden {
             account: None,
@@ -181,7 +184,7 @@ pub fn logout(route: &Route, has_session: bool, cookies: &Cookies) -> Decision {
 
 /// The decision for a guarded request.
 pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Decision {
-    let rule = route.rule(facts.path, facts.method, facts.headers);
+    let rule = route.rule(facts.path, facts.method, facts.query, facts.headers);
     if let Some(s) = found.session {
         if let Some(refused) = refused_by(rule, route, &s.identity) {
             return Decision::Reject(refused);
@@ -271,9 +274,11 @@ pub fn refused_by(rule: Option<&Rule>, route: &Route, identity: &crate::session:
 }
 
 /// Whether a login at `auth_time` (unknown: not fresh) is at most
-/// `max_age` seconds old at `now`.
+/// `max_age` seconds old at `now`, give or take the usual clock skew.
 pub fn fresh(auth_time: Option<u64>, max_age: u64, now: u64) -> bool {
-    auth_time.is_some_and(|t| t.saturating_add(max_age) >= now)
+    // The clock skew the login's own check allows (`oidc::client::LEEWAY`):
+    // a login accepted at the callback is not sent back at once.
+    auth_time.is_some_and(|t| t.saturating_add(max_age + crate::oidc::client::LEEWAY) >= now)
 }
 
 /// A login too old for a rule: a browser logs in again, a script gets 401

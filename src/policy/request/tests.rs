@@ -480,8 +480,10 @@ fn rules_decide_per_path_and_method_for_sessions() {
     let none = Cookies::None;
     let alice = session_at("alice", &["portal-users", "portal-admins"], NOW - 60);
     let bob = session_at("bob", &["portal-users"], NOW - 60);
+    // Within the clock skew a login's check allows: still fresh.
+    let edge = session_at("eve", &["portal-users"], NOW - 300 - 59);
     let reader = session_at("rita", &["readers"], NOW - 60);
-    let stale = session_at("sam", &["portal-users"], NOW - 301);
+    let stale = session_at("sam", &["portal-users"], NOW - 300 - 61);
     let unknown = session("una", &["portal-users"]);
     let fwd = Decision::Forward { strip_cookies: 0 };
     let area = |need: &[&str], who: &str| {
@@ -582,6 +584,7 @@ fn rules_decide_per_path_and_method_for_sessions() {
             }),
         ),
         ("billing, recent login", get("/billing/"), Some(&bob), fwd.clone()),
+        ("billing, within the skew", get("/billing/"), Some(&edge), fwd.clone()),
         (
             "billing, old login",
             get("/billing/invoices?y=2026"),

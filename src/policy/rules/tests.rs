@@ -21,59 +21,80 @@ fn the_first_rule_that_takes_a_request_decides() {
         rule(&["/admin/"], &[], RuleAccess::AlsoModule(groups(&["admins"]))),
         rule(&["/api/"], &["GET"], RuleAccess::Instead(groups(&["readers"]))),
         rule(&["/api/"], &[], RuleAccess::Deny),
-        rule(&["=/billing"], &[], RuleAccess::Module),
+        rule(&["=/billing.php"], &[], RuleAccess::Module),
         rule(&["/static/"], &[], RuleAccess::Public),
+        rule(&["/ops/"], &["DELETE"], RuleAccess::AlsoModule(groups(&["admins"]))),
     ];
-    let none = http::HeaderMap::new();
-    let mut overridden = http::HeaderMap::new();
-    overridden.insert("x-http-method-override", "DELETE".parse().unwrap());
-    let cases: &[(&str, &str, &http::HeaderMap, bool, Option<usize>)] = &[
-        ("/admin/health", "GET", &none, false, Some(0)),
-        ("/admin/health/x", "GET", &none, false, Some(1)),
-        ("/admin/", "GET", &none, false, Some(1)),
-        ("/admin", "GET", &none, false, Some(1)),
-        ("/admin/users/7", "POST", &none, false, Some(1)),
-        // The traps: a `;` parameter, case where the module ignores it,
-        // trailing dots IIS trims; none is under `/administrator`.
-        ("/admin;jsessionid=1/users", "GET", &none, false, Some(1)),
-        ("/ADMIN/users", "GET", &none, true, Some(1)),
-        ("/ADMIN/users", "GET", &none, false, None),
-        ("/admin./users", "GET", &none, true, Some(1)),
-        ("/administrator", "GET", &none, false, None),
-        // A public exact path matches only as written.
-        ("/admin/health;x", "GET", &none, false, Some(1)),
-        ("/ADMIN/health", "GET", &none, true, Some(1)),
-        ("/api/things", "GET", &none, false, Some(2)),
-        ("/api/things", "HEAD", &none, false, Some(2)),
-        ("/api/things", "DELETE", &none, false, Some(3)),
-        // A method override header counts for restricting rules: this GET
-        // that a framework runs as DELETE is denied, not read.
-        ("/api/things", "GET", &overridden, false, Some(2)),
-        ("/api/things", "POST", &overridden, false, Some(3)),
-        ("/billing", "GET", &none, false, Some(4)),
-        ("/billing/", "GET", &none, false, Some(4)),
-        ("/billing;x", "GET", &none, false, Some(4)),
-        ("/billing/invoices", "GET", &none, false, None),
-        ("/static/app.js", "GET", &none, false, Some(5)),
-        ("/static;x/app.js", "GET", &none, false, None),
-        ("/STATIC/app.js", "GET", &none, true, None),
-        ("/", "GET", &none, false, None),
+    let h = |pairs: &[(&'static str, &'static str)]| {
+        let mut m = http::HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, v.parse().unwrap());
+        }
+        m
+    };
+    let none = h(&[]);
+    let as_delete = h(&[("x-http-method-override", "DELETE")]);
+    let as_get = h(&[("x-http-method-override", "GET")]);
+    let listed = h(&[("x-http-method-override", "GET, DELETE")]);
+    let twice = h(&[("x-http-method", "GET"), ("x-http-method", "DELETE")]);
+    /// Path, method, query, headers: the rule that takes it.
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a http::HeaderMap, Option<usize>);
+    let cases: &[Case] = &[
+        ("/admin/health", "GET", None, &none, Some(0)),
+        ("/admin/health/x", "GET", None, &none, Some(1)),
+        ("/admin/", "GET", None, &none, Some(1)),
+        ("/admin", "GET", None, &none, Some(1)),
+        ("/admin/users/7", "POST", None, &none, Some(1)),
+        // The spellings a server dispatches to the same place: a `;`
+        // parameter, case, trailing dots, an extension; none of these is
+        // under `/administrator`.
+        ("/admin;jsessionid=1/users", "GET", None, &none, Some(1)),
+        ("/ADMIN/users", "GET", None, &none, Some(1)),
+        ("/admin./users", "GET", None, &none, Some(1)),
+        ("/admin.json", "GET", None, &none, Some(1)),
+        ("/administrator", "GET", None, &none, None),
+        // A public exact path opens only as written.
+        ("/admin/health;x", "GET", None, &none, Some(1)),
+        ("/ADMIN/health", "GET", None, &none, Some(1)),
+        ("/api/things", "GET", None, &none, Some(2)),
+        ("/api/things", "HEAD", None, &none, Some(2)),
+        ("/api/things", "DELETE", None, &none, Some(3)),
+        // A rule that lets other people in takes a request only when its
+        // method and every override it carries are among its methods: this
+        // GET that a framework runs as DELETE is not the readers'.
+        ("/api/things", "GET", None, &as_delete, Some(3)),
+        ("/api/things", "DELETE", None, &as_get, Some(3)),
+        ("/api/things", "GET", Some("_method=DELETE"), &none, Some(3)),
+        ("/api/things", "GET", Some("x=1&_method=GET"), &none, Some(2)),
+        ("/API/things", "GET", None, &none, Some(3)),
+        // The exact page: path info and extensions too.
+        ("/billing.php", "GET", None, &none, Some(4)),
+        ("/billing.php/x", "GET", None, &none, Some(4)),
+        ("/billing.php;x", "GET", None, &none, Some(4)),
+        ("/billing", "GET", None, &none, None),
+        ("/static/app.js", "GET", None, &none, Some(5)),
+        ("/static;x/app.js", "GET", None, &none, None),
+        ("/STATIC/app.js", "GET", None, &none, None),
+        // A narrowing rule for DELETE takes a request that names DELETE
+        // any way a framework reads it.
+        ("/ops/x", "DELETE", None, &none, Some(6)),
+        ("/ops/x", "POST", None, &as_delete, Some(6)),
+        ("/ops/x", "POST", None, &listed, Some(6)),
+        ("/ops/x", "POST", None, &twice, Some(6)),
+        ("/ops/x", "POST", Some("_method=delete"), &none, Some(6)),
+        ("/ops/x", "POST", Some("_method=%44ELETE"), &none, Some(6)),
+        ("/ops/x", "POST", None, &none, None),
+        ("/", "GET", None, &none, None),
     ];
-    for (path, method, headers, ci, want) in cases {
-        let got = first(&rules, path, method, headers, *ci).map(|r| rules.iter().position(|x| x == r).unwrap());
-        assert_eq!(got, *want, "{method} {path} (case-insensitive: {ci})");
+    for (path, method, query, headers, want) in cases {
+        let got = first(&rules, path, method, *query, headers).map(|r| rules.iter().position(|x| x == r).unwrap());
+        assert_eq!(got, *want, "{method} {path} {query:?} {headers:?}");
     }
-    // A restricting GET rule is not undone by an override naming another
-    // method: the real method still counts.
-    let get_only = vec![rule(&["/x/"], &["GET"], RuleAccess::Deny)];
-    let mut post = http::HeaderMap::new();
-    post.insert("x-http-method", "POST".parse().unwrap());
-    assert!(first(&get_only, "/x/1", "GET", &post, false).is_some());
     // An override does not open a public rule.
     let public_get = vec![rule(&["/p/"], &["GET"], RuleAccess::Public)];
-    let mut get = http::HeaderMap::new();
-    get.insert("x-http-method-override", "GET".parse().unwrap());
-    assert!(first(&public_get, "/p/1", "POST", &get, false).is_none());
+    assert!(first(&public_get, "/p/1", "POST", None, &as_get).is_none());
+    assert!(first(&public_get, "/p/1", "GET", None, &as_delete).is_none());
+    assert!(first(&public_get, "/p/1", "GET", None, &none).is_some());
 }
 
 #[test]
@@ -125,9 +146,19 @@ fn a_rule_an_earlier_one_covers_is_shadowed() {
     assert!(!api.shadowed_by(&get_api), "/v2/ and other methods are not covered");
     assert!(get_api.shadowed_by(&api));
     // A public rule matches strictly, a restricting one loosely: a deny
-    // under a public prefix still takes `/static;x/secret/…`.
+    // under a public prefix still takes `/static;x/secret/…`, but it comes
+    // too late for the plain spelling, which `opens_before` tells.
     assert!(!deny_static.shadowed_by(&public_static));
+    assert!(public_static.opens_before(&deny_static));
+    assert!(!deny_static.opens_before(&public_static));
+    assert!(!public_static.opens_before(&admin));
     assert!(!rule(&["=/admin"], &[], RuleAccess::Deny).shadowed_by(&exact));
+    // Public exact paths are compared as written: `=/x/` is not `=/x`.
+    let (x, x_slash) = (
+        rule(&["=/x"], &[], RuleAccess::Public),
+        rule(&["=/x/"], &[], RuleAccess::Public),
+    );
+    assert!(!x_slash.shadowed_by(&x));
 }
 
 #[test]
