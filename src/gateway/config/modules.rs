@@ -112,7 +112,10 @@ pub(super) fn modules(
         let taken_over = m.login_paths.iter().chain(require_kaseyaone.then_some(&exception_path));
         for l in taken_over {
             let exact_public = rules.iter().any(|r| {
-                r.access == RuleAccess::Public && r.paths.iter().any(|p| matches!(p, RulePath::Exact(x) if x == l))
+                r.access == RuleAccess::Public
+                    && r.paths
+                        .iter()
+                        .any(|p| matches!(p, RulePath::Exact(x) if crate::policy::path::names(x, l, true)))
             });
             if exact_public {
                 errs.push(

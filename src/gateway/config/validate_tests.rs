@@ -690,7 +690,7 @@ fn rules_are_checked_and_shadowed_ones_warned_about() {
         );
     }
     // A public rule may not open the module's login page.
-    for paths in ["\"/login\"", "\"=/login\""] {
+    for paths in ["\"/login\"", "\"=/login\"", "\"=/login/\"", "\"=/LOGIN\""] {
         let e = validated(&with(
             "module",
             &format!(
