@@ -409,23 +409,18 @@ async fn a_write_counts_only_once_the_replicas_asked_for_hold_it() {
     // With a replica that copies it, both count.
     let port = free_port().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut replica = Command::new("redis-server")
-        .arg("--dir")
-        .arg(dir.path())
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
+    let master_port = master.port.to_string();
+    let _replica = Redis::start_with(
+        port,
+        &[
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--replicaof",
             "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+            &master_port,
+        ],
+    )
+    .await;
     let synced = async || {
         let c = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
         let Ok(mut c) = c.get_multiplexed_async_connection().await else {
@@ -447,8 +442,6 @@ async fn a_write_counts_only_once_the_replicas_asked_for_hold_it() {
             .unwrap()
     );
     assert_eq!(store.delete(&[h]).await.unwrap(), [true]);
-    let _ = replica.kill();
-    let _ = replica.wait();
 }
 
 #[tokio::test]

@@ -13,6 +13,11 @@ pub struct Redis {
 
 impl Redis {
     pub async fn start(port: u16) -> Redis {
+        Self::start_with(port, &[]).await
+    }
+
+    /// A `redis-server` on `port` with `extra` arguments (`--replicaof …`).
+    pub async fn start_with(port: u16, extra: &[&str]) -> Redis {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -26,6 +31,7 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(std::env::temp_dir())
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

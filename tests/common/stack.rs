@@ -199,6 +199,15 @@ impl<'a> StackBuilder<'a> {
     }
 }
 
+/// Fills in the IdP's login form at `flow` (`/login?flow=…`) as `user`:
+/// where the IdP then sends the browser.
+async fn through_login_form(idp: &IdpServer, b: &reqwest::Client, flow: &str, user: &str) -> String {
+    let code = current_code(&totp_secret(idp, user));
+    let r = post_login(b, idp.issuer(), flow, user, &company(idp, user), &password(user), &code).await;
+    assert_eq!(r.status(), 302, "IdP login as {user}");
+    location(&r)
+}
+
 /// The single-module stack as it comes.
 pub async fn stack() -> Stack {
     StackBuilder::new().start().await
@@ -246,19 +255,7 @@ impl Stack {
         if !next.starts_with("/login?flow=") {
             return next;
         }
-        let code = current_code(&totp_secret(&self.idp, user));
-        let r = post_login(
-            b,
-            self.idp.issuer(),
-            &next,
-            user,
-            &company(&self.idp, user),
-            &password(user),
-            &code,
-        )
-        .await;
-        assert_eq!(r.status(), 302, "IdP login as {user}");
-        location(&r)
+        through_login_form(&self.idp, b, &next, user).await
     }
 
     /// Logs `user` in through unigate, the IdP's forms and the callback;
@@ -341,19 +338,7 @@ impl Multi {
             }
             let mut next = location(&r);
             if next.starts_with("/login?flow=") {
-                let code = current_code(&totp_secret(&self.idp, user));
-                let r = post_login(
-                    b,
-                    self.idp.issuer(),
-                    &next,
-                    user,
-                    &company(&self.idp, user),
-                    &password(user),
-                    &code,
-                )
-                .await;
-                assert_eq!(r.status(), 302, "IdP login as {user}");
-                next = location(&r);
+                next = through_login_form(&self.idp, b, &next, user).await;
             }
             url = if next.starts_with('/') {
                 let u = Url::parse(&url).unwrap();

@@ -100,6 +100,25 @@ pub(super) fn modules(
             errs.push(key("exception_path"), e);
         }
         let rules = rules(m, unified_login, &key, errs, warnings);
+        // Rules come before `public_paths` and the module's own login: a
+        // narrowing rule over one of them takes it over.
+        for (n, r) in rules.iter().enumerate().filter(|(_, r)| !r.widens()) {
+            let over = |p: &String| r.matches(p, "GET", &[]) || r.matches(p, "POST", &[]);
+            if let Some(p) = m.public_paths.iter().find(|p| over(p)) {
+                warnings.push(format!(
+                    "{}: it takes the public path `{p}` too (rules come before public_paths): a login is needed there",
+                    key(&format!("rule[{n}]"))
+                ));
+            }
+            if login == LoginMode::Optional
+                && let Some(p) = m.login_paths.iter().find(|p| over(p))
+            {
+                warnings.push(format!(
+                    "{}: it takes the login page `{p}`: people without a KaseyaOne session are sent to KaseyaOne instead of the module's own login",
+                    key(&format!("rule[{n}]"))
+                ));
+            }
+        }
         let public_rule_paths = rules
             .iter()
             .filter(|r| r.access == RuleAccess::Public)

@@ -638,6 +638,24 @@ fn rules_are_checked_and_shadowed_ones_warned_about() {
         "{warnings}"
     );
     assert!(warnings.contains("`DELET` is not a method"), "{warnings}");
+    // A catch-all step-up rule over the public paths and the login page.
+    let everything = concat!(
+        "login = \"optional\"\nlogin_paths = [\"/login\"]\npublic_paths = [\"/static/\"]\n",
+        "[[module.rule]]\npaths = [\"/\"]\nmax_login_age = \"15m\"\n",
+    );
+    let warnings = validated(&with("module", everything))
+        .unwrap()
+        .config
+        .warnings
+        .join("\n");
+    assert!(
+        warnings.contains("module[0].rule[0]: it takes the public path `/static/` too"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("module[0].rule[0]: it takes the login page `/login`"),
+        "{warnings}"
+    );
 
     let bad = |lines: &str| {
         validated(&with(
