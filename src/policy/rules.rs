@@ -132,8 +132,7 @@ impl Rule {
     /// Whether every request this rule would take is taken by `earlier`
     /// first (so this one never applies).
     pub fn shadowed_by(&self, earlier: &Rule) -> bool {
-        let methods = earlier.methods.is_empty()
-            || (!self.methods.is_empty() && self.methods.iter().all(|m| earlier.methods.contains(m)));
+        let methods = self.methods_within(earlier);
         // A widening rule matches strictly and a narrowing one loosely:
         // only like against like, or a loose one first, is certain.
         let same_kind = earlier.widens() == self.widens() || !earlier.widens();
@@ -146,16 +145,29 @@ impl Rule {
                 .all(|p| earlier.paths.iter().any(|e| e.covers(p, strict)))
     }
 
+    /// Whether `earlier` takes every method this rule takes.
+    pub fn methods_within(&self, earlier: &Rule) -> bool {
+        earlier.methods.is_empty() || (!self.methods.is_empty() && self.methods.iter().all(|m| earlier.takes_method(m)))
+    }
+
     /// Whether this widening rule takes, first, requests a later narrowing
     /// rule `later` means to guard (a public `/api/` before an admins-only
-    /// `/api/admin/`): the later one then guards only odd spellings.
+    /// `/api/admin/`): the later one then guards only odd spellings of
+    /// them. Not when the later rule has the same paths and other methods
+    /// too: it guards the rest (`GET` for readers, then everything else
+    /// for writers).
     pub fn opens_before(&self, later: &Rule) -> bool {
+        let shared_method =
+            self.methods.is_empty() || later.methods.is_empty() || later.methods.iter().any(|m| self.takes_method(m));
+        let all_methods = later.methods_within(self);
         self.widens()
             && !later.widens()
-            && later
-                .paths
-                .iter()
-                .any(|p| self.paths.iter().any(|e| e.covers(p, false)))
+            && shared_method
+            && later.paths.iter().any(|p| {
+                self.paths
+                    .iter()
+                    .any(|e| e.covers(p, false) && (all_methods || !p.covers(e, false)))
+            })
     }
 
     /// Whether `groups` may go through, given the module's access groups:
@@ -216,20 +228,47 @@ pub fn first<'r>(
     // Every value of every override header, comma-separated lists split
     // (frameworks differ in which they take), and `_method` parameters.
     let mut overrides: Vec<Cow<'_, str>> = Vec::new();
-    for h in METHOD_OVERRIDES {
-        for v in headers.get_all(h) {
+    for (name, v) in headers {
+        if is_override_header(name.as_str()) {
             let v = String::from_utf8_lossy(v.as_bytes());
             overrides.extend(v.split(',').map(|m| Cow::Owned(m.trim().to_string())));
         }
     }
-    if let Some(q) = query.filter(|q| q.contains("_method")) {
+    if let Some(q) = query {
         overrides.extend(
             form_urlencoded::parse(q.as_bytes())
-                .filter(|(k, _)| k.eq_ignore_ascii_case("_method"))
+                .filter(|(k, _)| is_method_parameter(k))
                 .map(|(_, v)| Cow::Owned(v.trim().to_string())),
         );
     }
     rules.iter().find(|r| r.matches(path, method, &overrides))
+}
+
+/// One of `METHOD_OVERRIDES`, also with `_` for `-` (CGI, PHP and Apache
+/// pass both spellings on as the same variable).
+fn is_override_header(name: &str) -> bool {
+    name.len() >= 13
+        && METHOD_OVERRIDES.iter().any(|h| {
+            h.len() == name.len()
+                && h.bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a == b.to_ascii_lowercase() || (a == b'-' && b == b'_'))
+        })
+}
+
+/// A decoded query parameter name that a framework might read as
+/// `_method`: in any case, and as PHP names parameters (a `.`, a space or
+/// an unclosed `[` becomes `_`, so `.method` is `_method` there). Names
+/// with leading spaces, which PHP drops, count too: reading more names as
+/// overrides only narrows what a widening rule takes.
+fn is_method_parameter(name: &str) -> bool {
+    let trimmed = name.trim_start_matches(' ');
+    let rest = match trimmed.as_bytes().first() {
+        Some(b'_' | b'.' | b' ' | b'[') if trimmed.len() == 7 => &trimmed[1..],
+        _ if trimmed.len() < name.len() => trimmed,
+        _ => return false,
+    };
+    rest.eq_ignore_ascii_case("method")
 }
 
 #[cfg(test)]

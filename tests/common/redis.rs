@@ -209,11 +209,14 @@ impl RedisCluster {
     }
 
     /// Waits until every node still running says the cluster is up, and
-    /// `replicas` of them are replicas in sync with their master.
+    /// `replicas` of them are replicas in sync with their master, as both
+    /// sides see it (a master counts a replica for `WAIT` only once it
+    /// holds it online, which can come a moment after the replica's link
+    /// is up).
     pub async fn wait_ok(&self, replicas: usize, timeout: Duration) {
         let ports: Vec<u16> = self.live().collect();
         super::wait_until("the Redis Cluster is up", timeout, async || {
-            let mut synced = 0;
+            let (mut synced, mut online) = (0, 0);
             for &p in &ports {
                 let info = Self::text(p, redis::cmd("CLUSTER").arg("INFO")).await;
                 if !info.contains("cluster_state:ok") {
@@ -223,8 +226,14 @@ impl RedisCluster {
                 if repl.contains("role:slave") && repl.contains("master_link_status:up") {
                     synced += 1;
                 }
+                if repl.contains("role:master") {
+                    online += repl
+                        .lines()
+                        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                        .count();
+                }
             }
-            synced == replicas
+            synced == replicas && online == replicas
         })
         .await;
     }

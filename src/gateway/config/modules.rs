@@ -127,14 +127,22 @@ pub(super) fn modules(
                 RulePath::Prefix(p) => Some(p),
                 RulePath::Exact(_) => None,
             });
-        // A public path is forwarded before any login-page rule runs.
+        // A public path is forwarded before any login-page rule runs, and
+        // the login page is found the way servers dispatch (`/login.`,
+        // `/login.json`, `/login/x`, Tomcat's form anywhere): a public path
+        // that one of those spellings falls under opens it.
         let taken_over = m.login_paths.iter().chain(require_kaseyaone.then_some(&exception_path));
         for l in taken_over {
+            use crate::policy::path::{reaches, under};
+            let last = l.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+            let opens = |p: &str| {
+                under(p, l) || reaches(l, p, true) || reaches(l, &format!("{}/{last}", p.trim_end_matches('/')), true)
+            };
             let exact_public = rules.iter().any(|r| {
                 r.access == RuleAccess::Public
                     && r.paths
                         .iter()
-                        .any(|p| matches!(p, RulePath::Exact(x) if crate::policy::path::names(x, l, true)))
+                        .any(|p| matches!(p, RulePath::Exact(x) if reaches(l, x, true)))
             });
             if exact_public {
                 errs.push(
@@ -146,7 +154,7 @@ pub(super) fn modules(
                 .public_paths
                 .iter()
                 .chain(public_rule_paths.clone())
-                .find(|p| crate::policy::path::under(p, l))
+                .find(|p| opens(p))
             {
                 errs.push(
                     key("public_paths"),
@@ -369,8 +377,13 @@ fn rules(
                 "{here}: never applies: rule[{e}] before it takes every request it would"
             ));
         } else if let Some(e) = out.iter().position(|earlier| earlier.opens_before(&rule)) {
+            let what = if rule.methods_within(&out[e]) {
+                "so it guards almost nothing"
+            } else {
+                "for the methods both name"
+            };
             warnings.push(format!(
-                "{here}: rule[{e}] before it lets in requests for its paths first, so it guards almost nothing: put it before rule[{e}]"
+                "{here}: rule[{e}] before it lets in requests for its paths first, {what}: put it before rule[{e}]"
             ));
         }
         if matches!(rule.access, RuleAccess::Instead(_)) && m.instances.iter().any(|i| i.access_groups.is_some()) {

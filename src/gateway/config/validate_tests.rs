@@ -638,6 +638,30 @@ fn rules_are_checked_and_shadowed_ones_warned_about() {
         "{warnings}"
     );
     assert!(warnings.contains("`DELET` is not a method"), "{warnings}");
+    // Readers' GET first, then writers for everything else on the same
+    // paths: as meant, no warning; a narrower path's GET is opened first.
+    let split = concat!(
+        "login = \"automatic\"\n",
+        "[[module.rule]]\npaths = [\"/api/reports/\"]\nmethods = [\"GET\"]\naccess_groups = [\"readers\"]\nreplace_module_groups = true\n",
+        "[[module.rule]]\npaths = [\"/api/reports/\"]\naccess_groups = [\"writers\"]\n",
+    );
+    assert_eq!(
+        validated(&with("module", split)).unwrap().config.warnings,
+        [] as [&str; 0]
+    );
+    let split = concat!(
+        "login = \"automatic\"\n",
+        "[[module.rule]]\npaths = [\"/api/reports/\"]\nmethods = [\"GET\"]\naccess_groups = [\"readers\"]\nreplace_module_groups = true\n",
+        "[[module.rule]]\npaths = [\"/api/reports/\"]\nmethods = [\"POST\"]\naccess_groups = [\"writers\"]\n",
+        "[[module.rule]]\npaths = [\"/api/reports/private/\"]\ndeny = true\n",
+    );
+    let warnings = validated(&with("module", split)).unwrap().config.warnings;
+    assert_eq!(
+        warnings,
+        [
+            "module[0].rule[2]: rule[0] before it lets in requests for its paths first, for the methods both name: put it before rule[0]"
+        ]
+    );
     // A catch-all step-up rule over the public paths and the login page.
     let everything = concat!(
         "login = \"optional\"\nlogin_paths = [\"/login\"]\npublic_paths = [\"/static/\"]\n",
@@ -708,7 +732,18 @@ fn rules_are_checked_and_shadowed_ones_warned_about() {
         );
     }
     // A public rule may not open the module's login page.
-    for paths in ["\"/login\"", "\"=/login\"", "\"=/login/\"", "\"=/LOGIN\""] {
+    for paths in [
+        "\"/login\"",
+        "\"=/login\"",
+        "\"=/login/\"",
+        "\"=/LOGIN\"",
+        // Spellings that reach the login form (IIS trims the dot; path
+        // info; Spring's suffix match) are the login page too.
+        "\"=/login.\"",
+        "\"=/login.json\"",
+        "\"=/login/x\"",
+        "\"/login.do/\"",
+    ] {
         let e = validated(&with(
             "module",
             &format!(
@@ -719,6 +754,14 @@ fn rules_are_checked_and_shadowed_ones_warned_about() {
         .unwrap_or_else(|e| e.to_string());
         assert!(e.contains("login page `/login`"), "{paths}: {e}");
     }
+    // Tomcat's form login is reached under any path.
+    let tomcat = validated(&with(
+        "module",
+        "login = \"automatic\"\nlogin_paths = [\"/app/j_security_check\"]\npublic_paths = [\"/static/\"]",
+    ))
+    .map(|_| String::new())
+    .unwrap_or_else(|e| e.to_string());
+    assert!(tomcat.contains("`/static/` covers the login page"), "{tomcat}");
     let off = validated(&with(
         "module",
         "unified_login = false\n[[module.rule]]\npaths = [\"/a/\"]\ndeny = true",

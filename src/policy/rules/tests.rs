@@ -37,6 +37,7 @@ fn the_first_rule_that_takes_a_request_decides() {
     let as_get = h(&[("x-http-method-override", "GET")]);
     let listed = h(&[("x-http-method-override", "GET, DELETE")]);
     let twice = h(&[("x-http-method", "GET"), ("x-http-method", "DELETE")]);
+    let underscored = h(&[("x_http_method_override", "DELETE")]);
     /// Path, method, query, headers: the rule that takes it.
     type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a http::HeaderMap, Option<usize>);
     let cases: &[Case] = &[
@@ -84,6 +85,23 @@ fn the_first_rule_that_takes_a_request_decides() {
         ("/ops/x", "POST", Some("_method=delete"), &none, Some(6)),
         ("/ops/x", "POST", Some("_method=%44ELETE"), &none, Some(6)),
         ("/ops/x", "POST", None, &none, None),
+        // `_method` however the query spells it: percent-encoded, in
+        // capitals, or as PHP reads `.method` and `[method` (and, to be
+        // safe, with leading spaces, which PHP drops); override
+        // headers with underscores (CGI reads `X_HTTP_Method` as
+        // `X-HTTP-Method`).
+        ("/ops/x", "POST", Some("%5Fmethod=DELETE"), &none, Some(6)),
+        ("/ops/x", "POST", Some("_METHOD=DELETE"), &none, Some(6)),
+        ("/ops/x", "POST", Some("a=1&.method=DELETE"), &none, Some(6)),
+        ("/ops/x", "POST", Some("+method=DELETE"), &none, Some(6)),
+        ("/ops/x", "POST", Some("%20method=DELETE"), &none, Some(6)),
+        ("/ops/x", "POST", Some("%5Bmethod=DELETE"), &none, Some(6)),
+        ("/ops/x", "POST", Some("_%6Dethod=DELETE"), &none, Some(6)),
+        ("/ops/x", "POST", None, &underscored, Some(6)),
+        ("/api/things", "GET", Some("%5Fmethod=DELETE"), &none, Some(3)),
+        ("/api/things", "GET", Some("_Method=DELETE"), &none, Some(3)),
+        ("/api/things", "GET", None, &underscored, Some(3)),
+        ("/api/things", "GET", Some("method=DELETE"), &none, Some(2)),
         ("/", "GET", None, &none, None),
     ];
     for (path, method, query, headers, want) in cases {
@@ -152,6 +170,22 @@ fn a_rule_an_earlier_one_covers_is_shadowed() {
     assert!(public_static.opens_before(&deny_static));
     assert!(!deny_static.opens_before(&public_static));
     assert!(!public_static.opens_before(&admin));
+    // Readers' GET, then writers for the rest of the same paths: the later
+    // rule guards every other method, nothing to warn about. Under a
+    // narrower path, the methods both name are opened first.
+    let readers = rule(&["/api/reports/"], &["GET"], RuleAccess::Instead(groups(&["readers"])));
+    let writers = rule(&["/api/reports/"], &[], RuleAccess::AlsoModule(groups(&["writers"])));
+    let private = rule(&["/api/reports/private/"], &[], RuleAccess::Deny);
+    let posts = rule(&["/api/reports/private/"], &["POST"], RuleAccess::Deny);
+    let heads = rule(&["/api/reports/"], &["HEAD"], RuleAccess::Deny);
+    assert!(!readers.opens_before(&writers));
+    assert!(
+        readers.opens_before(&private),
+        "GET /api/reports/private/ is the readers'"
+    );
+    assert!(!private.methods_within(&readers));
+    assert!(!readers.opens_before(&posts), "no method in common");
+    assert!(readers.opens_before(&heads) && heads.methods_within(&readers));
     assert!(!rule(&["=/admin"], &[], RuleAccess::Deny).shadowed_by(&exact));
     // Public exact paths are compared as written: `=/x/` is not `=/x`.
     let (x, x_slash) = (
