@@ -117,6 +117,42 @@ async fn the_admin_area_is_for_portal_admins_whatever_the_spelling() {
     assert_eq!(r.status(), 403, "an upgrade into the admin area");
 }
 
+/// A rule whose groups replace the module's lets their members log in
+/// from a browser, to that part of the module only.
+#[tokio::test]
+async fn members_of_a_rules_own_groups_log_in_to_that_part_only() {
+    let s = StackBuilder::new()
+        .module("portal", |m| {
+            let rules: Table = toml::from_str(
+                r#"
+                [[rule]]
+                paths = ["/reports"]
+                methods = ["GET"]
+                access_groups = ["bms-users"]
+                replace_module_groups = true
+                "#,
+            )
+            .unwrap();
+            m.insert("rule".into(), rules["rule"].clone());
+        })
+        .start()
+        .await;
+    // carol is in bms-users, not in the portal's portal-users.
+    let (carol, _) = s.browser();
+    let r = s.login(&carol, "carol", "/reports").await;
+    assert_eq!(r.status(), 302, "logged in");
+    assert_eq!(location(&r), "/reports");
+    assert_eq!(get(&carol, &s.url("/reports"), "text/html").await.status(), 200);
+    let r = get(&carol, &s.url("/"), "text/html").await;
+    assert_eq!(r.status(), 403, "the rest of the portal is not hers");
+    assert!(text(r).await.contains("carol@"));
+    let r = carol.post(s.url("/reports")).send().await.unwrap();
+    assert_eq!(r.status(), 403, "nor other methods");
+    // dave is in no group at all: refused at login, as before.
+    let (dave, _) = s.browser();
+    assert_eq!(s.login(&dave, "dave", "/reports").await.status(), 403);
+}
+
 /// Makes the browser's session look as if its login happened `age` seconds
 /// ago (its ID token's `auth_time`).
 fn age_login(s: &Stack, jar: &reqwest::cookie::Jar, age: u64) {

@@ -145,6 +145,17 @@ impl Route {
         crate::policy::rules::first(&self.rules, path, method.as_str(), query, headers)
     }
 
+    /// Whether a user in `groups` may use some part of the module: its
+    /// access groups, or the groups of a rule that replaces them. Which
+    /// part is each request's to decide.
+    pub fn admits_somewhere(&self, groups: &[String]) -> bool {
+        crate::policy::may_access(groups, &self.access_groups)
+            || self.rules.iter().any(|r| match &r.access {
+                crate::policy::rules::RuleAccess::Instead(g) => crate::policy::may_access(groups, g),
+                _ => false,
+            })
+    }
+
     /// Whether canonical `path` is under one of the public path prefixes.
     pub fn is_public(&self, path: &str) -> bool {
         self.public_paths.iter().any(|p| crate::policy::path::under(p, path))

@@ -20,7 +20,6 @@ use super::{Gateway, PREFIX, down, unix_now};
 use crate::crypto::random_token;
 use crate::oidc::callback::{Answer, Refused, read};
 use crate::oidc::return_url::safe_return_path;
-use crate::policy::may_access;
 use crate::session::{IdToken, Identity, Tokens};
 
 /// Answers `/_unigate/callback` on route `id`'s `host`.
@@ -243,7 +242,9 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
         Reject::Login(LoginFailure::Userinfo { retry: retry.clone() })
     })?;
     let mut identity = Identity::from_profile(&claims.sub, claims.sid.as_deref(), profile);
-    if !may_access(&identity.groups, &route.access_groups) {
+    // Members of a rule's groups that replace the module's log in too;
+    // each request then meets its rule (or the module's groups).
+    if !route.admits_somewhere(&identity.groups) {
         tracing::info!(module.name = %route.label(), user.sub = %claims.sub, decision = "deny", "access group check at login");
         return Err(Reject::Forbidden {
             account: identity.account(),
