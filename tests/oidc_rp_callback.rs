@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::fake_op::{Answer, FakeOp, now};
 use common::rp::{all_claims, start_rp, start_rp_with};
-use common::{HOST, TomlEdit, query_param};
+use common::{HOST, TomlEdit, query_param, wait_until};
 use serde_json::{Value, json};
 use unigate::idp::keys::SigningKey;
 
@@ -308,4 +308,48 @@ async fn a_module_max_age_is_asked_for_and_auth_time_checked() {
         }
         assert_eq!(rp.login(&b, c).await.status(), want, "{name}");
     }
+}
+
+/// A Back-Channel Logout of the provider session that arrives while its
+/// login is still finishing (here, a slow UserInfo: after the code
+/// exchange, before the session is stored) ends that login too: the
+/// person is told, and nothing of it is left to use.
+#[tokio::test]
+async fn a_logout_while_the_login_finishes_ends_it() {
+    let rp = start_rp(|_| {}).await;
+    let b = rp.browser();
+    rp.op.set(|s| {
+        s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": ["portal-users"]})));
+        s.userinfo_delay = Duration::from_millis(1500);
+    });
+    let mut claims = rp.op.id_claims("alice", None);
+    claims["sid"] = json!("op-sid-1");
+    let logout = async {
+        wait_until("UserInfo is asked", Duration::from_secs(5), async || {
+            rp.op.count("userinfo") == 1
+        })
+        .await;
+        let r = rp
+            .browser()
+            .post(rp.url("/_unigate/backchannel-logout"))
+            .form(&[("logout_token", rp.op.logout_token("op-sid-1"))])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "the logout itself is done");
+    };
+    let (r, ()) = tokio::join!(rp.login(&b, claims), logout);
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("logged out of KaseyaOne while this login was finishing"),
+        "{page}"
+    );
+    assert_eq!(rp.page(&b).await.0, 302, "no session was left");
+    // A new KaseyaOne session logs in as usual.
+    rp.op.set(|s| s.userinfo_delay = Duration::ZERO);
+    let mut claims = rp.op.id_claims("alice", None);
+    claims["sid"] = json!("op-sid-2");
+    assert_eq!(rp.login(&b, claims).await.status(), 302);
+    assert_eq!(rp.page(&b).await.0, 200);
 }

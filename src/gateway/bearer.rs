@@ -160,6 +160,27 @@ impl Gateway {
         Ok(shared.bearer_revoked_at(marks).await?.max(local))
     }
 
+    /// Whether a login whose ID token was issued at `iat`, for an identity
+    /// with these `marks`, was ended by a logout or revocation while it
+    /// finished: a logout of its KaseyaOne session (`sid`) at any time
+    /// (the provider issues no token for an ended session), or a
+    /// revocation of its user after the token was issued. One read when
+    /// nothing was revoked.
+    pub(super) async fn ended_during_login(
+        &self,
+        marks: &[String],
+        iat: u64,
+    ) -> Result<bool, crate::session::redis::StoreError> {
+        let Some(latest) = self.bearer_revoked_at(marks).await? else {
+            return Ok(false);
+        };
+        if iat < latest {
+            return Ok(true);
+        }
+        let sid: Vec<String> = marks.iter().filter(|m| m.starts_with("sid:")).cloned().collect();
+        Ok(!sid.is_empty() && self.bearer_revoked_at(&sid).await?.is_some())
+    }
+
     /// Checks a bearer token, or finds it checked in the cache.
     async fn check_bearer(&self, token: &str, now: u64) -> Checked {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();

@@ -158,6 +158,7 @@ impl Failed {
             "no_id_token" => LoginFailure::NoIdToken { retry },
             "invalid_id_token" => LoginFailure::IdToken { retry },
             "userinfo_failed" => LoginFailure::Userinfo { retry },
+            "session_ended" => LoginFailure::Ended { retry },
             _ => return None,
         };
         Some(Reject::Login(failure))
@@ -265,8 +266,18 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
         refresh_token: tokens.refresh_token.map(Into::into),
         access_exp,
     };
+    let marks = super::bearer::marks_of(&identity);
     let new = g.new_session(id, identity, tokens).with_link_pending(link_pending);
     g.put_session(&sid, Arc::new(new)).await.map_err(down)?;
+    // A logout that ran while this login was finishing (the code exchange,
+    // UserInfo, the account look-up) found no session to end; the marker
+    // it left, read after the session is stored, ends it here. (A logout
+    // after the store finds the session itself.)
+    if g.ended_during_login(&marks, claims.iat).await.map_err(down)? {
+        g.end_session(&sid).await.map_err(down)?;
+        tracing::info!(module.name = %route.label(), user.sub = %claims.sub, "login ended by a logout while it finished");
+        return Err(Reject::Login(LoginFailure::Ended { retry }));
+    }
     tracing::info!(module.name = %route.label(), user.sub = %claims.sub, "login succeeded");
     g.state
         .metrics

@@ -115,6 +115,9 @@ pub enum LoginFailure {
     IdToken { retry: String },
     /// The user's claims (UserInfo) could not be read.
     Userinfo { retry: String },
+    /// A logout (of this KaseyaOne session, or a revocation of this user)
+    /// came while the login was finishing: it does not outlive it.
+    Ended { retry: String },
 }
 
 impl LoginFailure {
@@ -129,6 +132,7 @@ impl LoginFailure {
             LoginFailure::NoIdToken { .. } => "no_id_token",
             LoginFailure::IdToken { .. } => "invalid_id_token",
             LoginFailure::Userinfo { .. } => "userinfo_failed",
+            LoginFailure::Ended { .. } => "session_ended",
         }
     }
 
@@ -145,6 +149,9 @@ impl LoginFailure {
             LoginFailure::Userinfo { .. } => {
                 Some("The identity provider's information about your account could not be read.")
             }
+            LoginFailure::Ended { .. } => {
+                Some("You were logged out of KaseyaOne while this login was finishing. Log in again.")
+            }
         }
     }
 
@@ -157,7 +164,8 @@ impl LoginFailure {
             | LoginFailure::Exchange { retry }
             | LoginFailure::NoIdToken { retry }
             | LoginFailure::IdToken { retry }
-            | LoginFailure::Userinfo { retry } => Some(retry),
+            | LoginFailure::Userinfo { retry }
+            | LoginFailure::Ended { retry } => Some(retry),
         }
     }
 }
@@ -193,7 +201,10 @@ impl Reject {
             Reject::BadModuleLogin(BadLogin::NotAForm) => 405,
             Reject::TooLarge => 413,
             Reject::Login(f) => match f {
-                LoginFailure::WrongIssuer | LoginFailure::BadCallback | LoginFailure::Expired { .. } => 400,
+                LoginFailure::WrongIssuer
+                | LoginFailure::BadCallback
+                | LoginFailure::Expired { .. }
+                | LoginFailure::Ended { .. } => 400,
                 LoginFailure::Provider { .. } => 403,
                 LoginFailure::Exchange { .. }
                 | LoginFailure::NoIdToken { .. }
@@ -242,6 +253,7 @@ impl Reject {
                 LoginFailure::Exchange { .. } => "code_exchange",
                 LoginFailure::NoIdToken { .. } | LoginFailure::IdToken { .. } => "id_token",
                 LoginFailure::Userinfo { .. } => "userinfo",
+                LoginFailure::Ended { .. } => "logged_out",
             },
         }
     }
@@ -418,6 +430,7 @@ mod tests {
             (LoginFailure::NoIdToken { retry: retry() }, "id_token", 502),
             (LoginFailure::IdToken { retry: retry() }, "id_token", 502),
             (LoginFailure::Userinfo { retry: retry() }, "userinfo", 502),
+            (LoginFailure::Ended { retry: retry() }, "logged_out", 400),
         ] {
             let r = Reject::Login(f);
             assert_eq!((r.metric_reason(), r.status()), (reason, status), "{r:?}");

@@ -49,6 +49,8 @@ pub struct Script {
     pub jwks_delay: std::time::Duration,
     /// How long a refresh takes to answer.
     pub refresh_delay: std::time::Duration,
+    /// How long UserInfo takes to answer.
+    pub userinfo_delay: std::time::Duration,
     /// Rotate refresh tokens: each refresh answers a new one, and a used
     /// one is refused (`invalid_grant`), as strict providers do.
     pub rotate_refresh: bool,
@@ -129,6 +131,17 @@ impl FakeOp {
 
     pub fn sign(&self, claims: &Value) -> String {
         self.key.sign("JWT", claims).unwrap()
+    }
+
+    /// A Back-Channel Logout token for the provider session `sid`.
+    pub fn logout_token(&self, sid: &str) -> String {
+        let t = now();
+        let claims = json!({
+            "iss": self.issuer, "aud": super::CLIENT, "iat": t, "exp": t + 120,
+            "jti": unigate::idp::store::random_token(), "sid": sid,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        });
+        self.key.sign("logout+jwt", &claims).unwrap()
     }
 
     /// A token response with this ID token (and a refresh token).
@@ -230,9 +243,13 @@ async fn userinfo(State((_, _, script)): S, headers: HeaderMap) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_string();
-    let mut s = script.lock().unwrap();
-    s.calls.push(format!("userinfo:{bearer}"));
-    match s.userinfo.clone() {
+    let (a, delay) = {
+        let mut s = script.lock().unwrap();
+        s.calls.push(format!("userinfo:{bearer}"));
+        (s.userinfo.clone(), s.userinfo_delay)
+    };
+    tokio::time::sleep(delay).await;
+    match a {
         Some(a) => answer(Some(a)),
         None => (StatusCode::UNAUTHORIZED, "").into_response(),
     }
