@@ -538,3 +538,63 @@ async fn a_userinfo_outage_at_refresh_lengthens_no_replicas_trust() {
     }
     assert!(served < 20, "B kept serving the unchecked session");
 }
+
+/// A refreshed ID token never moves the login's time: one without
+/// `auth_time` keeps the login's, so a page that asks for a recent login
+/// does not ask again, and one that names a later time (a provider that
+/// breaks the rule) does not make an old login recent.
+#[tokio::test]
+async fn a_refresh_keeps_the_logins_time() {
+    let rp = start_rp(|t| {
+        refresh_always(t);
+        let rules: Table = toml::from_str("[[rule]]\npaths = [\"/billing/\"]\nmax_login_age = \"5m\"").unwrap();
+        let modules = t["module"].as_array_mut().unwrap();
+        modules[0]
+            .as_table_mut()
+            .unwrap()
+            .insert("rule".into(), rules["rule"].clone());
+    })
+    .await;
+    let billing = async |b: &reqwest::Client| b.get(rp.url("/billing/")).send().await.unwrap().status().as_u16();
+    // Whether the browser's session holds the tokens of a refresh.
+    let refreshed = |rp: &Rp, jar: &reqwest::cookie::Jar| {
+        let memory = rp._gw.gateway.state.sessions.memory().unwrap();
+        memory
+            .get(&rp.session_id(jar))
+            .is_some_and(|s| s.tokens.lock().unwrap().generation > 0)
+    };
+    let refreshed_with = |sub: &str, auth_time: Option<u64>| {
+        let mut c = all_claims(&rp.op, sub, json!(["portal-users"]));
+        match auth_time {
+            Some(t) => c["auth_time"] = json!(t),
+            None => drop(c.as_object_mut().unwrap().remove("auth_time")),
+        }
+        Answer::json(rp.op.tokens(&rp.op.sign(&c), "at-2"))
+    };
+    // A login a minute ago; its refreshes carry no auth_time.
+    let (b, jar) = rp.browser_with_jar();
+    let sub = "alice".to_string();
+    let mut claims = all_claims(&rp.op, &sub, json!(["portal-users"]));
+    claims["auth_time"] = json!(now() - 60);
+    rp.op.set(|s| s.on_refresh = Some(refreshed_with(&sub, None)));
+    let before = rp.op.count("token:refresh_token");
+    assert_eq!(rp.login(&b, claims).await.status(), 302);
+    wait_until("a refresh stored", Duration::from_secs(5), async || {
+        rp.page(&b).await.0 == 200 && rp.op.count("token:refresh_token") > before && refreshed(&rp, &jar)
+    })
+    .await;
+    assert_eq!(billing(&b).await, 200, "still a recent login");
+    // A login ten minutes ago, refreshed with an ID token that says now.
+    let (b, jar) = rp.browser_with_jar();
+    let sub = "bob".to_string();
+    let mut claims = all_claims(&rp.op, &sub, json!(["portal-users"]));
+    claims["auth_time"] = json!(now() - 600);
+    rp.op.set(|s| s.on_refresh = Some(refreshed_with(&sub, Some(now()))));
+    let before = rp.op.count("token:refresh_token");
+    assert_eq!(rp.login(&b, claims).await.status(), 302);
+    wait_until("a refresh stored", Duration::from_secs(5), async || {
+        rp.page(&b).await.0 == 200 && rp.op.count("token:refresh_token") > before && refreshed(&rp, &jar)
+    })
+    .await;
+    assert_eq!(billing(&b).await, 302, "the login is still ten minutes old");
+}

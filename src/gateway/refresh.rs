@@ -289,8 +289,17 @@ impl Gateway {
             if let Some(rt) = t.refresh_token {
                 tokens.refresh_token = Some(rt.into());
             }
+            // The session's login time (`auth_time`, for rules that ask for
+            // a recent login) is the login's: a refreshed ID token must
+            // repeat it, and one that leaves it out or names a later one
+            // (a provider that breaks that rule) does not move it, so the
+            // ID token that holds it is kept.
             if let Some(jwt) = t.id_token {
-                tokens.id_token = Some(IdToken::new(&jwt));
+                let new = IdToken::new(&jwt);
+                let login = tokens.id_token.as_ref().and_then(IdToken::auth_time);
+                if login.is_none() || new.auth_time() == login {
+                    tokens.id_token = Some(new);
+                }
             }
             if extend {
                 let exp = now + t.expires_in.unwrap_or(300);
