@@ -226,6 +226,29 @@ async fn billing_asks_for_a_recent_login_and_comes_back_to_the_page() {
     assert!(unigate::gateway::unix_now() - auth_time < 60, "{auth_time}");
 }
 
+/// A browser without a session that opens the billing page asks
+/// KaseyaOne for a login at most five minutes old at once (`max_age`,
+/// without `prompt=login`: a recent KaseyaOne session is enough), and
+/// lands on the page in one trip.
+#[tokio::test]
+async fn a_first_login_to_billing_asks_for_a_recent_one_at_once() {
+    let s = ruled_stack().await;
+    let (b, _) = s.browser();
+    let r = get(&b, &s.url("/billing/"), "text/html").await;
+    assert_eq!(r.status(), 302);
+    let authorize = location(&r);
+    assert_eq!(query_param(&authorize, "max_age").as_deref(), Some("300"));
+    assert_eq!(query_param(&authorize, "prompt"), None);
+    let callback = s.at_idp(&b, &authorize, "alice").await;
+    let r = b.get(&callback).send().await.unwrap();
+    assert_eq!(location(&r), "/billing/");
+    assert_eq!(get(&b, &s.url("/billing/"), "text/html").await.status(), 200);
+    // Elsewhere, nothing is asked.
+    let (b, _) = s.browser();
+    let r = get(&b, &s.url("/admin/"), "text/html").await;
+    assert_eq!(query_param(&location(&r), "max_age"), None);
+}
+
 /// Logs `user` in at the IdP with the test client; its access token.
 async fn access_token(s: &Stack, user: &str) -> String {
     let p = pkce();

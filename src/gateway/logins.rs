@@ -464,7 +464,44 @@ pub async fn start_login(
     login_hint: Option<&str>,
     cookies: Vec<String>,
 ) -> Result<bool> {
-    let r = login_redirect(g, session, id, host, return_path, login_hint, None, cookies);
+    let r = login_redirect(g, session, id, host, return_path, login_hint, Recent::Any, cookies);
+    g.answer(session, Some(id), r).await
+}
+
+/// How recent a login is asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recent {
+    /// Any (the route's own `max_age` aside).
+    Any,
+    /// A first login to a part of the module that needs a login at most
+    /// this many seconds old: `max_age` is asked, and a provider that
+    /// honours it answers with a recent login at once. Not checked on
+    /// return: the part's rule checks it, and asks again if need be.
+    Ask(u64),
+    /// A step-up: `max_age` with `prompt=login`, checked on return.
+    Require(u64),
+}
+
+/// Sends a browser without a session to the IdP for a part of the module
+/// that needs a login at most `max_age` seconds old (see `Recent::Ask`).
+pub async fn start_recent_login(
+    g: &Gateway,
+    session: &mut PSession,
+    id: RouteId,
+    host: &str,
+    return_path: &str,
+    max_age: u64,
+) -> Result<bool> {
+    let r = login_redirect(
+        g,
+        session,
+        id,
+        host,
+        return_path,
+        None,
+        Recent::Ask(max_age),
+        Vec::new(),
+    );
     g.answer(session, Some(id), r).await
 }
 
@@ -480,7 +517,16 @@ pub async fn start_step_up(
     return_path: &str,
     max_age: u64,
 ) -> Result<bool> {
-    let r = login_redirect(g, session, id, host, return_path, None, Some(max_age), Vec::new());
+    let r = login_redirect(
+        g,
+        session,
+        id,
+        host,
+        return_path,
+        None,
+        Recent::Require(max_age),
+        Vec::new(),
+    );
     g.answer(session, Some(id), r).await
 }
 
@@ -492,7 +538,7 @@ fn login_redirect(
     host: &str,
     return_path: &str,
     login_hint: Option<&str>,
-    step_up: Option<u64>,
+    recent: Recent,
     mut cookies: Vec<String>,
 ) -> std::result::Result<Reply, Reject> {
     let Some(loaded) = g.state.oidc.loaded() else {
@@ -501,10 +547,17 @@ fn login_redirect(
     let route = g.route(id);
     let client = g.client_addr(session);
     let client_ip = client.map(|ip| ip.to_string()).unwrap_or_default();
-    // The route's own `max_age`, or a step-up's, whichever is shorter.
-    let max_age = match (route.max_age.map(|a| a.as_secs()), step_up) {
+    // The route's own `max_age`, or a step-up's, whichever is shorter:
+    // checked on return. A first login's asks for no check.
+    let shorter = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    };
+    let own = route.max_age.map(|a| a.as_secs());
+    let (max_age, asked) = match recent {
+        Recent::Any => (own, own),
+        Recent::Ask(a) => (own, shorter(own, Some(a))),
+        Recent::Require(a) => (shorter(own, Some(a)), shorter(own, Some(a))),
     };
     let start = match g.begin_login(session.req_header(), client, id, host, return_path, max_age, unix_now()) {
         Ok(s) => s,
@@ -536,11 +589,11 @@ fn login_redirect(
     if let Some(h) = login_hint.filter(|h| !h.is_empty()) {
         params.push(("login_hint", h));
     }
-    let max_age = max_age.map(|a| a.to_string());
-    if let Some(a) = &max_age {
+    let asked = asked.map(|a| a.to_string());
+    if let Some(a) = &asked {
         params.push(("max_age", a));
     }
-    if step_up.is_some() {
+    if matches!(recent, Recent::Require(_)) {
         params.push(("prompt", "login"));
     }
     let url = match &loaded.authorize {

@@ -172,9 +172,19 @@ impl Gateway {
                 super::logout::logout(self, session, id, &host, true).await
             }
             Decision::Bearer => super::bearer::handle(self, session, ctx, id).await,
-            Decision::Login { return_path } => {
+            Decision::Login {
+                return_path,
+                max_age: None,
+            } => {
                 let host = host();
                 super::logins::start_login(self, session, id, &host, &return_path, None, Vec::new()).await
+            }
+            Decision::Login {
+                return_path,
+                max_age: Some(max_age),
+            } => {
+                let host = host();
+                super::logins::start_recent_login(self, session, id, &host, &return_path, max_age).await
             }
             Decision::StepUp { return_path, max_age } => {
                 let host = host();

@@ -108,8 +108,10 @@ pub enum Decision {
     ForwardLocal { login_page: bool, rewrite: Option<String> },
     /// The bearer token decides (checked by the gateway).
     Bearer,
-    /// To KaseyaOne to log in, then back to `return_path`.
-    Login { return_path: String },
+    /// To KaseyaOne to log in, then back to `return_path` (`max_age`,
+    /// seconds: a rule there asks for a login at most this old, so the
+    /// provider is asked for one).
+    Login { return_path: String, max_age: Option<u64> },
     /// To KaseyaOne to log in again (`max_age`, seconds: a rule's
     /// `max_login_age` the session's login is older than), then back to
     /// `return_path`.
@@ -227,7 +229,7 @@ pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Dec
     // a part of the module a rule guards: only a KaseyaOne login tells
     // whose groups, and how old a login, it is.
     if !route.chooser.is_empty() || rule.is_some() {
-        return login_or_401(facts);
+        return login_or_401(facts, rule.and_then(|r| r.max_login_age).map(|a| a.as_secs()));
     }
     match route.login {
         LoginMode::Required => {
@@ -245,7 +247,7 @@ pub fn decide(facts: &RequestFacts<'_>, route: &Route, found: &Found<'_>) -> Dec
         }
         LoginMode::Automatic => {}
     }
-    login_or_401(facts)
+    login_or_401(facts, None)
 }
 
 /// Why `identity` may not make a request `rule` (or, with none, the
@@ -294,14 +296,16 @@ pub fn step_up(facts: &RequestFacts<'_>, max_age: u64) -> Decision {
 }
 
 /// No KaseyaOne identity: a browser goes to log in (back to where it
-/// was going, if that stays on this origin), a script gets 401.
-pub fn login_or_401(facts: &RequestFacts<'_>) -> Decision {
+/// was going, if that stays on this origin; `max_age`: asking for a login
+/// at most this old), a script gets 401.
+pub fn login_or_401(facts: &RequestFacts<'_>, max_age: Option<u64>) -> Decision {
     match facts.client() {
         ClientKind::Api => Decision::Reject(Reject::Unauthenticated),
         // The request target itself can be `//evil.example/…`: it goes
         // through the same check as any return URL.
         ClientKind::Navigation => Decision::Login {
             return_path: safe_return_path(facts.target).unwrap_or("/").to_string(),
+            max_age,
         },
     }
 }

@@ -133,7 +133,10 @@ fn decide_for(route: &Route, req: &Req, s: Option<&Session>, cookies: &Cookies) 
 const NOW: u64 = 1_800_000_000;
 
 fn login(to: &str) -> Decision {
-    Decision::Login { return_path: to.into() }
+    Decision::Login {
+        return_path: to.into(),
+        max_age: None,
+    }
 }
 
 #[test]
@@ -629,6 +632,15 @@ fn rules_decide_per_path_and_method_for_sessions() {
             },
         ),
         ("admin, no session", get("/admin/users"), None, login("/admin/users")),
+        (
+            "billing, no session: a recent login asked for at once",
+            get("/billing/"),
+            None,
+            Decision::Login {
+                return_path: "/billing/".into(),
+                max_age: Some(300),
+            },
+        ),
         (
             "billing, no session, a script",
             get("/billing/").api(),
