@@ -208,6 +208,44 @@ fn segment_name(s: &str, case_insensitive: bool) -> &str {
     }
 }
 
+/// Non-ASCII letters that a server matching paths by Unicode case rules
+/// reads as an ASCII letter (Java's case-insensitive comparison: `ı` and
+/// `İ` as `i`, `ſ` as `s`, the Kelvin sign as `k`), as a canonical path
+/// writes them (percent-encoded, or as they came).
+const ASCII_FOLDS: [(&str, char, char); 4] = [
+    ("%C4%B0", '\u{130}', 'i'),
+    ("%C4%B1", '\u{131}', 'i'),
+    ("%C5%BF", '\u{17F}', 's'),
+    ("%E2%84%AA", '\u{212A}', 'k'),
+];
+
+/// A path segment with the letters of `ASCII_FOLDS` read as ASCII
+/// (borrowed when it is plain ASCII, the usual case).
+fn fold_to_ascii(s: &str) -> Cow<'_, str> {
+    if s.is_ascii() && !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    'next: while let Some(ch) = rest.chars().next() {
+        for (written, letter, ascii) in ASCII_FOLDS {
+            let encoded = ch == '%'
+                && rest
+                    .as_bytes()
+                    .get(..written.len())
+                    .is_some_and(|b| b.eq_ignore_ascii_case(written.as_bytes()));
+            if ch == letter || encoded {
+                out.push(ascii);
+                rest = &rest[if ch == letter { ch.len_utf8() } else { written.len() }..];
+                continue 'next;
+            }
+        }
+        out.push(ch);
+        rest = &rest[ch.len_utf8()..];
+    }
+    Cow::Owned(out)
+}
+
 /// Whether canonical `path` names exactly the resource `configured`
 /// names: `;` parameters and a trailing `/` do not count, and with
 /// `case_insensitive` neither does case.
@@ -233,7 +271,7 @@ pub fn names(configured: &str, path: &str, case_insensitive: bool) -> bool {
 /// (Spring's suffix match: `/login.json`), and, for Tomcat's form login
 /// (`…/j_security_check`), under any path. For paths unigate takes over
 /// (logout, module login forms), where matching more is the safe side.
-pub fn reaches(configured: &str, path: &str, case_insensitive: bool) -> bool {
+pub fn reaches<'a>(configured: &str, path: &'a str, case_insensitive: bool) -> bool {
     let same = |x: &str, y: &str| x == y || (case_insensitive && x.eq_ignore_ascii_case(y));
     let mut b = path
         .split('/')
@@ -246,23 +284,35 @@ pub fn reaches(configured: &str, path: &str, case_insensitive: bool) -> bool {
             || (case_insensitive && c[c.len() - 16..].eq_ignore_ascii_case(b"j_security_check")));
     // Quick reject, as this runs for every request: the first letters of
     // the first segments differ.
+    // (A first letter that may be folded from another is not told.)
     let (p1, c1) = (path.as_bytes().get(1), c.get(1));
+    let folded_first = case_insensitive && p1.is_some_and(|p| *p == b'%' || !p.is_ascii());
     if !tomcat
+        && !folded_first
         && c1.is_some()
         && !(p1 == c1 || (case_insensitive && p1.zip(c1).is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))))
     {
         return false;
     }
+    let fold = |y: &'a str| {
+        if case_insensitive {
+            fold_to_ascii(y)
+        } else {
+            Cow::Borrowed(y)
+        }
+    };
     if tomcat {
         return path
             .split('/')
             .rfind(|s| !s.is_empty())
-            .is_some_and(|l| same(segment_name(l, case_insensitive), "j_security_check"));
+            .is_some_and(|l| same(&fold(segment_name(l, case_insensitive)), "j_security_check"));
     }
-    // No allocation: this runs for every request, per configured path.
+    // No allocation for plain ASCII paths: this runs for every request,
+    // per configured path.
     let mut want = configured.split('/').filter(|s| !s.is_empty()).peekable();
     while let Some(x) = want.next() {
         let Some(y) = b.next() else { return false };
+        let y = &*fold(y);
         let last = want.peek().is_none();
         let extended = last
             && y.len() > x.len()
@@ -422,6 +472,16 @@ mod tests {
             ("/account/logout", "/account;s=1/logout", false, true, true),
             ("/account/logout", "/account/other", false, false, false),
             ("/", "/", false, true, true),
+            // Letters Java's case-insensitive match reads as ASCII.
+            ("/signout", "/%C5%BFignout", true, false, true),
+            ("/signout", "/\u{17F}ignout", true, false, true),
+            ("/signout", "/%C5%BFignout", false, false, false),
+            ("/kill", "/%E2%84%AAill", true, false, true),
+            ("/link", "/l%C4%B1nk", true, false, true),
+            ("/link", "/l%C4%B1", true, false, false),
+            ("/link", "/l%C4", true, false, false),
+            ("/link", "/l%C4\u{e9}nk", true, false, false),
+            ("/j_security_check", "/a/j_%C5%BFecurity_check", true, false, true),
         ] {
             assert_eq!(names(configured, path, ci), exact, "names {configured} {path} {ci}");
             assert_eq!(reaches(configured, path, ci), reach, "reaches {configured} {path} {ci}");

@@ -54,6 +54,12 @@ fn the_first_rule_that_takes_a_request_decides() {
         ("/admin./users", "GET", None, &none, Some(1)),
         ("/admin.json", "GET", None, &none, Some(1)),
         ("/administrator", "GET", None, &none, None),
+        // Letters a Unicode case match reads as ASCII (Java's
+        // case-insensitive matching): a dotless ı, a dotted İ.
+        ("/adm%C4%B1n/users", "GET", None, &none, Some(1)),
+        ("/ADM%C4%B0N/users", "GET", None, &none, Some(1)),
+        ("/adm\u{131}n/users", "GET", None, &none, Some(1)),
+        ("/adm%C4%B2n/users", "GET", None, &none, None),
         // A public exact path opens only as written.
         ("/admin/health;x", "GET", None, &none, Some(1)),
         ("/ADMIN/health", "GET", None, &none, Some(1)),
@@ -76,6 +82,7 @@ fn the_first_rule_that_takes_a_request_decides() {
         ("/static/app.js", "GET", None, &none, Some(5)),
         ("/static;x/app.js", "GET", None, &none, None),
         ("/STATIC/app.js", "GET", None, &none, None),
+        ("/%C5%BFtatic/app.js", "GET", None, &none, None),
         // A narrowing rule for DELETE takes a request that names DELETE
         // any way a framework reads it.
         ("/ops/x", "DELETE", None, &none, Some(6)),
