@@ -385,6 +385,14 @@ impl Sessions {
         let held = s.replica.drop_copies();
         let (redis, replica) = (s.redis.clone(), s.replica.clone());
         tokio::spawn(async move {
+            // The store answers once it is healthy again (its own heartbeat
+            // heard), a moment after the connection is back. Until then it
+            // refuses every request; if it never gets there, its loss
+            // closes what is held.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !redis.healthy() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
             for h in held {
                 if let Ok(false) = redis.exists(&h).await {
                     replica.forget(h);
