@@ -287,11 +287,12 @@ pub fn reaches<'a>(configured: &str, path: &'a str, case_insensitive: bool) -> b
     // (A first letter that may be folded from another is not told.)
     let (p1, c1) = (path.as_bytes().get(1), c.get(1));
     let folded_first = case_insensitive && p1.is_some_and(|p| *p == b'%' || !p.is_ascii());
-    if !tomcat
-        && !folded_first
-        && c1.is_some()
-        && !(p1 == c1 || (case_insensitive && p1.zip(c1).is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))))
-    {
+    let first_may_match = tomcat
+        || folded_first
+        || c1.is_none()
+        || p1 == c1
+        || (case_insensitive && p1.zip(c1).is_some_and(|(a, b)| a.eq_ignore_ascii_case(b)));
+    if !first_may_match {
         return false;
     }
     let fold = |y: &'a str| {
