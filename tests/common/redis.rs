@@ -200,7 +200,7 @@ impl RedisCluster {
         cmd.query_async(&mut c).await
     }
 
-    async fn text(port: u16, cmd: &redis::Cmd) -> String {
+    pub async fn text(port: u16, cmd: &redis::Cmd) -> String {
         Self::ask(port, cmd).await.unwrap_or_default()
     }
 
@@ -209,33 +209,56 @@ impl RedisCluster {
     }
 
     /// Waits until every node still running says the cluster is up, and
-    /// `replicas` of them are replicas in sync with their master, as both
-    /// sides see it (a master counts a replica for `WAIT` only once it
-    /// holds it online, which can come a moment after the replica's link
-    /// is up).
+    /// `replicas` of the masters have a replica that holds their writes:
+    /// a write there and `WAIT` for one replica say so. (A replica shown
+    /// in sync by both sides can still take most of a second to confirm
+    /// writes to a newly promoted master; unigate's `WAIT` would time out
+    /// meanwhile.)
     pub async fn wait_ok(&self, replicas: usize, timeout: Duration) {
         let ports: Vec<u16> = self.live().collect();
         super::wait_until("the Redis Cluster is up", timeout, async || {
-            let (mut synced, mut online) = (0, 0);
+            let mut copied = 0;
             for &p in &ports {
                 let info = Self::text(p, redis::cmd("CLUSTER").arg("INFO")).await;
                 if !info.contains("cluster_state:ok") {
                     return false;
                 }
                 let repl = Self::text(p, redis::cmd("INFO").arg("replication")).await;
-                if repl.contains("role:slave") && repl.contains("master_link_status:up") {
-                    synced += 1;
-                }
-                if repl.contains("role:master") {
-                    online += repl
-                        .lines()
-                        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
-                        .count();
+                if repl.contains("role:master") && !repl.contains("connected_slaves:0") && Self::copies_writes(p).await
+                {
+                    copied += 1;
                 }
             }
-            synced == replicas && online == replicas
+            copied == replicas
         })
         .await;
+    }
+
+    /// Whether a write to the master on `port` reaches a replica within
+    /// 100 ms (on a key of one of its slots).
+    async fn copies_writes(port: u16) -> bool {
+        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+            return false;
+        };
+        let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        for k in 0..1000 {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(format!("test:wait-ok:{k}"))
+                .arg(1)
+                .arg("PX")
+                .arg(10_000)
+                .cmd("WAIT")
+                .arg(1)
+                .arg(100);
+            // Another master's key answers MOVED: the next one.
+            if let Ok((_, copies)) = pipe.query_async::<((), i64)>(&mut c).await {
+                return copies >= 1;
+            }
+        }
+        false
     }
 
     /// The port of the master that holds `key`.
