@@ -413,6 +413,10 @@ async fn admin_api(s: Multi) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["revoked"], 1);
     assert_eq!(page(&b, &portal).await.0, 302);
+    // Her KaseyaOne session lives on: she logs in again at once (a
+    // revocation ends the logins of before it, not those after).
+    let (_, r) = s.walk(&b, "alice", &portal).await;
+    assert_eq!(r.status(), 200, "a login right after a revocation");
     // Calls the API has no handler for.
     let base = format!("http://{}", s.gw.admin_addr.unwrap());
     assert_eq!(c.get(&admin).send().await.unwrap().status(), 405);

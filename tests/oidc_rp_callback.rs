@@ -320,8 +320,10 @@ async fn a_logout_while_the_login_finishes_ends_it() {
     let b = rp.browser();
     rp.op.set(|s| {
         s.userinfo = Some(Answer::json(json!({"sub": "alice", "groups": ["portal-users"]})));
-        s.userinfo_delay = Duration::from_millis(1500);
+        s.userinfo_delay = Duration::from_secs(3);
     });
+    // Issued just now: the logout comes within the same second or the
+    // next, and still ends it.
     let mut claims = rp.op.id_claims("alice", None);
     claims["sid"] = json!("op-sid-1");
     let logout = async {

@@ -102,15 +102,23 @@ pub fn sidless_mark(sub: &str) -> String {
 
 /// Every marker that refuses a token of this identity.
 pub fn marks_of(id: &Identity) -> Vec<String> {
-    let mut marks = vec![format!("sub:{}", id.sub)];
+    let mut marks = session_marks(&id.sub, id.sid.as_deref());
     if !id.email.is_empty() {
         marks.push(format!("email:{}", id.email.to_lowercase()));
     }
-    marks.push(match &id.sid {
-        Some(sid) => format!("sid:{sid}"),
-        None => sidless_mark(&id.sub),
-    });
     marks
+}
+
+/// The markers of a user `sub` and KaseyaOne session `sid`, known from an
+/// ID token alone (the email may come later, from UserInfo).
+pub fn session_marks(sub: &str, sid: Option<&str>) -> Vec<String> {
+    vec![
+        format!("sub:{sub}"),
+        match sid {
+            Some(sid) => format!("sid:{sid}"),
+            None => sidless_mark(sub),
+        },
+    ]
 }
 
 /// Whether a token issued at `iat` is refused by a marker set at
@@ -160,25 +168,36 @@ impl Gateway {
         Ok(shared.bearer_revoked_at(marks).await?.max(local))
     }
 
-    /// Whether a login whose ID token was issued at `iat`, for an identity
-    /// with these `marks`, was ended by a logout or revocation while it
-    /// finished: a logout of its KaseyaOne session (`sid`) at any time
-    /// (the provider issues no token for an ended session), or a
-    /// revocation of its user after the token was issued. One read when
-    /// nothing was revoked.
+    /// The latest revocation among `marks` (a Unix time a leeway ahead),
+    /// for `ended_during_login`.
+    pub(super) async fn revoked_at(&self, marks: &[String]) -> Result<Option<u64>, crate::session::redis::StoreError> {
+        self.bearer_revoked_at(marks).await
+    }
+
+    /// Whether a login was ended by a logout or revocation while it
+    /// finished, read once its session is stored:
+    /// - a marker of its user or KaseyaOne session (`early`) set since
+    ///   `before`, its reading right after the ID token was checked;
+    /// - or any of its markers (`all`, the email's too) set after its ID
+    ///   token was issued at `iat`. (Markers are set a leeway ahead, for
+    ///   bearer tokens from a clock ahead of ours; the revocation itself
+    ///   was that much earlier.)
+    ///
+    /// Logins after a revocation are not touched.
     pub(super) async fn ended_during_login(
         &self,
-        marks: &[String],
+        early: &[String],
+        before: Option<u64>,
+        all: &[String],
         iat: u64,
     ) -> Result<bool, crate::session::redis::StoreError> {
-        let Some(latest) = self.bearer_revoked_at(marks).await? else {
-            return Ok(false);
-        };
-        if iat < latest {
+        if self.bearer_revoked_at(early).await? != before {
             return Ok(true);
         }
-        let sid: Vec<String> = marks.iter().filter(|m| m.starts_with("sid:")).cloned().collect();
-        Ok(!sid.is_empty() && self.bearer_revoked_at(&sid).await?.is_some())
+        Ok(self
+            .bearer_revoked_at(all)
+            .await?
+            .is_some_and(|marked| iat < marked.saturating_sub(LEEWAY)))
     }
 
     /// Checks a bearer token, or finds it checked in the cache.

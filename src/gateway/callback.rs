@@ -238,6 +238,10 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
             tracing::warn!(error = %e, "ID token rejected");
             Reject::Login(LoginFailure::IdToken { retry: retry.clone() })
         })?;
+    // Logouts and revocations so far: one that comes while the login
+    // finishes (UserInfo, the account look-up) ends it.
+    let early = super::bearer::session_marks(&claims.sub, claims.sid.as_deref());
+    let before = g.revoked_at(&early).await.map_err(down)?;
     let profile = oidc.profile(&claims, &tokens.access_token).await.map_err(|e| {
         tracing::warn!(module.name = %route.label(), user.sub = %claims.sub, error = %e, "the user's claims could not be read");
         Reject::Login(LoginFailure::Userinfo { retry: retry.clone() })
@@ -273,7 +277,10 @@ async fn finish(g: &Gateway, session: &PSession, id: RouteId, host: &str) -> std
     // UserInfo, the account look-up) found no session to end; the marker
     // it left, read after the session is stored, ends it here. (A logout
     // after the store finds the session itself.)
-    if g.ended_during_login(&marks, claims.iat).await.map_err(down)? {
+    if g.ended_during_login(&early, before, &marks, claims.iat)
+        .await
+        .map_err(down)?
+    {
         g.end_session(&sid).await.map_err(down)?;
         tracing::info!(module.name = %route.label(), user.sub = %claims.sub, "login ended by a logout while it finished");
         return Err(Reject::Login(LoginFailure::Ended { retry }));
@@ -323,6 +330,9 @@ mod tests {
             Reject::Login(LoginFailure::NoIdToken { retry: retry("/a") }),
             Reject::Login(LoginFailure::IdToken { retry: retry("/a") }),
             Reject::Login(LoginFailure::Userinfo { retry: retry("/a") }),
+            Reject::Login(LoginFailure::Ended {
+                retry: retry("/billing/"),
+            }),
         ] {
             let failed = Failed::of(&r).unwrap();
             let again = Failed::decode(&failed.encode()).and_then(Failed::refusal);

@@ -291,13 +291,13 @@ impl Gateway {
             }
             // The session's login time (`auth_time`, for rules that ask for
             // a recent login) is the login's: a refreshed ID token must
-            // repeat it, and one that leaves it out or names a later one
-            // (a provider that breaks that rule) does not move it, so the
-            // ID token that holds it is kept.
+            // repeat it (or leave it out, as the login's did). One that
+            // names another (a provider that breaks that rule), or leaves
+            // out the login's, does not move it: the ID token that holds
+            // the login's is kept.
             if let Some(jwt) = t.id_token {
                 let new = IdToken::new(&jwt);
-                let login = tokens.id_token.as_ref().and_then(IdToken::auth_time);
-                if login.is_none() || new.auth_time() == login {
+                if new.auth_time() == tokens.id_token.as_ref().and_then(IdToken::auth_time) {
                     tokens.id_token = Some(new);
                 }
             }

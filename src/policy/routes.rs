@@ -49,12 +49,14 @@ pub fn launcher_tiles(routes: &[Route], groups: &[String], origin_for: impl Fn(&
     tiles
 }
 
-/// The instances of module route `m` a user with `groups` may open.
+/// The instances of module route `m` a user with `groups` may open (some
+/// part of: by the instance's access groups, or a rule's that replace
+/// them).
 pub fn open_instances(routes: &[Route], m: &Route, groups: &[String]) -> Vec<RouteId> {
     m.chooser
         .iter()
         .copied()
-        .filter(|r| may_access(groups, &routes[r.index()].access_groups))
+        .filter(|r| routes[r.index()].admits_somewhere(groups))
         .collect()
 }
 

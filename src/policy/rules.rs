@@ -258,10 +258,13 @@ fn is_override_header(name: &str) -> bool {
 
 /// A decoded query parameter name that a framework might read as
 /// `_method`: in any case, and as PHP names parameters (a `.`, a space or
-/// an unclosed `[` becomes `_`, so `.method` is `_method` there). Names
+/// an unclosed `[` becomes `_`, so `.method` is `_method` there, and a
+/// NUL ends the name). Names
 /// with leading spaces, which PHP drops, count too: reading more names as
 /// overrides only narrows what a widening rule takes.
 fn is_method_parameter(name: &str) -> bool {
+    // PHP reads a name up to its first NUL (`_method%00x`).
+    let name = name.split('\0').next().unwrap_or_default();
     let trimmed = name.trim_start_matches(' ');
     let rest = match trimmed.as_bytes().first() {
         Some(b'_' | b'.' | b' ' | b'[') if trimmed.len() == 7 => &trimmed[1..],

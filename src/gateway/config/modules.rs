@@ -134,9 +134,19 @@ pub(super) fn modules(
         let taken_over = m.login_paths.iter().chain(require_kaseyaone.then_some(&exception_path));
         for l in taken_over {
             use crate::policy::path::{reaches, under};
-            let last = l.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+            let segments: Vec<&str> = l.split('/').filter(|s| !s.is_empty()).collect();
+            // A request under `p` that goes on as the login page's path
+            // does below `p`'s depth (`/APP/` and `/app/auth/login` give
+            // `/APP/auth/login`), or ends in its last segment (Tomcat).
             let opens = |p: &str| {
-                under(p, l) || reaches(l, p, true) || reaches(l, &format!("{}/{last}", p.trim_end_matches('/')), true)
+                let depth = p.split('/').filter(|s| !s.is_empty()).count();
+                let base = p.trim_end_matches('/');
+                let below = segments.get(depth..).unwrap_or_default().join("/");
+                let last = segments.last().copied().unwrap_or_default();
+                under(p, l)
+                    || reaches(l, p, true)
+                    || reaches(l, &format!("{base}/{below}"), true)
+                    || reaches(l, &format!("{base}/{last}"), true)
             };
             let exact_public = rules.iter().any(|r| {
                 r.access == RuleAccess::Public

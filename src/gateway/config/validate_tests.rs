@@ -762,6 +762,25 @@ fn rules_are_checked_and_shadowed_ones_warned_about() {
     .map(|_| String::new())
     .unwrap_or_else(|e| e.to_string());
     assert!(tomcat.contains("`/static/` covers the login page"), "{tomcat}");
+    // A public prefix in other case (or with a trailing dot) above a
+    // deeper login page.
+    for public in ["/APP/", "/app./"] {
+        let e = validated(&with(
+            "module",
+            &format!("login = \"automatic\"\nlogin_paths = [\"/app/auth/login\"]\npublic_paths = [\"{public}\"]"),
+        ))
+        .map(|_| String::new())
+        .unwrap_or_else(|e| e.to_string());
+        assert!(e.contains("covers the login page `/app/auth/login`"), "{public}: {e}");
+    }
+    assert!(
+        validated(&with(
+            "module",
+            "login = \"automatic\"\nlogin_paths = [\"/app/auth/login\"]\npublic_paths = [\"/app/static/\"]",
+        ))
+        .is_ok(),
+        "a public path beside the login page"
+    );
     let off = validated(&with(
         "module",
         "unified_login = false\n[[module.rule]]\npaths = [\"/a/\"]\ndeny = true",

@@ -103,6 +103,7 @@ fn the_first_rule_that_takes_a_request_decides() {
         ("/ops/x", "POST", Some("+method=DELETE"), &none, Some(6)),
         ("/ops/x", "POST", Some("%20method=DELETE"), &none, Some(6)),
         ("/ops/x", "POST", Some("%5Bmethod=DELETE"), &none, Some(6)),
+        ("/ops/x", "POST", Some("_method%00x=DELETE"), &none, Some(6)),
         ("/ops/x", "POST", Some("_%6Dethod=DELETE"), &none, Some(6)),
         ("/ops/x", "POST", None, &underscored, Some(6)),
         ("/api/things", "GET", Some("%5Fmethod=DELETE"), &none, Some(3)),
