@@ -18,7 +18,8 @@ use toml::Table;
 async fn ruled_stack() -> Stack {
     StackBuilder::new()
         .module("portal", |m| {
-            let rules: Table = toml::from_str(
+            with_rules(
+                m,
                 r#"
                 [[rule]]
                 paths = ["=/admin/health"]
@@ -34,11 +35,15 @@ async fn ruled_stack() -> Stack {
                 deny = true
                 "#,
             )
-            .unwrap();
-            m.insert("rule".into(), rules["rule"].clone());
         })
         .start()
         .await
+}
+
+/// Sets the module's `[[rule]]` entries from TOML text.
+fn with_rules(m: &mut Table, rules: &str) {
+    let rules: Table = toml::from_str(rules).unwrap();
+    m.insert("rule".into(), rules["rule"].clone());
 }
 
 async fn get(b: &reqwest::Client, url: &str, accept: &str) -> reqwest::Response {
@@ -123,7 +128,8 @@ async fn the_admin_area_is_for_portal_admins_whatever_the_spelling() {
 async fn members_of_a_rules_own_groups_log_in_to_that_part_only() {
     let s = StackBuilder::new()
         .module("portal", |m| {
-            let rules: Table = toml::from_str(
+            with_rules(
+                m,
                 r#"
                 [[rule]]
                 paths = ["/reports"]
@@ -132,8 +138,6 @@ async fn members_of_a_rules_own_groups_log_in_to_that_part_only() {
                 replace_module_groups = true
                 "#,
             )
-            .unwrap();
-            m.insert("rule".into(), rules["rule"].clone());
         })
         .start()
         .await;

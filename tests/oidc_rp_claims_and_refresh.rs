@@ -556,45 +556,37 @@ async fn a_refresh_keeps_the_logins_time() {
     })
     .await;
     let billing = async |b: &reqwest::Client| b.get(rp.url("/billing/")).send().await.unwrap().status().as_u16();
-    // Whether the browser's session holds the tokens of a refresh.
-    let refreshed = |rp: &Rp, jar: &reqwest::cookie::Jar| {
-        let memory = rp._gw.gateway.state.sessions.memory().unwrap();
-        memory
-            .get(&rp.session_id(jar))
-            .is_some_and(|s| s.tokens.lock().unwrap().generation > 0)
-    };
-    let refreshed_with = |sub: &str, auth_time: Option<u64>| {
+    // `sub` logs in (a login `age` seconds old) and is refreshed with an
+    // ID token whose auth_time is `refreshed` (None: left out); the
+    // browser, once its session holds the refresh's tokens.
+    let login_then_refresh = async |sub: &str, age: u64, refreshed: Option<u64>| {
         let mut c = all_claims(&rp.op, sub, json!(["portal-users"]));
-        match auth_time {
+        match refreshed {
             Some(t) => c["auth_time"] = json!(t),
             None => drop(c.as_object_mut().unwrap().remove("auth_time")),
         }
-        Answer::json(rp.op.tokens(&rp.op.sign(&c), "at-2"))
+        let answer = Answer::json(rp.op.tokens(&rp.op.sign(&c), "at-2"));
+        rp.op.set(|s| s.on_refresh = Some(answer));
+        let (b, jar) = rp.browser_with_jar();
+        let mut claims = all_claims(&rp.op, sub, json!(["portal-users"]));
+        claims["auth_time"] = json!(now() - age);
+        let before = rp.op.count("token:refresh_token");
+        assert_eq!(rp.login(&b, claims).await.status(), 302);
+        let memory = rp._gw.gateway.state.sessions.memory().unwrap();
+        wait_until("a refresh stored", Duration::from_secs(5), async || {
+            rp.page(&b).await.0 == 200
+                && rp.op.count("token:refresh_token") > before
+                && memory
+                    .get(&rp.session_id(&jar))
+                    .is_some_and(|s| s.tokens.lock().unwrap().generation > 0)
+        })
+        .await;
+        b
     };
     // A login a minute ago; its refreshes carry no auth_time.
-    let (b, jar) = rp.browser_with_jar();
-    let sub = "alice".to_string();
-    let mut claims = all_claims(&rp.op, &sub, json!(["portal-users"]));
-    claims["auth_time"] = json!(now() - 60);
-    rp.op.set(|s| s.on_refresh = Some(refreshed_with(&sub, None)));
-    let before = rp.op.count("token:refresh_token");
-    assert_eq!(rp.login(&b, claims).await.status(), 302);
-    wait_until("a refresh stored", Duration::from_secs(5), async || {
-        rp.page(&b).await.0 == 200 && rp.op.count("token:refresh_token") > before && refreshed(&rp, &jar)
-    })
-    .await;
+    let b = login_then_refresh("alice", 60, None).await;
     assert_eq!(billing(&b).await, 200, "still a recent login");
     // A login ten minutes ago, refreshed with an ID token that says now.
-    let (b, jar) = rp.browser_with_jar();
-    let sub = "bob".to_string();
-    let mut claims = all_claims(&rp.op, &sub, json!(["portal-users"]));
-    claims["auth_time"] = json!(now() - 600);
-    rp.op.set(|s| s.on_refresh = Some(refreshed_with(&sub, Some(now()))));
-    let before = rp.op.count("token:refresh_token");
-    assert_eq!(rp.login(&b, claims).await.status(), 302);
-    wait_until("a refresh stored", Duration::from_secs(5), async || {
-        rp.page(&b).await.0 == 200 && rp.op.count("token:refresh_token") > before && refreshed(&rp, &jar)
-    })
-    .await;
+    let b = login_then_refresh("bob", 600, Some(now())).await;
     assert_eq!(billing(&b).await, 302, "the login is still ten minutes old");
 }

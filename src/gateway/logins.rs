@@ -470,7 +470,7 @@ pub async fn start_login(
 
 /// How recent a login is asked for.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Recent {
+pub enum Recent {
     /// Any (the route's own `max_age` aside).
     Any,
     /// A first login to a part of the module that needs a login at most
@@ -478,55 +478,24 @@ enum Recent {
     /// honours it answers with a recent login at once. Not checked on
     /// return: the part's rule checks it, and asks again if need be.
     Ask(u64),
-    /// A step-up: `max_age` with `prompt=login`, checked on return.
+    /// A step-up, for a session whose login is older than this many
+    /// seconds: `max_age` and `prompt=login` (the identity provider asks,
+    /// even one that ignores `max_age`), and the new login's `auth_time`
+    /// is checked on return.
     Require(u64),
 }
 
-/// Sends a browser without a session to the IdP for a part of the module
-/// that needs a login at most `max_age` seconds old (see `Recent::Ask`).
+/// Sends the browser to the IdP for a part of the module that needs a
+/// recent login (see `Recent`), then back to `return_path`.
 pub async fn start_recent_login(
     g: &Gateway,
     session: &mut PSession,
     id: RouteId,
     host: &str,
     return_path: &str,
-    max_age: u64,
+    recent: Recent,
 ) -> Result<bool> {
-    let r = login_redirect(
-        g,
-        session,
-        id,
-        host,
-        return_path,
-        None,
-        Recent::Ask(max_age),
-        Vec::new(),
-    );
-    g.answer(session, Some(id), r).await
-}
-
-/// Sends the browser to the IdP to log in again, for a part of the module
-/// that needs a login at most `max_age` seconds old: `max_age` and
-/// `prompt=login` (the identity provider asks, even one that ignores
-/// `max_age`), and the new login's `auth_time` is checked on return.
-pub async fn start_step_up(
-    g: &Gateway,
-    session: &mut PSession,
-    id: RouteId,
-    host: &str,
-    return_path: &str,
-    max_age: u64,
-) -> Result<bool> {
-    let r = login_redirect(
-        g,
-        session,
-        id,
-        host,
-        return_path,
-        None,
-        Recent::Require(max_age),
-        Vec::new(),
-    );
+    let r = login_redirect(g, session, id, host, return_path, None, recent, Vec::new());
     g.answer(session, Some(id), r).await
 }
 

@@ -184,11 +184,13 @@ impl Gateway {
                 max_age: Some(max_age),
             } => {
                 let host = host();
-                super::logins::start_recent_login(self, session, id, &host, &return_path, max_age).await
+                let recent = super::logins::Recent::Ask(max_age);
+                super::logins::start_recent_login(self, session, id, &host, &return_path, recent).await
             }
             Decision::StepUp { return_path, max_age } => {
                 let host = host();
-                super::logins::start_step_up(self, session, id, &host, &return_path, max_age).await
+                let recent = super::logins::Recent::Require(max_age);
+                super::logins::start_recent_login(self, session, id, &host, &return_path, recent).await
             }
             Decision::LinkFirst => super::link::link_first(self, session, id).await,
             Decision::Chooser => {
