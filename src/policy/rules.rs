@@ -153,20 +153,24 @@ impl Rule {
     /// Whether this widening rule takes, first, requests a later narrowing
     /// rule `later` means to guard (a public `/api/` before an admins-only
     /// `/api/admin/`): the later one then guards only odd spellings of
-    /// them. Not when the later rule has the same paths and other methods
-    /// too: it guards the rest (`GET` for readers, then everything else
-    /// for writers).
+    /// them. Not when the later rule, for every method, has the same paths:
+    /// it guards the rest (`GET` for readers, then everything else for
+    /// writers). A method the later rule names that this one takes is
+    /// always told.
     pub fn opens_before(&self, later: &Rule) -> bool {
-        let shared_method =
-            self.methods.is_empty() || later.methods.is_empty() || later.methods.iter().any(|m| self.takes_method(m));
+        let overlap = self.methods.is_empty()
+            || later.methods.is_empty()
+            || later.methods.iter().any(|m| self.takes_method(m))
+            || self.methods.iter().any(|m| later.takes_method(m));
+        let named = !later.methods.is_empty() && overlap;
         let all_methods = later.methods_within(self);
         self.widens()
             && !later.widens()
-            && shared_method
+            && overlap
             && later.paths.iter().any(|p| {
                 self.paths
                     .iter()
-                    .any(|e| e.covers(p, false) && (all_methods || !p.covers(e, false)))
+                    .any(|e| e.covers(p, false) && (all_methods || named || !p.covers(e, false)))
             })
     }
 

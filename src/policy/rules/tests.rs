@@ -194,6 +194,13 @@ fn a_rule_an_earlier_one_covers_is_shadowed() {
     assert!(!private.methods_within(&readers));
     assert!(!readers.opens_before(&posts), "no method in common");
     assert!(readers.opens_before(&heads) && heads.methods_within(&readers));
+    // A later rule that names GET on the same paths: its GET part never
+    // applies. A HEAD-only opening before a GET guard takes HEAD first.
+    let get_delete = rule(&["/api/reports/"], &["GET", "DELETE"], RuleAccess::Deny);
+    assert!(readers.opens_before(&get_delete) && !get_delete.methods_within(&readers));
+    let public_head = rule(&["/api/reports/"], &["HEAD"], RuleAccess::Public);
+    let guarded_get = rule(&["/api/reports/"], &["GET"], RuleAccess::Deny);
+    assert!(public_head.opens_before(&guarded_get));
     assert!(!rule(&["=/admin"], &[], RuleAccess::Deny).shadowed_by(&exact));
     // Public exact paths are compared as written: `=/x/` is not `=/x`.
     let (x, x_slash) = (
