@@ -251,6 +251,21 @@ async fn a_first_login_to_billing_asks_for_a_recent_one_at_once() {
     let (b, _) = s.browser();
     let r = get(&b, &s.url("/admin/"), "text/html").await;
     assert_eq!(query_param(&location(&r), "max_age"), None);
+    // The same from a KaseyaOne link (third-party-initiated login).
+    let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    for (target, max_age) in [("/billing/?m=1", Some("300")), ("/reports", None)] {
+        let initiate = s.url(&format!(
+            "/_unigate/login?iss={}&target_link_uri={}",
+            enc(s.idp.issuer()),
+            enc(&s.url(target))
+        ));
+        let r = get(&b, &initiate, "text/html").await;
+        assert_eq!(r.status(), 302, "{target}");
+        let authorize = location(&r);
+        assert!(authorize.starts_with(s.idp.issuer()), "{authorize}");
+        assert_eq!(query_param(&authorize, "max_age").as_deref(), max_age, "{target}");
+        assert_eq!(query_param(&authorize, "prompt"), None);
+    }
 }
 
 /// Logs `user` in at the IdP with the test client; its access token.

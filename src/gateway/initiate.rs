@@ -64,7 +64,9 @@ pub async fn login(g: &Gateway, session: &mut PSession, id: RouteId, host: &str)
     {
         return see_other(return_path).write(session).await;
     }
-    super::logins::start_login(g, session, id, host, &return_path, hint.as_deref(), Vec::new()).await
+    // A page that asks for a recent login asks KaseyaOne for one at once.
+    let recent = super::logins::recent_for(g.route(id), &return_path);
+    super::logins::start_recent_login(g, session, id, host, &return_path, hint.as_deref(), recent).await
 }
 
 /// A redirect that a POSTed initiation follows with a GET.

@@ -493,10 +493,32 @@ pub async fn start_recent_login(
     id: RouteId,
     host: &str,
     return_path: &str,
+    login_hint: Option<&str>,
     recent: Recent,
 ) -> Result<bool> {
-    let r = login_redirect(g, session, id, host, return_path, None, recent, Vec::new());
+    let r = login_redirect(g, session, id, host, return_path, login_hint, recent, Vec::new());
     g.answer(session, Some(id), r).await
+}
+
+/// How recent a login a browser without a session needs for a GET of
+/// `return_path` (a path and query on `route`'s host): what a rule there
+/// asks for, or any.
+pub fn recent_for(route: &crate::config::route::Route, return_path: &str) -> Recent {
+    let (path, query) = match return_path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (return_path, None),
+    };
+    let Ok(path) = crate::policy::path::canonicalize(path) else {
+        return Recent::Any;
+    };
+    let no_headers = http::HeaderMap::new();
+    match route
+        .rule(&path, &http::Method::GET, query, &no_headers)
+        .and_then(|r| r.max_login_age)
+    {
+        Some(age) => Recent::Ask(age.as_secs()),
+        None => Recent::Any,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

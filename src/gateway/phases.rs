@@ -185,12 +185,12 @@ impl Gateway {
             } => {
                 let host = host();
                 let recent = super::logins::Recent::Ask(max_age);
-                super::logins::start_recent_login(self, session, id, &host, &return_path, recent).await
+                super::logins::start_recent_login(self, session, id, &host, &return_path, None, recent).await
             }
             Decision::StepUp { return_path, max_age } => {
                 let host = host();
                 let recent = super::logins::Recent::Require(max_age);
-                super::logins::start_recent_login(self, session, id, &host, &return_path, recent).await
+                super::logins::start_recent_login(self, session, id, &host, &return_path, None, recent).await
             }
             Decision::LinkFirst => super::link::link_first(self, session, id).await,
             Decision::Chooser => {
