@@ -13,7 +13,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::replicas::{Replicas, browser_with_jar, login, login_as, logout_token, replicas_in_front_of, status, url};
+use common::replicas::{
+    Replicas, browser_with_jar, login, login_as, logout_token, replicas_in_front_of, status, url, whoami,
+};
 use common::*;
 
 /// Two replicas on `cluster`, knowing three of its nodes, trusting their
@@ -144,15 +146,7 @@ async fn a_login_on_one_replica_works_on_the_other_and_a_logout_on_it_ends_both(
         "one slot, not one master by chance"
     );
     store.unlock_refresh(&h, &lock).await.unwrap();
-    let who: serde_json::Value = b
-        .get(url(pb, "/api/whoami"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(who["headers"]["x-kaseyaone-user"], "alice");
+    assert_eq!(whoami(&b, pb).await["headers"]["x-kaseyaone-user"], "alice");
     // Both hold a copy now. A back-channel logout posted to B ends it on A
     // within a second: the revocation crossed the cluster.
     let sid = r.a.gateway.cached_sessions()[0].1.identity.sid.clone().expect("a sid");
